@@ -1,0 +1,3 @@
+from lkswarm.cli import main
+
+main()

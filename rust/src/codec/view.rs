@@ -1,0 +1,339 @@
+//! Lazy, read-only views over validated frames.
+//!
+//! Theory of operation: a `MessageView` is a list of byte ranges ("segments")
+//! of one shared buffer plus the message's descriptor. Protobuf merges a
+//! singular sub-message that appears several times, and a message that is
+//! concatenated with another; keeping every occurrence as a segment gives
+//! exactly that: scalars take the last occurrence across all segments, and a
+//! sub-message view collects the segments of all its occurrences. The first
+//! field access indexes the segments once (tag, wire type, value span), so
+//! later reads do not rescan. Nothing is copied out of the buffer until a
+//! value is read.
+
+use std::sync::{Arc, OnceLock};
+
+use super::schema::{FieldDesc, Kind, MessageDesc, MESSAGES};
+use super::wire::{read_tag, read_varint, skip_value, unzigzag, WIRE_LEN};
+use crate::error::{DecodeReason, Error, Result};
+
+/// Where a frame's bytes live; the Python layer keeps the exporting object alive.
+pub trait Source: Send + Sync {
+    fn bytes(&self) -> &[u8];
+}
+
+impl Source for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Segments {
+    Empty,
+    One(u32, u32),
+    Many(Arc<[(u32, u32)]>),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Occurrence {
+    field_pos: u16,
+    wire: u8,
+    start: u32,
+    end: u32,
+}
+
+/// A read-only view of one message.
+pub struct MessageView {
+    src: Arc<dyn Source>,
+    segments: Segments,
+    desc: &'static MessageDesc,
+    index: OnceLock<std::result::Result<Vec<Occurrence>, Error>>,
+}
+
+impl Clone for MessageView {
+    fn clone(&self) -> Self {
+        Self::new(self.src.clone(), self.segments.clone(), self.desc)
+    }
+}
+
+/// A scalar value read from the wire. Floats stay `f32` so JSON can print
+/// them the way the reference does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scalar<'a> {
+    I64(i64),
+    U64(u64),
+    F32(f32),
+    F64(f64),
+    Bool(bool),
+    Enum(i32),
+    Str(&'a str),
+    Bytes(&'a [u8]),
+}
+
+/// A map value: a scalar or a message.
+pub enum MapValue<'a> {
+    Scalar(Scalar<'a>),
+    Message(MessageView),
+}
+
+/// The value of one field.
+pub enum FieldValue<'a> {
+    Scalar(Scalar<'a>),
+    /// A singular sub-message; `present` is false for an unset field (read as an empty message).
+    Message { view: MessageView, present: bool },
+    List(Vec<Scalar<'a>>),
+    Messages(Vec<MessageView>),
+    /// Entries in wire order; later duplicates of a key win.
+    Map(Vec<(Scalar<'a>, MapValue<'a>)>),
+}
+
+impl MessageView {
+    fn new(src: Arc<dyn Source>, segments: Segments, desc: &'static MessageDesc) -> Self {
+        Self { src, segments, desc, index: OnceLock::new() }
+    }
+
+    /// A view of a whole buffer that `validate` accepted for `desc`.
+    pub fn root(src: Arc<dyn Source>, desc: &'static MessageDesc) -> Self {
+        let len = src.bytes().len() as u32;
+        let segments = if len == 0 { Segments::Empty } else { Segments::One(0, len) };
+        Self::new(src, segments, desc)
+    }
+
+    pub fn desc(&self) -> &'static MessageDesc {
+        self.desc
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.src.bytes()
+    }
+
+    fn segment_list(&self) -> Vec<(u32, u32)> {
+        match &self.segments {
+            Segments::Empty => Vec::new(),
+            Segments::One(s, e) => vec![(*s, *e)],
+            Segments::Many(list) => list.to_vec(),
+        }
+    }
+
+    fn occurrences(&self) -> Result<&[Occurrence]> {
+        match self.index.get_or_init(|| self.build_index()) {
+            Ok(v) => Ok(v),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    fn build_index(&self) -> Result<Vec<Occurrence>> {
+        let buf = self.bytes();
+        let mut out = Vec::new();
+        for (start, end) in self.segment_list() {
+            let (start, end) = (start as usize, end as usize);
+            if end > buf.len() {
+                return Err(mutated(start));
+            }
+            let mut pos = start;
+            while pos < end {
+                let (tag, after) = read_tag(&buf[..end], pos).map_err(|(o, r)| Error::Decode {
+                    offset: o,
+                    path: String::new(),
+                    reason: r,
+                })?;
+                let (span, next) = skip_value(buf, tag, after, end, 0).map_err(|(o, r)| Error::Decode {
+                    offset: o,
+                    path: String::new(),
+                    reason: r,
+                })?;
+                if let Some(fp) = self.desc.field_pos(tag.number) {
+                    let f = &self.desc.fields[fp];
+                    let packed = f.repeated && f.kind.packable() && tag.wire == WIRE_LEN;
+                    if tag.wire == f.kind.wire_type() || packed {
+                        out.push(Occurrence {
+                            field_pos: fp as u16,
+                            wire: tag.wire,
+                            start: span.start as u32,
+                            end: span.end as u32,
+                        });
+                    }
+                }
+                pos = next;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The occurrences that make up the field's current value, honouring oneof
+    /// semantics (a later member of the same oneof clears earlier ones).
+    fn effective(&self, pos: usize) -> Result<Vec<Occurrence>> {
+        let occ = self.occurrences()?;
+        let field = &self.desc.fields[pos];
+        let from = match field.oneof {
+            None => 0,
+            Some(o) => {
+                let fields = self.desc.fields;
+                match occ.iter().rposition(|x| fields[x.field_pos as usize].oneof == Some(o)) {
+                    None => return Ok(Vec::new()),
+                    Some(last) if occ[last].field_pos as usize != pos => return Ok(Vec::new()),
+                    Some(last) => occ[..last]
+                        .iter()
+                        .rposition(|x| fields[x.field_pos as usize].oneof == Some(o) && x.field_pos as usize != pos)
+                        .map_or(0, |i| i + 1),
+                }
+            }
+        };
+        Ok(occ[from..].iter().filter(|x| x.field_pos as usize == pos).copied().collect())
+    }
+
+    /// Whether the field is present on the wire (for oneofs: whether it is the chosen member).
+    pub fn has(&self, pos: usize) -> Result<bool> {
+        Ok(!self.effective(pos)?.is_empty())
+    }
+
+    /// The chosen member of oneof number `oneof`, as a field position.
+    pub fn which_oneof(&self, oneof: usize) -> Result<Option<usize>> {
+        let occ = self.occurrences()?;
+        let fields = self.desc.fields;
+        Ok(occ.iter().rev().find(|x| fields[x.field_pos as usize].oneof == Some(oneof)).map(|x| x.field_pos as usize))
+    }
+
+    /// Reads field `pos` (a position in `desc().fields`).
+    pub fn get(&self, pos: usize) -> Result<FieldValue<'_>> {
+        let field = &self.desc.fields[pos];
+        let occ = self.effective(pos)?;
+        if field.kind == Kind::Message {
+            let sub = &MESSAGES[field.type_index];
+            if field.repeated && sub.map_entry {
+                return occ.iter().map(|o| self.map_entry(sub, o)).collect::<Result<_>>().map(FieldValue::Map);
+            }
+            if field.repeated {
+                let views = occ.iter().map(|o| self.child(sub, Segments::One(o.start, o.end))).collect();
+                return Ok(FieldValue::Messages(views));
+            }
+            let present = !occ.is_empty();
+            let segments = match occ.as_slice() {
+                [] => Segments::Empty,
+                [one] => Segments::One(one.start, one.end),
+                many => Segments::Many(many.iter().map(|o| (o.start, o.end)).collect()),
+            };
+            return Ok(FieldValue::Message { view: self.child(sub, segments), present });
+        }
+        if field.repeated {
+            let mut values = Vec::with_capacity(occ.len());
+            for o in &occ {
+                if o.wire == WIRE_LEN && field.kind.packable() {
+                    self.read_packed(field, o, &mut values)?;
+                } else {
+                    values.push(self.read_scalar(field.kind, o.start as usize)?);
+                }
+            }
+            return Ok(FieldValue::List(values));
+        }
+        match occ.last() {
+            None => Ok(FieldValue::Scalar(default_scalar(field.kind))),
+            Some(o) => self.read_one(field.kind, o).map(FieldValue::Scalar),
+        }
+    }
+
+    fn child(&self, desc: &'static MessageDesc, segments: Segments) -> MessageView {
+        MessageView::new(self.src.clone(), segments, desc)
+    }
+
+    fn read_one(&self, kind: Kind, o: &Occurrence) -> Result<Scalar<'_>> {
+        let buf = self.bytes();
+        let (s, e) = (o.start as usize, o.end as usize);
+        match kind {
+            Kind::String => std::str::from_utf8(&buf[s..e]).map(Scalar::Str).map_err(|_| Error::Decode {
+                offset: s,
+                path: String::new(),
+                reason: DecodeReason::InvalidUtf8,
+            }),
+            Kind::Bytes => Ok(Scalar::Bytes(&buf[s..e])),
+            _ => self.read_scalar(kind, s),
+        }
+    }
+
+    fn read_scalar(&self, kind: Kind, pos: usize) -> Result<Scalar<'_>> {
+        let buf = self.bytes();
+        let fixed4 = || -> Result<[u8; 4]> { buf.get(pos..pos + 4).and_then(|b| b.try_into().ok()).ok_or(mutated(pos)) };
+        let fixed8 = || -> Result<[u8; 8]> { buf.get(pos..pos + 8).and_then(|b| b.try_into().ok()).ok_or(mutated(pos)) };
+        let varint = || -> Result<u64> { read_varint(buf, pos).map(|v| v.0).map_err(|_| mutated(pos)) };
+        Ok(match kind {
+            Kind::Double => Scalar::F64(f64::from_le_bytes(fixed8()?)),
+            Kind::Float => Scalar::F32(f32::from_le_bytes(fixed4()?)),
+            Kind::Int64 => Scalar::I64(varint()? as i64),
+            Kind::Uint64 => Scalar::U64(varint()?),
+            Kind::Int32 => Scalar::I64(i64::from(varint()? as i32)),
+            Kind::Fixed64 => Scalar::U64(u64::from_le_bytes(fixed8()?)),
+            Kind::Fixed32 => Scalar::U64(u64::from(u32::from_le_bytes(fixed4()?))),
+            Kind::Bool => Scalar::Bool(varint()? != 0),
+            Kind::Uint32 => Scalar::U64(u64::from(varint()? as u32)),
+            Kind::Enum => Scalar::Enum(varint()? as i32),
+            Kind::Sfixed32 => Scalar::I64(i64::from(i32::from_le_bytes(fixed4()?))),
+            Kind::Sfixed64 => Scalar::I64(i64::from_le_bytes(fixed8()?)),
+            Kind::Sint32 => Scalar::I64(i64::from(unzigzag(u64::from(varint()? as u32)) as i32)),
+            Kind::Sint64 => Scalar::I64(unzigzag(varint()?)),
+            Kind::String | Kind::Bytes | Kind::Message => return Err(mutated(pos)),
+        })
+    }
+
+    fn read_packed<'s>(&'s self, field: &FieldDesc, o: &Occurrence, out: &mut Vec<Scalar<'s>>) -> Result<()> {
+        let buf = self.bytes();
+        let (mut p, end) = (o.start as usize, o.end as usize);
+        while p < end {
+            out.push(self.read_scalar(field.kind, p)?);
+            p = match field.kind.wire_type() {
+                super::wire::WIRE_FIXED32 => p + 4,
+                super::wire::WIRE_FIXED64 => p + 8,
+                _ => read_varint(&buf[..end], p).map_err(|_| mutated(p))?.1,
+            };
+        }
+        Ok(())
+    }
+
+    fn map_entry(&self, entry: &'static MessageDesc, o: &Occurrence) -> Result<(Scalar<'_>, MapValue<'_>)> {
+        let view = self.child(entry, Segments::One(o.start, o.end));
+        // Map entries are tiny (a key and a value), so read them directly here
+        // rather than through a borrowed child view.
+        let key_field = &entry.fields[0];
+        let value_field = &entry.fields[1];
+        let occ = view.build_index()?;
+        let last = |pos: usize| occ.iter().rev().find(|x| x.field_pos as usize == pos).copied();
+        let key = match last(0) {
+            Some(k) => self.read_one(key_field.kind, &k)?,
+            None => default_scalar(key_field.kind),
+        };
+        let value = if value_field.kind == Kind::Message {
+            let sub = &MESSAGES[value_field.type_index];
+            let segs: Vec<(u32, u32)> = occ.iter().filter(|x| x.field_pos == 1).map(|x| (x.start, x.end)).collect();
+            let segments = match segs.as_slice() {
+                [] => Segments::Empty,
+                [one] => Segments::One(one.0, one.1),
+                _ => Segments::Many(segs.into()),
+            };
+            MapValue::Message(self.child(sub, segments))
+        } else {
+            MapValue::Scalar(match last(1) {
+                Some(v) => self.read_one(value_field.kind, &v)?,
+                None => default_scalar(value_field.kind),
+            })
+        };
+        Ok((key, value))
+    }
+}
+
+/// The value an unset scalar field reads as.
+pub fn default_scalar(kind: Kind) -> Scalar<'static> {
+    match kind {
+        Kind::Double => Scalar::F64(0.0),
+        Kind::Float => Scalar::F32(0.0),
+        Kind::Int64 | Kind::Int32 | Kind::Sfixed32 | Kind::Sfixed64 | Kind::Sint32 | Kind::Sint64 => Scalar::I64(0),
+        Kind::Uint64 | Kind::Fixed64 | Kind::Fixed32 | Kind::Uint32 => Scalar::U64(0),
+        Kind::Bool => Scalar::Bool(false),
+        Kind::Enum => Scalar::Enum(0),
+        Kind::String => Scalar::Str(""),
+        Kind::Bytes | Kind::Message => Scalar::Bytes(&[]),
+    }
+}
+
+/// A buffer that changed after validation (a bytearray mutated in place).
+fn mutated(offset: usize) -> Error {
+    Error::Decode { offset, path: String::new(), reason: DecodeReason::Truncated }
+}

@@ -1,0 +1,175 @@
+//! `MessageView`: the read-only Python view of a decoded message.
+
+use pyo3::exceptions::PyAttributeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
+use serde_json::Value;
+
+use super::errors::IntoPyResult;
+use crate::codec::json::to_json;
+use crate::codec::{FieldValue, MapValue, MessageView, Scalar};
+
+/// A read-only view of one protobuf message. Fields read by their proto
+/// names; `kind` names the chosen variant of the message's first oneof.
+#[pyclass(name = "MessageView", module = "lkswarm._core", frozen, freelist = 64)]
+pub struct PyMessageView {
+    pub view: MessageView,
+}
+
+impl PyMessageView {
+    pub fn new(view: MessageView) -> Self {
+        Self { view }
+    }
+}
+
+#[pymethods]
+impl PyMessageView {
+    fn __getattribute__(slf: &Bound<'_, Self>, name: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let key = name.to_str()?;
+        let desc = this.view.desc();
+        if let Some(pos) = desc.field_by_name(key) {
+            return field_to_py(py, this.view.get(pos).py()?);
+        }
+        if key == "kind" {
+            return this.kind(py);
+        }
+        // Methods and dunder attributes.
+        // SAFETY: both pointers are valid, borrowed for the duration of the call;
+        // PyObject_GenericGetAttr returns a new reference or NULL with an exception set.
+        unsafe {
+            Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyObject_GenericGetAttr(slf.as_ptr(), name.as_ptr()))
+                .map(Bound::unbind)
+        }
+    }
+
+    fn __getattr__(&self, name: &str) -> PyResult<Py<PyAny>> {
+        Err(PyAttributeError::new_err(format!(
+            "{} message has no field {name:?}",
+            self.view.desc().full_name
+        )))
+    }
+
+    /// The canonical proto3 JSON mapping (as `json_format.MessageToDict`).
+    fn to_dict(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        json_to_py(py, &to_json(&self.view).py()?)
+    }
+
+    /// Full name of the message type, e.g. `livekit.SignalResponse`.
+    #[getter]
+    fn type_name(&self) -> &'static str {
+        self.view.desc().full_name
+    }
+
+    /// Proto names of the fields present on the wire.
+    fn present_fields(&self) -> PyResult<Vec<&'static str>> {
+        let desc = self.view.desc();
+        let mut out = Vec::new();
+        for (pos, field) in desc.fields.iter().enumerate() {
+            if self.view.has(pos).py()? {
+                out.push(field.name);
+            }
+        }
+        Ok(out)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let dict = to_json(&self.view).py()?;
+        let _ = py;
+        Ok(format!("<{} {}>", self.view.desc().full_name, dict))
+    }
+
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Ok(other) = other.cast::<PyMessageView>() else { return Ok(false) };
+        let other = other.get();
+        let _ = py;
+        Ok(self.view.desc().full_name == other.view.desc().full_name
+            && to_json(&self.view).py()? == to_json(&other.view).py()?)
+    }
+}
+
+impl PyMessageView {
+    fn kind(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let desc = self.view.desc();
+        if desc.oneofs.is_empty() {
+            return Ok(py.None());
+        }
+        Ok(match self.view.which_oneof(0).py()? {
+            Some(pos) => PyString::intern(py, desc.fields[pos].name).into_any().unbind(),
+            None => py.None(),
+        })
+    }
+}
+
+fn scalar_to_py(py: Python<'_>, s: Scalar<'_>) -> PyResult<Py<PyAny>> {
+    Ok(match s {
+        Scalar::I64(v) => v.into_pyobject(py)?.into_any().unbind(),
+        Scalar::U64(v) => v.into_pyobject(py)?.into_any().unbind(),
+        Scalar::F32(v) => PyFloat::new(py, f64::from(v)).into_any().unbind(),
+        Scalar::F64(v) => PyFloat::new(py, v).into_any().unbind(),
+        Scalar::Bool(v) => PyBool::new(py, v).to_owned().into_any().unbind(),
+        Scalar::Enum(v) => v.into_pyobject(py)?.into_any().unbind(),
+        Scalar::Str(v) => PyString::new(py, v).into_any().unbind(),
+        Scalar::Bytes(v) => PyBytes::new(py, v).into_any().unbind(),
+    })
+}
+
+fn field_to_py(py: Python<'_>, value: FieldValue<'_>) -> PyResult<Py<PyAny>> {
+    Ok(match value {
+        FieldValue::Scalar(s) => scalar_to_py(py, s)?,
+        FieldValue::Message { view, .. } => Py::new(py, PyMessageView::new(view))?.into_any(),
+        FieldValue::List(values) => {
+            let items = values.into_iter().map(|s| scalar_to_py(py, s)).collect::<PyResult<Vec<_>>>()?;
+            PyTuple::new(py, items)?.into_any().unbind()
+        }
+        FieldValue::Messages(views) => {
+            let items =
+                views.into_iter().map(|v| Py::new(py, PyMessageView::new(v))).collect::<PyResult<Vec<_>>>()?;
+            PyTuple::new(py, items)?.into_any().unbind()
+        }
+        FieldValue::Map(entries) => {
+            let dict = PyDict::new(py);
+            for (k, v) in entries {
+                let value = match v {
+                    MapValue::Scalar(s) => scalar_to_py(py, s)?,
+                    MapValue::Message(m) => Py::new(py, PyMessageView::new(m))?.into_any(),
+                };
+                dict.set_item(scalar_to_py(py, k)?, value)?;
+            }
+            dict.into_any().unbind()
+        }
+    })
+}
+
+/// Converts a JSON value into plain Python objects.
+pub fn json_to_py(py: Python<'_>, value: &Value) -> PyResult<Py<PyAny>> {
+    Ok(match value {
+        Value::Null => py.None(),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any().unbind(),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.into_pyobject(py)?.into_any().unbind()
+            } else if let Some(u) = n.as_u64() {
+                u.into_pyobject(py)?.into_any().unbind()
+            } else {
+                PyFloat::new(py, n.as_f64().unwrap_or(f64::NAN)).into_any().unbind()
+            }
+        }
+        Value::String(s) => PyString::new(py, s).into_any().unbind(),
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(json_to_py(py, item)?)?;
+            }
+            list.into_any().unbind()
+        }
+        Value::Object(map) => {
+            let dict = PyDict::new(py);
+            for (k, v) in map {
+                dict.set_item(k, json_to_py(py, v)?)?;
+            }
+            dict.into_any().unbind()
+        }
+    })
+}
