@@ -170,7 +170,8 @@ fn render_tables(fds: &FileDescriptorSet) -> String {
         let _ = writeln!(s, "    EnumDesc {{ full_name: {:?}, values: &[{}] }},", &name[1..], values.join(", "));
     }
     s.push_str("];\n");
-    for (konst, name) in [("SIGNAL_REQUEST", ".livekit.SignalRequest"), ("SIGNAL_RESPONSE", ".livekit.SignalResponse")] {
+    for (konst, name) in [("SIGNAL_REQUEST", ".livekit.SignalRequest"), ("SIGNAL_RESPONSE", ".livekit.SignalResponse")]
+    {
         match msg_index.get(name) {
             Some(i) => {
                 let _ = writeln!(s, "pub const {konst}: usize = {i};");

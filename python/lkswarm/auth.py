@@ -79,7 +79,11 @@ def mint_token(
         video["roomCreate"] = True
     if room is not None:
         video["room"] = room
-    for key, value in (("canPublish", can_publish), ("canSubscribe", can_subscribe), ("canPublishData", can_publish_data)):
+    for key, value in (
+        ("canPublish", can_publish),
+        ("canSubscribe", can_subscribe),
+        ("canPublishData", can_publish_data),
+    ):
         if value is not None:
             video[key] = value
     if hidden:

@@ -97,7 +97,11 @@ def server(
 def run(
     url: Annotated[
         str | None,
-        typer.Option(envvar="LIVEKIT_URL", show_envvar=True, help="Server URL; without it an embedded local server runs."),
+        typer.Option(
+            envvar="LIVEKIT_URL",
+            show_envvar=True,
+            help="Server URL; without it an embedded local server runs.",
+        ),
     ] = None,
     api_key: ApiKey = None,
     api_secret: ApiSecret = None,
@@ -120,9 +124,7 @@ def run(
             if not quiet:
                 stdout.print(f"started embedded livekit-server at {url}")
         try:
-            results = uvloop.run(
-                run_joins(url, credentials, participants=participants, rooms=rooms, rate_per_s=rate)
-            )
+            results = uvloop.run(run_joins(url, credentials, participants=participants, rooms=rooms, rate_per_s=rate))
         finally:
             if local is not None:
                 local.stop()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from lkswarm.errors import ConfigError, SignalError
-from lkswarm.ws import Closed, Event, WebSocketClient
+from lkswarm.ws import Closed, Event, Rejected, WebSocketClient
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        transport.write(self.client.handshake_request())
+        self.transport.write(self.client.handshake_request())
 
     def data_received(self, data: bytes) -> None:
         self.client.receive_data(data)
@@ -72,7 +72,8 @@ class WebSocketProtocol(asyncio.Protocol):
     def _dispatch(self) -> None:
         for event in self.client.events_received():
             self.on_event(event)
-            if isinstance(event, Closed) and self.transport is not None:
+            # After a rejected upgrade the HTTP connection is of no further use.
+            if isinstance(event, Closed | Rejected) and self.transport is not None:
                 self.transport.close()
 
     def send(self, data: bytes | str) -> None:

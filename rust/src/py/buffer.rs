@@ -44,7 +44,11 @@ impl Source for PySource {
 pub fn source(obj: &Bound<'_, PyAny>) -> PyResult<Arc<dyn Source>> {
     if let Ok(b) = obj.cast::<PyBytes>() {
         let data = b.as_bytes();
-        return Ok(Arc::new(PySource { ptr: data.as_ptr(), len: data.len(), _owner: Owner::Bytes(b.clone().unbind()) }));
+        return Ok(Arc::new(PySource {
+            ptr: data.as_ptr(),
+            len: data.len(),
+            _owner: Owner::Bytes(b.clone().unbind()),
+        }));
     }
     let buf = PyBuffer::<u8>::get(obj)
         .map_err(|_| PyTypeError::new_err(format!("expected a bytes-like object, got {}", type_name(obj))))?;
