@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-import uvloop
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -98,63 +98,100 @@ def run(
     url: Annotated[
         str | None,
         typer.Option(
-            envvar="LIVEKIT_URL",
-            show_envvar=True,
-            help="Server URL; without it an embedded local server runs.",
+            envvar="LIVEKIT_URL", show_envvar=True, help="Server URL; without it an embedded local server runs."
         ),
     ] = None,
     api_key: ApiKey = None,
     api_secret: ApiSecret = None,
-    participants: Annotated[int, typer.Option(min=1, help="Participants in total.")] = 10,
-    rooms: Annotated[int, typer.Option(min=1, help="Rooms to spread them over.")] = 1,
-    rate: Annotated[float, typer.Option(min=0.1, help="Joins started per second.")] = 20.0,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON here.")] = None,
+    rooms: Annotated[int, typer.Option(min=1, help="Number of rooms.")] = 2,
+    participants: Annotated[int, typer.Option(min=1, help="Participants per room.")] = 10,
+    rate: Annotated[float, typer.Option(min=0.001, help="Joins started per second (open model).")] = 20.0,
+    arrival: Annotated[str, typer.Option(help="Arrival process: constant or poisson.")] = "constant",
+    duration: Annotated[str, typer.Option(help="Run length: seconds, or 30s / 2m.")] = "10s",
+    signal_only: Annotated[bool, typer.Option(help="Signaling only, no media transport.")] = True,
+    json_frames: Annotated[bool, typer.Option(help="Send JSON text frames instead of binary protobuf.")] = False,
+    resume_on_disconnect: Annotated[bool, typer.Option(help="Resume (reconnect=1) when a WebSocket drops.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Seed for Poisson arrivals.")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report (lkswarm.report/1) here.")] = None,
     quiet: Annotated[bool, typer.Option(help="Print only errors.")] = False,
 ) -> None:
-    """Join participants to a LiveKit server and report their join latencies."""
-    from lkswarm.smoke import run_joins, summarize
+    """Run participants against a LiveKit server and report what happened to each of them."""
+    from lkswarm.config import RunConfig
+    from lkswarm.runner import run_scenario
 
     try:
         credentials = Credentials.from_env(api_key, api_secret)
-        local: LocalServer | None = None
-        if url is None:
-            local = LocalServer(credentials)
-            local.start()
-            url = local.url
-            if not quiet:
-                stdout.print(f"started embedded livekit-server at {url}")
-        try:
-            results = uvloop.run(run_joins(url, credentials, participants=participants, rooms=rooms, rate_per_s=rate))
-        finally:
-            if local is not None:
-                local.stop()
+        config = RunConfig(
+            url=url,
+            rooms=rooms,
+            participants=participants,
+            rate=rate,
+            arrival=arrival,  # type: ignore[arg-type]
+            duration_s=duration,  # type: ignore[arg-type]
+            signal_only=signal_only,
+            json_frames=json_frames,
+            resume_on_disconnect=resume_on_disconnect,
+            seed=seed,
+        )
+    except ValidationError as exc:
+        raise fail(f"invalid option: {_first_error(exc)}", 2) from None
+    except LkswarmError as exc:
+        raise fail(str(exc), 2) from None
+
+    def announce(local: LocalServer) -> None:
+        if not quiet:
+            stdout.print(f"started embedded livekit-server at {local.url}")
+
+    try:
+        report = run_scenario(config, credentials, on_server=announce)
     except LkswarmError as exc:
         raise fail(str(exc)) from None
-    summary = summarize(results)
     if json_path is not None:
-        json_path.write_text(json.dumps(summary, indent=2))
+        json_path.write_text(json.dumps(report, indent=2))
     if not quiet:
-        print_summary(summary)
-    if summary["joined"] != summary["scheduled"]:
+        print_report(report)
+    outcomes = report["participants"]["outcomes"]
+    if outcomes["failed"] or outcomes["not_started"]:
         raise typer.Exit(1)
 
 
-def print_summary(summary: dict[str, Any]) -> None:
-    table = Table(title=f"lkswarm: {summary['joined']}/{summary['scheduled']} joined")
-    for column in ("phase", "count", "min", "p50", "p90", "p99", "max"):
-        table.add_column(column, justify="right" if column != "phase" else "left")
-    stats = summary.get("join_response_ms")
-    if stats:
-        table.add_row(
-            "join_response (ms)",
-            str(stats["count"]),
-            *(f"{stats[k]:.1f}" for k in ("min", "p50", "p90", "p99", "max")),
-        )
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(x) for x in error["loc"])
+    return f"{where}: {error['msg']}"
+
+
+def print_report(report: dict[str, Any]) -> None:
+    p = report["participants"]
+    table = Table(title=f"lkswarm: {p['joined']}/{p['scheduled']} joined in {report['duration_s']:.1f} s")
+    for column in ("phase", "count", "p50", "p90", "p99", "p99.9", "max"):
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    for phase, stats in report["latency_ms"].items():
+        if stats["count"]:
+            table.add_row(
+                f"{phase} (ms)", str(stats["count"]), *(f"{stats[k]:.1f}" for k in ("p50", "p90", "p99", "p999", "max"))
+            )
     stdout.print(table)
-    if summary["server_version"]:
-        stdout.print(f"server version {summary['server_version']}")
-    for reason, count in summary["failures"].items():
-        stdout.print(f"[red]failed:{reason}[/] {count}")
+    o = p["outcomes"]
+    stdout.print(
+        f"outcomes: completed {o['completed']}, left {o['left']}, failed {o['failed']}, not started {o['not_started']}"
+    )
+    for reason, count in p["failures"].items():
+        detail = p["failure_details"].get(f"failed:{reason}", "")
+        stdout.print(f"[red]failed:{reason}[/] {count}  {detail}", highlight=False)
+    for reason, count in p["left_reasons"].items():
+        stdout.print(f"left:{reason} {count}")
+    g = report["generator"]
+    stdout.print(
+        f"generator: cpu {g['cpu_s']:.2f} s, max rss {g['max_rss_mb']:.0f} MB, "
+        f"loop lag p99 {g['loop_lag_ms']['p99']:.1f} ms, late starts {g['late_starts']}"
+    )
+    if report["signal"]["server_version"]:
+        stdout.print(f"server version {report['signal']['server_version']}")
+    for note in report["notes"]:
+        stdout.print(f"[yellow]note:[/] {note}", highlight=False)
+    for warning in report["warnings"]:
+        stdout.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
 
 
 def main() -> None:

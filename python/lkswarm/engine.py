@@ -1,0 +1,208 @@
+"""The engine: turns a `RunConfig` into participants on an open-model schedule and measures them.
+
+Theory of operation
+-------------------
+Arrivals follow an open model: participant *i* has an intended start time
+fixed before the run (constant rate, or Poisson with the same mean). The
+scheduler starts each participant as close to its intended time as the loop
+allows and records the lateness separately; every latency is measured from
+the intended time, so a saturated generator shows up as latency and as
+lateness instead of being hidden (coordinated omission).
+
+The run lasts ``duration_s`` from the first intended start. Arrivals that
+fall after the end are ``not_started``. At the end the engine (optionally)
+checks each live participant's view of its room against Twirp
+ListParticipants, then stops every participant, which completes the ones
+still alive. Each scheduled participant is counted in exactly one outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import time
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+from lkswarm.auth import Credentials
+from lkswarm.config import RunConfig
+from lkswarm.errors import SignalError
+from lkswarm.events import Joined
+from lkswarm.metrics import LoopLagMonitor, PhaseMetrics, ProcessUsage, raise_fd_limit, record_ms
+from lkswarm.participant import ParticipantDriver
+from lkswarm.report import build_report
+from lkswarm.transport import Endpoint
+from lkswarm.twirp import RoomService
+
+LATE_START_MS = 10.0  # a start later than this counts as late
+ROOM_CHECK_TIMEOUT_S = 10.0  # ParticipantUpdates are batched every 3 s by the server
+STOP_GRACE_S = 3.0
+
+
+def arrival_offsets(count: int, rate: float, arrival: str, rng: random.Random) -> list[float]:
+    """Intended start offsets (s) of ``count`` arrivals at ``rate`` per second."""
+    if arrival == "poisson":
+        offsets, t = [], 0.0
+        for _ in range(count):
+            offsets.append(t)
+            t += rng.expovariate(rate)
+        return offsets
+    return [i / rate for i in range(count)]
+
+
+class Engine:
+    """Runs one scenario against one server URL."""
+
+    def __init__(self, config: RunConfig, credentials: Credentials, url: str) -> None:
+        self.config = config
+        self.credentials = credentials
+        self.url = url
+        self.endpoint = Endpoint.parse(url)
+        self.metrics = PhaseMetrics()
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        self.failure_details: dict[str, str] = {}  # first detail seen per outcome
+        self.drivers: list[ParticipantDriver] = []
+        self.joined = 0
+        self.pinged: set[int] = set()  # indices of participants with at least one ping_rtt
+        self.late_starts = 0
+        self.server_version = ""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._alive = 0
+        self._scheduling_done = False
+
+    # -- callbacks from drivers ----------------------------------------------------------
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def on_outcome(self, driver: ParticipantDriver, outcome: str, detail: str) -> None:
+        self.outcomes[outcome] += 1
+        self._alive -= 1
+        if detail and outcome not in self.failure_details:
+            self.failure_details[outcome] = self.credentials.redact(detail)
+
+    def on_joined(self, driver: ParticipantDriver, event: Joined) -> None:
+        self.joined += 1
+        if event.server_version:
+            self.server_version = event.server_version
+
+    def on_pong(self, driver: ParticipantDriver) -> None:
+        self.pinged.add(driver.index)
+
+    # -- the run ---------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        config = self.config
+        fd_limit = raise_fd_limit()
+        usage = ProcessUsage()
+        lag = LoopLagMonitor(self.metrics.loop_lag)
+        started_at = datetime.now(UTC)
+        usage.start()
+        lag.start()
+        rng = random.Random(config.seed)
+        offsets = arrival_offsets(config.total_participants, config.rate, config.arrival, rng)
+        t0 = time.perf_counter() + 0.05
+        end_at = t0 + config.duration_s
+        scheduler = asyncio.get_running_loop().create_task(self._schedule(t0, offsets, end_at))
+        while time.perf_counter() < end_at:
+            if self._scheduling_done and self._alive == 0:
+                break  # everyone has already ended (e.g. the server is unreachable)
+            await asyncio.sleep(min(0.1, max(0.0, end_at - time.perf_counter())))
+        scheduler.cancel()
+        run_duration_s = time.perf_counter() - t0
+        room_check = await self._verify_rooms() if config.verify_rooms else {"skipped": True}
+        active_at_end = sum(1 for d in self.drivers if not d.outcome)
+        await self._stop_all()
+        lag.stop()
+        usage.stop()
+        return build_report(
+            self,
+            started_at=started_at,
+            duration_s=run_duration_s,
+            usage=usage,
+            fd_limit=fd_limit,
+            room_check=room_check,
+            alive_at_end=active_at_end,
+        )
+
+    async def _schedule(self, t0: float, offsets: list[float], end_at: float) -> None:
+        config = self.config
+        try:
+            for index, offset in enumerate(offsets):
+                intended = t0 + offset
+                if intended >= end_at:
+                    break
+                delay = intended - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                lateness_ms = max(0.0, time.perf_counter() - intended) * 1000
+                record_ms(self.metrics.lateness, lateness_ms)
+                if lateness_ms > LATE_START_MS:
+                    self.late_starts += 1
+                room = config.room_name(index % config.rooms)
+                driver = ParticipantDriver(self, index, room, config.identity(index), intended)
+                self.drivers.append(driver)
+                self._alive += 1
+                self.spawn(driver.run())
+        finally:
+            self._scheduling_done = True
+
+    async def _verify_rooms(self) -> dict[str, Any]:
+        """Compares every live participant's room view with ListParticipants, waiting for updates to settle."""
+        rooms: dict[str, list[ParticipantDriver]] = collections.defaultdict(list)
+        for driver in self.drivers:
+            if not driver.outcome and driver.session is not None and driver.joined_at is not None:
+                rooms[driver.room].append(driver)
+        if not rooms:
+            return {"rooms": 0, "participants": 0, "matched": 0, "mismatched": 0}
+        service = RoomService(self.url, self.credentials)
+        deadline = time.perf_counter() + ROOM_CHECK_TIMEOUT_S
+        while True:
+            mismatches: list[dict[str, Any]] = []
+            try:
+                for room, drivers in rooms.items():
+                    listed = {p["identity"] for p in await asyncio.to_thread(service.list_participants, room)}
+                    for driver in drivers:
+                        if driver.outcome or driver.session is None:
+                            continue
+                        view = driver.session.room_view()
+                        if view != listed:
+                            mismatches.append(
+                                {
+                                    "identity": driver.identity,
+                                    "room": room,
+                                    "missing": sorted(listed - view)[:5],
+                                    "extra": sorted(view - listed)[:5],
+                                }
+                            )
+            except SignalError as exc:
+                return {"error": f"{exc.reason}: {exc.detail}"}
+            if not mismatches or time.perf_counter() > deadline:
+                break
+            await asyncio.sleep(1.0)
+        checked = sum(len(d) for d in rooms.values())
+        return {
+            "rooms": len(rooms),
+            "participants": checked,
+            "matched": checked - len(mismatches),
+            "mismatched": len(mismatches),
+            "examples": mismatches[:5],
+        }
+
+    async def _stop_all(self) -> None:
+        for driver in self.drivers:
+            driver.stop()
+        deadline = time.perf_counter() + STOP_GRACE_S
+        while self._tasks and time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Let the transports deliver their close frames before the loop goes away.
+        await asyncio.sleep(0.05)

@@ -1,0 +1,134 @@
+"""Events a `SignalSession` reports to its driver (past-tense, immutable)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """The JoinResponse arrived (or, after a resume, the ReconnectResponse)."""
+
+    participant_sid: str
+    room_name: str
+    room_sid: str
+    other_participants: int
+    server_version: str
+    subscriber_primary: bool
+    ping_interval_s: float
+    ping_timeout_s: float
+    frame_bytes: int
+    resumed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantsChanged:
+    """The room's participant set as this participant sees it changed."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class OfferReceived:
+    sdp: str
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerReceived:
+    sdp: str
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrickleReceived:
+    candidate_init: str
+    target: int
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TrackPublished:
+    cid: str
+    track_sid: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrackUnpublished:
+    track_sid: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrackSubscribed:
+    track_sid: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteTrackPublished:
+    """Another participant's track appeared in a ParticipantUpdate."""
+
+    participant_sid: str
+    track_sid: str
+    track_type: int
+    at: float  # session clock when the update arrived
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived:
+    rtt_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveRequested:
+    """The server asked us to leave; ``action`` is a `LeaveAction`."""
+
+    reason: int
+    action: int
+    can_reconnect: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRefreshed:
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomMoved:
+    room_name: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFailed:
+    """A request_response with a non-OK reason."""
+
+    request_id: int
+    reason: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The session cannot go on; ``reason`` is the short code the report counts."""
+
+    reason: str
+    detail: str = ""
+
+
+SessionEvent = (
+    Joined
+    | ParticipantsChanged
+    | OfferReceived
+    | AnswerReceived
+    | TrickleReceived
+    | TrackPublished
+    | TrackUnpublished
+    | TrackSubscribed
+    | RemoteTrackPublished
+    | PongReceived
+    | LeaveRequested
+    | TokenRefreshed
+    | RoomMoved
+    | RequestFailed
+    | Failed
+)

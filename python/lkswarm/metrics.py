@@ -1,0 +1,123 @@
+"""Per-phase latency histograms (HdrHistogram, mergeable across processes) and generator self-monitoring."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import time
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+PHASES = ("ws_connect", "join_response", "offer_answer", "active", "first_track_subscribed", "ping_rtt")
+_LOWEST_US = 1
+_HIGHEST_US = 3_600_000_000  # one hour
+_SIGNIFICANT_DIGITS = 3
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(_LOWEST_US, _HIGHEST_US, _SIGNIFICANT_DIGITS)
+
+
+def record_ms(histogram: HdrHistogram, value_ms: float) -> None:
+    """Records a millisecond value at microsecond resolution, clamped into the histogram's range."""
+    histogram.record_value(min(_HIGHEST_US, max(_LOWEST_US, round(value_ms * 1000))))
+
+
+def summarize(histogram: HdrHistogram) -> dict[str, Any]:
+    """count, min, p50, p90, p99, p99.9, max and mean in milliseconds (zeros when empty)."""
+    count = histogram.get_total_count()
+    if count == 0:
+        return {"count": 0, "min": 0.0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "p999": 0.0, "max": 0.0, "mean": 0.0}
+
+    def at(p: float) -> float:
+        return round(float(histogram.get_value_at_percentile(p)) / 1000, 3)
+
+    return {
+        "count": count,
+        "min": round(histogram.get_min_value() / 1000, 3),
+        "p50": at(50),
+        "p90": at(90),
+        "p99": at(99),
+        "p999": at(99.9),
+        "max": round(histogram.get_max_value() / 1000, 3),
+        "mean": round(histogram.get_mean_value() / 1000, 3),
+    }
+
+
+class PhaseMetrics:
+    """One histogram per phase, plus scheduler lateness and event-loop lag."""
+
+    def __init__(self) -> None:
+        self.phases = {phase: new_histogram() for phase in PHASES}
+        self.lateness = new_histogram()
+        self.loop_lag = new_histogram()
+
+    def record(self, phase: str, value_ms: float) -> None:
+        record_ms(self.phases[phase], value_ms)
+
+    def latency_report(self) -> dict[str, dict[str, Any]]:
+        return {phase: summarize(h) for phase, h in self.phases.items()}
+
+    def encoded(self) -> dict[str, str]:
+        """V2-compressed, base64 encodings of every histogram, for merging runs of several processes."""
+        out = {phase: h.encode().decode("ascii") for phase, h in self.phases.items() if h.get_total_count()}
+        if self.loop_lag.get_total_count():
+            out["loop_lag"] = self.loop_lag.encode().decode("ascii")
+        return out
+
+
+class LoopLagMonitor:
+    """Measures how late the event loop runs a callback scheduled every ``interval_s``."""
+
+    def __init__(self, histogram: HdrHistogram, interval_s: float = 0.05) -> None:
+        self.histogram = histogram
+        self.interval_s = interval_s
+        self._handle: asyncio.TimerHandle | None = None
+        self._expected = 0.0
+
+    def start(self) -> None:
+        self._schedule()
+
+    def _schedule(self) -> None:
+        self._expected = time.perf_counter() + self.interval_s
+        self._handle = asyncio.get_running_loop().call_later(self.interval_s, self._tick)
+
+    def _tick(self) -> None:
+        record_ms(self.histogram, max(0.0, time.perf_counter() - self._expected) * 1000)
+        self._schedule()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+class ProcessUsage:
+    """CPU seconds and peak RSS of this process between `start` and `stop`."""
+
+    def __init__(self) -> None:
+        self._cpu_start = 0.0
+        self.cpu_s = 0.0
+        self.max_rss_mb = 0.0
+
+    @staticmethod
+    def _cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    def start(self) -> None:
+        self._cpu_start = self._cpu()
+
+    def stop(self) -> None:
+        self.cpu_s = round(self._cpu() - self._cpu_start, 3)
+        self.max_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def raise_fd_limit() -> int:
+    """Raises RLIMIT_NOFILE's soft limit to the hard limit; returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    return soft

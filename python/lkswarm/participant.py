@@ -1,0 +1,303 @@
+"""The asyncio driver of one participant: a WebSocket, a `SignalSession` and one timer.
+
+Theory of operation
+-------------------
+`ParticipantDriver.run` opens ``/rtc`` at the participant's intended start and
+then lives on callbacks: each WebSocket event feeds the session, the session's
+frames are written, its events are turned into metrics, and its single timer
+is re-armed with ``loop.call_later``. No task runs per participant after the
+connection is open.
+
+Outcome: every driver ends in exactly one of ``completed`` (alive when the run
+ended), ``left:<DisconnectReason>`` (the server's leave with DISCONNECT) or
+``failed:<reason>``; the first decision wins and later ones are ignored.
+Latencies are measured from the intended start, not the actual one, so a
+late scheduler cannot hide queueing (coordinated omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.parse
+from typing import TYPE_CHECKING
+
+from lkswarm import __version__
+from lkswarm.auth import mint_token
+from lkswarm.errors import SignalError
+from lkswarm.events import (
+    Failed,
+    Joined,
+    LeaveRequested,
+    PongReceived,
+    SessionEvent,
+)
+from lkswarm.protocol import DisconnectReason, LeaveAction, ReconnectReason
+from lkswarm.session import SessionState, SignalSession
+from lkswarm.transport import WebSocketProtocol, open_websocket
+from lkswarm.ws import Closed, Event, Message, Opened, Rejected
+
+if TYPE_CHECKING:
+    from lkswarm.engine import Engine
+
+MAX_RESUMES = 3  # per participant, so a flapping server cannot loop us forever
+
+
+class ParticipantDriver:
+    """One simulated participant."""
+
+    __slots__ = (
+        "_connection",
+        "_done",
+        "_generation",
+        "_stopping",
+        "_timer",
+        "engine",
+        "identity",
+        "index",
+        "intended_start",
+        "joined_at",
+        "outcome",
+        "resumes",
+        "room",
+        "session",
+    )
+
+    def __init__(self, engine: Engine, index: int, room: str, identity: str, intended_start: float) -> None:
+        self.engine = engine  # owner: config, credentials, metrics, counters
+        self.index = index  # position in the arrival schedule
+        self.room = room
+        self.identity = identity
+        self.intended_start = intended_start  # perf_counter time the arrival was scheduled for
+        self.joined_at: float | None = None
+        self.outcome = ""  # "" while running; then completed / left:REASON / failed:REASON
+        self.resumes = 0
+        self.session: SignalSession | None = None
+        self._connection: WebSocketProtocol | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._stopping = False
+        self._generation = 0  # bumps per connection; events of older connections are ignored
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Joins, then waits until an outcome is decided."""
+        loop = asyncio.get_running_loop()
+        self._done = loop.create_future()
+        config = self.engine.config
+        token = mint_token(self.engine.credentials, identity=self.identity, room=self.room)
+        self.session = SignalSession(
+            self.identity, token, json_mode=config.json_frames, join_timeout_s=config.join_timeout_s
+        )
+        await self._connect(resume=False)
+        await self._done
+
+    def _rtc_path(self, resume: bool) -> str:
+        assert self.session is not None
+        config = self.engine.config
+        query = {
+            "access_token": self.session.token,
+            "auto_subscribe": "1" if config.auto_subscribe else "0",
+            "sdk": "python",
+            "version": __version__,
+            "protocol": str(config.protocol),
+            "adaptive_stream": "0",
+        }
+        if resume:
+            query.update(
+                reconnect="1",
+                sid=self.session.participant_sid,
+                reconnect_reason=str(int(ReconnectReason.RR_SIGNAL_DISCONNECTED)),
+            )
+        return "/rtc?" + urllib.parse.urlencode(query)
+
+    async def _connect(self, *, resume: bool) -> None:
+        session = self.session
+        assert session is not None
+        now = time.perf_counter()
+        if resume:
+            session.begin_resume(now)
+        else:
+            session.start(now)
+        self._arm_timer()
+        self._generation += 1
+        generation = self._generation
+        try:
+            connection = await open_websocket(
+                self.engine.endpoint,
+                self._rtc_path(resume),
+                lambda event: self._on_ws_event(event, generation),
+            )
+        except SignalError as exc:
+            if generation == self._generation:
+                self.finish(f"failed:{exc.reason}", exc.detail)
+            return
+        except Exception as exc:  # a participant never takes the run down with it
+            self.finish("failed:internal_error", repr(exc))
+            return
+        if generation != self._generation or self.outcome or self._stopping:
+            connection.close()  # superseded or finished while connecting
+        else:
+            self._connection = connection
+            self._flush()  # frames produced by events that beat this assignment
+
+    def stop(self) -> None:
+        """The run is over: a live participant completes, leaves politely and disconnects."""
+        self._stopping = True
+        session = self.session
+        if not self.outcome:
+            if self.joined_at is not None:
+                self.finish("completed")
+            else:
+                self.finish("failed:not_joined_by_end", "the run ended before the JoinResponse arrived")
+        if session is not None and self._connection is not None:
+            session.send_leave(DisconnectReason.CLIENT_INITIATED)
+            self._flush()
+            self._connection.close()
+
+    def finish(self, outcome: str, detail: str = "") -> None:
+        """Decides the outcome (first call wins) and releases the waiter."""
+        if self.outcome:
+            return
+        self.outcome = outcome
+        self.engine.on_outcome(self, outcome, detail)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if outcome != "completed" and self._connection is not None:
+            self._connection.close()
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    # -- events ------------------------------------------------------------------------
+
+    def _on_ws_event(self, event: Event, generation: int) -> None:
+        if generation != self._generation:
+            return  # a connection we already replaced (resume or reconnect)
+        try:
+            self._handle_ws_event(event)
+        except Exception as exc:  # keep the exactly-one-outcome promise even on our own bugs
+            self.finish("failed:internal_error", repr(exc))
+
+    def _handle_ws_event(self, event: Event) -> None:
+        session = self.session
+        assert session is not None
+        now = time.perf_counter()
+        if isinstance(event, Message):
+            session.receive_frame(event.data, now)
+            self._pump(now)
+        elif isinstance(event, Opened):
+            if self.joined_at is None:
+                self.engine.metrics.record("ws_connect", (now - self.intended_start) * 1000)
+        elif isinstance(event, Rejected):
+            detail = self.engine.credentials.redact(event.body)[:200]
+            self.finish(f"failed:http_{event.status}", detail)
+        elif isinstance(event, Closed):
+            self._connection = None
+            if self._stopping or self.outcome:
+                return
+            if session.state is SessionState.JOINED and self.engine.config.resume_on_disconnect:
+                self._start_resume()
+            else:
+                session.connection_closed(f"code {event.code}")
+                self.finish("failed:signal_closed", f"WebSocket closed (code {event.code}) {event.reason}".strip())
+
+    def _pump(self, now: float) -> None:
+        session = self.session
+        assert session is not None
+        for event in session.events_received():
+            self._on_session_event(event, now)
+        self._flush()
+        if session.state is SessionState.ENDED and not self.outcome:
+            self.finish(session.end_reason or "failed:session_ended")
+        elif not self.outcome:
+            self._arm_timer()
+
+    def _on_session_event(self, event: SessionEvent, now: float) -> None:
+        metrics = self.engine.metrics
+        if isinstance(event, Joined):
+            if event.resumed:
+                self.engine.counters["resumes_succeeded"] += 1
+            else:
+                self.joined_at = now
+                metrics.record("join_response", (now - self.intended_start) * 1000)
+                self.engine.on_joined(self, event)
+        elif isinstance(event, PongReceived):
+            metrics.record("ping_rtt", event.rtt_ms)
+            self.engine.on_pong(self)
+        elif isinstance(event, LeaveRequested):
+            self.engine.counters[f"leave_{LeaveAction(event.action).name.lower()}"] += 1
+            if event.action == LeaveAction.RESUME:
+                self._start_resume()
+            elif event.action == LeaveAction.RECONNECT:
+                self.engine.counters["reconnects"] += 1
+                self._restart_join()
+        elif isinstance(event, Failed):
+            self.finish(f"failed:{event.reason}", event.detail)
+
+    def _flush(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        frames = session.frames_to_send()
+        if frames and self._connection is not None:
+            for frame in frames:
+                self._connection.send(frame)
+
+    # -- timers and reconnection ---------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        deadline = session.get_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            delay = max(0.0, deadline - time.perf_counter())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        session = self.session
+        if session is None or self.outcome:
+            return
+        try:
+            now = time.perf_counter()
+            session.handle_timer(now)
+            self._pump(now)
+        except Exception as exc:
+            self.finish("failed:internal_error", repr(exc))
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            connection.close()
+
+    def _start_resume(self) -> None:
+        if self.resumes >= MAX_RESUMES:
+            self.finish("failed:resume_limit", f"{MAX_RESUMES} resumes")
+            return
+        self.resumes += 1
+        self.engine.counters["resumes_attempted"] += 1
+        self._drop_connection()
+        self.engine.spawn(self._connect(resume=True))
+
+    def _restart_join(self) -> None:
+        session = self.session
+        assert session is not None
+        self._drop_connection()
+        self.session = SignalSession(
+            self.identity,
+            session.token,
+            json_mode=session.json_mode,
+            join_timeout_s=session.join_timeout_s,
+        )
+        self.engine.spawn(self._connect(resume=False))
+
+    def abort_connection(self) -> None:
+        """Drops the TCP connection without a close frame (tests force resumes with it)."""
+        if self._connection is not None:
+            self._connection.abort()

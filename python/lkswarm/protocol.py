@@ -1,0 +1,76 @@
+"""Enum values of the LiveKit signaling protocol that the engine acts on (from protos/)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+# The highest client protocol whose behaviour we implement: 13 = LeaveRequest.action,
+# 15 = request_response for OK results, 16 = room_moved. 17 (packet trailer) is not implemented.
+CLIENT_PROTOCOL = 16
+
+
+class DisconnectReason(IntEnum):
+    UNKNOWN_REASON = 0
+    CLIENT_INITIATED = 1
+    DUPLICATE_IDENTITY = 2
+    SERVER_SHUTDOWN = 3
+    PARTICIPANT_REMOVED = 4
+    ROOM_DELETED = 5
+    STATE_MISMATCH = 6
+    JOIN_FAILURE = 7
+    MIGRATION = 8
+    SIGNAL_CLOSE = 9
+    ROOM_CLOSED = 10
+    USER_UNAVAILABLE = 11
+    USER_REJECTED = 12
+    SIP_TRUNK_FAILURE = 13
+    CONNECTION_TIMEOUT = 14
+    MEDIA_FAILURE = 15
+    AGENT_ERROR = 16
+
+    @classmethod
+    def name_of(cls, value: int) -> str:
+        try:
+            return cls(value).name
+        except ValueError:
+            return f"REASON_{value}"
+
+
+class LeaveAction(IntEnum):
+    DISCONNECT = 0
+    RESUME = 1
+    RECONNECT = 2
+
+
+class SignalTarget(IntEnum):
+    PUBLISHER = 0
+    SUBSCRIBER = 1
+
+
+class ParticipantState(IntEnum):
+    JOINING = 0
+    JOINED = 1
+    ACTIVE = 2
+    DISCONNECTED = 3
+
+
+class TrackType(IntEnum):
+    AUDIO = 0
+    VIDEO = 1
+    DATA = 2
+
+
+class TrackSource(IntEnum):
+    UNKNOWN = 0
+    CAMERA = 1
+    MICROPHONE = 2
+    SCREEN_SHARE = 3
+    SCREEN_SHARE_AUDIO = 4
+
+
+class ReconnectReason(IntEnum):
+    RR_UNKNOWN = 0
+    RR_SIGNAL_DISCONNECTED = 1
+    RR_PUBLISHER_FAILED = 2
+    RR_SUBSCRIBER_FAILED = 3
+    RR_SWITCH_CANDIDATE = 4

@@ -1,0 +1,144 @@
+"""The run report (``lkswarm.report/1``): a public contract, written as JSON by ``--json``."""
+
+from __future__ import annotations
+
+import collections
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from lkswarm import __version__
+from lkswarm.metrics import ProcessUsage, new_histogram, summarize
+
+if TYPE_CHECKING:
+    from lkswarm.engine import Engine
+
+SCHEMA = "lkswarm.report/1"
+MAX_LATENESS_P99_MS = 10.0
+MAX_LOOP_LAG_P99_MS = 20.0
+
+EVICTION_NOTE = (
+    "{count} participant(s) were removed by the server with reason JOIN_FAILURE. livekit-server evicts any "
+    "participant whose primary PeerConnection has not connected (ICE + DTLS) within 60 s of joining, "
+    "whatever it sends over signaling. Signal-only participants therefore live at most about 60 s; this is "
+    "the server's documented behaviour, not a generator error. Use the media tier for longer runs."
+)
+
+
+def _outcome_counts(engine: Engine) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    outcomes = {"completed": 0, "left": 0, "failed": 0, "not_started": 0}
+    failures: dict[str, int] = {}
+    left: dict[str, int] = {}
+    for outcome, count in engine.outcomes.items():
+        kind, _, reason = outcome.partition(":")
+        if kind == "completed":
+            outcomes["completed"] += count
+        elif kind == "left":
+            outcomes["left"] += count
+            left[reason] = left.get(reason, 0) + count
+        else:
+            outcomes["failed"] += count
+            failures[reason] = failures.get(reason, 0) + count
+    outcomes["not_started"] = engine.config.total_participants - len(engine.drivers)
+    return outcomes, failures, left
+
+
+def build_report(
+    engine: Engine,
+    *,
+    started_at: datetime,
+    duration_s: float,
+    usage: ProcessUsage,
+    fd_limit: int,
+    room_check: dict[str, Any],
+    alive_at_end: int,
+) -> dict[str, Any]:
+    config = engine.config
+    outcomes, failures, left = _outcome_counts(engine)
+    latency = engine.metrics.latency_report()
+    lateness = summarize(engine.metrics.lateness)
+    loop_lag = summarize(engine.metrics.loop_lag)
+    warnings: list[str] = []
+    notes: list[str] = []
+    valid = True
+    if lateness["p99"] > MAX_LATENESS_P99_MS:
+        valid = False
+        warnings.append(
+            f"scheduler lateness p99 {lateness['p99']:.1f} ms > {MAX_LATENESS_P99_MS:.0f} ms: the generator was "
+            "saturated; latencies include its own queueing. Lower --rate or spread the load over more processes."
+        )
+    if loop_lag["p99"] > MAX_LOOP_LAG_P99_MS:
+        valid = False
+        warnings.append(
+            f"event-loop lag p99 {loop_lag['p99']:.1f} ms > {MAX_LOOP_LAG_P99_MS:.0f} ms: the generator was "
+            "saturated; its latency figures are not trustworthy."
+        )
+    fds_needed = config.total_participants + 64
+    if fds_needed > fd_limit:
+        warnings.append(
+            f"the open-file limit ({fd_limit}) is below what {config.total_participants} participants need "
+            f"(about {fds_needed}); raise `ulimit -n` (hard limit) or failures will show as connect_failed."
+        )
+    if left.get("JOIN_FAILURE"):
+        notes.append(EVICTION_NOTE.format(count=left["JOIN_FAILURE"]))
+    if room_check.get("mismatched"):
+        warnings.append(
+            f"{room_check['mismatched']} participant(s) saw a room different from ListParticipants at the end"
+        )
+    counters = engine.counters
+    messages: collections.Counter[str] = collections.Counter()
+    for driver in engine.drivers:
+        if driver.session is not None:
+            messages.update(driver.session.messages_received)
+    return {
+        "schema": SCHEMA,
+        "version": __version__,
+        "config": config.model_dump(mode="json"),
+        "started_at": started_at.isoformat(),
+        "duration_s": round(duration_s, 3),
+        "participants": {
+            "scheduled": config.total_participants,
+            "started": len(engine.drivers),
+            "joined": engine.joined,
+            "active": counters["active"],
+            "active_at_end": counters["active_at_end"],
+            "alive_at_end": alive_at_end,
+            "outcomes": outcomes,
+            "failures": failures,
+            "left_reasons": left,
+            "failure_details": engine.failure_details,
+            "ping_rtt_participants": len(engine.pinged),
+        },
+        "latency_ms": latency,
+        "media": {
+            "packets_sent": counters["packets_sent"],
+            "packets_received": counters["packets_received"],
+            "bytes_received": counters["bytes_received"],
+            "packets_lost": counters["packets_lost"],
+            "loss_ratio": 0.0,
+            "jitter_ms": summarize(new_histogram()),
+        },
+        "probes": {},
+        "signal": {
+            "server_version": engine.server_version,
+            "messages_received": dict(sorted(messages.items())),
+            "resumes_attempted": counters["resumes_attempted"],
+            "resumes_succeeded": counters["resumes_succeeded"],
+            "reconnects": counters["reconnects"],
+            "leave_requests": {k[len("leave_") :]: v for k, v in counters.items() if k.startswith("leave_")},
+        },
+        "room_check": room_check,
+        "generator": {
+            "cpu_s": usage.cpu_s,
+            "max_rss_mb": usage.max_rss_mb,
+            "loop_lag_ms": loop_lag,
+            "lateness_ms": lateness,
+            "late_starts": engine.late_starts,
+            "valid": valid,
+            "fd_limit": fd_limit,
+        },
+        "warnings": warnings,
+        "notes": notes,
+        "histograms": engine.metrics.encoded(),
+        "thresholds": [],
+        "passed": True,
+    }
