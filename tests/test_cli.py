@@ -89,9 +89,11 @@ def test_run_against_url_writes_real_latencies(
             *LKSWARM,
             "run",
             "--participants",
-            "6",
+            "3",
             "--rooms",
             "2",
+            "--duration",
+            "3s",
             "--url",
             livekit_server.url,
             "--json",
@@ -104,24 +106,26 @@ def test_run_against_url_writes_real_latencies(
     )
     assert out.returncode == 0, out.stderr
     summary = json.loads(report.read_text())
-    assert summary["joined"] == 6
-    assert summary["join_response_ms"]["count"] == 6
-    assert 0 < summary["join_response_ms"]["p50"] < 5000
-    assert summary["server_version"] == "1.13.5"
+    assert summary["schema"] == "lkswarm.report/1"
+    assert summary["participants"]["joined"] == 6
+    assert summary["participants"]["outcomes"]["completed"] == 6
+    assert summary["latency_ms"]["join_response"]["count"] == 6
+    assert 0 < summary["latency_ms"]["join_response"]["p50"] < 5000
+    assert summary["signal"]["server_version"] == "1.13.5"
     assert credentials.api_secret not in out.stdout + out.stderr + report.read_text()
 
 
 def test_run_without_url_uses_embedded_server(tmp_path: Path) -> None:
     report = tmp_path / "summary.json"
     out = subprocess.run(
-        [*LKSWARM, "run", "--participants", "3", "--json", str(report), "--quiet"],
+        [*LKSWARM, "run", "--rooms", "1", "--participants", "3", "--duration", "3", "--json", str(report), "--quiet"],
         capture_output=True,
         text=True,
         env=clean_env(),
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    assert json.loads(report.read_text())["joined"] == 3
+    assert json.loads(report.read_text())["participants"]["joined"] == 3
 
 
 def test_run_against_dead_server_fails_cleanly(tmp_path: Path) -> None:
@@ -130,6 +134,8 @@ def test_run_against_dead_server_fails_cleanly(tmp_path: Path) -> None:
         [
             *LKSWARM,
             "run",
+            "--rooms",
+            "1",
             "--participants",
             "2",
             "--url",
@@ -144,7 +150,9 @@ def test_run_against_dead_server_fails_cleanly(tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
-    assert json.loads((tmp_path / "r.json").read_text())["failures"] == {"connect_failed": 2}
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["participants"]["failures"] == {"connect_failed": 2}
+    assert report["participants"]["outcomes"]["failed"] == 2
 
 
 def test_missing_go_toolchain_fails_build_clearly(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from lkswarm.events import (
     PongReceived,
     SessionEvent,
 )
-from lkswarm.protocol import DisconnectReason, LeaveAction, ReconnectReason
+from lkswarm.protocol import CLIENT_PROTOCOL, DisconnectReason, LeaveAction, ReconnectReason
 from lkswarm.session import SessionState, SignalSession
 from lkswarm.transport import WebSocketProtocol, open_websocket
 from lkswarm.ws import Closed, Event, Message, Opened, Rejected
@@ -41,6 +41,23 @@ if TYPE_CHECKING:
     from lkswarm.engine import Engine
 
 MAX_RESUMES = 3  # per participant, so a flapping server cannot loop us forever
+
+
+def rtc_path(
+    token: str, *, auto_subscribe: bool = True, protocol: int = CLIENT_PROTOCOL, resume_sid: str | None = None
+) -> str:
+    """The ``/rtc`` request target: query-parameter join (or resume, with ``reconnect=1&sid=``)."""
+    query = {
+        "access_token": token,
+        "auto_subscribe": "1" if auto_subscribe else "0",
+        "sdk": "python",
+        "version": __version__,
+        "protocol": str(protocol),
+        "adaptive_stream": "0",
+    }
+    if resume_sid is not None:
+        query.update(reconnect="1", sid=resume_sid, reconnect_reason=str(int(ReconnectReason.RR_SIGNAL_DISCONNECTED)))
+    return "/rtc?" + urllib.parse.urlencode(query)
 
 
 class ParticipantDriver:
@@ -96,21 +113,12 @@ class ParticipantDriver:
     def _rtc_path(self, resume: bool) -> str:
         assert self.session is not None
         config = self.engine.config
-        query = {
-            "access_token": self.session.token,
-            "auto_subscribe": "1" if config.auto_subscribe else "0",
-            "sdk": "python",
-            "version": __version__,
-            "protocol": str(config.protocol),
-            "adaptive_stream": "0",
-        }
-        if resume:
-            query.update(
-                reconnect="1",
-                sid=self.session.participant_sid,
-                reconnect_reason=str(int(ReconnectReason.RR_SIGNAL_DISCONNECTED)),
-            )
-        return "/rtc?" + urllib.parse.urlencode(query)
+        return rtc_path(
+            self.session.token,
+            auto_subscribe=config.auto_subscribe,
+            protocol=config.protocol,
+            resume_sid=self.session.participant_sid if resume else None,
+        )
 
     async def _connect(self, *, resume: bool) -> None:
         session = self.session
@@ -191,6 +199,7 @@ class ParticipantDriver:
             if self.joined_at is None:
                 self.engine.metrics.record("ws_connect", (now - self.intended_start) * 1000)
         elif isinstance(event, Rejected):
+            self._connection = None
             detail = self.engine.credentials.redact(event.body)[:200]
             self.finish(f"failed:http_{event.status}", detail)
         elif isinstance(event, Closed):
@@ -241,9 +250,10 @@ class ParticipantDriver:
         if session is None:
             return
         frames = session.frames_to_send()
-        if frames and self._connection is not None:
+        connection = self._connection
+        if frames and connection is not None and connection.is_open():
             for frame in frames:
-                self._connection.send(frame)
+                connection.send(frame)
 
     # -- timers and reconnection ---------------------------------------------------------
 

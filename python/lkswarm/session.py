@@ -287,14 +287,14 @@ class SignalSession:
             self.ping_interval_s = float(join.ping_interval)
         if join.ping_timeout > 0:
             self.ping_timeout_s = float(join.ping_timeout)
-        self._apply_participants(join.other_participants, now)
+        others = join.other_participants
         self._next_ping_at = now + self.ping_interval_s
         self._events.append(
             Joined(
                 participant_sid=self.participant_sid,
                 room_name=self.room_name,
                 room_sid=join.room.sid,
-                other_participants=len(self.others),
+                other_participants=sum(1 for p in others if p.state != ParticipantState.DISCONNECTED),
                 server_version=join.server_version,
                 subscriber_primary=join.subscriber_primary,
                 ping_interval_s=self.ping_interval_s,
@@ -302,6 +302,7 @@ class SignalSession:
                 frame_bytes=0,
             )
         )
+        self._apply_participants(others, now)
 
     def _on_reconnect(self, _reconnect: codec.MessageView, now: float) -> None:
         self.state = SessionState.JOINED

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from lkswarm.errors import ConfigError, SignalError
-from lkswarm.ws import Closed, Event, Rejected, WebSocketClient
+from lkswarm.ws import Closed, Event, Rejected, State, WebSocketClient
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,9 @@ class WebSocketProtocol(asyncio.Protocol):
             # After a rejected upgrade the HTTP connection is of no further use.
             if isinstance(event, Closed | Rejected) and self.transport is not None:
                 self.transport.close()
+
+    def is_open(self) -> bool:
+        return self.client.state is State.OPEN and self.transport is not None
 
     def send(self, data: bytes | str) -> None:
         """Sends a binary (bytes) or text (str) message."""

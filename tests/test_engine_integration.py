@@ -1,0 +1,138 @@
+"""The engine against the real livekit-server: scale, eviction, resume counting and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lkswarm.auth import Credentials
+from lkswarm.server import LocalServer
+
+LKSWARM = [sys.executable, "-m", "lkswarm"]
+
+
+def run_cli(
+    args: list[str], credentials: Credentials, tmp_path: Path, timeout_s: float = 180
+) -> tuple[int, dict[str, Any], str]:
+    report_path = tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+    env.update(LIVEKIT_API_KEY=credentials.api_key, LIVEKIT_API_SECRET=credentials.api_secret)
+    out = subprocess.run(
+        [*LKSWARM, "run", *args, "--json", str(report_path), "--quiet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout_s,
+    )
+    assert "Traceback" not in out.stderr + out.stdout, out.stderr
+    assert credentials.api_secret not in out.stderr + out.stdout
+    report = json.loads(report_path.read_text())
+    assert credentials.api_secret not in report_path.read_text()
+    return out.returncode, report, out.stderr
+
+
+def assert_outcomes_reconcile(report: dict[str, Any]) -> None:
+    p = report["participants"]
+    assert sum(p["outcomes"].values()) == p["scheduled"]
+    assert sum(p["failures"].values()) == p["outcomes"]["failed"]
+    assert sum(p["left_reasons"].values()) == p["outcomes"]["left"]
+
+
+def test_400_signal_participants_in_4_rooms(
+    livekit_server: LocalServer, credentials: Credentials, tmp_path: Path
+) -> None:
+    args = ["--url", livekit_server.url, "--rooms", "4", "--participants", "100", "--rate", "100", "--duration", "30s"]
+    code, report, stderr = run_cli(args, credentials, tmp_path)
+    assert code == 0, stderr
+    assert_outcomes_reconcile(report)
+    p = report["participants"]
+    assert p["scheduled"] == 400 and p["joined"] == 400
+    assert p["outcomes"]["completed"] == 400
+    assert report["latency_ms"]["join_response"]["count"] == 400
+    assert report["latency_ms"]["ws_connect"]["count"] == 400
+    assert p["ping_rtt_participants"] == 400
+    assert report["room_check"]["participants"] == 400
+    assert report["room_check"]["matched"] == 400, report["room_check"]
+    assert report["generator"]["cpu_s"] > 0 and report["generator"]["max_rss_mb"] > 0
+    assert report["signal"]["messages_received"]["join"] == 400
+
+
+def test_signal_only_past_60s_is_left_join_failure(
+    livekit_server: LocalServer, credentials: Credentials, tmp_path: Path
+) -> None:
+    args = ["--url", livekit_server.url, "--rooms", "1", "--participants", "2", "--duration", "72s"]
+    code, report, stderr = run_cli(args, credentials, tmp_path)
+    assert_outcomes_reconcile(report)
+    p = report["participants"]
+    assert p["outcomes"]["left"] == 2, report
+    assert p["left_reasons"] == {"JOIN_FAILURE": 2}
+    assert p["outcomes"]["failed"] == 0
+    assert any("JOIN_FAILURE" in note and "60 s" in note for note in report["notes"])
+    assert code == 0, stderr  # the server's eviction is not a generator error
+
+
+def test_json_frames_mode(livekit_server: LocalServer, credentials: Credentials, tmp_path: Path) -> None:
+    args = ["--url", livekit_server.url, "--rooms", "1", "--participants", "3", "--duration", "7s", "--json-frames"]
+    code, report, stderr = run_cli(args, credentials, tmp_path)
+    assert code == 0, stderr
+    assert report["participants"]["joined"] == 3
+    assert report["participants"]["ping_rtt_participants"] == 3
+    assert report["room_check"]["matched"] == 3
+
+
+def test_wrong_secret_fails_every_participant_with_401(
+    livekit_server: LocalServer, credentials: Credentials, tmp_path: Path
+) -> None:
+    forged = Credentials(credentials.api_key, "wrong-secret-wrong-secret-wrong-secret")
+    args = ["--url", livekit_server.url, "--rooms", "1", "--participants", "3", "--duration", "3s"]
+    code, report, _ = run_cli(args, forged, tmp_path)
+    assert code == 1
+    assert_outcomes_reconcile(report)
+    assert report["participants"]["failures"] == {"http_401": 3}
+    assert "invalid token" in report["participants"]["failure_details"]["failed:http_401"]
+
+
+def test_unreachable_url_fails_every_participant(credentials: Credentials, tmp_path: Path) -> None:
+    args = ["--url", "ws://127.0.0.1:9", "--rooms", "2", "--participants", "2", "--duration", "5s"]
+    started = time.monotonic()
+    code, report, _ = run_cli(args, credentials, tmp_path)
+    assert code == 1
+    assert_outcomes_reconcile(report)
+    assert report["participants"]["failures"] == {"connect_failed": 4}
+    assert time.monotonic() - started < 30
+
+
+def test_server_killed_mid_run(credentials: Credentials, tmp_path: Path) -> None:
+    server = LocalServer(credentials)
+    server.start()
+    report_path = tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+    env.update(LIVEKIT_API_KEY=credentials.api_key, LIVEKIT_API_SECRET=credentials.api_secret)
+    args = ["--url", server.url, "--rooms", "1", "--participants", "6", "--rate", "2", "--duration", "10s"]
+    process = subprocess.Popen(
+        [*LKSWARM, "run", *args, "--json", str(report_path), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        time.sleep(2.5)  # some participants joined, some not yet started
+        server.kill()
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        server.stop()
+    assert process.returncode == 1
+    assert "Traceback" not in stdout + stderr
+    report = json.loads(report_path.read_text())
+    assert_outcomes_reconcile(report)
+    failures = report["participants"]["failures"]
+    assert failures.get("signal_closed", 0) >= 1, failures
+    assert set(failures) <= {"signal_closed", "connect_failed"}
+    assert report["participants"]["outcomes"]["completed"] == 0
