@@ -28,6 +28,7 @@ import struct
 from dataclasses import dataclass
 from enum import Enum
 
+from lkswarm._core import ws_encode_frame, ws_parse_frames
 from lkswarm.errors import SignalError
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -85,8 +86,9 @@ def mask_payload(payload: bytes, mask: bytes) -> bytes:
 
 
 def encode_frame(opcode: int, payload: bytes, mask: bytes | None = None) -> bytes:
-    """One final, masked client frame."""
-    mask = os.urandom(4) if mask is None else mask
+    """One final, masked client frame; the mask is random unless given (tests)."""
+    if mask is None:
+        return ws_encode_frame(opcode, payload)
     n = len(payload)
     if n < 126:
         header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
@@ -192,14 +194,37 @@ class WebSocketClient:
     def receive_data(self, data: bytes) -> None:
         if self.state is State.CLOSED:
             return
-        self._inbuf += data
         if self.state is State.CONNECTING:
+            self._inbuf += data
             if self._reject_status:
                 self._maybe_finish_reject(eof=False)
                 return
             if not self._parse_response():
                 return
-        self._parse_frames()
+            data = bytes(self._inbuf)
+            self._inbuf.clear()
+        # Common case: whole frames arrive in one chunk and are parsed straight from it.
+        source: bytes | bytearray = data
+        if self._inbuf:
+            self._inbuf += data
+            source = self._inbuf
+        try:
+            frames, used = ws_parse_frames(source, self.max_message_bytes)
+        except ValueError as exc:
+            self._fail(CLOSE_TOO_BIG if "exceeds" in str(exc) else CLOSE_PROTOCOL_ERROR, str(exc))
+            return
+        for fin, opcode, masked, payload in frames:
+            if self._closed():
+                return
+            if masked:
+                self._fail(CLOSE_PROTOCOL_ERROR, "server frames must not be masked")
+                return
+            self._handle_frame(fin, opcode, payload)
+        if source is data:
+            if used < len(data):
+                self._inbuf += memoryview(data)[used:]
+        else:
+            del self._inbuf[:used]
 
     def receive_eof(self) -> None:
         if self.state is State.CLOSED:
@@ -210,39 +235,8 @@ class WebSocketClient:
         self.state = State.CLOSED
         self._events.append(Closed(CLOSE_ABNORMAL, "connection closed without a close frame"))
 
-    def _parse_frames(self) -> None:
-        buf = self._inbuf
-        pos = 0
-        size = len(buf)
-        while self.state is not State.CLOSED and size - pos >= 2:
-            b0 = buf[pos]
-            b1 = buf[pos + 1]
-            length = b1 & 0x7F
-            offset = pos + 2
-            if length == 126:
-                if size - offset < 2:
-                    break
-                length = (buf[offset] << 8) | buf[offset + 1]
-                offset += 2
-            elif length == 127:
-                if size - offset < 8:
-                    break
-                (length,) = struct.unpack_from("!Q", buf, offset)
-                offset += 8
-            if b1 & 0x80:
-                if size - offset < 4:
-                    break
-                offset += 4  # servers must not mask; tolerated but the data would be garbage
-            if length > self.max_message_bytes:
-                self._fail(CLOSE_TOO_BIG, f"frame of {length} bytes exceeds {self.max_message_bytes}")
-                break
-            if size - offset < length:
-                break
-            payload = bytes(buf[offset : offset + length])
-            pos = offset + length
-            self._handle_frame(b0 & 0x80 != 0, b0 & 0x0F, payload)
-        if pos:
-            del buf[:pos]
+    def _closed(self) -> bool:
+        return self.state is State.CLOSED
 
     def _handle_frame(self, fin: bool, opcode: int, payload: bytes) -> None:
         if opcode in (OP_TEXT, OP_BINARY):

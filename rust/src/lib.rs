@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod ws;
 
 #[cfg(feature = "python")]
 mod py;

@@ -4,6 +4,7 @@ mod buffer;
 mod codec;
 mod errors;
 mod view;
+mod ws;
 
 use pyo3::prelude::*;
 
@@ -15,5 +16,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("build_profile", if cfg!(debug_assertions) { "debug" } else { "release" })?;
     m.add_class::<view::PyMessageView>()?;
     codec::register(m)?;
+    ws::register(m)?;
     Ok(())
 }
