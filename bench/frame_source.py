@@ -121,6 +121,10 @@ class FrameSource(asyncio.Protocol):
 
 
 async def serve(port: int) -> None:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     loop = asyncio.get_running_loop()
     server = await loop.create_server(FrameSource, "127.0.0.1", port, backlog=4096)
     print("ready", flush=True)

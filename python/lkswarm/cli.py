@@ -112,6 +112,9 @@ def run(
     json_frames: Annotated[bool, typer.Option(help="Send JSON text frames instead of binary protobuf.")] = False,
     resume_on_disconnect: Annotated[bool, typer.Option(help="Resume (reconnect=1) when a WebSocket drops.")] = False,
     seed: Annotated[int | None, typer.Option(help="Seed for Poisson arrivals.")] = None,
+    verify_rooms: Annotated[
+        bool, typer.Option(help="At the end, compare each participant's room view with ListParticipants.")
+    ] = True,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report (lkswarm.report/1) here.")] = None,
     quiet: Annotated[bool, typer.Option(help="Print only errors.")] = False,
 ) -> None:
@@ -132,6 +135,7 @@ def run(
             json_frames=json_frames,
             resume_on_disconnect=resume_on_disconnect,
             seed=seed,
+            verify_rooms=verify_rooms,
         )
     except ValidationError as exc:
         raise fail(f"invalid option: {_first_error(exc)}", 2) from None
