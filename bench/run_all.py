@@ -1,0 +1,224 @@
+"""`make bench`: runs every benchmark suite, writes bench/results/<date>-<suite>.json, updates the README table.
+
+Every figure that has a target is a ratio measured in the same run on the same machine, because the
+machines are shared and noisy. Usage: ``python bench/run_all.py [suite ...]`` (default: all suites).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+PYTHON = sys.executable
+sys.path.insert(0, str(BENCH))
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for package in ("lkswarm", "protobuf", "livekit-protocol", "websockets", "uvloop"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
+
+
+def codec_suite() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "codec.json"
+        subprocess.run(
+            [PYTHON, "-m", "pytest", str(BENCH / "bench_codec.py"), "--benchmark-only", "-q", "-p", "no:cacheprovider",
+             f"--benchmark-json={out}", "--benchmark-min-rounds=20"],
+            check=True, cwd=ROOT, capture_output=True,
+        )  # fmt: skip
+        data = json.loads(out.read_text())
+    median_ns = {b["name"]: b["stats"]["median"] * 1e9 for b in data["benchmarks"]}
+    correct = {b["name"]: b["extra_info"].get("correct") for b in data["benchmarks"] if "correct" in b["extra_info"]}
+
+    def ratio(baseline: str, ours: str) -> float:
+        return round(median_ns[baseline] / median_ns[ours], 2)
+
+    return {
+        "median_ns": {k: round(v, 1) for k, v in median_ns.items()},
+        "correct": correct,
+        "ratios_vs_upb": {
+            "peek (mixed corpus of 8 frames)": ratio("test_peek_upb", "test_peek_ours"),
+            "decode+read update with 50 participants": ratio("test_decode_read_upb", "test_decode_read_ours"),
+            "encode_ping": ratio("test_encode_ping_upb", "test_encode_ping_ours"),
+        },
+        "targets": {"peek": 10, "decode+read": 2, "encode_ping": 5},
+        "call_overhead_ns": {
+            "noop": round(median_ns["test_call_overhead[noop]"], 1),
+            "peek 12 B": round(median_ns["test_call_overhead[peek]"], 1),
+        },
+    }
+
+
+def signal_path_suite(connections: int = 100, seconds: float = 3.0, repeats: int = 3) -> dict[str, Any]:
+    from bench_engine import frame_source
+
+    per_rt: dict[str, list[float]] = {"bare": [], "websockets": [], "lkswarm": []}
+    with frame_source() as url:
+        port = url.rsplit(":", 1)[1]
+        for _ in range(repeats):
+            for kind in per_rt:  # interleaved, so drift hits every client alike
+                out = subprocess.run(
+                    [PYTHON, str(BENCH / "signal_clients.py"), kind, port, str(connections), str(seconds)],
+                    check=True, capture_output=True, text=True, timeout=120,
+                )  # fmt: skip
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                per_rt[kind].append(result["cpu_s"] / max(1, result["round_trips"]) * 1e6)
+    med = {k: round(statistics.median(v), 2) for k, v in per_rt.items()}
+    return {
+        "connections": connections,
+        "client_cpu_us_per_round_trip": med,
+        "all_runs_us": {k: [round(x, 2) for x in v] for k, v in per_rt.items()},
+        "ratio_to_bare_protocol": {k: round(v / med["bare"], 2) for k, v in med.items()},
+        "target_ratio_lkswarm": 1.5,
+    }
+
+
+def engine_suite() -> dict[str, Any]:
+    from bench_engine import main
+
+    return main()
+
+
+def fuzz_suite() -> dict[str, Any]:
+    env = dict(os.environ, LKSWARM_FUZZ_CASES=os.environ.get("LKSWARM_FUZZ_CASES", "1000000"))
+    out = subprocess.run(
+        ["cargo", "test", "--release", "--test", "fuzz_no_panic", "--", "--ignored", "--nocapture"],
+        check=True, cwd=ROOT, capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    match = re.search(r"fuzz: (\d+) inputs, (\d+) accepted, (\d+) rejected, 0 panics", out.stdout + out.stderr)
+    if not match:
+        raise RuntimeError(f"fuzz run printed no summary:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+    inputs, accepted, rejected = (int(g) for g in match.groups())
+    return {"inputs": inputs, "accepted": accepted, "rejected": rejected, "panics": 0}
+
+
+SUITES: dict[str, Callable[[], dict[str, Any]]] = {
+    "codec": codec_suite,
+    "signal-path": signal_path_suite,
+    "engine": engine_suite,
+    "fuzz": fuzz_suite,
+}
+
+COMMANDS = {
+    "codec": "pytest bench/bench_codec.py --benchmark-only",
+    "signal-path": "python bench/run_all.py signal-path",
+    "engine": "python bench/bench_engine.py",
+    "fuzz": "LKSWARM_FUZZ_CASES=1000000 cargo test --release --test fuzz_no_panic -- --ignored",
+}
+
+
+def write_result(suite: str, result: dict[str, Any], today: str) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{today}-{suite}.json"
+    record = {"suite": suite, "date": today, "machine": machine(), "command": COMMANDS[suite], "result": result}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def latest_results() -> dict[str, dict[str, Any]]:
+    latest: dict[str, dict[str, Any]] = {}
+    for path in sorted(RESULTS.glob("*.json")):
+        record = json.loads(path.read_text())
+        latest[record["suite"]] = record | {"file": path.name}
+    return latest
+
+
+def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
+    rows = ["| suite | figure | result | target | file |", "|---|---|---|---|---|"]
+    if "codec" in latest:
+        r = latest["codec"]["result"]
+        for name, value in r["ratios_vs_upb"].items():
+            target = r["targets"]["peek" if name.startswith("peek") else name.split(" ")[0]]
+            rows.append(f"| codec | {name}: faster than upb | {value}× | ≥ {target}× | {latest['codec']['file']} |")
+        calls = r["call_overhead_ns"]
+        rows.append(
+            f"| codec | per-call floor: no-op / peek of a 12 B frame | {calls['noop']} / {calls['peek 12 B']} ns | "
+            f"– | {latest['codec']['file']} |"
+        )
+    if "signal-path" in latest:
+        r = latest["signal-path"]["result"]
+        us = r["client_cpu_us_per_round_trip"]
+        ratio = r["ratio_to_bare_protocol"]
+        rows.append(
+            f"| signal path | client CPU per round trip, {r['connections']} connections: lkswarm / bare Protocol / "
+            f"websockets | {us['lkswarm']} / {us['bare']} / {us['websockets']} µs ({ratio['lkswarm']}× / 1× / "
+            f"{ratio['websockets']}×) | ≤ 1.5× bare | {latest['signal-path']['file']} |"
+        )
+    if "engine" in latest:
+        r = latest["engine"]["result"]
+        rows.append(
+            f"| engine | highest join rate with scheduler lateness p99 ≤ 5 ms | "
+            f"{r['join_rate']['max_rate_with_lateness_p99_le_5ms']:.0f} joins/s | ≥ 1000 | {latest['engine']['file']} |"
+        )
+        rows.append(
+            f"| engine | RSS per idle signal participant ({r['idle_rss']['participants']}) | "
+            f"{r['idle_rss']['kib_per_participant']} KiB | ≤ 20 KiB | {latest['engine']['file']} |"
+        )
+    if "fuzz" in latest:
+        r = latest["fuzz"]["result"]
+        rows.append(
+            f"| fuzz | mutated frames through validate, views, JSON and peek | {r['inputs']:,} inputs, "
+            f"{r['panics']} panics | 0 panics | {latest['fuzz']['file']} |"
+        )
+    return rows
+
+
+def update_readme(latest: dict[str, dict[str, Any]]) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start not in text or end not in text:
+        return
+    machine_line = ""
+    if latest:
+        m = next(iter(latest.values()))["machine"]
+        machine_line = f"Measured on {m['cpu']}, {m['cores']} cores, Python {m['python']}.\n\n"
+    block = f"{start}\n{machine_line}" + "\n".join(table_rows(latest)) + f"\n{end}"
+    readme.write_text(text[: text.index(start)] + block + text[text.index(end) + len(end) :])
+
+
+def main(argv: list[str]) -> int:
+    suites = argv or list(SUITES)
+    today = datetime.date.today().isoformat()
+    for suite in suites:
+        print(f"== {suite}", flush=True)
+        result = SUITES[suite]()
+        path = write_result(suite, result, today)
+        print(json.dumps(result, indent=2)[:3000])
+        print(f"-> {path.relative_to(ROOT)}", flush=True)
+    update_readme(latest_results())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

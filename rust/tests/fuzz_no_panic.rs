@@ -1,0 +1,131 @@
+//! Mutation fuzzing of the codec: no input may panic. Seeds are real-shaped
+//! frames; each case applies random mutations (bit flips, truncation,
+//! insertion, duplication, splicing, overlong varints) and runs validation,
+//! lazy views, JSON and peek over the result.
+//!
+//! `cargo test` runs a short pass; the bench job runs 10^6 cases:
+//! `LKSWARM_FUZZ_CASES=1000000 cargo test --release --test fuzz_no_panic -- --ignored --nocapture`.
+
+use std::sync::Arc;
+
+use lkswarm_core::codec::json::{encode_json, to_json};
+use lkswarm_core::codec::{peek, signal_request, signal_response, validate, MessageView};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn seeds() -> Vec<Vec<u8>> {
+    let participant = |i: u32| {
+        serde_json::json!({
+            "sid": format!("PA_{i}"), "identity": format!("p{i}"), "state": "ACTIVE", "joinedAt": "1700000000",
+            "attributes": {"role": "load", "k": "v"},
+            "tracks": [{"sid": format!("TR_{i}"), "type": "VIDEO", "width": 1280, "height": 720, "simulcast": true,
+                        "layers": [{"quality": "LOW", "width": 320, "height": 180, "bitrate": 150000}]}],
+        })
+    };
+    let responses = [
+        serde_json::json!({"join": {"room": {"sid": "RM_1", "name": "r"}, "participant": participant(0),
+            "otherParticipants": [participant(1), participant(2)], "serverVersion": "1.13.5", "pingInterval": 5,
+            "pingTimeout": 15, "sifTrailer": "AQID", "iceServers": [{"urls": ["stun:a", "stun:b"]}]}}),
+        serde_json::json!({"update": {"participants": [participant(3), participant(4)]}}),
+        serde_json::json!({"speakersChanged": {"speakers": [{"sid": "PA_1", "level": 0.5, "active": true}]}}),
+        serde_json::json!({"connectionQuality": {"updates": [{"participantSid": "PA_1", "quality": "GOOD", "score": 4.5}]}}),
+        serde_json::json!({"offer": {"type": "offer", "sdp": "v=0\r\na=x\r\n", "id": 3, "midToTrackId": {"0": "TR_1"}}}),
+        serde_json::json!({"trickle": {"candidateInit": "{}", "target": "SUBSCRIBER", "final": true}}),
+        serde_json::json!({"pongResp": {"lastPingTimestamp": "1700000000000", "timestamp": "-5"}}),
+        serde_json::json!({"dataTrackSubscriberHandles": {"subHandles": {"7": {"publisherSid": "PA_9"}}}}),
+        serde_json::json!({"leave": {"reason": "JOIN_FAILURE", "action": "RESUME"}}),
+    ];
+    let mut out: Vec<Vec<u8>> =
+        responses.iter().map(|v| encode_json(v, signal_response()).expect("seed encodes")).collect();
+    out.push(
+        encode_json(&serde_json::json!({"pingReq": {"timestamp": "5", "rtt": "1"}}), signal_request())
+            .expect("seed encodes"),
+    );
+    out
+}
+
+fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
+    let mut data = seeds[rng.below(seeds.len())].clone();
+    for _ in 0..1 + rng.below(4) {
+        match rng.below(7) {
+            0 if !data.is_empty() => {
+                let i = rng.below(data.len());
+                data[i] ^= 1 << rng.below(8);
+            }
+            1 => data.truncate(rng.below(data.len() + 1)),
+            2 => {
+                let i = rng.below(data.len() + 1);
+                data.insert(i, rng.next() as u8);
+            }
+            3 if !data.is_empty() => {
+                let a = rng.below(data.len());
+                let b = (a + rng.below(16)).min(data.len());
+                let chunk = data[a..b].to_vec();
+                let at = rng.below(data.len() + 1);
+                data.splice(at..at, chunk);
+            }
+            4 => {
+                let other = &seeds[rng.below(seeds.len())];
+                data.extend_from_slice(&other[..rng.below(other.len() + 1)]);
+            }
+            5 => {
+                let i = rng.below(data.len() + 1);
+                data.splice(i..i, [0x80u8; 10]);
+            }
+            _ if !data.is_empty() => {
+                let i = rng.below(data.len());
+                data[i] = rng.next() as u8;
+            }
+            _ => {}
+        }
+    }
+    data
+}
+
+fn run(cases: usize) -> (usize, usize) {
+    let seeds = seeds();
+    let mut rng = Rng(0x5eed_1234_abcd_9876);
+    let (mut accepted, mut rejected) = (0, 0);
+    for _ in 0..cases {
+        let data = mutate(&mut rng, &seeds);
+        for desc in [signal_response(), signal_request()] {
+            let _ = peek(&data, desc);
+            if validate(&data, desc).is_ok() {
+                accepted += 1;
+                let view = MessageView::root(Arc::new(data.clone()), desc);
+                let json = to_json(&view).expect("a validated frame converts to JSON");
+                let again = encode_json(&json, desc).expect("canonical JSON encodes");
+                assert!(validate(&again, desc).is_ok(), "re-encoded JSON must validate");
+            } else {
+                rejected += 1;
+            }
+        }
+    }
+    (accepted, rejected)
+}
+
+#[test]
+fn short_fuzz_pass() {
+    let (accepted, rejected) = run(3_000);
+    assert!(accepted > 0 && rejected > 0, "mutations should produce both valid and invalid frames");
+}
+
+#[test]
+#[ignore = "long; run by `make bench`"]
+fn long_fuzz_pass() {
+    let cases: usize = std::env::var("LKSWARM_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let (accepted, rejected) = run(cases);
+    println!("fuzz: {cases} inputs, {accepted} accepted, {rejected} rejected, 0 panics");
+}
