@@ -86,13 +86,13 @@ def signal_path_suite(connections: int = 100, seconds: float = 3.0, repeats: int
     with frame_source() as url:
         port = url.rsplit(":", 1)[1]
         for _ in range(repeats):
-            for kind in per_rt:  # interleaved, so drift hits every client alike
+            for kind, runs in per_rt.items():  # interleaved, so drift hits every client alike
                 out = subprocess.run(
                     [PYTHON, str(BENCH / "signal_clients.py"), kind, port, str(connections), str(seconds)],
                     check=True, capture_output=True, text=True, timeout=120,
                 )  # fmt: skip
                 result = json.loads(out.stdout.strip().splitlines()[-1])
-                per_rt[kind].append(result["cpu_s"] / max(1, result["round_trips"]) * 1e6)
+                runs.append(result["cpu_s"] / max(1, result["round_trips"]) * 1e6)
     med = {k: round(statistics.median(v), 2) for k, v in per_rt.items()}
     return {
         "connections": connections,
