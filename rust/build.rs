@@ -100,6 +100,12 @@ fn kind_name(t: Type) -> &'static str {
     }
 }
 
+fn fields_sorted(d: &DescriptorProto) -> Vec<&prost_types::FieldDescriptorProto> {
+    let mut fields: Vec<_> = d.field.iter().collect();
+    fields.sort_by_key(|f| f.number());
+    fields
+}
+
 fn render_tables(fds: &FileDescriptorSet) -> String {
     let mut msgs = Vec::new();
     let mut enums = Vec::new();
@@ -127,14 +133,18 @@ fn render_tables(fds: &FileDescriptorSet) -> String {
                 oneof_names.push(o.name().to_string());
             }
         }
-        let mut fields: Vec<_> = d.field.iter().collect();
-        fields.sort_by_key(|f| f.number());
+        let fields = fields_sorted(d);
         let map_entry = d.options.as_ref().is_some_and(|o| o.map_entry());
+        // Field positions sorted by name, for binary search on attribute access.
+        let mut by_name: Vec<(usize, &str)> = fields_sorted(d).iter().enumerate().map(|(i, f)| (i, f.name())).collect();
+        by_name.sort_by(|a, b| a.1.cmp(b.1));
+        let by_name: Vec<usize> = by_name.into_iter().map(|(i, _)| i).collect();
         let _ = writeln!(
             s,
-            "    MessageDesc {{ full_name: {:?}, map_entry: {map_entry}, oneofs: &{:?}, fields: &[",
+            "    MessageDesc {{ full_name: {:?}, map_entry: {map_entry}, oneofs: &{:?}, by_name: &{:?}, fields: &[",
             &m.full_name[1..],
-            oneof_names
+            oneof_names,
+            by_name
         );
         for f in fields {
             let t = f.r#type();

@@ -62,6 +62,8 @@ pub struct MessageDesc {
     pub full_name: &'static str,
     pub map_entry: bool,
     pub oneofs: &'static [&'static str],
+    /// Positions in `fields`, ordered by field name.
+    pub by_name: &'static [usize],
     pub fields: &'static [FieldDesc],
 }
 
@@ -92,7 +94,7 @@ impl MessageDesc {
     /// Position of the field with this proto name.
     #[inline]
     pub fn field_by_name(&self, name: &str) -> Option<usize> {
-        self.fields.iter().position(|f| f.name == name)
+        self.by_name.binary_search_by(|&pos| self.fields[pos].name.cmp(name)).ok().map(|i| self.by_name[i])
     }
 
     /// Position of the field with this proto name or JSON name.

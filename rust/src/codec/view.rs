@@ -221,7 +221,7 @@ impl MessageView {
                 if o.wire == WIRE_LEN && field.kind.packable() {
                     self.read_packed(field, o, &mut values)?;
                 } else {
-                    values.push(self.read_scalar(field.kind, o.start as usize)?);
+                    values.push(self.read_one(field.kind, o)?);
                 }
             }
             return Ok(FieldValue::List(values));
