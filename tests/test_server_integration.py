@@ -14,8 +14,8 @@ from livekit.protocol import rtc
 from lkswarm.auth import Credentials, mint_token
 from lkswarm.codec import decode_response, encode_leave
 from lkswarm.errors import PortInUseError
-from lkswarm.server import LocalServer, check_port_free
 from lkswarm.participant import rtc_path
+from lkswarm.server import LocalServer, check_port_free
 from lkswarm.transport import Endpoint, WebSocketProtocol, open_websocket
 from lkswarm.twirp import RoomService
 from lkswarm.ws import Closed, Event, Message, Rejected
