@@ -6,6 +6,9 @@
 //! `cargo test` runs a short pass; the bench job runs 10^6 cases:
 //! `LKSWARM_FUZZ_CASES=1000000 cargo test --release --test fuzz_no_panic -- --ignored --nocapture`.
 
+// The long pass prints its summary line for `make bench` to record.
+#![allow(clippy::print_stdout)]
+
 use std::sync::Arc;
 
 use lkswarm_core::codec::json::{encode_json, to_json};

@@ -51,7 +51,11 @@ fn ws_encode_frame<'py>(py: Python<'py>, opcode: u8, payload: &Bound<'py, PyAny>
 
 /// Complete frames at the start of `buf` as `(fin, opcode, masked, payload)` tuples, and the bytes they used.
 #[pyfunction]
-fn ws_parse_frames<'py>(py: Python<'py>, buf: &Bound<'py, PyAny>, max_len: u64) -> PyResult<(Bound<'py, PyList>, usize)> {
+fn ws_parse_frames<'py>(
+    py: Python<'py>,
+    buf: &Bound<'py, PyAny>,
+    max_len: u64,
+) -> PyResult<(Bound<'py, PyList>, usize)> {
     let mut frames: Vec<Frame> = Vec::new();
     let (items, used) = with_bytes(buf, |data| -> PyResult<_> {
         let used = parse_frames(data, max_len, &mut frames).map_err(|e| PyValueError::new_err(e.to_string()))?;
