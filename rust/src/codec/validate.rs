@@ -74,10 +74,8 @@ fn check_field(
     let (span, next) = skip_value(buf, tag, after_tag, end, depth)?;
     if tag.wire == field.kind.wire_type() {
         match field.kind {
-            Kind::String => {
-                if std::str::from_utf8(&buf[span.start..span.end]).is_err() {
-                    return Err((span.start, DecodeReason::InvalidUtf8));
-                }
+            Kind::String if std::str::from_utf8(&buf[span.start..span.end]).is_err() => {
+                return Err((span.start, DecodeReason::InvalidUtf8));
             }
             Kind::Message => {
                 let sub = &super::schema::MESSAGES[field.type_index];
