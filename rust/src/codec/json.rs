@@ -23,7 +23,8 @@ pub fn to_json(view: &MessageView) -> Result<Value> {
     for (pos, field) in desc.fields.iter().enumerate() {
         let value = match view.get(pos)? {
             FieldValue::Scalar(s) => {
-                let emit = if field.oneof.is_some() || field.explicit_presence { view.has(pos)? } else { !is_default(s) };
+                let emit =
+                    if field.oneof.is_some() || field.explicit_presence { view.has(pos)? } else { !is_default(s) };
                 if !emit {
                     continue;
                 }
@@ -143,7 +144,8 @@ pub fn shortest_f32(v: f32) -> f64 {
 /// Encodes a JSON object (proto or JSON field names) as wire bytes of `desc`.
 pub fn encode_json(value: &Value, desc: &'static MessageDesc) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    let obj = value.as_object().ok_or_else(|| Error::encode("", format!("expected an object for {}", desc.full_name)))?;
+    let obj =
+        value.as_object().ok_or_else(|| Error::encode("", format!("expected an object for {}", desc.full_name)))?;
     encode_object(obj, desc, &mut out, "")?;
     Ok(out)
 }

@@ -27,8 +27,11 @@ type Fail = (usize, DecodeReason);
 /// Checks that `buf` is a valid encoding of `desc`.
 pub fn validate(buf: &[u8], desc: &'static MessageDesc) -> Result<()> {
     let mut path = Vec::new();
-    check_message(buf, 0, buf.len(), desc, 0, &mut path)
-        .map_err(|(offset, reason)| Error::Decode { offset, path: render_path(buf, &path), reason })
+    check_message(buf, 0, buf.len(), desc, 0, &mut path).map_err(|(offset, reason)| Error::Decode {
+        offset,
+        path: render_path(buf, &path),
+        reason,
+    })
 }
 
 fn check_message(

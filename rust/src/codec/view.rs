@@ -80,7 +80,10 @@ pub enum MapValue<'a> {
 pub enum FieldValue<'a> {
     Scalar(Scalar<'a>),
     /// A singular sub-message; `present` is false for an unset field (read as an empty message).
-    Message { view: MessageView, present: bool },
+    Message {
+        view: MessageView,
+        present: bool,
+    },
     List(Vec<Scalar<'a>>),
     Messages(Vec<MessageView>),
     /// Entries in wire order; later duplicates of a key win.
@@ -252,8 +255,10 @@ impl MessageView {
 
     fn read_scalar(&self, kind: Kind, pos: usize) -> Result<Scalar<'_>> {
         let buf = self.bytes();
-        let fixed4 = || -> Result<[u8; 4]> { buf.get(pos..pos + 4).and_then(|b| b.try_into().ok()).ok_or(mutated(pos)) };
-        let fixed8 = || -> Result<[u8; 8]> { buf.get(pos..pos + 8).and_then(|b| b.try_into().ok()).ok_or(mutated(pos)) };
+        let fixed4 =
+            || -> Result<[u8; 4]> { buf.get(pos..pos + 4).and_then(|b| b.try_into().ok()).ok_or(mutated(pos)) };
+        let fixed8 =
+            || -> Result<[u8; 8]> { buf.get(pos..pos + 8).and_then(|b| b.try_into().ok()).ok_or(mutated(pos)) };
         let varint = || -> Result<u64> { read_varint(buf, pos).map(|v| v.0).map_err(|_| mutated(pos)) };
         Ok(match kind {
             Kind::Double => Scalar::F64(f64::from_le_bytes(fixed8()?)),

@@ -59,7 +59,13 @@ pub struct Span {
 
 /// Skips the value of a field whose tag has just been read; `end` bounds it.
 /// Groups are skipped recursively up to their matching end tag.
-pub fn skip_value(buf: &[u8], tag: Tag, pos: usize, end: usize, depth: u32) -> Result<(Span, usize), (usize, DecodeReason)> {
+pub fn skip_value(
+    buf: &[u8],
+    tag: Tag,
+    pos: usize,
+    end: usize,
+    depth: u32,
+) -> Result<(Span, usize), (usize, DecodeReason)> {
     let bounded = &buf[..end];
     match tag.wire {
         WIRE_VARINT => {

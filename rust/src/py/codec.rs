@@ -166,7 +166,11 @@ fn py_to_json(obj: &Bound<'_, PyAny>, path: &str) -> PyResult<Value> {
     Err(to_py(Error::encode(path, format!("unsupported value of type {type_name}"))))
 }
 
-fn encode_mapping<'py>(py: Python<'py>, mapping: &Bound<'py, PyAny>, desc: &'static MessageDesc) -> PyResult<Bound<'py, PyBytes>> {
+fn encode_mapping<'py>(
+    py: Python<'py>,
+    mapping: &Bound<'py, PyAny>,
+    desc: &'static MessageDesc,
+) -> PyResult<Bound<'py, PyBytes>> {
     let value = py_to_json(mapping, "")?;
     let bytes = encode_json(&value, desc).py()?;
     Ok(PyBytes::new(py, &bytes))
@@ -194,8 +198,7 @@ fn text_of(obj: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(s) = obj.cast::<PyString>() {
         return Ok(s.to_str()?.to_string());
     }
-    with_bytes(obj, |b| String::from_utf8(b.to_vec()))?
-        .map_err(|_| to_py(Error::encode("", "JSON text is not UTF-8")))
+    with_bytes(obj, |b| String::from_utf8(b.to_vec()))?.map_err(|_| to_py(Error::encode("", "JSON text is not UTF-8")))
 }
 
 fn decode_json(obj: &Bound<'_, PyAny>, desc: &'static MessageDesc) -> PyResult<PyMessageView> {

@@ -45,10 +45,7 @@ impl PyMessageView {
     }
 
     fn __getattr__(&self, name: &str) -> PyResult<Py<PyAny>> {
-        Err(PyAttributeError::new_err(format!(
-            "{} message has no field {name:?}",
-            self.view.desc().full_name
-        )))
+        Err(PyAttributeError::new_err(format!("{} message has no field {name:?}", self.view.desc().full_name)))
     }
 
     /// The canonical proto3 JSON mapping (as `json_format.MessageToDict`).
@@ -124,8 +121,7 @@ fn field_to_py(py: Python<'_>, value: FieldValue<'_>) -> PyResult<Py<PyAny>> {
             PyTuple::new(py, items)?.into_any().unbind()
         }
         FieldValue::Messages(views) => {
-            let items =
-                views.into_iter().map(|v| Py::new(py, PyMessageView::new(v))).collect::<PyResult<Vec<_>>>()?;
+            let items = views.into_iter().map(|v| Py::new(py, PyMessageView::new(v))).collect::<PyResult<Vec<_>>>()?;
             PyTuple::new(py, items)?.into_any().unbind()
         }
         FieldValue::Map(entries) => {
