@@ -71,23 +71,27 @@ def server(
     try:
         credentials = Credentials.from_env(api_key, api_secret)
         local = LocalServer(credentials, port=port, udp_port=udp_port)
-        local.start()
+        try:
+            local.start()
+        except KeyboardInterrupt:
+            local.stop()
+            raise typer.Exit(130) from None
     except LkswarmError as exc:
         raise fail(str(exc)) from None
+    # Ctrl-C and SIGTERM only set a flag: the loop below then stops the server cleanly.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     stdout.print(f"livekit-server ready at [bold]{local.url}[/] (UDP {local.udp_port}, pid {local.pid})")
     stdout.print(f"API key: {credentials.api_key}")
     if show_secret:
         stdout.print(f"API secret: {credentials.api_secret}")
     stdout.print("Press Ctrl-C to stop.")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         while not stop.wait(0.5):
             if not local.running():
                 local.stop()
                 raise fail(f"livekit-server exited unexpectedly: {local.log_tail()}")
-    except KeyboardInterrupt:
-        pass
     finally:
         local.stop()
     stdout.print("livekit-server stopped.")
