@@ -1,9 +1,31 @@
 //! Hand-written encoders for the requests a participant sends all the time.
 //! Each writes the same bytes as the reference serialiser: fields in number
-//! order, implicit-presence defaults left out, map entries sorted by key (the
-//! reference's deterministic order).
+//! order, implicit-presence defaults left out, map entries in the order upb's
+//! deterministic mode writes them (see `upb_string_key_order`).
+
+use std::cmp::Ordering;
 
 use super::wire::{put_tag, put_varint, varint_len, WIRE_LEN, WIRE_VARINT};
+
+/// The order in which upb's deterministic serialisation (protobuf 7's
+/// `SerializeToString(deterministic=True)`) writes string map keys, as
+/// observed: byte-wise ascending, except that when one key is a prefix of the
+/// other the *longer* key comes first (`"ab"` before `"a"`, `""` last). upb
+/// writes back to front and its comparator reverses the byte comparison but
+/// not the length tie-break; we reproduce its bytes, not an order anyone chose.
+pub fn upb_string_key_order(a: &[u8], b: &[u8]) -> Ordering {
+    let common = a.len().min(b.len());
+    match a[..common].cmp(&b[..common]) {
+        Ordering::Equal => b.len().cmp(&a.len()),
+        other => other,
+    }
+}
+
+/// The order in which upb's deterministic serialisation writes integer (and
+/// bool) map keys: descending, for the same back-to-front reason.
+pub fn upb_int_key_order(a: i128, b: i128) -> Ordering {
+    b.cmp(&a)
+}
 
 /// SignalRequest field numbers of the hot requests.
 mod req {
@@ -184,12 +206,12 @@ pub fn subscription(track_sids: &[&str], subscribe: bool) -> Vec<u8> {
 }
 
 /// `update_metadata{metadata, name, attributes, request_id}`; attributes are
-/// written sorted by key.
+/// written in upb's deterministic key order.
 pub fn update_metadata(metadata: &str, name: &str, attributes: &[(&str, &str)], request_id: u32) -> Vec<u8> {
     let mut body = Body::new();
     body.string(1, metadata).string(2, name);
     let mut sorted: Vec<_> = attributes.to_vec();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    sorted.sort_by(|a, b| upb_string_key_order(a.0.as_bytes(), b.0.as_bytes()));
     for (k, v) in sorted {
         let mut entry = Body::new();
         entry.bytes_always(1, k.as_bytes()).bytes_always(2, v.as_bytes());
@@ -218,5 +240,36 @@ mod tests {
     #[test]
     fn leave_matches_reference() {
         assert_eq!(leave(1, 0, false), vec![0x42, 0x02, 0x10, 0x01]);
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+
+    #[test]
+    fn string_keys_in_upb_deterministic_order() {
+        let mut keys = vec!["b", "a", "ab", "", "B", "é", "z"];
+        keys.sort_by(|a, b| upb_string_key_order(a.as_bytes(), b.as_bytes()));
+        // What SerializeToString(deterministic=True) writes under protobuf 7 (upb).
+        assert_eq!(keys, vec!["B", "ab", "a", "b", "z", "é", ""]);
+    }
+
+    #[test]
+    fn update_metadata_matches_reference() {
+        // UpdateParticipantMetadata{attributes: {"a": "1", "ab": "2"}} from the reference (deterministic).
+        let out = update_metadata("", "", &[("a", "1"), ("ab", "2")], 0);
+        let expected = [
+            0x7a, 0x11, 0x1a, 0x07, 0x0a, 0x02, b'a', b'b', 0x12, 0x01, b'2', 0x1a, 0x06, 0x0a, 0x01, b'a', 0x12, 0x01,
+            b'1',
+        ];
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn integer_keys_descend() {
+        let mut keys = vec![5i128, 1, 300, 2, 4_000_000_000, 7];
+        keys.sort_by(|a, b| upb_int_key_order(*a, *b));
+        assert_eq!(keys, vec![4_000_000_000, 300, 7, 5, 2, 1]);
     }
 }

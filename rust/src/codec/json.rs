@@ -11,6 +11,7 @@
 use base64::Engine as _;
 use serde_json::{Map, Number, Value};
 
+use super::encode::{upb_int_key_order, upb_string_key_order};
 use super::schema::{FieldDesc, Kind, MessageDesc, ENUMS, MESSAGES};
 use super::view::{FieldValue, MapValue, MessageView, Scalar};
 use super::wire::{put_tag, put_varint, zigzag, WIRE_LEN};
@@ -255,6 +256,7 @@ fn encode_map(field: &FieldDesc, value: &Value, out: &mut Vec<u8>, path: &str) -
     let obj = value.as_object().ok_or_else(|| Error::encode(path, "expected an object for a map"))?;
     let entry = &MESSAGES[field.type_index];
     let (key_field, value_field) = (&entry.fields[0], &entry.fields[1]);
+    let mut entries = Vec::with_capacity(obj.len());
     for (k, v) in obj {
         let epath = format!("{path}[{k:?}]");
         let key_value = map_key_value(key_field, k, &epath)?;
@@ -262,11 +264,34 @@ fn encode_map(field: &FieldDesc, value: &Value, out: &mut Vec<u8>, path: &str) -
         // upb writes both key and value of every entry, defaults included.
         encode_single(key_field, &key_value, &mut body, &epath, true)?;
         encode_single(value_field, v, &mut body, &epath, true)?;
+        let order = match key_value {
+            Value::String(s) if key_field.kind != Kind::String => {
+                MapKeyOrder::Int(int_text(&s).ok_or_else(|| Error::encode(&epath, "invalid map key"))?)
+            }
+            Value::Bool(b) => MapKeyOrder::Int(i128::from(b)),
+            _ => MapKeyOrder::Str(k.as_str()),
+        };
+        entries.push((order, body));
+    }
+    // The bytes of upb's deterministic mode, whatever order the mapping had.
+    entries.sort_by(|a, b| match (&a.0, &b.0) {
+        (MapKeyOrder::Int(x), MapKeyOrder::Int(y)) => upb_int_key_order(*x, *y),
+        (MapKeyOrder::Str(x), MapKeyOrder::Str(y)) => upb_string_key_order(x.as_bytes(), y.as_bytes()),
+        (MapKeyOrder::Int(_), MapKeyOrder::Str(_)) => std::cmp::Ordering::Less,
+        (MapKeyOrder::Str(_), MapKeyOrder::Int(_)) => std::cmp::Ordering::Greater,
+    });
+    for (_, body) in entries {
         put_tag(out, field.number, WIRE_LEN);
         put_varint(out, body.len() as u64);
         out.extend_from_slice(&body);
     }
     Ok(())
+}
+
+/// What a map entry sorts by.
+enum MapKeyOrder<'a> {
+    Int(i128),
+    Str(&'a str),
 }
 
 fn map_key_value(key_field: &FieldDesc, key: &str, path: &str) -> Result<Value> {
@@ -301,7 +326,9 @@ fn put_scalar_payload(field: &FieldDesc, value: &Value, out: &mut Vec<u8>, path:
         }
         Kind::Float => {
             let v = json_float(value, path)?;
-            if v.is_finite() && (v as f32).is_infinite() {
+            // ParseDict rejects an out-of-range number but converts a quoted one
+            // ("1e39") to infinity, as float32 assignment does.
+            if value.is_number() && v.is_finite() && (v as f32).is_infinite() {
                 return Err(Error::encode(path, "float out of range"));
             }
             out.extend_from_slice(&(v as f32).to_le_bytes());
@@ -374,13 +401,24 @@ fn json_int(value: &Value, min: i64, max: i64, path: &str) -> Result<i64> {
                 f as i128
             }
         }
-        Value::String(s) => s.parse::<i128>().map_err(|_| Error::encode(path, format!("invalid integer {s:?}")))?,
+        Value::String(s) => int_text(s).ok_or_else(|| Error::encode(path, format!("invalid integer {s:?}")))?,
         _ => return Err(Error::encode(path, "expected an integer")),
     };
     if v < i128::from(min) || v > i128::from(max) {
         return Err(Error::encode(path, format!("integer {v} out of range")));
     }
     Ok(v as i64)
+}
+
+/// An integer written as a JSON string: decimal digits, or (as protojson and
+/// the reference allow) any number that happens to be integral, e.g. `"1e3"`.
+fn int_text(s: &str) -> Option<i128> {
+    if let Ok(v) = s.parse::<i128>() {
+        return Some(v);
+    }
+    let f = s.parse::<f64>().ok()?;
+    // Rust reads "inf" and "nan" too; neither is integral, so both are refused here.
+    (f.is_finite() && f.fract() == 0.0 && f.abs() < 1e38).then_some(f as i128)
 }
 
 fn json_uint(value: &Value, path: &str) -> Result<u64> {
@@ -390,8 +428,97 @@ fn json_uint(value: &Value, path: &str) -> Result<u64> {
             (None, Some(i)) => i128::from(i),
             _ => return Err(Error::encode(path, "expected an integer")),
         },
-        Value::String(s) => s.parse::<i128>().map_err(|_| Error::encode(path, format!("invalid integer {s:?}")))?,
+        Value::String(s) => int_text(s).ok_or_else(|| Error::encode(path, format!("invalid integer {s:?}")))?,
         _ => return Err(Error::encode(path, "expected an integer")),
     };
     u64::try_from(v).map_err(|_| Error::encode(path, format!("integer {v} out of range")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::codec::schema::{signal_request, signal_response};
+    use crate::codec::validate::validate;
+
+    fn decode_json(buf: &[u8], desc: &'static MessageDesc) -> Value {
+        validate(buf, desc).unwrap();
+        to_json(&MessageView::root(Arc::new(buf.to_vec()), desc)).unwrap()
+    }
+
+    const PING: &[u8] = &[0x82, 0x01, 0x09, 0x08, 0x80, 0xd0, 0x95, 0xff, 0xbc, 0x31, 0x10, 0x0c];
+
+    #[test]
+    fn golden_ping_both_ways() {
+        let value = json!({"pingReq": {"timestamp": "1700000000000", "rtt": "12"}});
+        assert_eq!(decode_json(PING, signal_request()), value);
+        assert_eq!(encode_json(&value, signal_request()).unwrap(), PING);
+        // Proto names and numbers are accepted too.
+        let loose = json!({"ping_req": {"timestamp": 1_700_000_000_000_i64, "rtt": 12}});
+        assert_eq!(encode_json(&loose, signal_request()).unwrap(), PING);
+    }
+
+    #[test]
+    fn enums_defaults_and_unknown_numbers() {
+        // leave{reason: CLIENT_INITIATED}; leave{reason: 99}; an empty leave.
+        assert_eq!(
+            decode_json(&[0x42, 0x02, 0x10, 0x01], signal_request()),
+            json!({"leave": {"reason": "CLIENT_INITIATED"}})
+        );
+        assert_eq!(decode_json(&[0x42, 0x02, 0x10, 0x63], signal_request()), json!({"leave": {"reason": 99}}));
+        assert_eq!(decode_json(&[0x42, 0x00], signal_request()), json!({"leave": {}}));
+        // Implicit-presence defaults on the wire are still omitted.
+        assert_eq!(decode_json(&[0x42, 0x02, 0x10, 0x00], signal_request()), json!({"leave": {}}));
+    }
+
+    #[test]
+    fn floats_print_like_to_shortest_float() {
+        // Values from google.protobuf.internal.type_checkers.ToShortestFloat.
+        for (bits, expected) in [
+            (0x3f80_0000_u32, 1.0),
+            (0x3dcc_cccd, 0.1),
+            (0x0000_0001, 1.4013e-45),
+            (0x7f7f_ffff, 3.4028235e38),
+            (0x3eaa_aaab, 0.333_333_34),
+            (0x4b18_9680, 10_000_000.0),
+        ] {
+            assert_eq!(shortest_f32(f32::from_bits(bits)), expected, "{bits:#x}");
+        }
+        assert!(shortest_f32(-0.0).is_sign_negative());
+    }
+
+    #[test]
+    fn integer_map_keys_and_upb_order() {
+        // data_track_subscriber_handles{sub_handles: {1: {track_sid: "a"}, 300: {}}}, as the reference
+        // writes it with deterministic=True: keys descending.
+        let wire = [
+            0xea, 0x01, 0x10, 0x0a, 0x05, 0x08, 0xac, 0x02, 0x12, 0x00, 0x0a, 0x07, 0x08, 0x01, 0x12, 0x03, 0x1a, 0x01,
+            b'a',
+        ];
+        let value = json!({"dataTrackSubscriberHandles": {"subHandles": {"1": {"trackSid": "a"}, "300": {}}}});
+        assert_eq!(decode_json(&wire, signal_response()), value);
+        assert_eq!(encode_json(&value, signal_response()).unwrap(), wire);
+    }
+
+    #[test]
+    fn integers_as_strings() {
+        let ping = |v: Value| encode_json(&json!({"pingReq": {"timestamp": v}}), signal_request());
+        assert_eq!(ping(json!("1e3")).unwrap(), ping(json!(1000)).unwrap());
+        assert_eq!(ping(json!("-0")).unwrap(), ping(json!(0)).unwrap());
+        for bad in ["1.5", "inf", "NaN", " 1", "0x10", "", "1e40"] {
+            assert!(ping(json!(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn encode_errors_name_the_field() {
+        let err = encode_json(&json!({"pingReq": {"timestamp": "soon"}}), signal_request()).unwrap_err();
+        assert!(matches!(&err, Error::Encode { path, .. } if path == "ping_req.timestamp"), "{err}");
+        let err = encode_json(&json!({"leave": {}, "pingReq": {}}), signal_request()).unwrap_err();
+        assert!(err.to_string().contains("oneof"), "{err}");
+        assert!(encode_json(&json!([]), signal_request()).is_err());
+    }
 }

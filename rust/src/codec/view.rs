@@ -185,8 +185,17 @@ impl MessageView {
         Ok(occ[from..].iter().filter(|x| x.field_pos as usize == pos).copied().collect())
     }
 
-    /// Whether the field is present on the wire (for oneofs: whether it is the chosen member).
+    /// Whether the field is present on the wire (for oneofs: whether it is the
+    /// chosen member; for repeated fields and maps: whether they hold anything).
     pub fn has(&self, pos: usize) -> Result<bool> {
+        if self.desc.fields[pos].repeated {
+            return Ok(match self.get(pos)? {
+                FieldValue::List(v) => !v.is_empty(),
+                FieldValue::Messages(v) => !v.is_empty(),
+                FieldValue::Map(v) => !v.is_empty(),
+                FieldValue::Scalar(_) | FieldValue::Message { .. } => true,
+            });
+        }
         Ok(!self.effective(pos)?.is_empty())
     }
 
@@ -200,11 +209,25 @@ impl MessageView {
     /// Reads field `pos` (a position in `desc().fields`).
     pub fn get(&self, pos: usize) -> Result<FieldValue<'_>> {
         let field = &self.desc.fields[pos];
+        if field.oneof.is_none() && !field.repeated && field.kind != Kind::Message {
+            // The common read: the last occurrence wins, nothing to collect.
+            let last = self.occurrences()?.iter().rev().find(|x| x.field_pos as usize == pos).copied();
+            return match last {
+                None => Ok(FieldValue::Scalar(default_scalar(field.kind))),
+                Some(o) => self.read_one(field.kind, &o).map(FieldValue::Scalar),
+            };
+        }
         let occ = self.effective(pos)?;
         if field.kind == Kind::Message {
             let sub = &MESSAGES[field.type_index];
             if field.repeated && sub.map_entry {
-                return occ.iter().map(|o| self.map_entry(sub, o)).collect::<Result<_>>().map(FieldValue::Map);
+                let mut entries = Vec::with_capacity(occ.len());
+                for o in &occ {
+                    if let Some(entry) = self.map_entry(sub, o)? {
+                        entries.push(entry);
+                    }
+                }
+                return Ok(FieldValue::Map(entries));
             }
             if field.repeated {
                 let views = occ.iter().map(|o| self.child(sub, Segments::One(o.start, o.end))).collect();
@@ -243,12 +266,10 @@ impl MessageView {
         let buf = self.bytes();
         let (s, e) = (o.start as usize, o.end as usize);
         match kind {
-            Kind::String => std::str::from_utf8(&buf[s..e]).map(Scalar::Str).map_err(|_| Error::Decode {
-                offset: s,
-                path: String::new(),
-                reason: DecodeReason::InvalidUtf8,
-            }),
-            Kind::Bytes => Ok(Scalar::Bytes(&buf[s..e])),
+            Kind::String => std::str::from_utf8(buf.get(s..e).ok_or(mutated(s))?)
+                .map(Scalar::Str)
+                .map_err(|_| Error::Decode { offset: s, path: String::new(), reason: DecodeReason::InvalidUtf8 }),
+            Kind::Bytes => buf.get(s..e).map(Scalar::Bytes).ok_or(mutated(s)),
             _ => self.read_scalar(kind, s),
         }
     }
@@ -287,13 +308,21 @@ impl MessageView {
             p = match field.kind.wire_type() {
                 super::wire::WIRE_FIXED32 => p + 4,
                 super::wire::WIRE_FIXED64 => p + 8,
-                _ => read_varint(&buf[..end], p).map_err(|_| mutated(p))?.1,
+                _ => read_varint(buf.get(..end).ok_or(mutated(p))?, p).map_err(|_| mutated(p))?.1,
             };
         }
         Ok(())
     }
 
-    fn map_entry(&self, entry: &'static MessageDesc, o: &Occurrence) -> Result<(Scalar<'_>, MapValue<'_>)> {
+    /// Reads one map entry; `None` for an entry that upb drops from the map.
+    ///
+    /// upb moves a map entry that carries any field other than its key and
+    /// value (an unknown number, or the key or value with the wrong wire type)
+    /// to the parent's unknown fields, so the map does not contain it.
+    fn map_entry(&self, entry: &'static MessageDesc, o: &Occurrence) -> Result<Option<(Scalar<'_>, MapValue<'_>)>> {
+        if self.entry_has_unknown_fields(entry, o)? {
+            return Ok(None);
+        }
         let view = self.child(entry, Segments::One(o.start, o.end));
         // Map entries are tiny (a key and a value), so read them directly here
         // rather than through a borrowed child view.
@@ -320,7 +349,24 @@ impl MessageView {
                 None => default_scalar(value_field.kind),
             })
         };
-        Ok((key, value))
+        Ok(Some((key, value)))
+    }
+
+    fn entry_has_unknown_fields(&self, entry: &'static MessageDesc, o: &Occurrence) -> Result<bool> {
+        let buf = self.bytes();
+        let (mut pos, end) = (o.start as usize, o.end as usize);
+        if end > buf.len() {
+            return Err(mutated(pos));
+        }
+        while pos < end {
+            let (tag, after) = read_tag(&buf[..end], pos).map_err(|(o, _)| mutated(o))?;
+            let known = entry.field_pos(tag.number).is_some_and(|fp| entry.fields[fp].kind.wire_type() == tag.wire);
+            if !known {
+                return Ok(true);
+            }
+            pos = skip_value(buf, tag, after, end, 0).map_err(|(o, _)| mutated(o))?.1;
+        }
+        Ok(false)
     }
 }
 
@@ -341,4 +387,144 @@ pub fn default_scalar(kind: Kind) -> Scalar<'static> {
 /// A buffer that changed after validation (a bytearray mutated in place).
 fn mutated(offset: usize) -> Error {
     Error::Decode { offset, path: String::new(), reason: DecodeReason::Truncated }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::schema::{signal_request, signal_response};
+    use crate::codec::validate::validate;
+
+    fn root(buf: &[u8], desc: &'static MessageDesc) -> MessageView {
+        validate(buf, desc).unwrap();
+        MessageView::root(Arc::new(buf.to_vec()), desc)
+    }
+
+    fn pos(desc: &MessageDesc, name: &str) -> usize {
+        desc.field_by_name(name).unwrap()
+    }
+
+    fn sub(view: &MessageView, name: &str) -> MessageView {
+        match view.get(pos(view.desc(), name)).unwrap() {
+            FieldValue::Message { view, .. } => view,
+            _ => panic!("{name} is not a message"),
+        }
+    }
+
+    fn scalar<'a>(view: &'a MessageView, name: &str) -> Scalar<'a> {
+        match view.get(pos(view.desc(), name)).unwrap() {
+            FieldValue::Scalar(s) => s,
+            _ => panic!("{name} is not a scalar"),
+        }
+    }
+
+    #[test]
+    fn reads_golden_ping() {
+        let view = root(&[0x82, 0x01, 0x09, 0x08, 0x80, 0xd0, 0x95, 0xff, 0xbc, 0x31, 0x10, 0x0c], signal_request());
+        assert_eq!(view.which_oneof(0).unwrap(), Some(pos(signal_request(), "ping_req")));
+        let ping = sub(&view, "ping_req");
+        assert_eq!(scalar(&ping, "timestamp"), Scalar::I64(1_700_000_000_000));
+        assert_eq!(scalar(&ping, "rtt"), Scalar::I64(12));
+    }
+
+    #[test]
+    fn unset_fields_read_as_defaults() {
+        let view = root(&[], signal_response());
+        assert_eq!(view.which_oneof(0).unwrap(), None);
+        match view.get(pos(signal_response(), "join")).unwrap() {
+            FieldValue::Message { view: join, present } => {
+                assert!(!present);
+                let room = sub(&join, "room");
+                assert_eq!(scalar(&room, "name"), Scalar::Str(""));
+                assert_eq!(scalar(&room, "num_participants"), Scalar::U64(0));
+            }
+            _ => panic!("join is a message"),
+        }
+        assert_eq!(scalar(&view, "pong"), Scalar::I64(0));
+    }
+
+    #[test]
+    fn last_scalar_wins_and_messages_merge() {
+        // pong: 1, then pong: 2.
+        let view = root(&[0x90, 0x01, 0x01, 0x90, 0x01, 0x02], signal_response());
+        assert_eq!(scalar(&view, "pong"), Scalar::I64(2));
+        // track_published{cid:"c", track{sid:"T"}} then track_published{track{name:"n"}}.
+        let frame = [
+            0x32, 0x08, 0x0a, 0x01, b'c', 0x12, 0x03, 0x0a, 0x01, b'T', // first
+            0x32, 0x05, 0x12, 0x03, 0x1a, 0x01, b'n', // second
+        ];
+        let view = root(&frame, signal_response());
+        let published = sub(&view, "track_published");
+        let track = sub(&published, "track");
+        assert_eq!(scalar(&published, "cid"), Scalar::Str("c"));
+        assert_eq!(scalar(&track, "sid"), Scalar::Str("T"));
+        assert_eq!(scalar(&track, "name"), Scalar::Str("n"));
+    }
+
+    #[test]
+    fn a_later_oneof_member_clears_the_earlier_one() {
+        // mute{sid:"A"}, pong: 1, mute{muted: true}: mute holds only the last occurrence.
+        let frame = [0x4a, 0x03, 0x0a, 0x01, b'A', 0x90, 0x01, 0x01, 0x4a, 0x02, 0x10, 0x01];
+        let view = root(&frame, signal_response());
+        assert_eq!(view.which_oneof(0).unwrap(), Some(pos(signal_response(), "mute")));
+        assert!(!view.has(pos(signal_response(), "pong")).unwrap());
+        let mute = sub(&view, "mute");
+        assert_eq!(scalar(&mute, "sid"), Scalar::Str(""));
+        assert_eq!(scalar(&mute, "muted"), Scalar::Bool(true));
+    }
+
+    #[test]
+    fn packed_and_unpacked_elements_concatenate() {
+        // update_audio_track{features: packed [1, 2], then 300 unpacked}
+        let frame = [0x8a, 0x01, 0x07, 0x12, 0x02, 0x01, 0x02, 0x10, 0xac, 0x02];
+        let view = root(&frame, signal_request());
+        let track = sub(&view, "update_audio_track");
+        match track.get(pos(track.desc(), "features")).unwrap() {
+            FieldValue::List(v) => assert_eq!(v, vec![Scalar::Enum(1), Scalar::Enum(2), Scalar::Enum(300)]),
+            _ => panic!("features is repeated"),
+        }
+    }
+
+    #[test]
+    fn map_entries_with_unknown_fields_are_dropped() {
+        // update_metadata{attributes: {"a": "b" + unknown field 3}, {"z": "y"}, {"k" with value as varint}}
+        let frame = [
+            0x7a, 0x19, //
+            0x1a, 0x08, 0x0a, 0x01, b'a', 0x12, 0x01, b'b', 0x18, 0x01, // dropped: field 3
+            0x1a, 0x06, 0x0a, 0x01, b'z', 0x12, 0x01, b'y', // kept
+            0x1a, 0x05, 0x0a, 0x01, b'k', 0x10, 0x01, // dropped: value with the wrong wire type
+        ];
+        let view = root(&frame, signal_request());
+        let meta = sub(&view, "update_metadata");
+        match meta.get(pos(meta.desc(), "attributes")).unwrap() {
+            FieldValue::Map(entries) => {
+                assert_eq!(entries.len(), 1);
+                assert_eq!(entries[0].0, Scalar::Str("z"));
+                assert!(matches!(entries[0].1, MapValue::Scalar(Scalar::Str("y"))));
+            }
+            _ => panic!("attributes is a map"),
+        }
+        // Entries missing their key or value read them as defaults.
+        let frame = [0x7a, 0x05, 0x1a, 0x03, 0x12, 0x01, b'v'];
+        let view = root(&frame, signal_request());
+        let meta = sub(&view, "update_metadata");
+        match meta.get(pos(meta.desc(), "attributes")).unwrap() {
+            FieldValue::Map(entries) => assert_eq!(entries[0].0, Scalar::Str("")),
+            _ => panic!("attributes is a map"),
+        }
+    }
+
+    #[test]
+    fn integer_reads_truncate_like_upb() {
+        // room_update.room.num_participants (uint32) sent as a 64-bit varint: the low 32 bits are kept.
+        let body = [0x48, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        let room = [&[0x0a, body.len() as u8][..], &body].concat();
+        let frame = [&[0x5a, room.len() as u8][..], &room].concat();
+        let view = root(&frame, signal_response());
+        let room = sub(&sub(&view, "room_update"), "room");
+        assert_eq!(scalar(&room, "num_participants"), Scalar::U64(u64::from(u32::MAX)));
+        // A bool is true for any non-zero varint.
+        let view = root(&[0x4a, 0x06, 0x10, 0x80, 0x80, 0x80, 0x80, 0x10], signal_response());
+        assert_eq!(scalar(&sub(&view, "mute"), "muted"), Scalar::Bool(true));
+    }
 }

@@ -15,9 +15,27 @@ pub const WIRE_FIXED32: u8 = 5;
 /// 11th byte is an error.
 #[inline]
 pub fn read_varint(buf: &[u8], pos: usize) -> Result<(u64, usize), (usize, DecodeReason)> {
+    read_varint_max(buf, pos, MAX_VARINT_LEN)
+}
+
+/// Longest varint upb reads for a value.
+pub const MAX_VARINT_LEN: u32 = 10;
+/// Longest varint upb reads for a tag or a length prefix: it decodes those as
+/// 32-bit quantities and rejects a sixth byte even when it only pads zeros.
+pub const MAX_TAG_OR_LENGTH_LEN: u32 = 5;
+
+/// Reads a varint of at most `max_len` bytes at `pos`.
+#[inline]
+pub fn read_varint_max(buf: &[u8], pos: usize, max_len: u32) -> Result<(u64, usize), (usize, DecodeReason)> {
+    // Most tags, lengths and small values are one byte.
+    if let Some(&b) = buf.get(pos) {
+        if b < 0x80 {
+            return Ok((u64::from(b), pos + 1));
+        }
+    }
     let mut value: u64 = 0;
     let mut i = pos;
-    for shift in 0..10u32 {
+    for shift in 0..max_len {
         let Some(&b) = buf.get(i) else { return Err((pos, DecodeReason::Truncated)) };
         i += 1;
         value |= u64::from(b & 0x7f).wrapping_shl(7 * shift);
@@ -35,12 +53,25 @@ pub struct Tag {
     pub wire: u8,
 }
 
+/// Reads the tag of a message field: field number 0 is an error.
 #[inline]
 pub fn read_tag(buf: &[u8], pos: usize) -> Result<(Tag, usize), (usize, DecodeReason)> {
-    let (raw, next) = read_varint(buf, pos)?;
+    let (tag, next) = read_group_tag(buf, pos)?;
+    if tag.number == 0 {
+        return Err((pos, DecodeReason::InvalidFieldNumber(0)));
+    }
+    Ok((tag, next))
+}
+
+/// Reads a tag inside an unknown group. upb skips a group's contents by wire
+/// type alone, so there (and only there) field number 0 passes; the tag must
+/// still fit 32 bits in at most five bytes.
+#[inline]
+pub fn read_group_tag(buf: &[u8], pos: usize) -> Result<(Tag, usize), (usize, DecodeReason)> {
+    let (raw, next) = read_varint_max(buf, pos, MAX_TAG_OR_LENGTH_LEN)?;
     let wire = (raw & 7) as u8;
     let number = raw >> 3;
-    if number == 0 || number > (1 << 29) - 1 {
+    if number > (1 << 29) - 1 {
         return Err((pos, DecodeReason::InvalidFieldNumber(number)));
     }
     if wire > 5 {
@@ -66,7 +97,7 @@ pub fn skip_value(
     end: usize,
     depth: u32,
 ) -> Result<(Span, usize), (usize, DecodeReason)> {
-    let bounded = &buf[..end];
+    let bounded = buf.get(..end).ok_or((pos, DecodeReason::Truncated))?;
     match tag.wire {
         WIRE_VARINT => {
             let (_, next) = read_varint(bounded, pos)?;
@@ -75,7 +106,7 @@ pub fn skip_value(
         WIRE_FIXED64 => fixed(bounded, pos, 8),
         WIRE_FIXED32 => fixed(bounded, pos, 4),
         WIRE_LEN => {
-            let (len, start) = read_varint(bounded, pos)?;
+            let (len, start) = read_varint_max(bounded, pos, MAX_TAG_OR_LENGTH_LEN)?;
             if len > (end - start) as u64 {
                 return Err((pos, DecodeReason::LengthOverrun { length: len }));
             }
@@ -91,7 +122,7 @@ pub fn skip_value(
                 if p >= end {
                     return Err((pos, DecodeReason::UnterminatedGroup));
                 }
-                let (inner, next) = read_tag(bounded, p)?;
+                let (inner, next) = read_group_tag(bounded, p)?;
                 if inner.wire == WIRE_END_GROUP {
                     if inner.number != tag.number {
                         return Err((p, DecodeReason::UnterminatedGroup));
@@ -186,5 +217,20 @@ mod tests {
     fn tag_rejects_bad_numbers_and_wire_types() {
         assert!(matches!(read_tag(&[0x00], 0), Err((0, DecodeReason::InvalidFieldNumber(0)))));
         assert!(matches!(read_tag(&[0x0e], 0), Err((0, DecodeReason::InvalidWireType(6)))));
+        // Tags are at most five bytes, even when the extra bytes only pad zeros.
+        assert!(read_tag(&[0x88, 0x80, 0x80, 0x80, 0x00], 0).is_ok());
+        assert!(matches!(read_tag(&[0x88, 0x80, 0x80, 0x80, 0x80, 0x00], 0), Err((0, DecodeReason::VarintTooLong))));
+    }
+
+    #[test]
+    fn groups_skip_by_wire_type_only() {
+        // Field 99 group holding field-0 values (a varint, and an empty group): upb accepts it.
+        let group = [0x9b, 0x06, 0x00, 0x00, 0x03, 0x04, 0x9c, 0x06];
+        let tag = read_tag(&group, 0).unwrap();
+        assert_eq!(skip_value(&group, tag.0, tag.1, group.len(), 0).unwrap().1, group.len());
+        // Wire types 6 and 7 are still errors inside.
+        let bad = [0x9b, 0x06, 0x0e, 0x9c, 0x06];
+        let tag = read_tag(&bad, 0).unwrap();
+        assert!(skip_value(&bad, tag.0, tag.1, bad.len(), 0).is_err());
     }
 }

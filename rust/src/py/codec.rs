@@ -14,6 +14,7 @@ use super::view::PyMessageView;
 use crate::codec::encode::{self, AddTrack, Layer};
 use crate::codec::json::{encode_json, to_json};
 use crate::codec::schema::{self, FILE_DESCRIPTOR_SET};
+use crate::codec::wire::MAX_DEPTH;
 use crate::codec::{peek, validate, MessageDesc, MessageView, Source};
 use crate::error::Error;
 
@@ -98,7 +99,13 @@ fn peek_response(py: Python<'_>, buf: &Bound<'_, PyAny>) -> PyResult<Option<Py<P
 }
 
 /// Converts a Python mapping (as produced by `to_dict`) into a JSON value.
-fn py_to_json(obj: &Bound<'_, PyAny>, path: &str) -> PyResult<Value> {
+///
+/// Nesting is capped (as upb caps message depth): a self-referencing or absurdly
+/// deep mapping must raise `CodecError`, not overflow the native stack.
+fn py_to_json(obj: &Bound<'_, PyAny>, path: &str, depth: u32) -> PyResult<Value> {
+    if depth > MAX_DEPTH {
+        return Err(to_py(Error::encode(path, format!("nested deeper than {MAX_DEPTH} levels"))));
+    }
     if obj.is_none() {
         return Ok(Value::Null);
     }
@@ -133,24 +140,26 @@ fn py_to_json(obj: &Bound<'_, PyAny>, path: &str) -> PyResult<Value> {
         ));
     }
     if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(Value::String(s.to_str()?.to_string()));
+        // A str with a lone surrogate has no UTF-8 form; protobuf strings cannot hold it.
+        let text = s.to_str().map_err(|_| to_py(Error::encode(path, "string holds a lone surrogate")))?;
+        return Ok(Value::String(text.to_string()));
     }
     if let Ok(b) = obj.cast::<PyBytes>() {
         use base64::Engine as _;
         return Ok(Value::String(base64::engine::general_purpose::STANDARD.encode(b.as_bytes())));
     }
     if let Ok(list) = obj.cast::<PyList>() {
-        return list.iter().enumerate().map(|(i, x)| py_to_json(&x, &format!("{path}[{i}]"))).collect();
+        return list.iter().enumerate().map(|(i, x)| py_to_json(&x, &format!("{path}[{i}]"), depth + 1)).collect();
     }
     if let Ok(t) = obj.cast::<PyTuple>() {
-        return t.iter().enumerate().map(|(i, x)| py_to_json(&x, &format!("{path}[{i}]"))).collect();
+        return t.iter().enumerate().map(|(i, x)| py_to_json(&x, &format!("{path}[{i}]"), depth + 1)).collect();
     }
     if let Ok(d) = obj.cast::<PyDict>() {
         let mut map = Map::new();
         for (k, v) in d.iter() {
             let key: String = k.extract().map_err(|_| to_py(Error::encode(path, "mapping keys must be strings")))?;
             let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-            map.insert(key, py_to_json(&v, &child)?);
+            map.insert(key, py_to_json(&v, &child, depth + 1)?);
         }
         return Ok(Value::Object(map));
     }
@@ -160,7 +169,7 @@ fn py_to_json(obj: &Bound<'_, PyAny>, path: &str) -> PyResult<Value> {
             let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
             d.set_item(k, v)?;
         }
-        return py_to_json(d.as_any(), path);
+        return py_to_json(d.as_any(), path, depth);
     }
     let type_name = obj.get_type().name().map_or_else(|_| "object".to_string(), |n| n.to_string());
     Err(to_py(Error::encode(path, format!("unsupported value of type {type_name}"))))
@@ -171,7 +180,7 @@ fn encode_mapping<'py>(
     mapping: &Bound<'py, PyAny>,
     desc: &'static MessageDesc,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let value = py_to_json(mapping, "")?;
+    let value = py_to_json(mapping, "", 0)?;
     let bytes = encode_json(&value, desc).py()?;
     Ok(PyBytes::new(py, &bytes))
 }
@@ -196,7 +205,7 @@ fn encode_message<'py>(py: Python<'py>, type_name: &str, mapping: &Bound<'py, Py
 
 fn text_of(obj: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(s.to_str()?.to_string());
+        return Ok(s.to_str().map_err(|_| to_py(Error::encode("", "JSON text holds a lone surrogate")))?.to_string());
     }
     with_bytes(obj, |b| String::from_utf8(b.to_vec()))?.map_err(|_| to_py(Error::encode("", "JSON text is not UTF-8")))
 }
@@ -222,7 +231,7 @@ fn decode_request_json(text: &Bound<'_, PyAny>) -> PyResult<PyMessageView> {
 }
 
 fn encode_json_text(mapping: &Bound<'_, PyAny>, desc: &'static MessageDesc) -> PyResult<String> {
-    let value = py_to_json(mapping, "")?;
+    let value = py_to_json(mapping, "", 0)?;
     let bytes = encode_json(&value, desc).py()?;
     let view = MessageView::root(Arc::new(bytes), desc);
     let canonical = to_json(&view).py()?;
