@@ -75,15 +75,16 @@ def join_rate(url: str, rates: list[float], seconds: float = 3.0) -> dict[str, A
 
 
 def idle_rss(url: str, participants: int = 2000) -> dict[str, Any]:
-    base = run_engine(url, 1, 100, "3s")["generator"]["max_rss_mb"]
-    full = run_engine(url, participants, 1000, "8s")
-    rss = full["generator"]["max_rss_mb"]
-    per_kib = (rss - base) * 1024 / (participants - 1)
+    """Resident memory added per connected, idle participant (VmRSS before arrivals vs. at the end)."""
+    report = run_engine(url, participants, 1000, "8s")
+    g = report["generator"]
+    alive = report["participants"]["alive_at_end"]
+    per_kib = (g["rss_end_mb"] - g["rss_start_mb"]) * 1024 / max(1, alive)
     return {
         "participants": participants,
-        "joined": full["participants"]["joined"],
-        "max_rss_mb_one": base,
-        "max_rss_mb_all": rss,
+        "alive_at_end": alive,
+        "rss_start_mb": g["rss_start_mb"],
+        "rss_end_mb": g["rss_end_mb"],
         "kib_per_participant": round(per_kib, 2),
         "goal_kib": 20,
     }

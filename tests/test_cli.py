@@ -177,3 +177,11 @@ def test_missing_go_toolchain_fails_build_clearly(tmp_path: Path) -> None:
 
 def test_credentials_fixture_secret_is_long(credentials: Credentials) -> None:
     assert isinstance(credentials, Credentials) and len(credentials.api_secret) >= 32
+
+
+def test_bad_options_are_one_line_errors_with_exit_2() -> None:
+    for args in (["--duration", "soon"], ["--no-signal-only"], ["--arrival", "bursty"]):
+        out = subprocess.run([*LKSWARM, "run", *args], capture_output=True, text=True, env=clean_env(), timeout=60)
+        assert out.returncode == 2, (args, out.stderr)
+        assert "Traceback" not in out.stderr
+        assert out.stderr.strip().count("\n") == 0, out.stderr

@@ -27,7 +27,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)
 stdout = Console()
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -145,6 +145,8 @@ def run(
         raise fail(f"invalid option: {_first_error(exc)}", 2) from None
     except LkswarmError as exc:
         raise fail(str(exc), 2) from None
+    if not config.signal_only:
+        raise fail("the media tier is not built yet; only --signal-only runs are possible", 2)
 
     def announce(local: LocalServer) -> None:
         if not quiet:
@@ -166,7 +168,7 @@ def run(
 def _first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(x) for x in error["loc"])
-    return f"{where}: {error['msg']}"
+    return f"{where}: {error['msg'].removeprefix('Value error, ')}"
 
 
 def print_report(report: dict[str, Any]) -> None:

@@ -30,7 +30,14 @@ from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
 from lkswarm.errors import SignalError
 from lkswarm.events import Joined
-from lkswarm.metrics import LoopLagMonitor, PhaseMetrics, ProcessUsage, raise_fd_limit, record_ms
+from lkswarm.metrics import (
+    LoopLagMonitor,
+    PhaseMetrics,
+    ProcessUsage,
+    current_rss_mb,
+    raise_fd_limit,
+    record_ms,
+)
 from lkswarm.participant import ParticipantDriver
 from lkswarm.report import build_report
 from lkswarm.transport import Endpoint
@@ -72,6 +79,8 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._alive = 0
         self._scheduling_done = False
+        self.rss_start_mb = 0.0
+        self.rss_end_mb = 0.0
 
     # -- callbacks from drivers ----------------------------------------------------------
 
@@ -102,6 +111,7 @@ class Engine:
         usage = ProcessUsage()
         lag = LoopLagMonitor(self.metrics.loop_lag)
         started_at = datetime.now(UTC)
+        self.rss_start_mb = current_rss_mb()
         usage.start()
         lag.start()
         rng = random.Random(config.seed)
@@ -115,6 +125,7 @@ class Engine:
             await asyncio.sleep(min(0.1, max(0.0, end_at - time.perf_counter())))
         scheduler.cancel()
         run_duration_s = time.perf_counter() - t0
+        self.rss_end_mb = current_rss_mb()  # every live participant still connected
         room_check = await self._verify_rooms() if config.verify_rooms else {"skipped": True}
         active_at_end = sum(1 for d in self.drivers if not d.outcome)
         await self._stop_all()

@@ -114,6 +114,16 @@ class ProcessUsage:
         self.max_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def current_rss_mb() -> float:
+    """Resident set size of this process now (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return round(pages * resource.getpagesize() / (1024 * 1024), 2)
+
+
 def raise_fd_limit() -> int:
     """Raises RLIMIT_NOFILE's soft limit to the hard limit; returns the new soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

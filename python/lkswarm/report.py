@@ -130,6 +130,8 @@ def build_report(
         "generator": {
             "cpu_s": usage.cpu_s,
             "max_rss_mb": usage.max_rss_mb,
+            "rss_start_mb": engine.rss_start_mb,
+            "rss_end_mb": engine.rss_end_mb,
             "loop_lag_ms": loop_lag,
             "lateness_ms": lateness,
             "late_starts": engine.late_starts,
