@@ -17,7 +17,6 @@ class Joined:
     subscriber_primary: bool
     ping_interval_s: float
     ping_timeout_s: float
-    frame_bytes: int
     resumed: bool = False
 
 

@@ -299,7 +299,6 @@ class SignalSession:
                 subscriber_primary=join.subscriber_primary,
                 ping_interval_s=self.ping_interval_s,
                 ping_timeout_s=self.ping_timeout_s,
-                frame_bytes=0,
             )
         )
         self._apply_participants(others, now)
@@ -318,7 +317,6 @@ class SignalSession:
                 subscriber_primary=True,
                 ping_interval_s=self.ping_interval_s,
                 ping_timeout_s=self.ping_timeout_s,
-                frame_bytes=0,
                 resumed=True,
             )
         )
