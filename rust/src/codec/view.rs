@@ -30,7 +30,7 @@ impl Source for Vec<u8> {
 #[derive(Clone, Debug)]
 enum Segments {
     Empty,
-    One(u32, u32),
+    One((u32, u32)),
     Many(Arc<[(u32, u32)]>),
 }
 
@@ -98,7 +98,7 @@ impl MessageView {
     /// A view of a whole buffer that `validate` accepted for `desc`.
     pub fn root(src: Arc<dyn Source>, desc: &'static MessageDesc) -> Self {
         let len = src.bytes().len() as u32;
-        let segments = if len == 0 { Segments::Empty } else { Segments::One(0, len) };
+        let segments = if len == 0 { Segments::Empty } else { Segments::One((0, len)) };
         Self::new(src, segments, desc)
     }
 
@@ -110,11 +110,12 @@ impl MessageView {
         self.src.bytes()
     }
 
-    fn segment_list(&self) -> Vec<(u32, u32)> {
+    /// The byte ranges of this message, without allocating for the common single range.
+    fn segment_slice(&self) -> &[(u32, u32)] {
         match &self.segments {
-            Segments::Empty => Vec::new(),
-            Segments::One(s, e) => vec![(*s, *e)],
-            Segments::Many(list) => list.to_vec(),
+            Segments::Empty => &[],
+            Segments::One(range) => std::slice::from_ref(range),
+            Segments::Many(list) => list,
         }
     }
 
@@ -127,8 +128,11 @@ impl MessageView {
 
     fn build_index(&self) -> Result<Vec<Occurrence>> {
         let buf = self.bytes();
-        let mut out = Vec::new();
-        for (start, end) in self.segment_list() {
+        let segments = self.segment_slice();
+        // About one field per 8 bytes in LiveKit messages: one allocation for most views.
+        let bytes: u32 = segments.iter().map(|(s, e)| e.saturating_sub(*s)).sum();
+        let mut out = Vec::with_capacity((bytes as usize / 8).clamp(4, 64));
+        for &(start, end) in segments {
             let (start, end) = (start as usize, end as usize);
             if end > buf.len() {
                 return Err(mutated(start));
@@ -230,13 +234,13 @@ impl MessageView {
                 return Ok(FieldValue::Map(entries));
             }
             if field.repeated {
-                let views = occ.iter().map(|o| self.child(sub, Segments::One(o.start, o.end))).collect();
+                let views = occ.iter().map(|o| self.child(sub, Segments::One((o.start, o.end)))).collect();
                 return Ok(FieldValue::Messages(views));
             }
             let present = !occ.is_empty();
             let segments = match occ.as_slice() {
                 [] => Segments::Empty,
-                [one] => Segments::One(one.start, one.end),
+                [one] => Segments::One((one.start, one.end)),
                 many => Segments::Many(many.iter().map(|o| (o.start, o.end)).collect()),
             };
             return Ok(FieldValue::Message { view: self.child(sub, segments), present });
@@ -323,7 +327,7 @@ impl MessageView {
         if self.entry_has_unknown_fields(entry, o)? {
             return Ok(None);
         }
-        let view = self.child(entry, Segments::One(o.start, o.end));
+        let view = self.child(entry, Segments::One((o.start, o.end)));
         // Map entries are tiny (a key and a value), so read them directly here
         // rather than through a borrowed child view.
         let key_field = &entry.fields[0];
@@ -339,7 +343,7 @@ impl MessageView {
             let segs: Vec<(u32, u32)> = occ.iter().filter(|x| x.field_pos == 1).map(|x| (x.start, x.end)).collect();
             let segments = match segs.as_slice() {
                 [] => Segments::Empty,
-                [one] => Segments::One(one.0, one.1),
+                [one] => Segments::One((one.0, one.1)),
                 _ => Segments::Many(segs.into()),
             };
             MapValue::Message(self.child(sub, segments))
