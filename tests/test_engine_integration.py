@@ -12,6 +12,7 @@ from typing import Any
 
 from lkswarm.auth import Credentials
 from lkswarm.server import LocalServer
+from lkswarm.twirp import RoomService
 
 LKSWARM = [sys.executable, "-m", "lkswarm"]
 
@@ -121,8 +122,15 @@ def test_server_killed_mid_run(credentials: Credentials, tmp_path: Path) -> None
         text=True,
         env=env,
     )
+    rooms = RoomService(server.url, credentials)
     try:
-        time.sleep(2.5)  # some participants joined, some not yet started
+        # Kill the server once some participants have joined and others have not yet started.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            listed = [p for room in rooms.list_rooms() for p in rooms.list_participants(room["name"])]
+            if len(listed) >= 2:
+                break
+            time.sleep(0.2)
         server.kill()
         stdout, stderr = process.communicate(timeout=60)
     finally:
