@@ -8,7 +8,7 @@ use std::fmt;
 pub enum DecodeReason {
     /// The buffer ends inside a tag, varint, fixed-width value or length-delimited value.
     Truncated,
-    /// A varint has more than 10 bytes.
+    /// A varint longer than the reference reads: 10 bytes for values, 5 for tags and lengths.
     VarintTooLong,
     /// Wire type 6 or 7, or an end-group tag with no matching start.
     InvalidWireType(u8),
@@ -24,13 +24,15 @@ pub enum DecodeReason {
     TooDeep,
     /// A group that is never closed, or closed with another field number.
     UnterminatedGroup,
+    /// A frame of 4 GiB or more (views address bytes with 32-bit offsets).
+    TooLarge,
 }
 
 impl fmt::Display for DecodeReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Truncated => f.write_str("truncated input"),
-            Self::VarintTooLong => f.write_str("varint longer than 10 bytes"),
+            Self::VarintTooLong => f.write_str("varint too long"),
             Self::InvalidWireType(w) => write!(f, "invalid wire type {w}"),
             Self::InvalidFieldNumber(n) => write!(f, "invalid field number {n}"),
             Self::LengthOverrun { length } => write!(f, "length {length} runs past the end of the buffer"),
@@ -38,6 +40,7 @@ impl fmt::Display for DecodeReason {
             Self::BadPackedLength => f.write_str("packed field length is not a multiple of its element size"),
             Self::TooDeep => f.write_str("message nested too deeply"),
             Self::UnterminatedGroup => f.write_str("unterminated group"),
+            Self::TooLarge => f.write_str("frame of 4 GiB or more"),
         }
     }
 }

@@ -26,6 +26,9 @@ type Fail = (usize, DecodeReason);
 
 /// Checks that `buf` is a valid encoding of `desc`.
 pub fn validate(buf: &[u8], desc: &'static MessageDesc) -> Result<()> {
+    if u32::try_from(buf.len()).is_err() {
+        return Err(Error::Decode { offset: 0, path: String::new(), reason: DecodeReason::TooLarge });
+    }
     let mut path = Vec::new();
     check_message(buf, 0, buf.len(), desc, 0, &mut path).map_err(|(offset, reason)| Error::Decode {
         offset,
