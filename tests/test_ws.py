@@ -17,8 +17,12 @@ from lkswarm.ws import (
     State,
     WebSocketClient,
     encode_frame,
-    mask_payload,
 )
+
+
+def mask_payload(payload: bytes, mask: bytes) -> bytes:
+    """XORs ``payload`` with the 4-byte ``mask`` repeated (RFC 6455 §5.3), to read our client frames."""
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 def accept_for(request: bytes) -> str:

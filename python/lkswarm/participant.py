@@ -306,8 +306,3 @@ class ParticipantDriver:
             join_timeout_s=session.join_timeout_s,
         )
         self.engine.spawn(self._connect(resume=False))
-
-    def abort_connection(self) -> None:
-        """Drops the TCP connection without a close frame (tests force resumes with it)."""
-        if self._connection is not None:
-            self._connection.abort()

@@ -76,27 +76,9 @@ class Closed:
 Event = Opened | Rejected | Message | Closed
 
 
-def mask_payload(payload: bytes, mask: bytes) -> bytes:
-    """XORs ``payload`` with the 4-byte ``mask`` repeated (RFC 6455 §5.3), using one big-int XOR."""
-    n = len(payload)
-    if n == 0:
-        return b""
-    repeated = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(repeated, "little")).to_bytes(n, "little")
-
-
 def encode_frame(opcode: int, payload: bytes, mask: bytes | None = None) -> bytes:
     """One final, masked client frame; the mask is random unless given (tests)."""
-    if mask is None:
-        return ws_encode_frame(opcode, payload)
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 1 << 16:
-        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    return header + mask + mask_payload(payload, mask)
+    return ws_encode_frame(opcode, payload, mask)
 
 
 class WebSocketClient:

@@ -37,10 +37,16 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// One final, masked client frame carrying `payload`.
+/// One final, masked client frame carrying `payload`; the mask is random unless given (tests).
 #[pyfunction]
-fn ws_encode_frame<'py>(py: Python<'py>, opcode: u8, payload: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-    let mask = next_mask();
+#[pyo3(signature = (opcode, payload, mask = None))]
+fn ws_encode_frame<'py>(
+    py: Python<'py>,
+    opcode: u8,
+    payload: &Bound<'py, PyAny>,
+    mask: Option<[u8; 4]>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let mask = mask.unwrap_or_else(next_mask);
     with_bytes(payload, |data| {
         PyBytes::new_with(py, client_frame_len(data.len()), |out| {
             encode_client_frame(opcode, data, mask, out);
