@@ -112,7 +112,13 @@ def run(
     rate: Annotated[float, typer.Option(min=0.001, help="Joins started per second (open model).")] = 20.0,
     arrival: Annotated[str, typer.Option(help="Arrival process: constant or poisson.")] = "constant",
     duration: Annotated[str, typer.Option(help="Run length: seconds, or 30s / 2m.")] = "10s",
-    signal_only: Annotated[bool, typer.Option(help="Signaling only, no media transport.")] = True,
+    audio_publishers: Annotated[int, typer.Option(min=0, help="Audio publishers per room (Opus).")] = 0,
+    video_publishers: Annotated[int, typer.Option(min=0, help="Video publishers per room (VP8).")] = 0,
+    simulcast: Annotated[bool, typer.Option(help="Publish video as 3 simulcast layers (q/h/f).")] = True,
+    talk_spurts: Annotated[bool, typer.Option(help="Audio follows ITU-T P.59 talk spurts.")] = False,
+    signal_only: Annotated[
+        bool, typer.Option(help="Signaling only: no PeerConnections (the server evicts such participants after 60 s).")
+    ] = False,
     json_frames: Annotated[bool, typer.Option(help="Send JSON text frames instead of binary protobuf.")] = False,
     resume_on_disconnect: Annotated[bool, typer.Option(help="Resume (reconnect=1) when a WebSocket drops.")] = False,
     seed: Annotated[int | None, typer.Option(help="Seed for Poisson arrivals.")] = None,
@@ -136,6 +142,10 @@ def run(
             arrival=arrival,  # type: ignore[arg-type]
             duration_s=duration,  # type: ignore[arg-type]
             signal_only=signal_only,
+            audio_publishers=audio_publishers,
+            video_publishers=video_publishers,
+            simulcast=simulcast,
+            talk_spurts=talk_spurts,
             json_frames=json_frames,
             resume_on_disconnect=resume_on_disconnect,
             seed=seed,
@@ -145,8 +155,6 @@ def run(
         raise fail(f"invalid option: {_first_error(exc)}", 2) from None
     except LkswarmError as exc:
         raise fail(str(exc), 2) from None
-    if not config.signal_only:
-        raise fail("the media tier is not built yet; only --signal-only runs are possible", 2)
 
     def announce(local: LocalServer) -> None:
         if not quiet:

@@ -35,7 +35,13 @@ class RunConfig(BaseModel):
     rate: float = Field(default=20.0, gt=0, description="joins started per second")
     arrival: Literal["constant", "poisson"] = "constant"
     duration_s: float = Field(default=10.0, gt=0)
-    signal_only: bool = True
+    signal_only: bool = Field(default=False, description="signaling only: no PeerConnections (evicted after 60 s)")
+    audio_publishers: int = Field(default=0, ge=0, description="audio publishers per room")
+    video_publishers: int = Field(default=0, ge=0, description="video publishers per room")
+    simulcast: bool = Field(default=True, description="publish video as 3 VP8 simulcast layers (q, h, f)")
+    talk_spurts: bool = Field(default=False, description="audio follows ITU-T P.59 talk spurts instead of a tone")
+    media_connect_timeout_s: float = Field(default=30.0, gt=0, description="ICE + DTLS deadline per PeerConnection")
+    media_bind_ip: str = Field(default="127.0.0.1", description="local address of the PeerConnection sockets")
     json_frames: bool = Field(default=False, description="send text (protojson) frames instead of binary")
     auto_subscribe: bool = True
     protocol: int = Field(default=CLIENT_PROTOCOL, ge=0)

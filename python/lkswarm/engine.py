@@ -30,6 +30,7 @@ from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
 from lkswarm.errors import SignalError
 from lkswarm.events import Joined
+from lkswarm.media import MediaTier, MediaTotals
 from lkswarm.metrics import (
     LoopLagMonitor,
     PhaseMetrics,
@@ -81,6 +82,8 @@ class Engine:
         self._scheduling_done = False
         self.rss_start_mb = 0.0
         self.rss_end_mb = 0.0
+        self.media: MediaTier | None = None if config.signal_only else MediaTier(self)
+        self.media_totals: MediaTotals | None = None
 
     # -- callbacks from drivers ----------------------------------------------------------
 
@@ -114,6 +117,8 @@ class Engine:
         self.rss_start_mb = current_rss_mb()
         usage.start()
         lag.start()
+        if self.media is not None:
+            await self.media.start()  # encodes the clips on first use, before the clock starts
         rng = random.Random(config.seed)
         offsets = arrival_offsets(config.total_participants, config.rate, config.arrival, rng)
         t0 = time.perf_counter() + 0.05
@@ -127,8 +132,15 @@ class Engine:
         run_duration_s = time.perf_counter() - t0
         self.rss_end_mb = current_rss_mb()  # every live participant still connected
         room_check = await self._verify_rooms() if config.verify_rooms else {"skipped": True}
-        active_at_end = sum(1 for d in self.drivers if not d.outcome)
+        alive_at_end = sum(1 for d in self.drivers if not d.outcome)
+        if self.media is not None:
+            self.media_totals = self.media.collect()
+            self.counters["active_at_end"] = sum(
+                1 for d in self.drivers if not d.outcome and d.media is not None and d.media.active
+            )
         await self._stop_all()
+        if self.media is not None:
+            await self.media.close()
         lag.stop()
         usage.stop()
         return build_report(
@@ -138,7 +150,7 @@ class Engine:
             usage=usage,
             fd_limit=fd_limit,
             room_check=room_check,
-            alive_at_end=active_at_end,
+            alive_at_end=alive_at_end,
         )
 
     async def _schedule(self, t0: float, offsets: list[float], end_at: float) -> None:

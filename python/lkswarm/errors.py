@@ -7,7 +7,8 @@ The tree::
     ├── ConfigError(ValueError)     bad scenario, flags or environment
     ├── ServerError                 the local livekit-server could not be started or failed
     │   └── PortInUseError
-    └── SignalError                 a participant's signaling failed (HTTP status, timeout, ...)
+    ├── SignalError                 a participant's signaling failed (HTTP status, timeout, ...)
+    └── MediaError(RuntimeError)    the media tier refused a request (bad SDP, no socket, unknown peer)
 
 `CodecError` also subclasses `ValueError`, so ``except ValueError`` keeps working
 for callers that treat bad bytes as bad values (the stdlib and aiortc habit).
@@ -58,3 +59,7 @@ class SignalError(LkswarmError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class MediaError(LkswarmError, RuntimeError):
+    """The media tier refused a request: unparsable SDP, no free UDP port, an unknown peer, ..."""

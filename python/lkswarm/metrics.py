@@ -9,7 +9,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-PHASES = ("ws_connect", "join_response", "offer_answer", "active", "first_track_subscribed", "ping_rtt")
+PHASES = ("ws_connect", "join_response", "offer_answer", "active", "track_subscribed", "ping_rtt")
 _LOWEST_US = 1
 _HIGHEST_US = 3_600_000_000  # one hour
 _SIGNIFICANT_DIGITS = 3

@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lkswarm import __version__
 from lkswarm.auth import mint_token
-from lkswarm.errors import SignalError
+from lkswarm.errors import MediaError, SignalError
 from lkswarm.events import (
     Failed,
     Joined,
@@ -39,6 +40,7 @@ from lkswarm.ws import Closed, Event, Message, Opened, Rejected
 
 if TYPE_CHECKING:
     from lkswarm.engine import Engine
+    from lkswarm.media import MediaParticipant
 
 MAX_RESUMES = 3  # per participant, so a flapping server cannot loop us forever
 
@@ -74,6 +76,7 @@ class ParticipantDriver:
         "index",
         "intended_start",
         "joined_at",
+        "media",
         "outcome",
         "resumes",
         "room",
@@ -90,6 +93,8 @@ class ParticipantDriver:
         self.outcome = ""  # "" while running; then completed / left:REASON / failed:REASON
         self.resumes = 0
         self.session: SignalSession | None = None
+        # The media half (None for signal-only runs); see lkswarm.media.
+        self.media: MediaParticipant | None = engine.media.attach(self) if engine.media is not None else None
         self._connection: WebSocketProtocol | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._done: asyncio.Future[None] | None = None
@@ -175,6 +180,8 @@ class ParticipantDriver:
             self._timer = None
         if outcome != "completed" and self._connection is not None:
             self._connection.close()
+        if self.media is not None:
+            self.media.close()
         if self._done is not None and not self._done.done():
             self._done.set_result(None)
 
@@ -232,6 +239,8 @@ class ParticipantDriver:
                 self.joined_at = now
                 metrics.record("join_response", (now - self.intended_start) * 1000)
                 self.engine.on_joined(self, event)
+                if self.media is not None:
+                    self._media_step(self.media.on_joined)
         elif isinstance(event, PongReceived):
             metrics.record("ping_rtt", event.rtt_ms)
             self.engine.on_pong(self)
@@ -244,6 +253,16 @@ class ParticipantDriver:
                 self._restart_join()
         elif isinstance(event, Failed):
             self.finish(f"failed:{event.reason}", event.detail)
+        elif self.media is not None:
+            media = self.media
+            self._media_step(lambda: media.on_session_event(event))
+
+    def _media_step(self, step: Callable[[], None]) -> None:
+        """Runs one media signaling step; a refusal fails this participant only."""
+        try:
+            step()
+        except MediaError as exc:
+            self.finish("failed:media_setup", str(exc))
 
     def _flush(self) -> None:
         session = self.session

@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from lkswarm import __version__
-from lkswarm.metrics import ProcessUsage, new_histogram, summarize
+from lkswarm.media import MediaTotals
+from lkswarm.metrics import ProcessUsage, summarize
 
 if TYPE_CHECKING:
     from lkswarm.engine import Engine
@@ -109,14 +110,7 @@ def build_report(
             "ping_rtt_participants": len(engine.pinged),
         },
         "latency_ms": latency,
-        "media": {
-            "packets_sent": counters["packets_sent"],
-            "packets_received": counters["packets_received"],
-            "bytes_received": counters["bytes_received"],
-            "packets_lost": counters["packets_lost"],
-            "loss_ratio": 0.0,
-            "jitter_ms": summarize(new_histogram()),
-        },
+        "media": (engine.media_totals or MediaTotals()).report(),
         "probes": {},
         "signal": {
             "server_version": engine.server_version,

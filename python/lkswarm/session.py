@@ -123,6 +123,7 @@ class SignalSession:
         "ping_interval_s",
         "ping_timeout_s",
         "remote_tracks",
+        "tracks_by_participant",
         "room_name",
         "state",
         "token",
@@ -140,7 +141,8 @@ class SignalSession:
         self.ping_timeout_s = DEFAULT_PING_TIMEOUT_S
         self.last_rtt_ms = 0.0  # reported to the server in each ping_req
         self.others: dict[str, str] = {}  # sid -> identity of the other participants we see
-        self.remote_tracks: set[str] = set()  # track sids announced by others
+        self.remote_tracks: set[str] = set()  # track sids announced by others (ever)
+        self.tracks_by_participant: dict[str, set[str]] = {}  # sid -> its current track sids
         self.messages_received: collections.Counter[str] = collections.Counter()
         self.end_reason = ""  # why the session ended (outcome detail)
         self._deadline: float | None = None  # join or resume deadline
@@ -276,6 +278,13 @@ class SignalSession:
         """Identities in the room as this participant sees it, itself included."""
         return {self.identity, *self.others.values()}
 
+    def live_remote_tracks(self) -> set[str]:
+        """Track sids other participants publish right now, as this participant sees them."""
+        live: set[str] = set()
+        for tracks in self.tracks_by_participant.values():
+            live |= tracks
+        return live
+
     # -- handlers (one per handled SignalResponse variant) ----------------------------
 
     def _on_join(self, join: codec.MessageView, now: float) -> None:
@@ -333,11 +342,14 @@ class SignalSession:
                 continue
             if info.state == ParticipantState.DISCONNECTED:
                 changed |= self.others.pop(sid, None) is not None
+                self.tracks_by_participant.pop(sid, None)
                 continue
             if sid not in self.others:
                 self.others[sid] = info.identity
                 changed = True
-            for track in info.tracks:
+            tracks = info.tracks
+            self.tracks_by_participant[sid] = {track.sid for track in tracks}
+            for track in tracks:
                 if track.sid not in self.remote_tracks:
                     self.remote_tracks.add(track.sid)
                     self._events.append(RemoteTrackPublished(sid, track.sid, track.type, now))

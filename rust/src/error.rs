@@ -53,6 +53,8 @@ pub enum Error {
     Decode { offset: usize, path: String, reason: DecodeReason },
     /// A mapping or JSON text that does not fit the schema.
     Encode { path: String, reason: String },
+    /// The media tier refused a request (bad SDP, unknown peer, no socket, ...).
+    Media { reason: String },
 }
 
 impl Error {
@@ -72,11 +74,18 @@ impl fmt::Display for Error {
                 let at = if path.is_empty() { "<root>" } else { path };
                 write!(f, "cannot encode {at}: {reason}")
             }
+            Self::Media { reason } => f.write_str(reason),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+impl Error {
+    pub(crate) fn media(reason: impl Into<String>) -> Self {
+        Self::Media { reason: reason.into() }
+    }
+}
 
 /// Result alias of the core crate.
 pub type Result<T> = std::result::Result<T, Error>;

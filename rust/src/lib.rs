@@ -10,3 +10,4 @@ pub mod ws;
 mod py;
 
 pub use error::{DecodeReason, Error, Result};
+pub mod media;

@@ -7,12 +7,14 @@ use pyo3::prelude::*;
 use crate::error::Error;
 
 pyo3::import_exception!(lkswarm.errors, CodecError);
+pyo3::import_exception!(lkswarm.errors, MediaError);
 
 /// Converts a core error into the matching Python exception.
 pub fn to_py(err: Error) -> PyErr {
     match &err {
         Error::Decode { offset, path, .. } => CodecError::new_err((err.to_string(), Some(*offset), path.clone())),
         Error::Encode { path, .. } => CodecError::new_err((err.to_string(), None::<usize>, path.clone())),
+        Error::Media { .. } => MediaError::new_err(err.to_string()),
     }
 }
 

@@ -3,6 +3,7 @@
 mod buffer;
 mod codec;
 mod errors;
+mod media;
 mod view;
 mod ws;
 
@@ -17,5 +18,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<view::PyMessageView>()?;
     codec::register(m)?;
     ws::register(m)?;
+    media::register(m)?;
     Ok(())
 }

@@ -1,0 +1,367 @@
+"""The light media tier from Python's side: one `MediaHub` per engine, one `MediaParticipant` per driver.
+
+Theory of operation
+-------------------
+The Rust `MediaHub` (``rust/src/media/hub.rs``) owns every PeerConnection,
+its UDP socket and all packet work, on its own thread. Python only carries
+signaling: it hands the server's SDP and candidates to the hub and sends the
+hub's SDP back through the participant's `SignalSession`.
+
+Per participant (`MediaParticipant`)::
+
+    Joined ──> add_peer (subscriber PC, socket bound)
+      │         publishers: AddTrackRequest per track ──> TrackPublished (all) ──> publisher offer
+    OfferReceived ──> accept_offer ──> send_answer       (subscriber PC, repeated on re-offers)
+    AnswerReceived ──> accept_answer                     (publisher PC)
+    TrickleReceived ──> add_candidate (queued until that PC has its remote description)
+    hub "connected subscriber" ──> ACTIVE (latency_ms.active)
+    hub "first_packet" ──> latency_ms.track_subscribed (from the track's appearance in an update)
+    hub "failed" ──> the participant fails with the hub's reason
+
+`MediaTier` polls the hub's events every `EVENT_POLL_S` on the loop. Event
+times are stamped by the hub when they happen, so the poll interval delays
+reactions but not the measured latencies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import csv
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lkswarm import _core
+from lkswarm.clips import LAYERS, MediaClips, load_clips
+from lkswarm.errors import MediaError
+from lkswarm.events import AnswerReceived, OfferReceived, RemoteTrackPublished, TrackPublished, TrickleReceived
+from lkswarm.metrics import new_histogram, record_ms, summarize
+from lkswarm.protocol import TrackSource, TrackType
+
+if TYPE_CHECKING:
+    from lkswarm.engine import Engine
+    from lkswarm.participant import ParticipantDriver
+
+EVENT_POLL_S = 0.02
+TARGET_PUBLISHER = 0
+TARGET_SUBSCRIBER = 1
+TRACK_CSV_FIELDS = ("identity", "room", "track_id", "kind", "packets", "bytes", "expected", "lost", "jitter_ms")
+
+
+@dataclass(slots=True)
+class MediaTotals:
+    """Media figures of the whole run, gathered from every peer at the end."""
+
+    packets_received: int = 0
+    bytes_received: int = 0
+    packets_expected: int = 0
+    packets_lost: int = 0
+    datagrams_sent: int = 0
+    bytes_sent: int = 0
+    frames_sent: int = 0
+    foreign_datagrams: int = 0
+    keyframe_requests: int = 0
+    tracks_received: int = 0
+    tracks_missing: int = 0
+    jitter_ms: Any = field(default_factory=new_histogram)
+    track_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def report(self) -> dict[str, Any]:
+        expected = self.packets_expected
+        return {
+            "packets_sent": self.datagrams_sent,
+            "bytes_sent": self.bytes_sent,
+            "frames_sent": self.frames_sent,
+            "packets_received": self.packets_received,
+            "bytes_received": self.bytes_received,
+            "packets_expected": expected,
+            "packets_lost": self.packets_lost,
+            "loss_ratio": round(self.packets_lost / expected, 6) if expected else 0.0,
+            "jitter_ms": summarize(self.jitter_ms),
+            "tracks_received": self.tracks_received,
+            "tracks_missing": self.tracks_missing,
+            "foreign_datagrams": self.foreign_datagrams,
+            "keyframe_requests": self.keyframe_requests,
+        }
+
+
+def publisher_role(room_index: int, audio_publishers: int, video_publishers: int) -> tuple[bool, bool]:
+    """(publishes audio, publishes video) of the ``room_index``-th participant of a room.
+
+    As in ``lk perf load-test``, the first participants of each room publish video,
+    the next ones audio; nobody publishes both.
+    """
+    if room_index < video_publishers:
+        return False, True
+    if room_index < video_publishers + audio_publishers:
+        return True, False
+    return False, False
+
+
+class MediaTier:
+    """The engine's media side: the hub, the event pump and the end-of-run totals."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.hub: _core.MediaHub | None = None
+        self.participants: dict[int, MediaParticipant] = {}
+        self.clips: MediaClips | None = None
+        self._clock_offset_s = 0.0
+        self._pump: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        config = self.engine.config
+        needs_clips = config.audio_publishers > 0 or config.video_publishers > 0
+        clips = await asyncio.to_thread(load_clips) if needs_clips else None
+        self.clips = clips
+        hub = _core.MediaHub(config.media_bind_ip)
+        if clips is not None:
+            layers = clips.video_layers if config.simulcast else clips.video_layers[-1:]
+            hub.set_library(clips.audio, layers)
+        self._clock_offset_s = time.perf_counter() - hub.now_s()
+        self.hub = hub
+        self._pump = asyncio.get_running_loop().create_task(self._pump_events())
+
+    def attach(self, driver: ParticipantDriver) -> MediaParticipant:
+        return MediaParticipant(self, driver)
+
+    async def _pump_events(self) -> None:
+        while self.hub is not None:
+            await asyncio.sleep(EVENT_POLL_S)
+            self.dispatch()
+
+    def dispatch(self) -> None:
+        hub = self.hub
+        if hub is None:
+            return
+        for peer, at_s, kind, a, b in hub.take_events():
+            participant = self.participants.get(peer)
+            if participant is not None:
+                participant.on_hub_event(at_s + self._clock_offset_s, kind, a, b)
+
+    def collect(self) -> MediaTotals:
+        """Final figures of every live peer (call before participants stop)."""
+        self.dispatch()
+        totals = MediaTotals()
+        hub = self.hub
+        if hub is None:
+            return totals
+        for participant in self.participants.values():
+            stats = hub.peer_stats(participant.peer_id) if participant.peer_id is not None else None
+            if stats is not None:
+                participant.account(stats, totals)
+        return totals
+
+    async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+        if self.hub is not None:
+            hub, self.hub = self.hub, None
+            await asyncio.to_thread(hub.close)
+
+
+class MediaParticipant:
+    """The media half of one participant: its peer in the hub and the signaling glue."""
+
+    __slots__ = (
+        "active",
+        "driver",
+        "peer_id",
+        "publishes_audio",
+        "publishes_video",
+        "tier",
+        "_cids",
+        "_pending_candidates",
+        "_published",
+        "_remote_published_at",
+        "_has_remote",
+        "_offered",
+        "_offered_at",
+    )
+
+    def __init__(self, tier: MediaTier, driver: ParticipantDriver) -> None:
+        config = tier.engine.config
+        self.tier = tier
+        self.driver = driver
+        self.peer_id: int | None = None
+        self.active = False
+        room_index = driver.index // config.rooms
+        self.publishes_audio, self.publishes_video = publisher_role(
+            room_index, config.audio_publishers, config.video_publishers
+        )
+        self._cids: dict[str, str] = {}  # cid -> "audio" | "video"
+        self._published: set[str] = set()
+        self._offered = False
+        self._offered_at = 0.0
+        self._has_remote = {TARGET_PUBLISHER: False, TARGET_SUBSCRIBER: False}
+        self._pending_candidates: dict[int, list[str]] = collections.defaultdict(list)
+        self._remote_published_at: dict[str, float] = {}
+
+    # -- signaling side ------------------------------------------------------------------
+
+    def on_joined(self) -> None:
+        """Creates the peer and announces the tracks this participant publishes."""
+        hub = self.tier.hub
+        assert hub is not None
+        config = self.tier.engine.config
+        seed = (config.seed or 0) * 1_000_003 + self.driver.index
+        self.peer_id, _port = hub.add_peer(
+            seed=seed, talk_spurts=config.talk_spurts, connect_timeout_s=config.media_connect_timeout_s
+        )
+        self.tier.participants[self.peer_id] = self
+        session = self.driver.session
+        assert session is not None
+        identity = self.driver.identity
+        if self.publishes_audio:
+            cid = f"{identity}-mic"
+            self._cids[cid] = "audio"
+            session.send_request(
+                {
+                    "addTrack": {
+                        "cid": cid,
+                        "name": "synthetic-audio",
+                        "type": TrackType.AUDIO.name,
+                        "source": TrackSource.MICROPHONE.name,
+                        "disableRed": True,
+                    }
+                }
+            )
+        if self.publishes_video:
+            cid = f"{identity}-cam"
+            self._cids[cid] = "video"
+            session.send_request({"addTrack": self._video_track_request(cid)})
+
+    def _video_track_request(self, cid: str) -> dict[str, Any]:
+        config = self.tier.engine.config
+        layers = LAYERS if config.simulcast else LAYERS[-1:]
+        layer_list = [
+            {"quality": layer.quality, "width": layer.width, "height": layer.height, "bitrate": layer.bitrate_bps}
+            for layer in layers
+        ]
+        top = layers[-1]
+        return {
+            "cid": cid,
+            "name": "synthetic-video",
+            "type": TrackType.VIDEO.name,
+            "source": TrackSource.CAMERA.name,
+            "width": top.width,
+            "height": top.height,
+            "layers": layer_list,
+            "simulcastCodecs": [{"codec": "vp8", "cid": cid, "layers": layer_list}],
+        }
+
+    def on_session_event(self, event: object) -> None:
+        """Handles the media-related session events; raises MediaError on refusal."""
+        hub = self.tier.hub
+        if hub is None or self.peer_id is None:
+            return
+        session = self.driver.session
+        assert session is not None
+        if isinstance(event, OfferReceived):
+            answer = hub.accept_offer(self.peer_id, event.sdp)
+            session.send_answer(answer, event.id)
+            self._remote_ready(TARGET_SUBSCRIBER)
+        elif isinstance(event, AnswerReceived):
+            if self._offered_at:
+                self.tier.engine.metrics.record("offer_answer", (time.perf_counter() - self._offered_at) * 1000)
+                self._offered_at = 0.0
+            hub.accept_answer(self.peer_id, event.sdp)
+            self._remote_ready(TARGET_PUBLISHER)
+        elif isinstance(event, TrickleReceived):
+            if self._has_remote.get(event.target, False):
+                hub.add_candidate(self.peer_id, event.target, event.candidate_init)
+            else:
+                self._pending_candidates[event.target].append(event.candidate_init)
+        elif isinstance(event, TrackPublished):
+            if event.cid in self._cids:
+                self._published.add(event.cid)
+                self._maybe_offer()
+        elif isinstance(event, RemoteTrackPublished):
+            self._remote_published_at.setdefault(event.track_sid, event.at)
+
+    def _remote_ready(self, target: int) -> None:
+        hub = self.tier.hub
+        assert hub is not None and self.peer_id is not None
+        self._has_remote[target] = True
+        for candidate in self._pending_candidates.pop(target, []):
+            hub.add_candidate(self.peer_id, target, candidate)
+
+    def _maybe_offer(self) -> None:
+        """Sends the publisher offer once every announced track is acknowledged (as the SDKs do)."""
+        if self._offered or self._published != set(self._cids):
+            return
+        hub = self.tier.hub
+        session = self.driver.session
+        assert hub is not None and session is not None and self.peer_id is not None
+        audio = next((cid for cid, kind in self._cids.items() if kind == "audio"), None)
+        video = next((cid for cid, kind in self._cids.items() if kind == "video"), None)
+        offer = hub.publisher_offer(self.peer_id, audio_cid=audio, video_cid=video)
+        self._offered = True
+        self._offered_at = time.perf_counter()
+        session.send_offer(offer, 1)
+
+    # -- hub side ---------------------------------------------------------------------------
+
+    def on_hub_event(self, at: float, kind: str, a: str, b: str) -> None:
+        driver = self.driver
+        engine = self.tier.engine
+        if driver.outcome:
+            return
+        if kind == "connected" and a == "subscriber" and not self.active:
+            self.active = True
+            engine.counters["active"] += 1
+            engine.metrics.record("active", (at - driver.intended_start) * 1000)
+        elif kind == "first_packet":
+            published_at = self._remote_published_at.get(a)
+            if published_at is not None:
+                engine.metrics.record("track_subscribed", max(0.0, at - published_at) * 1000)
+        elif kind == "failed":
+            driver.finish(f"failed:{a}", b)
+
+    def account(self, stats: dict[str, Any], totals: MediaTotals) -> None:
+        totals.datagrams_sent += stats["datagrams_sent"]
+        totals.bytes_sent += stats["bytes_sent"]
+        totals.frames_sent += stats["frames_sent"]
+        totals.foreign_datagrams += stats["foreign_datagrams"]
+        totals.keyframe_requests += stats["keyframe_requests"]
+        received: set[str] = set()
+        for track in stats["tracks"]:
+            totals.packets_received += track["packets"]
+            totals.bytes_received += track["bytes"]
+            totals.packets_expected += track["expected"]
+            totals.packets_lost += track["lost"]
+            if track["packets"] > 0:
+                received.add(track["track_id"])
+                record_ms(totals.jitter_ms, track["jitter_ms"])
+            totals.track_rows.append({"identity": self.driver.identity, "room": self.driver.room, **track})
+        totals.tracks_received += len(received)
+        session = self.driver.session
+        if session is not None and not self.driver.outcome:
+            totals.tracks_missing += len(self._live_remote_tracks() - received)
+
+    def _live_remote_tracks(self) -> set[str]:
+        session = self.driver.session
+        return set(session.live_remote_tracks()) if session is not None else set()
+
+    def close(self) -> None:
+        hub = self.tier.hub
+        if hub is not None and self.peer_id is not None:
+            hub.remove_peer(self.peer_id)
+            self.tier.participants.pop(self.peer_id, None)
+            self.peer_id = None
+
+
+def write_track_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Per-track receive detail: one row per (subscriber, track)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=TRACK_CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+
+
+__all__ = ["MediaError", "MediaParticipant", "MediaTier", "MediaTotals", "publisher_role", "write_track_csv"]

@@ -1,0 +1,442 @@
+//! The I/O shell of the media tier: UDP sockets, an epoll loop and a timer heap,
+//! on one worker thread that never touches Python.
+//!
+//! Theory of operation
+//! -------------------
+//! A `Hub` owns every `MediaPeer` of a generator process and one UDP socket per
+//! PeerConnection (bound to `bind_ip:0`). Its worker thread waits in epoll (mio)
+//! until a socket is readable or the earliest peer deadline passes, then, under
+//! the state lock: reads each ready socket until it would block and feeds the
+//! datagrams to their peer; wakes every peer whose deadline passed; and for
+//! each touched peer drains str0m's output, sending its datagrams from the
+//! peer's own socket and re-arming its deadline in the heap.
+//!
+//! Python (the signaling side) calls in with short critical sections: adding
+//! a peer, applying SDP, adding candidates, collecting events and stats. Each
+//! call services the touched peer at once and pokes the worker through a mio
+//! `Waker`, so a new deadline is never missed. No Python object exists per
+//! packet; Python sees only state changes and totals.
+//!
+//! The heap uses lazy deletion: each peer remembers the one deadline that
+//! counts (`wake`), and heap entries that no longer match it are skipped.
+//! A panic inside one peer fails that peer only (`catch_unwind`); the lock is
+//! recovered from poisoning so the other peers go on.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use str0m::config::DtlsCert;
+
+use super::clip::MediaLibrary;
+use crate::error::Error;
+use super::peer::{Datagram, MediaPeer, Pc, PeerConfig, PeerCounters, PeerEvent, RxTrack};
+
+const WAKER_TOKEN: Token = Token(usize::MAX);
+/// Upper bound on one epoll wait, so `close` is noticed promptly.
+const MAX_WAIT: Duration = Duration::from_millis(50);
+const RECV_BUFFER_BYTES: usize = 2048;
+
+/// What Python learns about a peer, stamped with seconds since the hub started.
+#[derive(Debug, Clone)]
+pub struct HubEvent {
+    pub peer: u32,
+    pub at_s: f64,
+    pub event: PeerEvent,
+}
+
+/// Final or current figures of one peer.
+#[derive(Debug, Clone, Default)]
+pub struct PeerSummary {
+    pub counters: PeerCounters,
+    pub tracks: Vec<RxTrack>,
+    pub subscriber_connected: bool,
+    pub publisher_connected: bool,
+    pub failed: bool,
+}
+
+struct Slot {
+    peer: MediaPeer,
+    sockets: Vec<PcSocket>,
+    wake: Instant,
+}
+
+struct State {
+    slots: HashMap<u32, Slot>,
+    owners: HashMap<Token, (u32, usize)>,
+    heap: BinaryHeap<Reverse<(Instant, u32)>>,
+    events: Vec<HubEvent>,
+    next_peer: u32,
+    next_token: usize,
+    send_errors: u64,
+    scratch: Vec<Datagram>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    registry: Registry,
+    waker: Waker,
+    stop: AtomicBool,
+    anchor: Instant,
+    bind_ip: IpAddr,
+    cert: DtlsCert,
+    library: Mutex<MediaLibrary>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn seconds(&self, at: Instant) -> f64 {
+        at.saturating_duration_since(self.anchor).as_secs_f64()
+    }
+}
+
+pub struct Hub {
+    shared: Arc<Shared>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Hub {
+    /// Starts the worker thread. `bind_ip` is where PeerConnection sockets listen.
+    pub fn start(bind_ip: IpAddr) -> crate::Result<Hub> {
+        Self::start_inner(bind_ip).map_err(Error::media)
+    }
+
+    fn start_inner(bind_ip: IpAddr) -> Result<Hub, String> {
+        let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
+        let registry = poll.registry().try_clone().map_err(|e| format!("epoll: {e}"))?;
+        let waker = Waker::new(poll.registry(), WAKER_TOKEN).map_err(|e| format!("eventfd: {e}"))?;
+        let cert = super::shared_certificate()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                slots: HashMap::new(),
+                owners: HashMap::new(),
+                heap: BinaryHeap::new(),
+                events: Vec::new(),
+                next_peer: 1,
+                next_token: 0,
+                send_errors: 0,
+                scratch: Vec::new(),
+            }),
+            registry,
+            waker,
+            stop: AtomicBool::new(false),
+            anchor: Instant::now(),
+            bind_ip,
+            cert,
+            library: Mutex::new(MediaLibrary::default()),
+        });
+        let worker_shared = Arc::clone(&shared);
+        let worker = std::thread::Builder::new()
+            .name("lkswarm-media".into())
+            .spawn(move || run_worker(&worker_shared, poll))
+            .map_err(|e| format!("cannot start the media thread: {e}"))?;
+        Ok(Hub {
+            shared,
+            worker: Mutex::new(Some(worker)),
+        })
+    }
+
+    pub fn set_library(&self, library: MediaLibrary) {
+        *self.shared.library.lock().unwrap_or_else(|p| p.into_inner()) = library;
+    }
+
+    /// Seconds since the hub started (the clock of `HubEvent::at_s`).
+    pub fn now_s(&self) -> f64 {
+        self.shared.seconds(Instant::now())
+    }
+
+    /// Creates a peer with its subscriber socket; returns (peer id, subscriber port).
+    pub fn add_peer(&self, config: PeerConfig) -> crate::Result<(u32, u16)> {
+        self.add_peer_inner(config).map_err(Error::media)
+    }
+
+    fn add_peer_inner(&self, config: PeerConfig) -> Result<(u32, u16), String> {
+        let library = self.shared.library.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut state = self.shared.lock();
+        let (socket, local) = self.bind()?;
+        let now = Instant::now();
+        let peer = guarded(|| MediaPeer::new(&self.shared.cert, local, library, config, now))??;
+        let id = state.next_peer;
+        state.next_peer += 1;
+        let socket = register(&self.shared.registry, &mut state, id, 0, socket, local)?;
+        state.slots.insert(
+            id,
+            Slot {
+                peer,
+                sockets: vec![socket],
+                wake: now + Duration::from_secs(86_400),
+            },
+        );
+        service(&self.shared, &mut state, id, now); // arms the connect deadline
+        Ok((id, local.port()))
+    }
+
+    fn bind(&self) -> Result<(UdpSocket, SocketAddr), String> {
+        let socket = UdpSocket::bind(SocketAddr::new(self.shared.bind_ip, 0))
+            .map_err(|e| format!("cannot bind a UDP socket on {}: {e}", self.shared.bind_ip))?;
+        let local = socket.local_addr().map_err(|e| format!("local_addr: {e}"))?;
+        Ok((socket, local))
+    }
+
+    /// Runs `f` on one peer under the lock, services it, and wakes the worker.
+    fn with_peer<T>(&self, id: u32, f: impl FnOnce(&mut MediaPeer, Instant) -> Result<T, String>) -> Result<T, String> {
+        let mut state = self.shared.lock();
+        let now = Instant::now();
+        let slot = state.slots.get_mut(&id).ok_or_else(|| format!("no media peer {id}"))?;
+        let result = match catch_unwind(AssertUnwindSafe(|| f(&mut slot.peer, now))) {
+            Ok(result) => result,
+            Err(_) => {
+                slot.peer.fail(now, "internal_error", "panic in the media tier".into());
+                Err("panic in the media tier".into())
+            }
+        };
+        service(&self.shared, &mut state, id, now);
+        drop(state);
+        let _ = self.shared.waker.wake();
+        result
+    }
+
+    pub fn accept_offer(&self, id: u32, sdp: &str) -> crate::Result<String> {
+        self.accept_offer_inner(id, sdp).map_err(Error::media)
+    }
+
+    fn accept_offer_inner(&self, id: u32, sdp: &str) -> Result<String, String> {
+        self.with_peer(id, |peer, now| peer.accept_offer(sdp, now))
+    }
+
+    pub fn accept_answer(&self, id: u32, sdp: &str) -> crate::Result<()> {
+        self.accept_answer_inner(id, sdp).map_err(Error::media)
+    }
+
+    fn accept_answer_inner(&self, id: u32, sdp: &str) -> Result<(), String> {
+        self.with_peer(id, |peer, now| peer.accept_answer(sdp, now))
+    }
+
+    pub fn add_remote_candidate(&self, id: u32, pc: Pc, candidate_init: &str) -> crate::Result<()> {
+        self.add_remote_candidate_inner(id, pc, candidate_init).map_err(Error::media)
+    }
+
+    fn add_remote_candidate_inner(&self, id: u32, pc: Pc, candidate_init: &str) -> Result<(), String> {
+        self.with_peer(id, |peer, now| peer.add_remote_candidate(pc, candidate_init, now))
+    }
+
+    /// Opens the publisher PeerConnection (a second socket) and returns its offer.
+    pub fn publisher_offer(&self, id: u32, audio_cid: Option<&str>, video_cid: Option<&str>) -> crate::Result<String> {
+        self.publisher_offer_inner(id, audio_cid, video_cid).map_err(Error::media)
+    }
+
+    fn publisher_offer_inner(&self, id: u32, audio_cid: Option<&str>, video_cid: Option<&str>) -> Result<String, String> {
+        let (socket, local) = self.bind()?;
+        let cert = self.shared.cert.clone();
+        let offer = self.with_peer(id, |peer, now| peer.create_publisher_offer(local, &cert, audio_cid, video_cid, now))?;
+        let mut state = self.shared.lock();
+        let socket = register(&self.shared.registry, &mut state, id, 1, socket, local)?;
+        if let Some(slot) = state.slots.get_mut(&id) {
+            slot.sockets.push(socket);
+        }
+        Ok(offer)
+    }
+
+    /// Closes a peer's sockets and forgets it; returns its final figures.
+    pub fn remove_peer(&self, id: u32) -> Option<PeerSummary> {
+        let mut state = self.shared.lock();
+        let mut slot = state.slots.remove(&id)?;
+        let summary = summarize(&slot.peer);
+        for socket in &mut slot.sockets {
+            let _ = self.shared.registry.deregister(&mut socket.socket);
+            state.owners.remove(&socket.token);
+        }
+        Some(summary)
+    }
+
+    pub fn summary(&self, id: u32) -> Option<PeerSummary> {
+        self.shared.lock().slots.get(&id).map(|slot| summarize(&slot.peer))
+    }
+
+    pub fn take_events(&self) -> Vec<HubEvent> {
+        std::mem::take(&mut self.shared.lock().events)
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.shared.lock().slots.len()
+    }
+
+    pub fn send_errors(&self) -> u64 {
+        self.shared.lock().send_errors
+    }
+
+    /// Stops the worker and drops every peer (closing their sockets).
+    pub fn close(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _ = self.shared.waker.wake();
+        let worker = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(worker) = worker {
+            let _ = worker.join();
+        }
+        let mut state = self.shared.lock();
+        state.slots.clear();
+        state.owners.clear();
+        state.heap.clear();
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+struct PcSocket {
+    socket: UdpSocket,
+    token: Token,
+    local: SocketAddr,
+}
+
+fn register(
+    registry: &Registry,
+    state: &mut State,
+    id: u32,
+    index: usize,
+    mut socket: UdpSocket,
+    local: SocketAddr,
+) -> Result<PcSocket, String> {
+    let token = Token(state.next_token);
+    state.next_token += 1;
+    registry
+        .register(&mut socket, token, Interest::READABLE)
+        .map_err(|e| format!("epoll register: {e}"))?;
+    state.owners.insert(token, (id, index));
+    Ok(PcSocket { socket, token, local })
+}
+
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|_| "panic in the media tier".to_string())
+}
+
+fn summarize(peer: &MediaPeer) -> PeerSummary {
+    PeerSummary {
+        counters: peer.counters.clone(),
+        tracks: peer.rx_tracks().cloned().collect(),
+        subscriber_connected: peer.is_connected(Pc::Subscriber),
+        publisher_connected: peer.is_connected(Pc::Publisher),
+        failed: peer.is_failed(),
+    }
+}
+
+/// Drains one peer: sends its datagrams, collects its events, re-arms its deadline.
+fn service(shared: &Shared, state: &mut State, id: u32, now: Instant) {
+    let mut scratch = std::mem::take(&mut state.scratch);
+    let Some(slot) = state.slots.get_mut(&id) else {
+        state.scratch = scratch;
+        return;
+    };
+    let wake = match catch_unwind(AssertUnwindSafe(|| slot.peer.poll(now, &mut scratch))) {
+        Ok(wake) => wake,
+        Err(_) => {
+            slot.peer.fail(now, "internal_error", "panic in the media tier".into());
+            now + Duration::from_secs(3600)
+        }
+    };
+    let mut send_errors = 0;
+    for datagram in scratch.drain(..) {
+        let socket = slot
+            .sockets
+            .iter()
+            .find(|s| s.local == datagram.source)
+            .or_else(|| slot.sockets.first());
+        if let Some(socket) = socket {
+            if socket.socket.send_to(&datagram.contents, datagram.destination).is_err() {
+                send_errors += 1;
+            }
+        }
+    }
+    for (at, event) in slot.peer.take_events() {
+        state.events.push(HubEvent {
+            peer: id,
+            at_s: shared.seconds(at),
+            event,
+        });
+    }
+    if wake != slot.wake {
+        slot.wake = wake;
+        state.heap.push(Reverse((wake, id)));
+    }
+    state.send_errors += send_errors;
+    state.scratch = scratch;
+}
+
+fn run_worker(shared: &Shared, mut poll: Poll) {
+    let mut events = Events::with_capacity(1024);
+    let mut buffer = vec![0u8; RECV_BUFFER_BYTES];
+    let mut touched: HashSet<u32> = HashSet::new();
+    while !shared.stop.load(Ordering::SeqCst) {
+        let timeout = {
+            let state = shared.lock();
+            let now = Instant::now();
+            state
+                .heap
+                .peek()
+                .map_or(MAX_WAIT, |Reverse((at, _))| at.saturating_duration_since(now).min(MAX_WAIT))
+        };
+        if let Err(error) = poll.poll(&mut events, Some(timeout)) {
+            if error.kind() != ErrorKind::Interrupted {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            continue;
+        }
+        let mut state = shared.lock();
+        let now = Instant::now();
+        touched.clear();
+        for event in events.iter() {
+            let Some(&(id, index)) = state.owners.get(&event.token()) else { continue };
+            let Some(slot) = state.slots.get_mut(&id) else { continue };
+            let Some(socket) = slot.sockets.get(index) else { continue };
+            let local = socket.local;
+            loop {
+                match socket.socket.recv_from(&mut buffer) {
+                    Ok((len, source)) => {
+                        let peer = &mut slot.peer;
+                        let data = &buffer[..len];
+                        if catch_unwind(AssertUnwindSafe(|| peer.handle_datagram(now, source, local, data))).is_err() {
+                            peer.fail(now, "internal_error", "panic in the media tier".into());
+                        }
+                    }
+                    Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                    Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break, // e.g. ICMP port unreachable surfaced as ECONNREFUSED
+                }
+            }
+            touched.insert(id);
+        }
+        while let Some(Reverse((at, id))) = state.heap.peek().copied() {
+            if at > now {
+                break;
+            }
+            state.heap.pop();
+            let Some(slot) = state.slots.get_mut(&id) else { continue };
+            if slot.wake != at {
+                continue; // superseded by a later re-arm
+            }
+            slot.wake = now + Duration::from_secs(86_400); // consumed: `service` re-arms whatever comes next
+            let peer = &mut slot.peer;
+            if catch_unwind(AssertUnwindSafe(|| peer.handle_timeout(now))).is_err() {
+                peer.fail(now, "internal_error", "panic in the media tier".into());
+            }
+            touched.insert(id);
+        }
+        for id in touched.iter().copied() {
+            service(shared, &mut state, id, now);
+        }
+    }
+}

@@ -1,0 +1,722 @@
+//! One simulated participant's WebRTC side, sans-I/O: a subscriber PeerConnection
+//! (answers the server's offers) and, for publishers, a publisher PeerConnection
+//! (offers synthetic audio and simulcast video).
+//!
+//! Theory of operation
+//! -------------------
+//! Each PeerConnection is one str0m `Rtc` bound to its own local UDP address:
+//! livekit's single UDP port routes by the client's address first, so two
+//! PeerConnections must never share one (see docs/media-tier-research.md §0.1).
+//!
+//! The caller owns sockets and clocks. It feeds datagrams (`handle_datagram`)
+//! and wake-ups (`handle_timeout`) with the current `Instant`, then calls
+//! `poll` to collect datagrams to send; `poll` also returns when the peer next
+//! wants to be woken. Signaling goes through plain methods (`accept_offer`,
+//! `create_publisher_offer`, `accept_answer`, `add_remote_candidate`) whose
+//! SDP strings the caller carries over the SignalSession.
+//!
+//! Lifecycle of each PeerConnection::
+//!
+//!     new --ICE checking--> ice connected --DTLS--> connected (SRTP keys; ACTIVE for the primary)
+//!      \__________________ no connection by the deadline / DTLS error __________> failed
+//!
+//! A peer fails once (first reason wins) and then ignores all input. The
+//! subscriber PeerConnection is the primary one (livekit's subscriber_primary),
+//! so its `Connected` is what makes the participant ACTIVE.
+//!
+//! The subscriber runs str0m in RTP mode: every new packet arrives as one event
+//! and is accounted in `RxStats` without depacketizing. The publisher runs in
+//! frame mode so str0m packetizes VP8 (payload descriptor, picture id) and Opus.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::config::DtlsCert;
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt, Rid, Simulcast, SimulcastLayer};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::Ssrc;
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig, RtcError};
+
+use super::clip::{MediaLibrary, TalkSpurts, OPUS_SILENCE_FRAME, SIMULCAST_RIDS};
+use super::rxstats::RxStats;
+use super::sdp::msid_tracks_by_mid;
+
+/// Which PeerConnection of a participant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pc {
+    Subscriber = 0,
+    Publisher = 1,
+}
+
+impl Pc {
+    pub fn name(self) -> &'static str {
+        match self {
+            Pc::Subscriber => "subscriber",
+            Pc::Publisher => "publisher",
+        }
+    }
+}
+
+/// Something the owner of the peer must hear about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerEvent {
+    IceState { pc: Pc, state: &'static str },
+    Connected { pc: Pc },
+    /// The first RTP packet of a subscribed track.
+    FirstPacket { track_id: String, kind: &'static str },
+    /// The peer is dead; `reason` is a short code, `detail` a sentence.
+    Failed { reason: &'static str, detail: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// ICE + DTLS of each PeerConnection must complete within this, or the peer fails.
+    pub connect_timeout: Duration,
+    /// Simulate talk spurts (ITU-T P.59) on audio instead of continuous speech.
+    pub talk_spurts: bool,
+    pub seed: u64,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        PeerConfig {
+            connect_timeout: Duration::from_secs(30),
+            talk_spurts: false,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PeerCounters {
+    pub datagrams_received: u64,
+    pub foreign_datagrams: u64,
+    pub input_errors: u64,
+    pub datagrams_sent: u64,
+    pub bytes_sent: u64,
+    pub frames_sent: u64,
+    pub keyframe_requests: u64,
+}
+
+/// Per-track receive accounting, keyed by SSRC.
+#[derive(Debug, Clone)]
+pub struct RxTrack {
+    pub track_id: String,
+    pub kind: &'static str,
+    pub mid: String,
+    pub stats: RxStats,
+}
+
+struct Transport {
+    rtc: Rtc,
+    local: SocketAddr,
+    created_at: Instant,
+    connected_at: Option<Instant>,
+    next_timeout: Instant,
+}
+
+impl Transport {
+    fn new(cert: &DtlsCert, local: SocketAddr, now: Instant, rtp_mode: bool) -> Result<Self, String> {
+        let mut rtc = RtcConfig::new()
+            .set_dtls_cert(cert.clone())
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .set_rtp_mode(rtp_mode)
+            .set_send_buffer_video(300)
+            .build(now);
+        let candidate = Candidate::host(local, "udp").map_err(|e| format!("local candidate {local}: {e}"))?;
+        rtc.add_local_candidate(candidate);
+        Ok(Transport {
+            rtc,
+            local,
+            created_at: now,
+            connected_at: None,
+            next_timeout: now,
+        })
+    }
+}
+
+struct AudioOut {
+    mid: Mid,
+    pt: Pt,
+    frame: usize,
+    rtp_time: u64,
+    next_due: Instant,
+    spurts: Option<TalkSpurts>,
+}
+
+struct VideoOut {
+    mid: Mid,
+    pt: Pt,
+    rids: Vec<Option<Rid>>,
+    cursors: Vec<usize>,
+    rtp_time: u64,
+    next_due: Instant,
+}
+
+/// Media catch-up limit: after a stall, skip frames instead of bursting them.
+const MAX_LATE: Duration = Duration::from_millis(100);
+
+pub struct MediaPeer {
+    subscriber: Transport,
+    publisher: Option<Transport>,
+    pending_offer: Option<SdpPendingOffer>,
+    audio_out: Option<AudioOut>,
+    video_out: Option<VideoOut>,
+    library: MediaLibrary,
+    rx: HashMap<Ssrc, RxTrack>,
+    tracks_by_mid: HashMap<String, String>,
+    events: Vec<(Instant, PeerEvent)>,
+    /// Datagrams produced while handling input, until `poll` hands them out. str0m
+    /// must be drained after every input (in RTP mode it holds one received packet).
+    outbox: Vec<Datagram>,
+    failed: bool,
+    config: PeerConfig,
+    pub counters: PeerCounters,
+}
+
+/// A datagram for the caller to send from `source` (a local address of this peer).
+#[derive(Debug, Clone)]
+pub struct Datagram {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+impl MediaPeer {
+    pub fn new(
+        cert: &DtlsCert,
+        subscriber_addr: SocketAddr,
+        library: MediaLibrary,
+        config: PeerConfig,
+        now: Instant,
+    ) -> Result<Self, String> {
+        Ok(MediaPeer {
+            subscriber: Transport::new(cert, subscriber_addr, now, true)?,
+            publisher: None,
+            pending_offer: None,
+            audio_out: None,
+            video_out: None,
+            library,
+            rx: HashMap::new(),
+            tracks_by_mid: HashMap::new(),
+            events: Vec::new(),
+            outbox: Vec::new(),
+            failed: false,
+            config,
+            counters: PeerCounters::default(),
+        })
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    pub fn local_addrs(&self) -> Vec<(Pc, SocketAddr)> {
+        let mut addrs = vec![(Pc::Subscriber, self.subscriber.local)];
+        if let Some(publisher) = &self.publisher {
+            addrs.push((Pc::Publisher, publisher.local));
+        }
+        addrs
+    }
+
+    pub fn is_connected(&self, pc: Pc) -> bool {
+        self.transport(pc).is_some_and(|t| t.connected_at.is_some())
+    }
+
+    pub fn take_events(&mut self) -> Vec<(Instant, PeerEvent)> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub fn rx_tracks(&self) -> impl Iterator<Item = &RxTrack> {
+        self.rx.values()
+    }
+
+    fn transport(&self, pc: Pc) -> Option<&Transport> {
+        match pc {
+            Pc::Subscriber => Some(&self.subscriber),
+            Pc::Publisher => self.publisher.as_ref(),
+        }
+    }
+
+    fn transport_mut(&mut self, pc: Pc) -> Option<&mut Transport> {
+        match pc {
+            Pc::Subscriber => Some(&mut self.subscriber),
+            Pc::Publisher => self.publisher.as_mut(),
+        }
+    }
+
+    /// Marks the peer failed (first reason wins) and closes both PeerConnections.
+    pub fn fail(&mut self, now: Instant, reason: &'static str, detail: String) {
+        if self.failed {
+            return;
+        }
+        self.failed = true;
+        self.subscriber.rtc.disconnect();
+        if let Some(publisher) = &mut self.publisher {
+            publisher.rtc.disconnect();
+        }
+        self.events.push((now, PeerEvent::Failed { reason, detail }));
+    }
+
+    // -- signaling ------------------------------------------------------------------------
+
+    /// Answers an offer from the server on the subscriber PeerConnection.
+    pub fn accept_offer(&mut self, sdp: &str, now: Instant) -> Result<String, String> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("unparsable subscriber offer: {e}"))?;
+        self.tracks_by_mid.extend(msid_tracks_by_mid(sdp));
+        let answer = self
+            .subscriber
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| format!("subscriber offer rejected: {e}"))?;
+        self.subscriber.next_timeout = now;
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Creates the publisher PeerConnection and its first offer: one audio m-line
+    /// (if `audio_cid`) and one video m-line with the library's layers (if `video_cid`).
+    pub fn create_publisher_offer(
+        &mut self,
+        publisher_addr: SocketAddr,
+        cert: &DtlsCert,
+        audio_cid: Option<&str>,
+        video_cid: Option<&str>,
+        now: Instant,
+    ) -> Result<String, String> {
+        if self.publisher.is_some() {
+            return Err("the publisher PeerConnection already exists".into());
+        }
+        if audio_cid.is_some() && self.library.audio.is_none() {
+            return Err("no audio clip loaded".into());
+        }
+        if video_cid.is_some() && self.library.video.is_empty() {
+            return Err("no video clip loaded".into());
+        }
+        let mut transport = Transport::new(cert, publisher_addr, now, false)?;
+        let stream_id = "lkswarm".to_string();
+        let mut api = transport.rtc.sdp_api();
+        let audio_mid = audio_cid
+            .map(|cid| api.add_media(MediaKind::Audio, Direction::SendOnly, Some(stream_id.clone()), Some(cid.into()), None));
+        let layers = self.library.video.len();
+        let video_mid = video_cid.map(|cid| {
+            let simulcast = (layers > 1).then(|| {
+                let mut simulcast = Simulcast::new();
+                for rid in SIMULCAST_RIDS.iter().take(layers) {
+                    simulcast.add_send_layer(SimulcastLayer::new(rid));
+                }
+                simulcast
+            });
+            api.add_media(MediaKind::Video, Direction::SendOnly, Some(stream_id.clone()), Some(cid.into()), simulcast)
+        });
+        let (offer, pending) = api.apply().ok_or("nothing to offer")?;
+        self.pending_offer = Some(pending);
+        if let Some(mid) = audio_mid {
+            self.audio_out = Some(AudioOut {
+                mid,
+                pt: Pt::from(0),
+                frame: 0,
+                rtp_time: 0,
+                next_due: now,
+                spurts: self.config.talk_spurts.then(|| TalkSpurts::p59(self.config.seed)),
+            });
+        }
+        if let Some(mid) = video_mid {
+            let rids = if layers > 1 {
+                SIMULCAST_RIDS.iter().take(layers).map(|r| Some(Rid::from(*r))).collect()
+            } else {
+                vec![None]
+            };
+            self.video_out = Some(VideoOut {
+                mid,
+                pt: Pt::from(0),
+                cursors: vec![0; rids.len()],
+                rids,
+                rtp_time: 0,
+                next_due: now,
+            });
+        }
+        transport.next_timeout = now;
+        self.publisher = Some(transport);
+        Ok(offer.to_sdp_string())
+    }
+
+    /// Applies the server's answer to our publisher offer.
+    pub fn accept_answer(&mut self, sdp: &str, now: Instant) -> Result<(), String> {
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("unparsable publisher answer: {e}"))?;
+        let pending = self.pending_offer.take().ok_or("an answer arrived with no offer pending")?;
+        let publisher = self.publisher.as_mut().ok_or("no publisher PeerConnection")?;
+        publisher
+            .rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| format!("publisher answer rejected: {e}"))?;
+        publisher.next_timeout = now;
+        let writer_pt = |rtc: &mut Rtc, mid: Mid, codec: Codec| -> Option<Pt> {
+            let writer = rtc.writer(mid)?;
+            let pt = writer.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt());
+            pt
+        };
+        if let Some(audio) = &mut self.audio_out {
+            audio.pt = writer_pt(&mut publisher.rtc, audio.mid, Codec::Opus).ok_or("the server refused Opus")?;
+        }
+        if let Some(video) = &mut self.video_out {
+            video.pt = writer_pt(&mut publisher.rtc, video.mid, Codec::Vp8).ok_or("the server refused VP8")?;
+        }
+        Ok(())
+    }
+
+    /// Adds a trickled server candidate (`candidateInit` JSON) to the PeerConnection `target`.
+    pub fn add_remote_candidate(&mut self, pc: Pc, candidate_init: &str, now: Instant) -> Result<(), String> {
+        let candidate = candidate_from_init(candidate_init)?;
+        let Some(candidate) = candidate else {
+            return Ok(()); // end-of-candidates
+        };
+        let transport = self.transport_mut(pc).ok_or("no such PeerConnection yet")?;
+        transport.rtc.add_remote_candidate(candidate);
+        transport.next_timeout = now;
+        Ok(())
+    }
+
+    // -- I/O ------------------------------------------------------------------------------
+
+    /// Which of this peer's PeerConnections owns the local address `destination`.
+    pub fn pc_for(&self, destination: SocketAddr) -> Option<Pc> {
+        if self.subscriber.local == destination {
+            Some(Pc::Subscriber)
+        } else if self.publisher.as_ref().is_some_and(|p| p.local == destination) {
+            Some(Pc::Publisher)
+        } else {
+            None
+        }
+    }
+
+    /// Feeds one received datagram. Garbage is counted and dropped, never fatal.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        self.counters.datagrams_received += 1;
+        if self.failed {
+            return;
+        }
+        let Some(pc) = self.pc_for(destination) else {
+            self.counters.foreign_datagrams += 1;
+            return;
+        };
+        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, data) else {
+            self.counters.foreign_datagrams += 1;
+            return;
+        };
+        let transport = self.transport_mut(pc).expect("pc_for found it");
+        let result = transport.rtc.handle_input(Input::Receive(now, receive));
+        if let Err(error) = result {
+            self.on_rtc_error(pc, now, error);
+        }
+        self.drain_to_outbox(pc, now);
+    }
+
+    fn drain_to_outbox(&mut self, pc: Pc, now: Instant) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        self.drain(pc, now, &mut outbox);
+        self.outbox = outbox;
+    }
+
+    fn on_rtc_error(&mut self, pc: Pc, now: Instant, error: RtcError) {
+        match error {
+            RtcError::Dtls(e) => self.fail(now, "dtls_failed", format!("{} PeerConnection: DTLS: {e}", pc.name())),
+            _ => self.counters.input_errors += 1,
+        }
+    }
+
+    /// Wakes the peer at `now`: str0m timers, due media frames and the connect deadline.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.failed {
+            return;
+        }
+        for pc in [Pc::Subscriber, Pc::Publisher] {
+            let Some(transport) = self.transport_mut(pc) else { continue };
+            if transport.next_timeout <= now {
+                if let Err(error) = transport.rtc.handle_input(Input::Timeout(now)) {
+                    self.on_rtc_error(pc, now, error);
+                }
+                if !self.failed {
+                    self.drain_to_outbox(pc, now);
+                }
+            }
+            self.check_deadline(pc, now);
+        }
+    }
+
+    fn check_deadline(&mut self, pc: Pc, now: Instant) {
+        let timeout = self.config.connect_timeout;
+        let Some(transport) = self.transport(pc) else { return };
+        if transport.connected_at.is_some() || now.duration_since(transport.created_at) < timeout {
+            return;
+        }
+        let (reason, what) = if transport.rtc.is_connected() {
+            ("dtls_timeout", "ICE connected but the DTLS handshake did not complete")
+        } else {
+            ("ice_timeout", "ICE did not connect (no answer to connectivity checks)")
+        };
+        let detail = format!("{} PeerConnection: {what} within {:.0} s", pc.name(), timeout.as_secs_f64());
+        self.fail(now, reason, detail);
+    }
+
+    /// Writes media frames that are due, drains both PeerConnections into `out`, and
+    /// returns when the peer next wants `handle_timeout`.
+    pub fn poll(&mut self, now: Instant, out: &mut Vec<Datagram>) -> Instant {
+        out.append(&mut self.outbox);
+        if self.failed {
+            return now + Duration::from_secs(3600);
+        }
+        self.drain(Pc::Subscriber, now, out);
+        if self.publisher.is_some() {
+            self.drain(Pc::Publisher, now, out);
+            if self.is_connected(Pc::Publisher) {
+                self.write_due_media(now, out);
+            }
+        }
+        let mut wake = self.subscriber.next_timeout;
+        if let Some(publisher) = &self.publisher {
+            wake = wake.min(publisher.next_timeout);
+            if publisher.connected_at.is_some() {
+                if let Some(audio) = &self.audio_out {
+                    wake = wake.min(audio.next_due);
+                }
+                if let Some(video) = &self.video_out {
+                    wake = wake.min(video.next_due);
+                }
+            }
+        }
+        for pc in [Pc::Subscriber, Pc::Publisher] {
+            if let Some(t) = self.transport(pc) {
+                if t.connected_at.is_none() {
+                    wake = wake.min(t.created_at + self.config.connect_timeout);
+                }
+            }
+        }
+        wake.max(now)
+    }
+
+    fn drain(&mut self, pc: Pc, now: Instant, out: &mut Vec<Datagram>) {
+        loop {
+            let transport = self.transport_mut(pc).expect("drain of an existing pc");
+            let output = match transport.rtc.poll_output() {
+                Ok(output) => output,
+                Err(error) => {
+                    self.on_rtc_error(pc, now, error);
+                    if self.failed {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            match output {
+                Output::Timeout(at) => {
+                    transport.next_timeout = at;
+                    return;
+                }
+                Output::Transmit(transmit) => {
+                    self.counters.datagrams_sent += 1;
+                    self.counters.bytes_sent += transmit.contents.len() as u64;
+                    out.push(Datagram {
+                        source: transmit.source,
+                        destination: transmit.destination,
+                        contents: transmit.contents.into(),
+                    });
+                }
+                Output::Event(event) => self.on_event(pc, now, event),
+            }
+            if self.failed {
+                return;
+            }
+        }
+    }
+
+    fn on_event(&mut self, pc: Pc, now: Instant, event: Event) {
+        match event {
+            Event::IceConnectionStateChange(state) => {
+                let state = match state {
+                    IceConnectionState::New => "new",
+                    IceConnectionState::Checking => "checking",
+                    IceConnectionState::Connected => "connected",
+                    IceConnectionState::Completed => "completed",
+                    IceConnectionState::Disconnected => "disconnected",
+                };
+                self.events.push((now, PeerEvent::IceState { pc, state }));
+            }
+            Event::Connected => {
+                if let Some(transport) = self.transport_mut(pc) {
+                    if transport.connected_at.is_none() {
+                        transport.connected_at = Some(now);
+                        if pc == Pc::Publisher {
+                            let first_due = now;
+                            if let Some(audio) = &mut self.audio_out {
+                                audio.next_due = first_due;
+                            }
+                            if let Some(video) = &mut self.video_out {
+                                video.next_due = first_due;
+                            }
+                        }
+                        self.events.push((now, PeerEvent::Connected { pc }));
+                    }
+                }
+            }
+            Event::RtpPacket(packet) => self.on_rtp(now, &packet),
+            Event::KeyframeRequest(request) => {
+                self.counters.keyframe_requests += 1;
+                if let Some(video) = &mut self.video_out {
+                    if video.mid == request.mid {
+                        for (rid, cursor) in video.rids.iter().zip(video.cursors.iter_mut()) {
+                            if request.rid.is_none() || *rid == request.rid {
+                                *cursor = 0; // the first frame of every layer is a keyframe
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_rtp(&mut self, now: Instant, packet: &str0m::rtp::RtpPacket) {
+        let ssrc = packet.header.ssrc;
+        let arrival_s = now.duration_since(self.subscriber.created_at).as_secs_f64();
+        if !self.rx.contains_key(&ssrc) {
+            let (mid, kind) = match self.subscriber.rtc.direct_api().stream_rx(&ssrc) {
+                Some(stream) => {
+                    let mid = stream.mid();
+                    let kind = self.subscriber.rtc.media(mid).map(|m| m.kind());
+                    (mid.to_string(), kind)
+                }
+                None => (String::new(), None),
+            };
+            let (kind, clock_rate) = match kind {
+                Some(MediaKind::Video) => ("video", 90_000),
+                _ => ("audio", 48_000),
+            };
+            let track_id = self.tracks_by_mid.get(&mid).cloned().unwrap_or_default();
+            self.events.push((
+                now,
+                PeerEvent::FirstPacket {
+                    track_id: track_id.clone(),
+                    kind,
+                },
+            ));
+            self.rx.insert(
+                ssrc,
+                RxTrack {
+                    track_id,
+                    kind,
+                    mid,
+                    stats: RxStats::new(clock_rate),
+                },
+            );
+        }
+        let track = self.rx.get_mut(&ssrc).expect("inserted above");
+        track
+            .stats
+            .record(packet.header.sequence_number, packet.header.timestamp, arrival_s, packet.payload.len());
+    }
+
+    fn write_due_media(&mut self, now: Instant, out: &mut Vec<Datagram>) {
+        let Some(audio_clip) = self.library.audio.clone() else {
+            return self.write_due_video(now, out);
+        };
+        while let Some(audio) = &mut self.audio_out {
+            if audio.next_due > now {
+                break;
+            }
+            let frame = &audio_clip.frames[audio.frame % audio_clip.frames.len()];
+            let talking = audio.spurts.as_mut().is_none_or(TalkSpurts::step);
+            let data: std::sync::Arc<[u8]> = if talking {
+                frame.data.clone()
+            } else {
+                std::sync::Arc::from(&OPUS_SILENCE_FRAME[..])
+            };
+            let (mid, pt, rtp_time, wallclock) = (audio.mid, audio.pt, audio.rtp_time, audio.next_due);
+            audio.frame += 1;
+            audio.rtp_time += audio_clip.ticks_per_frame;
+            audio.next_due += audio_clip.frame_interval;
+            if now.duration_since(audio.next_due) > MAX_LATE {
+                audio.next_due = now + audio_clip.frame_interval; // a stall: skip, do not burst
+            }
+            self.write_frame(mid, pt, None, wallclock, MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ), data, now, out);
+            if self.failed {
+                return;
+            }
+        }
+        self.write_due_video(now, out);
+    }
+
+    fn write_due_video(&mut self, now: Instant, out: &mut Vec<Datagram>) {
+        let library = self.library.video.clone();
+        while let Some(video) = &mut self.video_out {
+            if video.next_due > now || library.is_empty() {
+                break;
+            }
+            let wallclock = video.next_due;
+            let rtp_time = MediaTime::new(video.rtp_time, Frequency::NINETY_KHZ);
+            let interval = library[0].frame_interval;
+            video.rtp_time += library[0].ticks_per_frame;
+            video.next_due += interval;
+            if now.duration_since(video.next_due) > MAX_LATE {
+                video.next_due = now + interval;
+            }
+            let (mid, pt) = (video.mid, video.pt);
+            let mut writes = Vec::with_capacity(video.rids.len());
+            for (layer, (rid, cursor)) in video.rids.iter().zip(video.cursors.iter_mut()).enumerate() {
+                let clip = &library[layer.min(library.len() - 1)];
+                writes.push((*rid, clip.frames[*cursor % clip.frames.len()].data.clone()));
+                *cursor = (*cursor + 1) % clip.frames.len();
+            }
+            for (rid, data) in writes {
+                self.write_frame(mid, pt, rid, wallclock, rtp_time, data, now, out);
+                if self.failed {
+                    return;
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_frame(
+        &mut self,
+        mid: Mid,
+        pt: Pt,
+        rid: Option<Rid>,
+        wallclock: Instant,
+        rtp_time: MediaTime,
+        data: std::sync::Arc<[u8]>,
+        now: Instant,
+        out: &mut Vec<Datagram>,
+    ) {
+        let Some(publisher) = self.publisher.as_mut() else { return };
+        let Some(mut writer) = publisher.rtc.writer(mid) else { return };
+        if let Some(rid) = rid {
+            writer = writer.rid(rid);
+        }
+        match writer.write(pt, wallclock, rtp_time, data) {
+            Ok(()) => self.counters.frames_sent += 1,
+            Err(_) => self.counters.input_errors += 1,
+        }
+        self.drain(Pc::Publisher, now, out);
+    }
+}
+
+/// Parses livekit's trickle `candidateInit` JSON; `Ok(None)` for end-of-candidates.
+pub fn candidate_from_init(candidate_init: &str) -> Result<Option<Candidate>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(candidate_init).map_err(|e| format!("candidateInit is not JSON: {e}"))?;
+    let text = value.get("candidate").and_then(|c| c.as_str()).unwrap_or("");
+    let text = text.trim().trim_start_matches("a=");
+    if text.is_empty() {
+        return Ok(None);
+    }
+    Candidate::from_sdp_string(text)
+        .map(Some)
+        .map_err(|e| format!("bad candidate {text:?}: {e}"))
+}

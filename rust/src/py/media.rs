@@ -1,0 +1,194 @@
+//! `MediaHub`: the light media tier (rust/src/media/) as seen from Python.
+//!
+//! Every method that takes the hub's lock releases the GIL first, so the media
+//! worker thread and the asyncio thread never wait on each other through Python.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use super::errors::IntoPyResult;
+use crate::error::Error;
+use crate::media::clip::{Clip, ClipFrame, MediaLibrary};
+use crate::media::hub::{Hub, PeerSummary};
+use crate::media::peer::{Pc, PeerConfig, PeerEvent};
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyMediaHub>()?;
+    Ok(())
+}
+
+#[pyclass(name = "MediaHub", module = "lkswarm._core", frozen)]
+pub struct PyMediaHub {
+    hub: Hub,
+}
+
+fn pc_from(target: u32) -> PyResult<Pc> {
+    match target {
+        0 => Ok(Pc::Publisher),
+        1 => Ok(Pc::Subscriber),
+        other => Err(Error::media(format!("unknown signal target {other} (0 publisher, 1 subscriber)"))).py(),
+    }
+}
+
+fn clip_from(frames: Vec<(Vec<u8>, bool)>, interval_s: f64, clock_rate: u32) -> PyResult<Arc<Clip>> {
+    let frames = frames
+        .into_iter()
+        .map(|(data, keyframe)| ClipFrame { data: Arc::from(data), keyframe })
+        .collect();
+    let interval = Duration::try_from_secs_f64(interval_s).map_err(|e| Error::media(format!("frame interval: {e}"))).py()?;
+    Clip::new(frames, interval, clock_rate).map(Arc::new).map_err(Error::media).py()
+}
+
+fn summary_dict<'py>(py: Python<'py>, summary: &PeerSummary) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    let c = &summary.counters;
+    dict.set_item("datagrams_received", c.datagrams_received)?;
+    dict.set_item("foreign_datagrams", c.foreign_datagrams)?;
+    dict.set_item("input_errors", c.input_errors)?;
+    dict.set_item("datagrams_sent", c.datagrams_sent)?;
+    dict.set_item("bytes_sent", c.bytes_sent)?;
+    dict.set_item("frames_sent", c.frames_sent)?;
+    dict.set_item("keyframe_requests", c.keyframe_requests)?;
+    dict.set_item("subscriber_connected", summary.subscriber_connected)?;
+    dict.set_item("publisher_connected", summary.publisher_connected)?;
+    dict.set_item("failed", summary.failed)?;
+    let tracks = PyList::empty(py);
+    for track in &summary.tracks {
+        let t = PyDict::new(py);
+        t.set_item("track_id", &track.track_id)?;
+        t.set_item("kind", track.kind)?;
+        t.set_item("mid", &track.mid)?;
+        t.set_item("packets", track.stats.packets)?;
+        t.set_item("bytes", track.stats.bytes)?;
+        t.set_item("expected", track.stats.expected())?;
+        t.set_item("lost", track.stats.lost())?;
+        t.set_item("jitter_ms", track.stats.jitter_ms())?;
+        t.set_item("bitrate_bps", track.stats.bitrate_bps())?;
+        tracks.append(t)?;
+    }
+    dict.set_item("tracks", tracks)?;
+    Ok(dict)
+}
+
+#[pymethods]
+impl PyMediaHub {
+    #[new]
+    #[pyo3(signature = (bind_ip = "127.0.0.1"))]
+    fn new(py: Python<'_>, bind_ip: &str) -> PyResult<Self> {
+        let ip: IpAddr = bind_ip.parse().map_err(|_| Error::media(format!("bad bind address {bind_ip:?}"))).py()?;
+        let hub = py.detach(|| Hub::start(ip)).py()?;
+        Ok(PyMediaHub { hub })
+    }
+
+    /// Loads the pre-encoded clips every publisher loops.
+    #[pyo3(signature = (audio, video_layers, audio_frame_s = 0.02, video_frame_s = 1.0 / 30.0))]
+    fn set_library(
+        &self,
+        py: Python<'_>,
+        audio: Option<Vec<(Vec<u8>, bool)>>,
+        video_layers: Vec<Vec<(Vec<u8>, bool)>>,
+        audio_frame_s: f64,
+        video_frame_s: f64,
+    ) -> PyResult<()> {
+        let audio = audio.map(|frames| clip_from(frames, audio_frame_s, 48_000)).transpose()?;
+        let mut video = Vec::with_capacity(video_layers.len());
+        for layer in video_layers {
+            let clip = clip_from(layer, video_frame_s, 90_000)?;
+            if !clip.starts_with_keyframe() {
+                return Err(Error::media("every video layer must start with a keyframe")).py();
+            }
+            video.push(clip);
+        }
+        if video.len() > 3 {
+            return Err(Error::media("at most 3 simulcast layers (q, h, f)")).py();
+        }
+        py.detach(|| self.hub.set_library(MediaLibrary { audio, video }));
+        Ok(())
+    }
+
+    /// Seconds on the hub's clock (the clock of event timestamps).
+    fn now_s(&self) -> f64 {
+        self.hub.now_s()
+    }
+
+    /// Creates a peer and its subscriber socket; returns (peer id, local UDP port).
+    #[pyo3(signature = (seed = 0, talk_spurts = false, connect_timeout_s = 30.0))]
+    fn add_peer(&self, py: Python<'_>, seed: u64, talk_spurts: bool, connect_timeout_s: f64) -> PyResult<(u32, u16)> {
+        let connect_timeout =
+            Duration::try_from_secs_f64(connect_timeout_s).map_err(|e| Error::media(format!("connect timeout: {e}"))).py()?;
+        let config = PeerConfig { connect_timeout, talk_spurts, seed };
+        py.detach(|| self.hub.add_peer(config)).py()
+    }
+
+    /// Answers the server's subscriber offer.
+    fn accept_offer(&self, py: Python<'_>, peer: u32, sdp: &str) -> PyResult<String> {
+        py.detach(|| self.hub.accept_offer(peer, sdp)).py()
+    }
+
+    /// Opens the publisher PeerConnection and returns its offer.
+    #[pyo3(signature = (peer, audio_cid = None, video_cid = None))]
+    fn publisher_offer(&self, py: Python<'_>, peer: u32, audio_cid: Option<&str>, video_cid: Option<&str>) -> PyResult<String> {
+        py.detach(|| self.hub.publisher_offer(peer, audio_cid, video_cid)).py()
+    }
+
+    /// Applies the server's answer to the publisher offer.
+    fn accept_answer(&self, py: Python<'_>, peer: u32, sdp: &str) -> PyResult<()> {
+        py.detach(|| self.hub.accept_answer(peer, sdp)).py()
+    }
+
+    /// Adds a trickled candidate; `target` is livekit's SignalTarget (0 publisher, 1 subscriber).
+    fn add_candidate(&self, py: Python<'_>, peer: u32, target: u32, candidate_init: &str) -> PyResult<()> {
+        let pc = pc_from(target)?;
+        py.detach(|| self.hub.add_remote_candidate(peer, pc, candidate_init)).py()
+    }
+
+    /// Events since the last call: (peer, at_s, kind, a, b) with kind one of
+    /// ``ice`` (pc, state), ``connected`` (pc, ""), ``first_packet`` (track id, audio|video),
+    /// ``failed`` (reason, detail).
+    fn take_events(&self, py: Python<'_>) -> Vec<(u32, f64, &'static str, String, String)> {
+        let events = py.detach(|| self.hub.take_events());
+        events
+            .into_iter()
+            .map(|e| {
+                let (kind, a, b) = match e.event {
+                    PeerEvent::IceState { pc, state } => ("ice", pc.name().to_string(), state.to_string()),
+                    PeerEvent::Connected { pc } => ("connected", pc.name().to_string(), String::new()),
+                    PeerEvent::FirstPacket { track_id, kind } => ("first_packet", track_id, kind.to_string()),
+                    PeerEvent::Failed { reason, detail } => ("failed", reason.to_string(), detail),
+                };
+                (e.peer, e.at_s, kind, a, b)
+            })
+            .collect()
+    }
+
+    /// Current figures of one peer, or None if unknown.
+    fn peer_stats<'py>(&self, py: Python<'py>, peer: u32) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let summary = py.detach(|| self.hub.summary(peer));
+        summary.map(|s| summary_dict(py, &s)).transpose()
+    }
+
+    /// Closes the peer's sockets and returns its final figures (None if unknown).
+    fn remove_peer<'py>(&self, py: Python<'py>, peer: u32) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let summary = py.detach(|| self.hub.remove_peer(peer));
+        summary.map(|s| summary_dict(py, &s)).transpose()
+    }
+
+    #[getter]
+    fn peer_count(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.hub.peer_count())
+    }
+
+    #[getter]
+    fn send_errors(&self, py: Python<'_>) -> u64 {
+        py.detach(|| self.hub.send_errors())
+    }
+
+    /// Stops the media thread and closes every socket. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.hub.close());
+    }
+}
