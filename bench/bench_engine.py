@@ -46,6 +46,7 @@ def run_engine(url: str, participants: int, rate: float, duration: str) -> dict[
         cmd = [
             PYTHON, "-m", "lkswarm", "run", "--url", url, "--rooms", "1", "--participants", str(participants),
             "--rate", str(rate), "--duration", duration, "--no-verify-rooms", "--quiet", "--json", str(report_path),
+            "--signal-only",
         ]  # fmt: skip
         subprocess.run(cmd, check=False, timeout=300, capture_output=True)
         report: dict[str, Any] = json.loads(report_path.read_text())

@@ -109,6 +109,12 @@ def engine_suite() -> dict[str, Any]:
     return main()
 
 
+def media_suite() -> dict[str, Any]:
+    from bench_media import main
+
+    return main()
+
+
 def fuzz_suite() -> dict[str, Any]:
     env = dict(os.environ, LKSWARM_FUZZ_CASES=os.environ.get("LKSWARM_FUZZ_CASES", "1000000"))
     out = subprocess.run(
@@ -126,6 +132,7 @@ SUITES: dict[str, Callable[[], dict[str, Any]]] = {
     "codec": codec_suite,
     "signal-path": signal_path_suite,
     "engine": engine_suite,
+    "media": media_suite,
     "fuzz": fuzz_suite,
 }
 
@@ -133,6 +140,7 @@ COMMANDS = {
     "codec": "pytest bench/bench_codec.py --benchmark-only",
     "signal-path": "python bench/run_all.py signal-path",
     "engine": "python bench/bench_engine.py",
+    "media": "python bench/bench_media.py",
     "fuzz": "LKSWARM_FUZZ_CASES=1000000 cargo test --release --test fuzz_no_panic -- --ignored",
 }
 
@@ -184,6 +192,26 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
             f"| engine | RSS per idle signal participant ({r['idle_rss']['participants']}) | "
             f"{r['idle_rss']['kib_per_participant']} KiB | ≤ 20 KiB | {latest['engine']['file']} |"
         )
+    if "media" in latest:
+        r = latest["media"]["result"]
+        f = latest["media"]["file"]
+        ns = r["receive_ns_per_packet"]
+        rows.append(
+            f"| media | CPU per received RTP packet (SRTP + parse + accounting): lkswarm / aiortc | "
+            f"{ns['lkswarm']} / {ns['aiortc']} ns ({r['receive_ratio_vs_aiortc']}× less) | "
+            f"≥ 20× less, ≤ 1000 ns | {f} |"
+        )
+        h = r["udp_handoff_ns_per_datagram"]
+        rows.append(
+            f"| media | UDP hand-off per datagram: Rust hub (epoll, GIL released) / uvloop datagram callback | "
+            f"{h['rust_hub']} / {h['uvloop_datagram']} ns | – | {f} |"
+        )
+        sc = r["scale"]
+        rows.append(
+            f"| media | ACTIVE participants per generator core, each receiving 1 audio track "
+            f"({sc['active_at_end']} for {sc['duration_s']:.0f} s) | {sc['participants_per_core']} | ≥ 2000 | {f} |"
+        )
+        rows.append(f"| media | RSS per media participant | {sc['rss_kib_per_participant']} KiB | ≤ 200 KiB | {f} |")
     if "fuzz" in latest:
         r = latest["fuzz"]["result"]
         rows.append(

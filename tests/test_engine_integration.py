@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
+from helpers import assert_outcomes_reconcile, run_cli
 from lkswarm.auth import Credentials
 from lkswarm.server import LocalServer
 from lkswarm.twirp import RoomService
@@ -17,37 +17,11 @@ from lkswarm.twirp import RoomService
 LKSWARM = [sys.executable, "-m", "lkswarm"]
 
 
-def run_cli(
-    args: list[str], credentials: Credentials, tmp_path: Path, timeout_s: float = 180
-) -> tuple[int, dict[str, Any], str]:
-    report_path = tmp_path / "report.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
-    env.update(LIVEKIT_API_KEY=credentials.api_key, LIVEKIT_API_SECRET=credentials.api_secret)
-    out = subprocess.run(
-        [*LKSWARM, "run", *args, "--json", str(report_path), "--quiet"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout_s,
-    )
-    assert "Traceback" not in out.stderr + out.stdout, out.stderr
-    assert credentials.api_secret not in out.stderr + out.stdout
-    report = json.loads(report_path.read_text())
-    assert credentials.api_secret not in report_path.read_text()
-    return out.returncode, report, out.stderr
-
-
-def assert_outcomes_reconcile(report: dict[str, Any]) -> None:
-    p = report["participants"]
-    assert sum(p["outcomes"].values()) == p["scheduled"]
-    assert sum(p["failures"].values()) == p["outcomes"]["failed"]
-    assert sum(p["left_reasons"].values()) == p["outcomes"]["left"]
-
-
 def test_400_signal_participants_in_4_rooms(
     livekit_server: LocalServer, credentials: Credentials, tmp_path: Path
 ) -> None:
     args = ["--url", livekit_server.url, "--rooms", "4", "--participants", "100", "--rate", "100", "--duration", "30s"]
+    args.append("--signal-only")  # the media tier has its own scale test (test_media_integration.py)
     code, report, stderr = run_cli(args, credentials, tmp_path)
     assert code == 0, stderr
     assert_outcomes_reconcile(report)
@@ -66,7 +40,7 @@ def test_400_signal_participants_in_4_rooms(
 def test_signal_only_past_60s_is_left_join_failure(
     livekit_server: LocalServer, credentials: Credentials, tmp_path: Path
 ) -> None:
-    args = ["--url", livekit_server.url, "--rooms", "1", "--participants", "2", "--duration", "72s"]
+    args = ["--url", livekit_server.url, "--rooms", "1", "--participants", "2", "--duration", "72s", "--signal-only"]
     code, report, stderr = run_cli(args, credentials, tmp_path)
     assert_outcomes_reconcile(report)
     p = report["participants"]
@@ -79,9 +53,15 @@ def test_signal_only_past_60s_is_left_join_failure(
 
 def test_json_frames_mode(livekit_server: LocalServer, credentials: Credentials, tmp_path: Path) -> None:
     args = ["--url", livekit_server.url, "--rooms", "1", "--participants", "3", "--duration", "7s", "--json-frames"]
+    args += ["--audio-publishers", "1", "--video-publishers", "1"]  # SDP and trickle travel as protojson too
+    args += ["--csv", str(tmp_path / "csv")]
     code, report, stderr = run_cli(args, credentials, tmp_path)
     assert code == 0, stderr
     assert report["participants"]["joined"] == 3
+    assert report["participants"]["active_at_end"] == 3
+    assert report["media"]["tracks_received"] == 4 and report["media"]["packets_received"] > 0
+    rows = (tmp_path / "csv" / "tracks.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("identity,room,track_id,kind,packets") and len(rows) == 1 + 4
     assert report["participants"]["ping_rtt_participants"] == 3
     assert report["room_check"]["matched"] == 3
 

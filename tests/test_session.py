@@ -216,6 +216,18 @@ def test_json_mode_sends_text_frames_and_reads_json() -> None:
     assert codec.decode_request_json(frame).leave.reason == DisconnectReason.CLIENT_INITIATED
 
 
+def test_json_frames_of_ignored_variants_are_counted_not_fatal() -> None:
+    session = SignalSession("me", "t", json_mode=True)
+    session.start(0.0)
+    session.receive_frame(join_frame(), 0.1)
+    session.events_received()
+    session.receive_frame('{"subscriptionPermissionUpdate": {"participantSid": "PA_x", "allowed": true}}', 0.2)
+    session.receive_frame('{"speakersChanged": {"speakers": []}}', 0.3)
+    assert session.events_received() == []
+    assert session.state is SessionState.JOINED
+    assert session.messages_received["subscription_permission_update"] == 1
+
+
 def test_client_leave_ends_the_session_and_sends_the_reference_bytes() -> None:
     session = joined_session()
     session.send_leave()

@@ -126,6 +126,9 @@ def run(
         bool, typer.Option(help="At the end, compare each participant's room view with ListParticipants.")
     ] = True,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report (lkswarm.report/1) here.")] = None,
+    csv_dir: Annotated[
+        Path | None, typer.Option("--csv", help="Write per-track media detail (tracks.csv) into this folder.")
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="Print only errors.")] = False,
 ) -> None:
     """Run participants against a LiveKit server and report what happened to each of them."""
@@ -161,7 +164,7 @@ def run(
             stdout.print(f"started embedded livekit-server at {local.url}")
 
     try:
-        report = run_scenario(config, credentials, on_server=announce)
+        report = run_scenario(config, credentials, on_server=announce, csv_dir=csv_dir)
     except LkswarmError as exc:
         raise fail(str(exc)) from None
     if json_path is not None:
@@ -199,6 +202,13 @@ def print_report(report: dict[str, Any]) -> None:
         stdout.print(f"[red]failed:{reason}[/] {count}  {detail}", highlight=False)
     for reason, count in p["left_reasons"].items():
         stdout.print(f"left:{reason} {count}")
+    m = report["media"]
+    if m["packets_received"] or m["packets_sent"]:
+        stdout.print(
+            f"media: active at end {p['active_at_end']}, received {m['packets_received']} packets on "
+            f"{m['tracks_received']} tracks ({m['tracks_missing']} missing), loss {m['loss_ratio'] * 100:.2f} %, "
+            f"jitter p99 {m['jitter_ms']['p99']:.1f} ms, sent {m['packets_sent']} packets"
+        )
     g = report["generator"]
     stdout.print(
         f"generator: cpu {g['cpu_s']:.2f} s, max rss {g['max_rss_mb']:.0f} MB, "

@@ -29,6 +29,7 @@ import asyncio
 import collections
 import csv
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,6 +111,11 @@ class MediaTier:
         self.clips: MediaClips | None = None
         self._clock_offset_s = 0.0
         self._pump: asyncio.Task[None] | None = None
+        # Fault-injection seams for tests: rewrite a server offer, our answer or a trickled candidate
+        # (return None from trickle_filter to drop the candidate).
+        self.offer_filter: Callable[[MediaParticipant, str], str] | None = None
+        self.answer_filter: Callable[[MediaParticipant, str], str] | None = None
+        self.trickle_filter: Callable[[MediaParticipant, str], str | None] | None = None
 
     async def start(self) -> None:
         config = self.engine.config
@@ -167,19 +173,20 @@ class MediaParticipant:
     """The media half of one participant: its peer in the hub and the signaling glue."""
 
     __slots__ = (
+        "_cids",
+        "_has_remote",
+        "_offered",
+        "_offered_at",
+        "_pending_candidates",
+        "_published",
+        "_remote_published_at",
         "active",
         "driver",
+        "local_port",
         "peer_id",
         "publishes_audio",
         "publishes_video",
         "tier",
-        "_cids",
-        "_pending_candidates",
-        "_published",
-        "_remote_published_at",
-        "_has_remote",
-        "_offered",
-        "_offered_at",
     )
 
     def __init__(self, tier: MediaTier, driver: ParticipantDriver) -> None:
@@ -187,6 +194,7 @@ class MediaParticipant:
         self.tier = tier
         self.driver = driver
         self.peer_id: int | None = None
+        self.local_port = 0  # UDP port of the subscriber PeerConnection
         self.active = False
         room_index = driver.index // config.rooms
         self.publishes_audio, self.publishes_video = publisher_role(
@@ -208,7 +216,7 @@ class MediaParticipant:
         assert hub is not None
         config = self.tier.engine.config
         seed = (config.seed or 0) * 1_000_003 + self.driver.index
-        self.peer_id, _port = hub.add_peer(
+        self.peer_id, self.local_port = hub.add_peer(
             seed=seed, talk_spurts=config.talk_spurts, connect_timeout_s=config.media_connect_timeout_s
         )
         self.tier.participants[self.peer_id] = self
@@ -260,8 +268,12 @@ class MediaParticipant:
             return
         session = self.driver.session
         assert session is not None
+        tier = self.tier
         if isinstance(event, OfferReceived):
-            answer = hub.accept_offer(self.peer_id, event.sdp)
+            sdp = tier.offer_filter(self, event.sdp) if tier.offer_filter is not None else event.sdp
+            answer = hub.accept_offer(self.peer_id, sdp)
+            if tier.answer_filter is not None:
+                answer = tier.answer_filter(self, answer)
             session.send_answer(answer, event.id)
             self._remote_ready(TARGET_SUBSCRIBER)
         elif isinstance(event, AnswerReceived):
@@ -271,10 +283,15 @@ class MediaParticipant:
             hub.accept_answer(self.peer_id, event.sdp)
             self._remote_ready(TARGET_PUBLISHER)
         elif isinstance(event, TrickleReceived):
+            candidate: str | None = event.candidate_init
+            if tier.trickle_filter is not None:
+                candidate = tier.trickle_filter(self, event.candidate_init)
+            if candidate is None:
+                return
             if self._has_remote.get(event.target, False):
-                hub.add_candidate(self.peer_id, event.target, event.candidate_init)
+                hub.add_candidate(self.peer_id, event.target, candidate)
             else:
-                self._pending_candidates[event.target].append(event.candidate_init)
+                self._pending_candidates[event.target].append(candidate)
         elif isinstance(event, TrackPublished):
             if event.cid in self._cids:
                 self._published.add(event.cid)

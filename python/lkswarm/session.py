@@ -123,10 +123,10 @@ class SignalSession:
         "ping_interval_s",
         "ping_timeout_s",
         "remote_tracks",
-        "tracks_by_participant",
         "room_name",
         "state",
         "token",
+        "tracks_by_participant",
     )
 
     def __init__(self, identity: str, token: str, *, json_mode: bool = False, join_timeout_s: float = 15.0) -> None:
@@ -181,9 +181,10 @@ class SignalSession:
             self._fail("malformed_frame", str(exc))
             return
         self.messages_received[kind or "unknown"] += 1
-        if view is None or kind is None:
-            return
-        _HANDLERS[kind](self, getattr(view, kind), now)
+        handler = _HANDLERS.get(kind) if kind is not None else None
+        if view is None or handler is None:
+            return  # unset, or a variant listed in IGNORED_RESPONSES (JSON frames decode them all)
+        handler(self, getattr(view, kind), now)
 
     def handle_timer(self, now: float) -> None:
         if self.state is SessionState.ENDED:

@@ -106,7 +106,7 @@ fn check_packed(buf: &[u8], kind: Kind, start: usize, end: usize) -> std::result
         _ => 0,
     };
     if width > 0 {
-        if (end - start) % width != 0 {
+        if !(end - start).is_multiple_of(width) {
             return Err((start, DecodeReason::BadPackedLength));
         }
         return Ok(());

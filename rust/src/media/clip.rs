@@ -34,11 +34,7 @@ impl Clip {
             return Err("the frame interval must be positive".into());
         }
         let ticks_per_frame = (frame_interval.as_secs_f64() * f64::from(clock_rate)).round() as u64;
-        Ok(Clip {
-            frames,
-            frame_interval,
-            ticks_per_frame,
-        })
+        Ok(Clip { frames, frame_interval, ticks_per_frame })
     }
 
     pub fn starts_with_keyframe(&self) -> bool {
@@ -101,11 +97,7 @@ impl TalkSpurts {
     pub fn step(&mut self) -> bool {
         if self.remaining_frames == 0 {
             self.talking = !self.talking;
-            let mean = if self.talking {
-                self.mean_talk_frames
-            } else {
-                self.mean_pause_frames
-            };
+            let mean = if self.talking { self.mean_talk_frames } else { self.mean_pause_frames };
             self.remaining_frames = self.draw(mean);
         }
         self.remaining_frames -= 1;
@@ -119,10 +111,7 @@ mod tests {
 
     #[test]
     fn clip_ticks_follow_the_clock() {
-        let frame = ClipFrame {
-            data: Arc::from(&b"x"[..]),
-            keyframe: true,
-        };
+        let frame = ClipFrame { data: Arc::from(&b"x"[..]), keyframe: true };
         let clip = Clip::new(vec![frame], Duration::from_millis(20), 48_000).unwrap();
         assert_eq!(clip.ticks_per_frame, 960);
         assert!(Clip::new(vec![], Duration::from_millis(20), 48_000).is_err());

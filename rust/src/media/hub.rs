@@ -37,8 +37,8 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use str0m::config::DtlsCert;
 
 use super::clip::MediaLibrary;
-use crate::error::Error;
 use super::peer::{Datagram, MediaPeer, Pc, PeerConfig, PeerCounters, PeerEvent, RxTrack};
+use crate::error::Error;
 
 const WAKER_TOKEN: Token = Token(usize::MAX);
 /// Upper bound on one epoll wait, so `close` is noticed promptly.
@@ -141,10 +141,7 @@ impl Hub {
             .name("lkswarm-media".into())
             .spawn(move || run_worker(&worker_shared, poll))
             .map_err(|e| format!("cannot start the media thread: {e}"))?;
-        Ok(Hub {
-            shared,
-            worker: Mutex::new(Some(worker)),
-        })
+        Ok(Hub { shared, worker: Mutex::new(Some(worker)) })
     }
 
     pub fn set_library(&self, library: MediaLibrary) {
@@ -170,14 +167,7 @@ impl Hub {
         let id = state.next_peer;
         state.next_peer += 1;
         let socket = register(&self.shared.registry, &mut state, id, 0, socket, local)?;
-        state.slots.insert(
-            id,
-            Slot {
-                peer,
-                sockets: vec![socket],
-                wake: now + Duration::from_secs(86_400),
-            },
-        );
+        state.slots.insert(id, Slot { peer, sockets: vec![socket], wake: now + Duration::from_secs(86_400) });
         service(&self.shared, &mut state, id, now); // arms the connect deadline
         Ok((id, local.port()))
     }
@@ -236,10 +226,16 @@ impl Hub {
         self.publisher_offer_inner(id, audio_cid, video_cid).map_err(Error::media)
     }
 
-    fn publisher_offer_inner(&self, id: u32, audio_cid: Option<&str>, video_cid: Option<&str>) -> Result<String, String> {
+    fn publisher_offer_inner(
+        &self,
+        id: u32,
+        audio_cid: Option<&str>,
+        video_cid: Option<&str>,
+    ) -> Result<String, String> {
         let (socket, local) = self.bind()?;
         let cert = self.shared.cert.clone();
-        let offer = self.with_peer(id, |peer, now| peer.create_publisher_offer(local, &cert, audio_cid, video_cid, now))?;
+        let offer =
+            self.with_peer(id, |peer, now| peer.create_publisher_offer(local, &cert, audio_cid, video_cid, now))?;
         let mut state = self.shared.lock();
         let socket = register(&self.shared.registry, &mut state, id, 1, socket, local)?;
         if let Some(slot) = state.slots.get_mut(&id) {
@@ -313,9 +309,7 @@ fn register(
 ) -> Result<PcSocket, String> {
     let token = Token(state.next_token);
     state.next_token += 1;
-    registry
-        .register(&mut socket, token, Interest::READABLE)
-        .map_err(|e| format!("epoll register: {e}"))?;
+    registry.register(&mut socket, token, Interest::READABLE).map_err(|e| format!("epoll register: {e}"))?;
     state.owners.insert(token, (id, index));
     Ok(PcSocket { socket, token, local })
 }
@@ -350,11 +344,7 @@ fn service(shared: &Shared, state: &mut State, id: u32, now: Instant) {
     };
     let mut send_errors = 0;
     for datagram in scratch.drain(..) {
-        let socket = slot
-            .sockets
-            .iter()
-            .find(|s| s.local == datagram.source)
-            .or_else(|| slot.sockets.first());
+        let socket = slot.sockets.iter().find(|s| s.local == datagram.source).or_else(|| slot.sockets.first());
         if let Some(socket) = socket {
             if socket.socket.send_to(&datagram.contents, datagram.destination).is_err() {
                 send_errors += 1;
@@ -362,11 +352,7 @@ fn service(shared: &Shared, state: &mut State, id: u32, now: Instant) {
         }
     }
     for (at, event) in slot.peer.take_events() {
-        state.events.push(HubEvent {
-            peer: id,
-            at_s: shared.seconds(at),
-            event,
-        });
+        state.events.push(HubEvent { peer: id, at_s: shared.seconds(at), event });
     }
     if wake != slot.wake {
         slot.wake = wake;
@@ -384,10 +370,7 @@ fn run_worker(shared: &Shared, mut poll: Poll) {
         let timeout = {
             let state = shared.lock();
             let now = Instant::now();
-            state
-                .heap
-                .peek()
-                .map_or(MAX_WAIT, |Reverse((at, _))| at.saturating_duration_since(now).min(MAX_WAIT))
+            state.heap.peek().map_or(MAX_WAIT, |Reverse((at, _))| at.saturating_duration_since(now).min(MAX_WAIT))
         };
         if let Err(error) = poll.poll(&mut events, Some(timeout)) {
             if error.kind() != ErrorKind::Interrupted {

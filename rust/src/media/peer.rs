@@ -63,12 +63,23 @@ impl Pc {
 /// Something the owner of the peer must hear about.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PeerEvent {
-    IceState { pc: Pc, state: &'static str },
-    Connected { pc: Pc },
+    IceState {
+        pc: Pc,
+        state: &'static str,
+    },
+    Connected {
+        pc: Pc,
+    },
     /// The first RTP packet of a subscribed track.
-    FirstPacket { track_id: String, kind: &'static str },
+    FirstPacket {
+        track_id: String,
+        kind: &'static str,
+    },
     /// The peer is dead; `reason` is a short code, `detail` a sentence.
-    Failed { reason: &'static str, detail: String },
+    Failed {
+        reason: &'static str,
+        detail: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -82,11 +93,7 @@ pub struct PeerConfig {
 
 impl Default for PeerConfig {
     fn default() -> Self {
-        PeerConfig {
-            connect_timeout: Duration::from_secs(30),
-            talk_spurts: false,
-            seed: 0,
-        }
+        PeerConfig { connect_timeout: Duration::from_secs(30), talk_spurts: false, seed: 0 }
     }
 }
 
@@ -130,13 +137,7 @@ impl Transport {
             .build(now);
         let candidate = Candidate::host(local, "udp").map_err(|e| format!("local candidate {local}: {e}"))?;
         rtc.add_local_candidate(candidate);
-        Ok(Transport {
-            rtc,
-            local,
-            created_at: now,
-            connected_at: None,
-            next_timeout: now,
-        })
+        Ok(Transport { rtc, local, created_at: now, connected_at: None, next_timeout: now })
     }
 }
 
@@ -269,12 +270,8 @@ impl MediaPeer {
     pub fn accept_offer(&mut self, sdp: &str, now: Instant) -> Result<String, String> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("unparsable subscriber offer: {e}"))?;
         self.tracks_by_mid.extend(msid_tracks_by_mid(sdp));
-        let answer = self
-            .subscriber
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| format!("subscriber offer rejected: {e}"))?;
+        let answer =
+            self.subscriber.rtc.sdp_api().accept_offer(offer).map_err(|e| format!("subscriber offer rejected: {e}"))?;
         self.subscriber.next_timeout = now;
         Ok(answer.to_sdp_string())
     }
@@ -301,8 +298,9 @@ impl MediaPeer {
         let mut transport = Transport::new(cert, publisher_addr, now, false)?;
         let stream_id = "lkswarm".to_string();
         let mut api = transport.rtc.sdp_api();
-        let audio_mid = audio_cid
-            .map(|cid| api.add_media(MediaKind::Audio, Direction::SendOnly, Some(stream_id.clone()), Some(cid.into()), None));
+        let audio_mid = audio_cid.map(|cid| {
+            api.add_media(MediaKind::Audio, Direction::SendOnly, Some(stream_id.clone()), Some(cid.into()), None)
+        });
         let layers = self.library.video.len();
         let video_mid = video_cid.map(|cid| {
             let simulcast = (layers > 1).then(|| {
@@ -332,14 +330,8 @@ impl MediaPeer {
             } else {
                 vec![None]
             };
-            self.video_out = Some(VideoOut {
-                mid,
-                pt: Pt::from(0),
-                cursors: vec![0; rids.len()],
-                rids,
-                rtp_time: 0,
-                next_due: now,
-            });
+            self.video_out =
+                Some(VideoOut { mid, pt: Pt::from(0), cursors: vec![0; rids.len()], rids, rtp_time: 0, next_due: now });
         }
         transport.next_timeout = now;
         self.publisher = Some(transport);
@@ -461,7 +453,10 @@ impl MediaPeer {
         } else {
             ("ice_timeout", "ICE did not connect (no answer to connectivity checks)")
         };
-        let detail = format!("{} PeerConnection: {what} within {:.0} s", pc.name(), timeout.as_secs_f64());
+        let mut detail = format!("{} PeerConnection: {what} within {:.0} s", pc.name(), timeout.as_secs_f64());
+        if self.counters.foreign_datagrams > 0 {
+            detail.push_str(&format!(" ({} foreign datagrams received)", self.counters.foreign_datagrams));
+        }
         self.fail(now, reason, detail);
     }
 
@@ -599,27 +594,11 @@ impl MediaPeer {
                 _ => ("audio", 48_000),
             };
             let track_id = self.tracks_by_mid.get(&mid).cloned().unwrap_or_default();
-            self.events.push((
-                now,
-                PeerEvent::FirstPacket {
-                    track_id: track_id.clone(),
-                    kind,
-                },
-            ));
-            self.rx.insert(
-                ssrc,
-                RxTrack {
-                    track_id,
-                    kind,
-                    mid,
-                    stats: RxStats::new(clock_rate),
-                },
-            );
+            self.events.push((now, PeerEvent::FirstPacket { track_id: track_id.clone(), kind }));
+            self.rx.insert(ssrc, RxTrack { track_id, kind, mid, stats: RxStats::new(clock_rate) });
         }
         let track = self.rx.get_mut(&ssrc).expect("inserted above");
-        track
-            .stats
-            .record(packet.header.sequence_number, packet.header.timestamp, arrival_s, packet.payload.len());
+        track.stats.record(packet.header.sequence_number, packet.header.timestamp, arrival_s, packet.payload.len());
     }
 
     fn write_due_media(&mut self, now: Instant, out: &mut Vec<Datagram>) {
@@ -632,11 +611,8 @@ impl MediaPeer {
             }
             let frame = &audio_clip.frames[audio.frame % audio_clip.frames.len()];
             let talking = audio.spurts.as_mut().is_none_or(TalkSpurts::step);
-            let data: std::sync::Arc<[u8]> = if talking {
-                frame.data.clone()
-            } else {
-                std::sync::Arc::from(&OPUS_SILENCE_FRAME[..])
-            };
+            let data: std::sync::Arc<[u8]> =
+                if talking { frame.data.clone() } else { std::sync::Arc::from(&OPUS_SILENCE_FRAME[..]) };
             let (mid, pt, rtp_time, wallclock) = (audio.mid, audio.pt, audio.rtp_time, audio.next_due);
             audio.frame += 1;
             audio.rtp_time += audio_clip.ticks_per_frame;
@@ -644,7 +620,16 @@ impl MediaPeer {
             if now.duration_since(audio.next_due) > MAX_LATE {
                 audio.next_due = now + audio_clip.frame_interval; // a stall: skip, do not burst
             }
-            self.write_frame(mid, pt, None, wallclock, MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ), data, now, out);
+            self.write_frame(
+                mid,
+                pt,
+                None,
+                wallclock,
+                MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ),
+                data,
+                now,
+                out,
+            );
             if self.failed {
                 return;
             }
@@ -716,7 +701,5 @@ pub fn candidate_from_init(candidate_init: &str) -> Result<Option<Candidate>, St
     if text.is_empty() {
         return Ok(None);
     }
-    Candidate::from_sdp_string(text)
-        .map(Some)
-        .map_err(|e| format!("bad candidate {text:?}: {e}"))
+    Candidate::from_sdp_string(text).map(Some).map_err(|e| format!("bad candidate {text:?}: {e}"))
 }

@@ -36,10 +36,7 @@ pub struct RxStats {
 
 impl RxStats {
     pub fn new(clock_rate: u32) -> Self {
-        RxStats {
-            clock_rate: clock_rate.max(1),
-            ..RxStats::default()
-        }
+        RxStats { clock_rate: clock_rate.max(1), ..RxStats::default() }
     }
 
     /// Accounts one new packet.

@@ -38,9 +38,6 @@ mod tests {
         let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=msid:PA_1|TR_a TR_a\r\n\
                    m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=msid:PA_1|TR_v TR_v\r\n\
                    m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n";
-        assert_eq!(
-            msid_tracks_by_mid(sdp),
-            vec![("0".into(), "TR_a".into()), ("1".into(), "TR_v".into())]
-        );
+        assert_eq!(msid_tracks_by_mid(sdp), vec![("0".into(), "TR_a".into()), ("1".into(), "TR_v".into())]);
     }
 }

@@ -35,11 +35,9 @@ fn pc_from(target: u32) -> PyResult<Pc> {
 }
 
 fn clip_from(frames: Vec<(Vec<u8>, bool)>, interval_s: f64, clock_rate: u32) -> PyResult<Arc<Clip>> {
-    let frames = frames
-        .into_iter()
-        .map(|(data, keyframe)| ClipFrame { data: Arc::from(data), keyframe })
-        .collect();
-    let interval = Duration::try_from_secs_f64(interval_s).map_err(|e| Error::media(format!("frame interval: {e}"))).py()?;
+    let frames = frames.into_iter().map(|(data, keyframe)| ClipFrame { data: Arc::from(data), keyframe }).collect();
+    let interval =
+        Duration::try_from_secs_f64(interval_s).map_err(|e| Error::media(format!("frame interval: {e}"))).py()?;
     Clip::new(frames, interval, clock_rate).map(Arc::new).map_err(Error::media).py()
 }
 
@@ -118,8 +116,9 @@ impl PyMediaHub {
     /// Creates a peer and its subscriber socket; returns (peer id, local UDP port).
     #[pyo3(signature = (seed = 0, talk_spurts = false, connect_timeout_s = 30.0))]
     fn add_peer(&self, py: Python<'_>, seed: u64, talk_spurts: bool, connect_timeout_s: f64) -> PyResult<(u32, u16)> {
-        let connect_timeout =
-            Duration::try_from_secs_f64(connect_timeout_s).map_err(|e| Error::media(format!("connect timeout: {e}"))).py()?;
+        let connect_timeout = Duration::try_from_secs_f64(connect_timeout_s)
+            .map_err(|e| Error::media(format!("connect timeout: {e}")))
+            .py()?;
         let config = PeerConfig { connect_timeout, talk_spurts, seed };
         py.detach(|| self.hub.add_peer(config)).py()
     }
@@ -131,7 +130,13 @@ impl PyMediaHub {
 
     /// Opens the publisher PeerConnection and returns its offer.
     #[pyo3(signature = (peer, audio_cid = None, video_cid = None))]
-    fn publisher_offer(&self, py: Python<'_>, peer: u32, audio_cid: Option<&str>, video_cid: Option<&str>) -> PyResult<String> {
+    fn publisher_offer(
+        &self,
+        py: Python<'_>,
+        peer: u32,
+        audio_cid: Option<&str>,
+        video_cid: Option<&str>,
+    ) -> PyResult<String> {
         py.detach(|| self.hub.publisher_offer(peer, audio_cid, video_cid)).py()
     }
 

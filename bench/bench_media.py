@@ -1,0 +1,166 @@
+"""Media-tier benchmarks (issue: light media tier). Each figure with a target is a same-run ratio.
+
+1. receive path per RTP packet: our tier (str0m SRTP unprotect + RTP parse + RFC 3550 accounting,
+   through `MediaPeer`, Rust, no sockets) vs aiortc's `RtpPacket.parse` + pylibsrtp `unprotect`
+   on the same 100-byte Opus-sized packets;
+2. UDP hand-off per datagram: the Rust hub (epoll + recv in the media thread, GIL released) vs a
+   uvloop `DatagramProtocol` callback, both fed by the same sender process;
+3. ACTIVE media participants per generator core, each receiving one audio track, as generator
+   CPU per participant-second, and RSS per media participant, against the embedded livekit-server.
+
+Usage: ``python bench/bench_media.py`` (prints JSON); ``make bench`` records it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+PACKETS = 50_000
+
+
+def ours_receive_ns(packets: int = PACKETS) -> float:
+    env = dict(os.environ, LKSWARM_BENCH_PACKETS=str(packets))
+    env.setdefault("CARGO_TARGET_DIR", str(Path.home() / ".cache" / "lkswarm" / "target"))
+    out = subprocess.run(
+        ["cargo", "test", "--release", "--test", "media_bench", "--", "--ignored", "--nocapture"],
+        check=True, cwd=ROOT, capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    match = re.search(r"media_bench: packets=(\d+) ns_per_packet=([\d.]+)", out.stdout + out.stderr)
+    if not match:
+        raise RuntimeError(f"media_bench printed no result:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+    return float(match.group(2))
+
+
+def aiortc_receive_ns(packets: int = PACKETS) -> float:
+    from aiortc.rtp import RtpPacket
+    from pylibsrtp import Policy, Session
+
+    key = os.urandom(30)
+    profile = Policy.SRTP_PROFILE_AES128_CM_SHA1_80  # aiortc's default SRTP profile
+    sender = Session(policy=Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile))
+    receiver = Session(policy=Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=profile))
+    protected = [
+        sender.protect(
+            RtpPacket(
+                payload_type=111, sequence_number=i & 0xFFFF, timestamp=i * 960, ssrc=4242, payload=bytes(100)
+            ).serialize()
+        )
+        for i in range(packets)
+    ]
+    parse, unprotect = RtpPacket.parse, receiver.unprotect
+    t0 = time.process_time()
+    for datagram in protected:
+        parse(unprotect(datagram))
+    return (time.process_time() - t0) / packets * 1e9
+
+
+def _blast(port: int, count: int) -> subprocess.Popen[bytes]:
+    code = (
+        "import socket,sys\n"
+        "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+        "p=b'\\x80\\x6f'+bytes(98)\n"
+        f"for _ in range({count}): s.sendto(p,('127.0.0.1',{port}))\n"
+    )
+    return subprocess.Popen([PYTHON, "-c", code])
+
+
+def uvloop_handoff_ns(count: int = 200_000) -> float:
+    import uvloop
+
+    async def main() -> float:
+        received = 0
+
+        class Counter(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                nonlocal received
+                received += 1
+
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(Counter, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        t0 = time.process_time()
+        sender = _blast(port, count)
+        while sender.poll() is None:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        cpu = time.process_time() - t0
+        transport.close()
+        return cpu / max(1, received) * 1e9
+
+    return uvloop.run(main())
+
+
+def hub_handoff_ns(count: int = 200_000) -> float:
+    from lkswarm import _core
+
+    hub = _core.MediaHub()
+    try:
+        peer, port = hub.add_peer()
+        t0 = time.process_time()
+        sender = _blast(port, count)
+        sender.wait()
+        time.sleep(0.2)
+        cpu = time.process_time() - t0  # includes the media thread
+        stats = hub.peer_stats(peer)
+        received = stats["datagrams_received"] if stats else 0
+        return cpu / max(1, received) * 1e9
+    finally:
+        hub.close()
+
+
+def participants_per_core(participants: int = 300, duration_s: int = 40) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        report_path = Path(tmp) / "r.json"
+        cmd = [
+            PYTHON, "-m", "lkswarm", "run", "--rooms", "1", "--participants", str(participants),
+            "--audio-publishers", "1", "--rate", "50", "--duration", f"{duration_s}s", "--no-verify-rooms",
+            "--quiet", "--json", str(report_path),
+        ]  # fmt: skip
+        subprocess.run(cmd, check=False, timeout=duration_s + 120, capture_output=True)
+        report: dict[str, Any] = json.loads(report_path.read_text())
+    generator = report["generator"]
+    active = report["participants"]["active_at_end"]
+    seconds = report["duration_s"]
+    cpu_per_participant_s = generator["cpu_s"] / max(1, active * seconds)
+    return {
+        "participants": participants,
+        "active_at_end": active,
+        "duration_s": seconds,
+        "generator_cpu_s": generator["cpu_s"],
+        "participants_per_core": round(1 / cpu_per_participant_s) if cpu_per_participant_s else 0,
+        "rss_kib_per_participant": round((generator["rss_end_mb"] - generator["rss_start_mb"]) * 1024 / max(1, active)),
+        "loss_ratio": report["media"]["loss_ratio"],
+        "packets_received": report["media"]["packets_received"],
+        "note": "generator CPU includes joining and the media thread; the server runs in its own process",
+    }
+
+
+def main() -> dict[str, Any]:
+    ours = ours_receive_ns()
+    aiortc = aiortc_receive_ns()
+    hub = hub_handoff_ns()
+    uv = uvloop_handoff_ns()
+    scale = participants_per_core()
+    return {
+        "receive_ns_per_packet": {"lkswarm": round(ours, 1), "aiortc": round(aiortc, 1)},
+        "receive_ratio_vs_aiortc": round(aiortc / ours, 2),
+        "udp_handoff_ns_per_datagram": {"rust_hub": round(hub, 1), "uvloop_datagram": round(uv, 1)},
+        "scale": scale,
+        "targets": {"receive_ratio": 20, "receive_ns": 1000, "participants_per_core": 2000, "rss_kib": 200},
+        "srtp_profiles": "ours: whatever str0m negotiates with itself (AES-128-GCM); aiortc: AES-128-CM-HMAC-SHA1-80",
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2))

@@ -1,0 +1,123 @@
+//! Two sans-I/O media peers wired back to back in memory: no sockets, no server.
+//! Peer A publishes audio; peer B's subscriber PeerConnection answers A's offer, as
+//! livekit-server's subscriber offer would be answered.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lkswarm_core::media::clip::{Clip, ClipFrame, MediaLibrary};
+use lkswarm_core::media::peer::{Datagram, MediaPeer, Pc, PeerConfig, PeerEvent};
+use lkswarm_core::media::shared_certificate;
+
+fn library() -> MediaLibrary {
+    let frames = (0..50u8)
+        .map(|i| ClipFrame { data: Arc::from(vec![0xf8, i, 1, 2, 3, 4, 5, 6, 7, 8].as_slice()), keyframe: true })
+        .collect();
+    let audio = Clip::new(frames, Duration::from_millis(20), 48_000).unwrap();
+    MediaLibrary { audio: Some(Arc::new(audio)), video: Vec::new() }
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+struct Pair {
+    a: MediaPeer,
+    b: MediaPeer,
+    now: Instant,
+}
+
+impl Pair {
+    fn new(config: PeerConfig) -> Pair {
+        let cert = shared_certificate().unwrap();
+        let now = Instant::now();
+        let mut a = MediaPeer::new(&cert, addr(10_001), library(), config.clone(), now).unwrap();
+        let mut b = MediaPeer::new(&cert, addr(10_003), library(), config, now).unwrap();
+        let offer = a.create_publisher_offer(addr(10_002), &cert, Some("cid-audio"), None, now).unwrap();
+        let answer = b.accept_offer(&offer, now).unwrap();
+        a.accept_answer(&answer, now).unwrap();
+        Pair { a, b, now }
+    }
+
+    /// Advances time in 1 ms steps, delivering every datagram unless `drop` says so.
+    fn run(&mut self, steps: u32, mut drop: impl FnMut(&Datagram) -> bool) {
+        let mut wire: Vec<Datagram> = Vec::new();
+        for _ in 0..steps {
+            self.now += Duration::from_millis(1);
+            let now = self.now;
+            self.a.handle_timeout(now);
+            self.b.handle_timeout(now);
+            self.a.poll(now, &mut wire);
+            self.b.poll(now, &mut wire);
+            for datagram in wire.drain(..) {
+                if drop(&datagram) {
+                    continue;
+                }
+                let target = if self.b.pc_for(datagram.destination).is_some() { &mut self.b } else { &mut self.a };
+                target.handle_datagram(now, datagram.source, datagram.destination, &datagram.contents);
+            }
+        }
+    }
+}
+
+#[test]
+fn peers_connect_and_audio_flows_without_loss() {
+    let mut pair = Pair::new(PeerConfig::default());
+    pair.run(3_000, |_| false);
+    assert!(pair.a.is_connected(Pc::Publisher));
+    assert!(pair.b.is_connected(Pc::Subscriber));
+    let tracks: Vec<_> = pair.b.rx_tracks().collect();
+    assert_eq!(tracks.len(), 1);
+    let track = tracks[0];
+    assert_eq!(track.kind, "audio");
+    assert_eq!(track.track_id, "cid-audio");
+    assert!(track.stats.packets > 100, "{} packets", track.stats.packets);
+    assert_eq!(track.stats.lost(), 0);
+    let events = pair.b.take_events();
+    assert!(events.iter().any(|(_, e)| *e == PeerEvent::Connected { pc: Pc::Subscriber }));
+    assert!(events
+        .iter()
+        .any(|(_, e)| matches!(e, PeerEvent::FirstPacket { track_id, .. } if track_id == "cid-audio")));
+}
+
+#[test]
+fn garbage_datagrams_are_counted_not_fatal() {
+    let mut pair = Pair::new(PeerConfig::default());
+    pair.run(1_000, |_| false);
+    let now = pair.now;
+    for garbage in [&b"hello"[..], &[0u8; 40][..], &[0x80, 0x60, 1, 2][..], &[0x16, 0xfe, 0xfd, 0, 0][..]] {
+        pair.b.handle_datagram(now, addr(9), addr(10_003), garbage);
+    }
+    pair.b.handle_datagram(now, addr(9), addr(44_444), b"not even our address");
+    pair.run(500, |_| false);
+    assert!(!pair.b.is_failed());
+    assert!(pair.b.counters.foreign_datagrams >= 2, "{:?}", pair.b.counters);
+    assert!(pair.b.is_connected(Pc::Subscriber));
+}
+
+#[test]
+fn unanswered_ice_fails_at_the_deadline_with_a_reason() {
+    let config = PeerConfig { connect_timeout: Duration::from_secs(2), ..PeerConfig::default() };
+    let mut pair = Pair::new(config);
+    pair.run(2_500, |_| true); // a black hole: nothing is ever delivered
+    assert!(pair.b.is_failed());
+    let events = pair.b.take_events();
+    let failed = events.iter().find_map(|(_, e)| match e {
+        PeerEvent::Failed { reason, detail } => Some((*reason, detail.clone())),
+        _ => None,
+    });
+    let (reason, detail) = failed.expect("a Failed event");
+    assert_eq!(reason, "ice_timeout");
+    assert!(detail.contains("subscriber PeerConnection"), "{detail}");
+}
+
+#[test]
+fn bad_sdp_is_an_error_not_a_panic() {
+    let cert = shared_certificate().unwrap();
+    let mut peer = MediaPeer::new(&cert, addr(10_005), library(), PeerConfig::default(), Instant::now()).unwrap();
+    assert!(peer.accept_offer("v=0\r\nnonsense", Instant::now()).is_err());
+    assert!(peer.accept_answer("v=0", Instant::now()).is_err());
+    assert!(peer.add_remote_candidate(Pc::Subscriber, "{not json", Instant::now()).is_err());
+    assert!(peer.add_remote_candidate(Pc::Subscriber, r#"{"candidate":""}"#, Instant::now()).is_ok());
+}

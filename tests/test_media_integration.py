@@ -1,0 +1,179 @@
+"""The light media tier against the real livekit-server: scale, interop with the official SDK, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from helpers import assert_outcomes_reconcile, run_cli
+from lkswarm.auth import Credentials, mint_token
+from lkswarm.config import RunConfig
+from lkswarm.engine import Engine
+from lkswarm.media import MediaParticipant
+from lkswarm.server import LocalServer
+
+
+def test_120_participants_in_2_rooms_stay_active_and_receive_every_track(
+    livekit_server: LocalServer, credentials: Credentials, tmp_path: Path
+) -> None:
+    """The issue's scale bar: 2 rooms x 60, each room 2 audio + 1 video publisher, 75 s (past the 60 s eviction)."""
+    args = ["--url", livekit_server.url, "--rooms", "2", "--participants", "60", "--rate", "20", "--duration", "75s"]
+    args += ["--audio-publishers", "2", "--video-publishers", "1"]
+    code, report, stderr = run_cli(args, credentials, tmp_path, timeout_s=240)
+    assert code == 0, stderr
+    assert_outcomes_reconcile(report)
+    p = report["participants"]
+    assert p["outcomes"]["completed"] == 120, p
+    assert report["latency_ms"]["active"]["count"] == 120
+    assert p["active_at_end"] == 120
+    media = report["media"]
+    # Every participant receives the 3 tracks of its room, except the publishers their own one.
+    assert media["tracks_received"] == 2 * (60 * 3 - 3), media
+    assert media["tracks_missing"] == 0
+    assert media["packets_received"] > 100_000
+    assert media["loss_ratio"] < 0.01, media
+    assert report["latency_ms"]["track_subscribed"]["count"] == media["tracks_received"]
+    assert report["room_check"]["matched"] == 120
+
+
+def run_engine(config: RunConfig, credentials: Credentials, url: str, setup: Any = None) -> dict[str, Any]:
+    async def main() -> dict[str, Any]:
+        engine = Engine(config, credentials, url)
+        if setup is not None:
+            setup(engine)
+        return await engine.run()
+
+    return asyncio.run(main())
+
+
+def test_official_sdk_receives_and_decodes_our_audio_and_video(
+    livekit_server: LocalServer, credentials: Credentials
+) -> None:
+    from livekit import rtc
+
+    config = RunConfig(
+        url=livekit_server.url,
+        rooms=1,
+        participants=2,
+        audio_publishers=1,
+        video_publishers=1,
+        duration_s=25,
+        run_tag=f"interop{os.getpid()}",
+        verify_rooms=False,
+    )
+    decoded = {"audio": 0, "video": 0}
+    sizes: set[tuple[int, int]] = set()
+
+    async def read_video(track: Any) -> None:
+        async for event in rtc.VideoStream(track):
+            decoded["video"] += 1
+            sizes.add((event.frame.width, event.frame.height))
+
+    async def read_audio(track: Any) -> None:
+        async for _event in rtc.AudioStream(track):
+            decoded["audio"] += 1
+
+    async def main() -> dict[str, Any]:
+        engine = Engine(config, credentials, livekit_server.url)
+        run = asyncio.create_task(engine.run())
+        room = rtc.Room()
+        readers: list[asyncio.Task[None]] = []
+
+        def on_track(track: Any, _publication: Any, _participant: Any) -> None:
+            reader = read_video if track.kind == rtc.TrackKind.KIND_VIDEO else read_audio
+            readers.append(asyncio.create_task(reader(track)))
+
+        room.on("track_subscribed", on_track)
+        token = mint_token(credentials, identity="sdk-viewer", room=config.room_name(0))
+        await room.connect(livekit_server.url, token)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (decoded["video"] < 60 or decoded["audio"] < 100):
+            await asyncio.sleep(0.2)
+        await room.disconnect()
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        return await run
+
+    report = asyncio.run(main())
+    assert decoded["video"] >= 60, decoded
+    assert decoded["audio"] >= 100, decoded
+    assert sizes and all(w >= 320 and h >= 180 for w, h in sizes), sizes
+    assert report["participants"]["outcomes"]["completed"] == 2
+    assert report["latency_ms"]["active"]["count"] == 2
+
+
+def test_bad_input_fails_only_the_affected_participant(
+    livekit_server: LocalServer, credentials: Credentials, tmp_path: Path
+) -> None:
+    """Garbage datagrams are counted and survived; a DTLS failure and unanswered ICE fail one participant each."""
+    config = RunConfig(
+        url=livekit_server.url,
+        rooms=1,
+        participants=5,
+        audio_publishers=1,
+        duration_s=16,
+        rate=10,
+        media_connect_timeout_s=6,
+        run_tag=f"badmedia{os.getpid()}",
+        verify_rooms=False,
+    )
+    garbage_target: list[int] = []
+
+    def broken_fingerprint(participant: MediaParticipant, sdp: str) -> str:
+        if participant.driver.index == 1:  # the server's certificate will not match what it offered
+            return re.sub(r"a=fingerprint:sha-256 [0-9A-Fa-f:]+", "a=fingerprint:sha-256 " + ":".join(["AB"] * 32), sdp)
+        if participant.driver.index == 2:
+            return dead_candidates(sdp)
+        if participant.driver.index == 3:
+            garbage_target.append(participant.local_port)
+        return sdp
+
+    def dead_candidates(sdp: str) -> str:
+        """Candidates pointing at a port nobody answers on (the discard port)."""
+        return re.sub(r"(a=candidate:\S+ \d+ (?i:udp) \d+ \S+ )\d+", r"\g<1>9", sdp)
+
+    def dead_answer_for_2(participant: MediaParticipant, sdp: str) -> str:
+        return dead_candidates(sdp) if participant.driver.index == 2 else sdp
+
+    def drop_trickle_for_2(participant: MediaParticipant, candidate: str) -> str | None:
+        return None if participant.driver.index == 2 else candidate
+
+    def setup(engine: Engine) -> None:
+        assert engine.media is not None
+        engine.media.offer_filter = broken_fingerprint
+        engine.media.trickle_filter = drop_trickle_for_2
+        engine.media.answer_filter = dead_answer_for_2
+
+        async def spray() -> None:
+            while not garbage_target:
+                await asyncio.sleep(0.05)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                for i in range(300):  # random bytes, a fake RTP header, a fake STUN header
+                    for payload in (os.urandom(64), b"\x80\x60" + os.urandom(30), b"\x00\x01\x00\x00" + os.urandom(16)):
+                        sock.sendto(payload, ("127.0.0.1", garbage_target[0]))
+                    if i % 20 == 0:
+                        await asyncio.sleep(0.01)
+
+        engine.spawn(spray())
+
+    report = run_engine(config, credentials, livekit_server.url, setup)
+    assert_outcomes_reconcile(report)
+    p = report["participants"]
+    assert p["outcomes"]["failed"] == 2, p
+    assert set(p["failures"]) <= {"dtls_failed", "dtls_timeout", "ice_timeout"}, p["failures"]
+    assert "ice_timeout" in p["failures"], p["failures"]
+    assert p["outcomes"]["completed"] == 3
+    assert p["active_at_end"] == 3
+    media = report["media"]
+    # Datagrams that parse as nothing are counted; RTP- or STUN-shaped ones are dropped inside str0m.
+    assert media["foreign_datagrams"] >= 300, media
+    assert media["loss_ratio"] < 0.01
+    details = " ".join(p["failure_details"].values())
+    assert "PeerConnection" in details
+    assert credentials.api_secret not in str(report)
