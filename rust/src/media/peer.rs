@@ -15,10 +15,12 @@
 //! `create_publisher_offer`, `accept_answer`, `add_remote_candidate`) whose
 //! SDP strings the caller carries over the SignalSession.
 //!
-//! Lifecycle of each PeerConnection::
+//! Lifecycle of each PeerConnection:
 //!
-//!     new --ICE checking--> ice connected --DTLS--> connected (SRTP keys; ACTIVE for the primary)
-//!      \__________________ no connection by the deadline / DTLS error __________> failed
+//! ```text
+//! new --ICE checking--> ice connected --DTLS--> connected (SRTP keys; ACTIVE for the primary)
+//!  \__________________ no connection by the deadline / DTLS error __________> failed
+//! ```
 //!
 //! A peer fails once (first reason wins) and then ignores all input. The
 //! subscriber PeerConnection is the primary one (livekit's subscriber_primary),
