@@ -357,11 +357,7 @@ class MediaParticipant:
         totals.tracks_received += len(received)
         session = self.driver.session
         if session is not None and not self.driver.outcome:
-            totals.tracks_missing += len(self._live_remote_tracks() - received)
-
-    def _live_remote_tracks(self) -> set[str]:
-        session = self.driver.session
-        return set(session.live_remote_tracks()) if session is not None else set()
+            totals.tracks_missing += len(session.live_remote_tracks() - received)
 
     def close(self) -> None:
         hub = self.tier.hub

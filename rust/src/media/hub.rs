@@ -198,27 +198,15 @@ impl Hub {
     }
 
     pub fn accept_offer(&self, id: u32, sdp: &str) -> crate::Result<String> {
-        self.accept_offer_inner(id, sdp).map_err(Error::media)
-    }
-
-    fn accept_offer_inner(&self, id: u32, sdp: &str) -> Result<String, String> {
-        self.with_peer(id, |peer, now| peer.accept_offer(sdp, now))
+        self.with_peer(id, |peer, now| peer.accept_offer(sdp, now)).map_err(Error::media)
     }
 
     pub fn accept_answer(&self, id: u32, sdp: &str) -> crate::Result<()> {
-        self.accept_answer_inner(id, sdp).map_err(Error::media)
-    }
-
-    fn accept_answer_inner(&self, id: u32, sdp: &str) -> Result<(), String> {
-        self.with_peer(id, |peer, now| peer.accept_answer(sdp, now))
+        self.with_peer(id, |peer, now| peer.accept_answer(sdp, now)).map_err(Error::media)
     }
 
     pub fn add_remote_candidate(&self, id: u32, pc: Pc, candidate_init: &str) -> crate::Result<()> {
-        self.add_remote_candidate_inner(id, pc, candidate_init).map_err(Error::media)
-    }
-
-    fn add_remote_candidate_inner(&self, id: u32, pc: Pc, candidate_init: &str) -> Result<(), String> {
-        self.with_peer(id, |peer, now| peer.add_remote_candidate(pc, candidate_init, now))
+        self.with_peer(id, |peer, now| peer.add_remote_candidate(pc, candidate_init, now)).map_err(Error::media)
     }
 
     /// Opens the publisher PeerConnection (a second socket) and returns its offer.

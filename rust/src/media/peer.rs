@@ -42,7 +42,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::Ssrc;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig, RtcError};
 
-use super::clip::{MediaLibrary, TalkSpurts, OPUS_SILENCE_FRAME, SIMULCAST_RIDS};
+use super::clip::{Clip, MediaLibrary, TalkSpurts, OPUS_SILENCE_FRAME, SIMULCAST_RIDS};
 use super::rxstats::RxStats;
 use super::sdp::msid_tracks_by_mid;
 
@@ -582,31 +582,41 @@ impl MediaPeer {
     fn on_rtp(&mut self, now: Instant, packet: &str0m::rtp::RtpPacket) {
         let ssrc = packet.header.ssrc;
         let arrival_s = now.duration_since(self.subscriber.created_at).as_secs_f64();
-        if !self.rx.contains_key(&ssrc) {
-            let (mid, kind) = match self.subscriber.rtc.direct_api().stream_rx(&ssrc) {
-                Some(stream) => {
-                    let mid = stream.mid();
-                    let kind = self.subscriber.rtc.media(mid).map(|m| m.kind());
-                    (mid.to_string(), kind)
-                }
-                None => (String::new(), None),
-            };
-            let (kind, clock_rate) = match kind {
-                Some(MediaKind::Video) => ("video", 90_000),
-                _ => ("audio", 48_000),
-            };
-            let track_id = self.tracks_by_mid.get(&mid).cloned().unwrap_or_default();
-            self.events.push((now, PeerEvent::FirstPacket { track_id: track_id.clone(), kind }));
-            self.rx.insert(ssrc, RxTrack { track_id, kind, mid, stats: RxStats::new(clock_rate) });
+        let header = &packet.header;
+        if let Some(track) = self.rx.get_mut(&ssrc) {
+            // The per-packet path: one lookup, then RFC 3550 accounting.
+            track.stats.record(header.sequence_number, header.timestamp, arrival_s, packet.payload.len());
+            return;
         }
-        let track = self.rx.get_mut(&ssrc).expect("inserted above");
-        track.stats.record(packet.header.sequence_number, packet.header.timestamp, arrival_s, packet.payload.len());
+        let (mid, kind) = match self.subscriber.rtc.direct_api().stream_rx(&ssrc) {
+            Some(stream) => {
+                let mid = stream.mid();
+                let kind = self.subscriber.rtc.media(mid).map(|m| m.kind());
+                (mid.to_string(), kind)
+            }
+            None => (String::new(), None),
+        };
+        let (kind, clock_rate) = match kind {
+            Some(MediaKind::Video) => ("video", 90_000),
+            _ => ("audio", 48_000),
+        };
+        let track_id = self.tracks_by_mid.get(&mid).cloned().unwrap_or_default();
+        self.events.push((now, PeerEvent::FirstPacket { track_id: track_id.clone(), kind }));
+        let mut stats = RxStats::new(clock_rate);
+        stats.record(header.sequence_number, header.timestamp, arrival_s, packet.payload.len());
+        self.rx.insert(ssrc, RxTrack { track_id, kind, mid, stats });
     }
 
     fn write_due_media(&mut self, now: Instant, out: &mut Vec<Datagram>) {
-        let Some(audio_clip) = self.library.audio.clone() else {
-            return self.write_due_video(now, out);
-        };
+        if let Some(audio_clip) = self.library.audio.clone() {
+            self.write_due_audio(&audio_clip, now, out);
+        }
+        if !self.failed {
+            self.write_due_video(now, out);
+        }
+    }
+
+    fn write_due_audio(&mut self, audio_clip: &Clip, now: Instant, out: &mut Vec<Datagram>) {
         while let Some(audio) = &mut self.audio_out {
             if audio.next_due > now {
                 break;
@@ -636,7 +646,6 @@ impl MediaPeer {
                 return;
             }
         }
-        self.write_due_video(now, out);
     }
 
     fn write_due_video(&mut self, now: Instant, out: &mut Vec<Datagram>) {
