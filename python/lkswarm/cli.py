@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -18,7 +17,9 @@ from rich.table import Table
 
 from lkswarm import __version__
 from lkswarm.auth import Credentials
-from lkswarm.errors import LkswarmError
+from lkswarm.cli_reports import register as register_report_commands
+from lkswarm.cli_reports import write_outputs
+from lkswarm.errors import ConfigError, LkswarmError
 from lkswarm.server import DEFAULT_PORT, DEFAULT_UDP_PORT, LocalServer
 
 app = typer.Typer(
@@ -32,10 +33,22 @@ stdout = Console()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-ApiKey = Annotated[str | None, typer.Option("--api-key", envvar="LIVEKIT_API_KEY", help="API key.", show_envvar=True)]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key", envvar="LIVEKIT_API_KEY", help="API key.", show_envvar=True, rich_help_panel="Connection"
+    ),
+]
 ApiSecret = Annotated[
     str | None,
-    typer.Option("--api-secret", envvar="LIVEKIT_API_SECRET", help="API secret.", show_envvar=True, show_default=False),
+    typer.Option(
+        "--api-secret",
+        envvar="LIVEKIT_API_SECRET",
+        help="API secret (never printed or written to a report).",
+        show_envvar=True,
+        show_default=False,
+        rich_help_panel="Connection",
+    ),
 ]
 
 
@@ -97,89 +110,277 @@ def server(
     stdout.print("livekit-server stopped.")
 
 
-@app.command()
+CONNECTION = "Connection"
+SHAPE = "Load shape"
+BEHAVIOUR = "Behaviour"
+OUTPUT = "Output"
+
+
+@app.command(
+    epilog=(
+        "Examples:  lkswarm run --rooms 2 --participants 50 --audio-publishers 2 --duration 60s --html report.html"
+        "  ·  lkswarm run --preset audio-room --participants 200  ·  lkswarm run scenario.toml --threshold "
+        "'join_response.p99<500ms'"
+    )
+)
 def run(
+    scenario: Annotated[
+        Path | None,
+        typer.Argument(help="Scenario file (TOML); flags override its keys.", show_default=False),
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Run a shipped scenario (`lkswarm presets` lists them).", rich_help_panel=SHAPE)
+    ] = None,
     url: Annotated[
         str | None,
         typer.Option(
-            envvar="LIVEKIT_URL", show_envvar=True, help="Server URL; without it an embedded local server runs."
+            envvar="LIVEKIT_URL",
+            show_envvar=True,
+            help="Server URL; without it an embedded local livekit-server runs for the run.",
+            rich_help_panel=CONNECTION,
         ),
     ] = None,
     api_key: ApiKey = None,
     api_secret: ApiSecret = None,
-    rooms: Annotated[int, typer.Option(min=1, help="Number of rooms.")] = 2,
-    participants: Annotated[int, typer.Option(min=1, help="Participants per room.")] = 10,
-    rate: Annotated[float, typer.Option(min=0.001, help="Joins started per second (open model).")] = 20.0,
-    arrival: Annotated[str, typer.Option(help="Arrival process: constant or poisson.")] = "constant",
-    duration: Annotated[str, typer.Option(help="Run length: seconds, or 30s / 2m.")] = "10s",
-    audio_publishers: Annotated[int, typer.Option(min=0, help="Audio publishers per room (Opus).")] = 0,
-    video_publishers: Annotated[int, typer.Option(min=0, help="Video publishers per room (VP8).")] = 0,
-    simulcast: Annotated[bool, typer.Option(help="Publish video as 3 simulcast layers (q/h/f).")] = True,
-    talk_spurts: Annotated[bool, typer.Option(help="Audio follows ITU-T P.59 talk spurts.")] = False,
-    signal_only: Annotated[
-        bool, typer.Option(help="Signaling only: no PeerConnections (the server evicts such participants after 60 s).")
+    i_have_permission: Annotated[
+        bool,
+        typer.Option(
+            "--i-have-permission",
+            help="Allow more than 50 participants against *.livekit.cloud.",
+            rich_help_panel=CONNECTION,
+        ),
     ] = False,
-    json_frames: Annotated[bool, typer.Option(help="Send JSON text frames instead of binary protobuf.")] = False,
-    resume_on_disconnect: Annotated[bool, typer.Option(help="Resume (reconnect=1) when a WebSocket drops.")] = False,
-    seed: Annotated[int | None, typer.Option(help="Seed for Poisson arrivals.")] = None,
-    verify_rooms: Annotated[
-        bool, typer.Option(help="At the end, compare each participant's room view with ListParticipants.")
-    ] = True,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report (lkswarm.report/1) here.")] = None,
-    csv_dir: Annotated[
-        Path | None, typer.Option("--csv", help="Write per-track media detail (tracks.csv) into this folder.")
+    rooms: Annotated[int | None, typer.Option(help="Number of rooms. (default 2)", rich_help_panel=SHAPE)] = None,
+    participants: Annotated[
+        int | None, typer.Option(help="Participants per room. (default 10)", rich_help_panel=SHAPE)
     ] = None,
-    quiet: Annotated[bool, typer.Option(help="Print only errors.")] = False,
+    audio_publishers: Annotated[
+        str | None, typer.Option(help="Opus publishers per room, or 'all'. (default 0)", rich_help_panel=SHAPE)
+    ] = None,
+    video_publishers: Annotated[
+        str | None, typer.Option(help="VP8 publishers per room, or 'all'. (default 0)", rich_help_panel=SHAPE)
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Joins started per second (open model). (default 20)", rich_help_panel=SHAPE)
+    ] = None,
+    arrival: Annotated[
+        str | None,
+        typer.Option(help="Arrival process: constant or poisson. (default constant)", rich_help_panel=SHAPE),
+    ] = None,
+    duration: Annotated[
+        str | None, typer.Option(help="Run length: seconds, or 30s / 2m. (default 10s)", rich_help_panel=SHAPE)
+    ] = None,
+    churn_rate: Annotated[
+        float | None,
+        typer.Option(help="Once ramped, replace this many participants per second.", rich_help_panel=SHAPE),
+    ] = None,
+    reconnect_storm_at: Annotated[
+        str | None,
+        typer.Option(help="At this time every participant drops its WebSocket and resumes.", rich_help_panel=SHAPE),
+    ] = None,
+    signal_only: Annotated[
+        bool,
+        typer.Option(
+            "--signal-only",
+            help="Signaling only: no PeerConnections (the server evicts such participants after 60 s).",
+            rich_help_panel=BEHAVIOUR,
+        ),
+    ] = False,
+    probes: Annotated[
+        int | None,
+        typer.Option(
+            help="Participants (of all rooms) that are aiortc probes: real VP8/Opus, e2e latency.",
+            rich_help_panel=BEHAVIOUR,
+        ),
+    ] = None,
+    probe_fraction: Annotated[
+        float | None, typer.Option(help="Or: this fraction of the participants are probes.", rich_help_panel=BEHAVIOUR)
+    ] = None,
+    video_codec: Annotated[
+        str | None, typer.Option(help="Published video codec (vp8).", rich_help_panel=BEHAVIOUR)
+    ] = None,
+    simulcast: Annotated[
+        bool | None,
+        typer.Option(
+            "--simulcast/--no-simulcast",
+            help="Video as 3 simulcast layers (q/h/f). (default simulcast)",
+            rich_help_panel=BEHAVIOUR,
+        ),
+    ] = None,
+    layout: Annotated[
+        str | None,
+        typer.Option(help="Subscriber video layout: speaker or grid:N (track settings).", rich_help_panel=BEHAVIOUR),
+    ] = None,
+    simulate_speakers: Annotated[
+        bool,
+        typer.Option(
+            "--simulate-speakers",
+            "--talk-spurts",
+            help="Audio in ITU-T P.59 talk spurts with levels, so active speakers switch.",
+            rich_help_panel=BEHAVIOUR,
+        ),
+    ] = False,
+    json_frames: Annotated[
+        bool,
+        typer.Option(
+            "--json-frames", help="Send JSON text frames instead of binary protobuf.", rich_help_panel=BEHAVIOUR
+        ),
+    ] = False,
+    resume_on_disconnect: Annotated[
+        bool | None,
+        typer.Option(help="Resume (reconnect=1) when a WebSocket drops.", rich_help_panel=BEHAVIOUR),
+    ] = None,
+    verify_rooms: Annotated[
+        bool | None,
+        typer.Option(
+            help="At the end, compare each room view with ListParticipants. (default on)", rich_help_panel=BEHAVIOUR
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for arrivals and media.", rich_help_panel=BEHAVIOUR)] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the report (lkswarm.report/1) here.", rich_help_panel=OUTPUT)
+    ] = None,
+    csv_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv", help="Write CSV tables (phases, rooms, tracks, failures, timeline) here.", rich_help_panel=OUTPUT
+        ),
+    ] = None,
+    html_path: Annotated[
+        Path | None, typer.Option("--html", help="Write a single-file HTML report with plots.", rich_help_panel=OUTPUT)
+    ] = None,
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Pass/fail check, k6 style (repeatable): 'join_response.p99<500ms', 'failed==0'. A failure exits 99.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    prometheus: Annotated[
+        str | None,
+        typer.Option(help="Serve live lkswarm_* metrics at HOST:PORT/metrics.", rich_help_panel=OUTPUT),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option(help="No live view and no summary; errors only.", rich_help_panel=OUTPUT)
+    ] = False,
 ) -> None:
-    """Run participants against a LiveKit server and report what happened to each of them."""
-    from lkswarm.config import RunConfig
-    from lkswarm.runner import run_scenario
+    """Run participants against a LiveKit server and report what happened to each of them.
 
+    Exit codes: 0 pass; 99 a threshold failed; 1 run error (without thresholds: any failure); 2 bad usage.
+    """
+    from lkswarm.config import RunConfig
+    from lkswarm.probe import probe_count
+    from lkswarm.runner import check_cloud_guard, run_scenario
+    from lkswarm.scenario import Scenario, first_error, load_preset, load_scenario
+    from lkswarm.thresholds import parse_thresholds
+    from lkswarm.timeline import Observer
+
+    flags: dict[str, Any] = {
+        "url": url,
+        "rooms": rooms,
+        "participants": participants,
+        "audio_publishers": _publishers(audio_publishers),
+        "video_publishers": _publishers(video_publishers),
+        "rate": rate,
+        "arrival": arrival,
+        "duration_s": duration,
+        "churn_rate": churn_rate,
+        "reconnect_storm_at_s": reconnect_storm_at,
+        "probes": probes,
+        "probe_fraction": probe_fraction,
+        "video_codec": video_codec,
+        "simulcast": simulcast,
+        "layout": layout,
+        "resume_on_disconnect": resume_on_disconnect,
+        "verify_rooms": verify_rooms,
+        "seed": seed,
+        "signal_only": signal_only or None,
+        "talk_spurts": simulate_speakers or None,
+        "json_frames": json_frames or None,
+    }
     try:
+        if scenario is not None and preset is not None:
+            raise ConfigError("give a scenario file or --preset, not both")
+        base = load_scenario(scenario) if scenario is not None else load_preset(preset) if preset else Scenario()
+        if "reconnect_storm_at_s" in base.fields or reconnect_storm_at is not None:
+            flags["resume_on_disconnect"] = True if resume_on_disconnect is None else resume_on_disconnect
+        fields = {**base.fields, **{k: v for k, v in flags.items() if v is not None}}
+        if base.fields.get("stages") and any(flags[k] is not None for k in ("rate", "duration_s", "participants")):
+            fields.pop("stages")  # explicit load-shape flags replace the file's stages
         credentials = Credentials.from_env(api_key, api_secret)
-        config = RunConfig(
-            url=url,
-            rooms=rooms,
-            participants=participants,
-            rate=rate,
-            arrival=arrival,  # type: ignore[arg-type]
-            duration_s=duration,  # type: ignore[arg-type]
-            signal_only=signal_only,
-            audio_publishers=audio_publishers,
-            video_publishers=video_publishers,
-            simulcast=simulcast,
-            talk_spurts=talk_spurts,
-            json_frames=json_frames,
-            resume_on_disconnect=resume_on_disconnect,
-            seed=seed,
-            verify_rooms=verify_rooms,
-        )
+        config = RunConfig(**fields)
+        thresholds = parse_thresholds([*base.thresholds, *(threshold or [])])
+        probe_count(config)  # --probes and --probe-fraction against the run's size: a bad option, exit 2
+        check_cloud_guard(config, i_have_permission)
+        observers: list[Observer] = []
+        if prometheus is not None:
+            from lkswarm.prometheus import PrometheusExporter
+
+            observers.append(PrometheusExporter(prometheus))
     except ValidationError as exc:
-        raise fail(f"invalid option: {_first_error(exc)}", 2) from None
+        raise fail(f"invalid option: {first_error(exc)}", 2) from None
     except LkswarmError as exc:
         raise fail(str(exc), 2) from None
+    if not quiet and stderr.is_terminal:
+        from lkswarm.live import LiveView
+
+        observers.append(LiveView(stderr))
 
     def announce(local: LocalServer) -> None:
         if not quiet:
             stdout.print(f"started embedded livekit-server at {local.url}")
 
+    if not quiet and base.name:
+        stdout.print(f"scenario {base.name}: {base.description}", highlight=False)
     try:
-        report = run_scenario(config, credentials, on_server=announce, csv_dir=csv_dir)
+        result = run_scenario(config, credentials, on_server=announce, observers=observers, thresholds=thresholds)
+        written = write_outputs(
+            result.report, json_path=json_path, html_path=html_path, csv_dir=csv_dir, track_rows=result.track_rows
+        )
     except LkswarmError as exc:
         raise fail(str(exc)) from None
-    if json_path is not None:
-        json_path.write_text(json.dumps(report, indent=2))
+    report = result.report
     if not quiet:
         print_report(report)
-    outcomes = report["participants"]["outcomes"]
-    if outcomes["failed"] or outcomes["not_started"]:
-        raise typer.Exit(1)
+        for path in written:
+            stdout.print(f"wrote {path}", highlight=False)
+    raise typer.Exit(exit_code(report))
 
 
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(x) for x in error["loc"])
-    return f"{where}: {error['msg'].removeprefix('Value error, ')}"
+def exit_code(report: dict[str, Any]) -> int:
+    """0 pass, 99 a threshold failed, 1 the run itself failed (see `run --help`)."""
+    p = report["participants"]
+    outcomes = p["outcomes"]
+    if report["thresholds"]:
+        if p["started"] and not p["joined"]:
+            return 1  # nobody joined: a run error whatever the thresholds say
+        return 0 if report["passed"] else 99
+    return 1 if outcomes["failed"] or outcomes["not_started"] else 0
+
+
+def _publishers(value: str | None) -> int | str | None:
+    """``--audio-publishers 3`` or ``all``; anything else is left for RunConfig to reject."""
+    if value is None or value == "all":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise fail(f"invalid option: publishers must be a number or 'all', not {value!r}", 2) from None
+
+
+@app.command()
+def presets() -> None:
+    """List the shipped scenarios (run one with `lkswarm run --preset NAME`)."""
+    from lkswarm.scenario import load_preset, preset_names
+
+    table = Table(title="presets (lkswarm run --preset NAME; flags override their keys)")
+    table.add_column("name", style="bold")
+    table.add_column("description")
+    table.add_column("thresholds")
+    for name in preset_names():
+        scenario = load_preset(name)
+        table.add_row(name, scenario.description, "\n".join(scenario.thresholds))
+    stdout.print(table)
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -218,15 +419,41 @@ def print_report(report: dict[str, Any]) -> None:
         stdout.print(f"server version {report['signal']['server_version']}")
     for note in report["notes"]:
         stdout.print(f"[yellow]note:[/] {note}", highlight=False)
+    for check in report["thresholds"]:
+        mark = "[green]✓[/]" if check["passed"] else "[bold red]✗[/]"
+        actual = "no data" if check["actual"] is None else f"{check['actual']:g}"
+        stdout.print(f"{mark} threshold {check['expr']}  (actual {actual})", highlight=False)
     for warning in report["warnings"]:
         stdout.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+
+
+register_report_commands(app)
+
+
+# Typer ships its own copy of click's exceptions; reach them through the public BadParameter.
+_CLICK_TYPES = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+_USAGE_ERROR: type[Any] = _CLICK_TYPES["UsageError"]
+_CLICK_EXCEPTION: type[Any] = _CLICK_TYPES["ClickException"]
 
 
 def main() -> None:
     """Entry point of the ``lkswarm`` script."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:
-        app()
+        # Not standalone: click's usage errors come back here and get one line, not a box.
+        code = app(standalone_mode=False)
+    except _USAGE_ERROR as exc:
+        if not exc.format_message():  # no_args_is_help: the help went out already
+            sys.exit(2)
+        command = f" {exc.ctx.command_path.split(' ', 1)[1]}" if exc.ctx and " " in exc.ctx.command_path else ""
+        stderr.print(f"[bold red]error:[/] {exc.format_message()} (see lkswarm{command} --help)", highlight=False)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(130)
+    except _CLICK_EXCEPTION as exc:
+        stderr.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)
+        sys.exit(exc.exit_code)
     except LkswarmError as exc:  # anything a command did not turn into a message itself
         stderr.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

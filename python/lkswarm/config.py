@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lkswarm.errors import ConfigError
 from lkswarm.protocol import CLIENT_PROTOCOL
@@ -24,6 +24,29 @@ def parse_duration_s(text: str | float) -> float:
     return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
+class Stage(BaseModel):
+    """One k6-style stage: move the live population linearly to ``target`` over ``duration_s``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    duration_s: float = Field(gt=0, description="stage length (seconds, or 30s / 2m in files)")
+    target: int = Field(ge=0, le=1_000_000, description="live participants (all rooms) at the end of the stage")
+
+    @field_validator("duration_s", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        return _duration_field(value)
+
+
+def _duration_field(value: object) -> float:
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return parse_duration_s(value)
+    raise ValueError("duration must be a number of seconds or a string like 30s")
+
+
+LAYOUT = re.compile(r"^(speaker|grid:[1-9][0-9]?)$")
+
+
 class RunConfig(BaseModel):
     """Everything a run needs; the CLI and scenario files fill it in."""
 
@@ -40,6 +63,8 @@ class RunConfig(BaseModel):
     video_publishers: int = Field(default=0, ge=0, description="video publishers per room")
     simulcast: bool = Field(default=True, description="publish video as 3 VP8 simulcast layers (q, h, f)")
     talk_spurts: bool = Field(default=False, description="audio follows ITU-T P.59 talk spurts instead of a tone")
+    probes: int = Field(default=0, ge=0, description="probe participants (aiortc, real codecs) per run")
+    probe_fraction: float = Field(default=0.0, ge=0.0, le=1.0, description="fraction of participants that are probes")
     media_connect_timeout_s: float = Field(default=30.0, gt=0, description="ICE + DTLS deadline per PeerConnection")
     media_bind_ip: str = Field(default="127.0.0.1", description="local address of the PeerConnection sockets")
     json_frames: bool = Field(default=False, description="send text (protojson) frames instead of binary")
@@ -53,16 +78,55 @@ class RunConfig(BaseModel):
     run_tag: str = Field(default="", description="suffix that makes room names and identities unique per run")
     verify_rooms: bool = Field(default=True, description="compare each participant's room view with ListParticipants")
 
-    @field_validator("duration_s", mode="before")
+    stages: tuple[Stage, ...] = Field(default=(), description="k6-style stages; they set the run length")
+    churn_rate: float = Field(default=0.0, ge=0, description="participants replaced per second while the load holds")
+    reconnect_storm_at_s: float | None = Field(
+        default=None, gt=0, description="at this time every joined participant drops its WebSocket and resumes"
+    )
+    layout: str | None = Field(default=None, description="subscriber video layout: speaker or grid:N")
+    video_codec: Literal["vp8"] = Field(default="vp8", description="published video codec")
+
+    @model_validator(mode="before")
     @classmethod
-    def _duration(cls, value: object) -> float:
-        if isinstance(value, str | int | float):
-            return parse_duration_s(value)
-        raise ValueError("duration must be a number of seconds or a string like 30s")
+    def _all_publish(cls, data: object) -> object:
+        """``audio_publishers = "all"`` (or video) means every seat of a room publishes."""
+        if isinstance(data, dict):
+            for key in ("audio_publishers", "video_publishers"):
+                if data.get(key) == "all":
+                    data = {**data, key: data.get("participants", 10)}
+        return data
+
+    @field_validator("duration_s", "reconnect_storm_at_s", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float | None:
+        return None if value is None else _duration_field(value)
+
+    @field_validator("layout")
+    @classmethod
+    def _layout(cls, value: str | None) -> str | None:
+        if value is not None and not LAYOUT.match(value):
+            raise ValueError(f"layout must be speaker or grid:N (N = 1..99), not {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _stages_set_duration(self) -> RunConfig:
+        if self.stages:
+            object.__setattr__(self, "duration_s", sum(stage.duration_s for stage in self.stages))
+        if self.reconnect_storm_at_s is not None and self.reconnect_storm_at_s >= self.duration_s:
+            raise ValueError(
+                f"reconnect_storm_at ({self.reconnect_storm_at_s:g} s) must fall inside the run ({self.duration_s:g} s)"
+            )
+        return self
 
     @property
     def total_participants(self) -> int:
+        """Participants of the initial population (without stages or churn, everyone)."""
         return self.rooms * self.participants
+
+    @property
+    def grid_tiles(self) -> int:
+        """N of ``grid:N`` (0 for the speaker layout or none)."""
+        return int(self.layout.split(":")[1]) if self.layout and self.layout.startswith("grid:") else 0
 
     def room_name(self, index: int) -> str:
         tag = f"-{self.run_tag}" if self.run_tag else ""

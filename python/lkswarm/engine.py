@@ -2,25 +2,29 @@
 
 Theory of operation
 -------------------
-Arrivals follow an open model: participant *i* has an intended start time
-fixed before the run (constant rate, or Poisson with the same mean). The
-scheduler starts each participant as close to its intended time as the loop
-allows and records the lateness separately; every latency is measured from
-the intended time, so a saturated generator shows up as latency and as
-lateness instead of being hidden (coordinated omission).
+Arrivals follow an open model: the whole plan (`lkswarm.plan`) is fixed
+before the run: every participant's intended start, room, seat and, with
+stages or churn, its planned departure. The scheduler starts each
+participant as close to its intended time as the loop allows and records the
+lateness separately; every latency is measured from the intended time, so a
+saturated generator shows up as latency and as lateness instead of being
+hidden (coordinated omission).
 
 The run lasts ``duration_s`` from the first intended start. Arrivals that
-fall after the end are ``not_started``. At the end the engine (optionally)
-checks each live participant's view of its room against Twirp
-ListParticipants, then stops every participant, which completes the ones
-still alive. Each scheduled participant is counted in exactly one outcome.
+fall after the end are ``not_started``. A planned departure leaves politely
+and counts as ``completed``. With ``reconnect_storm_at_s`` every joined
+participant drops its WebSocket at that instant and resumes. A `Sampler`
+records the timeline once a second and feeds the observers (live view,
+Prometheus). At the end the engine (optionally) checks each live
+participant's view of its room against Twirp ListParticipants, then stops
+every participant, which completes the ones still alive. Each scheduled
+participant is counted in exactly one outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import random
 import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -40,7 +44,11 @@ from lkswarm.metrics import (
     record_ms,
 )
 from lkswarm.participant import ParticipantDriver
-from lkswarm.report import build_report
+from lkswarm.plan import Arrival, build_plan
+from lkswarm.probe import ProbeTier, probe_count
+from lkswarm.probe_report import ProbeTotals
+from lkswarm.report import MAX_LATENESS_P99_MS, MAX_LOOP_LAG_P99_MS, build_report
+from lkswarm.timeline import Observer, Sampler
 from lkswarm.transport import Endpoint
 from lkswarm.twirp import RoomService
 
@@ -49,22 +57,17 @@ ROOM_CHECK_TIMEOUT_S = 10.0  # ParticipantUpdates are batched every 3 s by the s
 STOP_GRACE_S = 3.0
 
 
-def arrival_offsets(count: int, rate: float, arrival: str, rng: random.Random) -> list[float]:
-    """Intended start offsets (s) of ``count`` arrivals at ``rate`` per second."""
-    if arrival == "poisson":
-        offsets, t = [], 0.0
-        for _ in range(count):
-            offsets.append(t)
-            t += rng.expovariate(rate)
-        return offsets
-    return [i / rate for i in range(count)]
+MAX_FAILED_ROWS = 1000  # failed participants listed one by one in the report
 
 
 class Engine:
     """Runs one scenario against one server URL."""
 
-    def __init__(self, config: RunConfig, credentials: Credentials, url: str) -> None:
+    def __init__(
+        self, config: RunConfig, credentials: Credentials, url: str, observers: list[Observer] | None = None
+    ) -> None:
         self.config = config
+        self.plan: list[Arrival] = build_plan(config)
         self.credentials = credentials
         self.url = url
         self.endpoint = Endpoint.parse(url)
@@ -80,10 +83,19 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._alive = 0
         self._scheduling_done = False
+        self._by_index: dict[int, ParticipantDriver] = {}
         self.rss_start_mb = 0.0
         self.rss_end_mb = 0.0
         self.media: MediaTier | None = None if config.signal_only else MediaTier(self)
         self.media_totals: MediaTotals | None = None
+        # The probe tier (aiortc, real codecs) for a sampled subset; see lkswarm.probe.
+        self.probes: ProbeTier | None = ProbeTier(self) if probe_count(config) else None
+        self.probe_totals: ProbeTotals | None = None
+        self.sampler = Sampler(self, list(observers or []))
+        self.failed_rows: list[dict[str, Any]] = []
+        self.departed = 0
+        self.active_at_end_by_room: collections.Counter[str] = collections.Counter()
+        self._t0 = 0.0
 
     # -- callbacks from drivers ----------------------------------------------------------
 
@@ -92,11 +104,37 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @property
+    def alive(self) -> int:
+        """Participants started and not yet ended."""
+        return self._alive
+
     def on_outcome(self, driver: ParticipantDriver, outcome: str, detail: str) -> None:
         self.outcomes[outcome] += 1
         self._alive -= 1
+        detail = self.credentials.redact(detail) if detail else ""
         if detail and outcome not in self.failure_details:
-            self.failure_details[outcome] = self.credentials.redact(detail)
+            self.failure_details[outcome] = detail
+        if outcome.startswith("failed:") and len(self.failed_rows) < MAX_FAILED_ROWS:
+            self.failed_rows.append(
+                {
+                    "identity": driver.identity,
+                    "room": driver.room,
+                    "outcome": outcome,
+                    "detail": detail[:200],
+                    "at_s": round(time.perf_counter() - self._t0, 3),
+                }
+            )
+
+    def invalid_reason(self) -> str:
+        """Why the run's latencies cannot be trusted so far ("" while they can)."""
+        lateness_p99_ms = self.metrics.lateness.get_value_at_percentile(99) / 1000
+        if lateness_p99_ms > MAX_LATENESS_P99_MS:
+            return f"scheduler lateness p99 {lateness_p99_ms:.0f} ms: the generator is saturated"
+        lag_p99_ms = self.metrics.loop_lag.get_value_at_percentile(99) / 1000
+        if lag_p99_ms > MAX_LOOP_LAG_P99_MS:
+            return f"event-loop lag p99 {lag_p99_ms:.0f} ms: the generator is saturated"
+        return ""
 
     def on_joined(self, driver: ParticipantDriver, event: Joined) -> None:
         self.joined += 1
@@ -112,35 +150,55 @@ class Engine:
         config = self.config
         fd_limit = raise_fd_limit()
         usage = ProcessUsage()
-        lag = LoopLagMonitor(self.metrics.loop_lag)
+        lag = LoopLagMonitor(self.metrics)
         started_at = datetime.now(UTC)
         self.rss_start_mb = current_rss_mb()
         usage.start()
         lag.start()
         if self.media is not None:
             await self.media.start()  # encodes the clips on first use, before the clock starts
-        rng = random.Random(config.seed)
-        offsets = arrival_offsets(config.total_participants, config.rate, config.arrival, rng)
+        if self.probes is not None:
+            await self.probes.start()
+        for observer in self.sampler.observers:
+            await observer.start(self)
         t0 = time.perf_counter() + 0.05
+        self._t0 = t0
         end_at = t0 + config.duration_s
-        scheduler = asyncio.get_running_loop().create_task(self._schedule(t0, offsets, end_at))
+        loop = asyncio.get_running_loop()
+        background = [
+            loop.create_task(self._schedule(t0, end_at)),
+            loop.create_task(self._depart(t0, end_at)),
+        ]
+        if config.reconnect_storm_at_s is not None:
+            background.append(loop.create_task(self._reconnect_storm(t0 + config.reconnect_storm_at_s)))
+        self.sampler.start(t0)
         while time.perf_counter() < end_at:
             if self._scheduling_done and self._alive == 0:
                 break  # everyone has already ended (e.g. the server is unreachable)
             await asyncio.sleep(min(0.1, max(0.0, end_at - time.perf_counter())))
-        scheduler.cancel()
+        for task in background:
+            task.cancel()
+        self.sampler.sample()  # the last, partial interval
+        await self.sampler.stop()
         run_duration_s = time.perf_counter() - t0
         self.rss_end_mb = current_rss_mb()  # every live participant still connected
         room_check = await self._verify_rooms() if config.verify_rooms else {"skipped": True}
         alive_at_end = sum(1 for d in self.drivers if not d.outcome)
         if self.media is not None:
             self.media_totals = self.media.collect()
-            self.counters["active_at_end"] = sum(
-                1 for d in self.drivers if not d.outcome and d.media is not None and d.media.active
-            )
+        if self.probes is not None:
+            self.probe_totals = await self.probes.collect()
+        if self.media is not None or self.probes is not None:
+            active = [d for d in self.drivers if not d.outcome and d.media is not None and d.media.active]
+            self.counters["active_at_end"] = len(active)
+            self.active_at_end_by_room.update(d.room for d in active)
         await self._stop_all()
         if self.media is not None:
             await self.media.close()
+        if self.probes is not None:
+            await self.probes.close()
+        for observer in self.sampler.observers:
+            await observer.stop()
         lag.stop()
         usage.stop()
         return build_report(
@@ -153,11 +211,11 @@ class Engine:
             alive_at_end=alive_at_end,
         )
 
-    async def _schedule(self, t0: float, offsets: list[float], end_at: float) -> None:
+    async def _schedule(self, t0: float, end_at: float) -> None:
         config = self.config
         try:
-            for index, offset in enumerate(offsets):
-                intended = t0 + offset
+            for arrival in self.plan:
+                intended = t0 + arrival.start_s
                 if intended >= end_at:
                     break
                 delay = intended - time.perf_counter()
@@ -167,13 +225,45 @@ class Engine:
                 record_ms(self.metrics.lateness, lateness_ms)
                 if lateness_ms > LATE_START_MS:
                     self.late_starts += 1
-                room = config.room_name(index % config.rooms)
-                driver = ParticipantDriver(self, index, room, config.identity(index), intended)
+                driver = ParticipantDriver(
+                    self,
+                    arrival.index,
+                    config.room_name(arrival.room_index),
+                    config.identity(arrival.index),
+                    intended,
+                    seat=arrival.seat,
+                )
                 self.drivers.append(driver)
+                self._by_index[arrival.index] = driver
                 self._alive += 1
                 self.spawn(driver.run())
         finally:
             self._scheduling_done = True
+
+    async def _depart(self, t0: float, end_at: float) -> None:
+        """Planned departures (ramp-down stages and churn): the participant leaves politely."""
+        departures = sorted((a.leave_s, a.index) for a in self.plan if a.leave_s is not None)
+        for leave_s, index in departures:
+            at = t0 + leave_s
+            if at >= end_at:
+                return
+            delay = at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            driver = self._by_index.get(index)
+            if driver is not None and not driver.outcome:
+                self.departed += 1
+                driver.stop()
+
+    async def _reconnect_storm(self, at: float) -> None:
+        """Every joined participant drops its WebSocket at once and resumes (reconnect=1)."""
+        await asyncio.sleep(max(0.0, at - time.perf_counter()))
+        dropped = 0
+        for driver in self.drivers:
+            if not driver.outcome and driver.joined_at is not None:
+                driver.force_resume()
+                dropped += 1
+        self.counters["storm_dropped"] = dropped
 
     async def _verify_rooms(self) -> dict[str, Any]:
         """Compares every live participant's room view with ListParticipants, waiting for updates to settle."""

@@ -8,7 +8,8 @@ The tree::
     ├── ServerError                 the local livekit-server could not be started or failed
     │   └── PortInUseError
     ├── SignalError                 a participant's signaling failed (HTTP status, timeout, ...)
-    └── MediaError(RuntimeError)    the media tier refused a request (bad SDP, no socket, unknown peer)
+    ├── MediaError(RuntimeError)    the media tier refused a request (bad SDP, no socket, unknown peer)
+    └── ReportError                 a report file that cannot be read, merged or written
 
 `CodecError` also subclasses `ValueError`, so ``except ValueError`` keeps working
 for callers that treat bad bytes as bad values (the stdlib and aiortc habit).
@@ -63,3 +64,7 @@ class SignalError(LkswarmError):
 
 class MediaError(LkswarmError, RuntimeError):
     """The media tier refused a request: unparsable SDP, no free UDP port, an unknown peer, ..."""
+
+
+class ReportError(LkswarmError):
+    """A report file that is missing, not JSON, of another schema, or cannot be merged or written."""

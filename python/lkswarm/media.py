@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 EVENT_POLL_S = 0.02
 TARGET_PUBLISHER = 0
 TARGET_SUBSCRIBER = 1
+# Layout tiles: (VideoQuality, width, height) the subscriber asks the SFU for.
+TILE_SIZES = {"main": ("HIGH", 1280, 720), "grid": ("MEDIUM", 640, 360), "thumb": ("LOW", 320, 180)}
 TRACK_CSV_FIELDS = ("identity", "room", "track_id", "kind", "packets", "bytes", "expected", "lost", "jitter_ms")
 
 
@@ -88,15 +90,15 @@ class MediaTotals:
         }
 
 
-def publisher_role(room_index: int, audio_publishers: int, video_publishers: int) -> tuple[bool, bool]:
-    """(publishes audio, publishes video) of the ``room_index``-th participant of a room.
+def publisher_role(seat: int, audio_publishers: int, video_publishers: int) -> tuple[bool, bool]:
+    """(publishes audio, publishes video) of the participant in ``seat`` of its room.
 
     As in ``lk perf load-test``, the first participants of each room publish video,
     the next ones audio; nobody publishes both.
     """
-    if room_index < video_publishers:
+    if seat < video_publishers:
         return False, True
-    if room_index < video_publishers + audio_publishers:
+    if seat < video_publishers + audio_publishers:
         return True, False
     return False, False
 
@@ -180,6 +182,7 @@ class MediaParticipant:
         "_pending_candidates",
         "_published",
         "_remote_published_at",
+        "_video_tiles",
         "active",
         "driver",
         "local_port",
@@ -196,9 +199,8 @@ class MediaParticipant:
         self.peer_id: int | None = None
         self.local_port = 0  # UDP port of the subscriber PeerConnection
         self.active = False
-        room_index = driver.index // config.rooms
         self.publishes_audio, self.publishes_video = publisher_role(
-            room_index, config.audio_publishers, config.video_publishers
+            driver.seat, config.audio_publishers, config.video_publishers
         )
         self._cids: dict[str, str] = {}  # cid -> "audio" | "video"
         self._published: set[str] = set()
@@ -207,6 +209,7 @@ class MediaParticipant:
         self._has_remote = {TARGET_PUBLISHER: False, TARGET_SUBSCRIBER: False}
         self._pending_candidates: dict[int, list[str]] = collections.defaultdict(list)
         self._remote_published_at: dict[str, float] = {}
+        self._video_tiles: list[str] = []  # remote video tracks in order of appearance (the layout)
 
     # -- signaling side ------------------------------------------------------------------
 
@@ -298,6 +301,28 @@ class MediaParticipant:
                 self._maybe_offer()
         elif isinstance(event, RemoteTrackPublished):
             self._remote_published_at.setdefault(event.track_sid, event.at)
+            if event.track_type == TrackType.VIDEO and self.tier.engine.config.layout:
+                self._place_video_tile(event.track_sid)
+
+    def _place_video_tile(self, track_sid: str) -> None:
+        """Applies the layout to a new remote video track: its size, or disabled when it has no tile."""
+        if track_sid in self._video_tiles:
+            return
+        config = self.tier.engine.config
+        tile = len(self._video_tiles)
+        self._video_tiles.append(track_sid)
+        setting: dict[str, Any] = {"trackSids": [track_sid]}
+        tiles = config.grid_tiles
+        if tiles and tile >= tiles:
+            setting["disabled"] = True
+        else:
+            main = tile == 0 and (tiles == 1 or not tiles)  # the speaker view's big tile
+            quality, width, height = TILE_SIZES["main" if main else "grid" if 1 < tiles <= 4 else "thumb"]
+            setting.update(quality=quality, width=width, height=height)
+        session = self.driver.session
+        assert session is not None
+        session.send_request({"trackSetting": setting})
+        self.tier.engine.counters["track_settings"] += 1
 
     def _remote_ready(self, target: int) -> None:
         hub = self.tier.hub

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import math
 import resource
 import time
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-PHASES = ("ws_connect", "join_response", "offer_answer", "active", "track_subscribed", "ping_rtt")
+PHASES = (
+    "ws_connect",
+    "join_response",
+    "offer_answer",
+    "active",
+    "track_subscribed",
+    "ping_rtt",
+    "resume",
+    "media_e2e",
+)
+RECENT_SAMPLES = 50_000  # per phase: enough for the live view's window at thousands of joins per second
 _LOWEST_US = 1
 _HIGHEST_US = 3_600_000_000  # one hour
 _SIGNIFICANT_DIGITS = 3
@@ -52,9 +64,28 @@ class PhaseMetrics:
         self.phases = {phase: new_histogram() for phase in PHASES}
         self.lateness = new_histogram()
         self.loop_lag = new_histogram()
+        # (perf_counter time, value) of the latest samples, for per-interval and rolling figures.
+        self.recent: dict[str, collections.deque[tuple[float, float]]] = {
+            phase: collections.deque(maxlen=RECENT_SAMPLES) for phase in (*PHASES, "loop_lag")
+        }
 
     def record(self, phase: str, value_ms: float) -> None:
         record_ms(self.phases[phase], value_ms)
+        self.recent[phase].append((time.perf_counter(), value_ms))
+
+    def record_loop_lag(self, value_ms: float) -> None:
+        record_ms(self.loop_lag, value_ms)
+        self.recent["loop_lag"].append((time.perf_counter(), value_ms))
+
+    def recent_values(self, phase: str, since: float) -> list[float]:
+        """Values recorded after perf_counter time ``since`` (newest samples only; see RECENT_SAMPLES)."""
+        ring = self.recent[phase]
+        out: list[float] = []
+        for at, value in reversed(ring):
+            if at <= since:
+                break
+            out.append(value)
+        return out
 
     def latency_report(self) -> dict[str, dict[str, Any]]:
         return {phase: summarize(h) for phase, h in self.phases.items()}
@@ -67,11 +98,19 @@ class PhaseMetrics:
         return out
 
 
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile of an already sorted list (0.0 when empty)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(0, min(len(sorted_values) - 1, math.ceil(p / 100 * len(sorted_values)) - 1))
+    return sorted_values[rank]
+
+
 class LoopLagMonitor:
     """Measures how late the event loop runs a callback scheduled every ``interval_s``."""
 
-    def __init__(self, histogram: HdrHistogram, interval_s: float = 0.05) -> None:
-        self.histogram = histogram
+    def __init__(self, metrics: PhaseMetrics, interval_s: float = 0.05) -> None:
+        self.metrics = metrics
         self.interval_s = interval_s
         self._handle: asyncio.TimerHandle | None = None
         self._expected = 0.0
@@ -84,7 +123,7 @@ class LoopLagMonitor:
         self._handle = asyncio.get_running_loop().call_later(self.interval_s, self._tick)
 
     def _tick(self) -> None:
-        record_ms(self.histogram, max(0.0, time.perf_counter() - self._expected) * 1000)
+        self.metrics.record_loop_lag(max(0.0, time.perf_counter() - self._expected) * 1000)
         self._schedule()
 
     def stop(self) -> None:

@@ -41,6 +41,7 @@ from lkswarm.ws import Closed, Event, Message, Opened, Rejected
 if TYPE_CHECKING:
     from lkswarm.engine import Engine
     from lkswarm.media import MediaParticipant
+    from lkswarm.probe import ProbeParticipant
 
 MAX_RESUMES = 3  # per participant, so a flapping server cannot loop us forever
 
@@ -69,6 +70,7 @@ class ParticipantDriver:
         "_connection",
         "_done",
         "_generation",
+        "_resume_started",
         "_stopping",
         "_timer",
         "engine",
@@ -80,13 +82,17 @@ class ParticipantDriver:
         "outcome",
         "resumes",
         "room",
+        "seat",
         "session",
     )
 
-    def __init__(self, engine: Engine, index: int, room: str, identity: str, intended_start: float) -> None:
+    def __init__(
+        self, engine: Engine, index: int, room: str, identity: str, intended_start: float, *, seat: int = 0
+    ) -> None:
         self.engine = engine  # owner: config, credentials, metrics, counters
         self.index = index  # position in the arrival schedule
         self.room = room
+        self.seat = seat  # position within the room; the first seats publish
         self.identity = identity
         self.intended_start = intended_start  # perf_counter time the arrival was scheduled for
         self.joined_at: float | None = None
@@ -94,12 +100,17 @@ class ParticipantDriver:
         self.resumes = 0
         self.session: SignalSession | None = None
         # The media half (None for signal-only runs); see lkswarm.media.
-        self.media: MediaParticipant | None = engine.media.attach(self) if engine.media is not None else None
+        self.media: MediaParticipant | ProbeParticipant | None = None
+        if engine.probes is not None and engine.probes.is_probe(index):
+            self.media = engine.probes.attach(self)  # aiortc, real codecs; see lkswarm.probe
+        elif engine.media is not None:
+            self.media = engine.media.attach(self)
         self._connection: WebSocketProtocol | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._done: asyncio.Future[None] | None = None
         self._stopping = False
         self._generation = 0  # bumps per connection; events of older connections are ignored
+        self._resume_started = 0.0
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -235,6 +246,7 @@ class ParticipantDriver:
         if isinstance(event, Joined):
             if event.resumed:
                 self.engine.counters["resumes_succeeded"] += 1
+                metrics.record("resume", (now - self._resume_started) * 1000)
             else:
                 self.joined_at = now
                 metrics.record("join_response", (now - self.intended_start) * 1000)
@@ -263,6 +275,13 @@ class ParticipantDriver:
             step()
         except MediaError as exc:
             self.finish("failed:media_setup", str(exc))
+
+    def media_output(self, step: Callable[[], None]) -> None:
+        """Runs a media step that no session event triggered (a probe's answer from its own loop) and sends."""
+        if self.outcome or self.session is None:
+            return
+        self._media_step(step)
+        self._flush()
 
     def _flush(self) -> None:
         session = self.session
@@ -301,6 +320,8 @@ class ParticipantDriver:
             self.finish("failed:internal_error", repr(exc))
 
     def _drop_connection(self) -> None:
+        # Events of the dropped connection (its Closed above all) must not count as the new one's.
+        self._generation += 1
         if self._connection is not None:
             connection, self._connection = self._connection, None
             connection.close()
@@ -311,8 +332,15 @@ class ParticipantDriver:
             return
         self.resumes += 1
         self.engine.counters["resumes_attempted"] += 1
+        self._resume_started = time.perf_counter()
         self._drop_connection()
         self.engine.spawn(self._connect(resume=True))
+
+    def force_resume(self) -> None:
+        """Drops the WebSocket as a network fault would and resumes (the reconnect storm)."""
+        if self.outcome or self._stopping or self.session is None or self.session.state is not SessionState.JOINED:
+            return
+        self._start_resume()
 
     def _restart_join(self) -> None:
         session = self.session

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from lkswarm import __version__
 from lkswarm.media import MediaTotals
-from lkswarm.metrics import ProcessUsage, summarize
+from lkswarm.metrics import ProcessUsage, percentile, summarize
 
 if TYPE_CHECKING:
     from lkswarm.engine import Engine
@@ -39,8 +39,35 @@ def _outcome_counts(engine: Engine) -> tuple[dict[str, int], dict[str, int], dic
         else:
             outcomes["failed"] += count
             failures[reason] = failures.get(reason, 0) + count
-    outcomes["not_started"] = engine.config.total_participants - len(engine.drivers)
+    outcomes["not_started"] = len(engine.plan) - len(engine.drivers)
     return outcomes, failures, left
+
+
+def room_table(engine: Engine) -> list[dict[str, Any]]:
+    """One row per room: participants, outcomes and join latency."""
+    rows: dict[str, dict[str, Any]] = {}
+    joins: dict[str, list[float]] = collections.defaultdict(list)
+    for arrival in engine.plan:
+        name = engine.config.room_name(arrival.room_index)
+        row = rows.setdefault(
+            name,
+            {"room": name, "scheduled": 0, "joined": 0, "active_at_end": 0, "completed": 0, "left": 0, "failed": 0},
+        )
+        row["scheduled"] += 1
+    for driver in engine.drivers:
+        row = rows[driver.room]
+        if driver.joined_at is not None:
+            row["joined"] += 1
+            joins[driver.room].append((driver.joined_at - driver.intended_start) * 1000)
+        kind = driver.outcome.partition(":")[0]
+        if kind in ("completed", "left", "failed"):
+            row[kind] += 1
+    for name, row in rows.items():
+        row["active_at_end"] = engine.active_at_end_by_room[name]
+        values = sorted(joins[name])
+        row["join_p50_ms"] = round(percentile(values, 50), 3)
+        row["join_p99_ms"] = round(percentile(values, 99), 3)
+    return list(rows.values())
 
 
 def build_report(
@@ -73,10 +100,10 @@ def build_report(
             f"event-loop lag p99 {loop_lag['p99']:.1f} ms > {MAX_LOOP_LAG_P99_MS:.0f} ms: the generator was "
             "saturated; its latency figures are not trustworthy."
         )
-    fds_needed = config.total_participants + 64
+    fds_needed = len(engine.plan) * (1 if config.signal_only else 3) + 64
     if fds_needed > fd_limit:
         warnings.append(
-            f"the open-file limit ({fd_limit}) is below what {config.total_participants} participants need "
+            f"the open-file limit ({fd_limit}) is below what {len(engine.plan)} participants need "
             f"(about {fds_needed}); raise `ulimit -n` (hard limit) or failures will show as connect_failed."
         )
     if left.get("JOIN_FAILURE"):
@@ -85,6 +112,10 @@ def build_report(
         warnings.append(
             f"{room_check['mismatched']} participant(s) saw a room different from ListParticipants at the end"
         )
+    probe_totals = engine.probe_totals
+    probe_cpu_s = probe_totals.cpu_s if probe_totals is not None else 0.0
+    if probe_totals is not None:
+        warnings.extend(probe_totals.warnings())
     counters = engine.counters
     messages: collections.Counter[str] = collections.Counter()
     for driver in engine.drivers:
@@ -97,7 +128,7 @@ def build_report(
         "started_at": started_at.isoformat(),
         "duration_s": round(duration_s, 3),
         "participants": {
-            "scheduled": config.total_participants,
+            "scheduled": len(engine.plan),
             "started": len(engine.drivers),
             "joined": engine.joined,
             "active": counters["active"],
@@ -108,21 +139,25 @@ def build_report(
             "left_reasons": left,
             "failure_details": engine.failure_details,
             "ping_rtt_participants": len(engine.pinged),
+            "departed": engine.departed,
         },
         "latency_ms": latency,
         "media": (engine.media_totals or MediaTotals()).report(),
-        "probes": {},
+        "probes": probe_totals.report() if probe_totals is not None else {},
         "signal": {
             "server_version": engine.server_version,
             "messages_received": dict(sorted(messages.items())),
             "resumes_attempted": counters["resumes_attempted"],
             "resumes_succeeded": counters["resumes_succeeded"],
             "reconnects": counters["reconnects"],
+            "storm_dropped": counters["storm_dropped"],
+            "track_settings": counters["track_settings"],
+            "speaker_updates": messages.get("speakers_changed", 0),
             "leave_requests": {k[len("leave_") :]: v for k, v in counters.items() if k.startswith("leave_")},
         },
         "room_check": room_check,
         "generator": {
-            "cpu_s": usage.cpu_s,
+            "cpu_s": round(usage.cpu_s - probe_cpu_s, 3),  # the probe tier's own CPU is under probes.cpu_s
             "max_rss_mb": usage.max_rss_mb,
             "rss_start_mb": engine.rss_start_mb,
             "rss_end_mb": engine.rss_end_mb,
@@ -135,6 +170,9 @@ def build_report(
         "warnings": warnings,
         "notes": notes,
         "histograms": engine.metrics.encoded(),
+        "timeline": engine.sampler.report(),
+        "rooms": room_table(engine),
+        "failed_participants": engine.failed_rows,
         "thresholds": [],
         "passed": True,
     }

@@ -63,6 +63,35 @@ pub struct PeerSummary {
     pub failed: bool,
 }
 
+/// Hub-wide running totals: live peers plus everything removed peers had counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HubTotals {
+    pub peers: u64,
+    pub subscribers_connected: u64,
+    pub datagrams_received: u64,
+    pub datagrams_sent: u64,
+    pub bytes_sent: u64,
+    pub packets_received: u64,
+    pub bytes_received: u64,
+    pub packets_expected: u64,
+    pub packets_lost: u64,
+}
+
+impl HubTotals {
+    fn add_peer(&mut self, peer: &MediaPeer) {
+        let c = &peer.counters;
+        self.datagrams_received += c.datagrams_received;
+        self.datagrams_sent += c.datagrams_sent;
+        self.bytes_sent += c.bytes_sent;
+        for track in peer.rx_tracks() {
+            self.packets_received += track.stats.packets;
+            self.bytes_received += track.stats.bytes;
+            self.packets_expected += track.stats.expected();
+            self.packets_lost += track.stats.lost();
+        }
+    }
+}
+
 struct Slot {
     peer: MediaPeer,
     sockets: Vec<PcSocket>,
@@ -78,6 +107,8 @@ struct State {
     next_token: usize,
     send_errors: u64,
     scratch: Vec<Datagram>,
+    /// What removed peers had counted, so `totals` never goes backwards.
+    retired: HubTotals,
 }
 
 struct Shared {
@@ -127,6 +158,7 @@ impl Hub {
                 next_token: 0,
                 send_errors: 0,
                 scratch: Vec::new(),
+                retired: HubTotals::default(),
             }),
             registry,
             waker,
@@ -237,6 +269,7 @@ impl Hub {
         let mut state = self.shared.lock();
         let mut slot = state.slots.remove(&id)?;
         let summary = summarize(&slot.peer);
+        state.retired.add_peer(&slot.peer);
         for socket in &mut slot.sockets {
             let _ = self.shared.registry.deregister(&mut socket.socket);
             state.owners.remove(&socket.token);
@@ -246,6 +279,19 @@ impl Hub {
 
     pub fn summary(&self, id: u32) -> Option<PeerSummary> {
         self.shared.lock().slots.get(&id).map(|slot| summarize(&slot.peer))
+    }
+
+    /// Running totals over every peer this hub has had (cheap enough to call every second).
+    pub fn totals(&self) -> HubTotals {
+        let state = self.shared.lock();
+        let mut totals = state.retired;
+        totals.peers = state.slots.len() as u64;
+        totals.subscribers_connected = 0;
+        for slot in state.slots.values() {
+            totals.add_peer(&slot.peer);
+            totals.subscribers_connected += u64::from(slot.peer.is_connected(Pc::Subscriber));
+        }
+        totals
     }
 
     pub fn take_events(&self) -> Vec<HubEvent> {

@@ -163,6 +163,13 @@ struct VideoOut {
 
 /// Media catch-up limit: after a stall, skip frames instead of bursting them.
 const MAX_LATE: Duration = Duration::from_millis(100);
+/// RFC 6464 level of a silence frame: the lowest the extension can say.
+const SILENCE_DBOV: i8 = -127;
+
+/// Speech level of a publisher, -25 to -40 dBov by seed, so the SFU's speaker ranking has an order.
+fn speech_level_dbov(seed: u64) -> i8 {
+    -25 - (seed % 16) as i8
+}
 
 pub struct MediaPeer {
     subscriber: Transport,
@@ -617,6 +624,7 @@ impl MediaPeer {
     }
 
     fn write_due_audio(&mut self, audio_clip: &Clip, now: Instant, out: &mut Vec<Datagram>) {
+        let speech_level = speech_level_dbov(self.config.seed);
         while let Some(audio) = &mut self.audio_out {
             if audio.next_due > now {
                 break;
@@ -632,10 +640,13 @@ impl MediaPeer {
             if now.duration_since(audio.next_due) > MAX_LATE {
                 audio.next_due = now + audio_clip.frame_interval; // a stall: skip, do not burst
             }
+            // The SFU ranks active speakers by this header extension, so it follows the talk spurts.
+            let level = if talking { Some((speech_level, true)) } else { Some((SILENCE_DBOV, false)) };
             self.write_frame(
                 mid,
                 pt,
                 None,
+                level,
                 wallclock,
                 MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ),
                 data,
@@ -670,7 +681,7 @@ impl MediaPeer {
                 *cursor = (*cursor + 1) % clip.frames.len();
             }
             for (rid, data) in writes {
-                self.write_frame(mid, pt, rid, wallclock, rtp_time, data, now, out);
+                self.write_frame(mid, pt, rid, None, wallclock, rtp_time, data, now, out);
                 if self.failed {
                     return;
                 }
@@ -684,6 +695,7 @@ impl MediaPeer {
         mid: Mid,
         pt: Pt,
         rid: Option<Rid>,
+        audio_level: Option<(i8, bool)>,
         wallclock: Instant,
         rtp_time: MediaTime,
         data: std::sync::Arc<[u8]>,
@@ -694,6 +706,9 @@ impl MediaPeer {
         let Some(mut writer) = publisher.rtc.writer(mid) else { return };
         if let Some(rid) = rid {
             writer = writer.rid(rid);
+        }
+        if let Some((level_dbov, voice_activity)) = audio_level {
+            writer = writer.audio_level(level_dbov, voice_activity);
         }
         match writer.write(pt, wallclock, rtp_time, data) {
             Ok(()) => self.counters.frames_sent += 1,

@@ -182,6 +182,22 @@ impl PyMediaHub {
         summary.map(|s| summary_dict(py, &s)).transpose()
     }
 
+    /// Running totals over every peer the hub has had: packets, bytes, loss and connected subscribers.
+    fn totals<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let t = py.detach(|| self.hub.totals());
+        let dict = PyDict::new(py);
+        dict.set_item("peers", t.peers)?;
+        dict.set_item("subscribers_connected", t.subscribers_connected)?;
+        dict.set_item("datagrams_received", t.datagrams_received)?;
+        dict.set_item("datagrams_sent", t.datagrams_sent)?;
+        dict.set_item("bytes_sent", t.bytes_sent)?;
+        dict.set_item("packets_received", t.packets_received)?;
+        dict.set_item("bytes_received", t.bytes_received)?;
+        dict.set_item("packets_expected", t.packets_expected)?;
+        dict.set_item("packets_lost", t.packets_lost)?;
+        Ok(dict)
+    }
+
     #[getter]
     fn peer_count(&self, py: Python<'_>) -> usize {
         py.detach(|| self.hub.peer_count())
