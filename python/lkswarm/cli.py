@@ -410,6 +410,14 @@ def print_report(report: dict[str, Any]) -> None:
             f"{m['tracks_received']} tracks ({m['tracks_missing']} missing), loss {m['loss_ratio'] * 100:.2f} %, "
             f"jitter p99 {m['jitter_ms']['p99']:.1f} ms, sent {m['packets_sent']} packets"
         )
+    probes = report.get("probes") or {}
+    if probes:
+        stdout.print(
+            f"probes: {probes['active_at_end']}/{probes['count']} active, {probes['frames_decoded']} frames decoded "
+            f"({probes['frame_rate_fps']['mean']:.1f} fps), {probes['freezes']} freezes, "
+            f"{probes['decode_errors']} decode errors, audio loss {probes['audio']['loss_ratio'] * 100:.2f} %, "
+            f"cpu {probes['cpu_s']:.1f} s"
+        )
     g = report["generator"]
     stdout.print(
         f"generator: cpu {g['cpu_s']:.2f} s, max rss {g['max_rss_mb']:.0f} MB, "

@@ -32,7 +32,7 @@ from typing import Any
 
 from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
-from lkswarm.errors import SignalError
+from lkswarm.errors import LkswarmError, SignalError
 from lkswarm.events import Joined
 from lkswarm.media import MediaTier, MediaTotals
 from lkswarm.metrics import (
@@ -177,6 +177,9 @@ class Engine:
                 break  # everyone has already ended (e.g. the server is unreachable)
             await asyncio.sleep(min(0.1, max(0.0, end_at - time.perf_counter())))
         for task in background:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                # A broken schedule must not pass for a run whose participants were simply not started.
+                raise LkswarmError(f"internal error in the scheduler: {task.exception()!r}")
             task.cancel()
         self.sampler.sample()  # the last, partial interval
         await self.sampler.stop()

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from lkswarm.barcode import MAX_SLOTS
 from lkswarm.config import RunConfig
-from lkswarm.errors import ConfigError
+from lkswarm.errors import ConfigError, MediaError
 from lkswarm.events import AnswerReceived, OfferReceived, RemoteTrackPublished, TrackPublished, TrickleReceived
 from lkswarm.metrics import new_histogram, record_ms
 from lkswarm.probe_report import ProbeTotals, collect_peer
@@ -147,7 +147,11 @@ class ProbeTier:
     """The engine's probe side: the probe loop thread, the probes, CPU accounting and the end-of-run totals."""
 
     def __init__(self, engine: Engine) -> None:
-        from lkswarm.probe_media import CaptureRegistry  # aiortc is imported only when probes run
+        try:  # aiortc is imported only when probes run, and here, before the clock starts
+            from lkswarm import probe_peer  # noqa: F401
+            from lkswarm.probe_media import CaptureRegistry
+        except ImportError as exc:
+            raise MediaError(f"the probe tier needs aiortc ({exc}); pip install 'aiortc>=1.16'") from None
 
         self.engine = engine
         seats = probe_seats(engine.config)
@@ -171,7 +175,7 @@ class ProbeTier:
         self._thread: threading.Thread | None = None
         self._sampler: asyncio.TimerHandle | None = None
         self._started_at = 0.0
-        self._saved_host_addresses: Any = None
+        self._patches = contextlib.ExitStack()  # aiortc adaptations that last while the tier runs
 
     def is_probe(self, index: int) -> bool:
         return index in self.slots
@@ -184,13 +188,15 @@ class ProbeTier:
     # -- the probe loop ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        import aioice.ice
+        from lkswarm.probe_aiortc import host_addresses
+        from lkswarm.probe_media import warm_up
 
+        # Render the test pattern and tone before the clock starts: on the probe thread during the run
+        # they would hold the GIL for ~15 ms while participants are being scheduled.
+        await asyncio.to_thread(warm_up)
         self._main_loop = asyncio.get_running_loop()
-        # aioice offers every address but loopback; probes use the run's media address, as the light tier does.
-        bind_ip = self.engine.config.media_bind_ip
-        self._saved_host_addresses = aioice.ice.get_host_addresses
-        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [bind_ip]
+        # Probes offer the run's media address (loopback by default), as the light tier does.
+        self._patches.enter_context(host_addresses(self.engine.config.media_bind_ip))
         logging.getLogger("aiortc.rtcrtpreceiver").addFilter(self.decode_errors)
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._thread_main, args=(ready,), name=LOOP_THREAD_NAME, daemon=True)
@@ -272,11 +278,7 @@ class ProbeTier:
             loop.call_soon_threadsafe(loop.stop)
             await asyncio.to_thread(thread.join, SHUTDOWN_TIMEOUT_S)
         self._loop = self._thread = None
-        if self._saved_host_addresses is not None:
-            import aioice.ice
-
-            aioice.ice.get_host_addresses = self._saved_host_addresses
-            self._saved_host_addresses = None
+        self._patches.close()
         logging.getLogger("aiortc.rtcrtpreceiver").removeFilter(self.decode_errors)
 
     async def _shutdown_on_loop(self) -> None:
@@ -312,6 +314,9 @@ class ProbeParticipant:
         from lkswarm.probe_peer import ProbePeer
 
         tier = self.tier
+        if self.peer is not None:  # a fresh join after leave(RECONNECT): start over
+            tier.call(self.peer.close_soon)
+            self._published.clear()
         self.peer = ProbePeer(
             self.slot,
             tier.registry,

@@ -31,12 +31,20 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceCandidate, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceCandidate,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 from av import AudioFrame, VideoFrame
 
 from lkswarm.metrics import new_histogram
+from lkswarm.probe_aiortc import drain_jitter_buffer
 from lkswarm.probe_media import (
     AudioReceiveStats,
     CaptureRegistry,
@@ -115,7 +123,11 @@ class ProbePeer:
     # -- operations ---------------------------------------------------------------------------------
 
     def _new_pc(self, target: int) -> RTCPeerConnection:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: livekit's candidates suffice
+        # No STUN: livekit's candidates suffice. max-bundle, as the SDKs do, and because aiortc's default
+        # ("balanced") hands a new transceiver the not-yet-bundled transport of an earlier one of its kind
+        # from the same offer, which the bundling step then discards: with two audio tracks appearing in
+        # one re-offer, the second one never receives a packet.
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         name = "subscriber" if target == TARGET_SUBSCRIBER else "publisher"
 
         def on_state() -> None:
@@ -193,6 +205,11 @@ class ProbePeer:
     # -- receiving -----------------------------------------------------------------------------------
 
     def _on_track(self, track: MediaStreamTrack) -> None:
+        pc = self.subscriber
+        assert pc is not None
+        for transceiver in pc.getTransceivers():
+            if transceiver.receiver.track is track:
+                drain_jitter_buffer(transceiver.receiver)  # see lkswarm.probe_aiortc
         self._spawn(self._consume(track))
 
     async def _consume(self, track: MediaStreamTrack) -> None:
