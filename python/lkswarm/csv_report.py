@@ -13,6 +13,7 @@ from typing import Any
 
 from lkswarm.errors import ReportError
 from lkswarm.media import write_track_csv
+from lkswarm.timeline import TIMELINE_FIELDS
 
 PHASE_FIELDS = ("phase", "count", "min_ms", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms")
 ROOM_FIELDS = (
@@ -28,22 +29,6 @@ ROOM_FIELDS = (
 )
 # `count` is 1 for a named participant; reports without `failed_participants` give one row per reason.
 FAILURE_FIELDS = ("identity", "room", "outcome", "detail", "at_s", "count")
-TIMELINE_FIELDS = (
-    "t_s",
-    "started",
-    "joined",
-    "active",
-    "failed",
-    "alive",
-    "join_count",
-    "join_p50_ms",
-    "join_p99_ms",
-    "media_packets_per_s",
-    "media_loss_ratio",
-    "cpu_percent",
-    "loop_lag_p99_ms",
-    "rss_mb",
-)
 
 
 def phase_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
