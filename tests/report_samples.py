@@ -9,22 +9,9 @@ from hdrh.histogram import HdrHistogram
 
 from lkswarm.metrics import PHASES, new_histogram, record_ms, summarize
 from lkswarm.report import SCHEMA
+from lkswarm.timeline import TIMELINE_FIELDS
 
-TIMELINE_SERIES = (
-    "started",
-    "joined",
-    "active",
-    "failed",
-    "alive",
-    "join_count",
-    "join_p50_ms",
-    "join_p99_ms",
-    "media_packets_per_s",
-    "media_loss_ratio",
-    "cpu_percent",
-    "loop_lag_p99_ms",
-    "rss_mb",
-)
+TIMELINE_SERIES = TIMELINE_FIELDS[1:]  # every series but t_s
 
 
 def histogram_of(values_ms: list[float]) -> HdrHistogram:

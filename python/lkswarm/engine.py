@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -41,13 +42,12 @@ from lkswarm.metrics import (
     ProcessUsage,
     current_rss_mb,
     raise_fd_limit,
-    record_ms,
 )
 from lkswarm.participant import ParticipantDriver
 from lkswarm.plan import Arrival, build_plan
 from lkswarm.probe import ProbeTier, probe_count
 from lkswarm.probe_report import ProbeTotals
-from lkswarm.report import MAX_LATENESS_P99_MS, MAX_LOOP_LAG_P99_MS, build_report
+from lkswarm.report import build_report
 from lkswarm.timeline import Observer, Sampler
 from lkswarm.transport import Endpoint
 from lkswarm.twirp import RoomService
@@ -126,16 +126,6 @@ class Engine:
                 }
             )
 
-    def invalid_reason(self) -> str:
-        """Why the run's latencies cannot be trusted so far ("" while they can)."""
-        lateness_p99_ms = self.metrics.lateness.get_value_at_percentile(99) / 1000
-        if lateness_p99_ms > MAX_LATENESS_P99_MS:
-            return f"scheduler lateness p99 {lateness_p99_ms:.0f} ms: the generator is saturated"
-        lag_p99_ms = self.metrics.loop_lag.get_value_at_percentile(99) / 1000
-        if lag_p99_ms > MAX_LOOP_LAG_P99_MS:
-            return f"event-loop lag p99 {lag_p99_ms:.0f} ms: the generator is saturated"
-        return ""
-
     def on_joined(self, driver: ParticipantDriver, event: Joined) -> None:
         self.joined += 1
         if event.server_version:
@@ -161,6 +151,9 @@ class Engine:
             await self.probes.start()
         for observer in self.sampler.observers:
             await observer.start(self)
+        # Everything alive now (modules, the plan, the clips) lives for the whole run. Freezing it keeps the
+        # cyclic GC from rescanning it in every full collection, which cost 10-40 ms pauses at 1000 joins/s.
+        gc.freeze()
         t0 = time.perf_counter() + 0.05
         self._t0 = t0
         end_at = t0 + config.duration_s
@@ -225,7 +218,7 @@ class Engine:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 lateness_ms = max(0.0, time.perf_counter() - intended) * 1000
-                record_ms(self.metrics.lateness, lateness_ms)
+                self.metrics.record_lateness(lateness_ms)
                 if lateness_ms > LATE_START_MS:
                     self.late_starts += 1
                 driver = ParticipantDriver(

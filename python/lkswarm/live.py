@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
@@ -10,7 +11,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from lkswarm.timeline import ROLLING_WINDOW_S, Snapshot
+from lkswarm.timeline import ROLLING_WINDOW_S, Snapshot, rolling_ms
 
 if TYPE_CHECKING:
     from lkswarm.engine import Engine
@@ -68,14 +69,17 @@ class LiveView:
         self.console = console
         self._live: Live | None = None
         self._duration_s = 0.0
+        self._engine: Engine | None = None
 
     async def start(self, engine: Engine) -> None:
+        self._engine = engine
         self._duration_s = engine.config.duration_s
         self._live = Live(console=self.console, auto_refresh=False, transient=True)
         self._live.start()
 
     def on_sample(self, snapshot: Snapshot) -> None:
-        if self._live is not None:
+        if self._live is not None and self._engine is not None:
+            snapshot.rolling_ms = rolling_ms(self._engine.metrics, time.perf_counter())
             self._live.update(render(snapshot, self._duration_s), refresh=True)
 
     async def stop(self) -> None:

@@ -21,7 +21,10 @@ PHASES = (
     "resume",
     "media_e2e",
 )
-RECENT_SAMPLES = 50_000  # per phase: enough for the live view's window at thousands of joins per second
+# A run whose scheduler lateness or loop lag p99 exceeds these is saturated: its latencies include our queueing.
+MAX_LATENESS_P99_MS = 10.0
+MAX_LOOP_LAG_P99_MS = 20.0
+RECENT_SAMPLES = 50_000  # per phase, a cap; the sampler also drops what its window no longer needs
 _LOWEST_US = 1
 _HIGHEST_US = 3_600_000_000  # one hour
 _SIGNIFICANT_DIGITS = 3
@@ -64,6 +67,8 @@ class PhaseMetrics:
         self.phases = {phase: new_histogram() for phase in PHASES}
         self.lateness = new_histogram()
         self.loop_lag = new_histogram()
+        self._starts_over_limit = 0
+        self._lags_over_limit = 0
         # (perf_counter time, value) of the latest samples, for per-interval and rolling figures.
         self.recent: dict[str, collections.deque[tuple[float, float]]] = {
             phase: collections.deque(maxlen=RECENT_SAMPLES) for phase in (*PHASES, "loop_lag")
@@ -76,6 +81,31 @@ class PhaseMetrics:
     def record_loop_lag(self, value_ms: float) -> None:
         record_ms(self.loop_lag, value_ms)
         self.recent["loop_lag"].append((time.perf_counter(), value_ms))
+        self._lags_over_limit += value_ms > MAX_LOOP_LAG_P99_MS
+
+    def record_lateness(self, value_ms: float) -> None:
+        record_ms(self.lateness, value_ms)
+        self._starts_over_limit += value_ms > MAX_LATENESS_P99_MS
+
+    def saturation(self) -> str:
+        """Why the latencies so far cannot be trusted ("" while they can).
+
+        p99 > limit exactly when more than 1 % of the values exceed it, so two counters answer
+        in O(1); a percentile walk of the HdrHistograms every second stalled the loop for ms.
+        """
+        starts = self.lateness.get_total_count()
+        if starts and self._starts_over_limit > starts / 100:
+            return f"scheduler lateness p99 > {MAX_LATENESS_P99_MS:.0f} ms: the generator is saturated"
+        ticks = self.loop_lag.get_total_count()
+        if ticks and self._lags_over_limit > ticks / 100:
+            return f"event-loop lag p99 > {MAX_LOOP_LAG_P99_MS:.0f} ms: the generator is saturated"
+        return ""
+
+    def forget_recent(self, before: float) -> None:
+        """Drops samples older than perf_counter time ``before``, so the rings hold one window, not 50k each."""
+        for ring in self.recent.values():
+            while ring and ring[0][0] < before:
+                ring.popleft()
 
     def recent_values(self, phase: str, since: float) -> list[float]:
         """Values recorded after perf_counter time ``since`` (newest samples only; see RECENT_SAMPLES)."""

@@ -8,14 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from lkswarm import __version__
 from lkswarm.media import MediaTotals
-from lkswarm.metrics import ProcessUsage, percentile, summarize
+from lkswarm.metrics import MAX_LATENESS_P99_MS, MAX_LOOP_LAG_P99_MS, ProcessUsage, percentile, summarize
 
 if TYPE_CHECKING:
     from lkswarm.engine import Engine
 
 SCHEMA = "lkswarm.report/1"
-MAX_LATENESS_P99_MS = 10.0
-MAX_LOOP_LAG_P99_MS = 20.0
 
 EVICTION_NOTE = (
     "{count} participant(s) were removed by the server with reason JOIN_FAILURE. livekit-server evicts any "

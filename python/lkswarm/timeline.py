@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from lkswarm.metrics import PHASES, current_rss_mb, percentile
+from lkswarm.metrics import PHASES, PhaseMetrics, current_rss_mb, percentile
 
 if TYPE_CHECKING:
     from lkswarm.engine import Engine
@@ -66,10 +66,20 @@ class Snapshot:
     cpu_percent: float = 0.0
     loop_lag_p99_ms: float = 0.0
     rss_mb: float = 0.0
-    # phase -> (count, p50, p99) over the last ROLLING_WINDOW_S, for the live view
+    # phase -> (count, p50, p99) over the last ROLLING_WINDOW_S; filled by the live view, which alone shows it
     rolling_ms: dict[str, tuple[int, float, float]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     invalid_reason: str = ""
+
+
+def rolling_ms(metrics: PhaseMetrics, now: float) -> dict[str, tuple[int, float, float]]:
+    """(count, p50, p99) per phase over the last ROLLING_WINDOW_S (sorting them is why only the live view asks)."""
+    out: dict[str, tuple[int, float, float]] = {}
+    for phase in PHASES:
+        values = sorted(metrics.recent_values(phase, now - ROLLING_WINDOW_S))
+        if values:
+            out[phase] = (len(values), percentile(values, 50), percentile(values, 99))
+    return out
 
 
 class Observer(Protocol):
@@ -119,7 +129,8 @@ class Sampler:
         snap = Snapshot(t_s=round(now - self._t0, 3), planned=len(engine.plan), started=len(engine.drivers))
         snap.joined = engine.joined
         snap.alive = engine.alive
-        snap.active = sum(1 for d in engine.drivers if not d.outcome and d.media is not None and d.media.active)
+        if engine.media is not None:
+            snap.active = sum(1 for d in engine.drivers if not d.outcome and d.media is not None and d.media.active)
         for outcome, count in engine.outcomes.items():
             kind, _, reason = outcome.partition(":")
             if kind == "failed":
@@ -138,12 +149,8 @@ class Sampler:
         lags = sorted(engine.metrics.recent_values("loop_lag", self._last_at))
         snap.loop_lag_p99_ms = round(percentile(lags, 99), 3)
         snap.rss_mb = current_rss_mb()
-        since = now - ROLLING_WINDOW_S
-        for phase in PHASES:
-            values = sorted(engine.metrics.recent_values(phase, since))
-            if values:
-                snap.rolling_ms[phase] = (len(values), percentile(values, 50), percentile(values, 99))
-        snap.invalid_reason = engine.invalid_reason()
+        engine.metrics.forget_recent(now - ROLLING_WINDOW_S)
+        snap.invalid_reason = engine.metrics.saturation()
         self._last_at, self._last_cpu_s = now, cpu_s
         self.samples.append(snap)
         self.latest = snap
