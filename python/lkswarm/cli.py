@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import rich.markup
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -53,7 +54,8 @@ ApiSecret = Annotated[
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False)
+    # The message may quote a tool's output or a user's text: print it literally, never as markup.
+    stderr.print(f"[bold red]error:[/] {rich.markup.escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -196,6 +198,14 @@ def run(
     probe_fraction: Annotated[
         float | None, typer.Option(help="Or: this fraction of the participants are probes.", rich_help_panel=BEHAVIOUR)
     ] = None,
+    probe_impair: Annotated[
+        str | None,
+        typer.Option(
+            help="Impair the probes' media each way with Linux netem/tbf in a network namespace (root, embedded "
+            "server): loss=2%,delay=40ms,jitter=10ms,rate=1mbit, any subset.",
+            rich_help_panel=BEHAVIOUR,
+        ),
+    ] = None,
     video_codec: Annotated[
         str | None, typer.Option(help="Published video codec (vp8).", rich_help_panel=BEHAVIOUR)
     ] = None,
@@ -270,7 +280,7 @@ def run(
     """
     from lkswarm.config import RunConfig
     from lkswarm.probe import probe_count
-    from lkswarm.runner import check_cloud_guard, run_scenario
+    from lkswarm.runner import check_cloud_guard, check_probe_network, run_scenario
     from lkswarm.scenario import Scenario, first_error, load_preset, load_scenario
     from lkswarm.thresholds import parse_thresholds
     from lkswarm.timeline import Observer
@@ -288,6 +298,7 @@ def run(
         "reconnect_storm_at_s": reconnect_storm_at,
         "probes": probes,
         "probe_fraction": probe_fraction,
+        "probe_impair": probe_impair,
         "video_codec": video_codec,
         "simulcast": simulcast,
         "layout": layout,
@@ -312,6 +323,7 @@ def run(
         thresholds = parse_thresholds([*base.thresholds, *(threshold or [])])
         probe_count(config)  # --probes and --probe-fraction against the run's size: a bad option, exit 2
         check_cloud_guard(config, i_have_permission)
+        check_probe_network(config)
         observers: list[Observer] = []
         if prometheus is not None:
             from lkswarm.prometheus import PrometheusExporter

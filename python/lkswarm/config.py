@@ -65,6 +65,9 @@ class RunConfig(BaseModel):
     talk_spurts: bool = Field(default=False, description="audio follows ITU-T P.59 talk spurts instead of a tone")
     probes: int = Field(default=0, ge=0, description="probe participants (aiortc, real codecs) per run")
     probe_fraction: float = Field(default=0.0, ge=0.0, le=1.0, description="fraction of participants that are probes")
+    probe_impair: str | None = Field(
+        default=None, description="impairment of the probes' media, e.g. loss=2%,delay=40ms,jitter=10ms,rate=1mbit"
+    )
     media_connect_timeout_s: float = Field(default=30.0, gt=0, description="ICE + DTLS deadline per PeerConnection")
     media_bind_ip: str = Field(default="127.0.0.1", description="local address of the PeerConnection sockets")
     json_frames: bool = Field(default=False, description="send text (protojson) frames instead of binary")
@@ -100,6 +103,15 @@ class RunConfig(BaseModel):
     @classmethod
     def _duration(cls, value: object) -> float | None:
         return None if value is None else _duration_field(value)
+
+    @field_validator("probe_impair")
+    @classmethod
+    def _probe_impair(cls, value: str | None) -> str | None:
+        if value is not None:
+            from lkswarm.netem import parse_impairment
+
+            parse_impairment(value)  # raises ValueError naming the bad part
+        return value
 
     @field_validator("layout")
     @classmethod

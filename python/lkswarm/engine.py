@@ -43,6 +43,7 @@ from lkswarm.metrics import (
     current_rss_mb,
     raise_fd_limit,
 )
+from lkswarm.netem import ProbeNetwork
 from lkswarm.participant import ParticipantDriver
 from lkswarm.plan import Arrival, build_plan
 from lkswarm.probe import ProbeTier, probe_count
@@ -64,9 +65,15 @@ class Engine:
     """Runs one scenario against one server URL."""
 
     def __init__(
-        self, config: RunConfig, credentials: Credentials, url: str, observers: list[Observer] | None = None
+        self,
+        config: RunConfig,
+        credentials: Credentials,
+        url: str,
+        observers: list[Observer] | None = None,
+        probe_network: ProbeNetwork | None = None,
     ) -> None:
         self.config = config
+        self.probe_network = probe_network  # the probes' impaired namespace (lkswarm.netem), if any
         self.plan: list[Arrival] = build_plan(config)
         self.credentials = credentials
         self.url = url

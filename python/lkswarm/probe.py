@@ -195,8 +195,10 @@ class ProbeTier:
         # they would hold the GIL for ~15 ms while participants are being scheduled.
         await asyncio.to_thread(warm_up)
         self._main_loop = asyncio.get_running_loop()
-        # Probes offer the run's media address (loopback by default), as the light tier does.
-        self._patches.enter_context(host_addresses(self.engine.config.media_bind_ip))
+        # Probes offer the run's media address (loopback by default), as the light tier does; in an
+        # impaired namespace, their end of the veth pair.
+        network = self.engine.probe_network
+        self._patches.enter_context(host_addresses(network.probe_ip if network else self.engine.config.media_bind_ip))
         logging.getLogger("aiortc.rtcrtpreceiver").addFilter(self.decode_errors)
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._thread_main, args=(ready,), name=LOOP_THREAD_NAME, daemon=True)
@@ -205,6 +207,12 @@ class ProbeTier:
         self._started_at = time.perf_counter()
 
     def _thread_main(self, ready: concurrent.futures.Future[None]) -> None:
+        if self.engine.probe_network is not None:
+            try:  # before any socket: every socket this thread opens then lives in the probes' namespace
+                self.engine.probe_network.enter_namespace()
+            except Exception as exc:
+                ready.set_exception(exc)
+                return
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         executor = concurrent.futures.ThreadPoolExecutor(CODEC_WORKERS, thread_name_prefix=EXECUTOR_PREFIX)
@@ -252,6 +260,8 @@ class ProbeTier:
         totals.wall_s = time.perf_counter() - self._started_at
         totals.failures = list(self.failures)
         totals.decode_errors = self.decode_errors.count
+        if self.engine.probe_network is not None:
+            totals.network = await asyncio.to_thread(self.engine.probe_network.stats)
         totals.started = len(self.participants)
         for participant in self.participants:
             totals.add_outcome(participant.driver, participant.active)

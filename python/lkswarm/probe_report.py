@@ -49,6 +49,7 @@ class ProbeTotals:
     wall_s: float = 0.0
     per_probe: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, str]] = field(default_factory=list)
+    network: dict[str, Any] | None = None  # the impaired namespace's settings and qdisc counters (lkswarm.netem)
 
     def add_outcome(self, driver: ParticipantDriver, active: bool) -> None:
         row = next((r for r in self.per_probe if r["identity"] == driver.identity), None)
@@ -124,6 +125,7 @@ class ProbeTotals:
             "saturated": self.saturated,
             "per_probe": self.per_probe,
             "failures": self.failures,
+            "network": self.network,
         }
 
 

@@ -15,7 +15,9 @@ from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
 from lkswarm.engine import Engine
 from lkswarm.errors import ConfigError
+from lkswarm.netem import ImpairmentError, ProbeNetwork, parse_impairment, unsupported_reason
 from lkswarm.plan import build_plan
+from lkswarm.probe import probe_count
 from lkswarm.server import LocalServer
 from lkswarm.thresholds import Threshold, evaluate
 from lkswarm.timeline import Observer
@@ -50,6 +52,32 @@ def check_cloud_guard(config: RunConfig, permitted: bool) -> None:
         )
 
 
+def check_probe_network(config: RunConfig) -> None:
+    """Refuses ``probe_impair`` (before the run, as a usage error) where it cannot work."""
+    if config.probe_impair is None:
+        return
+    if not probe_count(config):
+        raise ConfigError("--probe-impair impairs the probes' network, but this run has no probes (--probes N)")
+    if resolve_url(config) is not None:
+        raise ConfigError(
+            "--probe-impair needs the embedded server (leave out --url): the server must be started after the "
+            "probes' network namespace exists, so that it listens on the namespace's gateway address"
+        )
+    reason = unsupported_reason(parse_impairment(config.probe_impair))
+    if reason is not None:
+        raise ImpairmentError(f"--probe-impair: {reason}")
+
+
+def open_probe_network(config: RunConfig) -> ProbeNetwork | None:
+    """The probes' impaired namespace when ``probe_impair`` is set (see lkswarm.netem); None otherwise."""
+    if config.probe_impair is None:
+        return None
+    check_probe_network(config)
+    network = ProbeNetwork(parse_impairment(config.probe_impair))
+    network.open()
+    return network
+
+
 def run_scenario(
     config: RunConfig,
     credentials: Credentials,
@@ -62,19 +90,23 @@ def run_scenario(
     if not config.run_tag:
         config = config.model_copy(update={"run_tag": secrets.token_hex(3)})
     url = resolve_url(config)
+    network = open_probe_network(config)  # before the server: it must bind the namespace's gateway
     local: LocalServer | None = None
-    if url is None:
-        local = LocalServer(credentials)
-        local.start()
-        url = local.url
-        if on_server is not None:
-            on_server(local)
     try:
-        engine = Engine(config, credentials, url, observers)
+        if url is None:
+            media_interface = (network.root_device, network.gateway_ip) if network is not None else None
+            local = LocalServer(credentials, media_interface=media_interface)
+            local.start()
+            url = local.url
+            if on_server is not None:
+                on_server(local)
+        engine = Engine(config, credentials, url, observers, probe_network=network)
         report = uvloop.run(engine.run())
     finally:
         if local is not None:
             local.stop()
+        if network is not None:
+            network.close()
     report["target"] = {"url": url, "embedded_server": local is not None}
     evaluate(report, thresholds or [])
     rows = engine.media_totals.track_rows if engine.media_totals is not None else []

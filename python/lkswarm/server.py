@@ -64,9 +64,19 @@ def check_port_free(port: int, kind: int, what: str) -> None:
             raise PortInUseError(port, what) from None
 
 
-def server_config(credentials: Credentials, port: int, udp_port: int) -> dict[str, Any]:
-    """The config the local server runs with (livekit-server notes §6)."""
-    return {
+def server_config(
+    credentials: Credentials, port: int, udp_port: int, media_interface: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    """The config the local server runs with (livekit-server notes §6).
+
+    ``media_interface`` (device, address) puts the server's media on that interface alone, for
+    impaired probes (lkswarm.netem). The server binds its UDP port once per local address but
+    keeps one socket per advertised candidate, chosen in no fixed order when several addresses
+    map to the same ``node_ip``; a reply from its 127.0.0.1 socket cannot reach the probes'
+    namespace, so there it must have exactly one IPv4 socket, on the gateway. Loopback clients
+    (the light tier) reach that address as well.
+    """
+    config: dict[str, Any] = {
         "port": port,
         "bind_addresses": [HOST],
         "keys": {credentials.api_key: credentials.api_secret},
@@ -80,6 +90,10 @@ def server_config(credentials: Credentials, port: int, udp_port: int) -> dict[st
         },
         "room": {"empty_timeout": 30, "departure_timeout": 5},
     }
+    if media_interface is not None:
+        device, address = media_interface
+        config["rtc"].update(node_ip=address, enable_loopback_candidate=False, interfaces={"includes": [device]})
+    return config
 
 
 class LocalServer:
@@ -97,8 +111,10 @@ class LocalServer:
         udp_port: int | None = None,
         binary: Path | None = None,
         log_path: Path | None = None,
+        media_interface: tuple[str, str] | None = None,
     ) -> None:
         self.credentials = credentials
+        self.media_interface = media_interface
         self.port = port if port is not None else free_port()
         self.udp_port = udp_port if udp_port is not None else free_port(socket.SOCK_DGRAM)
         self.binary = binary
@@ -126,7 +142,8 @@ class LocalServer:
         self._workdir = tempfile.TemporaryDirectory(prefix="lkswarm-server-")
         config_path = Path(self._workdir.name) / "config.yaml"
         # JSON is YAML; the file is private to this user.
-        config_path.write_text(json.dumps(server_config(self.credentials, self.port, self.udp_port)))
+        config = server_config(self.credentials, self.port, self.udp_port, self.media_interface)
+        config_path.write_text(json.dumps(config))
         config_path.chmod(0o600)
         if self.log_path is None:
             self.log_path = Path(self._workdir.name) / "livekit-server.log"
