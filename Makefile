@@ -40,9 +40,12 @@ $(BIN)/livekit-server: | $(BIN)/python
 	.ci/install-go-tool livekit-server github.com/livekit/livekit-server/cmd/server@$(SERVER_VERSION) server $@
 
 # lk is only the benchmarks' anchor; when the module proxy refuses one of its
-# dependencies the build goes on without it and `make bench` says so.
+# dependencies the build goes on without it and `make bench` says so (README,
+# "Performance": bench/tools/provide-go-module serves that dependency from a git
+# clone). Its module zip lacks the vendored PortAudio sources, so it links the
+# system library (Debian: portaudio19-dev) with the portaudio_system tag.
 lk: | $(BIN)/python
-	@.ci/install-go-tool lk github.com/livekit/livekit-cli/v2/cmd/lk@$(LK_VERSION) lk $(BIN)/lk \
+	@.ci/install-go-tool lk github.com/livekit/livekit-cli/v2/cmd/lk@$(LK_VERSION) lk $(BIN)/lk portaudio_system \
 	  || echo "warning: lk $(LK_VERSION) could not be built here (see above); benchmarks against lk will be skipped" >&2
 
 run: build ## Build, then run the default scenario against an embedded local livekit-server

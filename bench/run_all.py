@@ -128,12 +128,26 @@ def fuzz_suite() -> dict[str, Any]:
     return {"inputs": inputs, "accepted": accepted, "rejected": rejected, "panics": 0}
 
 
+def vs_lk_suite() -> dict[str, Any]:
+    from bench_vs_lk import head_to_head
+
+    return head_to_head(duration_s=60)
+
+
+def scale_suite() -> dict[str, Any]:
+    from bench_vs_lk import scale
+
+    return scale(duration_s=60)
+
+
 SUITES: dict[str, Callable[[], dict[str, Any]]] = {
     "codec": codec_suite,
     "signal-path": signal_path_suite,
     "engine": engine_suite,
     "media": media_suite,
     "fuzz": fuzz_suite,
+    "vs-lk": vs_lk_suite,
+    "scale": scale_suite,
 }
 
 COMMANDS = {
@@ -142,6 +156,8 @@ COMMANDS = {
     "engine": "python bench/bench_engine.py",
     "media": "python bench/bench_media.py",
     "fuzz": "LKSWARM_FUZZ_CASES=1000000 cargo test --release --test fuzz_no_panic -- --ignored",
+    "vs-lk": "python bench/bench_vs_lk.py head-to-head --duration 60",
+    "scale": "python bench/bench_vs_lk.py scale --duration 60",
 }
 
 
@@ -212,6 +228,37 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
             f"({sc['active_at_end']} for {sc['duration_s']:.0f} s) | {sc['participants_per_core']} | ≥ 2000 | {f} |"
         )
         rows.append(f"| media | RSS per media participant | {sc['rss_kib_per_participant']} KiB | ≤ 200 KiB | {f} |")
+    if "vs-lk" in latest and "workloads" in latest["vs-lk"]["result"]:
+        r = latest["vs-lk"]["result"]
+        f = latest["vs-lk"]["file"]
+        for name, w in r["workloads"].items():
+            ours, lk = w["runs"]["lkswarm"], w["runs"]["lk"]
+            seen = f"{ours['server_census']['active']} / {lk['server_census']['active']}"
+            packets = f"{ours['packets_received']:,} / {lk['packets_received']:,}"
+            verdict = "" if w["valid"] else " INVALID: lk published nothing (LFS placeholder media)"
+            rows.append(
+                f"| vs lk | {name.replace('_', ' ')}, 60 s: generator CPU-s lkswarm / lk (ACTIVE seen by the server; "
+                f"packets received) | {ours['cpu_s']} / {lk['cpu_s']} s ({seen}; {packets}); lk uses "
+                f"{w['cpu_ratio_lk_over_lkswarm']}× lkswarm's CPU per participant, "
+                f"{w['cpu_per_packet_ratio_lk_over_lkswarm'] or '–'}× per packet{verdict} | ≥ 10× | {f} |"
+            )
+            rows.append(
+                f"| vs lk | {name.replace('_', ' ')}: max RSS of the tool's process tree lkswarm / lk; server CPU-s "
+                f"| {ours['max_rss_mib']} / {lk['max_rss_mib']} MiB; {ours['server_cpu_s']} / {lk['server_cpu_s']} s "
+                f"| – | {f} |"
+            )
+    if "scale" in latest:
+        r = latest["scale"]["result"]
+        f = latest["scale"]["file"]
+        for tool, held in r["largest_held"].items():
+            steps = r["steps"][tool]
+            last_held = [s for s in steps if s["held"]]
+            server = f"{last_held[-1]['server_cpu_ms_per_subscriber_s']} ms/s" if last_held else "–"
+            packets = f"{last_held[-1]['packets_received']:,}" if last_held else "–"
+            rows.append(
+                f"| scale | {tool}: most participants held ACTIVE 60 s, 10 audio publishers -> N subscribers "
+                f"(server CPU per subscriber; packets received) | {held} ({server}; {packets}) | – | {f} |"
+            )
     if "fuzz" in latest:
         r = latest["fuzz"]["result"]
         rows.append(
@@ -236,6 +283,9 @@ def update_readme(latest: dict[str, dict[str, Any]]) -> None:
 
 
 def main(argv: list[str]) -> int:
+    if argv == ["table"]:  # regenerate the README table from bench/results only
+        update_readme(latest_results())
+        return 0
     suites = argv or list(SUITES)
     today = datetime.date.today().isoformat()
     for suite in suites:

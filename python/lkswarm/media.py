@@ -70,6 +70,8 @@ class MediaTotals:
     tracks_missing: int = 0
     jitter_ms: Any = field(default_factory=new_histogram)
     track_rows: list[dict[str, Any]] = field(default_factory=list)
+    hub_wakeups: int = 0  # media thread loop iterations and peer timeouts served (where its CPU goes)
+    hub_timeouts: int = 0
 
     def report(self) -> dict[str, Any]:
         expected = self.packets_expected
@@ -87,6 +89,7 @@ class MediaTotals:
             "tracks_missing": self.tracks_missing,
             "foreign_datagrams": self.foreign_datagrams,
             "keyframe_requests": self.keyframe_requests,
+            "hub": {"wakeups": self.hub_wakeups, "timeouts": self.hub_timeouts},
         }
 
 
@@ -160,6 +163,8 @@ class MediaTier:
             stats = hub.peer_stats(participant.peer_id) if participant.peer_id is not None else None
             if stats is not None:
                 participant.account(stats, totals)
+        running = hub.totals()
+        totals.hub_wakeups, totals.hub_timeouts = running["wakeups"], running["timeouts"]
         return totals
 
     async def close(self) -> None:

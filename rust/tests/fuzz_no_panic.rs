@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use lkswarm_core::codec::index::index_frame;
 use lkswarm_core::codec::json::{encode_json, to_json};
 use lkswarm_core::codec::{peek, signal_request, signal_response, validate, MessageView};
 
@@ -105,7 +106,16 @@ fn run(cases: usize) -> (usize, usize) {
         let data = mutate(&mut rng, &seeds);
         for desc in [signal_response(), signal_request()] {
             let _ = peek(&data, desc);
-            if validate(&data, desc).is_ok() {
+            // The fast indexing walk must accept and reject exactly what the checking walk does.
+            let checked = validate(&data, desc);
+            let indexed = index_frame(&data, desc);
+            assert_eq!(
+                checked.is_ok(),
+                indexed.is_ok(),
+                "walks disagree on {data:02x?}: {checked:?} vs {:?}",
+                indexed.as_ref().err()
+            );
+            if checked.is_ok() {
                 accepted += 1;
                 let view = MessageView::root(Arc::new(data.clone()), desc);
                 let json = to_json(&view).expect("a validated frame converts to JSON");

@@ -1,6 +1,7 @@
 //! LiveKit signaling codec: schema tables, validation, lazy views, JSON and encoders.
 
 pub mod encode;
+pub mod index;
 pub mod json;
 pub mod schema;
 pub mod validate;

@@ -99,7 +99,7 @@ fn check_field(
     Ok(next)
 }
 
-fn check_packed(buf: &[u8], kind: Kind, start: usize, end: usize) -> std::result::Result<(), Fail> {
+pub(crate) fn check_packed(buf: &[u8], kind: Kind, start: usize, end: usize) -> std::result::Result<(), Fail> {
     let width = match kind.wire_type() {
         super::wire::WIRE_FIXED32 => 4,
         super::wire::WIRE_FIXED64 => 8,

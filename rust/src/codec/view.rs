@@ -1,59 +1,67 @@
-//! Lazy, read-only views over validated frames.
+//! Read-only views over validated frames.
 //!
-//! Theory of operation: a `MessageView` is a list of byte ranges ("segments")
-//! of one shared buffer plus the message's descriptor. Protobuf merges a
-//! singular sub-message that appears several times, and a message that is
-//! concatenated with another; keeping every occurrence as a segment gives
-//! exactly that: scalars take the last occurrence across all segments, and a
-//! sub-message view collects the segments of all its occurrences. The first
-//! field access indexes the segments once (tag, wire type, value span), so
-//! later reads do not rescan. Nothing is copied out of the buffer until a
+//! Theory of operation: decoding a frame validates it and indexes every
+//! message in it in one pass (`index.rs`): each message instance becomes a
+//! slice of an arena of occurrences (field, wire type, value span, child
+//! message). A `MessageView` is a shared handle on that frame plus the message
+//! instance (or instances) it stands for. Protobuf merges a singular
+//! sub-message that appears several times, and a message concatenated with
+//! another; a view of several instances gives exactly that: scalars take the
+//! last occurrence across them all, and a sub-message view collects the
+//! instances of all its occurrences. Reading a field scans the message's
+//! occurrences, never the bytes; nothing is copied out of the buffer until a
 //! value is read.
 
-use std::sync::{Arc, OnceLock};
+use std::borrow::Cow;
+use std::sync::Arc;
 
+use super::index::{index_frame, FrameIndex, Occurrence, NO_CHILD};
 use super::schema::{FieldDesc, Kind, MessageDesc, MESSAGES};
-use super::wire::{read_tag, read_varint, skip_value, unzigzag, WIRE_LEN};
+use super::wire::{read_varint, unzigzag, WIRE_LEN};
 use crate::error::{DecodeReason, Error, Result};
 
 /// Where a frame's bytes live; the Python layer keeps the exporting object alive.
 pub trait Source: Send + Sync {
     fn bytes(&self) -> &[u8];
+
+    /// Whether the bytes can never change after decoding (a `bytes` object, yes; a `bytearray`,
+    /// no). Strings of an immutable frame were checked once, at decode, and are not checked again.
+    fn immutable(&self) -> bool {
+        false
+    }
 }
 
 impl Source for Vec<u8> {
     fn bytes(&self) -> &[u8] {
         self
     }
+
+    fn immutable(&self) -> bool {
+        true
+    }
 }
 
+/// A validated frame: its bytes and the index of every message in it.
+struct Frame {
+    src: Arc<dyn Source>,
+    immutable: bool,
+    index: FrameIndex,
+}
+
+/// The message instances a view stands for (several when occurrences merge).
 #[derive(Clone, Debug)]
-enum Segments {
+enum Instances {
     Empty,
-    One((u32, u32)),
-    Many(Arc<[(u32, u32)]>),
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Occurrence {
-    field_pos: u16,
-    wire: u8,
-    start: u32,
-    end: u32,
+    One(u32),
+    Many(Arc<[u32]>),
 }
 
 /// A read-only view of one message.
+#[derive(Clone)]
 pub struct MessageView {
-    src: Arc<dyn Source>,
-    segments: Segments,
+    frame: Arc<Frame>,
+    instances: Instances,
     desc: &'static MessageDesc,
-    index: OnceLock<std::result::Result<Vec<Occurrence>, Error>>,
-}
-
-impl Clone for MessageView {
-    fn clone(&self) -> Self {
-        Self::new(self.src.clone(), self.segments.clone(), self.desc)
-    }
 }
 
 /// A scalar value read from the wire. Floats stay `f32` so JSON can print
@@ -91,15 +99,31 @@ pub enum FieldValue<'a> {
 }
 
 impl MessageView {
-    fn new(src: Arc<dyn Source>, segments: Segments, desc: &'static MessageDesc) -> Self {
-        Self { src, segments, desc, index: OnceLock::new() }
+    /// Validates `src` as `desc` (rejecting exactly what upb rejects) and returns a view of it.
+    pub fn decode(src: Arc<dyn Source>, desc: &'static MessageDesc) -> Result<MessageView> {
+        let index = match index_frame(src.bytes(), desc) {
+            Ok(index) => index,
+            Err((offset, reason)) => {
+                // The fast walk keeps no path and checks in another order: report what the checking
+                // walk finds first, with its path (the fuzz test holds both to the same verdict).
+                super::validate::validate(src.bytes(), desc)?;
+                return Err(Error::Decode { offset, path: String::new(), reason });
+            }
+        };
+        let root = index.root();
+        let immutable = src.immutable();
+        Ok(MessageView { frame: Arc::new(Frame { src, immutable, index }), instances: Instances::One(root), desc })
     }
 
     /// A view of a whole buffer that `validate` accepted for `desc`.
+    ///
+    /// # Panics
+    /// If `validate` would reject the buffer.
     pub fn root(src: Arc<dyn Source>, desc: &'static MessageDesc) -> Self {
-        let len = src.bytes().len() as u32;
-        let segments = if len == 0 { Segments::Empty } else { Segments::One((0, len)) };
-        Self::new(src, segments, desc)
+        match Self::decode(src, desc) {
+            Ok(view) => view,
+            Err(error) => panic!("MessageView::root of a buffer that does not validate: {error}"),
+        }
     }
 
     pub fn desc(&self) -> &'static MessageDesc {
@@ -107,78 +131,30 @@ impl MessageView {
     }
 
     fn bytes(&self) -> &[u8] {
-        self.src.bytes()
+        self.frame.src.bytes()
     }
 
-    /// The byte ranges of this message, without allocating for the common single range.
-    fn segment_slice(&self) -> &[(u32, u32)] {
-        match &self.segments {
-            Segments::Empty => &[],
-            Segments::One(range) => std::slice::from_ref(range),
-            Segments::Many(list) => list,
+    fn occurrences(&self) -> Cow<'_, [Occurrence]> {
+        let index = &self.frame.index;
+        match &self.instances {
+            Instances::Empty => Cow::Borrowed(&[]),
+            Instances::One(id) => Cow::Borrowed(index.occurrences_of(*id)),
+            Instances::Many(ids) => Cow::Owned(ids.iter().flat_map(|id| index.occurrences_of(*id)).copied().collect()),
         }
-    }
-
-    fn occurrences(&self) -> Result<&[Occurrence]> {
-        match self.index.get_or_init(|| self.build_index()) {
-            Ok(v) => Ok(v),
-            Err(e) => Err(e.clone()),
-        }
-    }
-
-    fn build_index(&self) -> Result<Vec<Occurrence>> {
-        let buf = self.bytes();
-        let segments = self.segment_slice();
-        // About one field per 8 bytes in LiveKit messages: one allocation for most views.
-        let bytes: u32 = segments.iter().map(|(s, e)| e.saturating_sub(*s)).sum();
-        let mut out = Vec::with_capacity((bytes as usize / 8).clamp(4, 64));
-        for &(start, end) in segments {
-            let (start, end) = (start as usize, end as usize);
-            if end > buf.len() {
-                return Err(mutated(start));
-            }
-            let mut pos = start;
-            while pos < end {
-                let (tag, after) = read_tag(&buf[..end], pos).map_err(|(o, r)| Error::Decode {
-                    offset: o,
-                    path: String::new(),
-                    reason: r,
-                })?;
-                let (span, next) = skip_value(buf, tag, after, end, 0).map_err(|(o, r)| Error::Decode {
-                    offset: o,
-                    path: String::new(),
-                    reason: r,
-                })?;
-                if let Some(fp) = self.desc.field_pos(tag.number) {
-                    let f = &self.desc.fields[fp];
-                    let packed = f.repeated && f.kind.packable() && tag.wire == WIRE_LEN;
-                    if tag.wire == f.kind.wire_type() || packed {
-                        out.push(Occurrence {
-                            field_pos: fp as u16,
-                            wire: tag.wire,
-                            start: span.start as u32,
-                            end: span.end as u32,
-                        });
-                    }
-                }
-                pos = next;
-            }
-        }
-        Ok(out)
     }
 
     /// The occurrences that make up the field's current value, honouring oneof
     /// semantics (a later member of the same oneof clears earlier ones).
-    fn effective(&self, pos: usize) -> Result<Vec<Occurrence>> {
-        let occ = self.occurrences()?;
+    fn effective(&self, pos: usize) -> Vec<Occurrence> {
+        let occ = self.occurrences();
         let field = &self.desc.fields[pos];
         let from = match field.oneof {
             None => 0,
             Some(o) => {
                 let fields = self.desc.fields;
                 match occ.iter().rposition(|x| fields[x.field_pos as usize].oneof == Some(o)) {
-                    None => return Ok(Vec::new()),
-                    Some(last) if occ[last].field_pos as usize != pos => return Ok(Vec::new()),
+                    None => return Vec::new(),
+                    Some(last) if occ[last].field_pos as usize != pos => return Vec::new(),
                     Some(last) => occ[..last]
                         .iter()
                         .rposition(|x| fields[x.field_pos as usize].oneof == Some(o) && x.field_pos as usize != pos)
@@ -186,7 +162,7 @@ impl MessageView {
                 }
             }
         };
-        Ok(occ[from..].iter().filter(|x| x.field_pos as usize == pos).copied().collect())
+        occ[from..].iter().filter(|x| x.field_pos as usize == pos).copied().collect()
     }
 
     /// Whether the field is present on the wire (for oneofs: whether it is the
@@ -200,14 +176,18 @@ impl MessageView {
                 FieldValue::Scalar(_) | FieldValue::Message { .. } => true,
             });
         }
-        Ok(!self.effective(pos)?.is_empty())
+        Ok(!self.effective(pos).is_empty())
     }
 
     /// The chosen member of oneof number `oneof`, as a field position.
     pub fn which_oneof(&self, oneof: usize) -> Result<Option<usize>> {
-        let occ = self.occurrences()?;
         let fields = self.desc.fields;
-        Ok(occ.iter().rev().find(|x| fields[x.field_pos as usize].oneof == Some(oneof)).map(|x| x.field_pos as usize))
+        Ok(self
+            .occurrences()
+            .iter()
+            .rev()
+            .find(|x| fields[x.field_pos as usize].oneof == Some(oneof))
+            .map(|x| x.field_pos as usize))
     }
 
     /// Reads field `pos` (a position in `desc().fields`).
@@ -215,16 +195,16 @@ impl MessageView {
         let field = &self.desc.fields[pos];
         if field.oneof.is_none() && !field.repeated && field.kind != Kind::Message {
             // The common read: the last occurrence wins, nothing to collect.
-            let last = self.occurrences()?.iter().rev().find(|x| x.field_pos as usize == pos).copied();
+            let last = self.occurrences().iter().rev().find(|x| x.field_pos as usize == pos).copied();
             return match last {
                 None => Ok(FieldValue::Scalar(default_scalar(field.kind))),
                 Some(o) => self.read_one(field.kind, &o).map(FieldValue::Scalar),
             };
         }
-        let occ = self.effective(pos)?;
         if field.kind == Kind::Message {
             let sub = &MESSAGES[field.type_index];
             if field.repeated && sub.map_entry {
+                let occ = self.effective(pos);
                 let mut entries = Vec::with_capacity(occ.len());
                 for o in &occ {
                     if let Some(entry) = self.map_entry(sub, o)? {
@@ -234,17 +214,14 @@ impl MessageView {
                 return Ok(FieldValue::Map(entries));
             }
             if field.repeated {
-                let views = occ.iter().map(|o| self.child(sub, Segments::One((o.start, o.end)))).collect();
-                return Ok(FieldValue::Messages(views));
+                return Ok(FieldValue::Messages(self.children(pos)));
             }
+            let occ = self.effective(pos);
             let present = !occ.is_empty();
-            let segments = match occ.as_slice() {
-                [] => Segments::Empty,
-                [one] => Segments::One((one.start, one.end)),
-                many => Segments::Many(many.iter().map(|o| (o.start, o.end)).collect()),
-            };
-            return Ok(FieldValue::Message { view: self.child(sub, segments), present });
+            let instances = instances_of(occ.iter().map(|o| o.child));
+            return Ok(FieldValue::Message { view: self.view_of(sub, instances), present });
         }
+        let occ = self.effective(pos);
         if field.repeated {
             let mut values = Vec::with_capacity(occ.len());
             for o in &occ {
@@ -262,17 +239,53 @@ impl MessageView {
         }
     }
 
-    fn child(&self, desc: &'static MessageDesc, segments: Segments) -> MessageView {
-        MessageView::new(self.src.clone(), segments, desc)
+    /// The elements of repeated message field `pos`, one view per occurrence.
+    fn children(&self, pos: usize) -> Vec<MessageView> {
+        let mut views = Vec::new();
+        self.for_each_element(pos, |view| views.push(view));
+        views
+    }
+
+    /// Calls `f` with a view of each element of repeated message field `pos` (not a map), in
+    /// wire order; returns false (calling nothing) when `pos` is not such a field.
+    pub fn for_each_element(&self, pos: usize, mut f: impl FnMut(MessageView)) -> bool {
+        let field = &self.desc.fields[pos];
+        if !field.repeated || field.kind != Kind::Message || MESSAGES[field.type_index].map_entry {
+            return false;
+        }
+        let sub = &MESSAGES[field.type_index];
+        for o in self.occurrences().iter().filter(|o| o.field_pos as usize == pos && o.child != NO_CHILD) {
+            f(self.view_of(sub, Instances::One(o.child)));
+        }
+        true
+    }
+
+    /// How many elements repeated message field `pos` has (see `for_each_element`).
+    pub fn element_count(&self, pos: usize) -> usize {
+        self.occurrences().iter().filter(|o| o.field_pos as usize == pos && o.child != NO_CHILD).count()
+    }
+
+    fn view_of(&self, desc: &'static MessageDesc, instances: Instances) -> MessageView {
+        MessageView { frame: self.frame.clone(), instances, desc }
     }
 
     fn read_one(&self, kind: Kind, o: &Occurrence) -> Result<Scalar<'_>> {
         let buf = self.bytes();
         let (s, e) = (o.start as usize, o.end as usize);
         match kind {
-            Kind::String => std::str::from_utf8(buf.get(s..e).ok_or(mutated(s))?)
-                .map(Scalar::Str)
-                .map_err(|_| Error::Decode { offset: s, path: String::new(), reason: DecodeReason::InvalidUtf8 }),
+            Kind::String => {
+                let text = buf.get(s..e).ok_or(mutated(s))?;
+                if self.frame.immutable {
+                    // SAFETY: decoding checked this span as UTF-8 (every string occurrence the index
+                    // records was), and an immutable source cannot have changed since.
+                    return Ok(Scalar::Str(unsafe { std::str::from_utf8_unchecked(text) }));
+                }
+                std::str::from_utf8(text).map(Scalar::Str).map_err(|_| Error::Decode {
+                    offset: s,
+                    path: String::new(),
+                    reason: DecodeReason::InvalidUtf8,
+                })
+            }
             Kind::Bytes => buf.get(s..e).map(Scalar::Bytes).ok_or(mutated(s)),
             _ => self.read_scalar(kind, s),
         }
@@ -324,29 +337,25 @@ impl MessageView {
     /// value (an unknown number, or the key or value with the wrong wire type)
     /// to the parent's unknown fields, so the map does not contain it.
     fn map_entry(&self, entry: &'static MessageDesc, o: &Occurrence) -> Result<Option<(Scalar<'_>, MapValue<'_>)>> {
-        if self.entry_has_unknown_fields(entry, o)? {
+        if o.child == NO_CHILD {
             return Ok(None);
         }
-        let view = self.child(entry, Segments::One((o.start, o.end)));
-        // Map entries are tiny (a key and a value), so read them directly here
-        // rather than through a borrowed child view.
+        let index = &self.frame.index;
+        if index.messages[o.child as usize].has_unknown {
+            return Ok(None);
+        }
+        let occ = index.occurrences_of(o.child);
         let key_field = &entry.fields[0];
         let value_field = &entry.fields[1];
-        let occ = view.build_index()?;
-        let last = |pos: usize| occ.iter().rev().find(|x| x.field_pos as usize == pos).copied();
+        let last = |pos: u16| occ.iter().rev().find(|x| x.field_pos == pos).copied();
         let key = match last(0) {
             Some(k) => self.read_one(key_field.kind, &k)?,
             None => default_scalar(key_field.kind),
         };
         let value = if value_field.kind == Kind::Message {
             let sub = &MESSAGES[value_field.type_index];
-            let segs: Vec<(u32, u32)> = occ.iter().filter(|x| x.field_pos == 1).map(|x| (x.start, x.end)).collect();
-            let segments = match segs.as_slice() {
-                [] => Segments::Empty,
-                [one] => Segments::One((one.0, one.1)),
-                _ => Segments::Many(segs.into()),
-            };
-            MapValue::Message(self.child(sub, segments))
+            let instances = instances_of(occ.iter().filter(|x| x.field_pos == 1).map(|x| x.child));
+            MapValue::Message(self.view_of(sub, instances))
         } else {
             MapValue::Scalar(match last(1) {
                 Some(v) => self.read_one(value_field.kind, &v)?,
@@ -355,22 +364,15 @@ impl MessageView {
         };
         Ok(Some((key, value)))
     }
+}
 
-    fn entry_has_unknown_fields(&self, entry: &'static MessageDesc, o: &Occurrence) -> Result<bool> {
-        let buf = self.bytes();
-        let (mut pos, end) = (o.start as usize, o.end as usize);
-        if end > buf.len() {
-            return Err(mutated(pos));
-        }
-        while pos < end {
-            let (tag, after) = read_tag(&buf[..end], pos).map_err(|(o, _)| mutated(o))?;
-            let known = entry.field_pos(tag.number).is_some_and(|fp| entry.fields[fp].kind.wire_type() == tag.wire);
-            if !known {
-                return Ok(true);
-            }
-            pos = skip_value(buf, tag, after, end, 0).map_err(|(o, _)| mutated(o))?.1;
-        }
-        Ok(false)
+/// The instances of a (possibly merged) sub-message, from its occurrences' children.
+fn instances_of(children: impl Iterator<Item = u32>) -> Instances {
+    let ids: Vec<u32> = children.filter(|&c| c != NO_CHILD).collect();
+    match ids.as_slice() {
+        [] => Instances::Empty,
+        [one] => Instances::One(*one),
+        _ => Instances::Many(ids.into()),
     }
 }
 
@@ -401,7 +403,7 @@ mod tests {
 
     fn root(buf: &[u8], desc: &'static MessageDesc) -> MessageView {
         validate(buf, desc).unwrap();
-        MessageView::root(Arc::new(buf.to_vec()), desc)
+        MessageView::decode(Arc::new(buf.to_vec()), desc).unwrap()
     }
 
     fn pos(desc: &MessageDesc, name: &str) -> usize {

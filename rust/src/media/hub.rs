@@ -75,6 +75,9 @@ pub struct HubTotals {
     pub bytes_received: u64,
     pub packets_expected: u64,
     pub packets_lost: u64,
+    /// Worker loop iterations (epoll returns) and peer timeouts served: where the hub's CPU goes.
+    pub wakeups: u64,
+    pub timeouts: u64,
 }
 
 impl HubTotals {
@@ -109,6 +112,8 @@ struct State {
     scratch: Vec<Datagram>,
     /// What removed peers had counted, so `totals` never goes backwards.
     retired: HubTotals,
+    wakeups: u64,
+    timeouts: u64,
 }
 
 struct Shared {
@@ -159,6 +164,8 @@ impl Hub {
                 send_errors: 0,
                 scratch: Vec::new(),
                 retired: HubTotals::default(),
+                wakeups: 0,
+                timeouts: 0,
             }),
             registry,
             waker,
@@ -286,6 +293,8 @@ impl Hub {
         let state = self.shared.lock();
         let mut totals = state.retired;
         totals.peers = state.slots.len() as u64;
+        totals.wakeups = state.wakeups;
+        totals.timeouts = state.timeouts;
         totals.subscribers_connected = 0;
         for slot in state.slots.values() {
             totals.add_peer(&slot.peer);
@@ -414,6 +423,7 @@ fn run_worker(shared: &Shared, mut poll: Poll) {
         }
         let mut state = shared.lock();
         let now = Instant::now();
+        state.wakeups += 1;
         touched.clear();
         for event in events.iter() {
             let Some(&(id, index)) = state.owners.get(&event.token()) else { continue };
@@ -436,6 +446,7 @@ fn run_worker(shared: &Shared, mut poll: Poll) {
             }
             touched.insert(id);
         }
+        let mut state_timeouts = 0;
         while let Some(Reverse((at, id))) = state.heap.peek().copied() {
             if at > now {
                 break;
@@ -447,11 +458,13 @@ fn run_worker(shared: &Shared, mut poll: Poll) {
             }
             slot.wake = now + Duration::from_secs(86_400); // consumed: `service` re-arms whatever comes next
             let peer = &mut slot.peer;
+            state_timeouts += 1;
             if catch_unwind(AssertUnwindSafe(|| peer.handle_timeout(now))).is_err() {
                 peer.fail(now, "internal_error", "panic in the media tier".into());
             }
             touched.insert(id);
         }
+        state.timeouts += state_timeouts;
         for id in touched.iter().copied() {
             service(shared, &mut state, id, now);
         }

@@ -31,6 +31,10 @@ unsafe impl Send for PySource {}
 unsafe impl Sync for PySource {}
 
 impl Source for PySource {
+    fn immutable(&self) -> bool {
+        matches!(self._owner, Owner::Bytes(_))
+    }
+
     fn bytes(&self) -> &[u8] {
         if self.len == 0 {
             return &[];

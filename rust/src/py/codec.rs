@@ -15,7 +15,7 @@ use crate::codec::encode::{self, AddTrack, Layer};
 use crate::codec::json::{encode_json, to_json};
 use crate::codec::schema::{self, FILE_DESCRIPTOR_SET};
 use crate::codec::wire::MAX_DEPTH;
-use crate::codec::{peek, validate, MessageDesc, MessageView, Source};
+use crate::codec::{peek, MessageDesc, MessageView, Source};
 use crate::error::Error;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -45,8 +45,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 }
 
 fn decode(src: Arc<dyn Source>, desc: &'static MessageDesc) -> PyResult<PyMessageView> {
-    validate(src.bytes(), desc).py()?;
-    Ok(PyMessageView::new(MessageView::root(src, desc)))
+    Ok(PyMessageView::new(MessageView::decode(src, desc).py()?))
 }
 
 /// Decodes a SignalRequest from any bytes-like object, without copying it.
@@ -233,7 +232,7 @@ fn decode_request_json(text: &Bound<'_, PyAny>) -> PyResult<PyMessageView> {
 fn encode_json_text(mapping: &Bound<'_, PyAny>, desc: &'static MessageDesc) -> PyResult<String> {
     let value = py_to_json(mapping, "", 0)?;
     let bytes = encode_json(&value, desc).py()?;
-    let view = MessageView::root(Arc::new(bytes), desc);
+    let view = MessageView::decode(Arc::new(bytes), desc).py()?;
     let canonical = to_json(&view).py()?;
     serde_json::to_string(&canonical).map_err(|e| to_py(Error::encode("", e.to_string())))
 }

@@ -195,6 +195,8 @@ impl PyMediaHub {
         dict.set_item("bytes_received", t.bytes_received)?;
         dict.set_item("packets_expected", t.packets_expected)?;
         dict.set_item("packets_lost", t.packets_lost)?;
+        dict.set_item("wakeups", t.wakeups)?;
+        dict.set_item("timeouts", t.timeouts)?;
         Ok(dict)
     }
 

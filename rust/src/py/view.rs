@@ -1,5 +1,7 @@
 //! `MessageView`: the read-only Python view of a decoded message.
 
+use std::cell::RefCell;
+
 use pyo3::exceptions::PyAttributeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
@@ -7,11 +9,11 @@ use serde_json::Value;
 
 use super::errors::IntoPyResult;
 use crate::codec::json::to_json;
-use crate::codec::{FieldValue, MapValue, MessageView, Scalar};
+use crate::codec::{FieldValue, MapValue, MessageDesc, MessageView, Scalar};
 
 /// A read-only view of one protobuf message. Fields read by their proto
 /// names; `kind` names the chosen variant of the message's first oneof.
-#[pyclass(name = "MessageView", module = "lkswarm._core", frozen, freelist = 64)]
+#[pyclass(name = "MessageView", module = "lkswarm._core", frozen)]
 pub struct PyMessageView {
     pub view: MessageView,
 }
@@ -27,12 +29,14 @@ impl PyMessageView {
     fn __getattribute__(slf: &Bound<'_, Self>, name: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let this = slf.get();
-        let key = name.to_str()?;
         let desc = this.view.desc();
-        if let Some(pos) = desc.field_by_name(key) {
+        if let Some(pos) = field_of(desc, name)? {
+            if let Some(tuple) = elements_to_py(py, &this.view, pos)? {
+                return Ok(tuple);
+            }
             return field_to_py(py, this.view.get(pos).py()?);
         }
-        if key == "kind" {
+        if name.to_str()? == "kind" {
             return this.kind(py);
         }
         // Methods and dunder attributes.
@@ -97,6 +101,91 @@ impl PyMessageView {
             None => py.None(),
         })
     }
+}
+
+/// Slots of the attribute-name cache: (message type, name object) -> field position.
+const NAME_CACHE_SLOTS: usize = 1024;
+const NOT_A_FIELD: u32 = u32::MAX;
+
+struct NameCacheSlot {
+    desc: *const MessageDesc,
+    /// Held, so the name's address cannot be reused by another string while it is cached.
+    name: Option<Py<PyString>>,
+    pos: u32,
+}
+
+thread_local! {
+    /// Attribute names in code are interned, so the same objects come back read after read; a
+    /// pointer-keyed cache answers them without comparing strings. Per thread: views are read
+    /// under the GIL, and no lock is needed.
+    static NAME_CACHE: RefCell<Vec<NameCacheSlot>> = RefCell::new(
+        (0..NAME_CACHE_SLOTS).map(|_| NameCacheSlot { desc: std::ptr::null(), name: None, pos: NOT_A_FIELD }).collect(),
+    );
+}
+
+/// The position of the field called `name` in `desc`, if it is one.
+fn field_of(desc: &'static MessageDesc, name: &Bound<'_, PyString>) -> PyResult<Option<usize>> {
+    let desc_ptr: *const MessageDesc = desc;
+    let name_ptr = name.as_ptr() as usize;
+    let slot = ((desc_ptr as usize >> 4) ^ (name_ptr >> 4)).wrapping_mul(0x9E37_79B9) % NAME_CACHE_SLOTS;
+    let cached = NAME_CACHE.with(|cache| {
+        let cache = cache.borrow();
+        let entry = &cache[slot];
+        (entry.desc == desc_ptr && entry.name.as_ref().is_some_and(|n| n.as_ptr() as usize == name_ptr))
+            .then_some(entry.pos)
+    });
+    let pos = match cached {
+        Some(pos) => pos,
+        None => {
+            let pos = desc.field_by_name(name.to_str()?).map_or(NOT_A_FIELD, |p| p as u32);
+            let old = NAME_CACHE.with(|cache| {
+                let mut cache = cache.borrow_mut();
+                let entry = &mut cache[slot];
+                entry.desc = desc_ptr;
+                entry.pos = pos;
+                entry.name.replace(name.clone().unbind())
+            });
+            drop(old); // after the borrow ends: releasing a reference must not run inside it
+            pos
+        }
+    };
+    Ok((pos != NOT_A_FIELD).then_some(pos as usize))
+}
+
+/// A repeated message field as a tuple of views, built in place (the common `for p in x.items`).
+fn elements_to_py(py: Python<'_>, view: &MessageView, pos: usize) -> PyResult<Option<Py<PyAny>>> {
+    let count = view.element_count(pos);
+    // SAFETY: PyTuple_New returns a new tuple of `count` NULL slots (or NULL with an exception);
+    // each slot is filled exactly once below, by PyTuple_SetItem, which steals the reference.
+    let tuple = unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyTuple_New(count as pyo3::ffi::Py_ssize_t))? };
+    let mut filled = 0usize;
+    let mut failure = None;
+    let is_elements = view.for_each_element(pos, |element| {
+        if failure.is_some() || filled >= count {
+            return;
+        }
+        match Py::new(py, PyMessageView::new(element)) {
+            Ok(object) => {
+                // SAFETY: `filled < count` and the tuple is new and not yet shared; PyTuple_SetItem
+                // steals the reference, and cannot fail for an index in range.
+                unsafe {
+                    pyo3::ffi::PyTuple_SetItem(tuple.as_ptr(), filled as pyo3::ffi::Py_ssize_t, object.into_ptr())
+                };
+                filled += 1;
+            }
+            Err(error) => failure = Some(error),
+        }
+    });
+    if !is_elements {
+        return Ok(None);
+    }
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    if filled != count {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err("message view changed while it was read"));
+    }
+    Ok(Some(tuple.unbind()))
 }
 
 fn scalar_to_py(py: Python<'_>, s: Scalar<'_>) -> PyResult<Py<PyAny>> {

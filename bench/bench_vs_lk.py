@@ -1,0 +1,285 @@
+"""lkswarm vs `lk perf load-test` (v2.18.2) on the same workloads, against the same local livekit-server build.
+
+Each (workload, tool) run gets a fresh embedded livekit-server, so its CPU belongs to that run alone. For
+every run we record:
+
+- the tool's CPU seconds, as `getrusage(RUSAGE_CHILDREN)` around it (its whole process tree, reaped), and
+  its maximum RSS, the sum over its process tree sampled every 0.25 s from /proc;
+- the server's CPU seconds over the same interval (/proc/<pid>/stat);
+- a census taken from the *server* (RoomService.ListParticipants) 10 s before the end: participants in the
+  room, how many ACTIVE, how many tracks published. It is the same judge for both tools, so a tool that
+  burns less CPU by holding fewer participants shows it.
+
+Workloads (issue #8): (a) 1 room, 2 audio publishers + 100 subscribers; (b) 1 simulcast video publisher +
+50 subscribers; both 60 s at 10 joins/s. `scale` adds LiveKit's audio benchmark shape: 10 audio publishers
+-> N subscribers at rising N, held 60 s, for both tools, with the server's CPU per subscriber.
+
+Usage: ``python bench/bench_vs_lk.py [head-to-head|scale] [--duration S]`` (prints JSON); ``make bench``
+records both. The API secret reaches the tools through the environment only, never their argv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "python"))
+
+from lkswarm.auth import Credentials  # noqa: E402
+from lkswarm.server import LocalServer  # noqa: E402
+from lkswarm.twirp import RoomService  # noqa: E402
+
+PYTHON = sys.executable
+LK_VERSION = "v2.18.2"
+JOIN_RATE = 10  # participants started per second, both tools
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+WORKLOADS: dict[str, dict[str, int]] = {
+    "audio_2_to_100": {"audio_publishers": 2, "video_publishers": 0, "subscribers": 100},
+    "video_1_to_50": {"audio_publishers": 0, "video_publishers": 1, "subscribers": 50},
+}
+
+
+def lk_binary() -> Path | None:
+    for candidate in (Path(sys.executable).parent / "lk", shutil.which("lk")):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def lk_version(binary: Path) -> str:
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False)
+    return out.stdout.strip()
+
+
+# -- /proc sampling --------------------------------------------------------------------------------------
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def tree_rss_kib(root_pid: int) -> int:
+    tree = _children()
+    total, stack = 0, [root_pid]
+    while stack:
+        pid = stack.pop()
+        with contextlib.suppress(OSError, IndexError, ValueError):  # the process just ended
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KIB
+        stack.extend(tree.get(pid, []))
+    return total
+
+
+def process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int, interval_s: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval_s, self.max_kib = pid, interval_s, 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval_s):
+            self.max_kib = max(self.max_kib, tree_rss_kib(self.pid))
+
+
+# -- one run ---------------------------------------------------------------------------------------------
+
+
+def census(server: LocalServer, credentials: Credentials, room: str | None) -> dict[str, Any]:
+    service = RoomService(server.url, credentials)
+    if room is None:  # lkswarm names its own room: the fresh server has exactly one
+        rooms = service.list_rooms()
+        room = rooms[0]["name"] if rooms else ""
+    participants = service.list_participants(room) if room else []
+    return {
+        "participants": len(participants),
+        "active": sum(1 for p in participants if p.get("state") == "ACTIVE"),
+        "tracks_published": sum(len(p.get("tracks", [])) for p in participants),
+    }
+
+
+def lk_packets_received(output: str) -> int:
+    """Packets lk's subscribers received: the Pkts column of its "Track loading" table, summed."""
+    total = 0
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
+        if len(cells) >= 4 and cells[2] in ("audio", "video") and cells[3].isdigit():
+            total += int(cells[3])
+    return total
+
+
+def command_for(tool: str, workload: dict[str, int], duration_s: int, url: str, room: str, out: Path) -> list[str]:
+    pubs_audio, pubs_video, subs = workload["audio_publishers"], workload["video_publishers"], workload["subscribers"]
+    if tool == "lk":
+        binary = lk_binary()
+        assert binary is not None
+        return [
+            str(binary), "perf", "load-test", "--url", url, "--room", room, "--duration", f"{duration_s}s",
+            "--audio-publishers", str(pubs_audio), "--video-publishers", str(pubs_video), "--subscribers", str(subs),
+            "--num-per-second", str(JOIN_RATE), "--video-codec", "vp8", "-y",
+        ]  # fmt: skip
+    total = pubs_audio + pubs_video + subs
+    return [
+        PYTHON, "-m", "lkswarm", "run", "--url", url, "--rooms", "1", "--participants", str(total),
+        "--audio-publishers", str(pubs_audio), "--video-publishers", str(pubs_video), "--rate", str(JOIN_RATE),
+        "--duration", f"{duration_s}s", "--quiet", "--no-verify-rooms", "--json", str(out),
+    ]  # fmt: skip
+
+
+def run_one(tool: str, workload: dict[str, int], duration_s: int) -> dict[str, Any]:
+    credentials = Credentials("bench", secrets.token_urlsafe(32))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+    env.update(LIVEKIT_API_KEY=credentials.api_key, LIVEKIT_API_SECRET=credentials.api_secret)
+    room = f"bench-{tool}-{secrets.token_hex(3)}"
+    with tempfile.TemporaryDirectory() as tmp, LocalServer(credentials) as server:
+        report_path = Path(tmp) / "report.json"
+        command = command_for(tool, workload, duration_s, server.url, room, report_path)
+        assert server.pid is not None
+        server_cpu_0 = process_cpu_s(server.pid)
+        children_0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        log = (Path(tmp) / "tool.log").open("wb")
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        sampler = RssSampler(process.pid)
+        sampler.start()
+        time.sleep(max(1.0, duration_s - 10))
+        seen = census(server, credentials, room if tool == "lk" else None)
+        try:
+            code = process.wait(timeout=duration_s + 120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
+        wall_s = time.perf_counter() - started
+        sampler.done.set()
+        sampler.join()
+        children_1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_cpu_s = process_cpu_s(server.pid) - server_cpu_0
+        log.close()
+        output = (Path(tmp) / "tool.log").read_text(errors="replace")
+        tail = output[-1500:]
+        report = json.loads(report_path.read_text()) if report_path.exists() else None
+    cpu_s = (children_1.ru_utime + children_1.ru_stime) - (children_0.ru_utime + children_0.ru_stime)
+    planned = sum(workload.values())
+    row: dict[str, Any] = {
+        "tool": tool,
+        "exit_code": code,
+        "planned_participants": planned,
+        "wall_s": round(wall_s, 1),
+        "cpu_s": round(cpu_s, 2),
+        "cpu_ms_per_participant_s": round(cpu_s * 1000 / (planned * duration_s), 3),
+        "max_rss_mib": round(sampler.max_kib / 1024, 1),
+        "server_cpu_s": round(server_cpu_s, 2),
+        "server_census": seen,
+        "command": " ".join(Path(c).name if i == 0 else c for i, c in enumerate(command)),
+    }
+    publishers = workload["audio_publishers"] + workload["video_publishers"]
+    # Valid when the server saw everyone ACTIVE and every publisher's track: a tool that publishes
+    # nothing is cheap for the wrong reason.
+    row["valid"] = seen["active"] >= planned and seen["tracks_published"] >= publishers
+    if report is not None:
+        row["packets_received"] = report.get("media", {}).get("packets_received", 0)
+        row["lkswarm_report"] = {
+            "active_at_end": report["participants"]["active_at_end"],
+            "outcomes": report["participants"]["outcomes"],
+            "media_loss_ratio": report.get("media", {}).get("loss_ratio"),
+            "tracks_received": report.get("media", {}).get("tracks_received"),
+        }
+    else:
+        row["packets_received"] = lk_packets_received(output)
+        row["output_tail"] = tail
+    row["cpu_us_per_packet_received"] = (
+        round(cpu_s * 1e6 / row["packets_received"], 2) if row["packets_received"] else None
+    )
+    return row
+
+
+def head_to_head(duration_s: int) -> dict[str, Any]:
+    if lk_binary() is None:
+        return {"skipped": f"lk {LK_VERSION} is not installed (.venv/bin/lk); see README, Performance"}
+    results: dict[str, Any] = {}
+    for name, workload in WORKLOADS.items():
+        runs = {tool: run_one(tool, workload, duration_s) for tool in ("lkswarm", "lk")}
+        ours, theirs = runs["lkswarm"], runs["lk"]
+        per_packet = (ours["cpu_us_per_packet_received"], theirs["cpu_us_per_packet_received"])
+        results[name] = {
+            "workload": workload | {"duration_s": duration_s, "join_rate_per_s": JOIN_RATE},
+            "valid": ours["valid"] and theirs["valid"],
+            "runs": runs,
+            "cpu_per_packet_ratio_lk_over_lkswarm": (
+                round(per_packet[1] / per_packet[0], 2) if per_packet[0] and per_packet[1] else None
+            ),
+            "cpu_ratio_lk_over_lkswarm": round(theirs["cpu_s"] / ours["cpu_s"], 2) if ours["cpu_s"] else None,
+            "rss_ratio_lk_over_lkswarm": (
+                round(theirs["max_rss_mib"] / ours["max_rss_mib"], 2) if ours["max_rss_mib"] else None
+            ),
+        }
+    return {"lk_version": lk_version(lk_binary()), "workloads": results, "target_cpu_ratio": 10}  # type: ignore[arg-type]
+
+
+def scale(duration_s: int, subscriber_steps: tuple[int, ...] = (40, 90, 190)) -> dict[str, Any]:
+    """LiveKit's audio benchmark shape at rising N: 10 audio publishers -> N subscribers, for each tool.
+
+    A step counts as held when the server's census 10 s before the end saw every planned participant ACTIVE.
+    """
+    tools = ["lkswarm"] + (["lk"] if lk_binary() is not None else [])
+    steps: dict[str, list[dict[str, Any]]] = {tool: [] for tool in tools}
+    largest: dict[str, int] = {tool: 0 for tool in tools}
+    for tool in tools:
+        for subscribers in subscriber_steps:
+            workload = {"audio_publishers": 10, "video_publishers": 0, "subscribers": subscribers}
+            row = run_one(tool, workload, duration_s)
+            held = row["server_census"]["active"] >= row["planned_participants"]
+            row["held"] = held
+            row["server_cpu_ms_per_subscriber_s"] = round(row["server_cpu_s"] * 1000 / (subscribers * duration_s), 3)
+            steps[tool].append(row)
+            if not held:
+                break
+            largest[tool] = row["planned_participants"]
+    return {
+        "shape": "10 audio publishers -> N subscribers, one room (LiveKit's audio benchmark)",
+        "duration_s": duration_s,
+        "largest_held": largest,
+        "steps": steps,
+        "note": "generator and server share this machine's cores; the server saturates first here",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("suite", choices=["head-to-head", "scale"])
+    parser.add_argument("--duration", type=int, default=60)
+    args = parser.parse_args()
+    result = head_to_head(args.duration) if args.suite == "head-to-head" else scale(args.duration)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
