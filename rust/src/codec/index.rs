@@ -21,18 +21,29 @@ use super::validate::check_packed;
 use super::wire::{read_tag, skip_value, Tag, MAX_DEPTH, WIRE_END_GROUP, WIRE_LEN, WIRE_VARINT};
 use crate::error::DecodeReason;
 
-/// No child message: the occurrence is a scalar, string, bytes or packed run.
-pub const NO_CHILD: u32 = u32::MAX;
-
-/// One known field of one message instance, as it appears on the wire.
+/// One known field of one message instance, as it appears on the wire: 12 bytes.
 #[derive(Clone, Copy, Debug)]
 pub struct Occurrence {
     pub field_pos: u16,
     pub wire: u8,
     pub start: u32,
-    pub end: u32,
-    /// The entry (in `FrameIndex::messages`) of the sub-message this occurrence holds.
-    pub child: u32,
+    /// The end of the value's span; for a sub-message, which is never read as bytes, the entry
+    /// (in `FrameIndex::messages`) of the message it holds instead. See `end` and `child`.
+    end_or_child: u32,
+}
+
+impl Occurrence {
+    /// End of the value (scalars, strings, bytes and packed runs).
+    #[inline]
+    pub fn end(&self) -> u32 {
+        self.end_or_child
+    }
+
+    /// The sub-message's entry (message-typed fields only).
+    #[inline]
+    pub fn child(&self) -> u32 {
+        self.end_or_child
+    }
 }
 
 /// One message instance: where its occurrences lie in the arena.
@@ -212,7 +223,7 @@ fn walk_message(
             has_unknown = true;
             continue;
         }
-        let mut child = NO_CHILD;
+        let mut end_or_child = span_end as u32;
         if wire == field.wire {
             match field.shape {
                 Shape::String => {
@@ -222,7 +233,7 @@ fn walk_message(
                     }
                 }
                 Shape::Message => {
-                    child = index.messages.len() as u32;
+                    end_or_child = index.messages.len() as u32;
                     index.messages.push(MessageEntry { first: 0, len: 0, has_unknown: false });
                     let (start, end) = (span_start as u32, span_end as u32);
                     queue.push(Pending { start, end, message: u32::from(field.type_index), depth: depth + 1 });
@@ -235,13 +246,7 @@ fn walk_message(
             has_unknown = true;
             continue;
         }
-        index.occurrences.push(Occurrence {
-            field_pos: field.pos,
-            wire,
-            start: span_start as u32,
-            end: span_end as u32,
-            child,
-        });
+        index.occurrences.push(Occurrence { field_pos: field.pos, wire, start: span_start as u32, end_or_child });
     }
     let len = index.occurrences.len() - first;
     index.messages[entry] = MessageEntry { first: first as u32, len: len as u32, has_unknown };

@@ -15,7 +15,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::index::{index_frame, FrameIndex, Occurrence, NO_CHILD};
+use super::index::{index_frame, FrameIndex, Occurrence};
 use super::schema::{FieldDesc, Kind, MessageDesc, MESSAGES};
 use super::wire::{read_varint, unzigzag, WIRE_LEN};
 use crate::error::{DecodeReason, Error, Result};
@@ -218,7 +218,7 @@ impl MessageView {
             }
             let occ = self.effective(pos);
             let present = !occ.is_empty();
-            let instances = instances_of(occ.iter().map(|o| o.child));
+            let instances = instances_of(occ.iter().map(Occurrence::child));
             return Ok(FieldValue::Message { view: self.view_of(sub, instances), present });
         }
         let occ = self.effective(pos);
@@ -249,20 +249,27 @@ impl MessageView {
     /// Calls `f` with a view of each element of repeated message field `pos` (not a map), in
     /// wire order; returns false (calling nothing) when `pos` is not such a field.
     pub fn for_each_element(&self, pos: usize, mut f: impl FnMut(MessageView)) -> bool {
-        let field = &self.desc.fields[pos];
-        if !field.repeated || field.kind != Kind::Message || MESSAGES[field.type_index].map_entry {
+        if !self.is_message_list(pos) {
             return false;
         }
+        let field = &self.desc.fields[pos];
         let sub = &MESSAGES[field.type_index];
-        for o in self.occurrences().iter().filter(|o| o.field_pos as usize == pos && o.child != NO_CHILD) {
-            f(self.view_of(sub, Instances::One(o.child)));
+        for o in self.occurrences().iter().filter(|o| o.field_pos as usize == pos) {
+            f(self.view_of(sub, Instances::One(o.child())));
         }
         true
     }
 
+    /// Whether field `pos` is a repeated message field that is not a map.
+    #[inline]
+    pub fn is_message_list(&self, pos: usize) -> bool {
+        let field = &self.desc.fields[pos];
+        field.repeated && field.kind == Kind::Message && !MESSAGES[field.type_index].map_entry
+    }
+
     /// How many elements repeated message field `pos` has (see `for_each_element`).
     pub fn element_count(&self, pos: usize) -> usize {
-        self.occurrences().iter().filter(|o| o.field_pos as usize == pos && o.child != NO_CHILD).count()
+        self.occurrences().iter().filter(|o| o.field_pos as usize == pos).count()
     }
 
     fn view_of(&self, desc: &'static MessageDesc, instances: Instances) -> MessageView {
@@ -271,7 +278,7 @@ impl MessageView {
 
     fn read_one(&self, kind: Kind, o: &Occurrence) -> Result<Scalar<'_>> {
         let buf = self.bytes();
-        let (s, e) = (o.start as usize, o.end as usize);
+        let (s, e) = (o.start as usize, o.end() as usize);
         match kind {
             Kind::String => {
                 let text = buf.get(s..e).ok_or(mutated(s))?;
@@ -319,7 +326,7 @@ impl MessageView {
 
     fn read_packed<'s>(&'s self, field: &FieldDesc, o: &Occurrence, out: &mut Vec<Scalar<'s>>) -> Result<()> {
         let buf = self.bytes();
-        let (mut p, end) = (o.start as usize, o.end as usize);
+        let (mut p, end) = (o.start as usize, o.end() as usize);
         while p < end {
             out.push(self.read_scalar(field.kind, p)?);
             p = match field.kind.wire_type() {
@@ -337,14 +344,11 @@ impl MessageView {
     /// value (an unknown number, or the key or value with the wrong wire type)
     /// to the parent's unknown fields, so the map does not contain it.
     fn map_entry(&self, entry: &'static MessageDesc, o: &Occurrence) -> Result<Option<(Scalar<'_>, MapValue<'_>)>> {
-        if o.child == NO_CHILD {
-            return Ok(None);
-        }
         let index = &self.frame.index;
-        if index.messages[o.child as usize].has_unknown {
+        if index.messages[o.child() as usize].has_unknown {
             return Ok(None);
         }
-        let occ = index.occurrences_of(o.child);
+        let occ = index.occurrences_of(o.child());
         let key_field = &entry.fields[0];
         let value_field = &entry.fields[1];
         let last = |pos: u16| occ.iter().rev().find(|x| x.field_pos == pos).copied();
@@ -354,7 +358,7 @@ impl MessageView {
         };
         let value = if value_field.kind == Kind::Message {
             let sub = &MESSAGES[value_field.type_index];
-            let instances = instances_of(occ.iter().filter(|x| x.field_pos == 1).map(|x| x.child));
+            let instances = instances_of(occ.iter().filter(|x| x.field_pos == 1).map(Occurrence::child));
             MapValue::Message(self.view_of(sub, instances))
         } else {
             MapValue::Scalar(match last(1) {
@@ -368,7 +372,7 @@ impl MessageView {
 
 /// The instances of a (possibly merged) sub-message, from its occurrences' children.
 fn instances_of(children: impl Iterator<Item = u32>) -> Instances {
-    let ids: Vec<u32> = children.filter(|&c| c != NO_CHILD).collect();
+    let ids: Vec<u32> = children.collect();
     match ids.as_slice() {
         [] => Instances::Empty,
         [one] => Instances::One(*one),

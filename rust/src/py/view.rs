@@ -154,6 +154,9 @@ fn field_of(desc: &'static MessageDesc, name: &Bound<'_, PyString>) -> PyResult<
 
 /// A repeated message field as a tuple of views, built in place (the common `for p in x.items`).
 fn elements_to_py(py: Python<'_>, view: &MessageView, pos: usize) -> PyResult<Option<Py<PyAny>>> {
+    if !view.is_message_list(pos) {
+        return Ok(None);
+    }
     let count = view.element_count(pos);
     // SAFETY: PyTuple_New returns a new tuple of `count` NULL slots (or NULL with an exception);
     // each slot is filled exactly once below, by PyTuple_SetItem, which steals the reference.
