@@ -190,6 +190,21 @@ impl MessageView {
             .map(|x| x.field_pos as usize))
     }
 
+    /// Reads field `pos` when it is a plain scalar (not repeated, not a message, in no oneof): the
+    /// last occurrence, or the default. None for any other field (read those with `get`).
+    #[inline]
+    pub fn scalar(&self, pos: usize) -> Option<Result<Scalar<'_>>> {
+        let field = &self.desc.fields[pos];
+        if field.oneof.is_some() || field.repeated || field.kind == Kind::Message {
+            return None;
+        }
+        let last = self.occurrences().iter().rev().find(|x| x.field_pos as usize == pos).copied();
+        Some(match last {
+            None => Ok(default_scalar(field.kind)),
+            Some(o) => self.read_one(field.kind, &o),
+        })
+    }
+
     /// Reads field `pos` (a position in `desc().fields`).
     pub fn get(&self, pos: usize) -> Result<FieldValue<'_>> {
         let field = &self.desc.fields[pos];

@@ -1,6 +1,6 @@
 //! `MessageView`: the read-only Python view of a decoded message.
 
-use std::cell::RefCell;
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use pyo3::exceptions::PyAttributeError;
 use pyo3::prelude::*;
@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::errors::IntoPyResult;
 use crate::codec::json::to_json;
+use crate::codec::schema::MESSAGES;
 use crate::codec::{FieldValue, MapValue, MessageDesc, MessageView, Scalar};
 
 /// A read-only view of one protobuf message. Fields read by their proto
@@ -31,6 +32,9 @@ impl PyMessageView {
         let this = slf.get();
         let desc = this.view.desc();
         if let Some(pos) = field_of(desc, name)? {
+            if let Some(value) = this.view.scalar(pos) {
+                return scalar_to_py(py, value.py()?);
+            }
             if let Some(tuple) = elements_to_py(py, &this.view, pos)? {
                 return Ok(tuple);
             }
@@ -105,51 +109,54 @@ impl PyMessageView {
 
 /// Slots of the attribute-name cache: (message type, name object) -> field position.
 const NAME_CACHE_SLOTS: usize = 1024;
-const NOT_A_FIELD: u32 = u32::MAX;
+/// `pos` of a name that is not a field of the type.
+const NOT_A_FIELD: u32 = 0xFFFF;
 
-struct NameCacheSlot {
-    desc: *const MessageDesc,
-    /// Held, so the name's address cannot be reused by another string while it is cached.
-    name: Option<Py<PyString>>,
-    pos: u32,
+/// One slot: the name object (a strong reference) and `type index << 16 | position`.
+struct NameSlot {
+    name: AtomicPtr<pyo3::ffi::PyObject>,
+    key: AtomicU32,
 }
 
-thread_local! {
-    /// Attribute names in code are interned, so the same objects come back read after read; a
-    /// pointer-keyed cache answers them without comparing strings. Per thread: views are read
-    /// under the GIL, and no lock is needed.
-    static NAME_CACHE: RefCell<Vec<NameCacheSlot>> = RefCell::new(
-        (0..NAME_CACHE_SLOTS).map(|_| NameCacheSlot { desc: std::ptr::null(), name: None, pos: NOT_A_FIELD }).collect(),
-    );
-}
+/// Attribute names in code are interned, so the same objects come back read after read; this
+/// pointer-keyed cache answers them without comparing strings. Every access holds the GIL (this
+/// module is built for GIL-enabled CPython), so slots are never written concurrently; the atomics
+/// only keep that free of data races in Rust's terms. A slot owns a reference to its name, so the
+/// address cannot be reused by another string while it is cached. A static, not a thread-local:
+/// thread-locals of a loaded extension cost a `__tls_get_addr` call on every read.
+static NAME_CACHE: [NameSlot; NAME_CACHE_SLOTS] =
+    [const { NameSlot { name: AtomicPtr::new(std::ptr::null_mut()), key: AtomicU32::new(u32::MAX) } };
+        NAME_CACHE_SLOTS];
 
 /// The position of the field called `name` in `desc`, if it is one.
 fn field_of(desc: &'static MessageDesc, name: &Bound<'_, PyString>) -> PyResult<Option<usize>> {
-    let desc_ptr: *const MessageDesc = desc;
-    let name_ptr = name.as_ptr() as usize;
-    let slot = ((desc_ptr as usize >> 4) ^ (name_ptr >> 4)).wrapping_mul(0x9E37_79B9) % NAME_CACHE_SLOTS;
-    let cached = NAME_CACHE.with(|cache| {
-        let cache = cache.borrow();
-        let entry = &cache[slot];
-        (entry.desc == desc_ptr && entry.name.as_ref().is_some_and(|n| n.as_ptr() as usize == name_ptr))
-            .then_some(entry.pos)
-    });
-    let pos = match cached {
-        Some(pos) => pos,
-        None => {
-            let pos = desc.field_by_name(name.to_str()?).map_or(NOT_A_FIELD, |p| p as u32);
-            let old = NAME_CACHE.with(|cache| {
-                let mut cache = cache.borrow_mut();
-                let entry = &mut cache[slot];
-                entry.desc = desc_ptr;
-                entry.pos = pos;
-                entry.name.replace(name.clone().unbind())
-            });
-            drop(old); // after the borrow ends: releasing a reference must not run inside it
-            pos
-        }
-    };
+    let type_index = message_index(desc);
+    let name_ptr = name.as_ptr();
+    let slot =
+        &NAME_CACHE[((name_ptr as usize >> 4) ^ (type_index as usize).wrapping_mul(0x9E37_79B9)) % NAME_CACHE_SLOTS];
+    let key = slot.key.load(Ordering::Relaxed);
+    if slot.name.load(Ordering::Relaxed) == name_ptr && key >> 16 == type_index {
+        let pos = key & 0xFFFF;
+        return Ok((pos != NOT_A_FIELD).then_some(pos as usize));
+    }
+    let pos = desc.field_by_name(name.to_str()?).map_or(NOT_A_FIELD, |p| p as u32);
+    // SAFETY: the GIL is held (we are inside a Python call); the slot takes its own reference to
+    // the new name and gives up the one it held on the old.
+    unsafe { pyo3::ffi::Py_IncRef(name_ptr) };
+    let old = slot.name.swap(name_ptr, Ordering::Relaxed);
+    slot.key.store(type_index << 16 | pos, Ordering::Relaxed);
+    if !old.is_null() {
+        // SAFETY: as above; `old` was a reference this slot owned. Releasing a `str` runs no Python code.
+        unsafe { pyo3::ffi::Py_DecRef(old) };
+    }
     Ok((pos != NOT_A_FIELD).then_some(pos as usize))
+}
+
+/// The index of `desc` in the schema's table of message types.
+#[inline]
+fn message_index(desc: &'static MessageDesc) -> u32 {
+    let offset = (desc as *const MessageDesc as usize).wrapping_sub(MESSAGES.as_ptr() as usize);
+    (offset / std::mem::size_of::<MessageDesc>()) as u32
 }
 
 /// A repeated message field as a tuple of views, built in place (the common `for p in x.items`).
