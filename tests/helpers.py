@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from lkswarm.auth import Credentials
+from lkswarm.config import RunConfig
+from lkswarm.engine import Engine
 
 LKSWARM = [sys.executable, "-m", "lkswarm"]
 
@@ -39,3 +43,25 @@ def assert_outcomes_reconcile(report: dict[str, Any]) -> None:
     assert sum(p["outcomes"].values()) == p["scheduled"]
     assert sum(p["failures"].values()) == p["outcomes"]["failed"]
     assert sum(p["left_reasons"].values()) == p["outcomes"]["left"]
+
+
+def run_engine(config: RunConfig, credentials: Credentials, url: str, setup: Any = None) -> dict[str, Any]:
+    """Runs an Engine in-process; ``setup(engine)`` installs fault-injection filters before it starts."""
+
+    async def main() -> dict[str, Any]:
+        engine = Engine(config, credentials, url)
+        if setup is not None:
+            setup(engine)
+        return await engine.run()
+
+    return asyncio.run(main())
+
+
+def dead_candidates(sdp: str) -> str:
+    """Candidates pointing at a port nobody answers on (the discard port)."""
+    return re.sub(r"(a=candidate:\S+ \d+ (?i:udp) \d+ \S+ )\d+", r"\g<1>9", sdp)
+
+
+def wrong_fingerprint(sdp: str) -> str:
+    """The DTLS fingerprint replaced, so the peer's certificate will not match it."""
+    return re.sub(r"a=fingerprint:sha-256 [0-9A-Fa-f:]+", "a=fingerprint:sha-256 " + ":".join(["AB"] * 32), sdp)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
-from helpers import assert_outcomes_reconcile, run_cli
+from helpers import assert_outcomes_reconcile, dead_candidates, run_cli, run_engine, wrong_fingerprint
 from lkswarm.auth import Credentials, mint_token
 from lkswarm.config import RunConfig
 from lkswarm.engine import Engine
@@ -39,16 +38,6 @@ def test_120_participants_in_2_rooms_stay_active_and_receive_every_track(
     assert media["loss_ratio"] < 0.01, media
     assert report["latency_ms"]["track_subscribed"]["count"] == media["tracks_received"]
     assert report["room_check"]["matched"] == 120
-
-
-def run_engine(config: RunConfig, credentials: Credentials, url: str, setup: Any = None) -> dict[str, Any]:
-    async def main() -> dict[str, Any]:
-        engine = Engine(config, credentials, url)
-        if setup is not None:
-            setup(engine)
-        return await engine.run()
-
-    return asyncio.run(main())
 
 
 def test_official_sdk_receives_and_decodes_our_audio_and_video(
@@ -127,16 +116,12 @@ def test_bad_input_fails_only_the_affected_participant(
 
     def broken_fingerprint(participant: MediaParticipant, sdp: str) -> str:
         if participant.driver.index == 1:  # the server's certificate will not match what it offered
-            return re.sub(r"a=fingerprint:sha-256 [0-9A-Fa-f:]+", "a=fingerprint:sha-256 " + ":".join(["AB"] * 32), sdp)
+            return wrong_fingerprint(sdp)
         if participant.driver.index == 2:
             return dead_candidates(sdp)
         if participant.driver.index == 3:
             garbage_target.append(participant.local_port)
         return sdp
-
-    def dead_candidates(sdp: str) -> str:
-        """Candidates pointing at a port nobody answers on (the discard port)."""
-        return re.sub(r"(a=candidate:\S+ \d+ (?i:udp) \d+ \S+ )\d+", r"\g<1>9", sdp)
 
     def dead_answer_for_2(participant: MediaParticipant, sdp: str) -> str:
         return dead_candidates(sdp) if participant.driver.index == 2 else sdp

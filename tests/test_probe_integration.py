@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import re
 import struct
 import time
 from pathlib import Path
 from typing import Any
 
-from helpers import assert_outcomes_reconcile, run_cli
+from helpers import assert_outcomes_reconcile, dead_candidates, run_cli, run_engine, wrong_fingerprint
 from lkswarm import barcode
 from lkswarm.auth import Credentials, mint_token
 from lkswarm.config import RunConfig
@@ -176,13 +175,9 @@ def test_a_failed_probe_peer_connection_fails_that_probe_only(
         verify_rooms=False,
     )
 
-    def dead_candidates(sdp: str) -> str:
-        """Candidates pointing at a port nobody answers on (the discard port)."""
-        return re.sub(r"(a=candidate:\S+ \d+ (?i:udp) \d+ \S+ )\d+", r"\g<1>9", sdp)
-
     def bad_offer(participant: ProbeParticipant, sdp: str) -> str:
         if participant.slot == 0:  # the server's certificate will not match the fingerprint it offered
-            return re.sub(r"a=fingerprint:sha-256 [0-9A-Fa-f:]+", "a=fingerprint:sha-256 " + ":".join(["AB"] * 32), sdp)
+            return wrong_fingerprint(sdp)
         return dead_candidates(sdp) if participant.slot == 1 else sdp
 
     def setup(engine: Engine) -> None:
@@ -191,12 +186,7 @@ def test_a_failed_probe_peer_connection_fails_that_probe_only(
         engine.probes.answer_filter = lambda p, sdp: dead_candidates(sdp) if p.slot == 1 else sdp
         engine.probes.trickle_filter = lambda p, candidate: None if p.slot == 1 else candidate
 
-    async def main() -> dict[str, Any]:
-        engine = Engine(config, credentials, livekit_server.url)
-        setup(engine)
-        return await engine.run()
-
-    report = asyncio.run(main())
+    report = run_engine(config, credentials, livekit_server.url, setup)
     assert_outcomes_reconcile(report)
     p = report["participants"]
     assert p["outcomes"]["failed"] == 2, p
