@@ -24,9 +24,9 @@ def test_120_participants_in_2_rooms_stay_active_and_receive_every_track(
     args = ["--url", livekit_server.url, "--rooms", "2", "--participants", "60", "--rate", "20", "--duration", "75s"]
     args += ["--audio-publishers", "2", "--video-publishers", "1"]
     code, report, stderr = run_cli(args, credentials, tmp_path, timeout_s=240)
-    assert code == 0, stderr
-    assert_outcomes_reconcile(report)
     p = report["participants"]
+    assert code == 0, (stderr, p["outcomes"], p["failures"], report["failed_participants"][:3])
+    assert_outcomes_reconcile(report)
     assert p["outcomes"]["completed"] == 120, p
     assert report["latency_ms"]["active"]["count"] == 120
     assert p["active_at_end"] == 120

@@ -141,6 +141,7 @@ class ParticipantDriver:
         assert session is not None
         now = time.perf_counter()
         if resume:
+            session.frames_to_send()  # what the lost connection never sent is stale on the new one
             session.begin_resume(now)
         else:
             session.start(now)
@@ -287,9 +288,14 @@ class ParticipantDriver:
         session = self.session
         if session is None:
             return
-        frames = session.frames_to_send()
         connection = self._connection
-        if frames and connection is not None and connection.is_open():
+        if connection is None:
+            # Still connecting: the JoinResponse, the first offer and our answer can all pass
+            # before `open_websocket` returns (uvloop delivers them in the same tick), so the
+            # frames wait in the session until `_connect` assigns the connection and flushes.
+            return
+        frames = session.frames_to_send()
+        if connection.is_open():
             for frame in frames:
                 connection.send(frame)
 

@@ -58,8 +58,8 @@ fn measure_pair(
     let mut sender = MediaPeer::new(cert, addr(base), library.clone(), PeerConfig::default(), now).unwrap();
     let mut receiver = MediaPeer::new(cert, addr(base + 2), library.clone(), PeerConfig::default(), now).unwrap();
     let offer = sender.create_publisher_offer(addr(base + 1), cert, Some("a"), None, now).unwrap();
-    let answer = receiver.accept_offer(&offer, now).unwrap();
-    sender.accept_answer(&answer, now).unwrap();
+    let answer = receiver.accept_offer(&offer).unwrap();
+    sender.accept_answer(&answer).unwrap();
     let mut wire: Vec<Datagram> = Vec::new();
     let mut sink: Vec<Datagram> = Vec::new();
     let mut timed = Duration::ZERO;

@@ -35,8 +35,8 @@ impl Pair {
         let mut a = MediaPeer::new(&cert, addr(10_001), library(), config.clone(), now).unwrap();
         let mut b = MediaPeer::new(&cert, addr(10_003), library(), config, now).unwrap();
         let offer = a.create_publisher_offer(addr(10_002), &cert, Some("cid-audio"), None, now).unwrap();
-        let answer = b.accept_offer(&offer, now).unwrap();
-        a.accept_answer(&answer, now).unwrap();
+        let answer = b.accept_offer(&offer).unwrap();
+        a.accept_answer(&answer).unwrap();
         Pair { a, b, now }
     }
 
@@ -116,8 +116,8 @@ fn unanswered_ice_fails_at_the_deadline_with_a_reason() {
 fn bad_sdp_is_an_error_not_a_panic() {
     let cert = shared_certificate().unwrap();
     let mut peer = MediaPeer::new(&cert, addr(10_005), library(), PeerConfig::default(), Instant::now()).unwrap();
-    assert!(peer.accept_offer("v=0\r\nnonsense", Instant::now()).is_err());
-    assert!(peer.accept_answer("v=0", Instant::now()).is_err());
+    assert!(peer.accept_offer("v=0\r\nnonsense").is_err());
+    assert!(peer.accept_answer("v=0").is_err());
     assert!(peer.add_remote_candidate(Pc::Subscriber, "{not json", Instant::now()).is_err());
     assert!(peer.add_remote_candidate(Pc::Subscriber, r#"{"candidate":""}"#, Instant::now()).is_ok());
 }

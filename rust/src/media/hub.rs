@@ -237,11 +237,11 @@ impl Hub {
     }
 
     pub fn accept_offer(&self, id: u32, sdp: &str) -> crate::Result<String> {
-        self.with_peer(id, |peer, now| peer.accept_offer(sdp, now)).map_err(Error::media)
+        self.with_peer(id, |peer, _| peer.accept_offer(sdp)).map_err(Error::media)
     }
 
     pub fn accept_answer(&self, id: u32, sdp: &str) -> crate::Result<()> {
-        self.with_peer(id, |peer, now| peer.accept_answer(sdp, now)).map_err(Error::media)
+        self.with_peer(id, |peer, _| peer.accept_answer(sdp)).map_err(Error::media)
     }
 
     pub fn add_remote_candidate(&self, id: u32, pc: Pc, candidate_init: &str) -> crate::Result<()> {

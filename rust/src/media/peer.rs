@@ -125,6 +125,14 @@ struct Transport {
     created_at: Instant,
     connected_at: Option<Instant>,
     next_timeout: Instant,
+    /// Why a connection failed, in the failure's detail: how far ICE got and what arrived.
+    ice_state: &'static str,
+    remote_candidates: Vec<String>,
+    datagrams_received: u64,
+    datagrams_sent: u64,
+    /// When to start our own connectivity checks if the server's have not arrived (see
+    /// `OWN_CHECKS_AFTER`); cleared once they start.
+    own_checks_at: Option<Instant>,
 }
 
 impl Transport {
@@ -139,7 +147,18 @@ impl Transport {
             .build(now);
         let candidate = Candidate::host(local, "udp").map_err(|e| format!("local candidate {local}: {e}"))?;
         rtc.add_local_candidate(candidate);
-        Ok(Transport { rtc, local, created_at: now, connected_at: None, next_timeout: now })
+        Ok(Transport {
+            rtc,
+            local,
+            created_at: now,
+            connected_at: None,
+            next_timeout: now,
+            ice_state: "new",
+            remote_candidates: Vec::new(),
+            datagrams_received: 0,
+            datagrams_sent: 0,
+            own_checks_at: None,
+        })
     }
 }
 
@@ -161,6 +180,12 @@ struct VideoOut {
     next_due: Instant,
 }
 
+/// str0m's ICE agent has no clock until its first `Input::Timeout`, so after the offer and the
+/// candidates it stays silent and answers the server's checks, which arrive within milliseconds
+/// once the server has our SDP: the fastest path to connected. Checking at once instead races our
+/// answer to the server and costs a 250 ms retransmission. If nothing has arrived by this delay
+/// (a server that cannot reach our candidate), our own checks start.
+const OWN_CHECKS_AFTER: Duration = Duration::from_millis(500);
 /// Media catch-up limit: after a stall, skip frames instead of bursting them.
 const MAX_LATE: Duration = Duration::from_millis(100);
 /// RFC 6464 level of a silence frame: the lowest the extension can say.
@@ -276,12 +301,11 @@ impl MediaPeer {
     // -- signaling ------------------------------------------------------------------------
 
     /// Answers an offer from the server on the subscriber PeerConnection.
-    pub fn accept_offer(&mut self, sdp: &str, now: Instant) -> Result<String, String> {
+    pub fn accept_offer(&mut self, sdp: &str) -> Result<String, String> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("unparsable subscriber offer: {e}"))?;
         self.tracks_by_mid.extend(msid_tracks_by_mid(sdp));
         let answer =
             self.subscriber.rtc.sdp_api().accept_offer(offer).map_err(|e| format!("subscriber offer rejected: {e}"))?;
-        self.subscriber.next_timeout = now;
         Ok(answer.to_sdp_string())
     }
 
@@ -342,13 +366,12 @@ impl MediaPeer {
             self.video_out =
                 Some(VideoOut { mid, pt: Pt::from(0), cursors: vec![0; rids.len()], rids, rtp_time: 0, next_due: now });
         }
-        transport.next_timeout = now;
         self.publisher = Some(transport);
         Ok(offer.to_sdp_string())
     }
 
     /// Applies the server's answer to our publisher offer.
-    pub fn accept_answer(&mut self, sdp: &str, now: Instant) -> Result<(), String> {
+    pub fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("unparsable publisher answer: {e}"))?;
         let pending = self.pending_offer.take().ok_or("an answer arrived with no offer pending")?;
         let publisher = self.publisher.as_mut().ok_or("no publisher PeerConnection")?;
@@ -357,7 +380,6 @@ impl MediaPeer {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| format!("publisher answer rejected: {e}"))?;
-        publisher.next_timeout = now;
         let writer_pt = |rtc: &mut Rtc, mid: Mid, codec: Codec| -> Option<Pt> {
             let writer = rtc.writer(mid)?;
             let pt = writer.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt());
@@ -379,8 +401,11 @@ impl MediaPeer {
             return Ok(()); // end-of-candidates
         };
         let transport = self.transport_mut(pc).ok_or("no such PeerConnection yet")?;
+        transport.remote_candidates.push(candidate.addr().to_string());
         transport.rtc.add_remote_candidate(candidate);
-        transport.next_timeout = now;
+        if transport.datagrams_received == 0 && transport.own_checks_at.is_none() {
+            transport.own_checks_at = Some(now + OWN_CHECKS_AFTER);
+        }
         Ok(())
     }
 
@@ -412,6 +437,8 @@ impl MediaPeer {
             return;
         };
         let transport = self.transport_mut(pc).expect("pc_for found it");
+        transport.datagrams_received += 1;
+        transport.own_checks_at = None;
         let result = transport.rtc.handle_input(Input::Receive(now, receive));
         if let Err(error) = result {
             self.on_rtc_error(pc, now, error);
@@ -439,7 +466,11 @@ impl MediaPeer {
         }
         for pc in [Pc::Subscriber, Pc::Publisher] {
             let Some(transport) = self.transport_mut(pc) else { continue };
-            if transport.next_timeout <= now {
+            let own_checks_due = transport.own_checks_at.is_some_and(|at| at <= now);
+            if own_checks_due {
+                transport.own_checks_at = None;
+            }
+            if transport.next_timeout <= now || own_checks_due {
                 if let Err(error) = transport.rtc.handle_input(Input::Timeout(now)) {
                     self.on_rtc_error(pc, now, error);
                 }
@@ -462,7 +493,15 @@ impl MediaPeer {
         } else {
             ("ice_timeout", "ICE did not connect (no answer to connectivity checks)")
         };
-        let mut detail = format!("{} PeerConnection: {what} within {:.0} s", pc.name(), timeout.as_secs_f64());
+        let mut detail = format!(
+            "{} PeerConnection: {what} within {:.0} s (ICE {}, {} datagrams sent, {} received; remote candidates {})",
+            pc.name(),
+            timeout.as_secs_f64(),
+            transport.ice_state,
+            transport.datagrams_sent,
+            transport.datagrams_received,
+            transport.remote_candidates.join(" ")
+        );
         if self.counters.foreign_datagrams > 0 {
             detail.push_str(&format!(" ({} foreign datagrams received)", self.counters.foreign_datagrams));
         }
@@ -500,6 +539,9 @@ impl MediaPeer {
                 if t.connected_at.is_none() {
                     wake = wake.min(t.created_at + self.config.connect_timeout);
                 }
+                if let Some(at) = t.own_checks_at {
+                    wake = wake.min(at);
+                }
             }
         }
         wake.max(now)
@@ -524,6 +566,7 @@ impl MediaPeer {
                     return;
                 }
                 Output::Transmit(transmit) => {
+                    transport.datagrams_sent += 1;
                     self.counters.datagrams_sent += 1;
                     self.counters.bytes_sent += transmit.contents.len() as u64;
                     out.push(Datagram {
@@ -550,6 +593,9 @@ impl MediaPeer {
                     IceConnectionState::Completed => "completed",
                     IceConnectionState::Disconnected => "disconnected",
                 };
+                if let Some(transport) = self.transport_mut(pc) {
+                    transport.ice_state = state;
+                }
                 self.events.push((now, PeerEvent::IceState { pc, state }));
             }
             Event::Connected => {

@@ -1,0 +1,62 @@
+"""The participant driver's hand-off of frames to its WebSocket, without sockets."""
+
+from __future__ import annotations
+
+from lkswarm import codec
+from lkswarm.auth import Credentials
+from lkswarm.config import RunConfig
+from lkswarm.engine import Engine
+from lkswarm.participant import ParticipantDriver
+from lkswarm.session import SignalSession
+
+
+class RecordingConnection:
+    def __init__(self) -> None:
+        self.sent: list[bytes | str] = []
+        self.open = True
+
+    def is_open(self) -> bool:
+        return self.open
+
+    def send(self, frame: bytes | str) -> None:
+        self.sent.append(frame)
+
+
+def make_driver() -> ParticipantDriver:
+    config = RunConfig(url="ws://127.0.0.1:7880", rooms=1, participants=1, signal_only=True)
+    engine = Engine(config, Credentials("key", "secret-0123456789abcdef0123456789abcdef"), config.url)
+    driver = ParticipantDriver(engine, 0, "room", "p0", 0.0)
+    driver.session = SignalSession("p0", "token", join_timeout_s=15)
+    return driver
+
+
+def test_frames_produced_before_the_connection_is_assigned_are_sent_once_it_is() -> None:
+    """uvloop can deliver the JoinResponse and the first offer before `open_websocket` returns:
+    the answer produced then must wait for the connection, not vanish (it used to, and the
+    server, never hearing our answer, sent no ICE checks: ice_timeout 30 s later)."""
+    driver = make_driver()
+    session = driver.session
+    assert session is not None
+    session.send_answer("v=0\r\n", 3)
+    driver._flush()  # no connection yet
+    connection = RecordingConnection()
+    driver._connection = connection  # type: ignore[assignment]
+    driver._flush()
+    [frame] = connection.sent
+    assert isinstance(frame, bytes)
+    answer = codec.decode_request(frame)
+    assert (answer.kind, answer.answer.sdp, answer.answer.id) == ("answer", "v=0\r\n", 3)
+    driver._flush()
+    assert len(connection.sent) == 1  # sent once
+
+
+def test_frames_for_a_closed_connection_are_not_sent() -> None:
+    driver = make_driver()
+    session = driver.session
+    assert session is not None
+    connection = RecordingConnection()
+    connection.open = False
+    driver._connection = connection  # type: ignore[assignment]
+    session.send_answer("v=0\r\n", 3)
+    driver._flush()
+    assert connection.sent == []
