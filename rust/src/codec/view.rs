@@ -291,6 +291,7 @@ impl MessageView {
         MessageView { frame: self.frame.clone(), instances, desc }
     }
 
+    #[inline]
     fn read_one(&self, kind: Kind, o: &Occurrence) -> Result<Scalar<'_>> {
         let buf = self.bytes();
         let (s, e) = (o.start as usize, o.end() as usize);
