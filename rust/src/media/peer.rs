@@ -133,6 +133,10 @@ struct Transport {
     /// When to start our own connectivity checks if the server's have not arrived (see
     /// `OWN_CHECKS_AFTER`); cleared once they start.
     own_checks_at: Option<Instant>,
+    /// str0m has had input since it last answered `Output::Timeout`. Without new input it would
+    /// only answer the same timeout again, so `drain` skips a clean transport: after a received
+    /// packet, `poll` then costs no second round of str0m's poll_output (timers of every part).
+    undrained: bool,
 }
 
 impl Transport {
@@ -158,6 +162,7 @@ impl Transport {
             datagrams_received: 0,
             datagrams_sent: 0,
             own_checks_at: None,
+            undrained: true,
         })
     }
 }
@@ -306,6 +311,7 @@ impl MediaPeer {
         self.tracks_by_mid.extend(msid_tracks_by_mid(sdp));
         let answer =
             self.subscriber.rtc.sdp_api().accept_offer(offer).map_err(|e| format!("subscriber offer rejected: {e}"))?;
+        self.subscriber.undrained = true;
         Ok(answer.to_sdp_string())
     }
 
@@ -380,6 +386,7 @@ impl MediaPeer {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| format!("publisher answer rejected: {e}"))?;
+        publisher.undrained = true;
         let writer_pt = |rtc: &mut Rtc, mid: Mid, codec: Codec| -> Option<Pt> {
             let writer = rtc.writer(mid)?;
             let pt = writer.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt());
@@ -403,6 +410,7 @@ impl MediaPeer {
         let transport = self.transport_mut(pc).ok_or("no such PeerConnection yet")?;
         transport.remote_candidates.push(candidate.addr().to_string());
         transport.rtc.add_remote_candidate(candidate);
+        transport.undrained = true;
         if transport.datagrams_received == 0 && transport.own_checks_at.is_none() {
             transport.own_checks_at = Some(now + OWN_CHECKS_AFTER);
         }
@@ -439,6 +447,7 @@ impl MediaPeer {
         let transport = self.transport_mut(pc).expect("pc_for found it");
         transport.datagrams_received += 1;
         transport.own_checks_at = None;
+        transport.undrained = true;
         let result = transport.rtc.handle_input(Input::Receive(now, receive));
         if let Err(error) = result {
             self.on_rtc_error(pc, now, error);
@@ -471,6 +480,7 @@ impl MediaPeer {
                 transport.own_checks_at = None;
             }
             if transport.next_timeout <= now || own_checks_due {
+                transport.undrained = true;
                 if let Err(error) = transport.rtc.handle_input(Input::Timeout(now)) {
                     self.on_rtc_error(pc, now, error);
                 }
@@ -548,6 +558,9 @@ impl MediaPeer {
     }
 
     fn drain(&mut self, pc: Pc, now: Instant, out: &mut Vec<Datagram>) {
+        if self.transport(pc).is_some_and(|t| !t.undrained) {
+            return;
+        }
         loop {
             let transport = self.transport_mut(pc).expect("drain of an existing pc");
             let output = match transport.rtc.poll_output() {
@@ -563,6 +576,7 @@ impl MediaPeer {
             match output {
                 Output::Timeout(at) => {
                     transport.next_timeout = at;
+                    transport.undrained = false;
                     return;
                 }
                 Output::Transmit(transmit) => {
@@ -760,6 +774,7 @@ impl MediaPeer {
             Ok(()) => self.counters.frames_sent += 1,
             Err(_) => self.counters.input_errors += 1,
         }
+        publisher.undrained = true;
         self.drain(Pc::Publisher, now, out);
     }
 }
