@@ -27,6 +27,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,12 +40,12 @@ use str0m::config::DtlsCert;
 
 use super::clip::MediaLibrary;
 use super::peer::{Datagram, MediaPeer, Pc, PeerConfig, PeerCounters, PeerEvent, RxTrack};
+use super::recv::{recv_batch, RecvBatch};
 use crate::error::Error;
 
 const WAKER_TOKEN: Token = Token(usize::MAX);
 /// Upper bound on one epoll wait, so `close` is noticed promptly.
 const MAX_WAIT: Duration = Duration::from_millis(50);
-const RECV_BUFFER_BYTES: usize = 2048;
 
 /// What Python learns about a peer, stamped with seconds since the hub started.
 #[derive(Debug, Clone)]
@@ -440,7 +441,7 @@ fn service(shared: &Shared, state: &mut State, id: u32, now: Instant) {
 
 fn run_worker(shared: &Shared, mut poll: Poll) {
     let mut events = Events::with_capacity(1024);
-    let mut buffer = vec![0u8; RECV_BUFFER_BYTES];
+    let mut batch = RecvBatch::default();
     let mut touched: HashSet<u32, BuildHasherDefault<IdHasher>> = HashSet::default();
     while !shared.stop.load(Ordering::SeqCst) {
         let timeout = {
@@ -462,14 +463,21 @@ fn run_worker(shared: &Shared, mut poll: Poll) {
             let Some(&(id, index)) = state.owners.get(&event.token()) else { continue };
             let Some(slot) = state.slots.get_mut(&id) else { continue };
             let Some(socket) = slot.sockets.get(index) else { continue };
-            let local = socket.local;
+            let (local, fd) = (socket.local, socket.socket.as_raw_fd());
             loop {
-                match socket.socket.recv_from(&mut buffer) {
-                    Ok((len, source)) => {
+                match recv_batch(fd, &mut batch) {
+                    Ok(_) => {
                         let peer = &mut slot.peer;
-                        let data = &buffer[..len];
-                        if catch_unwind(AssertUnwindSafe(|| peer.handle_datagram(now, source, local, data))).is_err() {
-                            peer.fail(now, "internal_error", "panic in the media tier".into());
+                        for (data, source) in batch.datagrams() {
+                            let Some(source) = source else { continue }; // not IPv4/IPv6: never ours
+                            if catch_unwind(AssertUnwindSafe(|| peer.handle_datagram(now, source, local, data)))
+                                .is_err()
+                            {
+                                peer.fail(now, "internal_error", "panic in the media tier".into());
+                            }
+                        }
+                        if batch.drained() {
+                            break; // a short batch emptied the queue: no WouldBlock call needed
                         }
                     }
                     Err(error) if error.kind() == ErrorKind::WouldBlock => break,

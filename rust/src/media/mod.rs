@@ -4,6 +4,7 @@
 pub mod clip;
 pub mod hub;
 pub mod peer;
+pub mod recv;
 pub mod rxstats;
 pub mod sdp;
 
