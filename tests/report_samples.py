@@ -73,6 +73,7 @@ def synthetic_report(
             "cpu_s": 1.5,
             "max_rss_mb": 120.0,
             "rss_start_mb": 80.0,
+            "rss_ready_mb": 85.0,
             "rss_end_mb": 110.0,
             "loop_lag_ms": summarize(loop_lag),
             "lateness_ms": summarize(histogram_of([0.2, 0.4])),

@@ -92,6 +92,7 @@ class Engine:
         self._scheduling_done = False
         self._by_index: dict[int, ParticipantDriver] = {}
         self.rss_start_mb = 0.0
+        self.rss_ready_mb = 0.0  # after set-up (clips encoded, media hub and probes started)
         self.rss_end_mb = 0.0
         self.media: MediaTier | None = None if config.signal_only else MediaTier(self)
         self.media_totals: MediaTotals | None = None
@@ -161,6 +162,9 @@ class Engine:
         # Everything alive now (modules, the plan, the clips) lives for the whole run. Freezing it keeps the
         # cyclic GC from rescanning it in every full collection, which cost 10-40 ms pauses at 1000 joins/s.
         gc.freeze()
+        # Set-up (the clips, the codec libraries they load, the hub's thread) is paid once per run:
+        # per-participant memory is measured from here, not from rss_start_mb.
+        self.rss_ready_mb = current_rss_mb()
         t0 = time.perf_counter() + 0.05
         self._t0 = t0
         end_at = t0 + config.duration_s

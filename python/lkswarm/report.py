@@ -158,6 +158,7 @@ def build_report(
             "cpu_s": round(usage.cpu_s - probe_cpu_s, 3),  # the probe tier's own CPU is under probes.cpu_s
             "max_rss_mb": usage.max_rss_mb,
             "rss_start_mb": engine.rss_start_mb,
+            "rss_ready_mb": engine.rss_ready_mb,
             "rss_end_mb": engine.rss_end_mb,
             "loop_lag_ms": loop_lag,
             "lateness_ms": lateness,
