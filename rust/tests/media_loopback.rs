@@ -121,3 +121,38 @@ fn bad_sdp_is_an_error_not_a_panic() {
     assert!(peer.add_remote_candidate(Pc::Subscriber, "{not json", Instant::now()).is_err());
     assert!(peer.add_remote_candidate(Pc::Subscriber, r#"{"candidate":""}"#, Instant::now()).is_ok());
 }
+
+/// Drives `peer` as the hub does: woken only at the times `poll` asks for. Returns when it first
+/// sent something, and where to.
+fn first_send(peer: &mut MediaPeer, start: Instant, limit: Duration) -> Option<(Duration, Datagram)> {
+    let mut out = Vec::new();
+    let mut wake = peer.poll(start, &mut out);
+    while wake < start + limit {
+        let now = wake;
+        peer.handle_timeout(now);
+        wake = peer.poll(now, &mut out).max(now + Duration::from_millis(1));
+        if let Some(datagram) = out.pop() {
+            return Some((now - start, datagram));
+        }
+    }
+    None
+}
+
+#[test]
+fn own_connectivity_checks_start_when_the_server_stays_silent() {
+    // Whatever str0m's own timers do, a server that never sends us anything gets checks from us by
+    // OWN_CHECKS_AFTER (500 ms) at the latest.
+    let cert = shared_certificate().unwrap();
+    let start = Instant::now();
+    let mut server = MediaPeer::new(&cert, addr(10_011), library(), PeerConfig::default(), start).unwrap();
+    let mut ours = MediaPeer::new(&cert, addr(10_013), library(), PeerConfig::default(), start).unwrap();
+    let offer = server.create_publisher_offer(addr(10_012), &cert, Some("cid-audio"), None, start).unwrap();
+    ours.poll(start, &mut Vec::new()); // as the hub's add_peer does
+    ours.accept_offer(&offer).unwrap();
+    let candidate = r#"{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 10012 typ host","sdpMid":"0"}"#;
+    ours.add_remote_candidate(Pc::Subscriber, candidate, start).unwrap();
+    let (after, datagram) = first_send(&mut ours, start, Duration::from_secs(3)).expect("no connectivity check sent");
+    assert!(after <= Duration::from_millis(500), "{after:?}");
+    assert_eq!(datagram.destination, addr(10_012));
+    assert_eq!(&datagram.contents[..2], &[0x00, 0x01], "a STUN binding request");
+}

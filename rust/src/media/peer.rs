@@ -185,11 +185,12 @@ struct VideoOut {
     next_due: Instant,
 }
 
-/// str0m's ICE agent has no clock until its first `Input::Timeout`, so after the offer and the
-/// candidates it stays silent and answers the server's checks, which arrive within milliseconds
-/// once the server has our SDP: the fastest path to connected. Checking at once instead races our
-/// answer to the server and costs a 250 ms retransmission. If nothing has arrived by this delay
-/// (a server that cannot reach our candidate), our own checks start.
+/// A backstop for our own connectivity checks. str0m's ICE agent acts only on `Input::Timeout`;
+/// the hub runs those when str0m asks, and under CPU load a subscriber was seen that had its offer
+/// and candidates yet had sent nothing 30 s later ("ICE new, 0 datagrams sent"). Forcing a timeout
+/// inside the signaling call instead sends checks before our answer has left on the WebSocket: the
+/// server drops them and `latency_ms.active` grows by str0m's 250 ms retransmission (p50 7 -> 210 ms).
+/// So checks are forced only if nothing has arrived from the server by this delay.
 const OWN_CHECKS_AFTER: Duration = Duration::from_millis(500);
 /// Media catch-up limit: after a stall, skip frames instead of bursting them.
 const MAX_LATE: Duration = Duration::from_millis(100);
