@@ -157,6 +157,27 @@ def test_updates_track_the_room_and_remote_tracks() -> None:
     assert session.room_view() == {"me"}
 
 
+def test_observers_of_one_room_share_its_strings_and_hold_no_empty_track_sets() -> None:
+    # Memory per participant must not grow with the room: 300 observers of 300 others once held
+    # 133 KiB each, mostly private copies of the same sids and identities plus empty sets.
+    others = [{"sid": f"PA_{i}", "identity": f"user-{i}", "state": "ACTIVE"} for i in range(20)]
+    others[3]["tracks"] = [{"sid": "TR_a", "type": "AUDIO"}]
+    frame = codec.encode_response({"update": {"participants": others}})
+    first, second = joined_session(), joined_session()
+    first.receive_frame(frame, 101.0)
+    second.receive_frame(frame, 101.0)
+    assert len(first.others) == 20
+    for sid, identity in first.others.items():
+        assert next(s for s in second.others if s == sid) is sid
+        assert second.others[sid] is identity
+    assert first.tracks_by_participant == {"PA_3": frozenset({"TR_a"})}
+    assert first.live_remote_tracks() == {"TR_a"}
+    unpublished = {"update": {"participants": [{"sid": "PA_3", "identity": "user-3", "state": "ACTIVE"}]}}
+    first.receive_frame(codec.encode_response(unpublished), 102.0)
+    assert first.tracks_by_participant == {}
+    assert first.live_remote_tracks() == set()
+
+
 def test_negotiation_and_track_events() -> None:
     session = joined_session()
     frames = [

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 from enum import Enum
+from sys import intern
 from typing import Any
 
 from lkswarm import codec
@@ -142,7 +143,7 @@ class SignalSession:
         self.last_rtt_ms = 0.0  # reported to the server in each ping_req
         self.others: dict[str, str] = {}  # sid -> identity of the other participants we see
         self.remote_tracks: set[str] = set()  # track sids announced by others (ever)
-        self.tracks_by_participant: dict[str, set[str]] = {}  # sid -> its current track sids
+        self.tracks_by_participant: dict[str, frozenset[str]] = {}  # sid -> its current track sids (publishers only)
         self.messages_received: collections.Counter[str] = collections.Counter()
         self.end_reason = ""  # why the session ended (outcome detail)
         self._deadline: float | None = None  # join or resume deadline
@@ -346,13 +347,18 @@ class SignalSession:
                 self.tracks_by_participant.pop(sid, None)
                 continue
             if sid not in self.others:
-                self.others[sid] = info.identity
+                # Every participant of a room holds the same sids and identities: interned, they are
+                # stored once per generator instead of once per observer (O(N) instead of O(N^2)).
+                self.others[intern(sid)] = intern(info.identity)
                 changed = True
             tracks = info.tracks
-            self.tracks_by_participant[sid] = {track.sid for track in tracks}
+            if tracks:
+                self.tracks_by_participant[intern(sid)] = frozenset(intern(track.sid) for track in tracks)
+            else:
+                self.tracks_by_participant.pop(sid, None)  # most participants publish nothing: no empty sets
             for track in tracks:
                 if track.sid not in self.remote_tracks:
-                    self.remote_tracks.add(track.sid)
+                    self.remote_tracks.add(intern(track.sid))
                     self._events.append(RemoteTrackPublished(sid, track.sid, track.type, now))
         if changed or len(self.others) != before:
             self._events.append(ParticipantsChanged(len(self.others)))
