@@ -6,7 +6,9 @@
 2. UDP hand-off per datagram: the Rust hub (epoll + recv in the media thread, GIL released) vs a
    uvloop `DatagramProtocol` callback, both fed by the same sender process;
 3. ACTIVE media participants per generator core, each receiving one audio track, as generator
-   CPU per participant-second, and RSS per media participant, against the embedded livekit-server.
+   CPU per participant-second over the seconds in which all of them are ACTIVE (the whole-run
+   figure, ramp included, and the CPU per join are reported beside it), and RSS per media
+   participant, against the embedded livekit-server; the median of three runs.
 
 Usage: ``python bench/bench_media.py`` (prints JSON); ``make bench`` records it.
 """
@@ -17,6 +19,7 @@ import asyncio
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -119,6 +122,20 @@ def hub_handoff_ns(count: int = 200_000) -> float:
         hub.close()
 
 
+def steady_state(report: dict[str, Any], participants: int) -> tuple[float, float]:
+    """(seconds, generator CPU seconds) over the timeline intervals in which every participant was
+    ACTIVE from start to end: the capacity figure, without set-up and joining."""
+    timeline = report["timeline"]
+    t_s, active, cpu_percent = timeline["t_s"], timeline["active"], timeline["cpu_percent"]
+    seconds = cpu_s = 0.0
+    for i in range(1, len(t_s)):
+        if active[i - 1] == participants and active[i] == participants:
+            interval_s = t_s[i] - t_s[i - 1]
+            seconds += interval_s
+            cpu_s += interval_s * cpu_percent[i] / 100
+    return seconds, cpu_s
+
+
 def participants_per_core(participants: int = 300, duration_s: int = 40) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         report_path = Path(tmp) / "r.json"
@@ -133,19 +150,39 @@ def participants_per_core(participants: int = 300, duration_s: int = 40) -> dict
     active = report["participants"]["active_at_end"]
     seconds = report["duration_s"]
     cpu_per_participant_s = generator["cpu_s"] / max(1, active * seconds)
+    steady_s, steady_cpu_s = steady_state(report, participants)
+    steady_cores = steady_cpu_s / steady_s if steady_s else 0.0
     return {
         "participants": participants,
         "active_at_end": active,
         "duration_s": seconds,
         "generator_cpu_s": generator["cpu_s"],
-        "participants_per_core": round(1 / cpu_per_participant_s) if cpu_per_participant_s else 0,
+        # Capacity: generator CPU per participant-second while all of them are ACTIVE and receiving.
+        "participants_per_core": round(participants / steady_cores) if steady_cores and active == participants else 0,
+        "steady_state_s": round(steady_s, 1),
+        # The whole run, set-up and the joining ramp included, over active participants x duration.
+        "participants_per_core_whole_run": round(1 / cpu_per_participant_s) if cpu_per_participant_s else 0,
+        # What set-up and joining cost on top of the steady rate, per participant.
+        "join_cpu_ms_per_participant": round((generator["cpu_s"] - steady_cores * seconds) * 1000 / participants, 1),
         # From the end of set-up: the clips and the codec libraries are paid once per run, not per participant.
         "rss_kib_per_participant": round((generator["rss_end_mb"] - generator["rss_ready_mb"]) * 1024 / max(1, active)),
         "rss_setup_mb": round(generator["rss_ready_mb"] - generator["rss_start_mb"], 1),
         "loss_ratio": report["media"]["loss_ratio"],
         "packets_received": report["media"]["packets_received"],
-        "note": "generator CPU includes joining and the media thread; the server runs in its own process",
+        "note": "generator CPU includes the media thread; the server runs in its own process",
     }
+
+
+def scale_runs(repeats: int = 3) -> dict[str, Any]:
+    """The scale run `repeats` times: on a shared machine one run can land in a slow minute, so the
+    median of each figure is the result, and every run is kept beside it."""
+    runs = [participants_per_core() for _ in range(repeats)]
+    median_keys = (
+        "participants_per_core", "participants_per_core_whole_run", "join_cpu_ms_per_participant",
+        "rss_kib_per_participant", "loss_ratio",
+    )  # fmt: skip
+    median = {key: statistics.median(run[key] for run in runs) for key in median_keys}
+    return {**median, "runs": runs}
 
 
 def main() -> dict[str, Any]:
@@ -153,7 +190,7 @@ def main() -> dict[str, Any]:
     aiortc = aiortc_receive_ns()
     hub = hub_handoff_ns()
     uv = uvloop_handoff_ns()
-    scale = participants_per_core()
+    scale = scale_runs()
     return {
         "receive_ns_per_packet": {"lkswarm": round(ours, 1), "aiortc": round(aiortc, 1)},
         "receive_ratio_vs_aiortc": round(aiortc / ours, 2),
