@@ -17,8 +17,13 @@
 //! `Waker`, so a new deadline is never missed. No Python object exists per
 //! packet; Python sees only state changes and totals.
 //!
-//! The heap uses lazy deletion: each peer remembers the one deadline that
-//! counts (`wake`), and heap entries that no longer match it are skipped.
+//! The heap holds at most a few entries per peer. Each peer remembers the
+//! deadline it wants (`wake`) and the earliest one it has in the heap
+//! (`armed`). A deadline that moves earlier is pushed; one that moves later is
+//! not: its earlier entry fires, finds the peer not yet due and re-arms it at
+//! `wake`. str0m moves a receiver's deadline on nearly every packet, and
+//! pushing each move (lazy deletion) grew the heap to one entry per packet of
+//! the last few seconds, whose sift-downs were a fifth of the loop's own time.
 //! A panic inside one peer fails that peer only (`catch_unwind`); the lock is
 //! recovered from poisoning so the other peers go on.
 
@@ -132,7 +137,60 @@ type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 struct Slot {
     peer: MediaPeer,
     sockets: Vec<PcSocket>,
+    deadline: Deadline,
+}
+
+/// Far enough ahead to mean "no entry in the heap" for `Deadline::armed`.
+const NEVER: Duration = Duration::from_secs(86_400);
+
+/// One peer's side of the timer heap (see the module comment).
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    /// When the peer next wants `handle_timeout`.
     wake: Instant,
+    /// The earliest of this peer's heap entries; the peer's other entries are stale.
+    armed: Instant,
+}
+
+/// What a popped heap entry means for its peer.
+#[derive(Debug, PartialEq, Eq)]
+enum Fired {
+    /// Superseded by an earlier entry: skip it.
+    Stale,
+    /// The deadline moved later: push this instead; nothing is due.
+    Rearm(Instant),
+    /// Run `handle_timeout` now.
+    Due,
+}
+
+impl Deadline {
+    fn new(now: Instant) -> Self {
+        Deadline { wake: now + NEVER, armed: now + NEVER }
+    }
+
+    /// Records the peer's next deadline; true if it must be pushed (earlier than what is armed).
+    fn set(&mut self, wake: Instant) -> bool {
+        self.wake = wake;
+        if wake < self.armed {
+            self.armed = wake;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The peer's heap entry for `at` was popped at `now` (`at <= now`).
+    fn fire(&mut self, at: Instant, now: Instant) -> Fired {
+        if self.armed != at {
+            Fired::Stale
+        } else if self.wake > now {
+            self.armed = self.wake;
+            Fired::Rearm(self.wake)
+        } else {
+            self.armed = now + NEVER; // consumed: `service` arms whatever comes next
+            Fired::Due
+        }
+    }
 }
 
 struct State {
@@ -240,7 +298,7 @@ impl Hub {
         let id = state.next_peer;
         state.next_peer += 1;
         let socket = register(&self.shared.registry, &mut state, id, 0, socket, local)?;
-        state.slots.insert(id, Slot { peer, sockets: vec![socket], wake: now + Duration::from_secs(86_400) });
+        state.slots.insert(id, Slot { peer, sockets: vec![socket], deadline: Deadline::new(now) });
         service(&self.shared, &mut state, id, now); // arms the connect deadline
         Ok((id, local.port()))
     }
@@ -431,8 +489,7 @@ fn service(shared: &Shared, state: &mut State, id: u32, now: Instant) {
     for (at, event) in slot.peer.take_events() {
         state.events.push(HubEvent { peer: id, at_s: shared.seconds(at), event });
     }
-    if wake != slot.wake {
-        slot.wake = wake;
+    if slot.deadline.set(wake) {
         state.heap.push(Reverse((wake, id)));
     }
     state.send_errors += send_errors;
@@ -494,10 +551,14 @@ fn run_worker(shared: &Shared, mut poll: Poll) {
             }
             state.heap.pop();
             let Some(slot) = state.slots.get_mut(&id) else { continue };
-            if slot.wake != at {
-                continue; // superseded by a later re-arm
+            match slot.deadline.fire(at, now) {
+                Fired::Stale => continue,
+                Fired::Rearm(wake) => {
+                    state.heap.push(Reverse((wake, id)));
+                    continue;
+                }
+                Fired::Due => {}
             }
-            slot.wake = now + Duration::from_secs(86_400); // consumed: `service` re-arms whatever comes next
             let peer = &mut slot.peer;
             state_timeouts += 1;
             if catch_unwind(AssertUnwindSafe(|| peer.handle_timeout(now))).is_err() {
@@ -508,6 +569,68 @@ fn run_worker(shared: &Shared, mut poll: Poll) {
         state.timeouts += state_timeouts;
         for id in touched.iter().copied() {
             service(shared, &mut state, id, now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(base: Instant, n: u64) -> Instant {
+        base + Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_deadline_that_moves_later_is_not_pushed_and_re_arms_when_its_entry_fires() {
+        let t0 = Instant::now();
+        let mut deadline = Deadline::new(t0);
+        assert!(deadline.set(ms(t0, 100)), "the first deadline is pushed");
+        for later in [150, 200, 250] {
+            assert!(!deadline.set(ms(t0, later)), "a later deadline is not pushed");
+        }
+        assert_eq!(deadline.fire(ms(t0, 100), ms(t0, 100)), Fired::Rearm(ms(t0, 250)));
+        assert_eq!(deadline.fire(ms(t0, 250), ms(t0, 250)), Fired::Due);
+    }
+
+    #[test]
+    fn a_deadline_that_moves_earlier_is_pushed_and_the_old_entry_goes_stale() {
+        let t0 = Instant::now();
+        let mut deadline = Deadline::new(t0);
+        assert!(deadline.set(ms(t0, 100)));
+        assert!(deadline.set(ms(t0, 40)), "an earlier deadline is pushed");
+        assert_eq!(deadline.fire(ms(t0, 40), ms(t0, 40)), Fired::Due);
+        assert_eq!(deadline.fire(ms(t0, 100), ms(t0, 100)), Fired::Stale);
+        assert!(deadline.set(ms(t0, 120)), "after firing, the next deadline is pushed again");
+    }
+
+    #[test]
+    fn the_heap_stays_small_while_every_packet_moves_the_deadline_later() {
+        // The receiver pattern: each packet pushes str0m's next timeout a little later.
+        let t0 = Instant::now();
+        let mut deadline = Deadline::new(t0);
+        let mut heap: BinaryHeap<Reverse<Instant>> = BinaryHeap::new();
+        for packet in 0..5_000u64 {
+            let now = ms(t0, packet * 20);
+            while let Some(&Reverse(at)) = heap.peek() {
+                if at > now {
+                    break;
+                }
+                heap.pop();
+                match deadline.fire(at, now) {
+                    Fired::Rearm(wake) => heap.push(Reverse(wake)),
+                    Fired::Due => {
+                        if deadline.set(now + Duration::from_millis(1_000)) {
+                            heap.push(Reverse(now + Duration::from_millis(1_000)));
+                        }
+                    }
+                    Fired::Stale => {}
+                }
+            }
+            if deadline.set(now + Duration::from_millis(1_000)) {
+                heap.push(Reverse(now + Duration::from_millis(1_000)));
+            }
+            assert!(heap.len() <= 2, "heap grew to {} entries", heap.len());
         }
     }
 }
