@@ -299,7 +299,9 @@ impl Hub {
         state.next_peer += 1;
         let socket = register(&self.shared.registry, &mut state, id, 0, socket, local)?;
         state.slots.insert(id, Slot { peer, sockets: vec![socket], deadline: Deadline::new(now) });
-        service(&self.shared, &mut state, id, now); // arms the connect deadline
+        service(&self.shared, &mut state, id, now); // arms the connect deadline and str0m's first timer
+        drop(state);
+        let _ = self.shared.waker.wake(); // the worker may be waiting on a later deadline
         Ok((id, local.port()))
     }
 

@@ -142,6 +142,7 @@ struct Transport {
 impl Transport {
     fn new(cert: &DtlsCert, local: SocketAddr, now: Instant, rtp_mode: bool) -> Result<Self, String> {
         let mut rtc = RtcConfig::new()
+            .set_crypto_provider(super::dtls::crypto_provider())
             .set_dtls_cert(cert.clone())
             .clear_codecs()
             .enable_opus(true, false)
