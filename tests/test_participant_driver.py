@@ -6,7 +6,7 @@ from lkswarm import codec
 from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
 from lkswarm.engine import Engine
-from lkswarm.participant import ParticipantDriver
+from lkswarm.participant import ParticipantDriver, timer_delay_s
 from lkswarm.session import SignalSession
 
 
@@ -60,3 +60,14 @@ def test_frames_for_a_closed_connection_are_not_sent() -> None:
     session.send_answer("v=0\r\n", 3)
     driver._flush()
     assert connection.sent == []
+
+
+def test_timer_delays_round_up_to_whole_milliseconds_so_libuv_never_fires_early() -> None:
+    # libuv rounds a delay to the nearest millisecond: 0.4 ms became 0 and the driver spun on
+    # its timer until the deadline passed. Every delay is now whole milliseconds, never shorter.
+    for delay_s in (0.0001, 0.0004, 0.0009, 0.0015, 0.0031, 4.9996):
+        rounded_s = timer_delay_s(100.0 + delay_s, 100.0)
+        assert rounded_s >= delay_s
+        assert rounded_s - delay_s <= 0.001 + 1e-9
+        assert abs(rounded_s * 1000 - round(rounded_s * 1000)) < 1e-6
+    assert timer_delay_s(99.0, 100.0) == 0.0  # overdue: at once
