@@ -223,12 +223,12 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
             f"{h['rust_hub']} / {h['uvloop_datagram']} ns | – | {f} |"
         )
         sc = r["scale"]
-        run = sc["runs"][0] if "runs" in sc else sc  # older results held one run, without the steady state
-        whole = f"; whole run, ramp included: {sc['participants_per_core_whole_run']}" if "runs" in sc else ""
+        run = sc["runs"][0]
         rows.append(
             f"| media | ACTIVE participants per generator core, each receiving 1 audio track "
-            f"({run['active_at_end']} for {run['duration_s']:.0f} s, median of {len(sc.get('runs', [sc]))} runs) | "
-            f"{sc['participants_per_core']} (all ACTIVE{whole}) | ≥ 2000 | {f} |"
+            f"({run['active_at_end']} for {run['duration_s']:.0f} s, median of {len(sc['runs'])} runs) | "
+            f"{sc['participants_per_core']} (all ACTIVE; whole run, ramp included: "
+            f"{sc['participants_per_core_whole_run']}) | ≥ 2000 | {f} |"
         )
         rows.append(f"| media | RSS per media participant | {sc['rss_kib_per_participant']} KiB | ≤ 200 KiB | {f} |")
     if "vs-lk" in latest and "workloads" in latest["vs-lk"]["result"]:

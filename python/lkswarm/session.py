@@ -346,14 +346,15 @@ class SignalSession:
                 changed |= self.others.pop(sid, None) is not None
                 self.tracks_by_participant.pop(sid, None)
                 continue
+            # Every participant of a room holds the same sids and identities: interned, they are
+            # stored once per generator instead of once per observer (O(N) instead of O(N^2)).
+            sid = intern(sid)
             if sid not in self.others:
-                # Every participant of a room holds the same sids and identities: interned, they are
-                # stored once per generator instead of once per observer (O(N) instead of O(N^2)).
-                self.others[intern(sid)] = intern(info.identity)
+                self.others[sid] = intern(info.identity)
                 changed = True
             tracks = info.tracks
             if tracks:
-                self.tracks_by_participant[intern(sid)] = frozenset(intern(track.sid) for track in tracks)
+                self.tracks_by_participant[sid] = frozenset(intern(track.sid) for track in tracks)
             else:
                 self.tracks_by_participant.pop(sid, None)  # most participants publish nothing: no empty sets
             for track in tracks:

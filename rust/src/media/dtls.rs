@@ -9,7 +9,6 @@
 //! `Dtls`, which does all the DTLS work. The other crypto providers (SRTP,
 //! hashes) stay aws-lc's, from `str0m::crypto::from_feature_flags`.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -22,7 +21,8 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
         .get_or_init(|| {
-            static DTLS: SharedConfigDtls = SharedConfigDtls { configs: Mutex::new(None), aws_lc: OnceLock::new() };
+            static DTLS: SharedConfigDtls =
+                SharedConfigDtls { configs: Mutex::new(Vec::new()), aws_lc: OnceLock::new() };
             let mut provider = str0m::crypto::from_feature_flags();
             DTLS.aws_lc.get_or_init(|| provider.dtls_provider);
             provider.dtls_provider = &DTLS;
@@ -31,11 +31,9 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// dimpl configs by MTU (str0m passes the same one for every PeerConnection of a config).
-type Configs = HashMap<Option<usize>, Arc<dimpl::Config>>;
-
 struct SharedConfigDtls {
-    configs: Mutex<Option<Configs>>,
+    /// dimpl configs by MTU: str0m passes the same one for every PeerConnection, so this holds one.
+    configs: Mutex<Vec<(Option<usize>, Arc<dimpl::Config>)>>,
     /// str0m-aws-lc-rs's own provider, which still generates certificates.
     aws_lc: OnceLock<&'static dyn DtlsProvider>,
 }
@@ -49,8 +47,7 @@ impl std::fmt::Debug for SharedConfigDtls {
 impl SharedConfigDtls {
     fn config(&self, mtu: Option<usize>) -> Result<Arc<dimpl::Config>, CryptoError> {
         let mut configs = self.configs.lock().unwrap_or_else(|p| p.into_inner());
-        let configs = configs.get_or_insert_with(HashMap::new);
-        if let Some(config) = configs.get(&mtu) {
+        if let Some((_, config)) = configs.iter().find(|(m, _)| *m == mtu) {
             return Ok(Arc::clone(config));
         }
         // As str0m-aws-lc-rs configures it: ICE has proven return routability before DTLS
@@ -60,7 +57,7 @@ impl SharedConfigDtls {
             builder = builder.mtu(mtu);
         }
         let config = Arc::new(builder.build().map_err(|e| CryptoError::Other(format!("DTLS config: {e}")))?);
-        configs.insert(mtu, Arc::clone(&config));
+        configs.push((mtu, Arc::clone(&config)));
         Ok(config)
     }
 }
@@ -148,7 +145,7 @@ mod tests {
 
     #[test]
     fn every_peer_connection_shares_one_config_per_mtu() {
-        let dtls = SharedConfigDtls { configs: Mutex::new(None), aws_lc: OnceLock::new() };
+        let dtls = SharedConfigDtls { configs: Mutex::new(Vec::new()), aws_lc: OnceLock::new() };
         let first = dtls.config(None).unwrap();
         assert!(Arc::ptr_eq(&first, &dtls.config(None).unwrap()));
         let small = dtls.config(Some(1_150)).unwrap();

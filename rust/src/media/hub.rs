@@ -17,13 +17,10 @@
 //! `Waker`, so a new deadline is never missed. No Python object exists per
 //! packet; Python sees only state changes and totals.
 //!
-//! The heap holds at most a few entries per peer. Each peer remembers the
-//! deadline it wants (`wake`) and the earliest one it has in the heap
-//! (`armed`). A deadline that moves earlier is pushed; one that moves later is
-//! not: its earlier entry fires, finds the peer not yet due and re-arms it at
-//! `wake`. str0m moves a receiver's deadline on nearly every packet, and
-//! pushing each move (lazy deletion) grew the heap to one entry per packet of
-//! the last few seconds, whose sift-downs were a fifth of the loop's own time.
+//! The heap keeps one live entry per peer (`deadline.rs` says how). str0m
+//! moves a receiver's deadline on nearly every packet; pushing each move (lazy
+//! deletion) grew the heap to one entry per packet of the last few seconds,
+//! whose sift-downs were a fifth of the loop's own time.
 //! A panic inside one peer fails that peer only (`catch_unwind`); the lock is
 //! recovered from poisoning so the other peers go on.
 

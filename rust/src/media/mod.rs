@@ -19,7 +19,7 @@ pub fn shared_certificate() -> Result<DtlsCert, String> {
     use std::sync::OnceLock;
     static CERT: OnceLock<Result<DtlsCert, String>> = OnceLock::new();
     CERT.get_or_init(|| {
-        str0m::crypto::from_feature_flags()
+        dtls::crypto_provider()
             .dtls_provider
             .generate_certificate()
             .ok_or_else(|| "could not generate a DTLS certificate".to_string())
