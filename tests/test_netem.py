@@ -13,7 +13,15 @@ from pydantic import ValidationError
 from helpers import assert_outcomes_reconcile, run_cli
 from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
-from lkswarm.netem import Impairment, _qdisc_stats, parse_impairment, qdisc_commands, unsupported_reason
+from lkswarm.netem import (
+    Impairment,
+    _class_stats,
+    _qdisc_stats,
+    _subnet_prefix,
+    parse_impairment,
+    qdisc_commands,
+    unsupported_reason,
+)
 from lkswarm.server import server_config
 
 # -- parsing and commands (no sockets) -----------------------------------------------------------------
@@ -51,28 +59,63 @@ def test_parse_refuses_bad_parts(text: str, message: str | None) -> None:
         parse_impairment(text)
 
 
-def test_qdisc_commands_netem_tbf_and_both() -> None:
-    assert qdisc_commands("v0", Impairment()) == []
-    netem = qdisc_commands("v0", Impairment(loss_pct=1, delay_ms=40, jitter_ms=5))
+def test_qdisc_commands_netem_alone_is_shared() -> None:
+    assert qdisc_commands("v0", Impairment(), ["10.0.0.2"], "dst") == []
+    netem = qdisc_commands("v0", Impairment(loss_pct=1, delay_ms=40, jitter_ms=5), ["10.0.0.2", "10.0.0.3"], "dst")
     head = ["tc", "qdisc", "add", "dev", "v0", "root", "handle", "1:", "netem"]
-    assert netem == [[*head, "delay", "40ms", "5ms", "loss", "1%"]]
-    (tbf,) = qdisc_commands("v0", Impairment(rate_kbit=8000))
-    assert tbf[:8] == ["tc", "qdisc", "add", "dev", "v0", "root", "tbf", "rate"]
-    assert tbf[8:] == ["8000kbit", "burst", "20000", "latency", "200ms"]  # 20 ms of 1 MB/s
-    first, second = qdisc_commands("v0", Impairment(delay_ms=10, rate_kbit=64))
+    assert netem == [[*head, "delay", "40ms", "5ms", "loss", "1%"]]  # per packet: one netem serves every probe
+
+
+def test_qdisc_commands_give_each_probe_its_own_rate() -> None:
+    commands = qdisc_commands("v0", Impairment(rate_kbit=8000), ["10.0.0.2", "10.0.0.3"], "src")
+    htb, *per_probe = commands
+    assert htb == ["tc", "qdisc", "add", "dev", "v0", "root", "handle", "2:", "htb"]
+    assert len(per_probe) == 6  # a class, its queue and its filter, per probe
+    for k, (klass, queue, match) in enumerate(zip(per_probe[0::3], per_probe[1::3], per_probe[2::3], strict=True)):
+        classid = f"2:{0x10 + k:x}"
+        assert klass[:9] == ["tc", "class", "add", "dev", "v0", "parent", "2:", "classid", classid]
+        assert klass[9:] == ["htb", "rate", "8000kbit", "ceil", "8000kbit", "burst", "20000", "cburst", "20000"]
+        assert queue == ["tc", "qdisc", "add", "dev", "v0", "parent", classid, "bfifo", "limit", "220000"]  # 200+20 ms
+        assert match[-7:] == ["u32", "match", "ip", "src", f"10.0.0.{2 + k}/32", "flowid", classid]
+    first, second, *_ = qdisc_commands("v0", Impairment(delay_ms=10, rate_kbit=64), ["10.0.0.2"], "dst")
     assert first[-2:] == ["delay", "10ms"]
-    assert second[5:9] == ["parent", "1:", "handle", "2:"] and "3200" in second  # the minimum burst
+    assert second[5:] == ["parent", "1:", "handle", "2:", "htb"]  # the rate below netem
+    assert "3200" in qdisc_commands("v0", Impairment(rate_kbit=64), ["10.0.0.2"], "dst")[1]  # the minimum burst
 
 
-def test_qdisc_stats_read_tc_output() -> None:
+def test_qdisc_stats_take_the_roots_drops_once() -> None:
     text = (
         "qdisc netem 1: root refcnt 2 limit 1000 delay 40ms\n"
-        " Sent 120000 bytes 400 pkt (dropped 7, overlimits 0 requeues 0)\n"
-        "qdisc tbf 2: parent 1: rate 300Kbit burst 3200b lat 200ms\n"
+        " Sent 120000 bytes 400 pkt (dropped 20, overlimits 0 requeues 0)\n"
+        "qdisc htb 2: parent 1: r2q 10 default 0 direct_packets_stat 3\n"
         " Sent 110000 bytes 380 pkt (dropped 13, overlimits 250 requeues 0)\n"
+        "qdisc bfifo 8001: parent 2:10 limit 9450b\n"
+        " Sent 110000 bytes 380 pkt (dropped 13, overlimits 0 requeues 0)\n"
     )
+    # netem counts its own losses and the packets its child refused: 7 lost + 13 over the rate.
     assert _qdisc_stats(text) == {"bytes": 120000, "packets": 400, "dropped": 20, "overlimits": 250}
     assert _qdisc_stats("") == {"bytes": 0, "packets": 0, "dropped": 0, "overlimits": 0}
+
+
+def test_class_stats_are_per_probe() -> None:
+    text = (
+        "class htb 2:11 root leaf 8097: prio 0 rate 250Kbit ceil 250Kbit burst 3200b cburst 3200b \n"
+        " Sent 5210 bytes 5 pkt (dropped 0, overlimits 2 requeues 0) \n"
+        " backlog 0b 0p requeues 0\n\n"
+        "class htb 2:10 root leaf 8096: prio 0 rate 250Kbit ceil 250Kbit burst 3200b cburst 3200b \n"
+        " Sent 36470 bytes 35 pkt (dropped 434, overlimits 32 requeues 0) \n"
+    )
+    assert _class_stats(text) == {
+        0: {"bytes": 36470, "packets": 35, "dropped": 434, "overlimits": 32},
+        1: {"bytes": 5210, "packets": 5, "dropped": 0, "overlimits": 2},
+    }
+
+
+def test_each_probe_gets_an_address_in_a_subnet_that_fits() -> None:
+    assert _subnet_prefix(1) == 30 and _subnet_prefix(2) == 29 and _subnet_prefix(5) == 29  # + the gateway
+    assert _subnet_prefix(6) == 28 and _subnet_prefix(253) == 24
+    with pytest.raises(ValueError, match="too many"):
+        _subnet_prefix(70_000)
 
 
 def test_config_validates_the_impairment() -> None:
@@ -127,7 +170,7 @@ def _namespaces() -> str:
 
 @pytest.mark.skipif(unsupported_reason(RATE) is not None, reason=f"probe impairment: {unsupported_reason(RATE)}")
 def test_rate_limited_probes_suffer_and_the_light_tier_does_not(credentials: Credentials, tmp_path: Path) -> None:
-    """250 kbit/s each way for the probes only: their link drops and queues; everyone else is on loopback."""
+    """250 kbit/s each way for each probe: its own link drops and queues; everyone else is on loopback."""
     args = ["--participants", "6", "--probes", "2", "--audio-publishers", "1", "--video-publishers", "1"]
     args += ["--rate", "10", "--duration", "25s", "--probe-impair", "rate=250kbit"]
     code, report, stderr = run_cli(args, credentials, tmp_path, timeout_s=150)
@@ -142,7 +185,14 @@ def test_rate_limited_probes_suffer_and_the_light_tier_does_not(credentials: Cre
     # The probes' media crossed the pair both ways, and the bottleneck bit: its queue overflowed.
     assert down["packets"] > 500 and up["packets"] > 500, network
     assert down["dropped"] + up["dropped"] > 0 and down["overlimits"] + up["overlimits"] > 0, network
-    # 250 kbit/s cannot carry the probes' 2 x ~400 kbit/s of video: loss and freezes show it.
+    # Each probe has a link of its own (so one probe's video cannot starve the other's DTLS handshake),
+    # and each one's downlink, carrying two videos and two audio tracks, overflowed.
+    links = network["per_probe"]
+    assert sorted(link["ip"] for link in links) == sorted(set(link["ip"] for link in links)) and len(links) == 2
+    for link in links:
+        assert link["downlink"]["packets"] > 250 and link["downlink"]["dropped"] > 0, links
+        assert link["uplink"]["packets"] > 250, links
+    # 250 kbit/s cannot carry what each probe receives (~500 kbit/s): loss and freezes show it.
     assert probes["video_loss_ratio"] > 0.05 or probes["freezes"] > 0, probes
     # The light tier stayed on loopback, untouched: it receives every track it should.
     media = report["media"]

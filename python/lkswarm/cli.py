@@ -201,8 +201,8 @@ def run(
     probe_impair: Annotated[
         str | None,
         typer.Option(
-            help="Impair the probes' media each way with Linux netem/tbf in a network namespace (root, embedded "
-            "server): loss=2%,delay=40ms,jitter=10ms,rate=1mbit, any subset.",
+            help="Impair each probe's media each way with Linux netem/htb in a network namespace (root, embedded "
+            "server): loss=2%,delay=40ms,jitter=10ms,rate=1mbit, any subset; each probe has a link of its own.",
             rich_help_panel=BEHAVIOUR,
         ),
     ] = None,

@@ -3,7 +3,7 @@
 Theory of operation::
 
     root namespace                               probe namespace (lkswarm-<pid>)
-    livekit-server  <-- 10.213.N.1 [veth lk<pid>r] ==== [veth lk<pid>p] 10.213.N.2 --> probe sockets
+    livekit-server  <-- 10.213.N.1 [veth lk<pid>r] ==== [veth lk<pid>p] 10.213.N.2+k --> probe k's sockets
                         egress qdisc: server -> probe       egress qdisc: probe -> server
 
 Only the probes' media goes through the pair: the probe loop thread moves
@@ -12,6 +12,15 @@ UDP socket of the probe tier lives there, while signaling (on the main loop)
 and the light tier stay in the root namespace on loopback. Each direction gets
 the whole impairment, so a probe-to-probe path (publisher up, subscriber down)
 crosses it twice: ``delay=40ms`` adds 80 ms to the end-to-end latency.
+
+Each probe is a user on a link of its own. Probe k binds its sockets to its
+own address (10.213.N.2+k), and a rate limit is one HTB class per probe,
+chosen by that address (destination on the downlink, source on the uplink).
+With one shared bottleneck, the first probe's video filled the queue while a
+later probe was still in its DTLS handshake, whose flights were then lost
+(aiortc backs off up to 60 s), so whether that probe ever connected was
+chance. Loss, delay and jitter act on each packet alone, so one ``netem``
+serves all probes.
 
 The server must listen on the gateway address, and only there: livekit-server
 binds its UDP port once per interface address at start and answers from the
@@ -22,8 +31,9 @@ pair alone (``node_ip`` = gateway, ``rtc.interfaces``; see
 `lkswarm.server.server_config`), which loopback clients reach too. A ``--url``
 server knows nothing of the pair, and is refused.
 
-Loss, delay and jitter use ``netem``; rate uses ``tbf`` (below netem when both
-are asked for), so a kernel without ``sch_netem`` can still rate-limit. What
+Loss, delay and jitter use ``netem``; rate uses ``htb`` with a ``bfifo`` queue
+per probe (below netem when both are asked for), so a kernel without
+``sch_netem`` can still rate-limit. What
 the kernel cannot do is a clear `ImpairmentError`, raised before the run, and
 `unsupported_reason` says the same for tests that must skip.
 """
@@ -45,8 +55,9 @@ from lkswarm.errors import ConfigError
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
 SUBNET_PREFIX = "10.213"  # 10.213.N.0/30, N picked so it collides with no address on this host
-TBF_QUEUE_MS = 200  # tbf holds at most this much queued data, then drops (a modest bottleneck buffer)
-MIN_TBF_BURST_BYTES = 3200
+RATE_QUEUE_MS = 200  # a probe's rate-limited link queues at most this much data, then drops (a modest buffer)
+MIN_RATE_BURST_BYTES = 3200
+FIRST_PROBE_CLASS = 0x10  # probe k's HTB class is 2:(k + 0x10)
 COMMAND_TIMEOUT_S = 10.0
 
 _PART = re.compile(r"^\s*(loss|delay|jitter|rate)\s*=\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z%]*)\s*$")
@@ -112,12 +123,20 @@ def parse_impairment(text: str) -> Impairment:
     return impairment
 
 
-def qdisc_commands(device: str, impairment: Impairment) -> list[list[str]]:
-    """The ``tc`` commands that impair ``device``'s egress (run in the device's namespace)."""
+def qdisc_commands(device: str, impairment: Impairment, probe_ips: list[str], side: str) -> list[list[str]]:
+    """The ``tc`` commands that impair ``device``'s egress (run in the device's namespace).
+
+    ``side`` is the address field that names the probe on this egress: ``dst`` on the server's end of
+    the pair (downlink), ``src`` on the probes' end (uplink). Loss, delay and jitter act on each packet
+    alone, so one ``netem`` serves every probe; a rate is a bottleneck, so each probe gets its own
+    (an HTB class with a ``bfifo`` queue, chosen by the probe's address) and no probe's traffic can
+    starve another's ICE and DTLS handshakes.
+    """
     commands: list[list[str]] = []
+    tc = ["tc", "qdisc", "add", "dev", device]
     parent = ["root"]
     if impairment.needs_netem:
-        netem = ["tc", "qdisc", "add", "dev", device, "root", "handle", "1:", "netem"]
+        netem = [*tc, "root", "handle", "1:", "netem"]
         if impairment.delay_ms:
             netem += ["delay", f"{impairment.delay_ms:g}ms"]
             if impairment.jitter_ms:
@@ -125,12 +144,21 @@ def qdisc_commands(device: str, impairment: Impairment) -> list[list[str]]:
         if impairment.loss_pct:
             netem += ["loss", f"{impairment.loss_pct:g}%"]
         commands.append(netem)
-        parent = ["parent", "1:", "handle", "2:"]
+        parent = ["parent", "1:"]
     if impairment.rate_kbit:
+        rate = f"{impairment.rate_kbit:g}kbit"
         bytes_per_s = impairment.rate_kbit * 1000 / 8
-        burst = max(MIN_TBF_BURST_BYTES, int(bytes_per_s / 50))  # 20 ms of data
-        tbf = ["tc", "qdisc", "add", "dev", device, *parent, "tbf", "rate", f"{impairment.rate_kbit:g}kbit"]
-        commands.append([*tbf, "burst", str(burst), "latency", f"{TBF_QUEUE_MS}ms"])
+        burst = str(max(MIN_RATE_BURST_BYTES, int(bytes_per_s / 50)))  # 20 ms of data
+        queue_bytes = str(int(bytes_per_s * RATE_QUEUE_MS / 1000) + int(burst))
+        commands.append([*tc, *parent, "handle", "2:", "htb"])  # unmatched packets (ARP) pass unshaped
+        for k, ip in enumerate(probe_ips):
+            classid = f"2:{k + FIRST_PROBE_CLASS:x}"  # tc reads class minors as hex
+            commands.append(["tc", "class", "add", "dev", device, "parent", "2:", "classid", classid, "htb"])
+            commands[-1] += ["rate", rate, "ceil", rate, "burst", burst, "cburst", burst]
+            commands.append([*tc, "parent", classid, "bfifo", "limit", queue_bytes])
+            match = ["u32", "match", "ip", side, f"{ip}/32", "flowid", classid]
+            commands.append(["tc", "filter", "add", "dev", device, "parent", "2:", "protocol", "ip", "prio", "1"])
+            commands[-1] += match
     return commands
 
 
@@ -170,57 +198,71 @@ def unsupported_reason(impairment: Impairment | None = None) -> str | None:
                 return f"this kernel has no netem qdisc (sch_netem), so loss/delay/jitter are unavailable: {exc}"
         if impairment is not None and impairment.rate_kbit:
             try:
-                tbf = ["tbf", "rate", "1mbit", "burst", "3200", "latency", "100ms"]
-                _run(["tc", "qdisc", "add", "dev", "lo", "root", *tbf], netns=name)
-                _run(["tc", "qdisc", "del", "dev", "lo", "root"], netns=name)
+                for command in qdisc_commands("lo", Impairment(rate_kbit=1000), ["127.0.0.2"], "dst"):
+                    _run(command, netns=name)
             except ImpairmentError as exc:
-                return f"this kernel has no tbf qdisc (sch_tbf), so rate is unavailable: {exc}"
+                return (
+                    "this kernel cannot shape a rate per probe (it needs the htb and bfifo qdiscs and the u32 "
+                    f"filter: sch_htb, sch_fifo, cls_u32): {exc}"
+                )
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
     return None
 
 
-def _pick_subnet() -> ipaddress.IPv4Network:
-    """A /30 under 10.213.0.0/16 that no interface of this host overlaps."""
+def _subnet_prefix(probes: int) -> int:
+    """The longest IPv4 prefix whose subnet holds the gateway and one address per probe."""
+    for prefix in range(30, 15, -1):
+        if 2 ** (32 - prefix) - 2 >= probes + 1:
+            return prefix
+    raise ImpairmentError(f"--probe-impair gives each probe its own address; {probes} probes are too many")
+
+
+def _pick_subnet(probes: int) -> ipaddress.IPv4Network:
+    """A subnet under 10.213.0.0/16, big enough for the gateway and every probe, that no interface overlaps."""
     used = [ipaddress.ip_interface(word).network for word in re.findall(r"inet (\S+)", _run(["ip", "-4", "addr"]))]
-    for third in [os.getpid() % 256, *range(256)]:
-        subnet = ipaddress.IPv4Network(f"{SUBNET_PREFIX}.{third}.0/30")
+    subnets = list(ipaddress.IPv4Network(f"{SUBNET_PREFIX}.0.0/16").subnets(new_prefix=_subnet_prefix(probes)))
+    start = os.getpid() % len(subnets)  # concurrent runs on one host start apart
+    for subnet in subnets[start:] + subnets[:start]:
         if not any(subnet.overlaps(network) for network in used):
             return subnet
-    raise ImpairmentError(f"no free /30 under {SUBNET_PREFIX}.0.0/16 for the probes' veth pair")
+    raise ImpairmentError(f"no free subnet under {SUBNET_PREFIX}.0.0/16 for the probes' veth pair")
 
 
 class ProbeNetwork:
     """The probes' namespace and impaired veth pair; `close` removes both (deleting the namespace does)."""
 
-    def __init__(self, impairment: Impairment) -> None:
+    def __init__(self, impairment: Impairment, probes: int) -> None:
         self.impairment = impairment
+        self.probes = probes
         pid = os.getpid()
         self.netns = f"lkswarm-{pid}"
         self.root_device = f"lk{pid}r"[-15:]  # interface names are at most 15 bytes
         self.probe_device = f"lk{pid}p"[-15:]
         self.gateway_ip = ""
-        self.probe_ip = ""
+        self.probe_ips: list[str] = []  # probe k binds its sockets to probe_ips[k] (lkswarm.probe_aiortc)
         self._open = False
 
     def open(self) -> None:
-        subnet = _pick_subnet()
-        gateway, probe = list(subnet.hosts())
-        self.gateway_ip, self.probe_ip = str(gateway), str(probe)
+        subnet = _pick_subnet(self.probes)
+        gateway, *hosts = list(subnet.hosts())
+        self.gateway_ip = str(gateway)
+        self.probe_ips = [str(host) for host in hosts[: self.probes]]
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, check=False)  # a crashed run's
         self._open = True
         try:
             _run(["ip", "netns", "add", self.netns])
             _run(["ip", "link", "add", self.root_device, "type", "veth", "peer", "name", self.probe_device])
             _run(["ip", "link", "set", self.probe_device, "netns", self.netns])
-            _run(["ip", "addr", "add", f"{gateway}/30", "dev", self.root_device])
+            _run(["ip", "addr", "add", f"{gateway}/{subnet.prefixlen}", "dev", self.root_device])
             _run(["ip", "link", "set", self.root_device, "up"])
-            _run(["ip", "addr", "add", f"{probe}/30", "dev", self.probe_device], netns=self.netns)
+            for ip in self.probe_ips:
+                _run(["ip", "addr", "add", f"{ip}/{subnet.prefixlen}", "dev", self.probe_device], netns=self.netns)
             _run(["ip", "link", "set", self.probe_device, "up"], netns=self.netns)
             _run(["ip", "link", "set", "lo", "up"], netns=self.netns)
-            for command in qdisc_commands(self.root_device, self.impairment):
+            for command in qdisc_commands(self.root_device, self.impairment, self.probe_ips, "dst"):
                 _run(command)
-            for command in qdisc_commands(self.probe_device, self.impairment):
+            for command in qdisc_commands(self.probe_device, self.impairment, self.probe_ips, "src"):
                 _run(command, netns=self.netns)
         except BaseException:
             self.close()
@@ -251,27 +293,52 @@ class ProbeNetwork:
             os.close(fd)
 
     def stats(self) -> dict[str, Any]:
-        """What each direction's qdiscs sent and dropped, for the report (``tc -s``)."""
-        return {
+        """What each direction's qdiscs sent and dropped, for the report (``tc -s``), in all and per probe."""
+        down_qdiscs = _run(["tc", "-s", "qdisc", "show", "dev", self.root_device])
+        up_qdiscs = _run(["tc", "-s", "qdisc", "show", "dev", self.probe_device], netns=self.netns)
+        out: dict[str, Any] = {
             "impairment": self.impairment.as_dict(),
             "namespace": self.netns,
-            "downlink": _qdisc_stats(_run(["tc", "-s", "qdisc", "show", "dev", self.root_device])),
-            "uplink": _qdisc_stats(_run(["tc", "-s", "qdisc", "show", "dev", self.probe_device], netns=self.netns)),
+            "downlink": _qdisc_stats(down_qdiscs),
+            "uplink": _qdisc_stats(up_qdiscs),
         }
+        if self.impairment.rate_kbit:
+            down = _class_stats(_run(["tc", "-s", "class", "show", "dev", self.root_device]))
+            up = _class_stats(_run(["tc", "-s", "class", "show", "dev", self.probe_device], netns=self.netns))
+            out["per_probe"] = [
+                {"ip": ip, "downlink": down.get(k, _NO_COUNTS), "uplink": up.get(k, _NO_COUNTS)}
+                for k, ip in enumerate(self.probe_ips)
+            ]
+        return out
 
 
 _SENT = re.compile(r"Sent (\d+) bytes (\d+) pkt \(dropped (\d+), overlimits (\d+)")
+_CLASS = re.compile(r"^class htb 2:([0-9a-f]+) .*\n\s*" + _SENT.pattern, re.M)
+_NO_COUNTS = {"bytes": 0, "packets": 0, "dropped": 0, "overlimits": 0}
 
 
 def _qdisc_stats(text: str) -> dict[str, int]:
-    """The root qdisc's counters (netem counts its own drops; tbf's overlimits say the rate bit)."""
+    """One direction's counters: what the root qdisc sent and dropped, and how often a rate held packets back.
+
+    The root's drop counter already includes its children's (netem and htb both count a packet their
+    child refused), so only the root's is taken; overlimits are counted where the rate is (htb or tbf).
+    """
     counts = [tuple(int(x) for x in match.groups()) for match in _SENT.finditer(text)]
     if not counts:
-        return {"bytes": 0, "packets": 0, "dropped": 0, "overlimits": 0}
-    sent_bytes, packets = counts[0][0], counts[0][1]
-    return {
-        "bytes": sent_bytes,
-        "packets": packets,
-        "dropped": sum(c[2] for c in counts),
-        "overlimits": sum(c[3] for c in counts),
-    }
+        return dict(_NO_COUNTS)
+    sent_bytes, packets, dropped, _ = counts[0]
+    return {"bytes": sent_bytes, "packets": packets, "dropped": dropped, "overlimits": sum(c[3] for c in counts)}
+
+
+def _class_stats(text: str) -> dict[int, dict[str, int]]:
+    """Each probe's HTB class counters (``tc -s class show``), by probe index."""
+    out: dict[int, dict[str, int]] = {}
+    for match in _CLASS.finditer(text):
+        sent_bytes, packets, dropped, overlimits = (int(x) for x in match.groups()[1:])
+        out[int(match.group(1), 16) - FIRST_PROBE_CLASS] = {
+            "bytes": sent_bytes,
+            "packets": packets,
+            "dropped": dropped,
+            "overlimits": overlimits,
+        }
+    return out

@@ -196,9 +196,8 @@ class ProbeTier:
         await asyncio.to_thread(warm_up)
         self._main_loop = asyncio.get_running_loop()
         # Probes offer the run's media address (loopback by default), as the light tier does; in an
-        # impaired namespace, their end of the veth pair.
-        network = self.engine.probe_network
-        self._patches.enter_context(host_addresses(network.probe_ip if network else self.engine.config.media_bind_ip))
+        # impaired namespace, each probe its own address on the namespace's end of the pair.
+        self._patches.enter_context(host_addresses(self.engine.config.media_bind_ip))
         logging.getLogger("aiortc.rtcrtpreceiver").addFilter(self.decode_errors)
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._thread_main, args=(ready,), name=LOOP_THREAD_NAME, daemon=True)
@@ -327,11 +326,13 @@ class ProbeParticipant:
         if self.peer is not None:  # a fresh join after leave(RECONNECT): start over
             tier.call(self.peer.close_soon)
             self._published.clear()
+        network = tier.engine.probe_network
         self.peer = ProbePeer(
             self.slot,
             tier.registry,
             lambda at, kind, a, b: tier.post(self.on_peer_event, at, kind, a, b),
             tier.engine.config.media_connect_timeout_s,
+            bind_ip=network.probe_ips[self.slot] if network is not None else None,
         )
         session = self.driver.session
         assert session is not None

@@ -3,7 +3,10 @@
 1. Loopback candidates. aioice offers every local address except loopback,
    while the local livekit-server (and the light tier) live on 127.0.0.1. While
    probes run, `host_addresses` makes aioice offer exactly the run's
-   ``media_bind_ip`` (process-wide: only the probe tier uses aiortc here).
+   ``media_bind_ip`` (process-wide: only the probe tier uses aiortc here), or,
+   in an impaired namespace, the probe's own address: `bind_probe_address`
+   sets it for the probe's operations task, and aiortc gathers inside tasks
+   that inherit that context (lkswarm.netem shapes each probe by address).
 
 2. Jitter-buffer draining. aiortc's jitter buffer hands the decoder at most one
    complete frame per arriving packet. After a stall (a packet lost and then
@@ -22,6 +25,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,11 +39,19 @@ DeliverFn = Callable[[RtpPacket, JitterFrame], None]
 _RECEIVER = "_RTCRtpReceiver__"  # name-mangling prefix of RTCRtpReceiver's private attributes
 
 
+_PROBE_ADDRESS: contextvars.ContextVar[str | None] = contextvars.ContextVar("lkswarm_probe_address", default=None)
+
+
+def bind_probe_address(address: str) -> None:
+    """From here on, the calling task (and the tasks it starts) gathers ICE candidates on ``address`` alone."""
+    _PROBE_ADDRESS.set(address)
+
+
 @contextlib.contextmanager
 def host_addresses(bind_ip: str) -> Iterator[None]:
-    """Within the block, aioice gathers exactly one host candidate address: ``bind_ip``."""
+    """Within the block, aioice gathers exactly one host candidate address: the probe's own, else ``bind_ip``."""
     saved = aioice.ice.get_host_addresses
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [bind_ip]
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [_PROBE_ADDRESS.get() or bind_ip]
     try:
         yield
     finally:

@@ -44,7 +44,7 @@ from aiortc.sdp import candidate_from_sdp
 from av import AudioFrame, VideoFrame
 
 from lkswarm.metrics import new_histogram
-from lkswarm.probe_aiortc import drain_jitter_buffer
+from lkswarm.probe_aiortc import bind_probe_address, drain_jitter_buffer
 from lkswarm.probe_media import (
     AudioReceiveStats,
     CaptureRegistry,
@@ -75,8 +75,11 @@ def parse_candidate(candidate_init: str) -> RTCIceCandidate | None:
 class ProbePeer:
     """One probe's PeerConnections, operations queue and receive statistics."""
 
-    def __init__(self, slot: int, registry: CaptureRegistry, emit: EmitFn, connect_timeout_s: float) -> None:
+    def __init__(
+        self, slot: int, registry: CaptureRegistry, emit: EmitFn, connect_timeout_s: float, bind_ip: str | None = None
+    ) -> None:
         self.slot = slot
+        self.bind_ip = bind_ip  # this probe's own address (an impaired namespace); None: the tier's
         self.registry = registry
         self.emit = emit
         self.connect_timeout_s = connect_timeout_s
@@ -108,6 +111,8 @@ class ProbePeer:
 
     async def _run_ops(self) -> None:
         assert self._ops is not None
+        if self.bind_ip is not None:  # every PeerConnection gathers in this task (or tasks it starts)
+            bind_probe_address(self.bind_ip)
         while not self.closed:
             op = await self._ops.get()
             try:
@@ -250,6 +255,11 @@ class ProbePeer:
                     out[stats.kind]["packets_received"] += stats.packetsReceived
                     out[stats.kind]["packets_lost"] += max(0, stats.packetsLost)
         return out
+
+    def connection_states(self) -> dict[str, dict[str, str]]:
+        """Each PeerConnection's ICE and overall state, by name (``subscriber``, ``publisher``)."""
+        named = (("subscriber", self.subscriber), ("publisher", self.publisher))
+        return {name: {"ice": pc.iceConnectionState, "connection": pc.connectionState} for name, pc in named if pc}
 
     # -- endings -------------------------------------------------------------------------------------
 

@@ -136,6 +136,9 @@ async def collect_peer(totals: ProbeTotals, identity: str, room: str, peer: Prob
     if peer is None:
         return
     row["slot"] = peer.slot
+    # Where each PeerConnection stands at the end: a probe that never became ACTIVE says which step it was
+    # stuck in (ICE checks, or DTLS after ICE), as the W3C states name them.
+    row["peer_connections"] = peer.connection_states()
     counters = await peer.receive_stats()
     totals.video_packets_received += counters["video"]["packets_received"]
     totals.video_packets_lost += counters["video"]["packets_lost"]

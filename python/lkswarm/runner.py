@@ -73,7 +73,7 @@ def open_probe_network(config: RunConfig) -> ProbeNetwork | None:
     if config.probe_impair is None:
         return None
     check_probe_network(config)
-    network = ProbeNetwork(parse_impairment(config.probe_impair))
+    network = ProbeNetwork(parse_impairment(config.probe_impair), probe_count(config))
     network.open()
     return network
 
