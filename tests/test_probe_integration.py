@@ -50,6 +50,10 @@ def test_30_participants_and_4_probes_measure_end_to_end_latency(
     assert 0 < audio["marker_latency_ms"]["p50"] < 500, audio
     assert probes["cpu_s"] > 0 and report["generator"]["cpu_s"] > 0
     assert len(probes["per_probe"]) == 4 and all(row["outcome"] == "active" for row in probes["per_probe"])
+    for row in probes["per_probe"]:  # where each PeerConnection stood at the end
+        states = row["peer_connections"]
+        assert set(states) == {"subscriber", "publisher"}, row
+        assert all(s["ice"] in ("connected", "completed") and s["connection"] == "connected" for s in states.values())
     # The 30 light participants receive the probes' 8 tracks like any other.
     media = report["media"]
     assert media["tracks_received"] == 30 * 8 and media["tracks_missing"] == 0, media
