@@ -305,7 +305,7 @@ class ProbeTier:
 class ProbeParticipant:
     """The probe half of one participant on the main loop: signaling glue to its `ProbePeer`."""
 
-    __slots__ = ("_cids", "_offered_at", "_published", "active", "driver", "peer", "slot", "tier")
+    __slots__ = ("_announced", "_cids", "_offered_at", "_published", "active", "driver", "peer", "slot", "tier")
 
     def __init__(self, tier: ProbeTier, driver: ParticipantDriver, slot: int) -> None:
         self.tier = tier
@@ -315,17 +315,18 @@ class ProbeParticipant:
         self.peer: ProbePeer | None = None
         self._cids = {"audio": f"{driver.identity}-probe-mic", "video": f"{driver.identity}-probe-cam"}
         self._published: set[str] = set()
+        self._announced = False  # addTrack sent for this join
         self._offered_at = 0.0
 
     def on_joined(self) -> None:
-        """Creates the aiortc side and announces the probe's two tracks."""
-        from lkswarm.probe_media import VIDEO_BITRATE_BPS, VIDEO_HEIGHT, VIDEO_WIDTH
+        """Creates the aiortc side; the tracks are announced once the primary PeerConnection connects."""
         from lkswarm.probe_peer import ProbePeer
 
         tier = self.tier
         if self.peer is not None:  # a fresh join after leave(RECONNECT): start over
             tier.call(self.peer.close_soon)
             self._published.clear()
+        self._announced = False
         network = tier.engine.probe_network
         self.peer = ProbePeer(
             self.slot,
@@ -334,6 +335,16 @@ class ProbeParticipant:
             tier.engine.config.media_connect_timeout_s,
             bind_ip=network.probe_ips[self.slot] if network is not None else None,
         )
+
+    def _announce_tracks(self) -> None:
+        """Publishes the probe's two tracks, as an SDK's app does once ``connect`` has returned.
+
+        The SDKs return from ``connect`` only when the primary PeerConnection is up, so a real client's
+        video never competes with its own DTLS handshake for a slow uplink; neither does a probe's.
+        """
+        from lkswarm.probe_media import VIDEO_BITRATE_BPS, VIDEO_HEIGHT, VIDEO_WIDTH
+
+        self._announced = True
         session = self.driver.session
         assert session is not None
         audio = {"cid": self._cids["audio"], "name": "probe-audio", "type": TrackType.AUDIO.name}
@@ -404,10 +415,13 @@ class ProbeParticipant:
         elif kind == "offer":
             self._offered_at = time.perf_counter()
             driver.media_output(lambda: session.send_offer(a, 1))
-        elif kind == "connected" and a == "subscriber" and not self.active:
-            self.active = True
-            engine.counters["active"] += 1
-            engine.metrics.record("active", (at - driver.intended_start) * 1000)
+        elif kind == "connected" and a == "subscriber":
+            if not self._announced:
+                driver.media_output(self._announce_tracks)
+            if not self.active:
+                self.active = True
+                engine.counters["active"] += 1
+                engine.metrics.record("active", (at - driver.intended_start) * 1000)
         elif kind == "failed":
             self.tier.failures.append({"identity": driver.identity, "reason": a, "detail": b})
             driver.finish(f"failed:{a}", b)
