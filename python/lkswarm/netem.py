@@ -33,9 +33,9 @@ server knows nothing of the pair, and is refused.
 
 Loss, delay and jitter use ``netem``; rate uses ``htb`` with a ``bfifo`` queue
 per probe (below netem when both are asked for), so a kernel without
-``sch_netem`` can still rate-limit. What
-the kernel cannot do is a clear `ImpairmentError`, raised before the run, and
-`unsupported_reason` says the same for tests that must skip.
+``sch_netem`` can still rate-limit. What the kernel cannot do is a clear
+`ImpairmentError`, raised before the run, and `unsupported_reason` says the
+same for tests that must skip.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from lkswarm.errors import ConfigError
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
-SUBNET_PREFIX = "10.213"  # 10.213.N.0/30, N picked so it collides with no address on this host
+SUBNET_PREFIX = "10.213"  # the pair's subnet lies under 10.213.0.0/16, where it collides with no host address
 RATE_QUEUE_MS = 200  # a probe's rate-limited link queues at most this much data, then drops (a modest buffer)
 MIN_RATE_BURST_BYTES = 3200
 FIRST_PROBE_CLASS = 0x10  # probe k's HTB class is 2:(k + 0x10)
