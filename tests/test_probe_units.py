@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 
+import aioice.ice
 import pytest
 from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer
@@ -14,8 +15,32 @@ from helpers import LKSWARM
 from lkswarm.config import RunConfig, Stage
 from lkswarm.errors import ConfigError
 from lkswarm.probe import probe_count, probe_seats
-from lkswarm.probe_aiortc import DrainingJitterBuffer, drain_jitter_buffer
+from lkswarm.probe_aiortc import DrainingJitterBuffer, bind_probe_address, drain_jitter_buffer, host_addresses
 from lkswarm.probe_report import ProbeTotals
+
+
+def test_each_probe_task_gathers_on_its_own_address() -> None:
+    """aioice asks for host addresses inside the probe's tasks: a probe's bound address reaches its
+    children and no other probe's (lkswarm.netem shapes each probe by that address)."""
+
+    async def gather() -> list[str]:
+        await asyncio.sleep(0)  # the other probes run in between
+        return aioice.ice.get_host_addresses(True, False)
+
+    async def probe(address: str | None) -> tuple[list[str], list[str]]:
+        if address is not None:
+            bind_probe_address(address)
+        own = await gather()
+        child = await asyncio.ensure_future(gather())  # aiortc gathers in tasks it starts (asyncio.gather)
+        return own, child
+
+    async def main() -> list[tuple[list[str], list[str]]]:
+        return list(await asyncio.gather(probe("10.213.0.2"), probe("10.213.0.3"), probe(None)))
+
+    with host_addresses("127.0.0.1"):
+        first, second, unbound = asyncio.run(main())
+    assert first == (["10.213.0.2"], ["10.213.0.2"]) and second == (["10.213.0.3"], ["10.213.0.3"])
+    assert unbound == (["127.0.0.1"], ["127.0.0.1"])
 
 
 def test_probe_count_from_number_or_fraction() -> None:
