@@ -132,6 +132,22 @@ def test_probe_totals_report_and_saturation_warning() -> None:
     assert ProbeTotals().report() == {}
 
 
+def test_a_probe_that_never_became_active_is_a_warning_naming_its_states() -> None:
+    totals = ProbeTotals(probes=2, started=2, wall_s=10.0)
+    stuck = {"subscriber": {"ice": "completed", "connection": "connecting"}}
+    totals.per_probe = [
+        {"identity": "p3", "outcome": "active", "peer_connections": {}},
+        {"identity": "p5", "outcome": "not_active", "peer_connections": stuck},
+        {"identity": "p7", "outcome": "not_active"},  # joined, but no offer came before the end
+        {"identity": "p9", "outcome": "failed:probe_dtls_failed"},  # failures are counted and listed elsewhere
+    ]
+    assert totals.warnings() == [
+        "probe p5 never became ACTIVE before the run ended (subscriber: ICE completed, connecting); "
+        "its media figures are empty",
+        "probe p7 never became ACTIVE before the run ended (no PeerConnection yet); its media figures are empty",
+    ]
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [(["--probes", "5"], "subset"), (["--probes", "1", "--probe-fraction", "0.5"], "not both")],

@@ -68,15 +68,28 @@ class ProbeTotals:
         return lag_p99 > PROBE_LOOP_LAG_P99_MS or share > PROBE_LOOP_CPU_SHARE
 
     def warnings(self) -> list[str]:
-        if not self.probes or not self.saturated:
+        if not self.probes:
             return []
-        lag_p99 = summarize(self.loop_lag_ms)["p99"]
-        share = self.loop_cpu_s / self.wall_s if self.wall_s > 0 else 0.0
-        return [
-            f"the probes saturated their event loop (lag p99 {lag_p99:.1f} ms, loop thread busy {share * 100:.0f} % "
-            "of the run): probe latency and frame-rate figures include the generator's own queueing. "
-            "Use fewer probes per process."
-        ]
+        out = [self._not_active_warning(row) for row in self.per_probe if row["outcome"] == "not_active"]
+        if self.saturated:
+            lag_p99 = summarize(self.loop_lag_ms)["p99"]
+            share = self.loop_cpu_s / self.wall_s if self.wall_s > 0 else 0.0
+            out.append(
+                f"the probes saturated their event loop (lag p99 {lag_p99:.1f} ms, loop thread busy "
+                f"{share * 100:.0f} % of the run): probe latency and frame-rate figures include the generator's "
+                "own queueing. Use fewer probes per process."
+            )
+        return out
+
+    @staticmethod
+    def _not_active_warning(row: dict[str, Any]) -> str:
+        """A probe that neither failed nor became ACTIVE: its figures are empty, and the states say why."""
+        states = row.get("peer_connections") or {}
+        where = "; ".join(f"{name}: ICE {s['ice']}, {s['connection']}" for name, s in states.items())
+        return (
+            f"probe {row['identity']} never became ACTIVE before the run ended "
+            f"({where or 'no PeerConnection yet'}); its media figures are empty"
+        )
 
     def report(self) -> dict[str, Any]:
         if not self.probes:
