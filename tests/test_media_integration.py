@@ -162,3 +162,46 @@ def test_bad_input_fails_only_the_affected_participant(
     details = " ".join(p["failure_details"].values())
     assert "PeerConnection" in details
     assert credentials.api_secret not in str(report)
+
+
+def test_a_fresh_join_starts_the_media_over(livekit_server: LocalServer, credentials: Credentials) -> None:
+    """leave(RECONNECT) means a fresh join: new PeerConnections, the publisher's tracks announced and sent again,
+    the old peers gone from the hub, and ACTIVE counted once per participant."""
+    config = RunConfig(
+        url=livekit_server.url,
+        rooms=1,
+        participants=4,
+        audio_publishers=1,
+        duration_s=20,
+        rate=10,
+        run_tag=f"rejoin{os.getpid()}",
+        verify_rooms=False,
+    )
+    during: dict[str, int] = {}
+
+    def setup(engine: Engine) -> None:
+        async def rejoin_two() -> None:
+            while engine.counters["active"] < 4:
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)
+            for driver in engine.drivers:
+                if driver.index in (0, 2):  # the publisher and one subscriber
+                    driver.force_reconnect()
+            await asyncio.sleep(8.0)
+            assert engine.media is not None and engine.media.hub is not None
+            during["peers"] = engine.media.hub.peer_count
+            during["active"] = sum(1 for d in engine.drivers if d.media is not None and d.media.active)
+
+        engine.spawn(rejoin_two())
+
+    report = run_engine(config, credentials, livekit_server.url, setup)
+    assert_outcomes_reconcile(report)
+    assert report["signal"]["reconnects"] == 2, report["signal"]
+    assert during == {"peers": 4, "active": 4}, during  # no old peer left behind; the new ones connected
+    p = report["participants"]
+    assert p["outcomes"]["completed"] == 4 and p["active"] == 4 and p["active_at_end"] == 4, p
+    assert report["latency_ms"]["active"]["count"] == 4
+    media = report["media"]
+    # The publisher's new track (a new sid after the fresh join) reaches every subscriber, the rejoined one too.
+    assert media["tracks_missing"] == 0 and media["packets_received"] > 1000, media
+    assert media["loss_ratio"] < 0.01, media

@@ -10,13 +10,20 @@ hub's SDP back through the participant's `SignalSession`.
 Per participant (`MediaParticipant`)::
 
     Joined ──> add_peer (subscriber PC, socket bound)
-      │         publishers: AddTrackRequest per track ──> TrackPublished (all) ──> publisher offer
     OfferReceived ──> accept_offer ──> send_answer       (subscriber PC, repeated on re-offers)
-    AnswerReceived ──> accept_answer                     (publisher PC)
     TrickleReceived ──> add_candidate (queued until that PC has its remote description)
     hub "connected subscriber" ──> ACTIVE (latency_ms.active)
+      │         publishers: AddTrackRequest per track ──> TrackPublished (all) ──> publisher offer
+    AnswerReceived ──> accept_answer                     (publisher PC)
     hub "first_packet" ──> latency_ms.track_subscribed (from the track's appearance in an update)
     hub "failed" ──> the participant fails with the hub's reason
+
+Tracks are announced once the subscriber (primary) PeerConnection is
+connected, as an SDK's app publishes after ``connect`` returns. A fresh join
+(the server's leave with action RECONNECT) starts the participant's media
+over: its old peer is removed from the hub and every per-join state is reset;
+ACTIVE is counted once per participant, but ``active`` says whether the
+current PeerConnection is connected.
 
 `MediaTier` polls the hub's events every `EVENT_POLL_S` on the loop. Event
 times are stamped by the hub when they happen, so the poll interval delays
@@ -180,7 +187,9 @@ class MediaParticipant:
     """The media half of one participant: its peer in the hub and the signaling glue."""
 
     __slots__ = (
+        "_announced",
         "_cids",
+        "_counted_active",
         "_has_remote",
         "_offered",
         "_offered_at",
@@ -203,12 +212,14 @@ class MediaParticipant:
         self.driver = driver
         self.peer_id: int | None = None
         self.local_port = 0  # UDP port of the subscriber PeerConnection
-        self.active = False
+        self.active = False  # the current subscriber PeerConnection is connected
+        self._counted_active = False  # counted in `active` and latency_ms.active (once per participant)
         self.publishes_audio, self.publishes_video = publisher_role(
             driver.seat, config.audio_publishers, config.video_publishers
         )
         self._cids: dict[str, str] = {}  # cid -> "audio" | "video"
         self._published: set[str] = set()
+        self._announced = False
         self._offered = False
         self._offered_at = 0.0
         self._has_remote = {TARGET_PUBLISHER: False, TARGET_SUBSCRIBER: False}
@@ -216,18 +227,37 @@ class MediaParticipant:
         self._remote_published_at: dict[str, float] = {}
         self._video_tiles: list[str] = []  # remote video tracks in order of appearance (the layout)
 
+    def _start_over(self) -> None:
+        """A fresh join: the server forgot the old PeerConnections, so the hub drops them too."""
+        self.close()
+        self.active = False
+        self._cids.clear()
+        self._published.clear()
+        self._announced = self._offered = False
+        self._offered_at = 0.0
+        self._has_remote = {TARGET_PUBLISHER: False, TARGET_SUBSCRIBER: False}
+        self._pending_candidates.clear()
+        self._remote_published_at.clear()
+        self._video_tiles.clear()
+
     # -- signaling side ------------------------------------------------------------------
 
     def on_joined(self) -> None:
-        """Creates the peer and announces the tracks this participant publishes."""
+        """Creates the peer (its subscriber PeerConnection); tracks are announced once that is connected."""
         hub = self.tier.hub
         assert hub is not None
+        if self.peer_id is not None:  # a fresh join after leave(RECONNECT)
+            self._start_over()
         config = self.tier.engine.config
         seed = (config.seed or 0) * 1_000_003 + self.driver.index
         self.peer_id, self.local_port = hub.add_peer(
             seed=seed, talk_spurts=config.talk_spurts, connect_timeout_s=config.media_connect_timeout_s
         )
         self.tier.participants[self.peer_id] = self
+
+    def _announce_tracks(self) -> None:
+        """Sends an AddTrackRequest per published track (the publisher offer follows their TrackPublished)."""
+        self._announced = True
         session = self.driver.session
         assert session is not None
         identity = self.driver.identity
@@ -357,10 +387,14 @@ class MediaParticipant:
         engine = self.tier.engine
         if driver.outcome:
             return
-        if kind == "connected" and a == "subscriber" and not self.active:
+        if kind == "connected" and a == "subscriber":
             self.active = True
-            engine.counters["active"] += 1
-            engine.metrics.record("active", (at - driver.intended_start) * 1000)
+            if not self._announced and (self.publishes_audio or self.publishes_video):
+                driver.media_output(self._announce_tracks)
+            if not self._counted_active:
+                self._counted_active = True
+                engine.counters["active"] += 1
+                engine.metrics.record("active", (at - driver.intended_start) * 1000)
         elif kind == "first_packet":
             published_at = self._remote_published_at.get(a)
             if published_at is not None:

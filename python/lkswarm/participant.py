@@ -361,6 +361,13 @@ class ParticipantDriver:
             return
         self._start_resume()
 
+    def force_reconnect(self) -> None:
+        """Starts a fresh join, as the server's leave(RECONNECT) asks; counted as a reconnect."""
+        if self.outcome or self._stopping or self.session is None or self.session.state is not SessionState.JOINED:
+            return
+        self.engine.counters["reconnects"] += 1
+        self._restart_join()
+
     def _restart_join(self) -> None:
         session = self.session
         assert session is not None

@@ -305,13 +305,25 @@ class ProbeTier:
 class ProbeParticipant:
     """The probe half of one participant on the main loop: signaling glue to its `ProbePeer`."""
 
-    __slots__ = ("_announced", "_cids", "_offered_at", "_published", "active", "driver", "peer", "slot", "tier")
+    __slots__ = (
+        "_announced",
+        "_cids",
+        "_counted_active",
+        "_offered_at",
+        "_published",
+        "active",
+        "driver",
+        "peer",
+        "slot",
+        "tier",
+    )
 
     def __init__(self, tier: ProbeTier, driver: ParticipantDriver, slot: int) -> None:
         self.tier = tier
         self.driver = driver
         self.slot = slot  # the publisher slot drawn into this probe's video frames
-        self.active = False
+        self.active = False  # the current subscriber PeerConnection is connected
+        self._counted_active = False  # counted in `active` and latency_ms.active (once per participant)
         self.peer: ProbePeer | None = None
         self._cids = {"audio": f"{driver.identity}-probe-mic", "video": f"{driver.identity}-probe-cam"}
         self._published: set[str] = set()
@@ -326,6 +338,7 @@ class ProbeParticipant:
         if self.peer is not None:  # a fresh join after leave(RECONNECT): start over
             tier.call(self.peer.close_soon)
             self._published.clear()
+            self.active = False
         self._announced = False
         network = tier.engine.probe_network
         self.peer = ProbePeer(
@@ -416,10 +429,11 @@ class ProbeParticipant:
             self._offered_at = time.perf_counter()
             driver.media_output(lambda: session.send_offer(a, 1))
         elif kind == "connected" and a == "subscriber":
+            self.active = True
             if not self._announced:
                 driver.media_output(self._announce_tracks)
-            if not self.active:
-                self.active = True
+            if not self._counted_active:
+                self._counted_active = True
                 engine.counters["active"] += 1
                 engine.metrics.record("active", (at - driver.intended_start) * 1000)
         elif kind == "failed":
