@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import subprocess
+from types import SimpleNamespace
 
 import aioice.ice
 import pytest
@@ -14,7 +16,7 @@ from aiortc.rtp import RtpPacket
 from helpers import LKSWARM
 from lkswarm.config import RunConfig, Stage
 from lkswarm.errors import ConfigError
-from lkswarm.probe import probe_count, probe_seats
+from lkswarm.probe import ProbeParticipant, probe_count, probe_seats
 from lkswarm.probe_aiortc import DrainingJitterBuffer, bind_probe_address, drain_jitter_buffer, host_addresses
 from lkswarm.probe_report import ProbeTotals
 
@@ -161,3 +163,21 @@ def test_cli_rejects_impossible_probe_options(options: list[str], message: str) 
     )
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
+
+
+def test_events_of_a_peer_that_a_fresh_join_replaced_are_dropped() -> None:
+    """A closing peer can still post `connected`: it must not mark the new join ACTIVE or announce tracks."""
+    calls: list[str] = []
+    engine = SimpleNamespace(probe_network=None, config=RunConfig(), counters=collections.Counter(), metrics=None)
+    tier = SimpleNamespace(engine=engine, registry=None, call=lambda fn, *args: calls.append("call"))
+    session = SimpleNamespace(send_request=lambda request: calls.append("request"))
+    driver = SimpleNamespace(outcome="", session=session, identity="p1", intended_start=0.0)
+    driver.media_output = lambda step: calls.append("announce")
+    participant = ProbeParticipant(tier, driver, slot=0)  # type: ignore[arg-type]
+    participant.on_joined()  # generation 1
+    participant.on_joined()  # a fresh join: generation 2
+    participant.on_peer_event(1, 0.0, "connected", "subscriber", "")
+    assert not participant.active and calls == ["call"]  # only the old peer's close was asked for
+    engine.metrics = SimpleNamespace(record=lambda phase, value_ms: calls.append(phase))
+    participant.on_peer_event(2, 0.0, "connected", "subscriber", "")
+    assert participant.active and calls == ["call", "announce", "active"] and engine.counters["active"] == 1

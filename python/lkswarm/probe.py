@@ -19,6 +19,7 @@ crosses between the loops in both directions with ``call_soon_threadsafe``::
     main loop                                       probe loop
     session events ── submit(op) ─────────────────> ProbePeer op queue
     ProbeParticipant.on_peer_event <── post(event) ── "answer" / "offer" / "connected" / "failed"
+                                     (tagged with the join it belongs to; a replaced peer's are dropped)
 
 CPU accounting: every 0.5 s (and at the end) the tier reads the CPU
 time of each probe thread from ``/proc/self/task/<tid>/stat`` (10 ms ticks)
@@ -309,6 +310,7 @@ class ProbeParticipant:
         "_announced",
         "_cids",
         "_counted_active",
+        "_join_generation",
         "_offered_at",
         "_published",
         "active",
@@ -324,6 +326,7 @@ class ProbeParticipant:
         self.slot = slot  # the publisher slot drawn into this probe's video frames
         self.active = False  # the current subscriber PeerConnection is connected
         self._counted_active = False  # counted in `active` and latency_ms.active (once per participant)
+        self._join_generation = 0  # bumps per join; events of a peer that a fresh join replaced are ignored
         self.peer: ProbePeer | None = None
         self._cids = {"audio": f"{driver.identity}-probe-mic", "video": f"{driver.identity}-probe-cam"}
         self._published: set[str] = set()
@@ -340,11 +343,13 @@ class ProbeParticipant:
             self._published.clear()
             self.active = False
         self._announced = False
+        self._join_generation += 1
+        generation = self._join_generation
         network = tier.engine.probe_network
         self.peer = ProbePeer(
             self.slot,
             tier.registry,
-            lambda at, kind, a, b: tier.post(self.on_peer_event, at, kind, a, b),
+            lambda at, kind, a, b: tier.post(self.on_peer_event, generation, at, kind, a, b),
             tier.engine.config.media_connect_timeout_s,
             bind_ip=network.probe_ips[self.slot] if network is not None else None,
         )
@@ -415,12 +420,12 @@ class ProbeParticipant:
             return  # another probe: its single 320x180 layer is what we measure
         session.send_request({"trackSetting": {"trackSids": [event.track_sid], "quality": "LOW"}})
 
-    def on_peer_event(self, at: float, kind: str, a: str, b: str) -> None:
-        """An event of this probe's `ProbePeer`, now on the main loop."""
+    def on_peer_event(self, generation: int, at: float, kind: str, a: str, b: str) -> None:
+        """An event of this probe's `ProbePeer` of join ``generation``, now on the main loop."""
         driver = self.driver
         session = driver.session
-        if driver.outcome or session is None:
-            return
+        if driver.outcome or session is None or generation != self._join_generation:
+            return  # ended, or the peer a fresh join replaced (it closes on the probe loop, a moment later)
         engine = self.tier.engine
         if kind == "answer":
             answer = self.tier.answer_filter(self, a) if self.tier.answer_filter is not None else a
