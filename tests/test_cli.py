@@ -180,7 +180,8 @@ def test_credentials_fixture_secret_is_long(credentials: Credentials) -> None:
 
 
 def test_bad_options_are_one_line_errors_with_exit_2() -> None:
-    for args in (["--duration", "soon"], ["--duration", "-5s"], ["--arrival", "bursty"]):
+    bad_storm = ["--reconnect-storm-at", "5s", "--reconnect-storm-mode", "restart"]
+    for args in (["--duration", "soon"], ["--duration", "-5s"], ["--arrival", "bursty"], bad_storm):
         out = subprocess.run([*LKSWARM, "run", *args], capture_output=True, text=True, env=clean_env(), timeout=60)
         assert out.returncode == 2, (args, out.stderr)
         assert "Traceback" not in out.stderr

@@ -200,7 +200,10 @@ def test_a_fresh_join_starts_the_media_over(livekit_server: LocalServer, credent
     assert during == {"peers": 4, "active": 4}, during  # no old peer left behind; the new ones connected
     p = report["participants"]
     assert p["outcomes"]["completed"] == 4 and p["active"] == 4 and p["active_at_end"] == 4, p
-    assert report["latency_ms"]["active"]["count"] == 4
+    assert p["joined"] == 4 and report["signal"]["rejoins_succeeded"] == 2, (p, report["signal"])  # joined once
+    latency = report["latency_ms"]
+    assert latency["active"]["count"] == 4 and latency["join_response"]["count"] == 4, latency
+    assert latency["rejoin"]["count"] == 2 and latency["rejoin"]["max"] < 5000, latency["rejoin"]
     media = report["media"]
     # The publisher's new track (a new sid after the fresh join) reaches every subscriber, the rejoined one too.
     assert media["tracks_missing"] == 0 and media["packets_received"] > 1000, media

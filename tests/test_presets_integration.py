@@ -55,6 +55,28 @@ def test_preset_runs_small_against_the_embedded_server(preset: str, credentials:
         assert report["media"]["packets_received"] > 0 and report["media"]["loss_ratio"] < 0.01
 
 
+def test_a_rejoin_storm_starts_everyone_over(credentials: Credentials, tmp_path: Path) -> None:
+    """Every participant joins afresh at once: counted as joined once, a `rejoin` latency each, new
+    PeerConnections ACTIVE again, and each room's publisher republished to everyone."""
+    args = ["--rooms", "2", "--participants", "4", "--audio-publishers", "1", "--rate", "25", "--duration", "18s"]
+    args += ["--reconnect-storm-at", "6s", "--reconnect-storm-mode", "rejoin", "--threshold", "rejoin.p99<5s"]
+    code, report, err = run_cli(args, credentials, tmp_path)
+    assert code == 0, (err, report["thresholds"], report["participants"])
+    assert report["passed"] is True and report["thresholds"][0]["actual"] > 0
+    assert_outcomes_reconcile(report)
+    p = report["participants"]
+    assert p["scheduled"] == p["joined"] == 8 and p["outcomes"]["completed"] == 8, p
+    assert p["active"] == 8 and p["active_at_end"] == 8, p
+    signal = report["signal"]
+    assert signal["storm_dropped"] == signal["reconnects"] == signal["rejoins_succeeded"] == 8, signal
+    assert signal["resumes_attempted"] == 0, signal
+    latency = report["latency_ms"]
+    assert latency["rejoin"]["count"] == 8 and latency["join_response"]["count"] == 8, latency
+    assert latency["active"]["count"] == 8
+    media = report["media"]
+    assert media["tracks_missing"] == 0 and media["packets_received"] > 0 and media["loss_ratio"] < 0.01, media
+
+
 def test_a_failed_threshold_exits_99(credentials: Credentials, livekit_server: LocalServer, tmp_path: Path) -> None:
     args = ["--url", livekit_server.url, "--rooms", "1", "--participants", "2", "--duration", "3s", "--signal-only"]
     code, report, _ = run_cli(

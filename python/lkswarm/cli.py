@@ -180,6 +180,14 @@ def run(
         str | None,
         typer.Option(help="At this time every participant drops its WebSocket and resumes.", rich_help_panel=SHAPE),
     ] = None,
+    reconnect_storm_mode: Annotated[
+        str | None,
+        typer.Option(
+            help="The storm's reconnect: resume (reconnect=1, the default) or rejoin (a fresh join with new "
+            "PeerConnections, as after the server's leave RECONNECT).",
+            rich_help_panel=SHAPE,
+        ),
+    ] = None,
     signal_only: Annotated[
         bool,
         typer.Option(
@@ -296,6 +304,7 @@ def run(
         "duration_s": duration,
         "churn_rate": churn_rate,
         "reconnect_storm_at_s": reconnect_storm_at,
+        "reconnect_storm_mode": reconnect_storm_mode,
         "probes": probes,
         "probe_fraction": probe_fraction,
         "probe_impair": probe_impair,

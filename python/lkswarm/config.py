@@ -86,6 +86,11 @@ class RunConfig(BaseModel):
     reconnect_storm_at_s: float | None = Field(
         default=None, gt=0, description="at this time every joined participant drops its WebSocket and resumes"
     )
+    reconnect_storm_mode: Literal["resume", "rejoin"] = Field(
+        default="resume",
+        description="resume: drop the WebSocket and resume (reconnect=1); rejoin: join afresh, with new "
+        "PeerConnections, as the server's leave(RECONNECT) asks",
+    )
     layout: str | None = Field(default=None, description="subscriber video layout: speaker or grid:N")
     video_codec: Literal["vp8"] = Field(default="vp8", description="published video codec")
 

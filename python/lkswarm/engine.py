@@ -13,7 +13,8 @@ hidden (coordinated omission).
 The run lasts ``duration_s`` from the first intended start. Arrivals that
 fall after the end are ``not_started``. A planned departure leaves politely
 and counts as ``completed``. With ``reconnect_storm_at_s`` every joined
-participant drops its WebSocket at that instant and resumes. A `Sampler`
+participant drops its WebSocket at that instant and resumes (or, with
+``reconnect_storm_mode = "rejoin"``, joins afresh). A `Sampler`
 records the timeline once a second and feeds the observers (live view,
 Prometheus). At the end the engine (optionally) checks each live
 participant's view of its room against Twirp ListParticipants, then stops
@@ -263,12 +264,16 @@ class Engine:
                 driver.stop()
 
     async def _reconnect_storm(self, at: float) -> None:
-        """Every joined participant drops its WebSocket at once and resumes (reconnect=1)."""
+        """Every joined participant drops its WebSocket at once and resumes (reconnect=1) or joins afresh."""
         await asyncio.sleep(max(0.0, at - time.perf_counter()))
         dropped = 0
+        rejoin = self.config.reconnect_storm_mode == "rejoin"
         for driver in self.drivers:
             if not driver.outcome and driver.joined_at is not None:
-                driver.force_resume()
+                if rejoin:
+                    driver.force_reconnect()
+                else:
+                    driver.force_resume()
                 dropped += 1
         self.counters["storm_dropped"] = dropped
 

@@ -19,6 +19,7 @@ PHASES = (
     "track_subscribed",
     "ping_rtt",
     "resume",
+    "rejoin",
     "media_e2e",
 )
 # A run whose scheduler lateness or loop lag p99 exceeds these is saturated: its latencies include our queueing.

@@ -82,6 +82,7 @@ class ParticipantDriver:
         "_connection",
         "_done",
         "_generation",
+        "_rejoin_started",
         "_resume_started",
         "_stopping",
         "_timer",
@@ -123,6 +124,7 @@ class ParticipantDriver:
         self._stopping = False
         self._generation = 0  # bumps per connection; events of older connections are ignored
         self._resume_started = 0.0
+        self._rejoin_started = 0.0
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -261,9 +263,13 @@ class ParticipantDriver:
                 self.engine.counters["resumes_succeeded"] += 1
                 metrics.record("resume", (now - self._resume_started) * 1000)
             else:
-                self.joined_at = now
-                metrics.record("join_response", (now - self.intended_start) * 1000)
-                self.engine.on_joined(self, event)
+                if self.joined_at is None:
+                    self.joined_at = now
+                    metrics.record("join_response", (now - self.intended_start) * 1000)
+                    self.engine.on_joined(self, event)
+                else:  # a fresh join (leave RECONNECT): this participant is counted as joined once
+                    self.engine.counters["rejoins_succeeded"] += 1
+                    metrics.record("rejoin", (now - self._rejoin_started) * 1000)
                 if self.media is not None:
                     self._media_step(self.media.on_joined)
         elif isinstance(event, PongReceived):
@@ -371,6 +377,7 @@ class ParticipantDriver:
     def _restart_join(self) -> None:
         session = self.session
         assert session is not None
+        self._rejoin_started = time.perf_counter()
         self._drop_connection()
         self.session = SignalSession(
             self.identity,

@@ -148,6 +148,7 @@ def build_report(
             "resumes_attempted": counters["resumes_attempted"],
             "resumes_succeeded": counters["resumes_succeeded"],
             "reconnects": counters["reconnects"],
+            "rejoins_succeeded": counters["rejoins_succeeded"],
             "storm_dropped": counters["storm_dropped"],
             "track_settings": counters["track_settings"],
             "speaker_updates": messages.get("speakers_changed", 0),
