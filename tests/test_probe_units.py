@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import subprocess
 from types import SimpleNamespace
 
@@ -16,6 +17,7 @@ from aiortc.rtp import RtpPacket
 from helpers import LKSWARM
 from lkswarm.config import RunConfig, Stage
 from lkswarm.errors import ConfigError
+from lkswarm.participant import ParticipantDriver
 from lkswarm.probe import ProbeParticipant, probe_count, probe_seats
 from lkswarm.probe_aiortc import DrainingJitterBuffer, bind_probe_address, drain_jitter_buffer, host_addresses
 from lkswarm.probe_report import ProbeTotals
@@ -171,8 +173,10 @@ def test_events_of_a_peer_that_a_fresh_join_replaced_are_dropped() -> None:
     engine = SimpleNamespace(probe_network=None, config=RunConfig(), counters=collections.Counter(), metrics=None)
     tier = SimpleNamespace(engine=engine, registry=None, call=lambda fn, *args: calls.append("call"))
     session = SimpleNamespace(send_request=lambda request: calls.append("request"))
-    driver = SimpleNamespace(outcome="", session=session, identity="p1", intended_start=0.0)
+    driver = SimpleNamespace(outcome="", session=session, identity="p1", intended_start=0.0, engine=engine)
     driver.media_output = lambda step: calls.append("announce")
+    driver._counted_active = False
+    driver.media_connected = functools.partial(ParticipantDriver.media_connected, driver)  # the real counting
     participant = ProbeParticipant(tier, driver, slot=0)  # type: ignore[arg-type]
     participant.on_joined()  # generation 1
     participant.on_joined()  # a fresh join: generation 2

@@ -189,7 +189,6 @@ class MediaParticipant:
     __slots__ = (
         "_announced",
         "_cids",
-        "_counted_active",
         "_has_remote",
         "_offered",
         "_offered_at",
@@ -213,10 +212,13 @@ class MediaParticipant:
         self.peer_id: int | None = None
         self.local_port = 0  # UDP port of the subscriber PeerConnection
         self.active = False  # the current subscriber PeerConnection is connected
-        self._counted_active = False  # counted in `active` and latency_ms.active (once per participant)
         self.publishes_audio, self.publishes_video = publisher_role(
             driver.seat, config.audio_publishers, config.video_publishers
         )
+        self._reset_join_state()
+
+    def _reset_join_state(self) -> None:
+        """What belongs to one join: a fresh join (leave RECONNECT) starts all of it over."""
         self._cids: dict[str, str] = {}  # cid -> "audio" | "video"
         self._published: set[str] = set()
         self._announced = False
@@ -227,27 +229,16 @@ class MediaParticipant:
         self._remote_published_at: dict[str, float] = {}
         self._video_tiles: list[str] = []  # remote video tracks in order of appearance (the layout)
 
-    def _start_over(self) -> None:
-        """A fresh join: the server forgot the old PeerConnections, so the hub drops them too."""
-        self.close()
-        self.active = False
-        self._cids.clear()
-        self._published.clear()
-        self._announced = self._offered = False
-        self._offered_at = 0.0
-        self._has_remote = {TARGET_PUBLISHER: False, TARGET_SUBSCRIBER: False}
-        self._pending_candidates.clear()
-        self._remote_published_at.clear()
-        self._video_tiles.clear()
-
     # -- signaling side ------------------------------------------------------------------
 
     def on_joined(self) -> None:
         """Creates the peer (its subscriber PeerConnection); tracks are announced once that is connected."""
         hub = self.tier.hub
         assert hub is not None
-        if self.peer_id is not None:  # a fresh join after leave(RECONNECT)
-            self._start_over()
+        if self.peer_id is not None:  # a fresh join: the server forgot the old PeerConnections, so does the hub
+            self.close()
+            self.active = False
+            self._reset_join_state()
         config = self.tier.engine.config
         seed = (config.seed or 0) * 1_000_003 + self.driver.index
         self.peer_id, self.local_port = hub.add_peer(
@@ -391,10 +382,7 @@ class MediaParticipant:
             self.active = True
             if not self._announced and (self.publishes_audio or self.publishes_video):
                 driver.media_output(self._announce_tracks)
-            if not self._counted_active:
-                self._counted_active = True
-                engine.counters["active"] += 1
-                engine.metrics.record("active", (at - driver.intended_start) * 1000)
+            driver.media_connected(at)
         elif kind == "first_packet":
             published_at = self._remote_published_at.get(a)
             if published_at is not None:

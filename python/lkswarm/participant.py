@@ -80,6 +80,7 @@ class ParticipantDriver:
 
     __slots__ = (
         "_connection",
+        "_counted_active",
         "_done",
         "_generation",
         "_rejoin_started",
@@ -125,6 +126,7 @@ class ParticipantDriver:
         self._generation = 0  # bumps per connection; events of older connections are ignored
         self._resume_started = 0.0
         self._rejoin_started = 0.0
+        self._counted_active = False  # in counters["active"] and latency_ms.active, once per participant
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -294,6 +296,15 @@ class ParticipantDriver:
             step()
         except MediaError as exc:
             self.finish("failed:media_setup", str(exc))
+
+    def media_connected(self, at: float) -> None:
+        """The primary (subscriber) PeerConnection connected at ``at``: ACTIVE, counted once per participant
+        (a fresh join's new PeerConnection connects again, but the participant became ACTIVE once)."""
+        if self._counted_active:
+            return
+        self._counted_active = True
+        self.engine.counters["active"] += 1
+        self.engine.metrics.record("active", (at - self.intended_start) * 1000)
 
     def media_output(self, step: Callable[[], None]) -> None:
         """Runs a media step that no session event triggered (a probe's answer from its own loop) and sends."""

@@ -309,7 +309,6 @@ class ProbeParticipant:
     __slots__ = (
         "_announced",
         "_cids",
-        "_counted_active",
         "_join_generation",
         "_offered_at",
         "_published",
@@ -325,7 +324,6 @@ class ProbeParticipant:
         self.driver = driver
         self.slot = slot  # the publisher slot drawn into this probe's video frames
         self.active = False  # the current subscriber PeerConnection is connected
-        self._counted_active = False  # counted in `active` and latency_ms.active (once per participant)
         self._join_generation = 0  # bumps per join; events of a peer that a fresh join replaced are ignored
         self.peer: ProbePeer | None = None
         self._cids = {"audio": f"{driver.identity}-probe-mic", "video": f"{driver.identity}-probe-cam"}
@@ -426,7 +424,6 @@ class ProbeParticipant:
         session = driver.session
         if driver.outcome or session is None or generation != self._join_generation:
             return  # ended, or the peer a fresh join replaced (it closes on the probe loop, a moment later)
-        engine = self.tier.engine
         if kind == "answer":
             answer = self.tier.answer_filter(self, a) if self.tier.answer_filter is not None else a
             driver.media_output(lambda: session.send_answer(answer, int(b)))
@@ -437,10 +434,7 @@ class ProbeParticipant:
             self.active = True
             if not self._announced:
                 driver.media_output(self._announce_tracks)
-            if not self._counted_active:
-                self._counted_active = True
-                engine.counters["active"] += 1
-                engine.metrics.record("active", (at - driver.intended_start) * 1000)
+            driver.media_connected(at)
         elif kind == "failed":
             self.tier.failures.append({"identity": driver.identity, "reason": a, "detail": b})
             driver.finish(f"failed:{a}", b)
