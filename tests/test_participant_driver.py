@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
+import lkswarm.engine as engine_module
 from lkswarm import codec
 from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
@@ -71,3 +76,31 @@ def test_timer_delays_round_up_to_whole_milliseconds_so_libuv_never_fires_early(
         assert rounded_s - delay_s <= 0.001 + 1e-9
         assert abs(rounded_s * 1000 - round(rounded_s * 1000)) < 1e-6
     assert timer_delay_s(99.0, 100.0) == 0.0  # overdue: at once
+
+
+def test_the_room_check_names_a_view_that_holds_a_replaced_sid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ListParticipants has bob under his new sid; a view still holding the old one is `stale`."""
+    listed = [{"identity": "p0", "sid": "PA_p0"}, {"identity": "bob", "sid": "PA_bob_new"}]
+
+    class FakeRoomService:
+        def __init__(self, *_args: object) -> None:
+            pass
+
+        def list_participants(self, room: str) -> list[dict[str, str]]:
+            assert room == "room"
+            return listed
+
+    monkeypatch.setattr(engine_module, "RoomService", FakeRoomService)
+    monkeypatch.setattr(engine_module, "ROOM_CHECK_TIMEOUT_S", 0.0)
+    driver = make_driver()
+    driver.engine.drivers = [driver]
+    driver.joined_at = 1.0
+    session = driver.session
+    assert session is not None
+    session.participant_sid = "PA_p0"
+    session.others = {"bob": "PA_bob_old"}
+    check = asyncio.run(driver.engine._verify_rooms())
+    assert check["mismatched"] == 1 and check["matched"] == 0
+    assert check["examples"] == [{"identity": "p0", "room": "room", "missing": [], "extra": [], "stale": ["bob"]}]
+    session.others = {"bob": "PA_bob_new"}
+    assert asyncio.run(driver.engine._verify_rooms())["matched"] == 1

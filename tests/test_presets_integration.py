@@ -75,6 +75,8 @@ def test_a_rejoin_storm_starts_everyone_over(credentials: Credentials, tmp_path:
     assert latency["active"]["count"] == 8
     media = report["media"]
     assert media["tracks_missing"] == 0 and media["packets_received"] > 0 and media["loss_ratio"] < 0.01, media
+    # each view holds every participant under its current sid: none is kept under a replaced one
+    assert report["room_check"]["matched"] == 8, report["room_check"]
 
 
 def test_a_failed_threshold_exits_99(credentials: Credentials, livekit_server: LocalServer, tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ def test_join_reports_joined_and_sets_ping_schedule() -> None:
     assert changed == ParticipantsChanged(1)
     assert session.state is SessionState.JOINED
     assert session.get_timer() == pytest.approx(15.5)  # first ping
-    assert session.room_view() == {"me", "bob"}
+    assert session.room_view() == {"me": "PA_me", "bob": "PA_b"}
 
 
 def test_join_timeout() -> None:
@@ -148,13 +148,13 @@ def test_updates_track_the_room_and_remote_tracks() -> None:
     }
     session.receive_frame(codec.encode_response(update), 102.0)
     events = session.events_received()
-    assert RemoteTrackPublished("PA_b", "TR_1", 0, 102.0) in events
+    assert RemoteTrackPublished("PA_b", "bob", "TR_1", 0, 102.0) in events
     assert ParticipantsChanged(1) in events
-    assert session.room_view() == {"me", "bob"}
+    assert session.room_view() == {"me": "PA_me", "bob": "PA_b"}
     gone = {"update": {"participants": [{"sid": "PA_b", "identity": "bob", "state": "DISCONNECTED"}]}}
     session.receive_frame(codec.encode_response(gone), 103.0)
     assert session.events_received() == [ParticipantsChanged(0)]
-    assert session.room_view() == {"me"}
+    assert session.room_view() == {"me": "PA_me"}
 
 
 def test_observers_of_one_room_share_its_strings_and_hold_no_empty_track_sets() -> None:
@@ -167,15 +167,42 @@ def test_observers_of_one_room_share_its_strings_and_hold_no_empty_track_sets() 
     first.receive_frame(frame, 101.0)
     second.receive_frame(frame, 101.0)
     assert len(first.others) == 20
-    for sid, identity in first.others.items():
-        assert next(s for s in second.others if s == sid) is sid
-        assert second.others[sid] is identity
+    for identity, sid in first.others.items():
+        assert next(i for i in second.others if i == identity) is identity
+        assert second.others[identity] is sid
     assert first.tracks_by_participant == {"PA_3": frozenset({"TR_a"})}
     assert first.live_remote_tracks() == {"TR_a"}
     unpublished = {"update": {"participants": [{"sid": "PA_3", "identity": "user-3", "state": "ACTIVE"}]}}
     first.receive_frame(codec.encode_response(unpublished), 102.0)
     assert first.tracks_by_participant == {}
     assert first.live_remote_tracks() == set()
+
+
+def test_a_new_sid_for_a_known_identity_replaces_the_old_participant() -> None:
+    # Seen against livekit-server in a rejoin storm: we joined afresh while bob's old session was
+    # still listed, bob then joined afresh too, and the server never sent the old sid's DISCONNECTED.
+    # Keyed by sid, the old track stayed "live" forever and the room held two bobs.
+    session = joined_session()
+    old_bob = {"sid": "PA_old", "identity": "bob", "state": "ACTIVE", "tracks": [{"sid": "TR_old", "type": "AUDIO"}]}
+    session.receive_frame(codec.encode_response({"update": {"participants": [old_bob]}}), 101.0)
+    session.events_received()
+    new_bob = {"sid": "PA_new", "identity": "bob", "state": "ACTIVE", "tracks": [{"sid": "TR_new", "type": "AUDIO"}]}
+    session.receive_frame(codec.encode_response({"update": {"participants": [new_bob]}}), 102.0)
+    assert session.events_received() == [
+        RemoteTrackPublished("PA_new", "bob", "TR_new", 0, 102.0),
+        ParticipantsChanged(1),
+    ]
+    assert session.others == {"bob": "PA_new"}
+    assert session.live_remote_tracks() == {"TR_new"}
+    # the old session's goodbye, arriving late, must not remove its successor
+    late_goodbye = {"sid": "PA_old", "identity": "bob", "state": "DISCONNECTED"}
+    session.receive_frame(codec.encode_response({"update": {"participants": [late_goodbye]}}), 103.0)
+    assert session.events_received() == []
+    assert session.room_view() == {"me": "PA_me", "bob": "PA_new"} and session.live_remote_tracks() == {"TR_new"}
+    # our own predecessor (same identity, other sid) is not another participant
+    ghost = {"sid": "PA_me_before", "identity": "me", "state": "ACTIVE", "tracks": [{"sid": "TR_x", "type": "AUDIO"}]}
+    session.receive_frame(codec.encode_response({"update": {"participants": [ghost]}}), 104.0)
+    assert session.events_received() == [] and session.live_remote_tracks() == {"TR_new"}
 
 
 def test_negotiation_and_track_events() -> None:

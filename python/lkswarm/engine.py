@@ -291,18 +291,22 @@ class Engine:
             mismatches: list[dict[str, Any]] = []
             try:
                 for room, drivers in rooms.items():
-                    listed = {p["identity"] for p in await asyncio.to_thread(service.list_participants, room)}
+                    listed_rows = await asyncio.to_thread(service.list_participants, room)
+                    listed = {p["identity"]: p.get("sid", "") for p in listed_rows}
                     for driver in drivers:
                         if driver.outcome or driver.session is None:
                             continue
                         view = driver.session.room_view()
                         if view != listed:
+                            # stale: a participant seen under a sid the server has replaced (a fresh join)
+                            stale = [i for i, sid in view.items() if i in listed and listed[i] != sid]
                             mismatches.append(
                                 {
                                     "identity": driver.identity,
                                     "room": room,
-                                    "missing": sorted(listed - view)[:5],
-                                    "extra": sorted(view - listed)[:5],
+                                    "missing": sorted(listed.keys() - view.keys())[:5],
+                                    "extra": sorted(view.keys() - listed.keys())[:5],
+                                    "stale": sorted(stale)[:5],
                                 }
                             )
             except SignalError as exc:

@@ -67,6 +67,7 @@ class RemoteTrackPublished:
     """Another participant's track appeared in a ParticipantUpdate."""
 
     participant_sid: str
+    participant_identity: str
     track_sid: str
     track_type: int
     at: float  # session clock when the update arrived

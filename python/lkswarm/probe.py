@@ -414,7 +414,7 @@ class ProbeParticipant:
         session = self.driver.session
         if session is None or event.track_type != TrackType.VIDEO:
             return
-        if session.others.get(event.participant_sid) in self.tier.identities:
+        if event.participant_identity in self.tier.identities:
             return  # another probe: its single 320x180 layer is what we measure
         session.send_request({"trackSetting": {"trackSids": [event.track_sid], "quality": "LOW"}})
 

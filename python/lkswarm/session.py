@@ -141,7 +141,7 @@ class SignalSession:
         self.ping_interval_s = DEFAULT_PING_INTERVAL_S
         self.ping_timeout_s = DEFAULT_PING_TIMEOUT_S
         self.last_rtt_ms = 0.0  # reported to the server in each ping_req
-        self.others: dict[str, str] = {}  # sid -> identity of the other participants we see
+        self.others: dict[str, str] = {}  # identity -> current sid of each other participant we see
         self.remote_tracks: set[str] = set()  # track sids announced by others (ever)
         self.tracks_by_participant: dict[str, frozenset[str]] = {}  # sid -> its current track sids (publishers only)
         self.messages_received: collections.Counter[str] = collections.Counter()
@@ -276,9 +276,9 @@ class SignalSession:
 
     # -- room view -----------------------------------------------------------------
 
-    def room_view(self) -> set[str]:
-        """Identities in the room as this participant sees it, itself included."""
-        return {self.identity, *self.others.values()}
+    def room_view(self) -> dict[str, str]:
+        """The room as this participant sees it, itself included: identity -> participant sid."""
+        return {**self.others, self.identity: self.participant_sid}
 
     def live_remote_tracks(self) -> set[str]:
         """Track sids other participants publish right now, as this participant sees them."""
@@ -336,21 +336,32 @@ class SignalSession:
         self._apply_participants(update.participants, now)
 
     def _apply_participants(self, participants: tuple[codec.MessageView, ...], now: float) -> None:
+        # The room view is keyed by identity because the server keys rooms by identity: a fresh
+        # join under a known identity gets a new sid and replaces the old participant. The server
+        # does not always tell us the old one left: an observer that joined between the old
+        # participant's removal and its broadcast sees the old sid in its JoinResponse and never
+        # its DISCONNECTED. The SDKs treat a new sid as the old one's departure; so do we.
         before = len(self.others)
         changed = False
         for info in participants:
+            identity = info.identity
+            if identity == self.identity:
+                continue  # ourselves, or the predecessor this session replaced
             sid = info.sid
-            if sid == self.participant_sid:
-                continue
+            known_sid = self.others.get(identity)
             if info.state == ParticipantState.DISCONNECTED:
-                changed |= self.others.pop(sid, None) is not None
+                if known_sid == sid:  # a predecessor's late goodbye must not remove its successor
+                    del self.others[identity]
+                    changed = True
                 self.tracks_by_participant.pop(sid, None)
                 continue
-            # Every participant of a room holds the same sids and identities: interned, they are
-            # stored once per generator instead of once per observer (O(N) instead of O(N^2)).
-            sid = intern(sid)
-            if sid not in self.others:
-                self.others[sid] = intern(info.identity)
+            if known_sid != sid:
+                if known_sid is not None:
+                    self.tracks_by_participant.pop(known_sid, None)
+                # Every participant of a room holds the same sids and identities: interned, they are
+                # stored once per generator instead of once per observer (O(N) instead of O(N^2)).
+                sid = intern(sid)
+                self.others[intern(identity)] = sid
                 changed = True
             tracks = info.tracks
             if tracks:
@@ -360,7 +371,7 @@ class SignalSession:
             for track in tracks:
                 if track.sid not in self.remote_tracks:
                     self.remote_tracks.add(intern(track.sid))
-                    self._events.append(RemoteTrackPublished(sid, track.sid, track.type, now))
+                    self._events.append(RemoteTrackPublished(sid, identity, track.sid, track.type, now))
         if changed or len(self.others) != before:
             self._events.append(ParticipantsChanged(len(self.others)))
 
