@@ -170,6 +170,26 @@ def test_thresholds_read_any_percentile_from_the_histogram() -> None:
     json.dumps(report)
 
 
+def test_reconnect_merges_resume_and_rejoin_samples() -> None:
+    """One preset threshold serves both storm modes: `reconnect` reads resume and rejoin together."""
+
+    def encoded(values_ms: list[int]) -> str:
+        histogram = HdrHistogram(1, 3_600_000_000, 3)
+        for value in values_ms:
+            histogram.record_value(value * 1000)
+        return str(histogram.encode().decode("ascii"))
+
+    resumed_only = {"histograms": {"resume": encoded([10, 20])}}
+    assert read_key(resumed_only, parse_threshold("reconnect.count>0").key) == 2
+    both = {"histograms": {"resume": encoded([10, 20]), "rejoin": encoded([3000, 4000])}}
+    assert read_key(both, "latency_ms.reconnect.count") == 4
+    assert read_key(both, "latency_ms.reconnect.max") == pytest.approx(4000, rel=0.01)
+    assert read_key(both, "latency_ms.reconnect.min") == pytest.approx(10, rel=0.01)
+    assert read_key({"histograms": {}}, "latency_ms.reconnect.count") == 0.0
+    assert read_key({"histograms": {}}, "latency_ms.reconnect.p99") is None  # no samples: fails, as any phase
+    assert read_key(both, "latency_ms.resume.count") == 2  # the parts themselves are untouched
+
+
 def test_a_threshold_without_data_fails() -> None:
     report = _report_with_join_samples([5.0])
     evaluate(report, parse_thresholds(["active.p99<1s", "probes.frames_decoded>=1"]))

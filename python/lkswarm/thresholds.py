@@ -4,7 +4,7 @@ A threshold is ``KEY OP NUMBER[UNIT]``:
 
 - ``KEY`` is a latency phase and statistic (``join_response.p99``, ``active.p95``,
   ``ping_rtt.max``, ``count``/``min``/``max``/``mean``/``pNN``/``pNN.N``, read from the
-  run's HdrHistogram so any percentile works), an outcome (``failed``,
+  run's HdrHistogram so any percentile works; ``reconnect`` merges ``resume`` and ``rejoin``), an outcome (``failed``,
   ``completed``, ``left``, ``not_started``, ``failed_ratio``), a participant count
   (``joined``, ``active_at_end``, …) or any numeric report path
   (``media.loss_ratio``, ``generator.cpu_s``, ``probes.frames_decoded``).
@@ -43,7 +43,11 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 _TO_MS = {"ms": 1.0, "s": 1000.0, "m": 60_000.0}
 _TO_S = {"ms": 0.001, "s": 1.0, "m": 60.0}
-LATENCY_PHASES = (*PHASES, "media_e2e")
+# ``reconnect`` is a threshold-only phase: resume and rejoin samples together, the time back after a
+# drop whichever way the participant came back. The reconnect-storm preset holds it, so one preset
+# serves both `--reconnect-storm-mode resume` and `rejoin`.
+MERGED_PHASES = {"reconnect": ("resume", "rejoin")}
+LATENCY_PHASES = (*PHASES, "media_e2e", *MERGED_PHASES)
 _STAT = re.compile(r"^(count|min|max|mean|p\d+(?:\.\d+)?)$")
 OUTCOMES = ("completed", "left", "failed", "not_started")
 PARTICIPANT_COUNTS = ("scheduled", "started", "joined", "active", "active_at_end", "alive_at_end", "departed")
@@ -111,11 +115,23 @@ def parse_thresholds(exprs: list[str]) -> list[Threshold]:
     return [parse_threshold(e) for e in exprs]
 
 
+def _decoded_histogram(report: dict[str, Any], phase: str) -> HdrHistogram | None:
+    histograms = report.get("histograms", {})
+    merged: HdrHistogram | None = None
+    for part in MERGED_PHASES.get(phase, (phase,)):
+        encoded = histograms.get(part)
+        histogram = HdrHistogram.decode(encoded) if encoded else None
+        if histogram is None:
+            continue
+        if merged is None:
+            merged = histogram
+        else:
+            merged.add(histogram)
+    return merged
+
+
 def _histogram_value(report: dict[str, Any], phase: str, stat: str) -> float | None:
-    encoded = report.get("histograms", {}).get(phase)
-    if not encoded:
-        return None
-    histogram = HdrHistogram.decode(encoded)
+    histogram = _decoded_histogram(report, phase)
     if histogram is None or histogram.get_total_count() == 0:
         return None
     if stat == "count":
@@ -141,6 +157,8 @@ def read_key(report: dict[str, Any], key: str) -> float | None:
         value = _histogram_value(report, phase, stat)
         if value is not None:
             return value
+        if phase in MERGED_PHASES:
+            return 0.0 if stat == "count" else None  # no samples in any part (a summary cannot be merged)
         summary = report.get("latency_ms", {}).get(phase, {})
         if not summary.get("count"):
             return 0.0 if stat == "count" else None
