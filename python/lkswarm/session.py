@@ -18,6 +18,10 @@ Timers: in CONNECTING, the join deadline; in JOINED, the next `ping_req`
 (every ``ping_interval`` of the JoinResponse) and the silence deadline (no
 frame for ``ping_timeout`` ends the session with reason ``ping_timeout``).
 
+Room view: the other participants by identity, each with its current sid and
+tracks, from the JoinResponse and each ParticipantUpdate. A new sid under a
+known identity replaces the old participant (a fresh join), as in the SDKs.
+
 Frames: binary protobuf by default; with ``json_mode`` requests go out as
 text frames (livekit-server then answers in JSON). The first server frame is
 always binary. Binary frames are classified with `peek_response`, so variants
