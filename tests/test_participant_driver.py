@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 
@@ -11,6 +12,7 @@ from lkswarm import codec
 from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
 from lkswarm.engine import Engine
+from lkswarm.media import MediaParticipant, MediaTotals
 from lkswarm.participant import ParticipantDriver, timer_delay_s
 from lkswarm.session import SignalSession
 
@@ -104,3 +106,29 @@ def test_the_room_check_names_a_view_that_holds_a_replaced_sid(monkeypatch: pyte
     assert check["examples"] == [{"identity": "p0", "room": "room", "missing": [], "extra": [], "stale": ["bob"]}]
     session.others = {"bob": "PA_bob_new"}
     assert asyncio.run(driver.engine._verify_rooms())["matched"] == 1
+
+
+def test_a_published_track_that_sent_nothing_is_named_in_the_report() -> None:
+    """tracks_missing alone says something went wrong; the examples and the warning say where."""
+    driver = make_driver()
+    session = driver.session
+    assert session is not None
+    session.others = {"pub-a": "PA_a", "pub-b": "PA_b"}
+    session.tracks_by_participant = {"PA_a": frozenset({"TR_heard"}), "PA_b": frozenset({"TR_silent"})}
+    heard = {"track_id": "TR_heard", "kind": "audio", "packets": 50, "bytes": 5000, "expected": 50, "lost": 0}
+    stats = {
+        "datagrams_sent": 0,
+        "bytes_sent": 0,
+        "frames_sent": 0,
+        "foreign_datagrams": 0,
+        "keyframe_requests": 0,
+        "tracks": [{**heard, "jitter_ms": 0.5}],
+    }
+    totals = MediaTotals()
+    MediaParticipant.account(SimpleNamespace(driver=driver), stats, totals)  # type: ignore[arg-type]
+    assert (totals.tracks_received, totals.tracks_missing) == (1, 1)
+    example = {"subscriber": "p0", "room": "room", "publisher": "pub-b", "track_sid": "TR_silent"}
+    assert totals.report()["missing_examples"] == [example]
+    [warning] = totals.warnings()
+    assert "p0 had nothing of pub-b's TR_silent" in warning
+    assert MediaTotals().warnings() == []

@@ -57,6 +57,7 @@ TARGET_PUBLISHER = 0
 TARGET_SUBSCRIBER = 1
 # Layout tiles: (VideoQuality, width, height) the subscriber asks the SFU for.
 TILE_SIZES = {"main": ("HIGH", 1280, 720), "grid": ("MEDIUM", 640, 360), "thumb": ("LOW", 320, 180)}
+MISSING_EXAMPLES = 5  # (subscriber, track) pairs with no packets named in the report
 TRACK_CSV_FIELDS = ("identity", "room", "track_id", "kind", "packets", "bytes", "expected", "lost", "jitter_ms")
 
 
@@ -77,6 +78,7 @@ class MediaTotals:
     tracks_missing: int = 0
     jitter_ms: Any = field(default_factory=new_histogram)
     track_rows: list[dict[str, Any]] = field(default_factory=list)
+    missing_examples: list[dict[str, str]] = field(default_factory=list)  # the first few, to act on
     hub_wakeups: int = 0  # media thread loop iterations and peer timeouts served (where its CPU goes)
     hub_timeouts: int = 0
 
@@ -94,10 +96,23 @@ class MediaTotals:
             "jitter_ms": summarize(self.jitter_ms),
             "tracks_received": self.tracks_received,
             "tracks_missing": self.tracks_missing,
+            "missing_examples": self.missing_examples,
             "foreign_datagrams": self.foreign_datagrams,
             "keyframe_requests": self.keyframe_requests,
             "hub": {"wakeups": self.hub_wakeups, "timeouts": self.hub_timeouts},
         }
+
+    def warnings(self) -> list[str]:
+        if not self.tracks_missing:
+            return []
+        examples = ", ".join(
+            f"{row['subscriber']} had nothing of {row['publisher']}'s {row['track_sid']}"
+            for row in self.missing_examples
+        )
+        return [
+            f"{self.tracks_missing} (subscriber, track) pair(s) received no packets although the track was "
+            f"published at the end, e.g. {examples}; see media.missing_examples"
+        ]
 
 
 def publisher_role(seat: int, audio_publishers: int, video_publishers: int) -> tuple[bool, bool]:
@@ -409,7 +424,21 @@ class MediaParticipant:
         totals.tracks_received += len(received)
         session = self.driver.session
         if session is not None and not self.driver.outcome:
-            totals.tracks_missing += len(session.live_remote_tracks() - received)
+            missing = session.live_remote_tracks() - received
+            totals.tracks_missing += len(missing)
+            for track_sid in sorted(missing)[: max(0, MISSING_EXAMPLES - len(totals.missing_examples))]:
+                publisher = next(
+                    (i for i, sid in session.others.items() if track_sid in session.tracks_by_participant.get(sid, ())),
+                    "?",
+                )
+                totals.missing_examples.append(
+                    {
+                        "subscriber": self.driver.identity,
+                        "room": self.driver.room,
+                        "publisher": publisher,
+                        "track_sid": track_sid,
+                    }
+                )
 
     def close(self) -> None:
         hub = self.tier.hub

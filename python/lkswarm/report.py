@@ -110,6 +110,8 @@ def build_report(
         warnings.append(
             f"{room_check['mismatched']} participant(s) saw a room different from ListParticipants at the end"
         )
+    if engine.media_totals is not None:
+        warnings.extend(engine.media_totals.warnings())
     probe_totals = engine.probe_totals
     probe_cpu_s = probe_totals.cpu_s if probe_totals is not None else 0.0
     if probe_totals is not None:
