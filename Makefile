@@ -48,8 +48,8 @@ lk: | $(BIN)/python
 	@.ci/install-go-tool lk github.com/livekit/livekit-cli/v2/cmd/lk@$(LK_VERSION) lk $(BIN)/lk portaudio_system \
 	  || echo "warning: lk $(LK_VERSION) could not be built here (see above); benchmarks against lk will be skipped" >&2
 
-run: build ## Build, then run the default scenario against an embedded local livekit-server
-	$(BIN)/lkswarm run
+run: build ## Build, then run the default scenario (one audio and one video publisher) against an embedded livekit-server
+	$(BIN)/lkswarm run --audio-publishers 1 --video-publishers 1
 
 lint: build ## ruff, mypy, stubtest, clippy (-D warnings) and rustfmt
 	$(BIN)/ruff check $(PY_DIRS)
