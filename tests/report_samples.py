@@ -28,6 +28,7 @@ def synthetic_report(
     rng = random.Random(seed)
     samples = {phase: [rng.lognormvariate(3, 0.6) for _ in range(participants)] for phase in PHASES[:4]}
     loop_lag = histogram_of([rng.expovariate(1.0) for _ in range(200)])
+    media_lag = histogram_of([rng.expovariate(2.0) for _ in range(300)])
     histograms = {phase: histogram_of(values) for phase, values in samples.items()}
     failed = 2
     completed = participants - failed
@@ -55,6 +56,7 @@ def synthetic_report(
             "packets_sent": 1000 * seed,
             "bytes_sent": 100_000,
             "frames_sent": 500,
+            "frames_skipped": seed,
             "packets_received": 9000,
             "bytes_received": 900_000,
             "packets_expected": 9000 + seed,
@@ -76,6 +78,7 @@ def synthetic_report(
             "rss_ready_mb": 85.0,
             "rss_end_mb": 110.0,
             "loop_lag_ms": summarize(loop_lag),
+            "media_lag_ms": summarize(media_lag),
             "lateness_ms": summarize(histogram_of([0.2, 0.4])),
             "late_starts": 0,
             "valid": True,
@@ -86,6 +89,7 @@ def synthetic_report(
         "histograms": {
             **{phase: h.encode().decode("ascii") for phase, h in histograms.items()},
             "loop_lag": loop_lag.encode().decode("ascii"),
+            "media_lag": media_lag.encode().decode("ascii"),
         },
         "rooms": [
             {

@@ -38,6 +38,13 @@ def test_120_participants_in_2_rooms_stay_active_and_receive_every_track(
     assert media["loss_ratio"] < 0.01, media
     assert report["latency_ms"]["track_subscribed"]["count"] == media["tracks_received"]
     assert report["room_check"]["matched"] == 120
+    # The media thread's own lag is measured (publishers' frames alone fall due 50 times a second) and
+    # carried for merging; its limit is a validity warning, not asserted here on a shared CI machine.
+    media_lag = report["generator"]["media_lag_ms"]
+    assert media_lag["count"] > 75 * 3 * 50, media_lag
+    assert 0 <= media_lag["p50"] <= media_lag["p99"] <= media_lag["max"]
+    assert "media_lag" in report["histograms"]
+    assert media["frames_sent"] > 0 and media["frames_skipped"] >= 0
 
 
 def test_official_sdk_receives_and_decodes_our_audio_and_video(

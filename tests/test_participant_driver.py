@@ -13,6 +13,7 @@ from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
 from lkswarm.engine import Engine
 from lkswarm.media import MediaParticipant, MediaTotals
+from lkswarm.metrics import record_buckets_us, summarize
 from lkswarm.participant import ParticipantDriver, timer_delay_s
 from lkswarm.session import SignalSession
 
@@ -120,6 +121,7 @@ def test_a_published_track_that_sent_nothing_is_named_in_the_report() -> None:
         "datagrams_sent": 0,
         "bytes_sent": 0,
         "frames_sent": 0,
+        "frames_skipped": 0,
         "foreign_datagrams": 0,
         "keyframe_requests": 0,
         "tracks": [{**heard, "jitter_ms": 0.5}],
@@ -132,3 +134,31 @@ def test_a_published_track_that_sent_nothing_is_named_in_the_report() -> None:
     [warning] = totals.warnings()
     assert "p0 had nothing of pub-b's TR_silent" in warning
     assert MediaTotals().warnings() == []
+
+
+def test_frames_a_stalled_media_thread_skipped_are_counted_and_warned_about() -> None:
+    """Skipped frames mean the server was offered less than planned: the report must say so, and why."""
+    totals = MediaTotals()
+    stats = {
+        "datagrams_sent": 900,
+        "bytes_sent": 90_000,
+        "frames_sent": 950,
+        "frames_skipped": 50,
+        "foreign_datagrams": 0,
+        "keyframe_requests": 0,
+        "tracks": [],
+    }
+    MediaParticipant.account(SimpleNamespace(driver=make_driver()), stats, totals)  # type: ignore[arg-type]
+    assert totals.report()["frames_skipped"] == 50
+    [warning] = totals.warnings()
+    assert "skipped 50 frame(s) (5.00% of those due)" in warning and "media thread" in warning
+
+
+def test_the_media_thread_lag_buckets_replay_into_an_hdr_histogram() -> None:
+    totals = MediaTotals()
+    record_buckets_us(totals.timer_lag, [(500, 98), (30_720, 1), (45_000, 1)])
+    lag = summarize(totals.timer_lag)
+    assert lag["count"] == 100 and 45.0 <= lag["max"] <= 45.05  # HdrHistogram at 3 significant digits
+    assert 0.5 <= lag["p50"] <= 0.501 and 30.72 <= lag["p99"] <= 30.75
+    record_buckets_us(totals.timer_lag, [(0, 1), (10**13, 1)])  # clamped into range, never an exception
+    assert summarize(totals.timer_lag)["count"] == 102

@@ -190,6 +190,9 @@ def test_merge_adds_counts_and_merges_histograms_timelines_and_rooms() -> None:
         assert merged["latency_ms"][phase] == summarize(union_histogram([a, b], phase))
     assert merged["latency_ms"]["ping_rtt"]["count"] == 0
     assert merged["generator"]["loop_lag_ms"] == summarize(union_histogram([a, b], "loop_lag"))
+    assert merged["generator"]["media_lag_ms"] == summarize(union_histogram([a, b], "media_lag"))
+    assert merged["histograms"]["media_lag"] == union_histogram([a, b], "media_lag").encode().decode("ascii")
+    assert merged["media"]["frames_skipped"] == 3
     assert merged["generator"]["valid"] is False and merged["generator"]["fd_limit"] == 2048
     assert merged["generator"]["cpu_s"] == 3.0
     media = merged["media"]

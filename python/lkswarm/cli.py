@@ -440,9 +440,12 @@ def print_report(report: dict[str, Any]) -> None:
             f"cpu {probes['cpu_s']:.1f} s"
         )
     g = report["generator"]
+    media_lag = g.get("media_lag_ms") or {}
     stdout.print(
         f"generator: cpu {g['cpu_s']:.2f} s, max rss {g['max_rss_mb']:.0f} MB, "
-        f"loop lag p99 {g['loop_lag_ms']['p99']:.1f} ms, late starts {g['late_starts']}"
+        f"loop lag p99 {g['loop_lag_ms']['p99']:.1f} ms, "
+        + (f"media thread lag p99 {media_lag['p99']:.1f} ms, " if media_lag.get("count") else "")
+        + f"late starts {g['late_starts']}"
     )
     if report["signal"]["server_version"]:
         stdout.print(f"server version {report['signal']['server_version']}")

@@ -45,7 +45,7 @@ from lkswarm import _core
 from lkswarm.clips import LAYERS, MediaClips, load_clips
 from lkswarm.errors import MediaError
 from lkswarm.events import AnswerReceived, OfferReceived, RemoteTrackPublished, TrackPublished, TrickleReceived
-from lkswarm.metrics import new_histogram, record_ms, summarize
+from lkswarm.metrics import new_histogram, record_buckets_us, record_ms, summarize
 from lkswarm.protocol import TrackSource, TrackType
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ class MediaTotals:
     datagrams_sent: int = 0
     bytes_sent: int = 0
     frames_sent: int = 0
+    frames_skipped: int = 0  # publishers' frames dropped because the media thread fell behind
     foreign_datagrams: int = 0
     keyframe_requests: int = 0
     tracks_received: int = 0
@@ -81,6 +82,8 @@ class MediaTotals:
     missing_examples: list[dict[str, str]] = field(default_factory=list)  # the first few, to act on
     hub_wakeups: int = 0  # media thread loop iterations and peer timeouts served (where its CPU goes)
     hub_timeouts: int = 0
+    # How late the media thread served its deadlines (µs values); reported under generator.media_lag_ms.
+    timer_lag: Any = field(default_factory=new_histogram)
 
     def report(self) -> dict[str, Any]:
         expected = self.packets_expected
@@ -88,6 +91,7 @@ class MediaTotals:
             "packets_sent": self.datagrams_sent,
             "bytes_sent": self.bytes_sent,
             "frames_sent": self.frames_sent,
+            "frames_skipped": self.frames_skipped,
             "packets_received": self.packets_received,
             "bytes_received": self.bytes_received,
             "packets_expected": expected,
@@ -103,16 +107,24 @@ class MediaTotals:
         }
 
     def warnings(self) -> list[str]:
-        if not self.tracks_missing:
-            return []
-        examples = ", ".join(
-            f"{row['subscriber']} had nothing of {row['publisher']}'s {row['track_sid']}"
-            for row in self.missing_examples
-        )
-        return [
-            f"{self.tracks_missing} (subscriber, track) pair(s) received no packets although the track was "
-            f"published at the end, e.g. {examples}; see media.missing_examples"
-        ]
+        out: list[str] = []
+        if self.tracks_missing:
+            examples = ", ".join(
+                f"{row['subscriber']} had nothing of {row['publisher']}'s {row['track_sid']}"
+                for row in self.missing_examples
+            )
+            out.append(
+                f"{self.tracks_missing} (subscriber, track) pair(s) received no packets although the track was "
+                f"published at the end, e.g. {examples}; see media.missing_examples"
+            )
+        if self.frames_skipped:
+            share = self.frames_skipped / max(1, self.frames_skipped + self.frames_sent)
+            out.append(
+                f"publishers skipped {self.frames_skipped} frame(s) ({share:.2%} of those due) because this "
+                "generator's media thread fell more than 100 ms behind: the server was offered less media than "
+                "planned. Spread the load over more generator processes."
+            )
+        return out
 
 
 def publisher_role(seat: int, audio_publishers: int, video_publishers: int) -> tuple[bool, bool]:
@@ -187,6 +199,7 @@ class MediaTier:
                 participant.account(stats, totals)
         running = hub.totals()
         totals.hub_wakeups, totals.hub_timeouts = running["wakeups"], running["timeouts"]
+        record_buckets_us(totals.timer_lag, hub.timer_lag())
         return totals
 
     async def close(self) -> None:
@@ -409,6 +422,7 @@ class MediaParticipant:
         totals.datagrams_sent += stats["datagrams_sent"]
         totals.bytes_sent += stats["bytes_sent"]
         totals.frames_sent += stats["frames_sent"]
+        totals.frames_skipped += stats["frames_skipped"]
         totals.foreign_datagrams += stats["foreign_datagrams"]
         totals.keyframe_requests += stats["keyframe_requests"]
         received: set[str] = set()

@@ -163,6 +163,8 @@ class _Merger:
             values = [g.get(key) for g in gens if key in g]
             if key == "loop_lag_ms":
                 merged[key] = self.summary("loop_lag", [g.get(key) for g in gens], "generator.loop_lag_ms")
+            elif key == "media_lag_ms":
+                merged[key] = self.summary("media_lag", [g.get(key) for g in gens], "generator.media_lag_ms")
             elif key == "lateness_ms":
                 merged[key] = self.summary("lateness", [g.get(key) for g in gens], "generator.lateness_ms")
             elif key == "valid":

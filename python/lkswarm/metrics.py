@@ -25,6 +25,9 @@ PHASES = (
 # A run whose scheduler lateness or loop lag p99 exceeds these is saturated: its latencies include our queueing.
 MAX_LATENESS_P99_MS = 10.0
 MAX_LOOP_LAG_P99_MS = 20.0
+# The media thread serving its deadlines later than one audio frame (20 ms) at p99 sends frames late
+# and stamps arrivals late: receive jitter and loss then describe the generator, not the server.
+MAX_MEDIA_LAG_P99_MS = 20.0
 RECENT_SAMPLES = 50_000  # per phase, a cap; the sampler also drops what its window no longer needs
 _LOWEST_US = 1
 _HIGHEST_US = 3_600_000_000  # one hour
@@ -38,6 +41,12 @@ def new_histogram() -> HdrHistogram:
 def record_ms(histogram: HdrHistogram, value_ms: float) -> None:
     """Records a millisecond value at microsecond resolution, clamped into the histogram's range."""
     histogram.record_value(min(_HIGHEST_US, max(_LOWEST_US, round(value_ms * 1000))))
+
+
+def record_buckets_us(histogram: HdrHistogram, buckets: list[tuple[int, int]]) -> None:
+    """Replays (value in µs, count) pairs, e.g. the media thread's own histogram, clamped into range."""
+    for value_us, count in buckets:
+        histogram.record_value(min(_HIGHEST_US, max(_LOWEST_US, value_us)), count)
 
 
 def summarize(histogram: HdrHistogram) -> dict[str, Any]:

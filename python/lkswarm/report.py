@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 from lkswarm import __version__
 from lkswarm.media import MediaTotals
-from lkswarm.metrics import MAX_LATENESS_P99_MS, MAX_LOOP_LAG_P99_MS, ProcessUsage, percentile, summarize
+from lkswarm.metrics import (
+    MAX_LATENESS_P99_MS,
+    MAX_LOOP_LAG_P99_MS,
+    MAX_MEDIA_LAG_P99_MS,
+    ProcessUsage,
+    percentile,
+    summarize,
+)
 
 if TYPE_CHECKING:
     from lkswarm.engine import Engine
@@ -98,6 +105,15 @@ def build_report(
             f"event-loop lag p99 {loop_lag['p99']:.1f} ms > {MAX_LOOP_LAG_P99_MS:.0f} ms: the generator was "
             "saturated; its latency figures are not trustworthy."
         )
+    media_lag_histogram = engine.media_totals.timer_lag if engine.media_totals is not None else None
+    media_lag = summarize(media_lag_histogram) if media_lag_histogram is not None else None
+    if media_lag is not None and media_lag["p99"] > MAX_MEDIA_LAG_P99_MS:
+        valid = False
+        warnings.append(
+            f"media thread lag p99 {media_lag['p99']:.1f} ms > {MAX_MEDIA_LAG_P99_MS:.0f} ms: the generator's "
+            "media tier was saturated; media was sent and received late, so jitter and loss figures include "
+            "the generator's own delay. Spread the load over more generator processes."
+        )
     fds_needed = len(engine.plan) * (1 if config.signal_only else 3) + 64
     if fds_needed > fd_limit:
         warnings.append(
@@ -164,6 +180,7 @@ def build_report(
             "rss_ready_mb": engine.rss_ready_mb,
             "rss_end_mb": engine.rss_end_mb,
             "loop_lag_ms": loop_lag,
+            **({"media_lag_ms": media_lag} if media_lag is not None else {}),
             "lateness_ms": lateness,
             "late_starts": engine.late_starts,
             "valid": valid,
@@ -171,7 +188,14 @@ def build_report(
         },
         "warnings": warnings,
         "notes": notes,
-        "histograms": engine.metrics.encoded(),
+        "histograms": {
+            **engine.metrics.encoded(),
+            **(
+                {"media_lag": media_lag_histogram.encode().decode("ascii")}
+                if media_lag_histogram is not None and media_lag_histogram.get_total_count()
+                else {}
+            ),
+        },
         "timeline": engine.sampler.report(),
         "rooms": room_table(engine),
         "failed_participants": engine.failed_rows,

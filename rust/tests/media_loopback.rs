@@ -82,6 +82,23 @@ fn peers_connect_and_audio_flows_without_loss() {
 }
 
 #[test]
+fn a_stalled_publisher_skips_the_overdue_frames_and_counts_them() {
+    let mut pair = Pair::new(PeerConfig::default());
+    pair.run(2_000, |_| false);
+    assert!(pair.a.is_connected(Pc::Publisher));
+    assert_eq!(pair.a.counters.frames_skipped, 0, "no stall, nothing skipped");
+    let sent_before = pair.a.counters.frames_sent;
+    // The media thread was away for a second: 50 frames of 20 ms fell due meanwhile.
+    pair.now += Duration::from_secs(1);
+    pair.run(100, |_| false);
+    let (sent, skipped) = (pair.a.counters.frames_sent - sent_before, pair.a.counters.frames_skipped);
+    assert!((48..=52).contains(&skipped), "{skipped} frames skipped");
+    assert!(sent <= 7, "{sent} frames sent in the 100 ms after the stall: the backlog was burst");
+    let track = pair.b.rx_tracks().next().unwrap();
+    assert_eq!(track.stats.lost(), 0, "skipped frames were never sent, so they are not network loss");
+}
+
+#[test]
 fn garbage_datagrams_are_counted_not_fatal() {
     let mut pair = Pair::new(PeerConfig::default());
     pair.run(1_000, |_| false);

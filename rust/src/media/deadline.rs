@@ -47,6 +47,11 @@ impl Deadline {
         }
     }
 
+    /// When the peer last asked to be woken (a `Due` entry is served `now - wake()` late).
+    pub fn wake(&self) -> Instant {
+        self.wake
+    }
+
     /// The peer's heap entry for `at` was popped at `now` (`at <= now`).
     pub fn fire(&mut self, at: Instant, now: Instant) -> Fired {
         if self.armed != at {

@@ -42,6 +42,7 @@ use str0m::config::DtlsCert;
 
 use super::clip::MediaLibrary;
 use super::deadline::{Deadline, Fired};
+use super::lag::LagHistogram;
 use super::peer::{Datagram, MediaPeer, Pc, PeerConfig, PeerCounters, PeerEvent, RxTrack};
 use super::recv::{recv_batch, RecvBatch};
 use crate::error::Error;
@@ -151,6 +152,8 @@ struct State {
     retired: HubTotals,
     wakeups: u64,
     timeouts: u64,
+    /// How late each due deadline was served: the media thread's own saturation signal.
+    timer_lag: LagHistogram,
 }
 
 struct Shared {
@@ -203,6 +206,7 @@ impl Hub {
                 retired: HubTotals::default(),
                 wakeups: 0,
                 timeouts: 0,
+                timer_lag: LagHistogram::default(),
             }),
             registry,
             waker,
@@ -340,6 +344,11 @@ impl Hub {
             totals.subscribers_connected += u64::from(slot.peer.is_connected(Pc::Subscriber));
         }
         totals
+    }
+
+    /// How late the media thread served its peers' deadlines, over the hub's life.
+    pub fn timer_lag(&self) -> LagHistogram {
+        self.shared.lock().timer_lag.clone()
     }
 
     pub fn take_events(&self) -> Vec<HubEvent> {
@@ -506,12 +515,14 @@ fn run_worker(shared: &Shared, mut poll: Poll) {
                 }
                 Fired::Due => {}
             }
+            let wanted = slot.deadline.wake();
             let peer = &mut slot.peer;
             state_timeouts += 1;
             if catch_unwind(AssertUnwindSafe(|| peer.handle_timeout(now))).is_err() {
                 peer.fail(now, "internal_error", "panic in the media tier".into());
             }
             touched.insert(id);
+            state.timer_lag.record(now.saturating_duration_since(wanted));
         }
         state.timeouts += state_timeouts;
         for id in touched.iter().copied() {

@@ -5,6 +5,7 @@ pub mod clip;
 pub mod deadline;
 pub mod dtls;
 pub mod hub;
+pub mod lag;
 pub mod peer;
 pub mod recv;
 pub mod rxstats;

@@ -107,6 +107,9 @@ pub struct PeerCounters {
     pub datagrams_sent: u64,
     pub bytes_sent: u64,
     pub frames_sent: u64,
+    /// Frames a publisher never sent because the media thread fell more than `MAX_LATE` behind
+    /// their schedule (one per simulcast layer): the generator, not the server, lost them.
+    pub frames_skipped: u64,
     pub keyframe_requests: u64,
 }
 
@@ -195,6 +198,13 @@ struct VideoOut {
 const OWN_CHECKS_AFTER: Duration = Duration::from_millis(500);
 /// Media catch-up limit: after a stall, skip frames instead of bursting them.
 const MAX_LATE: Duration = Duration::from_millis(100);
+
+/// Frames due at `next_due`, `next_due + interval`, ... up to `now`: the ones a stall skips.
+fn frames_overdue(next_due: Instant, now: Instant, interval: Duration) -> u64 {
+    let behind_ns = now.saturating_duration_since(next_due).as_nanos();
+    u64::try_from(behind_ns / interval.as_nanos().max(1)).unwrap_or(u64::MAX).saturating_add(1)
+}
+
 /// RFC 6464 level of a silence frame: the lowest the extension can say.
 const SILENCE_DBOV: i8 = -127;
 
@@ -700,7 +710,9 @@ impl MediaPeer {
             audio.rtp_time += audio_clip.ticks_per_frame;
             audio.next_due += audio_clip.frame_interval;
             if now.duration_since(audio.next_due) > MAX_LATE {
-                audio.next_due = now + audio_clip.frame_interval; // a stall: skip, do not burst
+                // A stall: skip what is overdue rather than burst it, and say how much was skipped.
+                self.counters.frames_skipped += frames_overdue(audio.next_due, now, audio_clip.frame_interval);
+                audio.next_due = now + audio_clip.frame_interval;
             }
             // The SFU ranks active speakers by this header extension, so it follows the talk spurts.
             let level = if talking { Some((speech_level, true)) } else { Some((SILENCE_DBOV, false)) };
@@ -733,6 +745,8 @@ impl MediaPeer {
             video.rtp_time += library[0].ticks_per_frame;
             video.next_due += interval;
             if now.duration_since(video.next_due) > MAX_LATE {
+                let layers = video.rids.len().max(1) as u64;
+                self.counters.frames_skipped += frames_overdue(video.next_due, now, interval) * layers;
                 video.next_due = now + interval;
             }
             let (mid, pt) = (video.mid, video.pt);

@@ -50,6 +50,7 @@ fn summary_dict<'py>(py: Python<'py>, summary: &PeerSummary) -> PyResult<Bound<'
     dict.set_item("datagrams_sent", c.datagrams_sent)?;
     dict.set_item("bytes_sent", c.bytes_sent)?;
     dict.set_item("frames_sent", c.frames_sent)?;
+    dict.set_item("frames_skipped", c.frames_skipped)?;
     dict.set_item("keyframe_requests", c.keyframe_requests)?;
     dict.set_item("subscriber_connected", summary.subscriber_connected)?;
     dict.set_item("publisher_connected", summary.publisher_connected)?;
@@ -198,6 +199,12 @@ impl PyMediaHub {
         dict.set_item("wakeups", t.wakeups)?;
         dict.set_item("timeouts", t.timeouts)?;
         Ok(dict)
+    }
+
+    /// How late the media thread served its peers' deadlines: (lateness in µs, count) per
+    /// non-empty bucket, ascending, for an HdrHistogram (each value is its bucket's highest).
+    fn timer_lag(&self, py: Python<'_>) -> Vec<(u64, u64)> {
+        py.detach(|| self.hub.timer_lag().buckets())
     }
 
     #[getter]
