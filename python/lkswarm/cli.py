@@ -255,6 +255,14 @@ def run(
         ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for arrivals and media.", rich_help_panel=BEHAVIOUR)] = None,
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            help="Generator processes on this machine, or 'auto' (one per core): rooms are split among them and "
+            "their reports merged into one. (default 1)",
+            rich_help_panel=BEHAVIOUR,
+        ),
+    ] = None,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the report (lkswarm.report/1) here.", rich_help_panel=OUTPUT)
     ] = None,
@@ -292,6 +300,7 @@ def run(
     from lkswarm.scenario import Scenario, first_error, load_preset, load_scenario
     from lkswarm.thresholds import parse_thresholds
     from lkswarm.timeline import Observer
+    from lkswarm.workers import check_workers, parse_workers, run_workers
 
     flags: dict[str, Any] = {
         "url": url,
@@ -333,8 +342,14 @@ def run(
         probe_count(config)  # --probes and --probe-fraction against the run's size: a bad option, exit 2
         check_cloud_guard(config, i_have_permission)
         check_probe_network(config)
+        worker_count = parse_workers(workers, config.rooms)
+        check_workers(config, worker_count)
         observers: list[Observer] = []
-        if prometheus is not None:
+        if prometheus is not None and worker_count > 1:
+            from lkswarm.prometheus import parse_address
+
+            parse_address(prometheus)  # each worker serves on this port plus its index
+        elif prometheus is not None:
             from lkswarm.prometheus import PrometheusExporter
 
             observers.append(PrometheusExporter(prometheus))
@@ -342,7 +357,7 @@ def run(
         raise fail(f"invalid option: {first_error(exc)}", 2) from None
     except LkswarmError as exc:
         raise fail(str(exc), 2) from None
-    if not quiet and stderr.is_terminal:
+    if not quiet and stderr.is_terminal and worker_count == 1:
         from lkswarm.live import LiveView
 
         observers.append(LiveView(stderr))
@@ -353,8 +368,15 @@ def run(
 
     if not quiet and base.name:
         stdout.print(f"scenario {base.name}: {base.description}", highlight=False)
+    if not quiet and worker_count > 1:
+        stdout.print(f"{worker_count} generator processes, rooms split among them; the summary comes at the end")
     try:
-        result = run_scenario(config, credentials, on_server=announce, observers=observers, thresholds=thresholds)
+        if worker_count > 1:
+            result = run_workers(
+                config, credentials, worker_count, on_server=announce, thresholds=thresholds, prometheus=prometheus
+            )
+        else:
+            result = run_scenario(config, credentials, on_server=announce, observers=observers, thresholds=thresholds)
         written = write_outputs(
             result.report, json_path=json_path, html_path=html_path, csv_dir=csv_dir, track_rows=result.track_rows
         )
@@ -366,6 +388,14 @@ def run(
         for path in written:
             stdout.print(f"wrote {path}", highlight=False)
     raise typer.Exit(exit_code(report))
+
+
+@app.command(hidden=True)
+def worker(job: Annotated[Path, typer.Argument(help="The job file the parent wrote.")]) -> None:
+    """One generator process of `lkswarm run --workers N` (internal; see lkswarm.workers)."""
+    from lkswarm.workers import run_worker_job
+
+    raise typer.Exit(run_worker_job(job))
 
 
 def exit_code(report: dict[str, Any]) -> int:

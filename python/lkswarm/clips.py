@@ -175,7 +175,7 @@ def _write(path: Path, tracks: list[Frames]) -> None:
         for data, keyframe in frames:
             out += struct.pack("<IB", len(data), int(keyframe))
             out += data
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # one per process: generator workers encode at once
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_bytes(bytes(out))
     tmp.replace(path)  # atomic: concurrent runs never read half a file

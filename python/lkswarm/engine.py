@@ -28,7 +28,7 @@ import asyncio
 import collections
 import gc
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,7 +47,7 @@ from lkswarm.metrics import (
 from lkswarm.netem import ProbeNetwork
 from lkswarm.participant import ParticipantDriver
 from lkswarm.plan import Arrival, build_plan
-from lkswarm.probe import ProbeTier, probe_count
+from lkswarm.probe import ProbeTier, probe_count, probe_seats
 from lkswarm.probe_report import ProbeTotals
 from lkswarm.report import build_report
 from lkswarm.timeline import Observer, Sampler
@@ -72,10 +72,17 @@ class Engine:
         url: str,
         observers: list[Observer] | None = None,
         probe_network: ProbeNetwork | None = None,
+        worker: tuple[int, int] = (0, 1),
+        start_gate: Callable[[], Awaitable[float]] | None = None,
     ) -> None:
         self.config = config
         self.probe_network = probe_network  # the probes' impaired namespace (lkswarm.netem), if any
-        self.plan: list[Arrival] = build_plan(config)
+        # One of several generator processes (lkswarm.workers) runs rooms index % count == worker index.
+        self.worker_index, self.worker_count = worker
+        self.plan: list[Arrival] = [a for a in build_plan(config) if self.owns_room(a.room_index)]
+        # Awaited once set-up is done; returns the wall-clock time at which the run starts, so that
+        # several processes share one time origin.
+        self.start_gate = start_gate
         self.credentials = credentials
         self.url = url
         self.endpoint = Endpoint.parse(url)
@@ -98,13 +105,17 @@ class Engine:
         self.media: MediaTier | None = None if config.signal_only else MediaTier(self)
         self.media_totals: MediaTotals | None = None
         # The probe tier (aiortc, real codecs) for a sampled subset; see lkswarm.probe.
-        self.probes: ProbeTier | None = ProbeTier(self) if probe_count(config) else None
+        has_probes = probe_count(config) > 0 and any(self.owns_room(room) for room, _ in probe_seats(config))
+        self.probes: ProbeTier | None = ProbeTier(self) if has_probes else None
         self.probe_totals: ProbeTotals | None = None
         self.sampler = Sampler(self, list(observers or []))
         self.failed_rows: list[dict[str, Any]] = []
         self.departed = 0
         self.active_at_end_by_room: collections.Counter[str] = collections.Counter()
         self._t0 = 0.0
+
+    def owns_room(self, room_index: int) -> bool:
+        return room_index % self.worker_count == self.worker_index
 
     # -- callbacks from drivers ----------------------------------------------------------
 
@@ -166,7 +177,11 @@ class Engine:
         # Set-up (the clips, the codec libraries they load, the hub's thread) is paid once per run:
         # per-participant memory is measured from here, not from rss_start_mb.
         self.rss_ready_mb = current_rss_mb()
-        t0 = time.perf_counter() + 0.05
+        if self.start_gate is not None:
+            start_at = await self.start_gate()
+            t0 = time.perf_counter() + max(0.05, start_at - time.time())
+        else:
+            t0 = time.perf_counter() + 0.05
         self._t0 = t0
         end_at = t0 + config.duration_s
         loop = asyncio.get_running_loop()

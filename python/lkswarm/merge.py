@@ -152,7 +152,7 @@ class _Merger:
         }
         expected = merged.get("packets_expected") or 0
         merged["loss_ratio"] = round((merged.get("packets_lost") or 0) / expected, 6) if expected else 0.0
-        # Media jitter has no histogram in the report (see "histograms"), unless a later version adds one.
+        # Exact when every input carries its "jitter" histogram (older reports carried none).
         merged["jitter_ms"] = self.summary("jitter", [m.get("jitter_ms") for m in media_list], "media.jitter_ms")
         return merged
 

@@ -155,7 +155,7 @@ class ProbeTier:
             raise MediaError(f"the probe tier needs aiortc ({exc}); pip install 'aiortc>=1.16'") from None
 
         self.engine = engine
-        seats = probe_seats(engine.config)
+        seats = {seat: slot for seat, slot in probe_seats(engine.config).items() if engine.owns_room(seat[0])}
         self.count = len(seats)
         # Plan index -> publisher slot of every participant that sits in a probe seat.
         self.slots = {a.index: seats[(a.room_index, a.seat)] for a in engine.plan if (a.room_index, a.seat) in seats}

@@ -75,6 +75,18 @@ def room_table(engine: Engine) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+def _encoded_histograms(engine: Engine) -> dict[str, str]:
+    """Every histogram a report summarizes, encoded, so that `lkswarm merge` merges them exactly."""
+    out = engine.metrics.encoded()
+    extra = {"lateness": engine.metrics.lateness}
+    if engine.media_totals is not None:
+        extra.update(media_lag=engine.media_totals.timer_lag, jitter=engine.media_totals.jitter_ms)
+    for name, histogram in extra.items():
+        if histogram.get_total_count():
+            out[name] = histogram.encode().decode("ascii")
+    return out
+
+
 def build_report(
     engine: Engine,
     *,
@@ -188,14 +200,7 @@ def build_report(
         },
         "warnings": warnings,
         "notes": notes,
-        "histograms": {
-            **engine.metrics.encoded(),
-            **(
-                {"media_lag": media_lag_histogram.encode().decode("ascii")}
-                if media_lag_histogram is not None and media_lag_histogram.get_total_count()
-                else {}
-            ),
-        },
+        "histograms": _encoded_histograms(engine),
         "timeline": engine.sampler.report(),
         "rooms": room_table(engine),
         "failed_participants": engine.failed_rows,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,8 +85,13 @@ def run_scenario(
     on_server: Callable[[LocalServer], None] | None = None,
     observers: list[Observer] | None = None,
     thresholds: list[Threshold] | None = None,
+    worker: tuple[int, int] = (0, 1),
+    start_gate: Callable[[], Awaitable[float]] | None = None,
 ) -> RunResult:
-    """Runs ``config`` and returns its report; starts and stops a local server when no URL is set."""
+    """Runs ``config`` and returns its report; starts and stops a local server when no URL is set.
+
+    ``worker`` and ``start_gate`` make this process one of several (see `lkswarm.workers`).
+    """
     if not config.run_tag:
         config = config.model_copy(update={"run_tag": secrets.token_hex(3)})
     url = resolve_url(config)
@@ -100,7 +105,9 @@ def run_scenario(
             url = local.url
             if on_server is not None:
                 on_server(local)
-        engine = Engine(config, credentials, url, observers, probe_network=network)
+        engine = Engine(
+            config, credentials, url, observers, probe_network=network, worker=worker, start_gate=start_gate
+        )
         report = uvloop.run(engine.run())
     finally:
         if local is not None:

@@ -1,0 +1,376 @@
+"""Several generator processes on one machine: ``lkswarm run --workers N``.
+
+Theory of operation
+-------------------
+One generator process drives its participants from one event loop and its media
+from one Rust thread: about a core's worth of load, however many cores the
+machine has. ``--workers N`` runs N generator processes (the hidden ``lkswarm
+worker`` command) and merges their reports into one, as ``lkswarm merge`` does.
+
+- **Split by room.** Every worker builds the same plan (same configuration, same
+  seed) and keeps the rooms whose index modulo N is its own index. Arrival times,
+  identities, seats, publishers and probes are therefore exactly those of a
+  single-process run, and a room never spans two processes (so its probes still
+  measure each other, and its room check sees one process's views).
+- **One time origin.** A worker sets up (clips, media thread, probes), prints
+  ``ready`` on stdout and waits. Once every worker is ready, the parent sends
+  ``go <unix time>`` on stdin, a moment ahead, and every worker starts its clock
+  then: the merged timeline lines up sample by sample and the merged rate is the
+  planned rate.
+- **Secrets stay in the environment.** Workers get the API key and secret as
+  ``LIVEKIT_API_KEY``/``LIVEKIT_API_SECRET``, never as arguments (which any
+  user can read in ``ps``) nor in the job file.
+- **Every participant is counted.** A worker that dies, or never gets ready,
+  is merged as a report in which each participant it was given failed with
+  ``worker_crashed``, the detail being its exit status and last stderr line.
+- The embedded server (no ``--url``) is started once, by the parent, and shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import selectors
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from lkswarm import __version__
+from lkswarm.auth import Credentials
+from lkswarm.config import RunConfig
+from lkswarm.errors import ConfigError, LkswarmError
+from lkswarm.merge import merge_reports
+from lkswarm.plan import build_plan
+from lkswarm.report import SCHEMA
+from lkswarm.runner import RunResult, resolve_url, run_scenario
+from lkswarm.server import LocalServer
+from lkswarm.thresholds import Threshold, evaluate
+from lkswarm.timeline import Observer
+
+READY_TIMEOUT_S = 300.0  # set-up, including the first encoding of the media clips on a fresh machine
+START_AHEAD_S = 0.5  # "go" names a time this far ahead, so every worker hears it before it passes
+EXIT_GRACE_S = 120.0  # after the run: room check, stop grace, media and probe collection, report
+READY_LINE = b"ready\n"
+
+
+def parse_workers(value: str | None, rooms: int) -> int:
+    """``--workers N`` or ``auto`` (one per CPU core, at most one per room); 1 when not given."""
+    if value is None:
+        return 1
+    if value == "auto":
+        return max(1, min(os.cpu_count() or 1, rooms))
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"--workers wants a number or 'auto', not {value!r}") from None
+
+
+def check_workers(config: RunConfig, workers: int) -> None:
+    """Refuses (as a usage error, before anything starts) what several processes cannot run."""
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if workers > config.rooms:
+        raise ConfigError(
+            f"--workers {workers}: rooms are split among the worker processes, so a run needs at least as many "
+            f"rooms as workers (it has {config.rooms})"
+        )
+    if config.probe_impair is not None:
+        raise ConfigError("--probe-impair needs a single generator process: leave out --workers")
+
+
+def worker_prometheus(address: str | None, index: int) -> str | None:
+    """Worker ``index`` serves its metrics on the given port plus its index."""
+    if address is None:
+        return None
+    from lkswarm.prometheus import parse_address
+
+    host, port = parse_address(address)
+    return f"{host}:{port + index}"
+
+
+@dataclass(slots=True)
+class WorkerProcess:
+    index: int
+    process: subprocess.Popen[bytes]
+    out_path: Path
+    stderr_path: Path
+    ready: bool = False
+    pending: bytes = b""
+    drain: threading.Thread | None = field(default=None, repr=False)
+
+
+def run_workers(
+    config: RunConfig,
+    credentials: Credentials,
+    workers: int,
+    *,
+    on_server: Any = None,
+    thresholds: list[Threshold] | None = None,
+    prometheus: str | None = None,
+) -> RunResult:
+    """Runs ``config`` in ``workers`` processes and returns the merged report (thresholds evaluated on it)."""
+    check_workers(config, workers)
+    if not config.run_tag:
+        config = config.model_copy(update={"run_tag": secrets.token_hex(3)})
+    url = resolve_url(config)
+    local: LocalServer | None = None
+    procs: list[WorkerProcess] = []
+    started_at = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="lkswarm-workers-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        try:
+            if url is None:
+                local = LocalServer(credentials)
+                local.start()
+                url = local.url
+                if on_server is not None:
+                    on_server(local)
+            job_config = config.model_copy(update={"url": url}).model_dump(mode="json")
+            env = {**os.environ, "LIVEKIT_API_KEY": credentials.api_key, "LIVEKIT_API_SECRET": credentials.api_secret}
+            env.pop("LIVEKIT_URL", None)  # the job's url is the one to use
+            for index in range(workers):
+                job = {
+                    "config": job_config,
+                    "worker": [index, workers],
+                    "prometheus": worker_prometheus(prometheus, index),
+                    "out": str(tmp / f"worker-{index}.json"),
+                }
+                procs.append(_spawn(index, job, tmp, env))
+            _await_ready(procs, time.monotonic() + READY_TIMEOUT_S)
+            go = f"go {time.time() + START_AHEAD_S!r}\n".encode()
+            for worker in procs:
+                _tell(worker, go)
+            _await_exit(procs, time.monotonic() + START_AHEAD_S + config.duration_s + EXIT_GRACE_S)
+        finally:
+            for worker in procs:
+                _stop(worker)
+            if local is not None:
+                local.stop()
+        reports: list[dict[str, Any]] = []
+        rows: list[dict[str, Any]] = []
+        summaries: list[dict[str, Any]] = []
+        for worker in procs:
+            result = _result_of(worker)
+            if result is None:
+                detail = credentials.redact(_death_detail(worker))
+                report = crashed_report(config, worker.index, workers, detail, started_at)
+            else:
+                report = result["report"]
+                rows += result.get("track_rows") or []
+            reports.append(report)
+            summaries.append(
+                {
+                    "index": worker.index,
+                    "pid": worker.process.pid,
+                    "exit_code": worker.process.returncode,
+                    "crashed": result is None,
+                    "scheduled": report["participants"]["scheduled"],
+                    "cpu_s": (report.get("generator") or {}).get("cpu_s"),
+                    "valid": (report.get("generator") or {}).get("valid"),
+                }
+            )
+    merged = merge_reports(reports)
+    merged["config"] = config.model_dump(mode="json")
+    merged["workers"] = summaries
+    merged["target"] = {"url": url, "embedded_server": local is not None}
+    evaluate(merged, thresholds or [])
+    return RunResult(merged, rows)
+
+
+def crashed_report(config: RunConfig, index: int, workers: int, detail: str, started_at: datetime) -> dict[str, Any]:
+    """A report in which every participant of worker ``index`` failed with ``worker_crashed``."""
+    plan = [a for a in build_plan(config) if a.room_index % workers == index]
+    rooms: dict[str, dict[str, Any]] = {}
+    for arrival in plan:
+        name = config.room_name(arrival.room_index)
+        row = rooms.setdefault(
+            name,
+            {"room": name, "scheduled": 0, "joined": 0, "active_at_end": 0, "completed": 0, "left": 0, "failed": 0},
+        )
+        row["scheduled"] += 1
+        row["failed"] += 1
+    failed = len(plan)
+    return {
+        "schema": SCHEMA,
+        "version": __version__,
+        "config": config.model_dump(mode="json"),
+        "started_at": started_at.isoformat(),
+        "duration_s": 0.0,
+        "participants": {
+            "scheduled": failed,
+            "started": 0,
+            "joined": 0,
+            "active": 0,
+            "active_at_end": 0,
+            "alive_at_end": 0,
+            "outcomes": {"completed": 0, "left": 0, "failed": failed, "not_started": 0},
+            "failures": {"worker_crashed": failed} if failed else {},
+            "left_reasons": {},
+            "failure_details": {"failed:worker_crashed": detail} if failed else {},
+            "ping_rtt_participants": 0,
+            "departed": 0,
+        },
+        "latency_ms": {},
+        "media": {},
+        "probes": {},
+        "signal": {},
+        "room_check": {},
+        "generator": {"valid": False},
+        "warnings": [
+            f"generator worker {index} of {workers} ended without a report ({detail}): its {failed} "
+            "participant(s) are counted as failed:worker_crashed"
+        ],
+        "notes": [],
+        "histograms": {},
+        "rooms": list(rooms.values()),
+        "failed_participants": [],
+        "thresholds": [],
+        "passed": True,
+    }
+
+
+# -- the parent's side of the processes ------------------------------------------------
+
+
+def worker_command(job_path: Path) -> list[str]:
+    """The command line of one worker (tests replace it to make a worker die)."""
+    return [sys.executable, "-m", "lkswarm", "worker", str(job_path)]
+
+
+def _spawn(index: int, job: dict[str, Any], tmp: Path, env: dict[str, str]) -> WorkerProcess:
+    job_path = tmp / f"worker-{index}.job.json"
+    job_path.write_text(json.dumps(job))
+    stderr_path = tmp / f"worker-{index}.stderr"
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            worker_command(job_path),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+        )
+    return WorkerProcess(index, process, Path(job["out"]), stderr_path)
+
+
+def _await_ready(procs: list[WorkerProcess], deadline: float) -> None:
+    """Reads each worker's stdout until it says ``ready``, exits, or the deadline passes."""
+    with selectors.DefaultSelector() as selector:
+        for worker in procs:
+            assert worker.process.stdout is not None
+            selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
+        waiting = len(procs)
+        while waiting and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                worker = key.data
+                chunk = os.read(key.fd, 4096)
+                worker.pending += chunk
+                if not chunk or READY_LINE in worker.pending:
+                    worker.ready = bool(chunk)
+                    selector.unregister(key.fileobj)
+                    waiting -= 1
+    for worker in procs:
+        stdout = worker.process.stdout
+        if worker.ready and stdout is not None:
+            # Anything a worker prints later must not fill the pipe and block it.
+            worker.drain = threading.Thread(target=_discard, args=(stdout,), daemon=True)
+            worker.drain.start()
+        elif worker.process.poll() is None:
+            worker.process.kill()  # never got ready: counted as crashed
+
+
+def _discard(stream: IO[bytes]) -> None:
+    while stream.read(65536):
+        pass
+
+
+def _tell(worker: WorkerProcess, line: bytes) -> None:
+    stdin = worker.process.stdin
+    if stdin is None or worker.process.poll() is not None:
+        return
+    try:
+        stdin.write(line)
+        stdin.flush()
+    except OSError:
+        pass  # it died meanwhile: counted as crashed
+
+
+def _await_exit(procs: list[WorkerProcess], deadline: float) -> None:
+    for worker in procs:
+        try:
+            worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.process.kill()  # hung: whatever it wrote is not trusted
+
+
+def _stop(worker: WorkerProcess) -> None:
+    if worker.process.poll() is None:
+        worker.process.kill()
+    worker.process.wait()
+    for stream in (worker.process.stdin, worker.process.stdout):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+def _result_of(worker: WorkerProcess) -> dict[str, Any] | None:
+    if worker.process.returncode != 0 or not worker.out_path.exists():
+        return None
+    try:
+        result = json.loads(worker.out_path.read_text())
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) and isinstance(result.get("report"), dict) else None
+
+
+def _death_detail(worker: WorkerProcess) -> str:
+    try:
+        lines = worker.stderr_path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        lines = []
+    last = lines[-1][:300] if lines else "no output"
+    status = "never got ready" if not worker.ready else f"exit status {worker.process.returncode}"
+    return f"{status}: {last}"
+
+
+# -- the worker's side -------------------------------------------------------------------
+
+
+def run_worker_job(job_path: Path) -> int:
+    """Runs one worker's share (``lkswarm worker JOB``); returns its exit status."""
+    job = json.loads(job_path.read_text())
+    index, workers = (int(n) for n in job["worker"])
+    credentials = Credentials.from_env()
+    config = RunConfig(**job["config"])
+    observers: list[Observer] = []
+    if job.get("prometheus"):
+        from lkswarm.prometheus import PrometheusExporter
+
+        observers.append(PrometheusExporter(job["prometheus"]))
+
+    async def start_gate() -> float:
+        os.write(sys.stdout.fileno(), READY_LINE)
+        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.readline)
+        word, _, at = line.decode(errors="replace").partition(" ")
+        if word != "go":
+            raise LkswarmError("the parent process went away before the start")
+        return float(at)
+
+    try:
+        result = run_scenario(config, credentials, observers=observers, worker=(index, workers), start_gate=start_gate)
+    except LkswarmError as exc:
+        print(f"worker {index}: {credentials.redact(str(exc))}", file=sys.stderr)
+        return 1
+    out = Path(job["out"])
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"report": result.report, "track_rows": result.track_rows}))
+    tmp.replace(out)
+    return 0

@@ -1,0 +1,106 @@
+"""`lkswarm run --workers N`: several generator processes, one merged report (lkswarm.workers)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from helpers import assert_outcomes_reconcile, run_cli
+from lkswarm import workers as workers_module
+from lkswarm.auth import Credentials
+from lkswarm.config import RunConfig
+from lkswarm.engine import Engine
+from lkswarm.errors import ConfigError
+from lkswarm.merge import merge_reports
+from lkswarm.plan import build_plan
+from lkswarm.server import LocalServer
+from lkswarm.workers import check_workers, crashed_report, parse_workers, run_workers, worker_prometheus
+
+
+def test_worker_slices_are_the_single_process_plan_split_by_room(credentials: Credentials) -> None:
+    config = RunConfig(rooms=5, participants=7, rate=50, churn_rate=2, duration_s=20, seed=3)
+    whole = build_plan(config)
+    slices = [Engine(config, credentials, "ws://127.0.0.1:1", worker=(k, 3)).plan for k in range(3)]
+    assert sorted((a for s in slices for a in s), key=lambda a: a.index) == whole
+    for k, part in enumerate(slices):
+        assert part and {a.room_index % 3 for a in part} == {k}, "a room never spans two workers"
+
+
+def test_workers_option_is_checked_before_anything_starts() -> None:
+    assert parse_workers(None, 4) == 1 and parse_workers("3", 4) == 3
+    assert 1 <= parse_workers("auto", 2) <= 2
+    with pytest.raises(ConfigError, match="number or 'auto'"):
+        parse_workers("many", 4)
+    with pytest.raises(ConfigError, match="at least as many rooms"):
+        check_workers(RunConfig(rooms=2), 3)
+    with pytest.raises(ConfigError, match="at least 1"):
+        check_workers(RunConfig(rooms=2), 0)
+    with pytest.raises(ConfigError, match="single generator process"):
+        check_workers(RunConfig(rooms=2, probes=1, probe_impair="loss=1%"), 2)
+    assert worker_prometheus(":9464", 2) == "127.0.0.1:9466" and worker_prometheus(None, 1) is None
+
+
+def test_a_crashed_workers_participants_are_each_counted_as_failed() -> None:
+    config = RunConfig(rooms=3, participants=4, duration_s=10, run_tag="t")
+    report = crashed_report(config, 1, 2, "exit status 3: boom", datetime.now(UTC))
+    merged = merge_reports([report])
+    assert_outcomes_reconcile(merged)
+    p = merged["participants"]
+    assert p["scheduled"] == 4 and p["outcomes"]["failed"] == 4  # worker 1 of 2 has room 1 only
+    assert p["failure_details"] == {"failed:worker_crashed": "exit status 3: boom"}
+    assert [row["room"] for row in merged["rooms"]] == ["lkswarm-t-1"]
+    assert "worker 1 of 2 ended without a report" in merged["warnings"][0]
+
+
+def test_workers_run_as_one_report_against_the_real_server(
+    livekit_server: LocalServer, credentials: Credentials, tmp_path: Path
+) -> None:
+    args = ["--url", livekit_server.url, "--workers", "2", "--rooms", "3", "--participants", "4"]
+    args += ["--audio-publishers", "1", "--video-publishers", "1", "--duration", "12s", "--rate", "20"]
+    args += ["--threshold", "failed==0", "--threshold", "active_at_end==12"]
+    code, report, stderr = run_cli(args, credentials, tmp_path, timeout_s=180)
+    p = report["participants"]
+    assert code == 0, (stderr, p, report["warnings"])
+    assert_outcomes_reconcile(report)
+    assert (p["scheduled"], p["outcomes"]["completed"], p["active_at_end"]) == (12, 12, 12)
+    assert report["passed"] and len(report["thresholds"]) == 2
+    summaries = report["workers"]
+    assert [w["index"] for w in summaries] == [0, 1] and len({w["pid"] for w in summaries}) == 2
+    assert [w["scheduled"] for w in summaries] == [8, 4]  # rooms 0 and 2, room 1
+    assert not any(w["crashed"] for w in summaries)
+    assert len(report["rooms"]) == 3 and report["room_check"]["matched"] == 12
+    media = report["media"]
+    assert media["tracks_received"] == 3 * (4 * 2 - 2) and media["tracks_missing"] == 0
+    # One time origin: both workers' samples add up, sample by sample, to everyone.
+    timeline = report["timeline"]
+    assert timeline["joined"][-1] == 12 and sum(timeline["join_count"]) == 12
+    assert report["notes"] == [], "every histogram merges exactly"
+    assert report["latency_ms"]["active"]["count"] == 12
+
+
+def test_a_worker_that_dies_is_reported_and_its_participants_counted(
+    livekit_server: LocalServer, credentials: Credentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_command = workers_module.worker_command
+
+    def dying_second_worker(job_path: Path) -> list[str]:
+        if job_path.name.startswith("worker-1."):
+            # It even prints the secret it was given: the report must not.
+            code = "import os,sys; sys.stderr.write('boom ' + os.environ['LIVEKIT_API_SECRET'] + '\\n'); sys.exit(3)"
+            return [sys.executable, "-c", code]
+        return real_command(job_path)
+
+    monkeypatch.setattr(workers_module, "worker_command", dying_second_worker)
+    config = RunConfig(url=livekit_server.url, rooms=2, participants=3, duration_s=6, rate=20, verify_rooms=False)
+    report = run_workers(config, credentials, 2).report
+    assert_outcomes_reconcile(report)
+    p = report["participants"]
+    assert p["scheduled"] == 6 and p["outcomes"]["completed"] == 3
+    assert p["failures"] == {"worker_crashed": 3}
+    detail = p["failure_details"]["failed:worker_crashed"]
+    assert detail.startswith("never got ready: boom") and credentials.api_secret not in str(report)
+    assert [w["crashed"] for w in report["workers"]] == [False, True]
+    assert report["generator"]["valid"] is False
