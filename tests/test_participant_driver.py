@@ -16,6 +16,7 @@ from lkswarm.media import MediaParticipant, MediaTotals
 from lkswarm.metrics import record_buckets_us, summarize
 from lkswarm.participant import ParticipantDriver, timer_delay_s
 from lkswarm.session import SignalSession
+from lkswarm.timeline import Sampler
 
 
 class RecordingConnection:
@@ -162,3 +163,23 @@ def test_the_media_thread_lag_buckets_replay_into_an_hdr_histogram() -> None:
     assert 0.5 <= lag["p50"] <= 0.501 and 30.72 <= lag["p99"] <= 30.75
     record_buckets_us(totals.timer_lag, [(0, 1), (10**13, 1)])  # clamped into range, never an exception
     assert summarize(totals.timer_lag)["count"] == 102
+
+
+def test_the_live_verdict_turns_invalid_when_the_media_thread_lags() -> None:
+    """The once-a-second check (live view, Prometheus) sees what the end-of-run report sees."""
+
+    class FakeHub:
+        def __init__(self, served: int, late: int) -> None:
+            self.answer = (served, late)
+
+        def timer_lag_above(self, limit_s: float) -> tuple[int, int]:
+            assert limit_s == 0.02
+            return self.answer
+
+    def verdict(hub: FakeHub | None) -> str:
+        engine = SimpleNamespace(media=SimpleNamespace(hub=hub))
+        return Sampler(engine, [])._media_saturation()  # type: ignore[arg-type]
+
+    assert verdict(None) == "" and verdict(FakeHub(0, 0)) == ""
+    assert verdict(FakeHub(1000, 10)) == "", "exactly 1 % late: p99 is still within the limit"
+    assert verdict(FakeHub(1000, 11)).startswith("media thread lag p99 > 20 ms")

@@ -40,6 +40,7 @@ def test_workers_option_is_checked_before_anything_starts() -> None:
         check_workers(RunConfig(rooms=2), 0)
     with pytest.raises(ConfigError, match="single generator process"):
         check_workers(RunConfig(rooms=2, probes=1, probe_impair="loss=1%"), 2)
+    check_workers(RunConfig(rooms=2, probes=1, probe_impair="loss=1%"), 1)  # one process: impairment is fine
     assert worker_prometheus(":9464", 2) == "127.0.0.1:9466" and worker_prometheus(None, 1) is None
 
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from lkswarm.metrics import PHASES, PhaseMetrics, current_rss_mb, percentile
+from lkswarm.metrics import MAX_MEDIA_LAG_P99_MS, PHASES, PhaseMetrics, current_rss_mb, percentile
 
 if TYPE_CHECKING:
     from lkswarm.engine import Engine
@@ -87,6 +87,16 @@ class Observer(Protocol):
 
     async def start(self, engine: Engine) -> None: ...
     def on_sample(self, snapshot: Snapshot) -> None: ...
+    def _media_saturation(self) -> str:
+        """Why the media figures cannot be trusted so far ("" while they can): the media thread's lag p99."""
+        media = self.engine.media
+        if media is None or media.hub is None:
+            return ""
+        served, late = media.hub.timer_lag_above(MAX_MEDIA_LAG_P99_MS / 1000)
+        if served and late > served / 100:
+            return f"media thread lag p99 > {MAX_MEDIA_LAG_P99_MS:.0f} ms: the generator's media tier is saturated"
+        return ""
+
     async def stop(self) -> None: ...
 
 
@@ -150,7 +160,7 @@ class Sampler:
         snap.loop_lag_p99_ms = round(percentile(lags, 99), 3)
         snap.rss_mb = current_rss_mb()
         engine.metrics.forget_recent(now - ROLLING_WINDOW_S)
-        snap.invalid_reason = engine.metrics.saturation()
+        snap.invalid_reason = engine.metrics.saturation() or self._media_saturation()
         self._last_at, self._last_cpu_s = now, cpu_s
         self.samples.append(snap)
         self.latest = snap
@@ -170,6 +180,16 @@ class Sampler:
         delta_expected = expected - last_expected
         snap.media_loss_ratio = round(max(0, lost - last_lost) / delta_expected, 6) if delta_expected > 0 else 0.0
         self._last_media = (received, expected, lost)
+
+    def _media_saturation(self) -> str:
+        """Why the media figures cannot be trusted so far ("" while they can): the media thread's lag p99."""
+        media = self.engine.media
+        if media is None or media.hub is None:
+            return ""
+        served, late = media.hub.timer_lag_above(MAX_MEDIA_LAG_P99_MS / 1000)
+        if served and late > served / 100:
+            return f"media thread lag p99 > {MAX_MEDIA_LAG_P99_MS:.0f} ms: the generator's media tier is saturated"
+        return ""
 
     async def stop(self) -> None:
         if self._task is not None:

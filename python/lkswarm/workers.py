@@ -83,7 +83,7 @@ def check_workers(config: RunConfig, workers: int) -> None:
             f"--workers {workers}: rooms are split among the worker processes, so a run needs at least as many "
             f"rooms as workers (it has {config.rooms})"
         )
-    if config.probe_impair is not None:
+    if workers > 1 and config.probe_impair is not None:
         raise ConfigError("--probe-impair needs a single generator process: leave out --workers")
 
 

@@ -351,6 +351,13 @@ impl Hub {
         self.shared.lock().timer_lag.clone()
     }
 
+    /// (deadlines served, those served later than `limit`), for a running saturation check.
+    pub fn timer_lag_above(&self, limit: Duration) -> (u64, u64) {
+        let state = self.shared.lock();
+        let limit_us = u64::try_from(limit.as_micros()).unwrap_or(u64::MAX);
+        (state.timer_lag.count(), state.timer_lag.count_above_us(limit_us))
+    }
+
     pub fn take_events(&self) -> Vec<HubEvent> {
         std::mem::take(&mut self.shared.lock().events)
     }

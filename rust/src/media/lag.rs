@@ -92,6 +92,12 @@ impl LagHistogram {
         self.counts.iter().enumerate().filter(|(_, &n)| n > 0).map(|(bucket, &n)| (self.reported(bucket), n)).collect()
     }
 
+    /// How many values lie in buckets reported above `limit_us`: the quantile `q` exceeds the limit
+    /// exactly when this is more than `(1 - q)` of `count()`, so a caller can watch a p99 in O(buckets).
+    pub fn count_above_us(&self, limit_us: u64) -> u64 {
+        self.counts.iter().enumerate().filter(|&(bucket, _)| self.reported(bucket) > limit_us).map(|(_, &n)| n).sum()
+    }
+
     /// The value at quantile `q` (0..=1) in µs, as the bucket's highest value; 0 when empty.
     pub fn quantile_us(&self, q: f64) -> u64 {
         if self.total == 0 {
@@ -160,6 +166,9 @@ mod tests {
         let p99 = lag.quantile_us(0.99);
         assert!((30_000..=30_720).contains(&p99), "p99 {p99}");
         assert_eq!(lag.quantile_us(1.0), 45_000, "the top is the exact maximum");
+        assert_eq!(lag.count_above_us(20_000), 2);
+        assert_eq!(lag.count_above_us(p99), 1, "consistent with the quantiles: p99 is not above itself");
+        assert_eq!(lag.count_above_us(0), 100);
         let buckets = lag.buckets();
         assert_eq!(buckets.iter().map(|(_, n)| n).sum::<u64>(), 100);
         assert_eq!(buckets.last(), Some(&(45_000, 1)));

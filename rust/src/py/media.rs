@@ -207,6 +207,12 @@ impl PyMediaHub {
         py.detach(|| self.hub.timer_lag().buckets())
     }
 
+    /// (deadlines served so far, those served more than ``limit_s`` late): the saturation check's input.
+    fn timer_lag_above(&self, py: Python<'_>, limit_s: f64) -> (u64, u64) {
+        let limit = Duration::try_from_secs_f64(limit_s.max(0.0)).unwrap_or(Duration::MAX);
+        py.detach(|| self.hub.timer_lag_above(limit))
+    }
+
     #[getter]
     fn peer_count(&self, py: Python<'_>) -> usize {
         py.detach(|| self.hub.peer_count())
