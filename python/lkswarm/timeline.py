@@ -87,16 +87,6 @@ class Observer(Protocol):
 
     async def start(self, engine: Engine) -> None: ...
     def on_sample(self, snapshot: Snapshot) -> None: ...
-    def _media_saturation(self) -> str:
-        """Why the media figures cannot be trusted so far ("" while they can): the media thread's lag p99."""
-        media = self.engine.media
-        if media is None or media.hub is None:
-            return ""
-        served, late = media.hub.timer_lag_above(MAX_MEDIA_LAG_P99_MS / 1000)
-        if served and late > served / 100:
-            return f"media thread lag p99 > {MAX_MEDIA_LAG_P99_MS:.0f} ms: the generator's media tier is saturated"
-        return ""
-
     async def stop(self) -> None: ...
 
 
