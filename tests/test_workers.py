@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +19,7 @@ from lkswarm.errors import ConfigError
 from lkswarm.merge import merge_reports
 from lkswarm.plan import build_plan
 from lkswarm.server import LocalServer
+from lkswarm.timeline import Snapshot, combine_snapshots, snapshot_from_dict
 from lkswarm.workers import check_workers, crashed_report, parse_workers, run_workers, worker_prometheus
 
 
@@ -42,6 +45,24 @@ def test_workers_option_is_checked_before_anything_starts() -> None:
         check_workers(RunConfig(rooms=2, probes=1, probe_impair="loss=1%"), 2)
     check_workers(RunConfig(rooms=2, probes=1, probe_impair="loss=1%"), 1)  # one process: impairment is fine
     assert worker_prometheus(":9464", 2) == "127.0.0.1:9466" and worker_prometheus(None, 1) is None
+
+
+def test_the_live_view_combines_the_workers_latest_samples() -> None:
+    a = Snapshot(t_s=3.0, planned=10, started=8, joined=7, active=6, alive=7, failed=1, join_count=4)
+    a.join_p50_ms, a.join_p99_ms, a.loop_lag_p99_ms, a.cpu_percent = 10.0, 40.0, 2.0, 30.0
+    a.rolling_ms, a.failures = {"join_response": (4, 10.0, 40.0)}, {"join_timeout": 1}
+    b = Snapshot(t_s=3.1, planned=5, started=5, joined=5, active=5, alive=5, join_count=1, invalid_reason="lag")
+    b.join_p50_ms, b.join_p99_ms, b.loop_lag_p99_ms, b.cpu_percent = 20.0, 20.0, 9.0, 25.0
+    b.rolling_ms, b.failures = {"join_response": (1, 20.0, 20.0), "active": (1, 5.0, 5.0)}, {"join_timeout": 2}
+    both = combine_snapshots([a, b])
+    assert (both.planned, both.started, both.joined, both.active, both.failed) == (15, 13, 12, 11, 1)
+    assert both.t_s == 3.1 and both.cpu_percent == 55.0 and both.loop_lag_p99_ms == 9.0
+    assert both.join_p50_ms == 12.0 and both.join_p99_ms == 40.0  # weighted p50, worst p99
+    assert both.rolling_ms == {"join_response": (5, 12.0, 40.0), "active": (1, 5.0, 5.0)}
+    assert both.failures == {"join_timeout": 3} and both.invalid_reason == "lag"
+    assert combine_snapshots([]) == Snapshot()
+    # A sample survives the trip through a worker's stdout as JSON.
+    assert snapshot_from_dict({**json.loads(json.dumps(dataclasses.asdict(a))), "future_key": 1}) == a
 
 
 def test_a_crashed_workers_participants_are_each_counted_as_failed() -> None:
@@ -96,7 +117,11 @@ def test_a_worker_that_dies_is_reported_and_its_participants_counted(
 
     monkeypatch.setattr(workers_module, "worker_command", dying_second_worker)
     config = RunConfig(url=livekit_server.url, rooms=2, participants=3, duration_s=6, rate=20, verify_rooms=False)
-    report = run_workers(config, credentials, 2).report
+    samples: list[Snapshot] = []
+    report = run_workers(config, credentials, 2, on_sample=samples.append).report
+    # The live view went on with the surviving worker's samples.
+    assert len(samples) >= 4 and samples[-1].planned == 3 and samples[-1].joined == 3
+    assert "join_response" in samples[-1].rolling_ms
     assert_outcomes_reconcile(report)
     p = report["participants"]
     assert p["scheduled"] == 6 and p["outcomes"]["completed"] == 3

@@ -369,12 +369,28 @@ def run(
     if not quiet and base.name:
         stdout.print(f"scenario {base.name}: {base.description}", highlight=False)
     if not quiet and worker_count > 1:
-        stdout.print(f"{worker_count} generator processes, rooms split among them; the summary comes at the end")
+        stdout.print(f"{worker_count} generator processes, rooms split among them")
     try:
         if worker_count > 1:
-            result = run_workers(
-                config, credentials, worker_count, on_server=announce, thresholds=thresholds, prometheus=prometheus
-            )
+            combined_view = None
+            if not quiet and stderr.is_terminal:
+                from lkswarm.live import LiveView
+
+                combined_view = LiveView(stderr)
+                combined_view.open(config.duration_s)
+            try:
+                result = run_workers(
+                    config,
+                    credentials,
+                    worker_count,
+                    on_server=announce,
+                    thresholds=thresholds,
+                    prometheus=prometheus,
+                    on_sample=combined_view.on_sample if combined_view is not None else None,
+                )
+            finally:
+                if combined_view is not None:
+                    combined_view.close()
         else:
             result = run_scenario(config, credentials, on_server=announce, observers=observers, thresholds=thresholds)
         written = write_outputs(

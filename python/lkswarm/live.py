@@ -73,16 +73,25 @@ class LiveView:
 
     async def start(self, engine: Engine) -> None:
         self._engine = engine
-        self._duration_s = engine.config.duration_s
+        self.open(engine.config.duration_s)
+
+    def open(self, duration_s: float) -> None:
+        """Starts drawing; without `start`'s engine, snapshots must bring their own ``rolling_ms``."""
+        self._duration_s = duration_s
         self._live = Live(console=self.console, auto_refresh=False, transient=True)
         self._live.start()
 
     def on_sample(self, snapshot: Snapshot) -> None:
-        if self._live is not None and self._engine is not None:
+        if self._live is None:
+            return
+        if self._engine is not None:
             snapshot.rolling_ms = rolling_ms(self._engine.metrics, time.perf_counter())
-            self._live.update(render(snapshot, self._duration_s), refresh=True)
+        self._live.update(render(snapshot, self._duration_s), refresh=True)
 
     async def stop(self) -> None:
+        self.close()
+
+    def close(self) -> None:
         if self._live is not None:
             self._live.stop()
             self._live = None

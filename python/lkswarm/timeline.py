@@ -14,8 +14,10 @@ interval, so it stays well under a millisecond at thousands of participants.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import resource
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -70,6 +72,64 @@ class Snapshot:
     rolling_ms: dict[str, tuple[int, float, float]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     invalid_reason: str = ""
+
+
+def combine_snapshots(snapshots: list[Snapshot]) -> Snapshot:
+    """One snapshot of several generator processes' latest ones (``run --workers``), for the live view.
+
+    Counts, rates, CPU and memory add. Per-interval and rolling percentiles cannot be merged from
+    summaries: p99s take the worst process's (an upper bound), p50s the count-weighted mean (an
+    estimate); the end-of-run report merges the histograms exactly.
+    """
+    out = Snapshot()
+    if not snapshots:
+        return out
+    for name in (*_SUMMED_INTS, *_SUMMED_FLOATS):
+        setattr(out, name, sum(getattr(s, name) for s in snapshots))
+    out.t_s = max(s.t_s for s in snapshots)
+    out.join_p99_ms = max(s.join_p99_ms for s in snapshots)
+    out.loop_lag_p99_ms = max(s.loop_lag_p99_ms for s in snapshots)
+    out.media_loss_ratio = max(s.media_loss_ratio for s in snapshots)
+    out.join_p50_ms = _weighted((s.join_count, s.join_p50_ms) for s in snapshots)
+    for phase in dict.fromkeys(p for s in snapshots for p in s.rolling_ms):
+        parts = [s.rolling_ms[phase] for s in snapshots if phase in s.rolling_ms]
+        count = sum(c for c, _, _ in parts)
+        out.rolling_ms[phase] = (count, _weighted((c, p50) for c, p50, _ in parts), max(p99 for _, _, p99 in parts))
+    for snap in snapshots:
+        for reason, count in snap.failures.items():
+            out.failures[reason] = out.failures.get(reason, 0) + count
+    out.invalid_reason = next((s.invalid_reason for s in snapshots if s.invalid_reason), "")
+    return out
+
+
+_SUMMED_INTS = (
+    "planned",
+    "started",
+    "joined",
+    "active",
+    "failed",
+    "completed",
+    "left",
+    "alive",
+    "join_count",
+    "media_packets_received",
+    "media_packets_lost",
+)
+_SUMMED_FLOATS = ("media_packets_per_s", "cpu_percent", "rss_mb")
+
+
+def _weighted(pairs: Iterable[tuple[int, float]]) -> float:
+    items = list(pairs)
+    total = sum(count for count, _ in items)
+    return round(sum(count * value for count, value in items) / total, 3) if total else 0.0
+
+
+def snapshot_from_dict(data: dict[str, Any]) -> Snapshot:
+    """A snapshot sent by a worker as JSON (unknown keys ignored, tuples restored)."""
+    known = {f.name for f in dataclasses.fields(Snapshot)}
+    snap = Snapshot(**{k: v for k, v in data.items() if k in known})
+    snap.rolling_ms = {phase: (int(c), float(p50), float(p99)) for phase, (c, p50, p99) in snap.rolling_ms.items()}
+    return snap
 
 
 def rolling_ms(metrics: PhaseMetrics, now: float) -> dict[str, tuple[int, float, float]]:

@@ -23,6 +23,10 @@ worker`` command) and merges their reports into one, as ``lkswarm merge`` does.
 - **Every participant is counted.** A worker that dies, or never gets ready,
   is merged as a report in which each participant it was given failed with
   ``worker_crashed``, the detail being its exit status and last stderr line.
+- **A live view of the whole run.** With a live view, workers write each
+  once-a-second sample as a ``sample <json>`` line on stdout; the parent
+  combines the latest of each (`lkswarm.timeline.combine_snapshots`) and draws
+  one panel.
 - The embedded server (no ``--url``) is started once, by the parent, and shared.
 """
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -39,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,12 +60,14 @@ from lkswarm.report import SCHEMA
 from lkswarm.runner import RunResult, resolve_url, run_scenario
 from lkswarm.server import LocalServer
 from lkswarm.thresholds import Threshold, evaluate
-from lkswarm.timeline import Observer
+from lkswarm.timeline import Observer, Snapshot, combine_snapshots, rolling_ms, snapshot_from_dict
 
 READY_TIMEOUT_S = 300.0  # set-up, including the first encoding of the media clips on a fresh machine
 START_AHEAD_S = 0.5  # "go" names a time this far ahead, so every worker hears it before it passes
 EXIT_GRACE_S = 120.0  # after the run: room check, stop grace, media and probe collection, report
 READY_LINE = b"ready\n"
+SAMPLE_PREFIX = b"sample "
+TICK_S = 1.0  # how often the parent redraws the combined live view
 
 
 def parse_workers(value: str | None, rooms: int) -> int:
@@ -106,6 +114,7 @@ class WorkerProcess:
     ready: bool = False
     pending: bytes = b""
     drain: threading.Thread | None = field(default=None, repr=False)
+    latest: Snapshot | None = None  # its newest sample (set by the drain thread)
 
 
 def run_workers(
@@ -116,8 +125,12 @@ def run_workers(
     on_server: Any = None,
     thresholds: list[Threshold] | None = None,
     prometheus: str | None = None,
+    on_sample: Callable[[Snapshot], None] | None = None,
 ) -> RunResult:
-    """Runs ``config`` in ``workers`` processes and returns the merged report (thresholds evaluated on it)."""
+    """Runs ``config`` in ``workers`` processes and returns the merged report (thresholds evaluated on it).
+
+    ``on_sample`` (the live view) gets the workers' combined sample about once a second.
+    """
     check_workers(config, workers)
     if not config.run_tag:
         config = config.model_copy(update={"run_tag": secrets.token_hex(3)})
@@ -142,6 +155,7 @@ def run_workers(
                     "config": job_config,
                     "worker": [index, workers],
                     "prometheus": worker_prometheus(prometheus, index),
+                    "stream_samples": on_sample is not None,
                     "out": str(tmp / f"worker-{index}.json"),
                 }
                 procs.append(_spawn(index, job, tmp, env))
@@ -149,7 +163,7 @@ def run_workers(
             go = f"go {time.time() + START_AHEAD_S!r}\n".encode()
             for worker in procs:
                 _tell(worker, go)
-            _await_exit(procs, time.monotonic() + START_AHEAD_S + config.duration_s + EXIT_GRACE_S)
+            _await_exit(procs, time.monotonic() + START_AHEAD_S + config.duration_s + EXIT_GRACE_S, on_sample)
         finally:
             for worker in procs:
                 _stop(worker)
@@ -280,16 +294,18 @@ def _await_ready(procs: list[WorkerProcess], deadline: float) -> None:
     for worker in procs:
         stdout = worker.process.stdout
         if worker.ready and stdout is not None:
-            # Anything a worker prints later must not fill the pipe and block it.
-            worker.drain = threading.Thread(target=_discard, args=(stdout,), daemon=True)
+            # Read on to the end, so that nothing a worker prints can fill the pipe and block it.
+            worker.drain = threading.Thread(target=_read_samples, args=(worker, stdout), daemon=True)
             worker.drain.start()
         elif worker.process.poll() is None:
             worker.process.kill()  # never got ready: counted as crashed
 
 
-def _discard(stream: IO[bytes]) -> None:
-    while stream.read(65536):
-        pass
+def _read_samples(worker: WorkerProcess, stream: IO[bytes]) -> None:
+    for line in stream:
+        if line.startswith(SAMPLE_PREFIX):
+            with contextlib.suppress(ValueError, TypeError):
+                worker.latest = snapshot_from_dict(json.loads(line[len(SAMPLE_PREFIX) :]))
 
 
 def _tell(worker: WorkerProcess, line: bytes) -> None:
@@ -303,12 +319,18 @@ def _tell(worker: WorkerProcess, line: bytes) -> None:
         pass  # it died meanwhile: counted as crashed
 
 
-def _await_exit(procs: list[WorkerProcess], deadline: float) -> None:
+def _await_exit(procs: list[WorkerProcess], deadline: float, on_sample: Callable[[Snapshot], None] | None) -> None:
+    while any(w.process.poll() is None for w in procs) and time.monotonic() < deadline:
+        running = next(w for w in procs if w.process.poll() is None)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            running.process.wait(timeout=min(TICK_S, max(0.01, deadline - time.monotonic())))
+        latest = [w.latest for w in procs if w.latest is not None]
+        if on_sample is not None and latest:
+            on_sample(combine_snapshots(latest))
     for worker in procs:
-        try:
-            worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        if worker.process.poll() is None:
             worker.process.kill()  # hung: whatever it wrote is not trusted
+            worker.process.wait()
 
 
 def _stop(worker: WorkerProcess) -> None:
@@ -350,7 +372,7 @@ def run_worker_job(job_path: Path) -> int:
     index, workers = (int(n) for n in job["worker"])
     credentials = Credentials.from_env()
     config = RunConfig(**job["config"])
-    observers: list[Observer] = []
+    observers: list[Observer] = [SampleStream()] if job.get("stream_samples") else []
     if job.get("prometheus"):
         from lkswarm.prometheus import PrometheusExporter
 
@@ -374,3 +396,23 @@ def run_worker_job(job_path: Path) -> int:
     tmp.write_text(json.dumps({"report": result.report, "track_rows": result.track_rows}))
     tmp.replace(out)
     return 0
+
+
+class SampleStream:
+    """A worker's observer: each sample (with its rolling percentiles) as one line for the parent's live view."""
+
+    def __init__(self) -> None:
+        self._metrics: Any = None
+
+    async def start(self, engine: Any) -> None:
+        self._metrics = engine.metrics
+
+    def on_sample(self, snapshot: Snapshot) -> None:
+        if self._metrics is not None:
+            snapshot.rolling_ms = rolling_ms(self._metrics, time.perf_counter())
+        line = SAMPLE_PREFIX + json.dumps(dataclasses.asdict(snapshot)).encode() + b"\n"
+        with contextlib.suppress(OSError):  # the parent went away: the run goes on and reports
+            os.write(sys.stdout.fileno(), line)
+
+    async def stop(self) -> None:
+        pass
