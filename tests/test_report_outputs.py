@@ -275,6 +275,18 @@ def test_html_without_timeline_notes_it_and_escapes_report_strings() -> None:
     assert safe_url("https://key:secret@host.example/rtc?token=x#f") == "https://host.example/rtc"
 
 
+def test_html_lists_the_generator_processes_of_a_workers_run() -> None:
+    report = synthetic_report(4, timeline=False)
+    assert 'id="workers"' not in render_html(report, plotly_js=STUB_JS)
+    report["workers"] = [
+        {"index": 0, "pid": 101, "exit_code": 0, "crashed": False, "scheduled": 20, "cpu_s": 1.5, "valid": True},
+        {"index": 1, "pid": 102, "exit_code": 3, "crashed": True, "scheduled": 20, "cpu_s": None, "valid": False},
+    ]
+    page = render_html(report, plotly_js=STUB_JS)
+    assert 'id="workers"' in page and '<td class="num">102</td>' in page
+    assert "<th>media_lag_ms p99</th>" in page
+
+
 def test_html_and_csv_of_an_old_report_with_only_the_original_keys(tmp_path: Path) -> None:
     report = copy.deepcopy(synthetic_report(4))
     for key in ("timeline", "rooms", "failed_participants", "histograms", "thresholds", "passed", "target"):

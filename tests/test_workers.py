@@ -65,6 +65,13 @@ def test_the_live_view_combines_the_workers_latest_samples() -> None:
     assert snapshot_from_dict({**json.loads(json.dumps(dataclasses.asdict(a))), "future_key": 1}) == a
 
 
+def test_the_internal_worker_command_rejects_a_bad_job_in_one_line(tmp_path: Path) -> None:
+    job = tmp_path / "job.json"
+    job.write_text('{"worker": [0, 1], "config": {"rooms": -1}}')
+    assert workers_module.run_worker_job(job) == 2
+    assert workers_module.run_worker_job(tmp_path / "missing.json") == 2
+
+
 def test_a_crashed_workers_participants_are_each_counted_as_failed() -> None:
     config = RunConfig(rooms=3, participants=4, duration_s=10, run_tag="t")
     report = crashed_report(config, 1, 2, "exit status 3: boom", datetime.now(UTC))

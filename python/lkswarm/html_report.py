@@ -183,7 +183,14 @@ def _generator(report: dict[str, Any]) -> str:
             rows += [(f"{key} {k}", value.get(k, 0.0)) for k in ("p50", "p99", "max") if k in value]
         else:
             rows.append((key, value))
-    return "<h2>Generator</h2>" + table(None, rows, "generator")
+    out = "<h2>Generator</h2>" + table(None, rows, "generator")
+    workers = report.get("workers") or []
+    if workers:  # lkswarm run --workers N: one row per generator process
+        columns = ("index", "pid", "exit_code", "crashed", "scheduled", "cpu_s", "valid")
+        out += "<h3>Generator processes</h3>" + table(
+            columns, [[w.get(c, "") for c in columns] for w in workers], "workers"
+        )
+    return out
 
 
 def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:

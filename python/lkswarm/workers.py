@@ -368,10 +368,14 @@ def _death_detail(worker: WorkerProcess) -> str:
 
 def run_worker_job(job_path: Path) -> int:
     """Runs one worker's share (``lkswarm worker JOB``); returns its exit status."""
-    job = json.loads(job_path.read_text())
-    index, workers = (int(n) for n in job["worker"])
+    try:
+        job = json.loads(job_path.read_text())
+        index, workers = (int(n) for n in job["worker"])
+        config = RunConfig(**job["config"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+        print(f"lkswarm worker: {job_path} is not a job written by `lkswarm run --workers`: {exc}", file=sys.stderr)
+        return 2
     credentials = Credentials.from_env()
-    config = RunConfig(**job["config"])
     observers: list[Observer] = [SampleStream()] if job.get("stream_samples") else []
     if job.get("prometheus"):
         from lkswarm.prometheus import PrometheusExporter
