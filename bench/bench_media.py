@@ -169,6 +169,11 @@ def participants_per_core(participants: int = 300, duration_s: int = 40) -> dict
         "rss_setup_mb": round(generator["rss_ready_mb"] - generator["rss_start_mb"], 1),
         "loss_ratio": report["media"]["loss_ratio"],
         "packets_received": report["media"]["packets_received"],
+        # Whether the generator itself kept up (a saturated one would measure its own queueing).
+        "generator_valid": generator["valid"],
+        "media_lag_p99_ms": (generator.get("media_lag_ms") or {}).get("p99"),
+        "loop_lag_p99_ms": generator["loop_lag_ms"]["p99"],
+        "frames_skipped": report["media"].get("frames_skipped", 0),
         "note": "generator CPU includes the media thread; the server runs in its own process",
     }
 
