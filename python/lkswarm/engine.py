@@ -46,7 +46,7 @@ from lkswarm.metrics import (
 )
 from lkswarm.netem import ProbeNetwork
 from lkswarm.participant import ParticipantDriver
-from lkswarm.plan import Arrival, build_plan
+from lkswarm.plan import Arrival, owns_room, worker_plan
 from lkswarm.probe import ProbeTier, probe_count, probe_seats
 from lkswarm.probe_report import ProbeTotals
 from lkswarm.report import build_report
@@ -78,8 +78,8 @@ class Engine:
         self.config = config
         self.probe_network = probe_network  # the probes' impaired namespace (lkswarm.netem), if any
         # One of several generator processes (lkswarm.workers) runs rooms index % count == worker index.
-        self.worker_index, self.worker_count = worker
-        self.plan: list[Arrival] = [a for a in build_plan(config) if self.owns_room(a.room_index)]
+        self.worker = worker
+        self.plan: list[Arrival] = worker_plan(config, worker)
         # Awaited once set-up is done; returns the wall-clock time at which the run starts, so that
         # several processes share one time origin.
         self.start_gate = start_gate
@@ -115,7 +115,7 @@ class Engine:
         self._t0 = 0.0
 
     def owns_room(self, room_index: int) -> bool:
-        return room_index % self.worker_count == self.worker_index
+        return owns_room(room_index, self.worker)
 
     # -- callbacks from drivers ----------------------------------------------------------
 

@@ -133,8 +133,9 @@ class PhaseMetrics:
     def encoded(self) -> dict[str, str]:
         """V2-compressed, base64 encodings of every histogram, for merging runs of several processes."""
         out = {phase: h.encode().decode("ascii") for phase, h in self.phases.items() if h.get_total_count()}
-        if self.loop_lag.get_total_count():
-            out["loop_lag"] = self.loop_lag.encode().decode("ascii")
+        for name, histogram in (("loop_lag", self.loop_lag), ("lateness", self.lateness)):
+            if histogram.get_total_count():
+                out[name] = histogram.encode().decode("ascii")
         return out
 
 

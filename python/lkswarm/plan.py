@@ -111,6 +111,17 @@ class _Builder:
         ]
 
 
+def owns_room(room_index: int, worker: tuple[int, int]) -> bool:
+    """Whether generator process ``worker`` = (index, count) runs this room (``run --workers``)."""
+    index, count = worker
+    return room_index % count == index
+
+
+def worker_plan(config: RunConfig, worker: tuple[int, int]) -> list[Arrival]:
+    """The arrivals of the rooms ``worker`` runs: its share of the single-process plan, unchanged."""
+    return [a for a in build_plan(config) if owns_room(a.room_index, worker)]
+
+
 def build_plan(config: RunConfig) -> list[Arrival]:
     """Every participant of the run, in order of intended start."""
     builder = _Builder(config.rooms)

@@ -48,16 +48,18 @@ def _outcome_counts(engine: Engine) -> tuple[dict[str, int], dict[str, int], dic
     return outcomes, failures, left
 
 
+def empty_room_row(name: str) -> dict[str, Any]:
+    """A room's row of the report's ``rooms`` table before anyone is counted in it."""
+    return {"room": name, "scheduled": 0, "joined": 0, "active_at_end": 0, "completed": 0, "left": 0, "failed": 0}
+
+
 def room_table(engine: Engine) -> list[dict[str, Any]]:
     """One row per room: participants, outcomes and join latency."""
     rows: dict[str, dict[str, Any]] = {}
     joins: dict[str, list[float]] = collections.defaultdict(list)
     for arrival in engine.plan:
         name = engine.config.room_name(arrival.room_index)
-        row = rows.setdefault(
-            name,
-            {"room": name, "scheduled": 0, "joined": 0, "active_at_end": 0, "completed": 0, "left": 0, "failed": 0},
-        )
+        row = rows.setdefault(name, empty_room_row(name))
         row["scheduled"] += 1
     for driver in engine.drivers:
         row = rows[driver.room]
@@ -78,12 +80,11 @@ def room_table(engine: Engine) -> list[dict[str, Any]]:
 def _encoded_histograms(engine: Engine) -> dict[str, str]:
     """Every histogram a report summarizes, encoded, so that `lkswarm merge` merges them exactly."""
     out = engine.metrics.encoded()
-    extra = {"lateness": engine.metrics.lateness}
-    if engine.media_totals is not None:
-        extra.update(media_lag=engine.media_totals.timer_lag, jitter=engine.media_totals.jitter_ms)
-    for name, histogram in extra.items():
-        if histogram.get_total_count():
-            out[name] = histogram.encode().decode("ascii")
+    media = engine.media_totals
+    if media is not None:
+        for name, histogram in (("media_lag", media.timer_lag), ("jitter", media.jitter_ms)):
+            if histogram.get_total_count():
+                out[name] = histogram.encode().decode("ascii")
     return out
 
 

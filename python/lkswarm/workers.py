@@ -45,7 +45,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -55,8 +55,8 @@ from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
 from lkswarm.errors import ConfigError, LkswarmError
 from lkswarm.merge import merge_reports
-from lkswarm.plan import build_plan
-from lkswarm.report import SCHEMA
+from lkswarm.plan import worker_plan
+from lkswarm.report import SCHEMA, empty_room_row
 from lkswarm.runner import RunResult, resolve_url, run_scenario
 from lkswarm.server import LocalServer
 from lkswarm.thresholds import Threshold, evaluate
@@ -113,7 +113,6 @@ class WorkerProcess:
     stderr_path: Path
     ready: bool = False
     pending: bytes = b""
-    drain: threading.Thread | None = field(default=None, repr=False)
     latest: Snapshot | None = None  # its newest sample (set by the drain thread)
 
 
@@ -202,14 +201,11 @@ def run_workers(
 
 def crashed_report(config: RunConfig, index: int, workers: int, detail: str, started_at: datetime) -> dict[str, Any]:
     """A report in which every participant of worker ``index`` failed with ``worker_crashed``."""
-    plan = [a for a in build_plan(config) if a.room_index % workers == index]
+    plan = worker_plan(config, (index, workers))
     rooms: dict[str, dict[str, Any]] = {}
     for arrival in plan:
         name = config.room_name(arrival.room_index)
-        row = rooms.setdefault(
-            name,
-            {"room": name, "scheduled": 0, "joined": 0, "active_at_end": 0, "completed": 0, "left": 0, "failed": 0},
-        )
+        row = rooms.setdefault(name, empty_room_row(name))
         row["scheduled"] += 1
         row["failed"] += 1
     failed = len(plan)
@@ -295,8 +291,7 @@ def _await_ready(procs: list[WorkerProcess], deadline: float) -> None:
         stdout = worker.process.stdout
         if worker.ready and stdout is not None:
             # Read on to the end, so that nothing a worker prints can fill the pipe and block it.
-            worker.drain = threading.Thread(target=_read_samples, args=(worker, stdout), daemon=True)
-            worker.drain.start()
+            threading.Thread(target=_read_samples, args=(worker, stdout), daemon=True).start()
         elif worker.process.poll() is None:
             worker.process.kill()  # never got ready: counted as crashed
 
