@@ -140,6 +140,9 @@ struct Transport {
     /// only answer the same timeout again, so `drain` skips a clean transport: after a received
     /// packet, `poll` then costs no second round of str0m's poll_output (timers of every part).
     undrained: bool,
+    /// The time of str0m's latest input. Datagrams are fed at their kernel arrival time, which can
+    /// precede a timeout already fed at the hub's wakeup time; str0m's clock must not go back.
+    last_input_at: Instant,
 }
 
 impl Transport {
@@ -167,6 +170,7 @@ impl Transport {
             datagrams_sent: 0,
             own_checks_at: None,
             undrained: true,
+            last_input_at: now,
         })
     }
 }
@@ -278,6 +282,14 @@ impl MediaPeer {
 
     pub fn is_connected(&self, pc: Pc) -> bool {
         self.transport(pc).is_some_and(|t| t.connected_at.is_some())
+    }
+
+    /// Whether a PeerConnection of this live peer is still in its ICE/DTLS handshake.
+    pub fn is_connecting(&self) -> bool {
+        !self.failed
+            && [Pc::Subscriber, Pc::Publisher]
+                .into_iter()
+                .any(|pc| self.transport(pc).is_some_and(|t| t.connected_at.is_none()))
     }
 
     pub fn take_events(&mut self) -> Vec<(Instant, PeerEvent)> {
@@ -442,7 +454,8 @@ impl MediaPeer {
         }
     }
 
-    /// Feeds one received datagram. Garbage is counted and dropped, never fatal.
+    /// Feeds one received datagram that arrived at `now` (the kernel's receive time where the
+    /// caller has it). Garbage is counted and dropped, never fatal.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
         self.counters.datagrams_received += 1;
         if self.failed {
@@ -460,6 +473,8 @@ impl MediaPeer {
         transport.datagrams_received += 1;
         transport.own_checks_at = None;
         transport.undrained = true;
+        let now = now.max(transport.last_input_at);
+        transport.last_input_at = now;
         let result = transport.rtc.handle_input(Input::Receive(now, receive));
         if let Err(error) = result {
             self.on_rtc_error(pc, now, error);
@@ -493,7 +508,8 @@ impl MediaPeer {
             }
             if transport.next_timeout <= now || own_checks_due {
                 transport.undrained = true;
-                if let Err(error) = transport.rtc.handle_input(Input::Timeout(now)) {
+                transport.last_input_at = transport.last_input_at.max(now);
+                if let Err(error) = transport.rtc.handle_input(Input::Timeout(transport.last_input_at)) {
                     self.on_rtc_error(pc, now, error);
                 }
                 if !self.failed {
@@ -641,7 +657,7 @@ impl MediaPeer {
                     }
                 }
             }
-            Event::RtpPacket(packet) => self.on_rtp(now, &packet),
+            Event::RtpPacket(packet) => self.on_rtp(&packet),
             Event::KeyframeRequest(request) => {
                 self.counters.keyframe_requests += 1;
                 if let Some(video) = &mut self.video_out {
@@ -658,8 +674,9 @@ impl MediaPeer {
         }
     }
 
-    fn on_rtp(&mut self, now: Instant, packet: &str0m::rtp::RtpPacket) {
+    fn on_rtp(&mut self, packet: &str0m::rtp::RtpPacket) {
         let ssrc = packet.header.ssrc;
+        let now = packet.timestamp; // the datagram's arrival, not when the hub got to it
         let arrival_s = now.duration_since(self.subscriber.created_at).as_secs_f64();
         let header = &packet.header;
         if let Some(track) = self.rx.get_mut(&ssrc) {
