@@ -66,9 +66,10 @@ const COALESCE: Duration = Duration::from_millis(4);
 const MAX_QUEUED: Duration = Duration::from_secs(1);
 
 /// How long the worker sleeps before it waits in epoll: what is left of `COALESCE` since its last
-/// wakeup, cut short by the earliest deadline, and nothing while any peer is connecting.
-fn nap_before_wait(connecting: usize, since_last_wakeup: Duration, until_deadline: Duration) -> Duration {
-    if connecting > 0 {
+/// wakeup, cut short by the earliest deadline, and nothing while anything holds it back (a peer
+/// connecting, a socket without kernel timestamps).
+fn nap_before_wait(holding_back: usize, since_last_wakeup: Duration, until_deadline: Duration) -> Duration {
+    if holding_back > 0 {
         return Duration::ZERO;
     }
     COALESCE.saturating_sub(since_last_wakeup).min(until_deadline)
@@ -192,6 +193,9 @@ struct State {
     timer_lag: LagHistogram,
     /// Peers with a PeerConnection in its handshake; the worker batches wakeups only at 0.
     connecting: usize,
+    /// A socket refused `SO_TIMESTAMPNS`: arrival times are then read times, so the worker never
+    /// naps (a nap would show up as jitter).
+    untimestamped: bool,
 }
 
 struct Shared {
@@ -246,6 +250,7 @@ impl Hub {
                 timeouts: 0,
                 timer_lag: LagHistogram::default(),
                 connecting: 0,
+                untimestamped: false,
             }),
             registry,
             waker,
@@ -448,7 +453,9 @@ fn register(
 ) -> Result<PcSocket, String> {
     let token = Token(state.next_token);
     state.next_token += 1;
-    enable_receive_timestamps(socket.as_raw_fd()).map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
+    if enable_receive_timestamps(socket.as_raw_fd()).is_err() {
+        state.untimestamped = true;
+    }
     registry.register(&mut socket, token, Interest::READABLE).map_err(|e| format!("epoll register: {e}"))?;
     state.owners.insert(token, (id, index));
     Ok(PcSocket { socket, token, local })
@@ -521,7 +528,8 @@ fn run_worker(shared: &Shared, mut poll: Poll) {
             let now = Instant::now();
             let until_deadline =
                 state.heap.peek().map_or(MAX_WAIT, |Reverse((at, _))| at.saturating_duration_since(now).min(MAX_WAIT));
-            (until_deadline, nap_before_wait(state.connecting, now.duration_since(last_wakeup), until_deadline))
+            let holding_back = state.connecting + usize::from(state.untimestamped);
+            (until_deadline, nap_before_wait(holding_back, now.duration_since(last_wakeup), until_deadline))
         };
         if !nap.is_zero() {
             std::thread::sleep(nap);
