@@ -43,6 +43,11 @@ def record_ms(histogram: HdrHistogram, value_ms: float) -> None:
     histogram.record_value(min(_HIGHEST_US, max(_LOWEST_US, round(value_ms * 1000))))
 
 
+def p99_exceeds(count: int, over_limit: int) -> bool:
+    """Whether a p99 is above a limit, from how many of ``count`` values are: exactly when more than 1 %."""
+    return count > 0 and over_limit > count / 100
+
+
 def record_buckets_us(histogram: HdrHistogram, buckets: list[tuple[int, int]]) -> None:
     """Replays (value in µs, count) pairs, e.g. the media thread's own histogram, clamped into range."""
     for value_us, count in buckets:
@@ -103,11 +108,9 @@ class PhaseMetrics:
         p99 > limit exactly when more than 1 % of the values exceed it, so two counters answer
         in O(1); a percentile walk of the HdrHistograms every second stalled the loop for ms.
         """
-        starts = self.lateness.get_total_count()
-        if starts and self._starts_over_limit > starts / 100:
+        if p99_exceeds(self.lateness.get_total_count(), self._starts_over_limit):
             return f"scheduler lateness p99 > {MAX_LATENESS_P99_MS:.0f} ms: the generator is saturated"
-        ticks = self.loop_lag.get_total_count()
-        if ticks and self._lags_over_limit > ticks / 100:
+        if p99_exceeds(self.loop_lag.get_total_count(), self._lags_over_limit):
             return f"event-loop lag p99 > {MAX_LOOP_LAG_P99_MS:.0f} ms: the generator is saturated"
         return ""
 

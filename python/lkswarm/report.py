@@ -118,8 +118,7 @@ def build_report(
             f"event-loop lag p99 {loop_lag['p99']:.1f} ms > {MAX_LOOP_LAG_P99_MS:.0f} ms: the generator was "
             "saturated; its latency figures are not trustworthy."
         )
-    media_lag_histogram = engine.media_totals.timer_lag if engine.media_totals is not None else None
-    media_lag = summarize(media_lag_histogram) if media_lag_histogram is not None else None
+    media_lag = summarize(engine.media_totals.timer_lag) if engine.media_totals is not None else None
     if media_lag is not None and media_lag["p99"] > MAX_MEDIA_LAG_P99_MS:
         valid = False
         warnings.append(

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from lkswarm.metrics import MAX_MEDIA_LAG_P99_MS, PHASES, PhaseMetrics, current_rss_mb, percentile
+from lkswarm.metrics import MAX_MEDIA_LAG_P99_MS, PHASES, PhaseMetrics, current_rss_mb, p99_exceeds, percentile
 
 if TYPE_CHECKING:
     from lkswarm.engine import Engine
@@ -236,8 +236,7 @@ class Sampler:
         media = self.engine.media
         if media is None or media.hub is None:
             return ""
-        served, late = media.hub.timer_lag_above(MAX_MEDIA_LAG_P99_MS / 1000)
-        if served and late > served / 100:
+        if p99_exceeds(*media.hub.timer_lag_above(MAX_MEDIA_LAG_P99_MS / 1000)):
             return f"media thread lag p99 > {MAX_MEDIA_LAG_P99_MS:.0f} ms: the generator's media tier is saturated"
         return ""
 

@@ -62,19 +62,19 @@ const MAX_WAIT: Duration = Duration::from_millis(50);
 /// wakeups about 16-fold and the thread's CPU by about 14 % at 300 peers; any datagram waits at most
 /// this long to be read, well inside one 20 ms audio frame.
 const COALESCE: Duration = Duration::from_millis(4);
+/// Shorter naps are skipped: a sleep is itself a context switch.
 const MIN_NAP: Duration = Duration::from_micros(100);
 /// Kernel timestamps older than this (a clock step) are not believed.
 const MAX_QUEUED: Duration = Duration::from_secs(1);
 
 /// How long the worker sleeps before it waits in epoll: what is left of `COALESCE` since its last
-/// wakeup, cut short by the earliest deadline, and nothing while anything holds it back (a peer
-/// connecting, a socket without kernel timestamps).
-fn nap_before_wait(holding_back: usize, since_last_wakeup: Duration, until_deadline: Duration) -> Duration {
-    if holding_back > 0 {
+/// wakeup, cut short by the earliest deadline, and nothing unless the hub is `steady` (no peer
+/// connecting, every socket with kernel timestamps).
+fn nap_before_wait(steady: bool, since_last_wakeup: Duration, until_deadline: Duration) -> Duration {
+    if !steady {
         return Duration::ZERO;
     }
     let nap = COALESCE.saturating_sub(since_last_wakeup).min(until_deadline);
-    // A sleep is itself a context switch: not worth it for a sliver.
     if nap < MIN_NAP {
         Duration::ZERO
     } else {
@@ -535,8 +535,8 @@ fn run_worker(shared: &Shared, mut poll: Poll) {
             let now = Instant::now();
             let until_deadline =
                 state.heap.peek().map_or(MAX_WAIT, |Reverse((at, _))| at.saturating_duration_since(now).min(MAX_WAIT));
-            let holding_back = state.connecting + usize::from(state.untimestamped);
-            (until_deadline, nap_before_wait(holding_back, now.duration_since(last_wakeup), until_deadline))
+            let steady = state.connecting == 0 && !state.untimestamped;
+            (until_deadline, nap_before_wait(steady, now.duration_since(last_wakeup), until_deadline))
         };
         if !nap.is_zero() {
             std::thread::sleep(nap);
@@ -620,16 +620,16 @@ mod tests {
 
     #[test]
     fn no_nap_while_a_peer_is_connecting() {
-        assert_eq!(nap_before_wait(1, Duration::ZERO, MAX_WAIT), Duration::ZERO);
+        assert_eq!(nap_before_wait(false, Duration::ZERO, MAX_WAIT), Duration::ZERO);
     }
 
     #[test]
     fn in_steady_state_wakeups_are_coalesce_apart_but_never_past_a_deadline() {
-        assert_eq!(nap_before_wait(0, Duration::from_millis(1), MAX_WAIT), Duration::from_millis(3));
-        assert_eq!(nap_before_wait(0, Duration::from_millis(1), Duration::from_millis(2)), Duration::from_millis(2));
-        assert_eq!(nap_before_wait(0, Duration::from_millis(9), MAX_WAIT), Duration::ZERO);
-        assert_eq!(nap_before_wait(0, Duration::from_millis(1), Duration::ZERO), Duration::ZERO);
-        assert_eq!(nap_before_wait(0, Duration::from_micros(3_950), MAX_WAIT), Duration::ZERO);
+        assert_eq!(nap_before_wait(true, Duration::from_millis(1), MAX_WAIT), Duration::from_millis(3));
+        assert_eq!(nap_before_wait(true, Duration::from_millis(1), Duration::from_millis(2)), Duration::from_millis(2));
+        assert_eq!(nap_before_wait(true, Duration::from_millis(9), MAX_WAIT), Duration::ZERO);
+        assert_eq!(nap_before_wait(true, Duration::from_millis(1), Duration::ZERO), Duration::ZERO);
+        assert_eq!(nap_before_wait(true, Duration::from_micros(3_950), MAX_WAIT), Duration::ZERO);
     }
 
     #[test]

@@ -146,6 +146,12 @@ struct Transport {
 }
 
 impl Transport {
+    /// The time to give str0m for an input at `at`: never earlier than the last one.
+    fn advance_clock(&mut self, at: Instant) -> Instant {
+        self.last_input_at = self.last_input_at.max(at);
+        self.last_input_at
+    }
+
     fn new(cert: &DtlsCert, local: SocketAddr, now: Instant, rtp_mode: bool) -> Result<Self, String> {
         let mut rtc = RtcConfig::new()
             .set_crypto_provider(super::dtls::crypto_provider())
@@ -473,8 +479,7 @@ impl MediaPeer {
         transport.datagrams_received += 1;
         transport.own_checks_at = None;
         transport.undrained = true;
-        let now = now.max(transport.last_input_at);
-        transport.last_input_at = now;
+        let now = transport.advance_clock(now);
         let result = transport.rtc.handle_input(Input::Receive(now, receive));
         if let Err(error) = result {
             self.on_rtc_error(pc, now, error);
@@ -508,8 +513,8 @@ impl MediaPeer {
             }
             if transport.next_timeout <= now || own_checks_due {
                 transport.undrained = true;
-                transport.last_input_at = transport.last_input_at.max(now);
-                if let Err(error) = transport.rtc.handle_input(Input::Timeout(transport.last_input_at)) {
+                let input_at = transport.advance_clock(now);
+                if let Err(error) = transport.rtc.handle_input(Input::Timeout(input_at)) {
                     self.on_rtc_error(pc, now, error);
                 }
                 if !self.failed {
