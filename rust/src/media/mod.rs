@@ -7,9 +7,11 @@ pub mod dtls;
 pub mod hub;
 pub mod lag;
 pub mod peer;
+mod publish;
 pub mod recv;
 pub mod rxstats;
 pub mod sdp;
+mod transport;
 
 use str0m::config::DtlsCert;
 

@@ -28,7 +28,9 @@
 //!
 //! The subscriber runs str0m in RTP mode: every new packet arrives as one event
 //! and is accounted in `RxStats` without depacketizing. The publisher runs in
-//! frame mode so str0m packetizes VP8 (payload descriptor, picture id) and Opus.
+//! frame mode so str0m packetizes VP8 (payload descriptor, picture id) and Opus;
+//! what it sends, and when, is `publish`'s. Each `Rtc` with its bookkeeping is a
+//! `transport::Transport`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,14 +39,16 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt, Rid, Simulcast, SimulcastLayer};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::Ssrc;
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig, RtcError};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
-use super::clip::{Clip, MediaLibrary, TalkSpurts, OPUS_SILENCE_FRAME, SIMULCAST_RIDS};
+use super::clip::{MediaLibrary, TalkSpurts, SIMULCAST_RIDS};
+use super::publish::{AudioOut, VideoOut};
 use super::rxstats::RxStats;
-use super::sdp::msid_tracks_by_mid;
+use super::sdp::{candidate_from_init, msid_tracks_by_mid};
+use super::transport::Transport;
 
 /// Which PeerConnection of a participant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,7 +111,7 @@ pub struct PeerCounters {
     pub datagrams_sent: u64,
     pub bytes_sent: u64,
     pub frames_sent: u64,
-    /// Frames a publisher never sent because the media thread fell more than `MAX_LATE` behind
+    /// Frames a publisher never sent because the media thread fell more than `publish::MAX_LATE` behind
     /// their schedule (one per simulcast layer): the generator, not the server, lost them.
     pub frames_skipped: u64,
     pub keyframe_requests: u64,
@@ -122,83 +126,6 @@ pub struct RxTrack {
     pub stats: RxStats,
 }
 
-struct Transport {
-    rtc: Rtc,
-    local: SocketAddr,
-    created_at: Instant,
-    connected_at: Option<Instant>,
-    next_timeout: Instant,
-    /// Why a connection failed, in the failure's detail: how far ICE got and what arrived.
-    ice_state: &'static str,
-    remote_candidates: Vec<String>,
-    datagrams_received: u64,
-    datagrams_sent: u64,
-    /// When to start our own connectivity checks if the server's have not arrived (see
-    /// `OWN_CHECKS_AFTER`); cleared once they start.
-    own_checks_at: Option<Instant>,
-    /// str0m has had input since it last answered `Output::Timeout`. Without new input it would
-    /// only answer the same timeout again, so `drain` skips a clean transport: after a received
-    /// packet, `poll` then costs no second round of str0m's poll_output (timers of every part).
-    undrained: bool,
-    /// The time of str0m's latest input. Datagrams are fed at their kernel arrival time, which can
-    /// precede a timeout already fed at the hub's wakeup time; str0m's clock must not go back.
-    last_input_at: Instant,
-}
-
-impl Transport {
-    /// The time to give str0m for an input at `at`: never earlier than the last one.
-    fn advance_clock(&mut self, at: Instant) -> Instant {
-        self.last_input_at = self.last_input_at.max(at);
-        self.last_input_at
-    }
-
-    fn new(cert: &DtlsCert, local: SocketAddr, now: Instant, rtp_mode: bool) -> Result<Self, String> {
-        let mut rtc = RtcConfig::new()
-            .set_crypto_provider(super::dtls::crypto_provider())
-            .set_dtls_cert(cert.clone())
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .set_rtp_mode(rtp_mode)
-            .set_send_buffer_video(300)
-            .build(now);
-        let candidate = Candidate::host(local, "udp").map_err(|e| format!("local candidate {local}: {e}"))?;
-        rtc.add_local_candidate(candidate);
-        Ok(Transport {
-            rtc,
-            local,
-            created_at: now,
-            connected_at: None,
-            next_timeout: now,
-            ice_state: "new",
-            remote_candidates: Vec::new(),
-            datagrams_received: 0,
-            datagrams_sent: 0,
-            own_checks_at: None,
-            undrained: true,
-            last_input_at: now,
-        })
-    }
-}
-
-struct AudioOut {
-    mid: Mid,
-    pt: Pt,
-    frame: usize,
-    rtp_time: u64,
-    next_due: Instant,
-    spurts: Option<TalkSpurts>,
-}
-
-struct VideoOut {
-    mid: Mid,
-    pt: Pt,
-    rids: Vec<Option<Rid>>,
-    cursors: Vec<usize>,
-    rtp_time: u64,
-    next_due: Instant,
-}
-
 /// A backstop for our own connectivity checks. str0m's ICE agent acts only on `Input::Timeout`;
 /// the hub runs those when str0m asks, and under CPU load a subscriber was seen that had its offer
 /// and candidates yet had sent nothing 30 s later ("ICE new, 0 datagrams sent"). Forcing a timeout
@@ -206,38 +133,21 @@ struct VideoOut {
 /// server drops them and `latency_ms.active` grows by str0m's 250 ms retransmission (p50 7 -> 210 ms).
 /// So checks are forced only if nothing has arrived from the server by this delay.
 const OWN_CHECKS_AFTER: Duration = Duration::from_millis(500);
-/// Media catch-up limit: after a stall, skip frames instead of bursting them.
-const MAX_LATE: Duration = Duration::from_millis(100);
-
-/// Frames due at `next_due`, `next_due + interval`, ... up to `now`: the ones a stall skips.
-fn frames_overdue(next_due: Instant, now: Instant, interval: Duration) -> u64 {
-    let behind_ns = now.saturating_duration_since(next_due).as_nanos();
-    u64::try_from(behind_ns / interval.as_nanos().max(1)).unwrap_or(u64::MAX).saturating_add(1)
-}
-
-/// RFC 6464 level of a silence frame: the lowest the extension can say.
-const SILENCE_DBOV: i8 = -127;
-
-/// Speech level of a publisher, -25 to -40 dBov by seed, so the SFU's speaker ranking has an order.
-fn speech_level_dbov(seed: u64) -> i8 {
-    -25 - (seed % 16) as i8
-}
-
 pub struct MediaPeer {
     subscriber: Transport,
-    publisher: Option<Transport>,
+    pub(super) publisher: Option<Transport>,
     pending_offer: Option<SdpPendingOffer>,
-    audio_out: Option<AudioOut>,
-    video_out: Option<VideoOut>,
-    library: MediaLibrary,
+    pub(super) audio_out: Option<AudioOut>,
+    pub(super) video_out: Option<VideoOut>,
+    pub(super) library: MediaLibrary,
     rx: HashMap<Ssrc, RxTrack>,
     tracks_by_mid: HashMap<String, String>,
     events: Vec<(Instant, PeerEvent)>,
     /// Datagrams produced while handling input, until `poll` hands them out. str0m
     /// must be drained after every input (in RTP mode it holds one received packet).
     outbox: Vec<Datagram>,
-    failed: bool,
-    config: PeerConfig,
+    pub(super) failed: bool,
+    pub(super) config: PeerConfig,
     pub counters: PeerCounters,
 }
 
@@ -590,7 +500,7 @@ impl MediaPeer {
         wake.max(now)
     }
 
-    fn drain(&mut self, pc: Pc, now: Instant, out: &mut Vec<Datagram>) {
+    pub(super) fn drain(&mut self, pc: Pc, now: Instant, out: &mut Vec<Datagram>) {
         if self.transport(pc).is_some_and(|t| !t.undrained) {
             return;
         }
@@ -707,124 +617,4 @@ impl MediaPeer {
         stats.record(header.sequence_number, header.timestamp, arrival_s, packet.payload.len());
         self.rx.insert(ssrc, RxTrack { track_id, kind, mid, stats });
     }
-
-    fn write_due_media(&mut self, now: Instant, out: &mut Vec<Datagram>) {
-        if let Some(audio_clip) = self.library.audio.clone() {
-            self.write_due_audio(&audio_clip, now, out);
-        }
-        if !self.failed {
-            self.write_due_video(now, out);
-        }
-    }
-
-    fn write_due_audio(&mut self, audio_clip: &Clip, now: Instant, out: &mut Vec<Datagram>) {
-        let speech_level = speech_level_dbov(self.config.seed);
-        while let Some(audio) = &mut self.audio_out {
-            if audio.next_due > now {
-                break;
-            }
-            let frame = &audio_clip.frames[audio.frame % audio_clip.frames.len()];
-            let talking = audio.spurts.as_mut().is_none_or(TalkSpurts::step);
-            let data: std::sync::Arc<[u8]> =
-                if talking { frame.data.clone() } else { std::sync::Arc::from(&OPUS_SILENCE_FRAME[..]) };
-            let (mid, pt, rtp_time, wallclock) = (audio.mid, audio.pt, audio.rtp_time, audio.next_due);
-            audio.frame += 1;
-            audio.rtp_time += audio_clip.ticks_per_frame;
-            audio.next_due += audio_clip.frame_interval;
-            if now.duration_since(audio.next_due) > MAX_LATE {
-                // A stall: skip what is overdue rather than burst it, and say how much was skipped.
-                self.counters.frames_skipped += frames_overdue(audio.next_due, now, audio_clip.frame_interval);
-                audio.next_due = now + audio_clip.frame_interval;
-            }
-            // The SFU ranks active speakers by this header extension, so it follows the talk spurts.
-            let level = if talking { Some((speech_level, true)) } else { Some((SILENCE_DBOV, false)) };
-            self.write_frame(
-                mid,
-                pt,
-                None,
-                level,
-                wallclock,
-                MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ),
-                data,
-                now,
-                out,
-            );
-            if self.failed {
-                return;
-            }
-        }
-    }
-
-    fn write_due_video(&mut self, now: Instant, out: &mut Vec<Datagram>) {
-        let library = self.library.video.clone();
-        while let Some(video) = &mut self.video_out {
-            if video.next_due > now || library.is_empty() {
-                break;
-            }
-            let wallclock = video.next_due;
-            let rtp_time = MediaTime::new(video.rtp_time, Frequency::NINETY_KHZ);
-            let interval = library[0].frame_interval;
-            video.rtp_time += library[0].ticks_per_frame;
-            video.next_due += interval;
-            if now.duration_since(video.next_due) > MAX_LATE {
-                let layers = video.rids.len().max(1) as u64;
-                self.counters.frames_skipped += frames_overdue(video.next_due, now, interval) * layers;
-                video.next_due = now + interval;
-            }
-            let (mid, pt) = (video.mid, video.pt);
-            let mut writes = Vec::with_capacity(video.rids.len());
-            for (layer, (rid, cursor)) in video.rids.iter().zip(video.cursors.iter_mut()).enumerate() {
-                let clip = &library[layer.min(library.len() - 1)];
-                writes.push((*rid, clip.frames[*cursor % clip.frames.len()].data.clone()));
-                *cursor = (*cursor + 1) % clip.frames.len();
-            }
-            for (rid, data) in writes {
-                self.write_frame(mid, pt, rid, None, wallclock, rtp_time, data, now, out);
-                if self.failed {
-                    return;
-                }
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn write_frame(
-        &mut self,
-        mid: Mid,
-        pt: Pt,
-        rid: Option<Rid>,
-        audio_level: Option<(i8, bool)>,
-        wallclock: Instant,
-        rtp_time: MediaTime,
-        data: std::sync::Arc<[u8]>,
-        now: Instant,
-        out: &mut Vec<Datagram>,
-    ) {
-        let Some(publisher) = self.publisher.as_mut() else { return };
-        let Some(mut writer) = publisher.rtc.writer(mid) else { return };
-        if let Some(rid) = rid {
-            writer = writer.rid(rid);
-        }
-        if let Some((level_dbov, voice_activity)) = audio_level {
-            writer = writer.audio_level(level_dbov, voice_activity);
-        }
-        match writer.write(pt, wallclock, rtp_time, data) {
-            Ok(()) => self.counters.frames_sent += 1,
-            Err(_) => self.counters.input_errors += 1,
-        }
-        publisher.undrained = true;
-        self.drain(Pc::Publisher, now, out);
-    }
-}
-
-/// Parses livekit's trickle `candidateInit` JSON; `Ok(None)` for end-of-candidates.
-pub fn candidate_from_init(candidate_init: &str) -> Result<Option<Candidate>, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(candidate_init).map_err(|e| format!("candidateInit is not JSON: {e}"))?;
-    let text = value.get("candidate").and_then(|c| c.as_str()).unwrap_or("");
-    let text = text.trim().trim_start_matches("a=");
-    if text.is_empty() {
-        return Ok(None);
-    }
-    Candidate::from_sdp_string(text).map(Some).map_err(|e| format!("bad candidate {text:?}: {e}"))
 }

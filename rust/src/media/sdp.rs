@@ -1,4 +1,7 @@
-//! The little SDP reading str0m does not expose: which track each m-line carries.
+//! The little SDP reading str0m does not expose: which track each m-line carries, and livekit's
+//! trickle candidates.
+
+use str0m::Candidate;
 
 /// `(mid, track id)` for every m-section with an `a=msid:<stream> <track>` line.
 ///
@@ -27,6 +30,18 @@ pub fn msid_tracks_by_mid(sdp: &str) -> Vec<(String, String)> {
     }
     flush(&mut mid, &mut track);
     tracks
+}
+
+/// Parses livekit's trickle `candidateInit` JSON; `Ok(None)` for end-of-candidates.
+pub fn candidate_from_init(candidate_init: &str) -> Result<Option<Candidate>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(candidate_init).map_err(|e| format!("candidateInit is not JSON: {e}"))?;
+    let text = value.get("candidate").and_then(|c| c.as_str()).unwrap_or("");
+    let text = text.trim().trim_start_matches("a=");
+    if text.is_empty() {
+        return Ok(None);
+    }
+    Candidate::from_sdp_string(text).map(Some).map_err(|e| format!("bad candidate {text:?}: {e}"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,67 @@
+//! One PeerConnection's str0m `Rtc` and what the peer tracks beside it: its local address, its
+//! connect deadline, and str0m's input clock.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::config::DtlsCert;
+use str0m::{Candidate, Rtc, RtcConfig};
+
+pub(super) struct Transport {
+    pub(super) rtc: Rtc,
+    pub(super) local: SocketAddr,
+    pub(super) created_at: Instant,
+    pub(super) connected_at: Option<Instant>,
+    pub(super) next_timeout: Instant,
+    /// Why a connection failed, in the failure's detail: how far ICE got and what arrived.
+    pub(super) ice_state: &'static str,
+    pub(super) remote_candidates: Vec<String>,
+    pub(super) datagrams_received: u64,
+    pub(super) datagrams_sent: u64,
+    /// When to start our own connectivity checks if the server's have not arrived (see
+    /// `peer::OWN_CHECKS_AFTER`); cleared once they start.
+    pub(super) own_checks_at: Option<Instant>,
+    /// str0m has had input since it last answered `Output::Timeout`. Without new input it would
+    /// only answer the same timeout again, so `drain` skips a clean transport: after a received
+    /// packet, `poll` then costs no second round of str0m's poll_output (timers of every part).
+    pub(super) undrained: bool,
+    /// The time of str0m's latest input. Datagrams are fed at their kernel arrival time, which can
+    /// precede a timeout already fed at the hub's wakeup time; str0m's clock must not go back.
+    pub(super) last_input_at: Instant,
+}
+
+impl Transport {
+    /// The time to give str0m for an input at `at`: never earlier than the last one.
+    pub(super) fn advance_clock(&mut self, at: Instant) -> Instant {
+        self.last_input_at = self.last_input_at.max(at);
+        self.last_input_at
+    }
+
+    pub(super) fn new(cert: &DtlsCert, local: SocketAddr, now: Instant, rtp_mode: bool) -> Result<Self, String> {
+        let mut rtc = RtcConfig::new()
+            .set_crypto_provider(super::dtls::crypto_provider())
+            .set_dtls_cert(cert.clone())
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .set_rtp_mode(rtp_mode)
+            .set_send_buffer_video(300)
+            .build(now);
+        let candidate = Candidate::host(local, "udp").map_err(|e| format!("local candidate {local}: {e}"))?;
+        rtc.add_local_candidate(candidate);
+        Ok(Transport {
+            rtc,
+            local,
+            created_at: now,
+            connected_at: None,
+            next_timeout: now,
+            ice_state: "new",
+            remote_candidates: Vec::new(),
+            datagrams_received: 0,
+            datagrams_sent: 0,
+            own_checks_at: None,
+            undrained: true,
+            last_input_at: now,
+        })
+    }
+}
