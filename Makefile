@@ -11,7 +11,7 @@ export PYO3_PYTHON := $(abspath $(BIN)/python)
 SERVER_VERSION := v1.13.5
 LK_VERSION := v2.18.2
 RUST_SOURCES := Cargo.toml rustfmt.toml $(shell find rust protos -type f \( -name '*.rs' -o -name '*.proto' \) 2>/dev/null)
-PY_DIRS := python tests bench
+PY_DIRS := python tests bench protos
 
 .PHONY: help build run test lint format bench fuzz clean
 

@@ -94,7 +94,7 @@ def idle_rss(url: str, participants: int = 2000) -> dict[str, Any]:
 def main() -> dict[str, Any]:
     with frame_source() as url:
         started = time.time()
-        result = {
+        result: dict[str, Any] = {
             "join_rate": join_rate(url, [250, 500, 1000, 1500, 2000]),
             "idle_rss": idle_rss(url),
         }

@@ -55,10 +55,12 @@ def response_corpus() -> dict[str, bytes]:
             speakers=[models.SpeakerInfo(sid=f"PA_{i:012d}abcd", level=0.1 * i, active=True) for i in range(3)]
         )
     ).SerializeToString()
+    good = models.ConnectionQuality.GOOD
     corpus["connection_quality_20"] = rtc.SignalResponse(
         connection_quality=rtc.ConnectionQualityUpdate(
             updates=[
-                rtc.ConnectionQualityInfo(participant_sid=f"PA_{i:012d}abcd", quality=1, score=4.2) for i in range(20)
+                rtc.ConnectionQualityInfo(participant_sid=f"PA_{i:012d}abcd", quality=good, score=4.2)
+                for i in range(20)
             ]
         )
     ).SerializeToString()

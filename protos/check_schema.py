@@ -50,9 +50,7 @@ def compile_protos(root: Path = HERE, protoc: str | None = None) -> bytes:
             except ImportError:
                 protoc = shutil.which("protoc")
                 if protoc is None:
-                    raise SystemExit(
-                        "need grpcio-tools (pip install grpcio-tools) or protoc on PATH"
-                    ) from None
+                    raise SystemExit("need grpcio-tools (pip install grpcio-tools) or protoc on PATH") from None
             else:
                 rc = grpc_protoc.main(["protoc", *args])
                 if rc != 0:
@@ -101,19 +99,13 @@ def self_test(oracle: Any, ours_bytes: bytes) -> int:
         "proto3 optional": lambda s: setattr(
             field(find(s, "livekit.DataTrackSubscriptionOptions"), "target_fps"), "proto3_optional", False
         ),
-        "json_name": lambda s: setattr(
-            field(find(s, "livekit.TrickleRequest"), "candidateInit"), "json_name", "x"
-        ),
+        "json_name": lambda s: setattr(field(find(s, "livekit.TrickleRequest"), "candidateInit"), "json_name", "x"),
         "type_name": lambda s: setattr(
             field(find(s, "livekit.AddTrackRequest"), "encryption"), "type_name", ".livekit.TrackType"
         ),
         "enum value": lambda s: setattr(enum(s, "livekit.RequestResponse.Reason").value[11], "number", 12),
-        "nested message removed": lambda s: find(s, "livekit.DataTrackSubscriberHandles").ClearField(
-            "nested_type"
-        ),
-        "map entry flag": lambda s: find(s, "livekit.ParticipantInfo.AttributesEntry").options.ClearField(
-            "map_entry"
-        ),
+        "nested message removed": lambda s: find(s, "livekit.DataTrackSubscriberHandles").ClearField("nested_type"),
+        "map entry flag": lambda s: find(s, "livekit.ParticipantInfo.AttributesEntry").options.ClearField("map_entry"),
     }
     failed = 0
     for label, mutate in mutations.items():
