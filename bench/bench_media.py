@@ -8,7 +8,7 @@
 3. ACTIVE media participants per generator core, each receiving one audio track, as generator
    CPU per participant-second over the seconds in which all of them are ACTIVE (the whole-run
    figure, ramp included, and the CPU per join are reported beside it), and RSS per media
-   participant, against the embedded livekit-server; the median of three runs.
+   participant, against the embedded livekit-server; the median of five runs.
 
 Usage: ``python bench/bench_media.py`` (prints JSON); ``make bench`` records it.
 """
@@ -46,11 +46,15 @@ def ours_receive_ns(packets: int = PACKETS) -> float:
 
 
 def aiortc_receive_ns(packets: int = PACKETS) -> float:
+    from aiortc.rtcdtlstransport import SRTP_PROFILES
     from aiortc.rtp import RtpPacket
     from pylibsrtp import Policy, Session
 
-    key = os.urandom(30)
-    profile = Policy.SRTP_PROFILE_AES128_CM_SHA1_80  # aiortc's default SRTP profile
+    # The profile aiortc offers first, so the one it negotiates with livekit-server (as str0m does:
+    # AEAD_AES_256_GCM where libsrtp2 has it), not libsrtp's default.
+    srtp = SRTP_PROFILES[0]
+    key = os.urandom(srtp.key_length + srtp.salt_length)
+    profile = srtp.libsrtp_profile
     sender = Session(policy=Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile))
     receiver = Session(policy=Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=profile))
     protected = [
@@ -66,6 +70,12 @@ def aiortc_receive_ns(packets: int = PACKETS) -> float:
     for datagram in protected:
         parse(unprotect(datagram))
     return (time.process_time() - t0) / packets * 1e9
+
+
+def aiortc_srtp_profile() -> str:
+    from aiortc.rtcdtlstransport import SRTP_PROFILES
+
+    return SRTP_PROFILES[0].openssl_profile.decode()
 
 
 def _blast(port: int, count: int) -> subprocess.Popen[bytes]:
@@ -178,9 +188,10 @@ def participants_per_core(participants: int = 300, duration_s: int = 40) -> dict
     }
 
 
-def scale_runs(repeats: int = 3) -> dict[str, Any]:
-    """The scale run `repeats` times: on a shared machine one run can land in a slow minute, so the
-    median of each figure is the result, and every run is kept beside it."""
+def scale_runs(repeats: int = 5) -> dict[str, Any]:
+    """The scale run `repeats` times: on this shared machine runs minutes apart differ by up to a
+    third (2,286 to 3,041 per core within three minutes, same build), so the median of each figure is
+    the result, and every run is kept beside it."""
     runs = [participants_per_core() for _ in range(repeats)]
     median_keys = (
         "participants_per_core", "participants_per_core_whole_run", "join_cpu_ms_per_participant",
@@ -202,7 +213,8 @@ def main() -> dict[str, Any]:
         "udp_handoff_ns_per_datagram": {"rust_hub": round(hub, 1), "uvloop_datagram": round(uv, 1)},
         "scale": scale,
         "targets": {"receive_ratio": 20, "receive_ns": 1000, "participants_per_core": 2000, "rss_kib": 200},
-        "srtp_profiles": "ours: whatever str0m negotiates with itself (AES-128-GCM); aiortc: AES-128-CM-HMAC-SHA1-80",
+        # str0m offers AEAD_AES_256_GCM first (str0m 0.25, crypto/srtp.rs) and both ends are str0m.
+        "srtp_profiles": {"lkswarm": "SRTP_AEAD_AES_256_GCM", "aiortc": aiortc_srtp_profile()},
     }
 
 

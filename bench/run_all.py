@@ -57,7 +57,7 @@ def codec_suite() -> dict[str, Any]:
             check=True, cwd=ROOT, capture_output=True,
         )  # fmt: skip
         data = json.loads(out.read_text())
-    median_ns = {b["name"]: b["stats"]["median"] * 1e9 for b in data["benchmarks"]}
+    median_ns: dict[str, float] = {b["name"]: b["stats"]["median"] * 1e9 for b in data["benchmarks"]}
     correct = {b["name"]: b["extra_info"].get("correct") for b in data["benchmarks"] if "correct" in b["extra_info"]}
 
     def ratio(baseline: str, ours: str) -> float:
@@ -224,11 +224,14 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
         )
         sc = r["scale"]
         run = sc["runs"][0]
+        per_core = [each["participants_per_core"] for each in sc["runs"]]
+        everyone = all(each["active_at_end"] == each["participants"] for each in sc["runs"])
+        all_active = "all ACTIVE" if everyone else "NOT all ACTIVE"
         rows.append(
             f"| media | ACTIVE participants per generator core, each receiving 1 audio track "
             f"({run['active_at_end']} for {run['duration_s']:.0f} s, median of {len(sc['runs'])} runs) | "
-            f"{sc['participants_per_core']} (all ACTIVE; whole run, ramp included: "
-            f"{sc['participants_per_core_whole_run']}) | ≥ 2000 | {f} |"
+            f"{sc['participants_per_core']} (runs {min(per_core)} to {max(per_core)}; {all_active}; whole run, "
+            f"ramp included: {sc['participants_per_core_whole_run']}) | ≥ 2000 | {f} |"
         )
         rows.append(f"| media | RSS per media participant | {sc['rss_kib_per_participant']} KiB | ≤ 200 KiB | {f} |")
     if "vs-lk" in latest and "workloads" in latest["vs-lk"]["result"]:
