@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from helpers import assert_outcomes_reconcile, dead_candidates, run_cli, run_engine, wrong_fingerprint
 from lkswarm.auth import Credentials, mint_token
 from lkswarm.config import RunConfig
@@ -50,8 +52,9 @@ def test_120_participants_in_2_rooms_stay_active_and_receive_every_track(
     assert media["hub"]["wakeups"] < media["packets_received"] / 10, media["hub"]
 
 
+@pytest.mark.parametrize("video_codec", ["vp8", "h264"])
 def test_official_sdk_receives_and_decodes_our_audio_and_video(
-    livekit_server: LocalServer, credentials: Credentials
+    livekit_server: LocalServer, credentials: Credentials, video_codec: str
 ) -> None:
     from livekit import rtc
 
@@ -62,11 +65,13 @@ def test_official_sdk_receives_and_decodes_our_audio_and_video(
         audio_publishers=1,
         video_publishers=1,
         duration_s=25,
-        run_tag=f"interop{os.getpid()}",
+        run_tag=f"interop{video_codec}{os.getpid()}",
         verify_rooms=False,
+        video_codec=video_codec,
     )
     decoded = {"audio": 0, "video": 0}
     sizes: set[tuple[int, int]] = set()
+    mime_types: set[str] = set()
 
     async def read_video(track: Any) -> None:
         async for event in rtc.VideoStream(track):
@@ -83,7 +88,8 @@ def test_official_sdk_receives_and_decodes_our_audio_and_video(
         room = rtc.Room()
         readers: list[asyncio.Task[None]] = []
 
-        def on_track(track: Any, _publication: Any, _participant: Any) -> None:
+        def on_track(track: Any, publication: Any, _participant: Any) -> None:
+            mime_types.add(publication.mime_type.lower())
             reader = read_video if track.kind == rtc.TrackKind.KIND_VIDEO else read_audio
             readers.append(asyncio.create_task(reader(track)))
 
@@ -103,6 +109,7 @@ def test_official_sdk_receives_and_decodes_our_audio_and_video(
     assert decoded["video"] >= 60, decoded
     assert decoded["audio"] >= 100, decoded
     assert sizes and all(w >= 320 and h >= 180 for w, h in sizes), sizes
+    assert f"video/{video_codec}" in mime_types, mime_types  # what the server forwarded, decoded above
     assert report["participants"]["outcomes"]["completed"] == 2
     assert report["latency_ms"]["active"]["count"] == 2
 

@@ -70,6 +70,7 @@ class MediaHub:
         video_layers: Sequence[Sequence[tuple[bytes, bool]]],
         audio_frame_s: float = 0.02,
         video_frame_s: float = ...,
+        video_codec: str = "vp8",
     ) -> None: ...
     def now_s(self) -> float: ...
     def add_peer(

@@ -215,7 +215,7 @@ def run(
         ),
     ] = None,
     video_codec: Annotated[
-        str | None, typer.Option(help="Published video codec (vp8).", rich_help_panel=BEHAVIOUR)
+        str | None, typer.Option(help="Published video codec: vp8 or h264. (default vp8)", rich_help_panel=BEHAVIOUR)
     ] = None,
     simulcast: Annotated[
         bool | None,

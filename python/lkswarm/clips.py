@@ -1,6 +1,6 @@
-"""The synthetic media publishers loop: VP8 simulcast layers and Opus, encoded once with PyAV and cached.
+"""The synthetic media publishers loop: VP8 or H.264 simulcast layers and Opus, encoded once with PyAV and cached.
 
-Frames are real codec output (libvpx, libopus), so any client, the official
+Frames are real codec output (libvpx or libx264, libopus), so any client, the official
 SDK included, can decode what a synthetic publisher sends. Encoding happens on
 first use and is cached under ``~/.cache/lkswarm/clips`` (or
 ``$LKSWARM_CACHE_DIR/clips``); later runs only read the file.
@@ -9,7 +9,9 @@ Video: a scrolling test pattern with a moving box, 30 fps, 2 s per loop, with a
 keyframe only at frame 0 of each layer, so a keyframe request is answered by
 rewinding (the next frame sent is a keyframe). Layers follow LiveKit's default
 presets, as ``lk`` publishes them: 320x180 at 150 kbps (q), 640x360 at 400 kbps
-(h), 1280x720 at 2 Mbps (f).
+(h), 1280x720 at 2 Mbps (f). H.264 is constrained baseline (what browsers and
+LiveKit's SDKs offer first: profile-level-id 42e01f) in Annex B, with SPS and PPS
+in the keyframe, so rewinding to frame 0 is a full decoder refresh.
 
 Audio: Opus, 48 kHz mono, 20 ms frames, about 32 kbps, of a modulated tone
 (so packet sizes vary as speech would, unlike digital silence).
@@ -34,6 +36,7 @@ AUDIO_FRAME_S = 0.02
 AUDIO_LOOP_FRAMES = 250  # 5 s
 AUDIO_BITRATE_BPS = 32_000
 CLIP_FORMAT = 1
+VIDEO_CODECS = ("vp8", "h264")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,7 @@ class MediaClips:
     audio: Frames
     video_layers: list[Frames]  # lowest first
     layers: tuple[VideoLayer, ...]
+    video_codec: str = "vp8"
 
 
 def cache_dir() -> Path:
@@ -84,10 +88,11 @@ def _pattern_planes(width: int, height: int, index: int) -> tuple[bytes, bytes, 
     return bytes(luma), u, v
 
 
-def _encode_video_layer(layer: VideoLayer) -> Frames:
+def _encode_video_layer(layer: VideoLayer, video_codec: str = "vp8") -> Frames:
     import av  # PyAV: heavy import, only needed when the cache is cold
 
-    codec = av.CodecContext.create("libvpx", "w")
+    encoder = {"vp8": "libvpx", "h264": "libx264"}[video_codec]
+    codec = av.CodecContext.create("libvpx" if video_codec == "vp8" else "libx264", "w")
     codec.width = layer.width
     codec.height = layer.height
     codec.pix_fmt = "yuv420p"
@@ -95,7 +100,18 @@ def _encode_video_layer(layer: VideoLayer) -> Frames:
     codec.framerate = Fraction(VIDEO_FPS, 1)
     codec.bit_rate = layer.bitrate_bps
     codec.gop_size = 10 * VIDEO_LOOP_FRAMES  # keyframe only where the loop starts
-    codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "auto-alt-ref": "0"}
+    if video_codec == "vp8":
+        codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "auto-alt-ref": "0"}
+    else:
+        # No B-frames (RTP sends in decode order and WebRTC decoders expect none), no scene-cut
+        # keyframes, and the parameter sets inside the keyframe rather than in out-of-band extradata.
+        keyint = 10 * VIDEO_LOOP_FRAMES
+        codec.options = {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "profile": "baseline",
+            "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes=0:repeat-headers=1",
+        }
     frames: Frames = []
     for index in range(VIDEO_LOOP_FRAMES):
         frame = av.VideoFrame(layer.width, layer.height, "yuv420p")
@@ -108,7 +124,7 @@ def _encode_video_layer(layer: VideoLayer) -> Frames:
     for packet in codec.encode(None):
         frames.append((bytes(packet), bool(packet.is_keyframe)))
     if len(frames) != VIDEO_LOOP_FRAMES or not frames[0][1]:
-        raise MediaError(f"libvpx produced {len(frames)} frames for {layer.rid} (wanted {VIDEO_LOOP_FRAMES})")
+        raise MediaError(f"{encoder} produced {len(frames)} frames for {layer.rid} (wanted {VIDEO_LOOP_FRAMES})")
     return frames
 
 
@@ -157,8 +173,10 @@ def _encode_audio() -> Frames:
     return frames
 
 
-def _cache_key() -> str:
+def _cache_key(video_codec: str = "vp8") -> str:
     spec = {"format": CLIP_FORMAT, "layers": [vars_of(layer) for layer in LAYERS], "fps": VIDEO_FPS}
+    if video_codec != "vp8":  # VP8 caches written before H.264 existed stay valid
+        spec["video_codec"] = video_codec
     spec.update(video_frames=VIDEO_LOOP_FRAMES, audio_frames=AUDIO_LOOP_FRAMES, audio_bps=AUDIO_BITRATE_BPS)
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -202,19 +220,21 @@ def _read(path: Path) -> list[Frames]:
     return tracks
 
 
-def load_clips() -> MediaClips:
+def load_clips(video_codec: str = "vp8") -> MediaClips:
     """The cached clips, encoding them first if needed."""
-    path = cache_dir() / f"media-{_cache_key()}.bin"
+    if video_codec not in VIDEO_CODECS:
+        raise MediaError(f"unknown video codec {video_codec!r} (one of {', '.join(VIDEO_CODECS)})")
+    path = cache_dir() / f"media-{_cache_key(video_codec)}.bin"
     if path.exists():
         try:
             tracks = _read(path)
-            return MediaClips(audio=tracks[0], video_layers=tracks[1:], layers=LAYERS)
+            return MediaClips(audio=tracks[0], video_layers=tracks[1:], layers=LAYERS, video_codec=video_codec)
         except (MediaError, struct.error, IndexError):
             path.unlink(missing_ok=True)  # corrupt cache: rebuild below
     try:
         audio = _encode_audio()
-        video = [_encode_video_layer(layer) for layer in LAYERS]
+        video = [_encode_video_layer(layer, video_codec) for layer in LAYERS]
     except ImportError as exc:
         raise MediaError(f"PyAV is needed to encode the synthetic media ({exc}); pip install av") from None
     _write(path, [audio, *video])
-    return MediaClips(audio=audio, video_layers=video, layers=LAYERS)
+    return MediaClips(audio=audio, video_layers=video, layers=LAYERS, video_codec=video_codec)

@@ -61,7 +61,7 @@ class RunConfig(BaseModel):
     signal_only: bool = Field(default=False, description="signaling only: no PeerConnections (evicted after 60 s)")
     audio_publishers: int = Field(default=0, ge=0, description="audio publishers per room")
     video_publishers: int = Field(default=0, ge=0, description="video publishers per room")
-    simulcast: bool = Field(default=True, description="publish video as 3 VP8 simulcast layers (q, h, f)")
+    simulcast: bool = Field(default=True, description="publish video as 3 simulcast layers (q, h, f)")
     talk_spurts: bool = Field(default=False, description="audio follows ITU-T P.59 talk spurts instead of a tone")
     probes: int = Field(default=0, ge=0, description="probe participants (aiortc, real codecs) per run")
     probe_fraction: float = Field(default=0.0, ge=0.0, le=1.0, description="fraction of participants that are probes")
@@ -92,7 +92,9 @@ class RunConfig(BaseModel):
         "PeerConnections, as the server's leave(RECONNECT) asks",
     )
     layout: str | None = Field(default=None, description="subscriber video layout: speaker or grid:N")
-    video_codec: Literal["vp8"] = Field(default="vp8", description="published video codec")
+    video_codec: Literal["vp8", "h264"] = Field(
+        default="vp8", description="published video codec: vp8, or h264 (constrained baseline)"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -159,12 +159,12 @@ class MediaTier:
     async def start(self) -> None:
         config = self.engine.config
         needs_clips = config.audio_publishers > 0 or config.video_publishers > 0
-        clips = await asyncio.to_thread(load_clips) if needs_clips else None
+        clips = await asyncio.to_thread(load_clips, config.video_codec) if needs_clips else None
         self.clips = clips
         hub = _core.MediaHub(config.media_bind_ip)
         if clips is not None:
             layers = clips.video_layers if config.simulcast else clips.video_layers[-1:]
-            hub.set_library(clips.audio, layers)
+            hub.set_library(clips.audio, layers, video_codec=clips.video_codec)
         self._clock_offset_s = time.perf_counter() - hub.now_s()
         self.hub = hub
         self._pump = asyncio.get_running_loop().create_task(self._pump_events())
@@ -315,7 +315,7 @@ class MediaParticipant:
             "width": top.width,
             "height": top.height,
             "layers": layer_list,
-            "simulcastCodecs": [{"codec": "vp8", "cid": cid, "layers": layer_list}],
+            "simulcastCodecs": [{"codec": config.video_codec, "cid": cid, "layers": layer_list}],
         }
 
     def on_session_event(self, event: object) -> None:

@@ -24,7 +24,7 @@ fn receive_cost_per_rtp_packet() {
     let frames = (0..50u8).map(|i| ClipFrame { data: Arc::from(vec![i; 100].as_slice()), keyframe: true }).collect();
     let library = MediaLibrary {
         audio: Some(Arc::new(Clip::new(frames, Duration::from_millis(20), 48_000).unwrap())),
-        video: Vec::new(),
+        ..MediaLibrary::default()
     };
     let cert = shared_certificate().unwrap();
     let mut timed = Duration::ZERO;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lkswarm_core::media::clip::{Clip, ClipFrame, MediaLibrary};
+use lkswarm_core::media::clip::{Clip, ClipFrame, MediaLibrary, VideoCodec};
 use lkswarm_core::media::peer::{Datagram, MediaPeer, Pc, PeerConfig, PeerEvent};
 use lkswarm_core::media::shared_certificate;
 
@@ -15,11 +15,27 @@ fn library() -> MediaLibrary {
         .map(|i| ClipFrame { data: Arc::from(vec![0xf8, i, 1, 2, 3, 4, 5, 6, 7, 8].as_slice()), keyframe: true })
         .collect();
     let audio = Clip::new(frames, Duration::from_millis(20), 48_000).unwrap();
-    MediaLibrary { audio: Some(Arc::new(audio)), video: Vec::new() }
+    MediaLibrary { audio: Some(Arc::new(audio)), ..MediaLibrary::default() }
 }
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// An H.264 loop in Annex B: SPS, PPS and an IDR slice first, then non-IDR slices larger than one
+/// packet, so the publisher must fragment them (FU-A). The slice bytes are not decodable; the
+/// subscriber counts packets and never depacketizes.
+fn h264_library() -> MediaLibrary {
+    let nal = |header: u8, len: usize| -> Vec<u8> {
+        let mut unit = vec![0, 0, 0, 1, header];
+        unit.extend((0..len).map(|i| (i % 251) as u8 | 0x01)); // never a start code inside
+        unit
+    };
+    let mut frames = vec![[nal(0x67, 10), nal(0x68, 4), nal(0x65, 3_000)].concat()];
+    frames.extend((1..30).map(|_| nal(0x41, 2_500)));
+    let frames = frames.into_iter().enumerate().map(|(i, data)| ClipFrame { data: data.into(), keyframe: i == 0 });
+    let video = Clip::new(frames.collect(), Duration::from_millis(33), 90_000).unwrap();
+    MediaLibrary { video: vec![Arc::new(video)], video_codec: VideoCodec::H264, ..library() }
 }
 
 struct Pair {
@@ -79,6 +95,29 @@ fn peers_connect_and_audio_flows_without_loss() {
     assert!(events
         .iter()
         .any(|(_, e)| matches!(e, PeerEvent::FirstPacket { track_id, .. } if track_id == "cid-audio")));
+}
+
+#[test]
+fn h264_video_is_offered_alone_fragmented_and_received_without_loss() {
+    let cert = shared_certificate().unwrap();
+    let now = Instant::now();
+    let mut a = MediaPeer::new(&cert, addr(10_021), h264_library(), PeerConfig::default(), now).unwrap();
+    // The subscriber has only audio clips: receiving takes H.264 whatever it would publish.
+    let b = MediaPeer::new(&cert, addr(10_023), library(), PeerConfig::default(), now).unwrap();
+    let offer = a.create_publisher_offer(addr(10_022), &cert, None, Some("cid-video"), now).unwrap();
+    assert!(offer.contains("H264/90000") && offer.contains("packetization-mode=1"), "{offer}");
+    assert!(!offer.contains("VP8"), "the publisher offers only its clips' codec: {offer}");
+    let mut pair = Pair { a, b, now };
+    let answer = pair.b.accept_offer(&offer).unwrap();
+    pair.a.accept_answer(&answer).unwrap();
+    pair.run(3_000, |_| false);
+    assert!(pair.b.is_connected(Pc::Subscriber));
+    let track = pair.b.rx_tracks().next().expect("a video track");
+    assert_eq!((track.kind, track.track_id.as_str()), ("video", "cid-video"));
+    // About 2.5 s of 30 fps video whose frames each take 3 or more packets.
+    assert!(track.stats.packets > 150, "{} packets", track.stats.packets);
+    assert!(pair.a.counters.frames_sent > 50, "{:?}", pair.a.counters);
+    assert_eq!(track.stats.lost(), 0);
 }
 
 #[test]

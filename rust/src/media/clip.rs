@@ -1,4 +1,4 @@
-//! Pre-encoded media that publishers loop: Opus frames and VP8 simulcast layers.
+//! Pre-encoded media that publishers loop: Opus frames and VP8 or H.264 simulcast layers.
 //!
 //! The frames are encoded once (by Python, with PyAV) and shared by every
 //! publisher through `Arc`, so a thousand publishers cost one copy of the clip.
@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-/// One encoded frame (a whole VP8 frame or one 20 ms Opus packet).
+/// One encoded frame (a whole VP8 frame, an H.264 access unit in Annex B, or one 20 ms Opus packet).
 #[derive(Debug, Clone)]
 pub struct ClipFrame {
     pub data: Arc<[u8]>,
@@ -45,12 +45,39 @@ impl Clip {
 /// Video layer names and sizes, lowest first, as LiveKit SDKs announce them.
 pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
 
+/// The codec of the video clips, so the one the publisher offers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VideoCodec {
+    #[default]
+    Vp8,
+    /// Constrained baseline in Annex B, sent with packetization-mode 1 (FU-A, STAP-A).
+    H264,
+}
+
+impl VideoCodec {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "vp8" => Some(VideoCodec::Vp8),
+            "h264" => Some(VideoCodec::H264),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            VideoCodec::Vp8 => "VP8",
+            VideoCodec::H264 => "H.264",
+        }
+    }
+}
+
 /// Everything publishers may send. Cheap to clone (all `Arc`s inside).
 #[derive(Debug, Clone, Default)]
 pub struct MediaLibrary {
     pub audio: Option<Arc<Clip>>,
     /// One clip per simulcast layer, lowest first; a single entry means no simulcast.
     pub video: Vec<Arc<Clip>>,
+    pub video_codec: VideoCodec,
 }
 
 /// Opus "silence" frame (TOC for 20 ms CELT FB mono, no payload), sent during DTX pauses.

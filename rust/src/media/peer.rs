@@ -38,13 +38,13 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::config::DtlsCert;
-use str0m::format::Codec;
+use str0m::format::{Codec, PayloadParams};
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::Ssrc;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
-use super::clip::{MediaLibrary, TalkSpurts, SIMULCAST_RIDS};
+use super::clip::{MediaLibrary, TalkSpurts, VideoCodec, SIMULCAST_RIDS};
 use super::publish::{AudioOut, VideoOut};
 use super::rxstats::RxStats;
 use super::sdp::{candidate_from_init, msid_tracks_by_mid};
@@ -168,7 +168,7 @@ impl MediaPeer {
         now: Instant,
     ) -> Result<Self, String> {
         Ok(MediaPeer {
-            subscriber: Transport::new(cert, subscriber_addr, now, true)?,
+            subscriber: Transport::subscriber(cert, subscriber_addr, now)?,
             publisher: None,
             pending_offer: None,
             audio_out: None,
@@ -274,7 +274,7 @@ impl MediaPeer {
         if video_cid.is_some() && self.library.video.is_empty() {
             return Err("no video clip loaded".into());
         }
-        let mut transport = Transport::new(cert, publisher_addr, now, false)?;
+        let mut transport = Transport::publisher(cert, publisher_addr, now, self.library.video_codec)?;
         let stream_id = "lkswarm".to_string();
         let mut api = transport.rtc.sdp_api();
         let audio_mid = audio_cid.map(|cid| {
@@ -327,16 +327,26 @@ impl MediaPeer {
             .accept_answer(pending, answer)
             .map_err(|e| format!("publisher answer rejected: {e}"))?;
         publisher.undrained = true;
+        // H.264 frames are larger than one packet, so only packetization-mode 1 (FU-A) can carry them.
+        let sendable = |params: &PayloadParams, codec: Codec| {
+            params.spec().codec == codec && (codec != Codec::H264 || params.spec().format.packetization_mode == Some(1))
+        };
         let writer_pt = |rtc: &mut Rtc, mid: Mid, codec: Codec| -> Option<Pt> {
             let writer = rtc.writer(mid)?;
-            let pt = writer.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt());
+            let pt = writer.payload_params().find(|p| sendable(p, codec)).map(|p| p.pt());
             pt
         };
         if let Some(audio) = &mut self.audio_out {
             audio.pt = writer_pt(&mut publisher.rtc, audio.mid, Codec::Opus).ok_or("the server refused Opus")?;
         }
         if let Some(video) = &mut self.video_out {
-            video.pt = writer_pt(&mut publisher.rtc, video.mid, Codec::Vp8).ok_or("the server refused VP8")?;
+            let codec = self.library.video_codec;
+            let wanted = match codec {
+                VideoCodec::Vp8 => Codec::Vp8,
+                VideoCodec::H264 => Codec::H264,
+            };
+            video.pt = writer_pt(&mut publisher.rtc, video.mid, wanted)
+                .ok_or_else(|| format!("the server refused {}", codec.name()))?;
         }
         Ok(())
     }

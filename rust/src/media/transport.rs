@@ -7,6 +7,8 @@ use std::time::Instant;
 use str0m::config::DtlsCert;
 use str0m::{Candidate, Rtc, RtcConfig};
 
+use super::clip::VideoCodec;
+
 pub(super) struct Transport {
     pub(super) rtc: Rtc,
     pub(super) local: SocketAddr,
@@ -37,16 +39,37 @@ impl Transport {
         self.last_input_at
     }
 
-    pub(super) fn new(cert: &DtlsCert, local: SocketAddr, now: Instant, rtp_mode: bool) -> Result<Self, String> {
-        let mut rtc = RtcConfig::new()
+    /// The subscriber PeerConnection: RTP mode (packets are counted, not depacketized), and every
+    /// video codec a publisher of the room may use, since the server offers the publisher's.
+    pub(super) fn subscriber(cert: &DtlsCert, local: SocketAddr, now: Instant) -> Result<Self, String> {
+        let config = Self::config(cert).enable_vp8(true).enable_h264(true).set_rtp_mode(true);
+        Self::new(config, local, now)
+    }
+
+    /// The publisher PeerConnection: frame mode (str0m packetizes), offering only the clips' codec.
+    pub(super) fn publisher(
+        cert: &DtlsCert,
+        local: SocketAddr,
+        now: Instant,
+        video_codec: VideoCodec,
+    ) -> Result<Self, String> {
+        let config = match video_codec {
+            VideoCodec::Vp8 => Self::config(cert).enable_vp8(true),
+            VideoCodec::H264 => Self::config(cert).enable_h264(true),
+        };
+        Self::new(config.set_send_buffer_video(300), local, now)
+    }
+
+    fn config(cert: &DtlsCert) -> RtcConfig {
+        RtcConfig::new()
             .set_crypto_provider(super::dtls::crypto_provider())
             .set_dtls_cert(cert.clone())
             .clear_codecs()
             .enable_opus(true, false)
-            .enable_vp8(true)
-            .set_rtp_mode(rtp_mode)
-            .set_send_buffer_video(300)
-            .build(now);
+    }
+
+    fn new(config: RtcConfig, local: SocketAddr, now: Instant) -> Result<Self, String> {
+        let mut rtc = config.build(now);
         let candidate = Candidate::host(local, "udp").map_err(|e| format!("local candidate {local}: {e}"))?;
         rtc.add_local_candidate(candidate);
         Ok(Transport {

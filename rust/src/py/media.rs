@@ -12,7 +12,7 @@ use pyo3::types::{PyDict, PyList};
 
 use super::errors::IntoPyResult;
 use crate::error::Error;
-use crate::media::clip::{Clip, ClipFrame, MediaLibrary};
+use crate::media::clip::{Clip, ClipFrame, MediaLibrary, VideoCodec};
 use crate::media::hub::{Hub, PeerSummary};
 use crate::media::peer::{Pc, PeerConfig, PeerEvent};
 
@@ -84,7 +84,7 @@ impl PyMediaHub {
     }
 
     /// Loads the pre-encoded clips every publisher loops.
-    #[pyo3(signature = (audio, video_layers, audio_frame_s = 0.02, video_frame_s = 1.0 / 30.0))]
+    #[pyo3(signature = (audio, video_layers, audio_frame_s = 0.02, video_frame_s = 1.0 / 30.0, video_codec = "vp8"))]
     fn set_library(
         &self,
         py: Python<'_>,
@@ -92,7 +92,11 @@ impl PyMediaHub {
         video_layers: Vec<Vec<(Vec<u8>, bool)>>,
         audio_frame_s: f64,
         video_frame_s: f64,
+        video_codec: &str,
     ) -> PyResult<()> {
+        let video_codec = VideoCodec::from_name(video_codec)
+            .ok_or_else(|| Error::media(format!("unknown video codec {video_codec:?} (vp8 or h264)")))
+            .py()?;
         let audio = audio.map(|frames| clip_from(frames, audio_frame_s, 48_000)).transpose()?;
         let mut video = Vec::with_capacity(video_layers.len());
         for layer in video_layers {
@@ -105,7 +109,7 @@ impl PyMediaHub {
         if video.len() > 3 {
             return Err(Error::media("at most 3 simulcast layers (q, h, f)")).py();
         }
-        py.detach(|| self.hub.set_library(MediaLibrary { audio, video }));
+        py.detach(|| self.hub.set_library(MediaLibrary { audio, video, video_codec }));
         Ok(())
     }
 
