@@ -110,6 +110,9 @@ def test_official_sdk_receives_and_decodes_our_audio_and_video(
     assert decoded["audio"] >= 100, decoded
     assert sizes and all(w >= 320 and h >= 180 for w, h in sizes), sizes
     assert f"video/{video_codec}" in mime_types, mime_types  # what the server forwarded, decoded above
+    # Our own subscriber says the same of what it received: the report counts tracks per codec.
+    by_codec = report["media"]["tracks_by_codec"]
+    assert by_codec == {"audio/opus": 1, {"vp8": "video/VP8", "h264": "video/H264"}[video_codec]: 1}, by_codec
     assert report["participants"]["outcomes"]["completed"] == 2
     assert report["latency_ms"]["active"]["count"] == 2
 

@@ -304,7 +304,11 @@ def test_html_and_csv_of_an_old_report_with_only_the_original_keys(tmp_path: Pat
 
 def test_csv_tables_of_a_report_with_timeline_rooms_and_failures(tmp_path: Path) -> None:
     report = synthetic_report(5, seconds=9)
-    written = write_csv_tables(report, tmp_path / "tables", track_rows=[{"identity": "p1", "packets": 5}])
+    track_rows = [
+        {"identity": "p1", "packets": 5},
+        {"identity": "p2", "codec": "video/H264", "bitrate_bps": 1997819.97, "jitter_ms": 0.0418408},
+    ]
+    written = write_csv_tables(report, tmp_path / "tables", track_rows=track_rows)
     assert [path.name for path in written] == ["phases.csv", "rooms.csv", "failures.csv", "timeline.csv", "tracks.csv"]
     header, rows = read_csv(tmp_path / "tables" / "timeline.csv")
     assert header == list(TIMELINE_FIELDS) and len(rows) == 9
@@ -316,6 +320,8 @@ def test_csv_tables_of_a_report_with_timeline_rooms_and_failures(tmp_path: Path)
     assert len(rows) == 2 and rows[0]["join_p99_ms"] == "60.0"
     _, rows = read_csv(tmp_path / "tables" / "tracks.csv")
     assert rows[0]["identity"] == "p1" and rows[0]["packets"] == "5"
+    # The codec as the SFU sent it; whole bits per second and microseconds of jitter.
+    assert (rows[1]["codec"], rows[1]["bitrate_bps"], rows[1]["jitter_ms"]) == ("video/H264", "1997820", "0.042")
     (tmp_path / "file").write_text("")
     with pytest.raises(ReportError, match="cannot write CSV tables"):
         write_csv_tables(report, tmp_path / "file" / "sub")

@@ -58,7 +58,10 @@ TARGET_SUBSCRIBER = 1
 # Layout tiles: (VideoQuality, width, height) the subscriber asks the SFU for.
 TILE_SIZES = {"main": ("HIGH", 1280, 720), "grid": ("MEDIUM", 640, 360), "thumb": ("LOW", 320, 180)}
 MISSING_EXAMPLES = 5  # (subscriber, track) pairs with no packets named in the report
-TRACK_CSV_FIELDS = ("identity", "room", "track_id", "kind", "packets", "bytes", "expected", "lost", "jitter_ms")
+TRACK_CSV_FIELDS = (
+    "identity", "room", "track_id", "kind", "codec", "packets", "bytes", "bitrate_bps", "expected", "lost", "jitter_ms",
+)  # fmt: skip
+CSV_ROUNDING = (("bitrate_bps", None), ("jitter_ms", 3))
 
 
 @dataclass(slots=True)
@@ -77,6 +80,7 @@ class MediaTotals:
     keyframe_requests: int = 0
     tracks_received: int = 0
     tracks_missing: int = 0
+    tracks_by_codec: dict[str, int] = field(default_factory=dict)  # received tracks per mime type
     jitter_ms: Any = field(default_factory=new_histogram)
     track_rows: list[dict[str, Any]] = field(default_factory=list)
     missing_examples: list[dict[str, str]] = field(default_factory=list)  # the first few, to act on
@@ -100,6 +104,7 @@ class MediaTotals:
             "jitter_ms": summarize(self.jitter_ms),
             "tracks_received": self.tracks_received,
             "tracks_missing": self.tracks_missing,
+            "tracks_by_codec": dict(sorted(self.tracks_by_codec.items())),
             "missing_examples": self.missing_examples,
             "foreign_datagrams": self.foreign_datagrams,
             "keyframe_requests": self.keyframe_requests,
@@ -425,20 +430,22 @@ class MediaParticipant:
         totals.frames_skipped += stats["frames_skipped"]
         totals.foreign_datagrams += stats["foreign_datagrams"]
         totals.keyframe_requests += stats["keyframe_requests"]
-        received: set[str] = set()
+        received: dict[str, str] = {}  # track id -> codec: a track counts once, however many SSRCs
         for track in stats["tracks"]:
             totals.packets_received += track["packets"]
             totals.bytes_received += track["bytes"]
             totals.packets_expected += track["expected"]
             totals.packets_lost += track["lost"]
             if track["packets"] > 0:
-                received.add(track["track_id"])
+                received[track["track_id"]] = track["codec"]
                 record_ms(totals.jitter_ms, track["jitter_ms"])
             totals.track_rows.append({"identity": self.driver.identity, "room": self.driver.room, **track})
         totals.tracks_received += len(received)
+        for codec in received.values():
+            totals.tracks_by_codec[codec] = totals.tracks_by_codec.get(codec, 0) + 1
         session = self.driver.session
         if session is not None and not self.driver.outcome:
-            missing = session.live_remote_tracks() - received
+            missing = session.live_remote_tracks() - set(received)
             totals.tracks_missing += len(missing)
             for track_sid in sorted(missing)[: max(0, MISSING_EXAMPLES - len(totals.missing_examples))]:
                 publisher = next(
@@ -469,7 +476,9 @@ def write_track_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(handle, fieldnames=TRACK_CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow(row)
+            # Whole bits per second and microseconds of jitter: the rest is noise in a spreadsheet.
+            rounded = {key: round(row[key], digits) for key, digits in CSV_ROUNDING if isinstance(row.get(key), float)}
+            writer.writerow({**row, **rounded})
 
 
 __all__ = ["MediaError", "MediaParticipant", "MediaTier", "MediaTotals", "publisher_role", "write_track_csv"]

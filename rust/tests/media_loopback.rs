@@ -87,6 +87,7 @@ fn peers_connect_and_audio_flows_without_loss() {
     assert_eq!(tracks.len(), 1);
     let track = tracks[0];
     assert_eq!(track.kind, "audio");
+    assert_eq!(track.codec, "audio/opus");
     assert_eq!(track.track_id, "cid-audio");
     assert!(track.stats.packets > 100, "{} packets", track.stats.packets);
     assert_eq!(track.stats.lost(), 0);
@@ -113,7 +114,7 @@ fn h264_video_is_offered_alone_fragmented_and_received_without_loss() {
     pair.run(3_000, |_| false);
     assert!(pair.b.is_connected(Pc::Subscriber));
     let track = pair.b.rx_tracks().next().expect("a video track");
-    assert_eq!((track.kind, track.track_id.as_str()), ("video", "cid-video"));
+    assert_eq!((track.kind, track.track_id.as_str(), track.codec.as_str()), ("video", "cid-video", "video/H264"));
     // About 2.5 s of 30 fps video whose frames each take 3 or more packets.
     assert!(track.stats.packets > 150, "{} packets", track.stats.packets);
     assert!(pair.a.counters.frames_sent > 50, "{:?}", pair.a.counters);

@@ -122,6 +122,8 @@ pub struct PeerCounters {
 pub struct RxTrack {
     pub track_id: String,
     pub kind: &'static str,
+    /// As in WebRTC stats' `mimeType`: `audio/opus`, `video/VP8`, `video/H264` (what the SFU sent).
+    pub codec: String,
     pub mid: String,
     pub stats: RxStats,
 }
@@ -621,10 +623,12 @@ impl MediaPeer {
             Some(MediaKind::Video) => ("video", 90_000),
             _ => ("audio", 48_000),
         };
+        let codec = self.subscriber.rtc.codec_config().find(|p| p.pt() == header.payload_type);
+        let codec = codec.map_or_else(|| format!("{kind}/unknown"), |p| format!("{kind}/{}", p.spec().codec));
         let track_id = self.tracks_by_mid.get(&mid).cloned().unwrap_or_default();
         self.events.push((now, PeerEvent::FirstPacket { track_id: track_id.clone(), kind }));
         let mut stats = RxStats::new(clock_rate);
         stats.record(header.sequence_number, header.timestamp, arrival_s, packet.payload.len());
-        self.rx.insert(ssrc, RxTrack { track_id, kind, mid, stats });
+        self.rx.insert(ssrc, RxTrack { track_id, kind, codec, mid, stats });
     }
 }

@@ -60,6 +60,7 @@ fn summary_dict<'py>(py: Python<'py>, summary: &PeerSummary) -> PyResult<Bound<'
         let t = PyDict::new(py);
         t.set_item("track_id", &track.track_id)?;
         t.set_item("kind", track.kind)?;
+        t.set_item("codec", &track.codec)?;
         t.set_item("mid", &track.mid)?;
         t.set_item("packets", track.stats.packets)?;
         t.set_item("bytes", track.stats.bytes)?;
