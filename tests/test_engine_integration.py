@@ -11,6 +11,7 @@ from pathlib import Path
 
 from helpers import assert_outcomes_reconcile, run_cli
 from lkswarm.auth import Credentials
+from lkswarm.media import TRACK_CSV_FIELDS
 from lkswarm.server import LocalServer
 from lkswarm.twirp import RoomService
 
@@ -61,7 +62,8 @@ def test_json_frames_mode(livekit_server: LocalServer, credentials: Credentials,
     assert report["participants"]["active_at_end"] == 3
     assert report["media"]["tracks_received"] == 4 and report["media"]["packets_received"] > 0
     rows = (tmp_path / "csv" / "tracks.csv").read_text().strip().splitlines()
-    assert rows[0].startswith("identity,room,track_id,kind,packets") and len(rows) == 1 + 4
+    assert rows[0] == ",".join(TRACK_CSV_FIELDS) and len(rows) == 1 + 4
+    assert report["media"]["tracks_by_codec"] == {"audio/opus": 2, "video/VP8": 2}
     assert report["participants"]["ping_rtt_participants"] == 3
     assert report["room_check"]["matched"] == 3
 

@@ -117,7 +117,8 @@ def test_a_published_track_that_sent_nothing_is_named_in_the_report() -> None:
     assert session is not None
     session.others = {"pub-a": "PA_a", "pub-b": "PA_b"}
     session.tracks_by_participant = {"PA_a": frozenset({"TR_heard"}), "PA_b": frozenset({"TR_silent"})}
-    heard = {"track_id": "TR_heard", "kind": "audio", "packets": 50, "bytes": 5000, "expected": 50, "lost": 0}
+    heard = {"track_id": "TR_heard", "kind": "audio", "codec": "audio/opus", "packets": 50, "bytes": 5000}
+    heard.update(expected=50, lost=0)
     stats = {
         "datagrams_sent": 0,
         "bytes_sent": 0,
@@ -130,6 +131,7 @@ def test_a_published_track_that_sent_nothing_is_named_in_the_report() -> None:
     totals = MediaTotals()
     MediaParticipant.account(SimpleNamespace(driver=driver), stats, totals)  # type: ignore[arg-type]
     assert (totals.tracks_received, totals.tracks_missing) == (1, 1)
+    assert totals.report()["tracks_by_codec"] == {"audio/opus": 1}
     example = {"subscriber": "p0", "room": "room", "publisher": "pub-b", "track_sid": "TR_silent"}
     assert totals.report()["missing_examples"] == [example]
     [warning] = totals.warnings()

@@ -59,6 +59,27 @@ def test_30_participants_and_4_probes_measure_end_to_end_latency(
     assert media["tracks_received"] == 30 * 8 and media["tracks_missing"] == 0, media
 
 
+def test_with_h264_probes_and_light_publishers_measure_it_end_to_end(
+    livekit_server: LocalServer, credentials: Credentials, tmp_path: Path
+) -> None:
+    """--video-codec h264 reaches every publisher: probes encode H.264 (libx264 in aiortc), a light
+    publisher sends its H.264 clips, and the barcodes survive H.264 at the probes' bitrate."""
+    args = ["--url", livekit_server.url, "--rooms", "1", "--participants", "5", "--probes", "2"]
+    args += ["--video-publishers", "1", "--video-codec", "h264", "--duration", "20s"]
+    code, report, stderr = run_cli(args, credentials, tmp_path, timeout_s=90)
+    assert code == 0, stderr
+    probes = report["probes"]
+    assert probes["active_at_end"] == 2 and probes["failed"] == 0, probes
+    # Each probe decodes the other probe and the light publisher: 2 video tracks each.
+    assert probes["video_tracks"] == 2 * 2 and probes["decode_errors"] == 0, probes
+    assert probes["frames_identified"] >= 2 * 100, probes  # 15 fps from each other probe, barcodes read
+    assert report["latency_ms"]["media_e2e"]["count"] >= 200
+    # The light participants (one of them the publisher) receive H.264 from all three video publishers.
+    media = report["media"]
+    assert media["tracks_by_codec"]["video/H264"] == 2 * 3 + 2, media["tracks_by_codec"]
+    assert "video/VP8" not in media["tracks_by_codec"] and media["tracks_missing"] == 0, media
+
+
 def _sdk_picture(width: int, height: int, counter: int) -> bytes:
     """An I420 picture with our barcode: what the SDK publishes so a probe can time it."""
     luma = bytearray([128]) * (width * height)

@@ -350,6 +350,7 @@ class ProbeParticipant:
             lambda at, kind, a, b: tier.post(self.on_peer_event, generation, at, kind, a, b),
             tier.engine.config.media_connect_timeout_s,
             bind_ip=network.probe_ips[self.slot] if network is not None else None,
+            video_codec=tier.engine.config.video_codec,
         )
 
     def _announce_tracks(self) -> None:
@@ -376,7 +377,9 @@ class ProbeParticipant:
                     "width": VIDEO_WIDTH,
                     "height": VIDEO_HEIGHT,
                     "layers": [layer],
-                    "simulcastCodecs": [{"codec": "vp8", "cid": self._cids["video"], "layers": [layer]}],
+                    "simulcastCodecs": [
+                        {"codec": self.tier.engine.config.video_codec, "cid": self._cids["video"], "layers": [layer]}
+                    ],
                 }
             }
         )

@@ -9,7 +9,7 @@ never overtake the offer it belongs to::
 
     answer_offer(sdp, id)  subscriber PC: setRemoteDescription(offer) -> answer ──> emit "answer"
                            (a re-offer waits until the subscriber PC is connected: see _answer_offer)
-    publish(audio, video)  publisher PC: addTrack x2 (VP8 only) -> offer        ──> emit "offer"
+    publish(audio, video)  publisher PC: addTrack x2 (one video codec) -> offer ──> emit "offer"
     accept_answer(sdp)     publisher PC: setRemoteDescription(answer)
     add_candidate(t, c)    queued until PC ``t`` has its remote description
     close()
@@ -76,9 +76,16 @@ class ProbePeer:
     """One probe's PeerConnections, operations queue and receive statistics."""
 
     def __init__(
-        self, slot: int, registry: CaptureRegistry, emit: EmitFn, connect_timeout_s: float, bind_ip: str | None = None
+        self,
+        slot: int,
+        registry: CaptureRegistry,
+        emit: EmitFn,
+        connect_timeout_s: float,
+        bind_ip: str | None = None,
+        video_codec: str = "vp8",
     ) -> None:
         self.slot = slot
+        self.video_codec = video_codec  # what the probe publishes: the run's --video-codec
         self.bind_ip = bind_ip  # this probe's own address (an impaired namespace); None: the tier's
         self.registry = registry
         self.emit = emit
@@ -178,8 +185,10 @@ class ProbePeer:
         log = self.registry.log(self.slot)
         pc.addTrack(ProbeAudioTrack(audio_cid, log))
         video = pc.addTransceiver(ProbeVideoTrack(video_cid, self.slot, log), direction="sendonly")
-        vp8 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in ("video/VP8", "video/rtx")]
-        video.setCodecPreferences(vp8)  # livekit's probes publish VP8 only, as the light tier does
+        # The run's codec only, as the light tier offers it: aiortc encodes H.264 with libx264 too.
+        mime = {"vp8": "video/VP8", "h264": "video/H264"}[self.video_codec]
+        codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in (mime, "video/rtx")]
+        video.setCodecPreferences(codecs)
         await pc.setLocalDescription(await pc.createOffer())
         self.emit(time.perf_counter(), "offer", pc.localDescription.sdp, "")
 
