@@ -28,9 +28,9 @@
 //!
 //! The subscriber runs str0m in RTP mode: every new packet arrives as one event
 //! and is accounted in `RxStats` without depacketizing. The publisher runs in
-//! frame mode so str0m packetizes VP8 (payload descriptor, picture id) and Opus;
-//! what it sends, and when, is `publish`'s. Each `Rtc` with its bookkeeping is a
-//! `transport::Transport`.
+//! frame mode so str0m packetizes VP8 (payload descriptor, picture id), H.264
+//! (STAP-A, FU-A) and Opus; what it sends, and when, is `publish`'s. Each `Rtc`
+//! with its bookkeeping is a `transport::Transport`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
