@@ -127,7 +127,8 @@ def test_config_validates_the_impairment() -> None:
 def test_server_config_media_on_one_interface() -> None:
     credentials = Credentials("k", "s" * 32)
     plain = server_config(credentials, 7880, 7882)
-    assert plain["rtc"]["node_ip"] == "127.0.0.1" and "interfaces" not in plain["rtc"]
+    # Loopback only: a second interface's socket would send a run's media from an unadvertised address.
+    assert plain["rtc"]["node_ip"] == "127.0.0.1" and plain["rtc"]["interfaces"] == {"includes": ["lo"]}
     impaired = server_config(credentials, 7880, 7882, ("lk1r", "10.213.1.1"))
     rtc = impaired["rtc"]
     assert rtc["node_ip"] == "10.213.1.1" and rtc["interfaces"] == {"includes": ["lk1r"]}
