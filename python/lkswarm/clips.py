@@ -91,7 +91,6 @@ def _pattern_planes(width: int, height: int, index: int) -> tuple[bytes, bytes, 
 def _encode_video_layer(layer: VideoLayer, video_codec: str = "vp8") -> Frames:
     import av  # PyAV: heavy import, only needed when the cache is cold
 
-    encoder = {"vp8": "libvpx", "h264": "libx264"}[video_codec]
     codec = av.CodecContext.create("libvpx" if video_codec == "vp8" else "libx264", "w")
     codec.width = layer.width
     codec.height = layer.height
@@ -124,7 +123,7 @@ def _encode_video_layer(layer: VideoLayer, video_codec: str = "vp8") -> Frames:
     for packet in codec.encode(None):
         frames.append((bytes(packet), bool(packet.is_keyframe)))
     if len(frames) != VIDEO_LOOP_FRAMES or not frames[0][1]:
-        raise MediaError(f"{encoder} produced {len(frames)} frames for {layer.rid} (wanted {VIDEO_LOOP_FRAMES})")
+        raise MediaError(f"{codec.name} produced {len(frames)} frames for {layer.rid} (wanted {VIDEO_LOOP_FRAMES})")
     return frames
 
 

@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use str0m::format::Codec;
+
 /// One encoded frame (a whole VP8 frame, an H.264 access unit in Annex B, or one 20 ms Opus packet).
 #[derive(Debug, Clone)]
 pub struct ClipFrame {
@@ -63,10 +65,11 @@ impl VideoCodec {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    /// str0m's name for it, to find the negotiated payload type.
+    pub fn codec(self) -> Codec {
         match self {
-            VideoCodec::Vp8 => "VP8",
-            VideoCodec::H264 => "H.264",
+            VideoCodec::Vp8 => Codec::Vp8,
+            VideoCodec::H264 => Codec::H264,
         }
     }
 }

@@ -44,7 +44,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::Ssrc;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
-use super::clip::{MediaLibrary, TalkSpurts, VideoCodec, SIMULCAST_RIDS};
+use super::clip::{MediaLibrary, TalkSpurts, SIMULCAST_RIDS};
 use super::publish::{AudioOut, VideoOut};
 use super::rxstats::RxStats;
 use super::sdp::{candidate_from_init, msid_tracks_by_mid};
@@ -342,13 +342,9 @@ impl MediaPeer {
             audio.pt = writer_pt(&mut publisher.rtc, audio.mid, Codec::Opus).ok_or("the server refused Opus")?;
         }
         if let Some(video) = &mut self.video_out {
-            let codec = self.library.video_codec;
-            let wanted = match codec {
-                VideoCodec::Vp8 => Codec::Vp8,
-                VideoCodec::H264 => Codec::H264,
-            };
-            video.pt = writer_pt(&mut publisher.rtc, video.mid, wanted)
-                .ok_or_else(|| format!("the server refused {}", codec.name()))?;
+            let codec = self.library.video_codec.codec();
+            video.pt =
+                writer_pt(&mut publisher.rtc, video.mid, codec).ok_or_else(|| format!("the server refused {codec}"))?;
         }
         Ok(())
     }
