@@ -217,6 +217,12 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
             f"{ns['lkswarm']} / {ns['aiortc']} ns ({r['receive_ratio_vs_aiortc']}× less) | "
             f"≥ 20× less, ≤ 1000 ns | {f} |"
         )
+        if "aes_256_gcm_open_alone" in ns:
+            rows.append(
+                f"| media | AES-256-GCM open of the payload alone (the floor under any SRTP receive path) | "
+                f"{ns['aes_256_gcm_open_alone']} ns (caps the ratio to aiortc at "
+                f"{r['receive_ratio_ceiling_vs_aiortc']}×) | – | {f} |"
+            )
         h = r["udp_handoff_ns_per_datagram"]
         rows.append(
             f"| media | UDP hand-off per datagram: Rust hub (epoll, GIL released) / uvloop datagram callback | "

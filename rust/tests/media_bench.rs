@@ -94,3 +94,40 @@ fn measure_pair(
     assert!(counted as usize >= timed_packets * 99 / 100, "counted {counted} of {timed_packets}");
     (timed, timed_packets)
 }
+
+/// The floor under any SRTP receive path on this machine: AES-256-GCM open of one 100-byte payload
+/// (the cipher str0m and aiortc both negotiate with livekit-server), with the same library and key
+/// setup str0m uses, and nothing else: no RTP parse, no replay window, no accounting. It says what
+/// ratio to aiortc the decrypt alone would allow.
+#[test]
+#[ignore = "benchmark; run with --ignored --nocapture"]
+fn srtp_decrypt_floor_per_packet() {
+    use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+
+    const DISTINCT: u32 = 1_000;
+    let rounds: usize =
+        std::env::var("LKSWARM_BENCH_PACKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000).max(200_000);
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7u8; 32]).unwrap());
+    let nonce_for = |i: u32| {
+        let mut nonce = [0u8; 12];
+        nonce[8..].copy_from_slice(&i.to_be_bytes());
+        Nonce::assume_unique_for_key(nonce)
+    };
+    let sealed: Vec<Vec<u8>> = (0..DISTINCT)
+        .map(|i| {
+            let mut packet = vec![1u8; 100];
+            key.seal_in_place_append_tag(nonce_for(i), Aad::from([0u8; 12]), &mut packet).unwrap();
+            packet
+        })
+        .collect();
+    let mut work = sealed.clone();
+    let start = Instant::now();
+    for round in 0..rounds {
+        let i = round % DISTINCT as usize;
+        work[i].copy_from_slice(&sealed[i]); // open is in place
+        let plain = key.open_in_place(nonce_for(i as u32), Aad::from([0u8; 12]), &mut work[i]).unwrap();
+        std::hint::black_box(plain);
+    }
+    let ns = start.elapsed().as_nanos() as f64 / rounds as f64;
+    eprintln!("media_bench_floor: packets={rounds} ns_per_packet={ns:.1}");
+}
