@@ -14,7 +14,7 @@ from lkswarm.errors import ConfigError
 from lkswarm.live import render
 from lkswarm.metrics import percentile
 from lkswarm.plan import build_plan
-from lkswarm.prometheus import _histogram_lines, parse_address
+from lkswarm.prometheus import _histogram_lines, parse_address, phase_buckets
 from lkswarm.runner import check_cloud_guard
 from lkswarm.scenario import load_preset, parse_scenario, preset_names
 from lkswarm.thresholds import evaluate, parse_threshold, parse_thresholds, read_key
@@ -229,7 +229,7 @@ def test_prometheus_histogram_buckets_are_cumulative() -> None:
     histogram = HdrHistogram(1, 3_600_000_000, 3)
     for value_ms in (2, 3, 40, 700, 20_000):
         histogram.record_value(value_ms * 1000)
-    lines = _histogram_lines("lkswarm_phase_latency_seconds", "join_response", histogram)
+    lines = _histogram_lines("lkswarm_phase_latency_seconds", "join_response", phase_buckets(histogram))
     buckets = {line.split('le="')[1].split('"')[0]: int(line.split()[-1]) for line in lines if "_bucket" in line}
     assert buckets["0.001"] == 0 and buckets["0.0025"] == 1 and buckets["0.005"] == 2
     assert buckets["0.05"] == 3 and buckets["1.0"] == 4 and buckets["30.0"] == 5 and buckets["+Inf"] == 5

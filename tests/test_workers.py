@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
+import threading
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hdrh.histogram import HdrHistogram
 
 from helpers import assert_outcomes_reconcile, run_cli
 from lkswarm import workers as workers_module
@@ -18,9 +22,17 @@ from lkswarm.engine import Engine
 from lkswarm.errors import ConfigError
 from lkswarm.merge import merge_reports
 from lkswarm.plan import build_plan
-from lkswarm.server import LocalServer
+from lkswarm.prometheus import (
+    Exposition,
+    combine_expositions,
+    exposition_from_dict,
+    exposition_to_dict,
+    phase_buckets,
+    render_metrics,
+)
+from lkswarm.server import LocalServer, free_port
 from lkswarm.timeline import Snapshot, combine_snapshots, snapshot_from_dict
-from lkswarm.workers import check_workers, crashed_report, parse_workers, run_workers, worker_prometheus
+from lkswarm.workers import check_workers, crashed_report, parse_workers, run_workers
 
 
 def test_worker_slices_are_the_single_process_plan_split_by_room(credentials: Credentials) -> None:
@@ -44,7 +56,6 @@ def test_workers_option_is_checked_before_anything_starts() -> None:
     with pytest.raises(ConfigError, match="single generator process"):
         check_workers(RunConfig(rooms=2, probes=1, probe_impair="loss=1%"), 2)
     check_workers(RunConfig(rooms=2, probes=1, probe_impair="loss=1%"), 1)  # one process: impairment is fine
-    assert worker_prometheus(":9464", 2) == "127.0.0.1:9466" and worker_prometheus(None, 1) is None
 
 
 def test_the_live_view_combines_the_workers_latest_samples() -> None:
@@ -137,3 +148,70 @@ def test_a_worker_that_dies_is_reported_and_its_participants_counted(
     assert detail.startswith("never got ready: boom") and credentials.api_secret not in str(report)
     assert [w["crashed"] for w in report["workers"]] == [False, True]
     assert report["generator"]["valid"] is False
+
+
+def test_the_parent_serves_the_sum_of_the_workers_prometheus_figures() -> None:
+    def worker(joined: int, outcomes: dict[str, int], join_ms: list[int]) -> Exposition:
+        histogram = HdrHistogram(1, 3_600_000_000, 3)
+        for value_ms in join_ms:
+            histogram.record_value(value_ms * 1000)
+        snap = Snapshot(planned=joined, started=joined, joined=joined, alive=joined, cpu_percent=40.0)
+        snap.loop_lag_p99_ms = 2.0 * joined
+        exposition = Exposition(snap, outcomes, {"join_response": phase_buckets(histogram)})
+        # Each worker's figures travel to the parent on its sample line, as JSON.
+        line = json.loads(json.dumps({**dataclasses.asdict(snap), "exposition": exposition_to_dict(exposition)}))
+        return exposition_from_dict(snapshot_from_dict(line), line["exposition"])
+
+    first, second = worker(3, {"completed": 1}, [2, 30, 700]), worker(2, {"completed": 1, "failed": 1}, [4])
+    both = combine_expositions([first, second])
+    body = render_metrics(both)
+    for line in (
+        "lkswarm_participants_joined_total 5",
+        "lkswarm_generator_processes 2",
+        "lkswarm_generator_cpu_percent 80",
+        "lkswarm_loop_lag_p99_seconds 0.006",  # the worst process's
+        'lkswarm_outcomes_total{outcome="completed"} 2',
+        'lkswarm_outcomes_total{outcome="failed"} 1',
+        'lkswarm_phase_latency_seconds_bucket{phase="join_response",le="0.0025"} 1',
+        'lkswarm_phase_latency_seconds_bucket{phase="join_response",le="0.005"} 2',
+        'lkswarm_phase_latency_seconds_bucket{phase="join_response",le="1.0"} 4',
+        'lkswarm_phase_latency_seconds_bucket{phase="join_response",le="+Inf"} 4',
+        'lkswarm_phase_latency_seconds_count{phase="join_response"} 4',
+        'lkswarm_phase_latency_seconds_count{phase="active"} 0',  # a phase no worker has yet
+    ):
+        assert line in body.splitlines(), (line, body)
+    assert render_metrics(combine_expositions([])).count("lkswarm_generator_processes 0") == 1
+    with pytest.raises(ValueError, match="buckets"):
+        exposition_from_dict(Snapshot(), {"outcomes": {}, "phases": {"active": [[1, 2], 2, 0.1]}})
+
+
+def test_workers_serve_one_prometheus_endpoint_against_the_real_server(
+    livekit_server: LocalServer, credentials: Credentials
+) -> None:
+    port = free_port()
+    config = RunConfig(url=livekit_server.url, rooms=2, participants=3, duration_s=6, rate=20, verify_rooms=False)
+    bodies: list[str] = []
+    done = threading.Event()
+
+    def scrape() -> None:
+        while not done.is_set():
+            url = f"http://127.0.0.1:{port}/metrics"
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
+                bodies.append(response.read().decode())
+            done.wait(0.5)
+
+    scraper = threading.Thread(target=scrape, daemon=True)
+    scraper.start()
+    try:
+        report = run_workers(config, credentials, 2, prometheus=f"127.0.0.1:{port}").report
+    finally:
+        done.set()
+        scraper.join(timeout=5)
+    assert report["participants"]["outcomes"]["completed"] == 6
+    whole = [b for b in bodies if "lkswarm_participants_joined_total 6" in b.splitlines()]
+    assert whole, bodies[-1:] or "no scrape answered"
+    assert "lkswarm_generator_processes 2" in whole[-1].splitlines()
+    assert 'lkswarm_phase_latency_seconds_count{phase="join_response"} 6' in whole[-1].splitlines()
+    assert credentials.api_secret not in "".join(bodies)
+    with pytest.raises(OSError):  # served for the run only
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)

@@ -348,7 +348,7 @@ def run(
         if prometheus is not None and worker_count > 1:
             from lkswarm.prometheus import parse_address
 
-            parse_address(prometheus)  # each worker serves on this port plus its index
+            parse_address(prometheus)  # the parent serves the workers' sum there
         elif prometheus is not None:
             from lkswarm.prometheus import PrometheusExporter
 

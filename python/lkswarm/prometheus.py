@@ -1,20 +1,30 @@
 """``--prometheus HOST:PORT``: live counters and histograms in the Prometheus text format.
 
-A minimal HTTP/1.1 responder on the run's own loop (no extra thread or
-dependency): every request gets ``/metrics``. Gauges and counters come from
-the sampler's latest snapshot; the latency histograms are built at scrape time
-from the run's HdrHistograms, so a scrape costs nothing between scrapes.
+A minimal HTTP/1.1 responder (no dependency): every request gets ``/metrics``.
+One generator process serves on the run's own loop: gauges come from the
+sampler's latest snapshot, counters and the latency histograms from the engine
+at scrape time, so a scrape costs nothing between scrapes.
+
+With ``run --workers N`` the parent serves the one endpoint, on a loop of its
+own in a thread, for the whole run. Each worker adds an `Exposition` to the
+once-a-second sample it already sends the parent; the parent adds them up at
+scrape time. Counters, gauges, bucket counts, totals and sums all add exactly
+(the loop-lag p99 takes the worst process's), so the merged histograms are the
+run's, not an estimate.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import dataclasses
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from lkswarm.errors import ConfigError
 from lkswarm.metrics import PHASES
-from lkswarm.timeline import Snapshot
+from lkswarm.timeline import Snapshot, combine_snapshots
 
 if TYPE_CHECKING:
     from hdrh.histogram import HdrHistogram
@@ -24,6 +34,7 @@ if TYPE_CHECKING:
 # Bucket bounds (seconds) of the latency histograms.
 BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 MAX_REQUEST_BYTES = 16 * 1024
+REQUEST_TIMEOUT_S = 5.0
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -34,28 +45,95 @@ def parse_address(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def _histogram_lines(name: str, phase: str, histogram: HdrHistogram) -> list[str]:
-    counts = [0] * len(BUCKETS_S)
+@dataclass(slots=True)
+class PhaseBuckets:
+    """One phase's histogram as Prometheus shows it: cumulative counts per `BUCKETS_S` bound."""
+
+    cumulative: list[int] = field(default_factory=lambda: [0] * len(BUCKETS_S))
+    total: int = 0
+    sum_s: float = 0.0
+
+
+def phase_buckets(histogram: HdrHistogram) -> PhaseBuckets:
+    """An HdrHistogram of microseconds, bucketed."""
+    out = PhaseBuckets()
     total_us = 0
     for item in histogram.get_recorded_iterator():
         value_us, count = item.value_iterated_to, item.count_at_value_iterated_to
         total_us += value_us * count
         for i, bound_s in enumerate(BUCKETS_S):
             if value_us <= bound_s * 1_000_000:
-                counts[i] += count
-    total = histogram.get_total_count()
+                out.cumulative[i] += count
+    out.total = histogram.get_total_count()
+    out.sum_s = total_us / 1_000_000
+    return out
+
+
+@dataclass(slots=True)
+class Exposition:
+    """What one scrape shows, for one generator process or the sum of several."""
+
+    snapshot: Snapshot
+    outcomes: dict[str, int] = field(default_factory=dict)
+    phases: dict[str, PhaseBuckets] = field(default_factory=dict)
+    processes: int = 1
+
+
+def exposition_of(engine: Engine, snapshot: Snapshot) -> Exposition:
+    """The engine's counters and histograms now, with the sampler's gauges from ``snapshot``."""
+    live = dataclasses.replace(snapshot, started=len(engine.drivers), joined=engine.joined, alive=engine.alive)
+    phases = {phase: phase_buckets(engine.metrics.phases[phase]) for phase in PHASES}
+    return Exposition(live, dict(engine.outcomes), phases)
+
+
+def combine_expositions(parts: Sequence[Exposition]) -> Exposition:
+    """The sum of several processes' expositions (``run --workers``)."""
+    out = Exposition(combine_snapshots([part.snapshot for part in parts]), processes=len(parts))
+    for part in parts:
+        for outcome, count in part.outcomes.items():
+            out.outcomes[outcome] = out.outcomes.get(outcome, 0) + count
+        for phase, buckets in part.phases.items():
+            into = out.phases.setdefault(phase, PhaseBuckets())
+            into.cumulative = [a + b for a, b in zip(into.cumulative, buckets.cumulative, strict=True)]
+            into.total += buckets.total
+            into.sum_s += buckets.sum_s
+    return out
+
+
+def exposition_to_dict(exposition: Exposition) -> dict[str, Any]:
+    """The parts a worker adds to its sample line (the snapshot is the line itself)."""
+    return {
+        "outcomes": exposition.outcomes,
+        "phases": {phase: [b.cumulative, b.total, b.sum_s] for phase, b in exposition.phases.items()},
+    }
+
+
+def exposition_from_dict(snapshot: Snapshot, data: dict[str, Any]) -> Exposition:
+    """A worker's exposition from its sample line (raises ValueError/TypeError on a malformed one)."""
+    phases: dict[str, PhaseBuckets] = {}
+    for phase, (cumulative, total, sum_s) in data["phases"].items():
+        if len(cumulative) != len(BUCKETS_S):
+            raise ValueError(f"phase {phase!r} has {len(cumulative)} buckets, not {len(BUCKETS_S)}")
+        phases[str(phase)] = PhaseBuckets([int(c) for c in cumulative], int(total), float(sum_s))
+    outcomes = {str(outcome): int(count) for outcome, count in data["outcomes"].items()}
+    return Exposition(snapshot, outcomes, phases)
+
+
+def _histogram_lines(name: str, phase: str, buckets: PhaseBuckets) -> list[str]:
     lines = [
-        f'{name}_bucket{{phase="{phase}",le="{bound}"}} {count}' for bound, count in zip(BUCKETS_S, counts, strict=True)
+        f'{name}_bucket{{phase="{phase}",le="{bound}"}} {count}'
+        for bound, count in zip(BUCKETS_S, buckets.cumulative, strict=True)
     ]
-    lines.append(f'{name}_bucket{{phase="{phase}",le="+Inf"}} {total}')
-    lines.append(f'{name}_sum{{phase="{phase}"}} {total_us / 1_000_000:.6f}')
-    lines.append(f'{name}_count{{phase="{phase}"}} {total}')
+    lines.append(f'{name}_bucket{{phase="{phase}",le="+Inf"}} {buckets.total}')
+    lines.append(f'{name}_sum{{phase="{phase}"}} {buckets.sum_s:.6f}')
+    lines.append(f'{name}_count{{phase="{phase}"}} {buckets.total}')
     return lines
 
 
-def render_metrics(engine: Engine, snap: Snapshot) -> str:
+def render_metrics(exposition: Exposition) -> str:
     """The exposition text for one scrape."""
     out: list[str] = []
+    snap = exposition.snapshot
 
     def metric(name: str, kind: str, help_text: str, samples: Sequence[tuple[str, float]]) -> None:
         out.append(f"# HELP {name} {help_text}")
@@ -63,57 +141,53 @@ def render_metrics(engine: Engine, snap: Snapshot) -> str:
         out.extend(f"{name}{labels} {value:g}" for labels, value in samples)
 
     metric("lkswarm_participants_planned", "gauge", "Participants in the run's plan.", [("", snap.planned)])
-    metric("lkswarm_participants_started_total", "counter", "Participants started.", [("", len(engine.drivers))])
-    metric("lkswarm_participants_joined_total", "counter", "JoinResponses received.", [("", engine.joined)])
-    metric("lkswarm_participants_alive", "gauge", "Participants started and not ended.", [("", engine.alive)])
+    metric("lkswarm_participants_started_total", "counter", "Participants started.", [("", snap.started)])
+    metric("lkswarm_participants_joined_total", "counter", "JoinResponses received.", [("", snap.joined)])
+    metric("lkswarm_participants_alive", "gauge", "Participants started and not ended.", [("", snap.alive)])
     metric("lkswarm_participants_active", "gauge", "Participants ACTIVE (PeerConnection up).", [("", snap.active)])
-    outcomes = [(f'{{outcome="{k}"}}', v) for k, v in sorted(engine.outcomes.items())]
+    outcomes = [(f'{{outcome="{k}"}}', v) for k, v in sorted(exposition.outcomes.items())]
     metric("lkswarm_outcomes_total", "counter", "Participants ended, by outcome.", outcomes)
     metric(
         "lkswarm_media_packets_received_total", "counter", "RTP packets received.", [("", snap.media_packets_received)]
     )
     metric("lkswarm_media_packets_lost_total", "counter", "RTP packets lost.", [("", snap.media_packets_lost)])
+    processes = [("", exposition.processes)]
+    metric("lkswarm_generator_processes", "gauge", "Generator processes reporting (run --workers).", processes)
     metric("lkswarm_generator_cpu_percent", "gauge", "Generator CPU over the last interval.", [("", snap.cpu_percent)])
     metric("lkswarm_generator_rss_bytes", "gauge", "Generator resident memory.", [("", snap.rss_mb * 1024 * 1024)])
     metric(
         "lkswarm_loop_lag_p99_seconds",
         "gauge",
-        "Event-loop lag p99 over the last interval.",
+        "Event-loop lag p99 over the last interval (the worst process's).",
         [("", snap.loop_lag_p99_ms / 1000)],
     )
     name = "lkswarm_phase_latency_seconds"
     out.append(f"# HELP {name} Latency per phase (from the intended start where it applies).")
     out.append(f"# TYPE {name} histogram")
     for phase in PHASES:
-        out.extend(_histogram_lines(name, phase, engine.metrics.phases[phase]))
+        out.extend(_histogram_lines(name, phase, exposition.phases.get(phase) or PhaseBuckets()))
     return "\n".join(out) + "\n"
 
 
-class PrometheusExporter:
-    """An `Observer` serving ``/metrics`` while the run lasts."""
+class MetricsServer:
+    """Serves ``render()`` to every HTTP request, on the running loop."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, render: Callable[[], str]) -> None:
         self.host, self.port = parse_address(address)
-        self.engine: Engine | None = None
-        self.latest = Snapshot()
-        self._server: asyncio.Server | None = None
+        self.render = render
         self.scrapes = 0
+        self._server: asyncio.Server | None = None
 
-    async def start(self, engine: Engine) -> None:
-        self.engine = engine
+    async def start(self) -> None:
         try:
-            self._server = await asyncio.start_server(self._serve, self.host, self.port)
+            self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_REQUEST_BYTES)
         except OSError as exc:
             raise ConfigError(f"--prometheus: cannot listen on {self.host}:{self.port}: {exc.strerror}") from None
 
-    def on_sample(self, snapshot: Snapshot) -> None:
-        self.latest = snapshot
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
-            assert self.engine is not None
-            body = render_metrics(self.engine, self.latest).encode()
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
+            body = self.render().encode()
             self.scrapes += 1
             writer.write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
@@ -131,3 +205,53 @@ class PrometheusExporter:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+
+
+class PrometheusExporter:
+    """An `Observer` serving one generator process's ``/metrics`` while the run lasts."""
+
+    def __init__(self, address: str) -> None:
+        self.server = MetricsServer(address, self._render)
+        self.engine: Engine | None = None
+        self.latest = Snapshot()
+
+    async def start(self, engine: Engine) -> None:
+        self.engine = engine
+        await self.server.start()
+
+    def on_sample(self, snapshot: Snapshot) -> None:
+        self.latest = snapshot
+
+    def _render(self) -> str:
+        assert self.engine is not None
+        return render_metrics(exposition_of(self.engine, self.latest))
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+
+class BackgroundMetricsServer:
+    """A `MetricsServer` on a loop of its own in a daemon thread, for a parent that runs no loop
+    (``run --workers``). ``start`` binds in the caller's thread, so a taken port fails the run at once."""
+
+    def __init__(self, address: str, render: Callable[[], str]) -> None:
+        self.server = MetricsServer(address, render)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="lkswarm-prometheus", daemon=True)
+
+    def start(self) -> None:
+        try:
+            self._loop.run_until_complete(self.server.start())
+        except BaseException:
+            self._loop.close()
+            raise
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._loop.is_closed():
+            return
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+        self._loop.run_until_complete(self.server.stop())
+        self._loop.close()

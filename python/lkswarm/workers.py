@@ -27,6 +27,9 @@ worker`` command) and merges their reports into one, as ``lkswarm merge`` does.
   once-a-second sample as a ``sample <json>`` line on stdout; the parent
   combines the latest of each (`lkswarm.timeline.combine_snapshots`) and draws
   one panel.
+- **One Prometheus endpoint.** With ``--prometheus``, each sample line also
+  carries the worker's counters and histogram buckets, and the parent serves
+  their sum on the one address (`lkswarm.prometheus`): buckets add exactly.
 - The embedded server (no ``--url``) is started once, by the parent, and shared.
 """
 
@@ -56,6 +59,15 @@ from lkswarm.config import RunConfig
 from lkswarm.errors import ConfigError, LkswarmError
 from lkswarm.merge import merge_reports
 from lkswarm.plan import worker_plan
+from lkswarm.prometheus import (
+    BackgroundMetricsServer,
+    Exposition,
+    combine_expositions,
+    exposition_from_dict,
+    exposition_of,
+    exposition_to_dict,
+    render_metrics,
+)
 from lkswarm.report import SCHEMA, empty_room_row
 from lkswarm.runner import RunResult, resolve_url, run_scenario
 from lkswarm.server import LocalServer
@@ -95,16 +107,6 @@ def check_workers(config: RunConfig, workers: int) -> None:
         raise ConfigError("--probe-impair needs a single generator process: leave out --workers")
 
 
-def worker_prometheus(address: str | None, index: int) -> str | None:
-    """Worker ``index`` serves its metrics on the given port plus its index."""
-    if address is None:
-        return None
-    from lkswarm.prometheus import parse_address
-
-    host, port = parse_address(address)
-    return f"{host}:{port + index}"
-
-
 @dataclass(slots=True)
 class WorkerProcess:
     index: int
@@ -114,6 +116,7 @@ class WorkerProcess:
     ready: bool = False
     pending: bytes = b""
     latest: Snapshot | None = None  # its newest sample (set by the drain thread)
+    exposition: Exposition | None = None  # its newest Prometheus figures, with that sample (--prometheus)
 
 
 def run_workers(
@@ -129,6 +132,7 @@ def run_workers(
     """Runs ``config`` in ``workers`` processes and returns the merged report (thresholds evaluated on it).
 
     ``on_sample`` (the live view) gets the workers' combined sample about once a second.
+    ``prometheus`` is served here, from the sum of the workers' latest figures.
     """
     check_workers(config, workers)
     if not config.run_tag:
@@ -137,9 +141,12 @@ def run_workers(
     local: LocalServer | None = None
     procs: list[WorkerProcess] = []
     started_at = datetime.now(UTC)
+    exporter = None if prometheus is None else _parent_exporter(prometheus, procs)
     with tempfile.TemporaryDirectory(prefix="lkswarm-workers-") as tmp_dir:
         tmp = Path(tmp_dir)
         try:
+            if exporter is not None:
+                exporter.start()
             if url is None:
                 local = LocalServer(credentials)
                 local.start()
@@ -153,8 +160,8 @@ def run_workers(
                 job = {
                     "config": job_config,
                     "worker": [index, workers],
-                    "prometheus": worker_prometheus(prometheus, index),
-                    "stream_samples": on_sample is not None,
+                    "stream_samples": on_sample is not None or prometheus is not None,
+                    "stream_exposition": prometheus is not None,
                     "out": str(tmp / f"worker-{index}.json"),
                 }
                 procs.append(_spawn(index, job, tmp, env))
@@ -168,6 +175,8 @@ def run_workers(
                 _stop(worker)
             if local is not None:
                 local.stop()
+            if exporter is not None:
+                exporter.stop()
         reports: list[dict[str, Any]] = []
         rows: list[dict[str, Any]] = []
         summaries: list[dict[str, Any]] = []
@@ -296,11 +305,24 @@ def _await_ready(procs: list[WorkerProcess], deadline: float) -> None:
             worker.process.kill()  # never got ready: counted as crashed
 
 
+def _parent_exporter(address: str, procs: list[WorkerProcess]) -> BackgroundMetricsServer:
+    """The run's one ``/metrics``: the sum of what each worker last sent (read at scrape time)."""
+
+    def render() -> str:
+        return render_metrics(combine_expositions([w.exposition for w in procs if w.exposition is not None]))
+
+    return BackgroundMetricsServer(address, render)
+
+
 def _read_samples(worker: WorkerProcess, stream: IO[bytes]) -> None:
     for line in stream:
         if line.startswith(SAMPLE_PREFIX):
-            with contextlib.suppress(ValueError, TypeError):
-                worker.latest = snapshot_from_dict(json.loads(line[len(SAMPLE_PREFIX) :]))
+            with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+                data = json.loads(line[len(SAMPLE_PREFIX) :])
+                snapshot = snapshot_from_dict(data)
+                if "exposition" in data:
+                    worker.exposition = exposition_from_dict(snapshot, data["exposition"])
+                worker.latest = snapshot
 
 
 def _tell(worker: WorkerProcess, line: bytes) -> None:
@@ -371,11 +393,7 @@ def run_worker_job(job_path: Path) -> int:
         print(f"lkswarm worker: {job_path} is not a job written by `lkswarm run --workers`: {exc}", file=sys.stderr)
         return 2
     credentials = Credentials.from_env()
-    observers: list[Observer] = [SampleStream()] if job.get("stream_samples") else []
-    if job.get("prometheus"):
-        from lkswarm.prometheus import PrometheusExporter
-
-        observers.append(PrometheusExporter(job["prometheus"]))
+    observers: list[Observer] = [SampleStream(bool(job.get("stream_exposition")))] if job.get("stream_samples") else []
 
     async def start_gate() -> float:
         os.write(sys.stdout.fileno(), READY_LINE)
@@ -398,18 +416,23 @@ def run_worker_job(job_path: Path) -> int:
 
 
 class SampleStream:
-    """A worker's observer: each sample (with its rolling percentiles) as one line for the parent's live view."""
+    """A worker's observer: each sample (with its rolling percentiles) as one line for the parent's live
+    view, and with ``with_exposition`` its Prometheus figures for the parent's ``/metrics``."""
 
-    def __init__(self) -> None:
-        self._metrics: Any = None
+    def __init__(self, with_exposition: bool = False) -> None:
+        self._engine: Any = None
+        self.with_exposition = with_exposition
 
     async def start(self, engine: Any) -> None:
-        self._metrics = engine.metrics
+        self._engine = engine
 
     def on_sample(self, snapshot: Snapshot) -> None:
-        if self._metrics is not None:
-            snapshot.rolling_ms = rolling_ms(self._metrics, time.perf_counter())
-        line = SAMPLE_PREFIX + json.dumps(dataclasses.asdict(snapshot)).encode() + b"\n"
+        data: dict[str, Any] = {}
+        if self._engine is not None:
+            snapshot.rolling_ms = rolling_ms(self._engine.metrics, time.perf_counter())
+            if self.with_exposition:
+                data["exposition"] = exposition_to_dict(exposition_of(self._engine, snapshot))
+        line = SAMPLE_PREFIX + json.dumps({**dataclasses.asdict(snapshot), **data}).encode() + b"\n"
         with contextlib.suppress(OSError):  # the parent went away: the run goes on and reports
             os.write(sys.stdout.fileno(), line)
 
