@@ -12,7 +12,7 @@ from rich.console import Console
 from lkswarm.config import RunConfig
 from lkswarm.errors import ConfigError
 from lkswarm.live import render
-from lkswarm.metrics import percentile
+from lkswarm.metrics import PhaseMetrics, percentile
 from lkswarm.plan import build_plan
 from lkswarm.prometheus import _histogram_lines, parse_address, phase_buckets
 from lkswarm.runner import check_cloud_guard
@@ -226,14 +226,21 @@ def test_live_view_renders_counts_phases_media_and_invalidity() -> None:
 
 
 def test_prometheus_histogram_buckets_are_cumulative() -> None:
-    histogram = HdrHistogram(1, 3_600_000_000, 3)
-    for value_ms in (2, 3, 40, 700, 20_000):
-        histogram.record_value(value_ms * 1000)
-    lines = _histogram_lines("lkswarm_phase_latency_seconds", "join_response", phase_buckets(histogram))
+    metrics = PhaseMetrics()
+    for value_ms in (2, 2.5, 3, 40, 700, 20_000, 90_000):
+        metrics.record("join_response", value_ms)
+    probes = HdrHistogram(1, 3_600_000_000, 3)
+    probes.record_value(4_000, 2)  # 4 ms twice: a whole histogram added at once, as the probes' is
+    metrics.add_histogram("join_response", probes)
+    lines = _histogram_lines("lkswarm_phase_latency_seconds", "join_response", phase_buckets(metrics, "join_response"))
     buckets = {line.split('le="')[1].split('"')[0]: int(line.split()[-1]) for line in lines if "_bucket" in line}
-    assert buckets["0.001"] == 0 and buckets["0.0025"] == 1 and buckets["0.005"] == 2
-    assert buckets["0.05"] == 3 and buckets["1.0"] == 4 and buckets["30.0"] == 5 and buckets["+Inf"] == 5
-    assert lines[-1].endswith(" 5")
+    assert buckets["0.001"] == 0 and buckets["0.0025"] == 2 and buckets["0.005"] == 5  # a bound is inclusive
+    assert buckets["0.05"] == 6 and buckets["1.0"] == 7 and buckets["30.0"] == 8 and buckets["60.0"] == 8
+    assert buckets["+Inf"] == 9 and lines[-1].endswith('_count{phase="join_response"} 9')
+    sum_name, sum_s = lines[-2].split()
+    assert sum_name == 'lkswarm_phase_latency_seconds_sum{phase="join_response"}'
+    assert float(sum_s) == pytest.approx(110.7555, abs=1e-5)  # the added histogram's values are µs-bucketed
+    assert metrics.phases["join_response"].get_total_count() == 9
     assert parse_address(":9464") == ("127.0.0.1", 9464)
     with pytest.raises(ConfigError):
         parse_address("9464")

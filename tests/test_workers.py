@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hdrh.histogram import HdrHistogram
 
 from helpers import assert_outcomes_reconcile, run_cli
 from lkswarm import workers as workers_module
@@ -21,6 +20,7 @@ from lkswarm.config import RunConfig
 from lkswarm.engine import Engine
 from lkswarm.errors import ConfigError
 from lkswarm.merge import merge_reports
+from lkswarm.metrics import PhaseMetrics
 from lkswarm.plan import build_plan
 from lkswarm.prometheus import (
     Exposition,
@@ -152,12 +152,12 @@ def test_a_worker_that_dies_is_reported_and_its_participants_counted(
 
 def test_the_parent_serves_the_sum_of_the_workers_prometheus_figures() -> None:
     def worker(joined: int, outcomes: dict[str, int], join_ms: list[int]) -> Exposition:
-        histogram = HdrHistogram(1, 3_600_000_000, 3)
+        metrics = PhaseMetrics()
         for value_ms in join_ms:
-            histogram.record_value(value_ms * 1000)
+            metrics.record("join_response", value_ms)
         snap = Snapshot(planned=joined, started=joined, joined=joined, alive=joined, cpu_percent=40.0)
         snap.loop_lag_p99_ms = 2.0 * joined
-        exposition = Exposition(snap, outcomes, {"join_response": phase_buckets(histogram)})
+        exposition = Exposition(snap, outcomes, {"join_response": phase_buckets(metrics, "join_response")})
         # Each worker's figures travel to the parent on its sample line, as JSON.
         line = json.loads(json.dumps({**dataclasses.asdict(snap), "exposition": exposition_to_dict(exposition)}))
         return exposition_from_dict(snapshot_from_dict(line), line["exposition"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import math
 import resource
@@ -29,6 +30,10 @@ MAX_LOOP_LAG_P99_MS = 20.0
 # and stamps arrivals late: receive jitter and loss then describe the generator, not the server.
 MAX_MEDIA_LAG_P99_MS = 20.0
 RECENT_SAMPLES = 50_000  # per phase, a cap; the sampler also drops what its window no longer needs
+# Upper bounds of the phase histograms' Prometheus buckets. Values are counted into them as they are
+# recorded (a bisect each), so a scrape reads 16 counters per phase: bucketing an HdrHistogram's recorded
+# values instead walks every distinct value in Python, too slow for a worker sending it every second.
+BUCKET_BOUNDS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000)
 _LOWEST_US = 1
 _HIGHEST_US = 3_600_000_000  # one hour
 _SIGNIFICANT_DIGITS = 3
@@ -80,6 +85,10 @@ class PhaseMetrics:
 
     def __init__(self) -> None:
         self.phases = {phase: new_histogram() for phase in PHASES}
+        # Per phase: counts per BUCKET_BOUNDS_MS bucket (value <= bound, not cumulative; the last is
+        # above every bound) and the sum of the values, for Prometheus.
+        self.bucket_counts = {phase: [0] * (len(BUCKET_BOUNDS_MS) + 1) for phase in PHASES}
+        self.sum_ms = dict.fromkeys(PHASES, 0.0)
         self.lateness = new_histogram()
         self.loop_lag = new_histogram()
         self._starts_over_limit = 0
@@ -92,6 +101,16 @@ class PhaseMetrics:
     def record(self, phase: str, value_ms: float) -> None:
         record_ms(self.phases[phase], value_ms)
         self.recent[phase].append((time.perf_counter(), value_ms))
+        self.bucket_counts[phase][bisect.bisect_left(BUCKET_BOUNDS_MS, value_ms)] += 1
+        self.sum_ms[phase] += value_ms
+
+    def add_histogram(self, phase: str, histogram: HdrHistogram) -> None:
+        """Adds a whole histogram of µs values (e.g. the probes' end-to-end latencies) to ``phase``."""
+        self.phases[phase].add(histogram)
+        for item in histogram.get_recorded_iterator():
+            value_ms, count = item.value_iterated_to / 1000, item.count_at_value_iterated_to
+            self.bucket_counts[phase][bisect.bisect_left(BUCKET_BOUNDS_MS, value_ms)] += count
+            self.sum_ms[phase] += value_ms * count
 
     def record_loop_lag(self, value_ms: float) -> None:
         record_ms(self.loop_lag, value_ms)

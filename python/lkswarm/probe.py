@@ -265,7 +265,7 @@ class ProbeTier:
         totals.started = len(self.participants)
         for participant in self.participants:
             totals.add_outcome(participant.driver, participant.active)
-        self.engine.metrics.phases["media_e2e"].add(totals.e2e_ms)
+        self.engine.metrics.add_histogram("media_e2e", totals.e2e_ms)
         return totals
 
     async def _collect_on_loop(self) -> ProbeTotals:
