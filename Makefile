@@ -43,10 +43,16 @@ $(BIN)/livekit-server: | $(BIN)/python
 # dependencies the build goes on without it and `make bench` says so (README,
 # "Performance": bench/tools/provide-go-module serves that dependency from a git
 # clone). Its module zip lacks the vendored PortAudio sources, so it links the
-# system library (Debian: portaudio19-dev) with the portaudio_system tag.
+# system library (Debian: portaudio19-dev) with the portaudio_system tag. Its
+# sample media are Git LFS pointers in that zip, so lk_media.py swaps in a build
+# with real clips (built once, cached beside the first).
 lk: | $(BIN)/python
-	@.ci/install-go-tool lk github.com/livekit/livekit-cli/v2/cmd/lk@$(LK_VERSION) lk $(BIN)/lk portaudio_system \
-	  || echo "warning: lk $(LK_VERSION) could not be built here (see above); benchmarks against lk will be skipped" >&2
+	@if .ci/install-go-tool lk github.com/livekit/livekit-cli/v2/cmd/lk@$(LK_VERSION) lk $(BIN)/lk portaudio_system; then \
+	  $(BIN)/python bench/tools/lk_media.py --if-placeholder --quiet \
+	    || echo "warning: lk $(LK_VERSION) publishes placeholder media here (see above); benchmarks against it say so" >&2; \
+	else \
+	  echo "warning: lk $(LK_VERSION) could not be built here (see above); benchmarks against lk will be skipped" >&2; \
+	fi
 
 run: build ## Build, then run the default scenario (one audio and one video publisher) against an embedded livekit-server
 	$(BIN)/lkswarm run --audio-publishers 1 --video-publishers 1

@@ -247,11 +247,16 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
             ours, lk = w["runs"]["lkswarm"], w["runs"]["lk"]
             seen = f"{ours['server_census']['active']} / {lk['server_census']['active']}"
             packets = f"{ours['packets_received']:,} / {lk['packets_received']:,}"
-            verdict = "" if w["valid"] else " INVALID: lk published nothing (LFS placeholder media)"
+            verdict = "" if w["valid"] else " INVALID: the server did not see everyone ACTIVE and every track"
+            if "LFS" in r.get("lk_media", "LFS"):
+                verdict += " (lk built with LFS placeholder media)"
+            from bench_vs_lk import cores_ratio
+
+            cores = cores_ratio(ours, lk)
             rows.append(
-                f"| vs lk | {name.replace('_', ' ')}, 60 s: generator CPU-s lkswarm / lk (ACTIVE seen by the server; "
-                f"packets received) | {ours['cpu_s']} / {lk['cpu_s']} s ({seen}; {packets}); lk uses "
-                f"{w['cpu_ratio_lk_over_lkswarm']}× lkswarm's CPU per participant, "
+                f"| vs lk | {name.replace('_', ' ')}, 60 s: generator CPU-s over wall s, lkswarm / lk (ACTIVE seen "
+                f"by the server; packets received) | {ours['cpu_s']} / {ours['wall_s']} s vs {lk['cpu_s']} / "
+                f"{lk['wall_s']} s ({seen}; {packets}); lk uses {cores}× lkswarm's CPU per participant-second, "
                 f"{w['cpu_per_packet_ratio_lk_over_lkswarm'] or '–'}× per packet{verdict} | ≥ 10× | {f} |"
             )
             rows.append(
