@@ -29,6 +29,9 @@ def synthetic_report(
     samples = {phase: [rng.lognormvariate(3, 0.6) for _ in range(participants)] for phase in PHASES[:4]}
     loop_lag = histogram_of([rng.expovariate(1.0) for _ in range(200)])
     media_lag = histogram_of([rng.expovariate(2.0) for _ in range(300)])
+    # Run 1 saw video tracks only, others audio as well: merge must take the union of kinds.
+    kinds = ("video",) if seed == 1 else ("audio", "video")
+    subscribed = {kind: histogram_of([rng.uniform(100, 900) for _ in range(10)]) for kind in kinds}
     histograms = {phase: histogram_of(values) for phase, values in samples.items()}
     failed = 2
     completed = participants - failed
@@ -67,6 +70,7 @@ def synthetic_report(
             "tracks_missing": 0,
             "foreign_datagrams": 0,
             "keyframe_requests": 1,
+            "track_subscribed_ms": {kind: summarize(h) for kind, h in subscribed.items()},
         },
         "probes": {},
         "signal": {"server_version": "1.13.5", "messages_received": {"join": participants}, "reconnects": 0},
@@ -90,6 +94,7 @@ def synthetic_report(
             **{phase: h.encode().decode("ascii") for phase, h in histograms.items()},
             "loop_lag": loop_lag.encode().decode("ascii"),
             "media_lag": media_lag.encode().decode("ascii"),
+            **{f"track_subscribed.{kind}": h.encode().decode("ascii") for kind, h in subscribed.items()},
         },
         "rooms": [
             {

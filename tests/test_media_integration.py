@@ -39,6 +39,10 @@ def test_120_participants_in_2_rooms_stay_active_and_receive_every_track(
     assert media["packets_received"] > 100_000
     assert media["loss_ratio"] < 0.01, media
     assert report["latency_ms"]["track_subscribed"]["count"] == media["tracks_received"]
+    # Split by kind: 2 x (2 audio publishers x 59 listeners) and 2 x (1 video publisher x 59 viewers).
+    by_kind = media["track_subscribed_ms"]
+    assert (by_kind["audio"]["count"], by_kind["video"]["count"]) == (2 * 2 * 59, 2 * 59), by_kind
+    assert {"track_subscribed.audio", "track_subscribed.video"} <= set(report["histograms"])
     assert report["room_check"]["matched"] == 120
     # The media thread's own lag is measured (publishers' frames alone fall due 50 times a second) and
     # carried for merging; its limit is a validity warning, not asserted here on a shared CI machine.

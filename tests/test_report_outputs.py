@@ -193,6 +193,10 @@ def test_merge_adds_counts_and_merges_histograms_timelines_and_rooms() -> None:
     assert merged["generator"]["media_lag_ms"] == summarize(union_histogram([a, b], "media_lag"))
     assert merged["histograms"]["media_lag"] == union_histogram([a, b], "media_lag").encode().decode("ascii")
     assert merged["media"]["frames_skipped"] == 3
+    by_kind = merged["media"]["track_subscribed_ms"]
+    assert by_kind["video"] == summarize(union_histogram([a, b], "track_subscribed.video"))
+    assert by_kind["audio"] == summarize(union_histogram([b], "track_subscribed.audio"))  # a had no audio
+    assert by_kind["video"]["count"] == 20 and by_kind["audio"]["count"] == 10
     assert merged["generator"]["valid"] is False and merged["generator"]["fd_limit"] == 2048
     assert merged["generator"]["cpu_s"] == 3.0
     media = merged["media"]

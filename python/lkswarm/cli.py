@@ -477,6 +477,10 @@ def print_report(report: dict[str, Any]) -> None:
             f"{m['tracks_received']} tracks ({m['tracks_missing']} missing), loss {m['loss_ratio'] * 100:.2f} %, "
             f"jitter p99 {m['jitter_ms']['p99']:.1f} ms, sent {m['packets_sent']} packets"
         )
+        by_kind = m.get("track_subscribed_ms") or {}
+        if by_kind:
+            parts = ", ".join(f"{kind} p50 {s['p50']:.0f} / p99 {s['p99']:.0f} ms" for kind, s in by_kind.items())
+            stdout.print(f"track_subscribed by kind: {parts}")
     probes = report.get("probes") or {}
     if probes:
         stdout.print(

@@ -172,6 +172,8 @@ def _media(report: dict[str, Any]) -> str:
     jitter = media.get("jitter_ms") or {}
     if jitter.get("count"):
         rows += [(f"jitter {k} (ms)", jitter.get(k, 0.0)) for k in ("p50", "p99", "max")]
+    for kind, stats in (media.get("track_subscribed_ms") or {}).items():
+        rows += [(f"track_subscribed {kind} {k} (ms)", stats.get(k, 0.0)) for k in ("count", "p50", "p99", "max")]
     return "<h2>Media</h2>" + table(None, rows, "media")
 
 

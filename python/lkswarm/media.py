@@ -82,6 +82,9 @@ class MediaTotals:
     tracks_missing: int = 0
     tracks_by_codec: dict[str, int] = field(default_factory=dict)  # received tracks per mime type
     jitter_ms: Any = field(default_factory=new_histogram)
+    # latency_ms.track_subscribed split by the track's kind: a video track waits for a keyframe, whose
+    # requests the server throttles (README, "Things the server does"), so the two have different modes.
+    track_subscribed_ms: dict[str, Any] = field(default_factory=dict)
     track_rows: list[dict[str, Any]] = field(default_factory=list)
     missing_examples: list[dict[str, str]] = field(default_factory=list)  # the first few, to act on
     hub_wakeups: int = 0  # media thread loop iterations and peer timeouts served (where its CPU goes)
@@ -102,6 +105,7 @@ class MediaTotals:
             "packets_lost": self.packets_lost,
             "loss_ratio": round(self.packets_lost / expected, 6) if expected else 0.0,
             "jitter_ms": summarize(self.jitter_ms),
+            "track_subscribed_ms": {kind: summarize(h) for kind, h in sorted(self.track_subscribed_ms.items())},
             "tracks_received": self.tracks_received,
             "tracks_missing": self.tracks_missing,
             "tracks_by_codec": dict(sorted(self.tracks_by_codec.items())),
@@ -155,6 +159,7 @@ class MediaTier:
         self.clips: MediaClips | None = None
         self._clock_offset_s = 0.0
         self._pump: asyncio.Task[None] | None = None
+        self.track_subscribed_ms: dict[str, Any] = {}  # kind -> HdrHistogram (see MediaTotals)
         # Fault-injection seams for tests: rewrite a server offer, our answer or a trickled candidate
         # (return None from trickle_filter to drop the candidate).
         self.offer_filter: Callable[[MediaParticipant, str], str] | None = None
@@ -202,6 +207,7 @@ class MediaTier:
             stats = hub.peer_stats(participant.peer_id) if participant.peer_id is not None else None
             if stats is not None:
                 participant.account(stats, totals)
+        totals.track_subscribed_ms = self.track_subscribed_ms
         running = hub.totals()
         totals.hub_wakeups, totals.hub_timeouts = running["wakeups"], running["timeouts"]
         record_buckets_us(totals.timer_lag, hub.timer_lag())
@@ -419,7 +425,12 @@ class MediaParticipant:
         elif kind == "first_packet":
             published_at = self._remote_published_at.get(a)
             if published_at is not None:
-                engine.metrics.record("track_subscribed", max(0.0, at - published_at) * 1000)
+                value_ms = max(0.0, at - published_at) * 1000
+                engine.metrics.record("track_subscribed", value_ms)
+                histogram = self.tier.track_subscribed_ms.get(b)  # b: the track's kind
+                if histogram is None:
+                    histogram = self.tier.track_subscribed_ms[b] = new_histogram()
+                record_ms(histogram, value_ms)
         elif kind == "failed":
             driver.finish(f"failed:{a}", b)
 

@@ -148,12 +148,19 @@ class _Merger:
         merged = {
             key: _deep_add([m.get(key) for m in media_list])
             for key in dict.fromkeys(k for m in media_list for k in m)
-            if key not in ("loss_ratio", "jitter_ms")
+            if key not in ("loss_ratio", "jitter_ms", "track_subscribed_ms")
         }
         expected = merged.get("packets_expected") or 0
         merged["loss_ratio"] = round((merged.get("packets_lost") or 0) / expected, 6) if expected else 0.0
         # Exact when every input carries its "jitter" histogram (older reports carried none).
         merged["jitter_ms"] = self.summary("jitter", [m.get("jitter_ms") for m in media_list], "media.jitter_ms")
+        by_kind = [m.get("track_subscribed_ms") or {} for m in media_list]
+        merged["track_subscribed_ms"] = {
+            kind: self.summary(
+                f"track_subscribed.{kind}", [k.get(kind) for k in by_kind], f"media.track_subscribed_ms.{kind}"
+            )
+            for kind in sorted({kind for k in by_kind for kind in k})
+        }
         return merged
 
     def generator(self) -> dict[str, Any]:

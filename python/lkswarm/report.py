@@ -82,7 +82,9 @@ def _encoded_histograms(engine: Engine) -> dict[str, str]:
     out = engine.metrics.encoded()
     media = engine.media_totals
     if media is not None:
-        for name, histogram in (("media_lag", media.timer_lag), ("jitter", media.jitter_ms)):
+        named = [("media_lag", media.timer_lag), ("jitter", media.jitter_ms)]
+        named += [(f"track_subscribed.{kind}", h) for kind, h in media.track_subscribed_ms.items()]
+        for name, histogram in named:
             if histogram.get_total_count():
                 out[name] = histogram.encode().decode("ascii")
     return out
