@@ -41,7 +41,7 @@ def test_ogg_opus_has_one_packet_per_page_and_decodes(lk_media: ModuleType, tmp_
 
 
 def test_ivf_and_annex_b_decode_at_the_layer_size(lk_media: ModuleType, tmp_path: Path) -> None:
-    frames = lk_media.encode_video("libvpx", 320, 180, 15, 150_000)
+    frames = lk_media.encode_video("vp8", 320, 180, 15, 150_000)
     assert len(frames) == 15 * lk_media.LOOP_S
     path = tmp_path / "v.ivf"
     path.write_bytes(lk_media.ivf(frames, 320, 180, 15))
@@ -49,7 +49,7 @@ def test_ivf_and_annex_b_decode_at_the_layer_size(lk_media: ModuleType, tmp_path
         decoded = [(f.width, f.height) for f in container.decode(video=0)]
     assert decoded == [(320, 180)] * len(frames)
     h264 = tmp_path / "v.h264"
-    h264.write_bytes(b"".join(lk_media.encode_video("libx264", 180, 240, 15, 200_000)))
+    h264.write_bytes(b"".join(lk_media.encode_video("h264", 180, 240, 15, 200_000)))
     with av.open(str(h264)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 15 * lk_media.LOOP_S
 

@@ -29,14 +29,12 @@ import struct
 import subprocess
 import sys
 import tempfile
-from fractions import Fraction
 from pathlib import Path
-from typing import cast
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "python"))
 
-from lkswarm.clips import _encode_audio, _fill_plane, _pattern_planes  # noqa: E402
+from lkswarm.clips import _encode_audio, encode_pattern  # noqa: E402
 
 LK_MODULE = "github.com/livekit/livekit-cli/v2"
 LK_VERSION = "v2.18.2"
@@ -105,38 +103,12 @@ def ogg_opus(packets: list[bytes], samples_per_packet: int = 960) -> bytes:
 # -- encoding -----------------------------------------------------------------------------------
 
 
-def encode_video(codec_name: str, width: int, height: int, fps: int, bitrate_bps: int) -> list[bytes]:
-    """LOOP_S seconds of the test pattern, with one keyframe (the first frame)."""
-    import av
-    from av.video.codeccontext import VideoCodecContext
-
+def encode_video(video_codec: str, width: int, height: int, fps: int, bitrate_bps: int) -> list[bytes]:
+    """LOOP_S seconds of lkswarm's test pattern (``vp8`` or ``h264``), one keyframe (the first frame)."""
     count = fps * LOOP_S
-    codec = cast(VideoCodecContext, av.CodecContext.create(codec_name, "w"))
-    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
-    codec.time_base, codec.framerate = Fraction(1, fps), Fraction(fps, 1)
-    codec.bit_rate = bitrate_bps
-    codec.gop_size = 10 * count
-    if codec_name == "libvpx":
-        codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "auto-alt-ref": "0"}
-    else:
-        keyint = 10 * count
-        codec.options = {
-            "preset": "ultrafast",
-            "tune": "zerolatency",
-            "profile": "baseline",
-            "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes=0:repeat-headers=1",
-        }
-    frames: list[bytes] = []
-    for index in range(count):
-        frame = av.VideoFrame(width, height, "yuv420p")
-        planes = _pattern_planes(width, height, index)
-        for plane_index, (plane, data) in enumerate(zip(frame.planes, planes, strict=True)):
-            _fill_plane(plane, data, width if plane_index == 0 else width // 2)
-        frame.pts = index
-        frames += [bytes(packet) for packet in codec.encode(frame)]
-    frames += [bytes(packet) for packet in codec.encode(None)]
+    frames = [data for data, _ in encode_pattern(video_codec, width, height, fps, bitrate_bps, count)]
     if len(frames) != count:
-        raise RuntimeError(f"{codec_name} gave {len(frames)} frames for {width}x{height}, wanted {count}")
+        raise RuntimeError(f"{video_codec} gave {len(frames)} frames for {width}x{height}, wanted {count}")
     return frames
 
 
@@ -162,8 +134,8 @@ def replace_resources(resources: Path) -> list[dict[str, object]]:
             else:  # createSpecs: height given, 16:9
                 width, height = size * 16 // 9, size
             kbps = int(match["kbps"])
-            codec_name = "libvpx" if match["ext"] == "ivf" else "libx264"
-            frames = encode_video(codec_name, width, height, fps, kbps * 1000)
+            video_codec = "vp8" if match["ext"] == "ivf" else "h264"
+            frames = encode_video(video_codec, width, height, fps, kbps * 1000)
             data = ivf(frames, width, height, fps) if match["ext"] == "ivf" else b"".join(frames)
             path.write_bytes(data)
             kbps_out = round(sum(map(len, frames)) * 8 / LOOP_S / 1000)

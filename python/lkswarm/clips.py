@@ -89,22 +89,31 @@ def _pattern_planes(width: int, height: int, index: int) -> tuple[bytes, bytes, 
 
 
 def _encode_video_layer(layer: VideoLayer, video_codec: str = "vp8") -> Frames:
+    frames = encode_pattern(video_codec, layer.width, layer.height, VIDEO_FPS, layer.bitrate_bps, VIDEO_LOOP_FRAMES)
+    if len(frames) != VIDEO_LOOP_FRAMES or not frames[0][1]:
+        raise MediaError(f"{video_codec} produced {len(frames)} frames for {layer.rid} (wanted {VIDEO_LOOP_FRAMES})")
+    return frames
+
+
+def encode_pattern(video_codec: str, width: int, height: int, fps: int, bitrate_bps: int, frame_count: int) -> Frames:
+    """``frame_count`` frames of the test pattern, VP8 or H.264, with one keyframe: the first, where the
+    loop starts (also what bench/tools/lk_media.py writes for lk)."""
     import av  # PyAV: heavy import, only needed when the cache is cold
 
     codec = av.CodecContext.create("libvpx" if video_codec == "vp8" else "libx264", "w")
-    codec.width = layer.width
-    codec.height = layer.height
+    codec.width = width
+    codec.height = height
     codec.pix_fmt = "yuv420p"
-    codec.time_base = Fraction(1, VIDEO_FPS)
-    codec.framerate = Fraction(VIDEO_FPS, 1)
-    codec.bit_rate = layer.bitrate_bps
-    codec.gop_size = 10 * VIDEO_LOOP_FRAMES  # keyframe only where the loop starts
+    codec.time_base = Fraction(1, fps)
+    codec.framerate = Fraction(fps, 1)
+    codec.bit_rate = bitrate_bps
+    codec.gop_size = 10 * frame_count  # keyframe only where the loop starts
     if video_codec == "vp8":
         codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "auto-alt-ref": "0"}
     else:
         # No B-frames (RTP sends in decode order and WebRTC decoders expect none), no scene-cut
         # keyframes, and the parameter sets inside the keyframe rather than in out-of-band extradata.
-        keyint = 10 * VIDEO_LOOP_FRAMES
+        keyint = 10 * frame_count
         codec.options = {
             "preset": "ultrafast",
             "tune": "zerolatency",
@@ -112,18 +121,16 @@ def _encode_video_layer(layer: VideoLayer, video_codec: str = "vp8") -> Frames:
             "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes=0:repeat-headers=1",
         }
     frames: Frames = []
-    for index in range(VIDEO_LOOP_FRAMES):
-        frame = av.VideoFrame(layer.width, layer.height, "yuv420p")
-        planes = _pattern_planes(layer.width, layer.height, index)
+    for index in range(frame_count):
+        frame = av.VideoFrame(width, height, "yuv420p")
+        planes = _pattern_planes(width, height, index)
         for plane_index, (plane, data) in enumerate(zip(frame.planes, planes, strict=True)):
-            _fill_plane(plane, data, layer.width if plane_index == 0 else layer.width // 2)
+            _fill_plane(plane, data, width if plane_index == 0 else width // 2)
         frame.pts = index
         for packet in codec.encode(frame):
             frames.append((bytes(packet), bool(packet.is_keyframe)))
     for packet in codec.encode(None):
         frames.append((bytes(packet), bool(packet.is_keyframe)))
-    if len(frames) != VIDEO_LOOP_FRAMES or not frames[0][1]:
-        raise MediaError(f"{codec.name} produced {len(frames)} frames for {layer.rid} (wanted {VIDEO_LOOP_FRAMES})")
     return frames
 
 
