@@ -39,20 +39,11 @@ $(VENV)/.ext.stamp: $(RUST_SOURCES) $(VENV)/.deps.stamp
 $(BIN)/livekit-server: | $(BIN)/python
 	.ci/install-go-tool livekit-server github.com/livekit/livekit-server/cmd/server@$(SERVER_VERSION) server $@
 
-# lk is only the benchmarks' anchor; when the module proxy refuses one of its
-# dependencies the build goes on without it and `make bench` says so (README,
-# "Performance": bench/tools/provide-go-module serves that dependency from a git
-# clone). Its module zip lacks the vendored PortAudio sources, so it links the
-# system library (Debian: portaudio19-dev) with the portaudio_system tag. Its
-# sample media are Git LFS pointers in that zip, so lk_media.py swaps in a build
-# with real clips (built once, cached beside the first).
+# lk is only the benchmarks' anchor: bench/tools/install-lk builds it once (with
+# real media in place of the Git LFS pointers its module zip embeds) and never
+# fails the build; without it `make bench` says the lk suites were skipped.
 lk: | $(BIN)/python
-	@if .ci/install-go-tool lk github.com/livekit/livekit-cli/v2/cmd/lk@$(LK_VERSION) lk $(BIN)/lk portaudio_system; then \
-	  $(BIN)/python bench/tools/lk_media.py --if-placeholder --quiet \
-	    || echo "warning: lk $(LK_VERSION) publishes placeholder media here (see above); benchmarks against it say so" >&2; \
-	else \
-	  echo "warning: lk $(LK_VERSION) could not be built here (see above); benchmarks against lk will be skipped" >&2; \
-	fi
+	@bench/tools/install-lk $(BIN)/lk $(LK_VERSION) $(BIN)/python
 
 run: build ## Build, then run the default scenario (one audio and one video publisher) against an embedded livekit-server
 	$(BIN)/lkswarm run --audio-publishers 1 --video-publishers 1
