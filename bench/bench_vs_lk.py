@@ -42,6 +42,9 @@ from lkswarm.auth import Credentials  # noqa: E402
 from lkswarm.server import LocalServer  # noqa: E402
 from lkswarm.twirp import RoomService  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench" / "tools"))
+from lk_media import has_placeholder_media  # noqa: E402
+
 PYTHON = sys.executable
 LK_VERSION = "v2.18.2"
 JOIN_RATE = 10  # participants started per second, both tools
@@ -69,7 +72,7 @@ def lk_version(binary: Path) -> str:
 def lk_media(binary: Path) -> str:
     """What lk publishes: its module zip embeds Git LFS pointers, not media, unless it was built by
     bench/tools/lk_media.py, which writes real clips of the same names, codecs, sizes and bitrates."""
-    if b"version https://git-lfs.github.com/spec/v1" in binary.read_bytes():
+    if has_placeholder_media(binary):
         return "Git LFS pointers from the module zip: lk publishes no real media"
     return "real clips written by bench/tools/lk_media.py (same files, codecs, sizes, frame rates and bitrates)"
 

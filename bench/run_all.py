@@ -243,6 +243,8 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
     if "vs-lk" in latest and "workloads" in latest["vs-lk"]["result"]:
         r = latest["vs-lk"]["result"]
         f = latest["vs-lk"]["file"]
+        from bench_vs_lk import cores_ratio
+
         for name, w in r["workloads"].items():
             ours, lk = w["runs"]["lkswarm"], w["runs"]["lk"]
             seen = f"{ours['server_census']['active']} / {lk['server_census']['active']}"
@@ -250,8 +252,6 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
             verdict = "" if w["valid"] else " INVALID: the server did not see everyone ACTIVE and every track"
             if "LFS" in r.get("lk_media", "LFS"):
                 verdict += " (lk built with LFS placeholder media)"
-            from bench_vs_lk import cores_ratio
-
             cores = cores_ratio(ours, lk)
             rows.append(
                 f"| vs lk | {name.replace('_', ' ')}, 60 s: generator CPU-s over wall s, lkswarm / lk (ACTIVE seen "

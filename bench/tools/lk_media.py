@@ -128,6 +128,8 @@ def replace_resources(resources: Path) -> list[dict[str, object]]:
             raise RuntimeError(f"no rule for lk resource {path.name}")
         layers.setdefault(match["prefix"], []).append((int(match["size"]), path, match))
     for prefix, entries in layers.items():
+        if len(entries) > len(LAYER_FPS):  # a layer without a known frame rate would stay a pointer
+            raise RuntimeError(f"lk resource set {prefix!r} has {len(entries)} layers; lk's specs have 3")
         for fps, (size, path, match) in zip(LAYER_FPS, sorted(entries, key=lambda entry: entry[0]), strict=False):
             if match["portrait"]:  # circlesSpec: width given, height = width * 4 / 3
                 width, height = size, size * 4 // 3

@@ -101,16 +101,17 @@ class PhaseMetrics:
     def record(self, phase: str, value_ms: float) -> None:
         record_ms(self.phases[phase], value_ms)
         self.recent[phase].append((time.perf_counter(), value_ms))
-        self.bucket_counts[phase][bisect.bisect_left(BUCKET_BOUNDS_MS, value_ms)] += 1
-        self.sum_ms[phase] += value_ms
+        self._count(phase, value_ms, 1)
 
     def add_histogram(self, phase: str, histogram: HdrHistogram) -> None:
         """Adds a whole histogram of µs values (e.g. the probes' end-to-end latencies) to ``phase``."""
         self.phases[phase].add(histogram)
         for item in histogram.get_recorded_iterator():
-            value_ms, count = item.value_iterated_to / 1000, item.count_at_value_iterated_to
-            self.bucket_counts[phase][bisect.bisect_left(BUCKET_BOUNDS_MS, value_ms)] += count
-            self.sum_ms[phase] += value_ms * count
+            self._count(phase, item.value_iterated_to / 1000, item.count_at_value_iterated_to)
+
+    def _count(self, phase: str, value_ms: float, count: int) -> None:
+        self.bucket_counts[phase][bisect.bisect_left(BUCKET_BOUNDS_MS, value_ms)] += count
+        self.sum_ms[phase] += value_ms * count
 
     def record_loop_lag(self, value_ms: float) -> None:
         record_ms(self.loop_lag, value_ms)

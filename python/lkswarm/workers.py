@@ -160,7 +160,7 @@ def run_workers(
                 job = {
                     "config": job_config,
                     "worker": [index, workers],
-                    "stream_samples": on_sample is not None or prometheus is not None,
+                    "stream_rolling": on_sample is not None,  # only the live view shows them
                     "stream_exposition": prometheus is not None,
                     "out": str(tmp / f"worker-{index}.json"),
                 }
@@ -393,7 +393,8 @@ def run_worker_job(job_path: Path) -> int:
         print(f"lkswarm worker: {job_path} is not a job written by `lkswarm run --workers`: {exc}", file=sys.stderr)
         return 2
     credentials = Credentials.from_env()
-    observers: list[Observer] = [SampleStream(bool(job.get("stream_exposition")))] if job.get("stream_samples") else []
+    rolling, exposition = bool(job.get("stream_rolling")), bool(job.get("stream_exposition"))
+    observers: list[Observer] = [SampleStream(rolling, exposition)] if rolling or exposition else []
 
     async def start_gate() -> float:
         os.write(sys.stdout.fileno(), READY_LINE)
@@ -416,11 +417,12 @@ def run_worker_job(job_path: Path) -> int:
 
 
 class SampleStream:
-    """A worker's observer: each sample (with its rolling percentiles) as one line for the parent's live
-    view, and with ``with_exposition`` its Prometheus figures for the parent's ``/metrics``."""
+    """A worker's observer: each sample as one line for the parent, with its rolling percentiles for
+    the live view (``with_rolling``) and its Prometheus figures for ``/metrics`` (``with_exposition``)."""
 
-    def __init__(self, with_exposition: bool = False) -> None:
+    def __init__(self, with_rolling: bool, with_exposition: bool) -> None:
         self._engine: Any = None
+        self.with_rolling = with_rolling
         self.with_exposition = with_exposition
 
     async def start(self, engine: Any) -> None:
@@ -429,7 +431,8 @@ class SampleStream:
     def on_sample(self, snapshot: Snapshot) -> None:
         data: dict[str, Any] = {}
         if self._engine is not None:
-            snapshot.rolling_ms = rolling_ms(self._engine.metrics, time.perf_counter())
+            if self.with_rolling:
+                snapshot.rolling_ms = rolling_ms(self._engine.metrics, time.perf_counter())
             if self.with_exposition:
                 data["exposition"] = exposition_to_dict(exposition_of(self._engine, snapshot))
         line = SAMPLE_PREFIX + json.dumps({**dataclasses.asdict(snapshot), **data}).encode() + b"\n"
