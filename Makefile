@@ -18,7 +18,7 @@ PY_DIRS := python tests bench protos
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
 
-build: $(VENV)/.ext.stamp $(BIN)/livekit-server lk ## Create .venv, build the extension (release), install deps, livekit-server and lk
+build: $(VENV)/.ext.stamp $(BIN)/livekit-server ## Create .venv, build the extension (release), install deps and livekit-server
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) is required (set PYTHON=...)" >&2; exit 1; }
@@ -39,20 +39,22 @@ $(VENV)/.ext.stamp: $(RUST_SOURCES) $(VENV)/.deps.stamp
 $(BIN)/livekit-server: | $(BIN)/python
 	.ci/install-go-tool livekit-server github.com/livekit/livekit-server/cmd/server@$(SERVER_VERSION) server $@
 
-# lk is only the benchmarks' anchor: bench/tools/install-lk builds it once (with
-# real media in place of the Git LFS pointers its module zip embeds) and never
-# fails the build; without it `make bench` says the lk suites were skipped.
+# lk is only the benchmarks' anchor, so only `make bench` builds it: bench/tools/install-lk
+# builds it once (with real media in place of the Git LFS pointers its module zip embeds)
+# and never fails; without it `make bench` says the lk suites were skipped. `make run`
+# and `make test` never need it.
 lk: | $(BIN)/python
 	@bench/tools/install-lk $(BIN)/lk $(LK_VERSION) $(BIN)/python
 
 run: build ## Build, then run the default scenario (one audio and one video publisher) against an embedded livekit-server
 	$(BIN)/lkswarm run --audio-publishers 1 --video-publishers 1
 
-lint: build ## ruff, mypy, stubtest, clippy (-D warnings) and rustfmt
+lint: build ## ruff, mypy, stubtest, the import-layer contract, clippy (-D warnings) and rustfmt
 	$(BIN)/ruff check $(PY_DIRS)
 	$(BIN)/ruff format --check $(PY_DIRS)
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest lkswarm._core --allowlist .stubtest-allowlist
+	$(BIN)/lint-imports
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
 	cargo fmt --check
@@ -62,11 +64,16 @@ format: ## Apply ruff and rustfmt formatting
 	$(BIN)/ruff check --fix $(PY_DIRS)
 	cargo fmt
 
-test: build lint ## Build, lint, cargo test, then pytest (unit + integration against the real server)
-	cargo test
-	$(BIN)/pytest
+# The unit tests run in a network namespace of their own where one can be made (root, or user namespaces):
+# there nothing can connect anywhere, which proves them socket-free; tests/conftest.py guards it too.
+UNIT_NETNS := $(shell unshare -n true 2>/dev/null && echo unshare -n)
 
-bench: build ## Run the benchmarks and record them in bench/results/
+test: build lint ## Build, lint, cargo test, then pytest: unit tests (no sockets), then integration against the real server
+	cargo test
+	$(UNIT_NETNS) $(BIN)/pytest -m "not integration"
+	$(BIN)/pytest -m integration
+
+bench: build lk ## Build lk (the benchmarks' anchor), run the benchmarks and record them in bench/results/
 	$(BIN)/python bench/run_all.py
 
 clean: ## Remove the venv and build outputs (the $$HOME caches stay)

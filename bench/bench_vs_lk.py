@@ -38,9 +38,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "python"))
 
+from lkswarm.app.server import LocalServer  # noqa: E402
 from lkswarm.auth import Credentials  # noqa: E402
-from lkswarm.server import LocalServer  # noqa: E402
-from lkswarm.twirp import RoomService  # noqa: E402
+from lkswarm.net.twirp import RoomService  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench" / "tools"))
 from lk_media import has_placeholder_media  # noqa: E402

@@ -20,10 +20,10 @@ from typing import Any, cast
 import uvloop
 
 from lkswarm import _core
-from lkswarm.events import PongReceived
-from lkswarm.session import SignalSession
-from lkswarm.transport import Endpoint, open_websocket
-from lkswarm.ws import Message
+from lkswarm.net.ws_driver import Endpoint, open_websocket
+from lkswarm.signal.events import PongReceived
+from lkswarm.signal.session import SignalSession
+from lkswarm.signal.websocket import Message
 
 WARMUP_S = 0.5
 COUNT = {"round_trips": 0, "measuring": False}

@@ -11,9 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lkswarm.app.runner import build_engine
 from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
-from lkswarm.engine import Engine
+from lkswarm.engine.engine import Engine
+from lkswarm.media.tier import LightTier
+from lkswarm.probe.tier import ProbeTier
+from lkswarm.report.build import build_report
 
 LKSWARM = [sys.executable, "-m", "lkswarm"]
 
@@ -49,12 +53,27 @@ def run_engine(config: RunConfig, credentials: Credentials, url: str, setup: Any
     """Runs an Engine in-process; ``setup(engine)`` installs fault-injection filters before it starts."""
 
     async def main() -> dict[str, Any]:
-        engine = Engine(config, credentials, url)
+        engine = build_engine(config, credentials, url)
         if setup is not None:
             setup(engine)
-        return await engine.run()
+        return await report_of(engine)
 
     return asyncio.run(main())
+
+
+async def report_of(engine: Engine) -> dict[str, Any]:
+    """Runs ``engine`` and builds its report, as `lkswarm.app.runner.run_scenario` does."""
+    return build_report(await engine.run())
+
+
+def light_tier(engine: Engine) -> LightTier:
+    """The run's light media tier (its hub, its fault-injection filters)."""
+    return next(tier for tier in engine.tiers if isinstance(tier, LightTier))
+
+
+def probe_tier(engine: Engine) -> ProbeTier:
+    """The run's probe tier."""
+    return next(tier for tier in engine.tiers if isinstance(tier, ProbeTier))
 
 
 def dead_candidates(sdp: str) -> str:

@@ -7,9 +7,9 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from lkswarm.engine.timeline import TIMELINE_FIELDS
 from lkswarm.metrics import PHASES, new_histogram, record_ms, summarize
-from lkswarm.report import SCHEMA
-from lkswarm.timeline import TIMELINE_FIELDS
+from lkswarm.report.build import SCHEMA
 
 TIMELINE_SERIES = TIMELINE_FIELDS[1:]  # every series but t_s
 

@@ -23,7 +23,7 @@ def lk_media() -> ModuleType:
 
 
 def test_ogg_opus_has_one_packet_per_page_and_decodes(lk_media: ModuleType, tmp_path: Path) -> None:
-    from lkswarm.clips import _encode_audio
+    from lkswarm.media.clips import _encode_audio
 
     packets = [frame for frame, _ in _encode_audio()]
     data = lk_media.ogg_opus(packets)

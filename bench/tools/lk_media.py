@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "python"))
 
-from lkswarm.clips import _encode_audio, encode_pattern  # noqa: E402
+from lkswarm.media.clips import _encode_audio, encode_pattern  # noqa: E402
 
 LK_MODULE = "github.com/livekit/livekit-cli/v2"
 LK_VERSION = "v2.18.2"

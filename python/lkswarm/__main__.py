@@ -1,3 +1,3 @@
-from lkswarm.cli import main
+from lkswarm.cli.commands import main
 
 main()

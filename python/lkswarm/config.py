@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lkswarm.errors import ConfigError
-from lkswarm.protocol import CLIENT_PROTOCOL
+from lkswarm.impairment import parse_impairment
+from lkswarm.signal.enums import CLIENT_PROTOCOL
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -115,8 +116,6 @@ class RunConfig(BaseModel):
     @classmethod
     def _probe_impair(cls, value: str | None) -> str | None:
         if value is not None:
-            from lkswarm.netem import parse_impairment
-
             parse_impairment(value)  # raises ValueError naming the bad part
         return value
 

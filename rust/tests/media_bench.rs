@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lkswarm_core::media::clip::{Clip, ClipFrame, MediaLibrary};
-use lkswarm_core::media::peer::{Datagram, MediaPeer, Pc, PeerConfig};
+use lkswarm_core::media::peer::{MediaPeer, PeerConfig};
 use lkswarm_core::media::shared_certificate;
+use lkswarm_core::media::types::{Datagram, Pc};
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lkswarm_core::media::clip::{Clip, ClipFrame, MediaLibrary, VideoCodec};
-use lkswarm_core::media::peer::{Datagram, MediaPeer, Pc, PeerConfig, PeerEvent};
+use lkswarm_core::media::peer::{MediaPeer, PeerConfig, PeerEvent};
 use lkswarm_core::media::shared_certificate;
+use lkswarm_core::media::types::{Datagram, Pc};
 
 fn library() -> MediaLibrary {
     let frames = (0..50u8)

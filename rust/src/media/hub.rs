@@ -51,8 +51,9 @@ use str0m::config::DtlsCert;
 use super::clip::MediaLibrary;
 use super::deadline::{Deadline, Fired};
 use super::lag::LagHistogram;
-use super::peer::{Datagram, MediaPeer, Pc, PeerConfig, PeerCounters, PeerEvent, RxTrack};
+use super::peer::{MediaPeer, PeerConfig, PeerEvent, RxTrack};
 use super::recv::{enable_receive_timestamps, recv_batch, RecvBatch};
+use super::types::{Datagram, Pc, PeerCounters};
 use crate::error::Error;
 
 const WAKER_TOKEN: Token = Token(usize::MAX);

@@ -12,6 +12,7 @@ pub mod recv;
 pub mod rxstats;
 pub mod sdp;
 mod transport;
+pub mod types;
 
 use str0m::config::DtlsCert;
 

@@ -29,8 +29,9 @@
 //! The subscriber runs str0m in RTP mode: every new packet arrives as one event
 //! and is accounted in `RxStats` without depacketizing. The publisher runs in
 //! frame mode so str0m packetizes VP8 (payload descriptor, picture id), H.264
-//! (STAP-A, FU-A) and Opus; what it sends, and when, is `publish`'s. Each `Rtc`
-//! with its bookkeeping is a `transport::Transport`.
+//! (STAP-A, FU-A) and Opus; what it sends, and when, is the `publish::Publisher`'s,
+//! which the peer lends the publisher's transport to write each due frame, then
+//! drains it. Each `Rtc` with its bookkeeping is a `transport::Transport`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,33 +39,19 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::config::DtlsCert;
-use str0m::format::{Codec, PayloadParams};
-use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
+use str0m::media::{Direction, MediaKind, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::Ssrc;
-use str0m::{Event, IceConnectionState, Input, Output, Rtc, RtcError};
+use str0m::{Event, IceConnectionState, Input, Output, RtcError};
 
-use super::clip::{MediaLibrary, TalkSpurts, SIMULCAST_RIDS};
-use super::publish::{AudioOut, VideoOut};
+use super::clip::{MediaLibrary, SIMULCAST_RIDS};
+use super::publish::{Publisher, Write};
 use super::rxstats::RxStats;
 use super::sdp::{candidate_from_init, msid_tracks_by_mid};
 use super::transport::Transport;
 
-/// Which PeerConnection of a participant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Pc {
-    Subscriber = 0,
-    Publisher = 1,
-}
-
-impl Pc {
-    pub fn name(self) -> &'static str {
-        match self {
-            Pc::Subscriber => "subscriber",
-            Pc::Publisher => "publisher",
-        }
-    }
-}
+/// The values the peer's API speaks, defined apart so `publish` needs nothing of this module.
+pub use super::types::{Datagram, Pc, PeerCounters};
 
 /// Something the owner of the peer must hear about.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,20 +90,6 @@ impl Default for PeerConfig {
     }
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct PeerCounters {
-    pub datagrams_received: u64,
-    pub foreign_datagrams: u64,
-    pub input_errors: u64,
-    pub datagrams_sent: u64,
-    pub bytes_sent: u64,
-    pub frames_sent: u64,
-    /// Frames a publisher never sent because the media thread fell more than `publish::MAX_LATE` behind
-    /// their schedule (one per simulcast layer): the generator, not the server, lost them.
-    pub frames_skipped: u64,
-    pub keyframe_requests: u64,
-}
-
 /// Per-track receive accounting, keyed by SSRC.
 #[derive(Debug, Clone)]
 pub struct RxTrack {
@@ -137,28 +110,21 @@ pub struct RxTrack {
 const OWN_CHECKS_AFTER: Duration = Duration::from_millis(500);
 pub struct MediaPeer {
     subscriber: Transport,
-    pub(super) publisher: Option<Transport>,
+    publisher: Option<Transport>,
     pending_offer: Option<SdpPendingOffer>,
-    pub(super) audio_out: Option<AudioOut>,
-    pub(super) video_out: Option<VideoOut>,
-    pub(super) library: MediaLibrary,
+    /// The publisher's synthetic media, from its offer on (the tracks it offered).
+    publishing: Option<Publisher>,
+    /// The clips a publisher offer may use; the `Publisher` takes its own handle.
+    library: MediaLibrary,
     rx: HashMap<Ssrc, RxTrack>,
     tracks_by_mid: HashMap<String, String>,
     events: Vec<(Instant, PeerEvent)>,
     /// Datagrams produced while handling input, until `poll` hands them out. str0m
     /// must be drained after every input (in RTP mode it holds one received packet).
     outbox: Vec<Datagram>,
-    pub(super) failed: bool,
-    pub(super) config: PeerConfig,
+    failed: bool,
+    config: PeerConfig,
     pub counters: PeerCounters,
-}
-
-/// A datagram for the caller to send from `source` (a local address of this peer).
-#[derive(Debug, Clone)]
-pub struct Datagram {
-    pub source: SocketAddr,
-    pub destination: SocketAddr,
-    pub contents: Vec<u8>,
 }
 
 impl MediaPeer {
@@ -173,8 +139,7 @@ impl MediaPeer {
             subscriber: Transport::subscriber(cert, subscriber_addr, now)?,
             publisher: None,
             pending_offer: None,
-            audio_out: None,
-            video_out: None,
+            publishing: None,
             library,
             rx: HashMap::new(),
             tracks_by_mid: HashMap::new(),
@@ -295,25 +260,8 @@ impl MediaPeer {
         });
         let (offer, pending) = api.apply().ok_or("nothing to offer")?;
         self.pending_offer = Some(pending);
-        if let Some(mid) = audio_mid {
-            self.audio_out = Some(AudioOut {
-                mid,
-                pt: Pt::from(0),
-                frame: 0,
-                rtp_time: 0,
-                next_due: now,
-                spurts: self.config.talk_spurts.then(|| TalkSpurts::p59(self.config.seed)),
-            });
-        }
-        if let Some(mid) = video_mid {
-            let rids = if layers > 1 {
-                SIMULCAST_RIDS.iter().take(layers).map(|r| Some(Rid::from(*r))).collect()
-            } else {
-                vec![None]
-            };
-            self.video_out =
-                Some(VideoOut { mid, pt: Pt::from(0), cursors: vec![0; rids.len()], rids, rtp_time: 0, next_due: now });
-        }
+        let (talk_spurts, seed) = (self.config.talk_spurts, self.config.seed);
+        self.publishing = Some(Publisher::new(self.library.clone(), audio_mid, video_mid, talk_spurts, seed, now));
         self.publisher = Some(transport);
         Ok(offer.to_sdp_string())
     }
@@ -329,24 +277,10 @@ impl MediaPeer {
             .accept_answer(pending, answer)
             .map_err(|e| format!("publisher answer rejected: {e}"))?;
         publisher.undrained = true;
-        // H.264 frames are larger than one packet, so only packetization-mode 1 (FU-A) can carry them.
-        let sendable = |params: &PayloadParams, codec: Codec| {
-            params.spec().codec == codec && (codec != Codec::H264 || params.spec().format.packetization_mode == Some(1))
-        };
-        let writer_pt = |rtc: &mut Rtc, mid: Mid, codec: Codec| -> Option<Pt> {
-            let writer = rtc.writer(mid)?;
-            let pt = writer.payload_params().find(|p| sendable(p, codec)).map(|p| p.pt());
-            pt
-        };
-        if let Some(audio) = &mut self.audio_out {
-            audio.pt = writer_pt(&mut publisher.rtc, audio.mid, Codec::Opus).ok_or("the server refused Opus")?;
+        match &mut self.publishing {
+            Some(publishing) => publishing.choose_payload_types(&mut publisher.rtc),
+            None => Ok(()),
         }
-        if let Some(video) = &mut self.video_out {
-            let codec = self.library.video_codec.codec();
-            video.pt =
-                writer_pt(&mut publisher.rtc, video.mid, codec).ok_or_else(|| format!("the server refused {codec}"))?;
-        }
-        Ok(())
     }
 
     /// Adds a trickled server candidate (`candidateInit` JSON) to the PeerConnection `target`.
@@ -487,11 +421,8 @@ impl MediaPeer {
         if let Some(publisher) = &self.publisher {
             wake = wake.min(publisher.next_timeout);
             if publisher.connected_at.is_some() {
-                if let Some(audio) = &self.audio_out {
-                    wake = wake.min(audio.next_due);
-                }
-                if let Some(video) = &self.video_out {
-                    wake = wake.min(video.next_due);
+                if let Some(next_due) = self.publishing.as_ref().and_then(Publisher::next_due) {
+                    wake = wake.min(next_due);
                 }
             }
         }
@@ -508,7 +439,35 @@ impl MediaPeer {
         wake.max(now)
     }
 
-    pub(super) fn drain(&mut self, pc: Pc, now: Instant, out: &mut Vec<Datagram>) {
+    /// Writes the publisher's due frames, audio first, draining the publisher transport after
+    /// each (see `publish`): stops at the first failure, before video if audio failed the peer.
+    fn write_due_media(&mut self, now: Instant, out: &mut Vec<Datagram>) {
+        self.write_due_track(now, out, Publisher::write_next_audio);
+        if !self.failed {
+            self.write_due_track(now, out, Publisher::write_next_video);
+        }
+    }
+
+    fn write_due_track(
+        &mut self,
+        now: Instant,
+        out: &mut Vec<Datagram>,
+        write_next: fn(&mut Publisher, Instant, &mut Transport, &mut PeerCounters) -> Write,
+    ) {
+        loop {
+            let (Some(publishing), Some(transport)) = (&mut self.publishing, &mut self.publisher) else { return };
+            match write_next(publishing, now, transport, &mut self.counters) {
+                Write::NoneDue => return,
+                Write::Written => self.drain(Pc::Publisher, now, out),
+                Write::NoWriter => {}
+            }
+            if self.failed {
+                return;
+            }
+        }
+    }
+
+    fn drain(&mut self, pc: Pc, now: Instant, out: &mut Vec<Datagram>) {
         if self.transport(pc).is_some_and(|t| !t.undrained) {
             return;
         }
@@ -568,12 +527,8 @@ impl MediaPeer {
                     if transport.connected_at.is_none() {
                         transport.connected_at = Some(now);
                         if pc == Pc::Publisher {
-                            let first_due = now;
-                            if let Some(audio) = &mut self.audio_out {
-                                audio.next_due = first_due;
-                            }
-                            if let Some(video) = &mut self.video_out {
-                                video.next_due = first_due;
+                            if let Some(publishing) = &mut self.publishing {
+                                publishing.start(now);
                             }
                         }
                         self.events.push((now, PeerEvent::Connected { pc }));
@@ -583,14 +538,8 @@ impl MediaPeer {
             Event::RtpPacket(packet) => self.on_rtp(&packet),
             Event::KeyframeRequest(request) => {
                 self.counters.keyframe_requests += 1;
-                if let Some(video) = &mut self.video_out {
-                    if video.mid == request.mid {
-                        for (rid, cursor) in video.rids.iter().zip(video.cursors.iter_mut()) {
-                            if request.rid.is_none() || *rid == request.rid {
-                                *cursor = 0; // the first frame of every layer is a keyframe
-                            }
-                        }
-                    }
+                if let Some(publishing) = &mut self.publishing {
+                    publishing.on_keyframe_request(request.mid, request.rid);
                 }
             }
             _ => {}

@@ -1,31 +1,75 @@
 //! The publisher's synthetic media: due Opus and VP8 simulcast frames from the looped clips,
 //! written through str0m's frame API on the media clock, with catch-up limits after a stall.
+//!
+//! Theory of operation
+//! -------------------
+//! A `Publisher` owns what publishing needs and nothing else: its clip library handle, one
+//! output per track (clip cursor, RTP clock, next due time) and the participant's speech level.
+//! It does not own the publisher PeerConnection: the peer lends its `Transport` and counters to
+//! each call, so this module knows nothing of the peer.
+//!
+//! str0m must be drained after every input, and draining is the peer's (it turns str0m's events
+//! into peer events and failures). So a frame is written one at a time: `write_next_audio` and
+//! `write_next_video` each write at most one due frame, and the peer drains the transport after
+//! each and stops on failure. A keyframe request drained between two frames therefore rewinds the
+//! cursors before the next one. The simulcast layers of one video frame are taken from the clips
+//! together, when the frame falls due, and then written one layer per call.
+//!
+//! ```text
+//! new (nothing due) --start(connected_at)--> frames due every interval
+//!     write_next_*: Written (drain) | NoWriter | NoneDue (until `next_due`)
+//! ```
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::format::{Codec, PayloadParams};
 use str0m::media::{Frequency, MediaTime, Mid, Pt, Rid};
+use str0m::Rtc;
 
-use super::clip::{Clip, TalkSpurts, OPUS_SILENCE_FRAME};
-use super::peer::{Datagram, MediaPeer, Pc};
+use super::clip::{MediaLibrary, TalkSpurts, OPUS_SILENCE_FRAME, SIMULCAST_RIDS};
+use super::transport::Transport;
+use super::types::PeerCounters;
 
 /// The publisher's audio track: the next frame of the looped clip and when it is due.
-pub(super) struct AudioOut {
-    pub(super) mid: Mid,
-    pub(super) pt: Pt,
-    pub(super) frame: usize,
-    pub(super) rtp_time: u64,
-    pub(super) next_due: Instant,
-    pub(super) spurts: Option<TalkSpurts>,
+struct AudioOut {
+    mid: Mid,
+    pt: Pt,
+    frame: usize,
+    rtp_time: u64,
+    next_due: Instant,
+    spurts: Option<TalkSpurts>,
 }
 
 /// The publisher's simulcast video track: one clip cursor per layer, one RTP clock for all.
-pub(super) struct VideoOut {
-    pub(super) mid: Mid,
-    pub(super) pt: Pt,
-    pub(super) rids: Vec<Option<Rid>>,
-    pub(super) cursors: Vec<usize>,
-    pub(super) rtp_time: u64,
-    pub(super) next_due: Instant,
+struct VideoOut {
+    mid: Mid,
+    pt: Pt,
+    rids: Vec<Option<Rid>>,
+    cursors: Vec<usize>,
+    rtp_time: u64,
+    next_due: Instant,
+    /// The layers of the frame being written, taken from the clips when it fell due.
+    frame: Option<VideoFrame>,
+}
+
+/// One video frame in flight: its times and the layers still to write, lowest first.
+struct VideoFrame {
+    wallclock: Instant,
+    rtp_time: MediaTime,
+    layers: VecDeque<(Option<Rid>, Arc<[u8]>)>,
+}
+
+/// What one `write_next_*` call did, so the peer knows whether to drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Write {
+    /// No frame of the track is due: nothing to do before `next_due`.
+    NoneDue,
+    /// A due frame went to str0m (or str0m refused it, counted in `input_errors`): drain now.
+    Written,
+    /// A due frame was dropped because str0m has no writer for the track's mid; nothing to drain.
+    NoWriter,
 }
 
 /// Media catch-up limit: after a stall, skip frames instead of bursting them.
@@ -45,59 +89,136 @@ fn speech_level_dbov(seed: u64) -> i8 {
     -25 - (seed % 16) as i8
 }
 
-impl MediaPeer {
-    pub(super) fn write_due_media(&mut self, now: Instant, out: &mut Vec<Datagram>) {
-        if let Some(audio_clip) = self.library.audio.clone() {
-            self.write_due_audio(&audio_clip, now, out);
-        }
-        if !self.failed {
-            self.write_due_video(now, out);
-        }
-    }
+/// The synthetic media of one publisher PeerConnection.
+pub(super) struct Publisher {
+    library: MediaLibrary,
+    audio: Option<AudioOut>,
+    video: Option<VideoOut>,
+    speech_level_dbov: i8,
+}
 
-    fn write_due_audio(&mut self, audio_clip: &Clip, now: Instant, out: &mut Vec<Datagram>) {
-        let speech_level = speech_level_dbov(self.config.seed);
-        while let Some(audio) = &mut self.audio_out {
-            if audio.next_due > now {
-                break;
-            }
-            let frame = &audio_clip.frames[audio.frame % audio_clip.frames.len()];
-            let talking = audio.spurts.as_mut().is_none_or(TalkSpurts::step);
-            let data: std::sync::Arc<[u8]> =
-                if talking { frame.data.clone() } else { std::sync::Arc::from(&OPUS_SILENCE_FRAME[..]) };
-            let (mid, pt, rtp_time, wallclock) = (audio.mid, audio.pt, audio.rtp_time, audio.next_due);
-            audio.frame += 1;
-            audio.rtp_time += audio_clip.ticks_per_frame;
-            audio.next_due += audio_clip.frame_interval;
-            if now.duration_since(audio.next_due) > MAX_LATE {
-                // A stall: skip what is overdue rather than burst it, and say how much was skipped.
-                self.counters.frames_skipped += frames_overdue(audio.next_due, now, audio_clip.frame_interval);
-                audio.next_due = now + audio_clip.frame_interval;
-            }
-            // The SFU ranks active speakers by this header extension, so it follows the talk spurts.
-            let level = if talking { Some((speech_level, true)) } else { Some((SILENCE_DBOV, false)) };
-            self.write_frame(
+impl Publisher {
+    /// Outputs for the offered tracks (`audio_mid`, `video_mid`), one video layer per clip of
+    /// `library`; their payload types come with the answer (`choose_payload_types`).
+    pub(super) fn new(
+        library: MediaLibrary,
+        audio_mid: Option<Mid>,
+        video_mid: Option<Mid>,
+        talk_spurts: bool,
+        seed: u64,
+        now: Instant,
+    ) -> Self {
+        let audio = audio_mid.map(|mid| AudioOut {
+            mid,
+            pt: Pt::from(0),
+            frame: 0,
+            rtp_time: 0,
+            next_due: now,
+            spurts: talk_spurts.then(|| TalkSpurts::p59(seed)),
+        });
+        let layers = library.video.len();
+        let video = video_mid.map(|mid| {
+            let rids: Vec<Option<Rid>> = if layers > 1 {
+                SIMULCAST_RIDS.iter().take(layers).map(|r| Some(Rid::from(*r))).collect()
+            } else {
+                vec![None]
+            };
+            VideoOut {
                 mid,
-                pt,
-                None,
-                level,
-                wallclock,
-                MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ),
-                data,
-                now,
-                out,
-            );
-            if self.failed {
-                return;
+                pt: Pt::from(0),
+                cursors: vec![0; rids.len()],
+                rids,
+                rtp_time: 0,
+                next_due: now,
+                frame: None,
+            }
+        });
+        Publisher { library, audio, video, speech_level_dbov: speech_level_dbov(seed) }
+    }
+
+    /// Picks each track's payload type among those the answer accepted (applied to `rtc`).
+    pub(super) fn choose_payload_types(&mut self, rtc: &mut Rtc) -> Result<(), String> {
+        // H.264 frames are larger than one packet, so only packetization-mode 1 (FU-A) can carry them.
+        let sendable = |params: &PayloadParams, codec: Codec| {
+            params.spec().codec == codec && (codec != Codec::H264 || params.spec().format.packetization_mode == Some(1))
+        };
+        let writer_pt = |rtc: &mut Rtc, mid: Mid, codec: Codec| -> Option<Pt> {
+            let writer = rtc.writer(mid)?;
+            let pt = writer.payload_params().find(|p| sendable(p, codec)).map(|p| p.pt());
+            pt
+        };
+        if let Some(audio) = &mut self.audio {
+            audio.pt = writer_pt(rtc, audio.mid, Codec::Opus).ok_or("the server refused Opus")?;
+        }
+        if let Some(video) = &mut self.video {
+            let codec = self.library.video_codec.codec();
+            video.pt = writer_pt(rtc, video.mid, codec).ok_or_else(|| format!("the server refused {codec}"))?;
+        }
+        Ok(())
+    }
+
+    /// The publisher PeerConnection connected at `connected_at`: the first frames are due then.
+    pub(super) fn start(&mut self, connected_at: Instant) {
+        if let Some(audio) = &mut self.audio {
+            audio.next_due = connected_at;
+        }
+        if let Some(video) = &mut self.video {
+            video.next_due = connected_at;
+        }
+    }
+
+    /// When the next frame of any track is due.
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        let audio = self.audio.as_ref().map(|a| a.next_due);
+        let video = self.video.as_ref().map(|v| v.next_due);
+        audio.into_iter().chain(video).min()
+    }
+
+    /// Rewinds the layers a keyframe request names (all of them when `rid` is None) to their
+    /// first frame, which is a keyframe, so the answer to a PLI is the very next frame.
+    pub(super) fn on_keyframe_request(&mut self, mid: Mid, rid: Option<Rid>) {
+        let Some(video) = &mut self.video else { return };
+        if video.mid != mid {
+            return;
+        }
+        for (layer_rid, cursor) in video.rids.iter().zip(video.cursors.iter_mut()) {
+            if rid.is_none() || *layer_rid == rid {
+                *cursor = 0;
             }
         }
     }
 
-    fn write_due_video(&mut self, now: Instant, out: &mut Vec<Datagram>) {
-        let library = self.library.video.clone();
-        while let Some(video) = &mut self.video_out {
+    /// Writes the next audio frame if one is due at `now` into `tx`.
+    pub(super) fn write_next_audio(&mut self, now: Instant, tx: &mut Transport, counters: &mut PeerCounters) -> Write {
+        let (Some(audio), Some(audio_clip)) = (&mut self.audio, &self.library.audio) else { return Write::NoneDue };
+        if audio.next_due > now {
+            return Write::NoneDue;
+        }
+        let frame = &audio_clip.frames[audio.frame % audio_clip.frames.len()];
+        let talking = audio.spurts.as_mut().is_none_or(TalkSpurts::step);
+        let data: Arc<[u8]> = if talking { frame.data.clone() } else { Arc::from(&OPUS_SILENCE_FRAME[..]) };
+        let (mid, pt, rtp_time, wallclock) = (audio.mid, audio.pt, audio.rtp_time, audio.next_due);
+        audio.frame += 1;
+        audio.rtp_time += audio_clip.ticks_per_frame;
+        audio.next_due += audio_clip.frame_interval;
+        if now.duration_since(audio.next_due) > MAX_LATE {
+            // A stall: skip what is overdue rather than burst it, and say how much was skipped.
+            counters.frames_skipped += frames_overdue(audio.next_due, now, audio_clip.frame_interval);
+            audio.next_due = now + audio_clip.frame_interval;
+        }
+        // The SFU ranks active speakers by this header extension, so it follows the talk spurts.
+        let level = if talking { (self.speech_level_dbov, true) } else { (SILENCE_DBOV, false) };
+        let rtp_time = MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ);
+        write_frame(tx, counters, mid, pt, None, Some(level), wallclock, rtp_time, data)
+    }
+
+    /// Writes the next layer of the video frame due at `now` into `tx`.
+    pub(super) fn write_next_video(&mut self, now: Instant, tx: &mut Transport, counters: &mut PeerCounters) -> Write {
+        let Some(video) = &mut self.video else { return Write::NoneDue };
+        if video.frame.is_none() {
+            let library = &self.library.video;
             if video.next_due > now || library.is_empty() {
-                break;
+                return Write::NoneDue;
             }
             let wallclock = video.next_due;
             let rtp_time = MediaTime::new(video.rtp_time, Frequency::NINETY_KHZ);
@@ -106,58 +227,65 @@ impl MediaPeer {
             video.next_due += interval;
             if now.duration_since(video.next_due) > MAX_LATE {
                 let layers = video.rids.len().max(1) as u64;
-                self.counters.frames_skipped += frames_overdue(video.next_due, now, interval) * layers;
+                counters.frames_skipped += frames_overdue(video.next_due, now, interval) * layers;
                 video.next_due = now + interval;
             }
-            let (mid, pt) = (video.mid, video.pt);
-            let mut writes = Vec::with_capacity(video.rids.len());
+            // Every layer's data is taken now: a keyframe request drained between two layers
+            // rewinds the cursors for the next frame, not for the rest of this one.
+            let mut layers = VecDeque::with_capacity(video.rids.len());
             for (layer, (rid, cursor)) in video.rids.iter().zip(video.cursors.iter_mut()).enumerate() {
                 let clip = &library[layer.min(library.len() - 1)];
-                writes.push((*rid, clip.frames[*cursor % clip.frames.len()].data.clone()));
+                layers.push_back((*rid, clip.frames[*cursor % clip.frames.len()].data.clone()));
                 *cursor = (*cursor + 1) % clip.frames.len();
             }
-            for (rid, data) in writes {
-                self.write_frame(mid, pt, rid, None, wallclock, rtp_time, data, now, out);
-                if self.failed {
-                    return;
-                }
-            }
+            video.frame = Some(VideoFrame { wallclock, rtp_time, layers });
         }
+        let (mid, pt) = (video.mid, video.pt);
+        let Some(frame) = &mut video.frame else { return Write::NoneDue };
+        let Some((rid, data)) = frame.layers.pop_front() else {
+            video.frame = None; // a frame with no layers (never built): nothing to write
+            return Write::NoneDue;
+        };
+        let (wallclock, rtp_time) = (frame.wallclock, frame.rtp_time);
+        if frame.layers.is_empty() {
+            video.frame = None;
+        }
+        write_frame(tx, counters, mid, pt, rid, None, wallclock, rtp_time, data)
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn write_frame(
-        &mut self,
-        mid: Mid,
-        pt: Pt,
-        rid: Option<Rid>,
-        audio_level: Option<(i8, bool)>,
-        wallclock: Instant,
-        rtp_time: MediaTime,
-        data: std::sync::Arc<[u8]>,
-        now: Instant,
-        out: &mut Vec<Datagram>,
-    ) {
-        let Some(publisher) = self.publisher.as_mut() else { return };
-        let Some(mut writer) = publisher.rtc.writer(mid) else { return };
-        if let Some(rid) = rid {
-            writer = writer.rid(rid);
-        }
-        if let Some((level_dbov, voice_activity)) = audio_level {
-            writer = writer.audio_level(level_dbov, voice_activity);
-        }
-        match writer.write(pt, wallclock, rtp_time, data) {
-            Ok(()) => self.counters.frames_sent += 1,
-            Err(_) => self.counters.input_errors += 1,
-        }
-        publisher.undrained = true;
-        self.drain(Pc::Publisher, now, out);
+/// Hands one frame (of one simulcast layer) to str0m's frame API, which packetizes it.
+#[allow(clippy::too_many_arguments)]
+fn write_frame(
+    tx: &mut Transport,
+    counters: &mut PeerCounters,
+    mid: Mid,
+    pt: Pt,
+    rid: Option<Rid>,
+    audio_level: Option<(i8, bool)>,
+    wallclock: Instant,
+    rtp_time: MediaTime,
+    data: Arc<[u8]>,
+) -> Write {
+    let Some(mut writer) = tx.rtc.writer(mid) else { return Write::NoWriter };
+    if let Some(rid) = rid {
+        writer = writer.rid(rid);
     }
+    if let Some((level_dbov, voice_activity)) = audio_level {
+        writer = writer.audio_level(level_dbov, voice_activity);
+    }
+    match writer.write(pt, wallclock, rtp_time, data) {
+        Ok(()) => counters.frames_sent += 1,
+        Err(_) => counters.input_errors += 1,
+    }
+    tx.undrained = true;
+    Write::Written
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::clip::{Clip, ClipFrame};
 
     #[test]
     fn a_stall_skips_every_frame_due_up_to_now() {
@@ -177,5 +305,39 @@ mod tests {
             assert!((-40..=-25).contains(&level), "seed {seed}: {level}");
             assert!(level > SILENCE_DBOV);
         }
+    }
+
+    fn video_library(layers: usize) -> MediaLibrary {
+        let frames = (0..4u8).map(|i| ClipFrame { data: Arc::from(&[i][..]), keyframe: i == 0 }).collect();
+        let clip = Arc::new(Clip::new(frames, Duration::from_millis(33), 90_000).unwrap());
+        MediaLibrary { video: vec![clip; layers], ..MediaLibrary::default() }
+    }
+
+    #[test]
+    fn tracks_fall_due_when_the_publisher_connects() {
+        let created_at = Instant::now();
+        let mut publisher =
+            Publisher::new(video_library(1), Some(Mid::from("0")), Some(Mid::from("1")), false, 3, created_at);
+        assert_eq!(publisher.next_due(), Some(created_at));
+        let connected_at = created_at + Duration::from_millis(40);
+        publisher.start(connected_at);
+        assert_eq!(publisher.next_due(), Some(connected_at));
+        assert_eq!(publisher.speech_level_dbov, speech_level_dbov(3));
+        assert!(Publisher::new(video_library(1), None, None, false, 0, created_at).next_due().is_none());
+    }
+
+    #[test]
+    fn a_keyframe_request_rewinds_only_the_layer_it_names() {
+        let mid = Mid::from("1");
+        let mut publisher = Publisher::new(video_library(3), None, Some(mid), false, 0, Instant::now());
+        let video = publisher.video.as_mut().unwrap();
+        assert_eq!(video.rids, vec![Some(Rid::from("q")), Some(Rid::from("h")), Some(Rid::from("f"))]);
+        video.cursors = vec![2, 2, 2];
+        publisher.on_keyframe_request(Mid::from("7"), None);
+        assert_eq!(publisher.video.as_ref().unwrap().cursors, vec![2, 2, 2], "another track's request");
+        publisher.on_keyframe_request(mid, Some(Rid::from("h")));
+        assert_eq!(publisher.video.as_ref().unwrap().cursors, vec![2, 0, 2]);
+        publisher.on_keyframe_request(mid, None);
+        assert_eq!(publisher.video.as_ref().unwrap().cursors, vec![0, 0, 0]);
     }
 }

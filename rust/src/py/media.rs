@@ -11,10 +11,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::errors::IntoPyResult;
+use super::events::{pc_from_signal_target, PyHubEvent};
 use crate::error::Error;
 use crate::media::clip::{Clip, ClipFrame, MediaLibrary, VideoCodec};
 use crate::media::hub::{Hub, PeerSummary};
-use crate::media::peer::{Pc, PeerConfig, PeerEvent};
+use crate::media::peer::PeerConfig;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyMediaHub>()?;
@@ -24,14 +25,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 #[pyclass(name = "MediaHub", module = "lkswarm._core", frozen)]
 pub struct PyMediaHub {
     hub: Hub,
-}
-
-fn pc_from(target: u32) -> PyResult<Pc> {
-    match target {
-        0 => Ok(Pc::Publisher),
-        1 => Ok(Pc::Subscriber),
-        other => Err(Error::media(format!("unknown signal target {other} (0 publisher, 1 subscriber)"))).py(),
-    }
 }
 
 fn clip_from(frames: Vec<(Vec<u8>, bool)>, interval_s: f64, clock_rate: u32) -> PyResult<Arc<Clip>> {
@@ -153,27 +146,15 @@ impl PyMediaHub {
 
     /// Adds a trickled candidate; `target` is livekit's SignalTarget (0 publisher, 1 subscriber).
     fn add_candidate(&self, py: Python<'_>, peer: u32, target: u32, candidate_init: &str) -> PyResult<()> {
-        let pc = pc_from(target)?;
+        let pc = pc_from_signal_target(target)?;
         py.detach(|| self.hub.add_remote_candidate(peer, pc, candidate_init)).py()
     }
 
-    /// Events since the last call: (peer, at_s, kind, a, b) with kind one of
-    /// ``ice`` (pc, state), ``connected`` (pc, ""), ``first_packet`` (track id, audio|video),
-    /// ``failed`` (reason, detail).
-    fn take_events(&self, py: Python<'_>) -> Vec<(u32, f64, &'static str, String, String)> {
+    /// Events since the last call, oldest first: ``PcConnected``, ``IceStateChanged``,
+    /// ``FirstPacket`` or ``PeerFailed`` (py/events.rs).
+    fn take_events(&self, py: Python<'_>) -> Vec<PyHubEvent> {
         let events = py.detach(|| self.hub.take_events());
-        events
-            .into_iter()
-            .map(|e| {
-                let (kind, a, b) = match e.event {
-                    PeerEvent::IceState { pc, state } => ("ice", pc.name().to_string(), state.to_string()),
-                    PeerEvent::Connected { pc } => ("connected", pc.name().to_string(), String::new()),
-                    PeerEvent::FirstPacket { track_id, kind } => ("first_packet", track_id, kind.to_string()),
-                    PeerEvent::Failed { reason, detail } => ("failed", reason.to_string(), detail),
-                };
-                (e.peer, e.at_s, kind, a, b)
-            })
-            .collect()
+        events.into_iter().map(PyHubEvent::from).collect()
     }
 
     /// Current figures of one peer, or None if unknown.

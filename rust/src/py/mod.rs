@@ -3,6 +3,7 @@
 mod buffer;
 mod codec;
 mod errors;
+mod events;
 mod media;
 mod view;
 mod ws;
@@ -19,5 +20,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     codec::register(m)?;
     ws::register(m)?;
     media::register(m)?;
+    events::register(m)?;
     Ok(())
 }

@@ -1,0 +1,151 @@
+"""Runs a scenario end to end: the embedded server when no URL is given, the engine, the report."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvloop
+
+from lkswarm.app.server import LocalServer
+from lkswarm.auth import Credentials
+from lkswarm.config import RunConfig
+from lkswarm.engine.context import Run
+from lkswarm.engine.engine import Engine
+from lkswarm.engine.plan import build_plan, worker_plan
+from lkswarm.engine.ports import MediaTier
+from lkswarm.engine.timeline import Observer
+from lkswarm.errors import ConfigError
+from lkswarm.impairment import ImpairmentError, parse_impairment
+from lkswarm.media.tier import LightTier
+from lkswarm.media.totals import MediaTotals
+from lkswarm.probe.netns import ProbeNetwork, unsupported_reason
+from lkswarm.probe.seats import probe_count, probe_seats
+from lkswarm.probe.tier import ProbeTier
+from lkswarm.report.build import build_report
+from lkswarm.report.schema import as_json
+from lkswarm.report.thresholds import Threshold, evaluate
+
+CLOUD_SUFFIX = ".livekit.cloud"
+CLOUD_MAX_PARTICIPANTS = 50
+
+
+@dataclass(slots=True)
+class RunResult:
+    report: dict[str, Any]
+    track_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_url(config: RunConfig) -> str | None:
+    """``--url`` wins, then ``LIVEKIT_URL``; None means the embedded server."""
+    return config.url or os.environ.get("LIVEKIT_URL") or None
+
+
+def check_cloud_guard(config: RunConfig, permitted: bool) -> None:
+    """Refuses big runs against LiveKit Cloud without an explicit --i-have-permission, as ``lk`` does."""
+    url = resolve_url(config)
+    if url is None or permitted:
+        return
+    host = urllib.parse.urlsplit(url if "://" in url else f"wss://{url}").hostname or ""
+    planned = len(build_plan(config))
+    if host.endswith(CLOUD_SUFFIX) and planned > CLOUD_MAX_PARTICIPANTS:
+        raise ConfigError(
+            f"refusing to run {planned} participants against {host}: load tests on LiveKit Cloud above "
+            f"{CLOUD_MAX_PARTICIPANTS} participants need LiveKit's permission (their terms forbid unannounced load, "
+            "and lk perf load-test refuses too). If you have it, add --i-have-permission."
+        )
+
+
+def check_probe_network(config: RunConfig) -> None:
+    """Refuses ``probe_impair`` (before the run, as a usage error) where it cannot work."""
+    if config.probe_impair is None:
+        return
+    if not probe_count(config):
+        raise ConfigError("--probe-impair impairs the probes' network, but this run has no probes (--probes N)")
+    if resolve_url(config) is not None:
+        raise ConfigError(
+            "--probe-impair needs the embedded server (leave out --url): the server must be started after the "
+            "probes' network namespace exists, so that it listens on the namespace's gateway address"
+        )
+    reason = unsupported_reason(parse_impairment(config.probe_impair))
+    if reason is not None:
+        raise ImpairmentError(f"--probe-impair: {reason}")
+
+
+def open_probe_network(config: RunConfig) -> ProbeNetwork | None:
+    """The probes' impaired namespace when ``probe_impair`` is set (see lkswarm.probe.netns); None otherwise."""
+    if config.probe_impair is None:
+        return None
+    check_probe_network(config)
+    network = ProbeNetwork(parse_impairment(config.probe_impair), probe_count(config))
+    network.open()
+    return network
+
+
+def build_engine(
+    config: RunConfig,
+    credentials: Credentials,
+    url: str,
+    observers: list[Observer] | None = None,
+    *,
+    probe_network: ProbeNetwork | None = None,
+    worker: tuple[int, int] = (0, 1),
+    start_gate: Callable[[], Awaitable[float]] | None = None,
+) -> Engine:
+    """The engine of one generator process, with its tiers built and injected (probes claim their seats first)."""
+    run = Run(config, credentials, url)
+    tiers: list[MediaTier] = []
+    index, count = worker
+    if probe_count(config) > 0 and any(room % count == index for room, _ in probe_seats(config)):
+        tiers.append(ProbeTier(run, worker_plan(config, worker), worker, probe_network))
+    if not config.signal_only:
+        tiers.append(LightTier(run))
+    return Engine(run, tiers, observers, worker=worker, start_gate=start_gate)
+
+
+def run_scenario(
+    config: RunConfig,
+    credentials: Credentials,
+    *,
+    on_server: Callable[[LocalServer], None] | None = None,
+    observers: list[Observer] | None = None,
+    thresholds: list[Threshold] | None = None,
+    worker: tuple[int, int] = (0, 1),
+    start_gate: Callable[[], Awaitable[float]] | None = None,
+) -> RunResult:
+    """Runs ``config`` and returns its report; starts and stops a local server when no URL is set.
+
+    ``worker`` and ``start_gate`` make this process one of several (see `lkswarm.app.workers`).
+    """
+    if not config.run_tag:
+        config = config.model_copy(update={"run_tag": secrets.token_hex(3)})
+    url = resolve_url(config)
+    network = open_probe_network(config)  # before the server: it must bind the namespace's gateway
+    local: LocalServer | None = None
+    try:
+        if url is None:
+            media_interface = (network.root_device, network.gateway_ip) if network is not None else None
+            local = LocalServer(credentials, media_interface=media_interface)
+            local.start()
+            url = local.url
+            if on_server is not None:
+                on_server(local)
+        engine = build_engine(
+            config, credentials, url, observers, probe_network=network, worker=worker, start_gate=start_gate
+        )
+        record = uvloop.run(engine.run())
+        report = as_json(build_report(record))
+    finally:
+        if local is not None:
+            local.stop()
+        if network is not None:
+            network.close()
+    report["target"] = {"url": url, "embedded_server": local is not None}
+    evaluate(report, thresholds or [])
+    media = next((t for t in record.tiers if isinstance(t, MediaTotals)), None)
+    rows = media.track_rows if media is not None else []
+    return RunResult(report, rows)

@@ -1,0 +1,139 @@
+"""Scenario files (TOML) and the presets shipped in the package.
+
+A scenario file holds `RunConfig` keys at the top level, with friendlier
+spellings for durations, plus a name, a description, thresholds and k6-style
+stages::
+
+    name = "audio-room"
+    description = "10 speakers to N listeners"
+    rooms = 1
+    participants = 110
+    audio_publishers = 10
+    rate = 20
+    duration = "60s"
+    thresholds = ["join_response.p99<500ms", "failed==0"]
+
+    [[stages]]          # optional: they replace rate/duration
+    duration = "20s"
+    target = 100
+
+Command-line flags override the file key by key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from lkswarm.config import RunConfig
+from lkswarm.errors import ConfigError
+
+ALIASES = {
+    "duration": "duration_s",
+    "reconnect_storm_at": "reconnect_storm_at_s",
+    "media_connect_timeout": "media_connect_timeout_s",
+    "join_timeout": "join_timeout_s",
+}
+META_KEYS = ("name", "description", "thresholds")
+
+
+@dataclass(slots=True)
+class Scenario:
+    """A parsed scenario: config keys (not yet merged with flags), thresholds and where it came from."""
+
+    name: str = ""
+    description: str = ""
+    source: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)
+    thresholds: list[str] = field(default_factory=list)
+
+
+def _normalise(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = ALIASES.get(key, key)
+        if name in out:
+            raise ConfigError(f"both {key!r} and {name!r} are set; keep one")
+        if name == "stages" and isinstance(value, list):
+            out[name] = [
+                {ALIASES.get(k, k): v for k, v in stage.items()} if isinstance(stage, dict) else stage
+                for stage in value
+            ]
+        else:
+            out[name] = value
+    return out
+
+
+def first_error(exc: ValidationError) -> str:
+    """``key.path: message`` of a pydantic error, with our aliases spelled as the file spells them."""
+    error = exc.errors()[0]
+    reverse = {v: k for k, v in ALIASES.items()}
+    where = ".".join(reverse.get(str(x), str(x)) for x in error["loc"]) or "scenario"
+    return f"{where}: {error['msg'].removeprefix('Value error, ')}"
+
+
+def parse_scenario(text: str, source: str) -> Scenario:
+    """Parses and validates TOML scenario text; errors name the file and the line or key."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    scenario = Scenario(source=source)
+    name = data.pop("name", "")
+    description = data.pop("description", "")
+    thresholds = data.pop("thresholds", [])
+    if not isinstance(name, str) or not isinstance(description, str):
+        raise ConfigError(f"{source}: name and description must be strings")
+    if not isinstance(thresholds, list) or not all(isinstance(t, str) for t in thresholds):
+        raise ConfigError(f'{source}: thresholds must be a list of strings like ["failed==0"]')
+    scenario.name, scenario.description, scenario.thresholds = name, description, thresholds
+    try:
+        scenario.fields = _normalise(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    try:
+        RunConfig(**scenario.fields)  # validate the file on its own, so errors name its keys
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {first_error(exc)}") from None
+    return scenario
+
+
+def load_scenario(path: Path) -> Scenario:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read scenario {str(path)!r}: {exc.strerror or exc}") from None
+    return parse_scenario(text, str(path))
+
+
+def _preset_files() -> dict[str, Any]:
+    folder = resources.files("lkswarm.app") / "presets"
+    return {p.name.removesuffix(".toml"): p for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def preset_names() -> list[str]:
+    return sorted(_preset_files())
+
+
+def load_preset(name: str) -> Scenario:
+    files = _preset_files()
+    if name not in files:
+        raise ConfigError(f"unknown preset {name!r}; `lkswarm presets` lists them: {', '.join(sorted(files))}")
+    return parse_scenario(files[name].read_text(), f"preset {name}")
+
+
+def merge_flags(base: Scenario, flags: dict[str, Any]) -> dict[str, Any]:
+    """The configuration's fields: a scenario's keys with the command line's flags over them (None: not given)."""
+    flags = dict(flags)
+    if "reconnect_storm_at_s" in base.fields or flags.get("reconnect_storm_at_s") is not None:
+        resume = flags.get("resume_on_disconnect")
+        flags["resume_on_disconnect"] = True if resume is None else resume  # a storm is meant to be resumed from
+    fields = {**base.fields, **{k: v for k, v in flags.items() if v is not None}}
+    if base.fields.get("stages") and any(flags.get(k) is not None for k in ("rate", "duration_s", "participants")):
+        fields.pop("stages")  # explicit load-shape flags replace the file's stages
+    return fields

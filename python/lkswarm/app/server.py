@@ -1,0 +1,236 @@
+"""A local livekit-server on 127.0.0.1, started from a generated config.
+
+One launcher serves ``lkswarm server``, the pytest fixture, and the embedded
+server that ``lkswarm run`` starts when no ``--url`` is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from lkswarm.auth import Credentials
+from lkswarm.errors import PortInUseError, ServerError
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 7880
+DEFAULT_UDP_PORT = 7882
+SERVER_VERSION = "1.13.5"
+
+
+def find_binary() -> Path:
+    """The livekit-server binary: ``$LKSWARM_SERVER_BIN``, next to the interpreter (the venv), or on PATH."""
+    env = os.environ.get("LKSWARM_SERVER_BIN")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(sys.executable).parent / "livekit-server")
+    found = shutil.which("livekit-server")
+    if found:
+        candidates.append(Path(found))
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise ServerError("livekit-server binary not found; run `make build` (it installs .venv/bin/livekit-server)")
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port the kernel just handed out on 127.0.0.1 (free now, not reserved)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def check_port_free(port: int, kind: int, what: str) -> None:
+    """Raises PortInUseError naming the port if it cannot be bound on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            raise PortInUseError(port, what) from None
+
+
+def loopback_interface() -> str:
+    """The loopback device's name (``lo`` on Linux, ``lo0`` on BSD and macOS)."""
+    names = [name for _, name in socket.if_nameindex()]
+    return next((name for name in names if name in ("lo", "lo0")), "lo")
+
+
+def server_config(
+    credentials: Credentials, port: int, udp_port: int, media_interface: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    """The config the local server runs with (livekit-server notes §6).
+
+    ``media_interface`` (device, address) puts the server's media on that interface alone, for
+    impaired probes (lkswarm.probe.netns). The server binds its UDP port once per local address but
+    keeps one socket per advertised candidate, chosen in no fixed order when several addresses
+    map to the same ``node_ip``; a reply from its 127.0.0.1 socket cannot reach the probes'
+    namespace, so there it must have exactly one IPv4 socket, on the gateway. Loopback clients
+    (the light tier) reach that address as well. Without impairment the server's media is on the
+    loopback device alone, for the same reason.
+    """
+    config: dict[str, Any] = {
+        "port": port,
+        "bind_addresses": [HOST],
+        "keys": {credentials.api_key: credentials.api_secret},
+        "logging": {"level": "info"},
+        "rtc": {
+            "udp_port": udp_port,
+            "tcp_port": 0,
+            "use_external_ip": False,
+            "node_ip": HOST,
+            "enable_loopback_candidate": True,
+            # Loopback alone: with a second interface the server may send a run's media from that
+            # address instead of the advertised 127.0.0.1 (its choice of socket is per process and
+            # random), and every client then pays a peer-reflexive triggered check (one 50 ms ICE
+            # pacing interval) before it connects: latency_ms.active p50 58 ms instead of 7 in about
+            # one run in five on a two-interface machine.
+            "interfaces": {"includes": [loopback_interface()]},
+        },
+        "room": {"empty_timeout": 30, "departure_timeout": 5},
+    }
+    if media_interface is not None:
+        device, address = media_interface
+        config["rtc"].update(node_ip=address, enable_loopback_candidate=False, interfaces={"includes": [device]})
+    return config
+
+
+class LocalServer:
+    """A livekit-server child process bound to loopback.
+
+    Use as a context manager, or call `start` and `stop`. The config (which holds
+    the secret) is written to a private temporary file, never to the log.
+    """
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        port: int | None = None,
+        udp_port: int | None = None,
+        binary: Path | None = None,
+        log_path: Path | None = None,
+        media_interface: tuple[str, str] | None = None,
+    ) -> None:
+        self.credentials = credentials
+        self.media_interface = media_interface
+        self.port = port if port is not None else free_port()
+        self.udp_port = udp_port if udp_port is not None else free_port(socket.SOCK_DGRAM)
+        self.binary = binary
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://{HOST}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Starts the server and waits until ``GET /`` answers 200."""
+        binary = self.binary or find_binary()
+        check_port_free(self.port, socket.SOCK_STREAM, "signaling, TCP")
+        check_port_free(self.udp_port, socket.SOCK_DGRAM, "media, UDP")
+        self._workdir = tempfile.TemporaryDirectory(prefix="lkswarm-server-")
+        config_path = Path(self._workdir.name) / "config.yaml"
+        # JSON is YAML; the file is private to this user.
+        config = server_config(self.credentials, self.port, self.udp_port, self.media_interface)
+        config_path.write_text(json.dumps(config))
+        config_path.chmod(0o600)
+        if self.log_path is None:
+            self.log_path = Path(self._workdir.name) / "livekit-server.log"
+        log = self.log_path.open("wb")
+        try:
+            self._process = subprocess.Popen(
+                [str(binary), "--config", str(config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in a terminal reaches us, not the server
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise ServerError(f"livekit-server exited with code {self._process.returncode}: {self.log_tail()}")
+            if self.healthy():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise ServerError(f"livekit-server did not become ready within {timeout_s:.0f} s: {self.log_tail()}")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.http_url + "/", timeout=1.0) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        text = self.log_path.read_text(errors="replace").strip().splitlines()[-lines:]
+        return self.credentials.redact("\n".join(text)) or "(empty log)"
+
+    def kill(self) -> None:
+        """Kills the server at once (for failure tests)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stops the server: SIGTERM, then (it drains while participants remain) a second signal, then SIGKILL."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=min(2.0, timeout_s))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        if self._workdir is not None:
+            # Keep the log if the caller asked for one outside the work dir.
+            self._workdir.cleanup()
+            self._workdir = None
+            if self.log_path is not None and not self.log_path.exists():
+                self.log_path = None
+
+    def __enter__(self) -> LocalServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,343 @@
+"""The ``lkswarm`` command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from lkswarm import __version__
+from lkswarm.app.server import DEFAULT_PORT, DEFAULT_UDP_PORT, LocalServer
+from lkswarm.auth import Credentials
+from lkswarm.cli.options import (
+    ApiKey,
+    ApiSecret,
+    ArrivalOpt,
+    AudioPublishersOpt,
+    ChurnRateOpt,
+    CsvDirOpt,
+    DurationOpt,
+    HtmlPathOpt,
+    IHavePermissionOpt,
+    JsonFramesOpt,
+    JsonPathOpt,
+    LayoutOpt,
+    ParticipantsOpt,
+    PresetOpt,
+    ProbeFractionOpt,
+    ProbeImpairOpt,
+    ProbesOpt,
+    PrometheusOpt,
+    QuietOpt,
+    RateOpt,
+    ReconnectStormAtOpt,
+    ReconnectStormModeOpt,
+    ResumeOnDisconnectOpt,
+    RoomsOpt,
+    ScenarioOpt,
+    SeedOpt,
+    SignalOnlyOpt,
+    SimulateSpeakersOpt,
+    SimulcastOpt,
+    ThresholdOpt,
+    UrlOpt,
+    VerifyRoomsOpt,
+    VideoCodecOpt,
+    VideoPublishersOpt,
+    WorkersOpt,
+)
+from lkswarm.cli.output import exit_code, fail, print_report, stderr, stdout, unfold_help
+from lkswarm.cli.reports import register as register_report_commands
+from lkswarm.cli.reports import write_outputs
+from lkswarm.errors import ConfigError, LkswarmError
+
+app = typer.Typer(
+    help="Load generator and signaling benchmark for LiveKit.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"lkswarm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Load generator and signaling benchmark for LiveKit."""
+
+
+@app.command()
+def server(
+    port: Annotated[int, typer.Option(help="Signaling (HTTP/WebSocket) port.")] = DEFAULT_PORT,
+    udp_port: Annotated[int, typer.Option(help="Single UDP port for media.")] = DEFAULT_UDP_PORT,
+    api_key: ApiKey = None,
+    api_secret: ApiSecret = None,
+    show_secret: Annotated[bool, typer.Option(help="Also print the API secret.")] = False,
+) -> None:
+    """Run a development livekit-server on 127.0.0.1 until Ctrl-C."""
+    try:
+        credentials = Credentials.from_env(api_key, api_secret)
+        local = LocalServer(credentials, port=port, udp_port=udp_port)
+        try:
+            local.start()
+        except KeyboardInterrupt:
+            local.stop()
+            raise typer.Exit(130) from None
+    except LkswarmError as exc:
+        raise fail(str(exc)) from None
+    # Ctrl-C and SIGTERM only set a flag: the loop below then stops the server cleanly.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stdout.print(f"livekit-server ready at [bold]{local.url}[/] (UDP {local.udp_port}, pid {local.pid})")
+    stdout.print(f"API key: {credentials.api_key}")
+    if show_secret:
+        stdout.print(f"API secret: {credentials.api_secret}")
+    stdout.print("Press Ctrl-C to stop.")
+    try:
+        while not stop.wait(0.5):
+            if not local.running():
+                local.stop()
+                raise fail(f"livekit-server exited unexpectedly: {local.log_tail()}")
+    finally:
+        local.stop()
+    stdout.print("livekit-server stopped.")
+
+
+@app.command(
+    epilog=(
+        "Examples:  lkswarm run --rooms 2 --participants 50 --audio-publishers 2 --duration 60s --html report.html"
+        "  ·  lkswarm run --preset audio-room --participants 200  ·  lkswarm run scenario.toml --threshold "
+        "'join_response.p99<500ms'"
+    )
+)
+def run(
+    scenario: ScenarioOpt = None,
+    preset: PresetOpt = None,
+    url: UrlOpt = None,
+    api_key: ApiKey = None,
+    api_secret: ApiSecret = None,
+    i_have_permission: IHavePermissionOpt = False,
+    rooms: RoomsOpt = None,
+    participants: ParticipantsOpt = None,
+    audio_publishers: AudioPublishersOpt = None,
+    video_publishers: VideoPublishersOpt = None,
+    rate: RateOpt = None,
+    arrival: ArrivalOpt = None,
+    duration: DurationOpt = None,
+    churn_rate: ChurnRateOpt = None,
+    reconnect_storm_at: ReconnectStormAtOpt = None,
+    reconnect_storm_mode: ReconnectStormModeOpt = None,
+    signal_only: SignalOnlyOpt = False,
+    probes: ProbesOpt = None,
+    probe_fraction: ProbeFractionOpt = None,
+    probe_impair: ProbeImpairOpt = None,
+    video_codec: VideoCodecOpt = None,
+    simulcast: SimulcastOpt = None,
+    layout: LayoutOpt = None,
+    simulate_speakers: SimulateSpeakersOpt = False,
+    json_frames: JsonFramesOpt = False,
+    resume_on_disconnect: ResumeOnDisconnectOpt = None,
+    verify_rooms: VerifyRoomsOpt = None,
+    seed: SeedOpt = None,
+    workers: WorkersOpt = None,
+    json_path: JsonPathOpt = None,
+    csv_dir: CsvDirOpt = None,
+    html_path: HtmlPathOpt = None,
+    threshold: ThresholdOpt = None,
+    prometheus: PrometheusOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run participants against a LiveKit server and report what happened to each of them.
+
+    Exit codes: 0 pass; 99 a threshold failed; 1 run error (without thresholds: any failure); 2 bad usage.
+    """
+    from lkswarm.app.runner import check_cloud_guard, check_probe_network, run_scenario
+    from lkswarm.app.scenario import Scenario, first_error, load_preset, load_scenario, merge_flags
+    from lkswarm.app.workers import check_workers, parse_workers, run_workers
+    from lkswarm.config import RunConfig
+    from lkswarm.engine.timeline import Observer
+    from lkswarm.probe.seats import probe_count
+    from lkswarm.report.thresholds import parse_thresholds
+
+    flags: dict[str, Any] = {
+        "url": url,
+        "rooms": rooms,
+        "participants": participants,
+        "audio_publishers": _publishers(audio_publishers),
+        "video_publishers": _publishers(video_publishers),
+        "rate": rate,
+        "arrival": arrival,
+        "duration_s": duration,
+        "churn_rate": churn_rate,
+        "reconnect_storm_at_s": reconnect_storm_at,
+        "reconnect_storm_mode": reconnect_storm_mode,
+        "probes": probes,
+        "probe_fraction": probe_fraction,
+        "probe_impair": probe_impair,
+        "video_codec": video_codec,
+        "simulcast": simulcast,
+        "layout": layout,
+        "resume_on_disconnect": resume_on_disconnect,
+        "verify_rooms": verify_rooms,
+        "seed": seed,
+        "signal_only": signal_only or None,
+        "talk_spurts": simulate_speakers or None,
+        "json_frames": json_frames or None,
+    }
+    try:
+        if scenario is not None and preset is not None:
+            raise ConfigError("give a scenario file or --preset, not both")
+        base = load_scenario(scenario) if scenario is not None else load_preset(preset) if preset else Scenario()
+        credentials = Credentials.from_env(api_key, api_secret)
+        config = RunConfig(**merge_flags(base, flags))
+        thresholds = parse_thresholds([*base.thresholds, *(threshold or [])])
+        probe_count(config)  # --probes and --probe-fraction against the run's size: a bad option, exit 2
+        check_cloud_guard(config, i_have_permission)
+        check_probe_network(config)
+        worker_count = parse_workers(workers, config.rooms)
+        check_workers(config, worker_count)
+        observers: list[Observer] = []
+        if prometheus is not None and worker_count > 1:
+            from lkswarm.observe.prometheus import parse_address
+
+            parse_address(prometheus)  # the parent serves the workers' sum there
+        elif prometheus is not None:
+            from lkswarm.observe.prometheus import PrometheusExporter
+
+            observers.append(PrometheusExporter(prometheus))
+    except ValidationError as exc:
+        raise fail(f"invalid option: {first_error(exc)}", 2) from None
+    except LkswarmError as exc:
+        raise fail(str(exc), 2) from None
+    if not quiet and stderr.is_terminal and worker_count == 1:
+        from lkswarm.observe.live import LiveView
+
+        observers.append(LiveView(stderr))
+
+    def announce(local: LocalServer) -> None:
+        if not quiet:
+            stdout.print(f"started embedded livekit-server at {local.url}")
+
+    if not quiet and base.name:
+        stdout.print(f"scenario {base.name}: {base.description}", highlight=False)
+    if not quiet and worker_count > 1:
+        stdout.print(f"{worker_count} generator processes, rooms split among them")
+    try:
+        if worker_count > 1:
+            combined_view = None
+            if not quiet and stderr.is_terminal:
+                from lkswarm.observe.live import LiveView
+
+                combined_view = LiveView(stderr)
+                combined_view.open(config.duration_s)
+            try:
+                result = run_workers(
+                    config,
+                    credentials,
+                    worker_count,
+                    on_server=announce,
+                    thresholds=thresholds,
+                    prometheus=prometheus,
+                    on_sample=combined_view.on_sample if combined_view is not None else None,
+                )
+            finally:
+                if combined_view is not None:
+                    combined_view.close()
+        else:
+            result = run_scenario(config, credentials, on_server=announce, observers=observers, thresholds=thresholds)
+        written = write_outputs(
+            result.report, json_path=json_path, html_path=html_path, csv_dir=csv_dir, track_rows=result.track_rows
+        )
+    except LkswarmError as exc:
+        raise fail(str(exc)) from None
+    report = result.report
+    if not quiet:
+        print_report(report)
+        for path in written:
+            stdout.print(f"wrote {path}", highlight=False)
+    raise typer.Exit(exit_code(report))
+
+
+@app.command(hidden=True)
+def worker(job: Annotated[Path, typer.Argument(help="The job file the parent wrote.")]) -> None:
+    """One generator process of `lkswarm run --workers N` (internal; see lkswarm.app.workers)."""
+    from lkswarm.app.workers import run_worker_job
+
+    raise typer.Exit(run_worker_job(job))
+
+
+def _publishers(value: str | None) -> int | str | None:
+    """``--audio-publishers 3`` or ``all``; anything else is left for RunConfig to reject."""
+    if value is None or value == "all":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise fail(f"invalid option: publishers must be a number or 'all', not {value!r}", 2) from None
+
+
+@app.command()
+def presets() -> None:
+    """List the shipped scenarios (run one with `lkswarm run --preset NAME`)."""
+    from lkswarm.app.scenario import load_preset, preset_names
+
+    table = Table(title="presets (lkswarm run --preset NAME; flags override their keys)")
+    table.add_column("name", style="bold")
+    table.add_column("description")
+    table.add_column("thresholds")
+    for name in preset_names():
+        scenario = load_preset(name)
+        table.add_row(name, scenario.description, "\n".join(scenario.thresholds))
+    stdout.print(table)
+
+
+register_report_commands(app)
+
+
+# Typer ships its own copy of click's exceptions; reach them through the public BadParameter.
+_CLICK_TYPES = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+_USAGE_ERROR: type[Any] = _CLICK_TYPES["UsageError"]
+_CLICK_EXCEPTION: type[Any] = _CLICK_TYPES["ClickException"]
+
+
+def main() -> None:
+    """Entry point of the ``lkswarm`` script."""
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    unfold_help()
+    try:
+        # Not standalone: click's usage errors come back here and get one line, not a box.
+        code = app(standalone_mode=False)
+    except _USAGE_ERROR as exc:
+        if not exc.format_message():  # no_args_is_help: the help went out already
+            sys.exit(2)
+        command = f" {exc.ctx.command_path.split(' ', 1)[1]}" if exc.ctx and " " in exc.ctx.command_path else ""
+        stderr.print(f"[bold red]error:[/] {exc.format_message()} (see lkswarm{command} --help)", highlight=False)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(130)
+    except _CLICK_EXCEPTION as exc:
+        stderr.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)
+        sys.exit(exc.exit_code)
+    except LkswarmError as exc:  # anything a command did not turn into a message itself
+        stderr.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,186 @@
+"""The ``run`` command's options, one named type each, so the command's signature reads as a list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+CONNECTION = "Connection"
+SHAPE = "Load shape"
+BEHAVIOUR = "Behaviour"
+OUTPUT = "Output"
+
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key", envvar="LIVEKIT_API_KEY", help="API key.", show_envvar=True, rich_help_panel="Connection"
+    ),
+]
+ApiSecret = Annotated[
+    str | None,
+    typer.Option(
+        "--api-secret",
+        envvar="LIVEKIT_API_SECRET",
+        help="API secret (never printed or written to a report).",
+        show_envvar=True,
+        show_default=False,
+        rich_help_panel="Connection",
+    ),
+]
+ScenarioOpt = Annotated[
+    Path | None,
+    typer.Argument(help="Scenario file (TOML); flags override its keys.", show_default=False),
+]
+PresetOpt = Annotated[
+    str | None, typer.Option(help="Run a shipped scenario (`lkswarm presets` lists them).", rich_help_panel=SHAPE)
+]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="LIVEKIT_URL",
+        show_envvar=True,
+        help="Server URL; without it an embedded local livekit-server runs for the run.",
+        rich_help_panel=CONNECTION,
+    ),
+]
+IHavePermissionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--i-have-permission",
+        help="Allow more than 50 participants against *.livekit.cloud.",
+        rich_help_panel=CONNECTION,
+    ),
+]
+RoomsOpt = Annotated[int | None, typer.Option(help="Number of rooms. (default 1)", rich_help_panel=SHAPE)]
+ParticipantsOpt = Annotated[int | None, typer.Option(help="Participants per room. (default 10)", rich_help_panel=SHAPE)]
+AudioPublishersOpt = Annotated[
+    str | None, typer.Option(help="Opus publishers per room, or 'all'. (default 0)", rich_help_panel=SHAPE)
+]
+VideoPublishersOpt = Annotated[
+    str | None, typer.Option(help="VP8 publishers per room, or 'all'. (default 0)", rich_help_panel=SHAPE)
+]
+RateOpt = Annotated[
+    float | None, typer.Option(help="Joins started per second (open model). (default 20)", rich_help_panel=SHAPE)
+]
+ArrivalOpt = Annotated[
+    str | None,
+    typer.Option(help="Arrival process: constant or poisson. (default constant)", rich_help_panel=SHAPE),
+]
+DurationOpt = Annotated[
+    str | None, typer.Option(help="Run length: seconds, or 30s / 2m. (default 10s)", rich_help_panel=SHAPE)
+]
+ChurnRateOpt = Annotated[
+    float | None,
+    typer.Option(help="Once ramped, replace this many participants per second.", rich_help_panel=SHAPE),
+]
+ReconnectStormAtOpt = Annotated[
+    str | None,
+    typer.Option(help="At this time every participant drops its WebSocket and resumes.", rich_help_panel=SHAPE),
+]
+ReconnectStormModeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="The storm's reconnect: resume (reconnect=1, the default) or rejoin (a fresh join with new "
+        "PeerConnections, as after the server's leave RECONNECT).",
+        rich_help_panel=SHAPE,
+    ),
+]
+SignalOnlyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--signal-only",
+        help="Signaling only: no PeerConnections (the server evicts such participants after 60 s).",
+        rich_help_panel=BEHAVIOUR,
+    ),
+]
+ProbesOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Participants (of all rooms) that are aiortc probes: real VP8/Opus, e2e latency.",
+        rich_help_panel=BEHAVIOUR,
+    ),
+]
+ProbeFractionOpt = Annotated[
+    float | None, typer.Option(help="Or: this fraction of the participants are probes.", rich_help_panel=BEHAVIOUR)
+]
+ProbeImpairOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Impair each probe's media each way with Linux netem/htb in a network namespace (root, embedded "
+        "server): loss=2%,delay=40ms,jitter=10ms,rate=1mbit, any subset; each probe has a link of its own.",
+        rich_help_panel=BEHAVIOUR,
+    ),
+]
+VideoCodecOpt = Annotated[
+    str | None, typer.Option(help="Published video codec: vp8 or h264. (default vp8)", rich_help_panel=BEHAVIOUR)
+]
+SimulcastOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--simulcast/--no-simulcast",
+        help="Video as 3 simulcast layers (q/h/f). (default simulcast)",
+        rich_help_panel=BEHAVIOUR,
+    ),
+]
+LayoutOpt = Annotated[
+    str | None,
+    typer.Option(help="Subscriber video layout: speaker or grid:N (track settings).", rich_help_panel=BEHAVIOUR),
+]
+SimulateSpeakersOpt = Annotated[
+    bool,
+    typer.Option(
+        "--simulate-speakers",
+        "--talk-spurts",
+        help="Audio in ITU-T P.59 talk spurts with levels, so active speakers switch.",
+        rich_help_panel=BEHAVIOUR,
+    ),
+]
+JsonFramesOpt = Annotated[
+    bool,
+    typer.Option("--json-frames", help="Send JSON text frames instead of binary protobuf.", rich_help_panel=BEHAVIOUR),
+]
+ResumeOnDisconnectOpt = Annotated[
+    bool | None,
+    typer.Option(help="Resume (reconnect=1) when a WebSocket drops.", rich_help_panel=BEHAVIOUR),
+]
+VerifyRoomsOpt = Annotated[
+    bool | None,
+    typer.Option(
+        help="At the end, compare each room view with ListParticipants. (default on)", rich_help_panel=BEHAVIOUR
+    ),
+]
+SeedOpt = Annotated[int | None, typer.Option(help="Seed for arrivals and media.", rich_help_panel=BEHAVIOUR)]
+WorkersOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Generator processes on this machine, or 'auto' (one per core): rooms are split among them and "
+        "their reports merged into one. (default 1)",
+        rich_help_panel=BEHAVIOUR,
+    ),
+]
+JsonPathOpt = Annotated[
+    Path | None, typer.Option("--json", help="Write the report (lkswarm.report/1) here.", rich_help_panel=OUTPUT)
+]
+CsvDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--csv", help="Write CSV tables (phases, rooms, tracks, failures, timeline) here.", rich_help_panel=OUTPUT
+    ),
+]
+HtmlPathOpt = Annotated[
+    Path | None, typer.Option("--html", help="Write a single-file HTML report with plots.", rich_help_panel=OUTPUT)
+]
+ThresholdOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Pass/fail check, k6 style (repeatable): 'join_response.p99<500ms', 'failed==0'. A failure exits 99.",
+        rich_help_panel=OUTPUT,
+    ),
+]
+PrometheusOpt = Annotated[
+    str | None,
+    typer.Option(help="Serve live lkswarm_* metrics at HOST:PORT/metrics.", rich_help_panel=OUTPUT),
+]
+QuietOpt = Annotated[bool, typer.Option(help="No live view and no summary; errors only.", rich_help_panel=OUTPUT)]

@@ -1,0 +1,115 @@
+"""What the command line prints: the two consoles, one-line errors, the run summary and the exit code.
+
+Off a terminal (a file or a pipe) nothing is folded at 80 columns: a summary line such as
+"loss 0.00 %" stays on one line, whatever reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import rich.markup
+import typer
+import typer.rich_utils
+from rich.console import Console
+from rich.table import Table
+
+UNFOLDED_WIDTH = 1000  # columns off a terminal: wide enough that no summary line or table wraps
+# --help off a terminal: typer's panels pad every line to the full width, so not 1000; at this width
+# every option's help of `run` fits on its line.
+HELP_WIDTH = 160
+
+
+def _width(stream: Any, off_terminal: int = UNFOLDED_WIDTH) -> int | None:
+    """None on a terminal (rich measures it) or when COLUMNS says; otherwise ``off_terminal``."""
+    if os.environ.get("COLUMNS") or (hasattr(stream, "isatty") and stream.isatty()):
+        return None
+    return off_terminal
+
+
+def unfold_help() -> None:
+    """Typer's --help off a terminal: no folding at 80 columns either (unless TERMINAL_WIDTH says)."""
+    if typer.rich_utils.MAX_WIDTH is None:
+        typer.rich_utils.MAX_WIDTH = _width(sys.stdout, HELP_WIDTH)
+
+
+stderr = Console(stderr=True, soft_wrap=True, width=_width(sys.stderr))
+stdout = Console(width=_width(sys.stdout))
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    # The message may quote a tool's output or a user's text: print it literally, never as markup.
+    stderr.print(f"[bold red]error:[/] {rich.markup.escape(message)}", highlight=False)
+    return typer.Exit(code)
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    """0 pass, 99 a threshold failed, 1 the run itself failed (see `run --help`)."""
+    p = report["participants"]
+    outcomes = p["outcomes"]
+    if report["thresholds"]:
+        if p["started"] and not p["joined"]:
+            return 1  # nobody joined: a run error whatever the thresholds say
+        return 0 if report["passed"] else 99
+    return 1 if outcomes["failed"] or outcomes["not_started"] else 0
+
+
+def print_report(report: dict[str, Any]) -> None:
+    p = report["participants"]
+    table = Table(title=f"lkswarm: {p['joined']}/{p['scheduled']} joined in {report['duration_s']:.1f} s")
+    for column in ("phase", "count", "p50", "p90", "p99", "p99.9", "max"):
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    for phase, stats in report["latency_ms"].items():
+        if stats["count"]:
+            table.add_row(
+                f"{phase} (ms)", str(stats["count"]), *(f"{stats[k]:.1f}" for k in ("p50", "p90", "p99", "p999", "max"))
+            )
+    stdout.print(table)
+    o = p["outcomes"]
+    stdout.print(
+        f"outcomes: completed {o['completed']}, left {o['left']}, failed {o['failed']}, not started {o['not_started']}"
+    )
+    for reason, count in p["failures"].items():
+        detail = p["failure_details"].get(f"failed:{reason}", "")
+        stdout.print(f"[red]failed:{reason}[/] {count}  {detail}", highlight=False)
+    for reason, count in p["left_reasons"].items():
+        stdout.print(f"left:{reason} {count}")
+    m = report["media"]
+    if m["packets_received"] or m["packets_sent"]:
+        stdout.print(
+            f"media: active at end {p['active_at_end']}, received {m['packets_received']} packets on "
+            f"{m['tracks_received']} tracks ({m['tracks_missing']} missing), loss {m['loss_ratio'] * 100:.2f} %, "
+            f"jitter p99 {m['jitter_ms']['p99']:.1f} ms, sent {m['packets_sent']} packets"
+        )
+        by_kind = m.get("track_subscribed_ms") or {}
+        if by_kind:
+            parts = ", ".join(f"{kind} p50 {s['p50']:.0f} / p99 {s['p99']:.0f} ms" for kind, s in by_kind.items())
+            stdout.print(f"track_subscribed by kind: {parts}")
+    probes = report.get("probes") or {}
+    if probes:
+        stdout.print(
+            f"probes: {probes['active_at_end']}/{probes['count']} active, {probes['frames_decoded']} frames decoded "
+            f"({probes['frame_rate_fps']['mean']:.1f} fps), {probes['freezes']} freezes, "
+            f"{probes['decode_errors']} decode errors, audio loss {probes['audio']['loss_ratio'] * 100:.2f} %, "
+            f"cpu {probes['cpu_s']:.1f} s"
+        )
+    g = report["generator"]
+    media_lag = g.get("media_lag_ms") or {}
+    stdout.print(
+        f"generator: cpu {g['cpu_s']:.2f} s, max rss {g['max_rss_mb']:.0f} MB, "
+        f"loop lag p99 {g['loop_lag_ms']['p99']:.1f} ms, "
+        + (f"media thread lag p99 {media_lag['p99']:.1f} ms, " if media_lag.get("count") else "")
+        + f"late starts {g['late_starts']}"
+    )
+    if report["signal"]["server_version"]:
+        stdout.print(f"server version {report['signal']['server_version']}")
+    for note in report["notes"]:
+        stdout.print(f"[yellow]note:[/] {note}", highlight=False)
+    for check in report["thresholds"]:
+        mark = "[green]✓[/]" if check["passed"] else "[bold red]✗[/]"
+        actual = "no data" if check["actual"] is None else f"{check['actual']:g}"
+        stdout.print(f"{mark} threshold {check['expr']}  (actual {actual})", highlight=False)
+    for warning in report["warnings"]:
+        stdout.print(f"[bold yellow]warning:[/] {warning}", highlight=False)

@@ -1,0 +1,372 @@
+"""The engine: turns a `RunConfig` into participants on an open-model schedule and measures them.
+
+Theory of operation
+-------------------
+Arrivals follow an open model: the whole plan (`lkswarm.engine.plan`) is fixed
+before the run: every participant's intended start, room, seat and, with
+stages or churn, its planned departure. The scheduler starts each
+participant as close to its intended time as the loop allows and records the
+lateness separately; every latency is measured from the intended time, so a
+saturated generator shows up as latency and as lateness instead of being
+hidden (coordinated omission).
+
+The run lasts ``duration_s`` from the first intended start. Arrivals that
+fall after the end are ``not_started``. A planned departure leaves politely
+and counts as ``completed``. With ``reconnect_storm_at_s`` every joined
+participant drops its WebSocket at that instant and resumes (or, with
+``reconnect_storm_mode = "rejoin"``, joins afresh). A `Sampler`
+records the timeline once a second and feeds the observers (live view,
+Prometheus). At the end the engine (optionally) checks each live
+participant's view of its room against Twirp ListParticipants, then stops
+every participant, which completes the ones still alive. Each scheduled
+participant is counted in exactly one outcome.
+
+Seams: the engine is handed its media tiers (`lkswarm.engine.ports.MediaTier`,
+built by `lkswarm.app.runner.build_engine`) and attaches the first one that
+claims a participant to its driver; it never imports a tier or the report.
+`Engine.run()` returns a `RunRecord` of plain data, from which
+`lkswarm.report.build` makes the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import gc
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from lkswarm.engine.context import Run
+from lkswarm.engine.outcome import Outcome
+from lkswarm.engine.participant import ParticipantDriver
+from lkswarm.engine.plan import Arrival, worker_plan
+from lkswarm.engine.ports import MediaTier, TierTotals
+from lkswarm.engine.record import ParticipantRow, RunRecord, Tally
+from lkswarm.engine.timeline import Observer, RunInfo, Sampler
+from lkswarm.errors import LkswarmError, SignalError
+from lkswarm.metrics import (
+    LoopLagMonitor,
+    PhaseMetrics,
+    ProcessUsage,
+    current_rss_mb,
+    raise_fd_limit,
+)
+from lkswarm.net.twirp import RoomService
+from lkswarm.signal.events import Joined
+
+LATE_START_MS = 10.0  # a start later than this counts as late
+ROOM_CHECK_TIMEOUT_S = 10.0  # ParticipantUpdates are batched every 3 s by the server
+STOP_GRACE_S = 3.0
+
+
+class Engine:
+    """Runs one scenario against one server URL, with the media tiers it is given."""
+
+    def __init__(
+        self,
+        run: Run,
+        tiers: Sequence[MediaTier] = (),
+        observers: list[Observer] | None = None,
+        worker: tuple[int, int] = (0, 1),
+        start_gate: Callable[[], Awaitable[float]] | None = None,
+    ) -> None:
+        self.run_context = run
+        self.config = run.config
+        # In priority order: the first tier that claims a participant gets it (probes before the light tier).
+        self.tiers = list(tiers)
+        # One of several generator processes (lkswarm.app.workers) runs rooms index % count == worker index.
+        self.worker = worker
+        self.plan: list[Arrival] = worker_plan(run.config, worker)
+        # Awaited once set-up is done; returns the wall-clock time at which the run starts, so that
+        # several processes share one time origin.
+        self.start_gate = start_gate
+        self.tally = Tally()
+        self.drivers: list[ParticipantDriver] = []
+        self.late_starts = 0
+        self.departed = 0
+        self._scheduling_done = False
+        self._by_index: dict[int, ParticipantDriver] = {}
+        self.rss_start_mb = 0.0
+        self.rss_ready_mb = 0.0  # after set-up (clips encoded, media hub and probes started)
+        self.rss_end_mb = 0.0
+        self.sampler = Sampler(_EngineSource(self), list(observers or []), metrics=run.metrics)
+        self._t0 = 0.0
+
+    @property
+    def metrics(self) -> PhaseMetrics:
+        return self.run_context.metrics
+
+    @property
+    def counters(self) -> collections.Counter[str]:
+        return self.run_context.counters
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        self.run_context.spawn(coroutine)
+
+    def tier_of(self, index: int) -> MediaTier | None:
+        return next((tier for tier in self.tiers if tier.claims(index)), None)
+
+    # -- callbacks from drivers ----------------------------------------------------------
+
+    def on_outcome(self, driver: ParticipantDriver, outcome: Outcome, detail: str) -> None:
+        detail = self.run_context.credentials.redact(detail) if detail else ""
+        self.tally.outcome(driver.identity, driver.room, outcome, detail, time.perf_counter() - self._t0)
+
+    def on_joined(self, driver: ParticipantDriver, event: Joined) -> None:
+        self.tally.joined += 1
+        if event.server_version:
+            self.tally.server_version = event.server_version
+
+    def on_pong(self, driver: ParticipantDriver) -> None:
+        self.tally.pinged.add(driver.index)
+
+    def active_count(self) -> int:
+        """Participants alive whose current primary PeerConnection is connected."""
+        return sum(1 for d in self.drivers if not d.outcome and d.leg is not None and d.leg.active)
+
+    # -- the run ---------------------------------------------------------------------------
+
+    async def run(self) -> RunRecord:
+        config = self.config
+        fd_limit = raise_fd_limit()
+        usage = ProcessUsage()
+        lag = LoopLagMonitor(self.metrics)
+        started_at = datetime.now(UTC)
+        self.rss_start_mb = current_rss_mb()
+        usage.start()
+        lag.start()
+        for tier in self.tiers:
+            await tier.start()  # clips are encoded on first use, before the clock starts
+        info = RunInfo(config.duration_s, self.metrics, self._live_counts)
+        for observer in self.sampler.observers:
+            await observer.start(info)
+        # Everything alive now (modules, the plan, the clips) lives for the whole run. Freezing it keeps the
+        # cyclic GC from rescanning it in every full collection, which cost 10-40 ms pauses at 1000 joins/s.
+        gc.freeze()
+        # Set-up (the clips, the codec libraries they load, the hub's thread) is paid once per run:
+        # per-participant memory is measured from here, not from rss_start_mb.
+        self.rss_ready_mb = current_rss_mb()
+        if self.start_gate is not None:
+            start_at = await self.start_gate()
+            t0 = time.perf_counter() + max(0.05, start_at - time.time())
+        else:
+            t0 = time.perf_counter() + 0.05
+        self._t0 = t0
+        end_at = t0 + config.duration_s
+        loop = asyncio.get_running_loop()
+        background = [
+            loop.create_task(self._schedule(t0, end_at)),
+            loop.create_task(self._depart(t0, end_at)),
+        ]
+        if config.reconnect_storm_at_s is not None:
+            background.append(loop.create_task(self._reconnect_storm(t0 + config.reconnect_storm_at_s)))
+        self.sampler.start(t0)
+        while time.perf_counter() < end_at:
+            if self._scheduling_done and self.tally.alive == 0:
+                break  # everyone has already ended (e.g. the server is unreachable)
+            await asyncio.sleep(min(0.1, max(0.0, end_at - time.perf_counter())))
+        for task in background:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                # A broken schedule must not pass for a run whose participants were simply not started.
+                raise LkswarmError(f"internal error in the scheduler: {task.exception()!r}")
+            task.cancel()
+        self.sampler.sample()  # the last, partial interval
+        await self.sampler.stop()
+        run_duration_s = time.perf_counter() - t0
+        self.rss_end_mb = current_rss_mb()  # every live participant still connected
+        room_check = await self._verify_rooms() if config.verify_rooms else {"skipped": True}
+        alive_at_end = sum(1 for d in self.drivers if not d.outcome)
+        totals: list[TierTotals] = [await tier.collect() for tier in self.tiers]
+        active_at_end = {d.index for d in self.drivers if not d.outcome and d.leg is not None and d.leg.active}
+        if self.tiers:
+            self.counters["active_at_end"] = len(active_at_end)
+        participants = [self._row(d, d.index in active_at_end) for d in self.drivers]
+        messages: collections.Counter[str] = collections.Counter()
+        for driver in self.drivers:
+            if driver.session is not None:
+                messages.update(driver.session.messages_received)
+        await self._stop_all()
+        for tier in self.tiers:
+            await tier.close()
+        for observer in self.sampler.observers:
+            await observer.stop()
+        lag.stop()
+        usage.stop()
+        return RunRecord(
+            config=config,
+            started_at=started_at,
+            duration_s=run_duration_s,
+            room_names=[config.room_name(a.room_index) for a in self.plan],
+            participants=participants,
+            tally=self.tally,
+            counters=self.counters,
+            metrics=self.metrics,
+            messages_received=messages,
+            timeline=self.sampler.report(),
+            tiers=totals,
+            room_check=room_check,
+            alive_at_end=alive_at_end,
+            departed=self.departed,
+            late_starts=self.late_starts,
+            cpu_s=usage.cpu_s,
+            max_rss_mb=usage.max_rss_mb,
+            rss_start_mb=self.rss_start_mb,
+            rss_ready_mb=self.rss_ready_mb,
+            rss_end_mb=self.rss_end_mb,
+            fd_limit=fd_limit,
+        )
+
+    @staticmethod
+    def _row(driver: ParticipantDriver, active_at_end: bool) -> ParticipantRow:
+        joined = driver.joined_at
+        join_ms = (joined - driver.intended_start) * 1000 if joined is not None else None
+        return ParticipantRow(driver.room, join_ms, driver.outcome, active_at_end)
+
+    def _live_counts(self) -> tuple[int, int, int, dict[str, int]]:
+        """(started, joined, alive, outcome counts) right now, for a Prometheus scrape."""
+        return len(self.drivers), self.tally.joined, self.tally.alive, self.tally.outcome_texts()
+
+    async def _schedule(self, t0: float, end_at: float) -> None:
+        config = self.config
+        try:
+            for arrival in self.plan:
+                intended = t0 + arrival.start_s
+                if intended >= end_at:
+                    break
+                delay = intended - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                lateness_ms = max(0.0, time.perf_counter() - intended) * 1000
+                self.metrics.record_lateness(lateness_ms)
+                if lateness_ms > LATE_START_MS:
+                    self.late_starts += 1
+                driver = ParticipantDriver(
+                    self.run_context,
+                    self,
+                    arrival.index,
+                    config.room_name(arrival.room_index),
+                    config.identity(arrival.index),
+                    intended,
+                    seat=arrival.seat,
+                )
+                self.drivers.append(driver)
+                tier = self.tier_of(arrival.index)
+                if tier is not None:
+                    driver.leg = tier.attach(driver)
+                self._by_index[arrival.index] = driver
+                self.tally.alive += 1
+                self.spawn(driver.run())
+        finally:
+            self._scheduling_done = True
+
+    async def _depart(self, t0: float, end_at: float) -> None:
+        """Planned departures (ramp-down stages and churn): the participant leaves politely."""
+        departures = sorted((a.leave_s, a.index) for a in self.plan if a.leave_s is not None)
+        for leave_s, index in departures:
+            at = t0 + leave_s
+            if at >= end_at:
+                return
+            delay = at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            driver = self._by_index.get(index)
+            if driver is not None and not driver.outcome:
+                self.departed += 1
+                driver.stop()
+
+    async def _reconnect_storm(self, at: float) -> None:
+        """Every joined participant drops its WebSocket at once and resumes (reconnect=1) or joins afresh."""
+        await asyncio.sleep(max(0.0, at - time.perf_counter()))
+        dropped = 0
+        rejoin = self.config.reconnect_storm_mode == "rejoin"
+        for driver in self.drivers:
+            if not driver.outcome and driver.joined_at is not None:
+                if rejoin:
+                    driver.force_reconnect()
+                else:
+                    driver.force_resume()
+                dropped += 1
+        self.counters["storm_dropped"] = dropped
+
+    async def _verify_rooms(self) -> dict[str, Any]:
+        """Compares every live participant's room view with ListParticipants, waiting for updates to settle."""
+        rooms: dict[str, list[ParticipantDriver]] = collections.defaultdict(list)
+        for driver in self.drivers:
+            if not driver.outcome and driver.session is not None and driver.joined_at is not None:
+                rooms[driver.room].append(driver)
+        if not rooms:
+            return {"rooms": 0, "participants": 0, "matched": 0, "mismatched": 0}
+        service = RoomService(self.run_context.url, self.run_context.credentials)
+        deadline = time.perf_counter() + ROOM_CHECK_TIMEOUT_S
+        while True:
+            mismatches: list[dict[str, Any]] = []
+            try:
+                for room, drivers in rooms.items():
+                    listed_rows = await asyncio.to_thread(service.list_participants, room)
+                    listed = {p["identity"]: p.get("sid", "") for p in listed_rows}
+                    for driver in drivers:
+                        if driver.outcome or driver.session is None:
+                            continue
+                        view = driver.session.room_view()
+                        if view != listed:
+                            # stale: a participant seen under a sid the server has replaced (a fresh join)
+                            stale = [i for i, sid in view.items() if i in listed and listed[i] != sid]
+                            mismatches.append(
+                                {
+                                    "identity": driver.identity,
+                                    "room": room,
+                                    "missing": sorted(listed.keys() - view.keys())[:5],
+                                    "extra": sorted(view.keys() - listed.keys())[:5],
+                                    "stale": sorted(stale)[:5],
+                                }
+                            )
+            except SignalError as exc:
+                return {"error": f"{exc.reason}: {exc.detail}"}
+            if not mismatches or time.perf_counter() > deadline:
+                break
+            await asyncio.sleep(1.0)
+        checked = sum(len(d) for d in rooms.values())
+        return {
+            "rooms": len(rooms),
+            "participants": checked,
+            "matched": checked - len(mismatches),
+            "mismatched": len(mismatches),
+            "examples": mismatches[:5],
+        }
+
+    async def _stop_all(self) -> None:
+        for driver in self.drivers:
+            driver.stop()
+        deadline = time.perf_counter() + STOP_GRACE_S
+        tasks = self.run_context.tasks
+        while tasks and time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
+        for task in list(tasks):
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        # Let the transports deliver their close frames before the loop goes away.
+        await asyncio.sleep(0.05)
+
+
+class _EngineSource:
+    """What the sampler reads of a running engine (`lkswarm.engine.timeline.SampleSource`)."""
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def counts(self) -> tuple[int, int, int, int, int]:
+        engine = self._engine
+        has_media = bool(engine.tiers)
+        active = engine.active_count() if has_media else 0
+        return len(engine.plan), len(engine.drivers), engine.tally.joined, engine.tally.alive, active
+
+    def outcomes(self) -> collections.Counter[Outcome]:
+        return self._engine.tally.outcomes
+
+    def tiers(self) -> Sequence[MediaTier]:
+        return self._engine.tiers

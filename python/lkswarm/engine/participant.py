@@ -1,0 +1,414 @@
+"""The asyncio driver of one participant: a WebSocket, a `SignalSession` and one timer.
+
+Theory of operation
+-------------------
+`ParticipantDriver.run` opens ``/rtc`` at the participant's intended start and
+then lives on callbacks: each WebSocket event feeds the session, the session's
+frames are written, its events are turned into metrics, and its single timer
+is re-armed with ``loop.call_later``. No task runs per participant after the
+connection is open.
+
+Outcome: every driver ends in exactly one `Outcome`: completed (alive when the run
+ended), left (the server's leave with DISCONNECT, with its reason) or failed (with
+a reason code); the first decision wins and later ones are ignored.
+Latencies are measured from the intended start, not the actual one, so a
+late scheduler cannot hide queueing (coordinated omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Protocol
+
+from lkswarm import __version__
+from lkswarm.auth import mint_token
+from lkswarm.engine.outcome import COMPLETED, Outcome
+from lkswarm.engine.ports import MediaLeg, RunContext
+from lkswarm.errors import MediaError, SignalError
+from lkswarm.net.ws_driver import WebSocketProtocol, open_websocket
+from lkswarm.signal.enums import CLIENT_PROTOCOL, DisconnectReason, LeaveAction, ReconnectReason
+from lkswarm.signal.events import (
+    Failed,
+    Joined,
+    LeaveRequested,
+    PongReceived,
+    SessionEvent,
+)
+from lkswarm.signal.session import SessionState, SignalSession
+from lkswarm.signal.websocket import Closed, Event, Message, Opened, Rejected
+
+MAX_RESUMES = 3  # per participant, so a flapping server cannot loop us forever
+REJECTED_DETAIL_CHARS = 200  # of an HTTP refusal's body, in the outcome's detail
+
+
+class DriverOwner(Protocol):
+    """What a driver reports to the run that owns it (the engine)."""
+
+    def on_outcome(self, driver: ParticipantDriver, outcome: Outcome, detail: str) -> None: ...
+    def on_joined(self, driver: ParticipantDriver, event: Joined) -> None: ...
+    def on_pong(self, driver: ParticipantDriver) -> None: ...
+
+
+def rtc_path(
+    token: str, *, auto_subscribe: bool = True, protocol: int = CLIENT_PROTOCOL, resume_sid: str | None = None
+) -> str:
+    """The ``/rtc`` request target: query-parameter join (or resume, with ``reconnect=1&sid=``)."""
+    query = {
+        "access_token": token,
+        "auto_subscribe": "1" if auto_subscribe else "0",
+        "sdk": "python",
+        "version": __version__,
+        "protocol": str(protocol),
+        "adaptive_stream": "0",
+    }
+    if resume_sid is not None:
+        query.update(reconnect="1", sid=resume_sid, reconnect_reason=str(int(ReconnectReason.RR_SIGNAL_DISCONNECTED)))
+    return "/rtc?" + urllib.parse.urlencode(query)
+
+
+def timer_delay_s(deadline: float, now: float) -> float:
+    """The delay to hand ``call_later`` for ``deadline``, rounded up to whole milliseconds.
+
+    libuv keeps timers in milliseconds and rounds the delay to the nearest one, so a deadline
+    0.4 ms away fired at once, found nothing due and re-armed, again and again until the deadline
+    passed: about 17 wasted wake-ups per ping, 878 timer callbacks a second for 300 participants
+    that send 51 pings a second. Rounding up costs at most a millisecond of lateness.
+    """
+    return math.ceil(max(0.0, deadline - now) * 1000) / 1000
+
+
+class ParticipantDriver:
+    """One simulated participant."""
+
+    __slots__ = (
+        "_connection",
+        "_counted_active",
+        "_done",
+        "_generation",
+        "_rejoin_started",
+        "_resume_started",
+        "_stopping",
+        "_timer",
+        "ctx",
+        "identity",
+        "index",
+        "intended_start",
+        "joined_at",
+        "leg",
+        "outcome",
+        "owner",
+        "resumes",
+        "room",
+        "seat",
+        "session",
+    )
+
+    def __init__(
+        self,
+        run: RunContext,
+        owner: DriverOwner,
+        index: int,
+        room: str,
+        identity: str,
+        intended_start: float,
+        *,
+        seat: int = 0,
+    ) -> None:
+        self.ctx = run  # the run: config, credentials, metrics, counters
+        self.owner = owner  # hears of joins, pongs and the outcome
+        self.index = index  # position in the arrival schedule
+        self.room = room
+        self.seat = seat  # position within the room; the first seats publish
+        self.identity = identity
+        self.intended_start = intended_start  # perf_counter time the arrival was scheduled for
+        self.joined_at: float | None = None
+        self.outcome: Outcome | None = None  # None while running
+        self.resumes = 0
+        self.session: SignalSession | None = None
+        # The media half, attached by the engine from the tier that claims this participant (None: signal only).
+        self.leg: MediaLeg | None = None
+        self._connection: WebSocketProtocol | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._stopping = False
+        self._generation = 0  # bumps per connection; events of older connections are ignored
+        self._resume_started = 0.0
+        self._rejoin_started = 0.0
+        self._counted_active = False  # in counters["active"] and latency_ms.active, once per participant
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Joins, then waits until an outcome is decided."""
+        loop = asyncio.get_running_loop()
+        self._done = loop.create_future()
+        config = self.ctx.config
+        token = mint_token(self.ctx.credentials, identity=self.identity, room=self.room)
+        self.session = SignalSession(
+            self.identity, token, json_mode=config.json_frames, join_timeout_s=config.join_timeout_s
+        )
+        await self._connect(resume=False)
+        await self._done
+
+    def _rtc_path(self, resume: bool) -> str:
+        assert self.session is not None
+        config = self.ctx.config
+        return rtc_path(
+            self.session.token,
+            auto_subscribe=config.auto_subscribe,
+            protocol=config.protocol,
+            resume_sid=self.session.participant_sid if resume else None,
+        )
+
+    async def _connect(self, *, resume: bool) -> None:
+        session = self.session
+        assert session is not None
+        now = time.perf_counter()
+        if resume:
+            session.frames_to_send()  # what the lost connection never sent is stale on the new one
+            session.begin_resume(now)
+        else:
+            session.start(now)
+        self._arm_timer()
+        self._generation += 1
+        generation = self._generation
+        try:
+            connection = await open_websocket(
+                self.ctx.endpoint,
+                self._rtc_path(resume),
+                lambda event: self._on_ws_event(event, generation),
+            )
+        except SignalError as exc:
+            if generation == self._generation:
+                self.finish(Outcome.failed(exc.reason), exc.detail)
+            return
+        except Exception as exc:  # a participant never takes the run down with it
+            self.finish(Outcome.failed("internal_error"), repr(exc))
+            return
+        if generation != self._generation or self.outcome or self._stopping:
+            connection.close()  # superseded or finished while connecting
+        else:
+            self._connection = connection
+            self._flush()  # frames produced by events that beat this assignment
+
+    def stop(self) -> None:
+        """The run is over: a live participant completes, leaves politely and disconnects."""
+        self._stopping = True
+        session = self.session
+        if not self.outcome:
+            if self.joined_at is not None:
+                self.finish(COMPLETED)
+            else:
+                self.finish(Outcome.failed("not_joined_by_end"), "the run ended before the JoinResponse arrived")
+        if session is not None and self._connection is not None:
+            session.send_leave(DisconnectReason.CLIENT_INITIATED)
+            self._flush()
+            self._connection.close()
+
+    def finish(self, outcome: Outcome, detail: str = "") -> None:
+        """Decides the outcome (first call wins) and releases the waiter."""
+        if self.outcome:
+            return
+        self.outcome = outcome
+        self.owner.on_outcome(self, outcome, detail)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if outcome != COMPLETED and self._connection is not None:
+            self._connection.close()
+        if self.leg is not None:
+            self.leg.close()
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    # -- events ------------------------------------------------------------------------
+
+    def _on_ws_event(self, event: Event, generation: int) -> None:
+        if generation != self._generation:
+            return  # a connection we already replaced (resume or reconnect)
+        try:
+            self._handle_ws_event(event)
+        except Exception as exc:  # keep the exactly-one-outcome promise even on our own bugs
+            self.finish(Outcome.failed("internal_error"), repr(exc))
+
+    def _handle_ws_event(self, event: Event) -> None:
+        session = self.session
+        assert session is not None
+        now = time.perf_counter()
+        if isinstance(event, Message):
+            session.receive_frame(event.data, now)
+            self._pump(now)
+        elif isinstance(event, Opened):
+            if self.joined_at is None:
+                self.ctx.metrics.record("ws_connect", (now - self.intended_start) * 1000)
+        elif isinstance(event, Rejected):
+            self._connection = None
+            detail = self.ctx.credentials.redact(event.body)[:REJECTED_DETAIL_CHARS]
+            self.finish(Outcome.failed(f"http_{event.status}"), detail)
+        elif isinstance(event, Closed):
+            self._connection = None
+            if self._stopping or self.outcome:
+                return
+            if session.state is SessionState.JOINED and self.ctx.config.resume_on_disconnect:
+                self._start_resume()
+            else:
+                session.connection_closed(f"code {event.code}")
+                self.finish(
+                    Outcome.failed("signal_closed"), f"WebSocket closed (code {event.code}) {event.reason}".strip()
+                )
+
+    def _pump(self, now: float) -> None:
+        session = self.session
+        assert session is not None
+        for event in session.events_received():
+            self._on_session_event(event, now)
+        self._flush()
+        if session.state is SessionState.ENDED and not self.outcome:
+            self.finish(Outcome.parse(session.end_reason or "failed:session_ended"))
+        elif not self.outcome:
+            self._arm_timer()
+
+    def _on_session_event(self, event: SessionEvent, now: float) -> None:
+        metrics = self.ctx.metrics
+        counters = self.ctx.counters
+        leg = self.leg
+        if isinstance(event, Joined):
+            if event.resumed:
+                counters["resumes_succeeded"] += 1
+                metrics.record("resume", (now - self._resume_started) * 1000)
+            else:
+                if self.joined_at is None:
+                    self.joined_at = now
+                    metrics.record("join_response", (now - self.intended_start) * 1000)
+                    self.owner.on_joined(self, event)
+                else:  # a fresh join (leave RECONNECT): this participant is counted as joined once
+                    counters["rejoins_succeeded"] += 1
+                    metrics.record("rejoin", (now - self._rejoin_started) * 1000)
+                if leg is not None:
+                    self._media_step(lambda: leg.on_joined(now))
+        elif isinstance(event, PongReceived):
+            metrics.record("ping_rtt", event.rtt_ms)
+            self.owner.on_pong(self)
+        elif isinstance(event, LeaveRequested):
+            counters[f"leave_{LeaveAction(event.action).name.lower()}"] += 1
+            if event.action == LeaveAction.RESUME:
+                self._start_resume()
+            elif event.action == LeaveAction.RECONNECT:
+                counters["reconnects"] += 1
+                self._restart_join()
+        elif isinstance(event, Failed):
+            self.finish(Outcome.failed(event.reason), event.detail)
+        elif leg is not None:
+            self._media_step(lambda: leg.on_session_event(event, now))
+
+    def _media_step(self, step: Callable[[], None]) -> None:
+        """Runs one media signaling step; a refusal fails this participant only."""
+        try:
+            step()
+        except MediaError as exc:
+            self.finish(Outcome.failed("media_setup"), str(exc))
+
+    def media_connected(self, at: float) -> None:
+        """The primary (subscriber) PeerConnection connected at ``at``: ACTIVE, counted once per participant
+        (a fresh join's new PeerConnection connects again, but the participant became ACTIVE once)."""
+        if self._counted_active:
+            return
+        self._counted_active = True
+        self.ctx.counters["active"] += 1
+        self.ctx.metrics.record("active", (at - self.intended_start) * 1000)
+
+    def media_output(self, step: Callable[[], None]) -> None:
+        """Runs a media step that no session event triggered (a probe's answer from its own loop) and sends."""
+        if self.outcome or self.session is None:
+            return
+        self._media_step(step)
+        self._flush()
+
+    def _flush(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        connection = self._connection
+        if connection is None:
+            # Still connecting: the JoinResponse, the first offer and our answer can all pass
+            # before `open_websocket` returns (uvloop delivers them in the same tick), so the
+            # frames wait in the session until `_connect` assigns the connection and flushes.
+            return
+        frames = session.frames_to_send()
+        if connection.is_open():
+            for frame in frames:
+                connection.send(frame)
+
+    # -- timers and reconnection ---------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        deadline = session.get_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            self._timer = asyncio.get_running_loop().call_later(
+                timer_delay_s(deadline, time.perf_counter()), self._on_timer
+            )
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        session = self.session
+        if session is None or self.outcome:
+            return
+        try:
+            now = time.perf_counter()
+            session.handle_timer(now)
+            self._pump(now)
+        except Exception as exc:
+            self.finish(Outcome.failed("internal_error"), repr(exc))
+
+    def _drop_connection(self) -> None:
+        # Events of the dropped connection (its Closed above all) must not count as the new one's.
+        self._generation += 1
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            connection.close()
+
+    def _start_resume(self) -> None:
+        if self.resumes >= MAX_RESUMES:
+            self.finish(Outcome.failed("resume_limit"), f"{MAX_RESUMES} resumes")
+            return
+        self.resumes += 1
+        self.ctx.counters["resumes_attempted"] += 1
+        self._resume_started = time.perf_counter()
+        self._drop_connection()
+        self.ctx.spawn(self._connect(resume=True))
+
+    def force_resume(self) -> None:
+        """Drops the WebSocket as a network fault would and resumes (the reconnect storm)."""
+        if self.outcome or self._stopping or self.session is None or self.session.state is not SessionState.JOINED:
+            return
+        self._start_resume()
+
+    def force_reconnect(self) -> None:
+        """Starts a fresh join, as the server's leave(RECONNECT) asks; counted as a reconnect."""
+        if self.outcome or self._stopping or self.session is None or self.session.state is not SessionState.JOINED:
+            return
+        self.ctx.counters["reconnects"] += 1
+        self._restart_join()
+
+    def _restart_join(self) -> None:
+        session = self.session
+        assert session is not None
+        self._rejoin_started = time.perf_counter()
+        self._drop_connection()
+        self.session = SignalSession(
+            self.identity,
+            session.token,
+            json_mode=session.json_mode,
+            join_timeout_s=session.join_timeout_s,
+        )
+        self.ctx.spawn(self._connect(resume=False))

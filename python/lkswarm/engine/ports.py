@@ -1,0 +1,131 @@
+"""The engine's seams: what a run lends participants and tiers, and what a media tier must provide.
+
+The engine owns these `typing.Protocol`s and imports no tier: the composition root
+(`lkswarm.app.runner`) builds the tiers (`lkswarm.media`, `lkswarm.probe`) and hands
+them to `Engine` in priority order; the first tier that `claims` a participant
+attaches a `MediaLeg` to its driver. A leg sees its participant only through
+`ParticipantHost` and the run only through `RunContext`, never `Engine` or the driver
+class, so a tier can be tested with plain fakes of these two.
+
+Where a participant's state lives (one list, in the order a join builds it):
+
+1. `lkswarm.engine.participant.ParticipantDriver`: outcome, join time, resumes, its WebSocket and timer;
+2. `lkswarm.signal.session.SignalSession` (``driver.session``): signal state, token, room view, pings;
+3. its `MediaLeg` (``driver.leg``): `lkswarm.media.tier.LightLeg` or `lkswarm.probe.tier.ProbeLeg`;
+4. below the leg: the Rust peer in the `MediaHub` (``rust/src/media/peer.rs``), or a probe's aiortc `ProbePeer`.
+
+The engine keeps no per-participant tables besides ``drivers``; run-wide tallies are in
+`lkswarm.engine.record.Tally`.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Coroutine
+from typing import Any, NamedTuple, Protocol
+
+from lkswarm.auth import Credentials
+from lkswarm.config import RunConfig
+from lkswarm.engine.outcome import Outcome
+from lkswarm.metrics import PhaseMetrics
+from lkswarm.net.ws_driver import Endpoint
+from lkswarm.signal.events import SessionEvent
+from lkswarm.signal.session import SignalSession
+
+
+class RunContext(Protocol):
+    """What a run lends its participants and tiers (`lkswarm.engine.context.Run` is the one implementation)."""
+
+    @property
+    def config(self) -> RunConfig: ...
+    @property
+    def credentials(self) -> Credentials: ...
+    @property
+    def endpoint(self) -> Endpoint: ...
+    @property
+    def metrics(self) -> PhaseMetrics: ...
+    @property
+    def counters(self) -> collections.Counter[str]: ...
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None: ...
+
+
+class ParticipantHost(Protocol):
+    """The slice of a participant driver that a media leg may touch."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def identity(self) -> str: ...
+    @property
+    def room(self) -> str: ...
+    @property
+    def seat(self) -> int: ...
+    @property
+    def session(self) -> SignalSession | None: ...
+    @property
+    def outcome(self) -> Outcome | None: ...
+    def media_output(self, step: Callable[[], None]) -> None:
+        """Runs a media step that no session event triggered, then sends what it produced."""
+
+    def media_connected(self, at: float) -> None:
+        """The primary PeerConnection connected at ``at`` (perf_counter seconds): ACTIVE."""
+
+    def finish(self, outcome: Outcome, detail: str = "") -> None:
+        """Decides the participant's outcome (the first decision wins)."""
+
+
+class MediaLeg(Protocol):
+    """One participant's media half."""
+
+    @property
+    def active(self) -> bool:
+        """Whether the current primary PeerConnection is connected."""
+
+    def on_joined(self, now: float) -> None:
+        """The JoinResponse arrived (again, after a fresh join): set up the PeerConnections."""
+
+    def on_session_event(self, event: SessionEvent, now: float) -> None:
+        """A media-related session event; raises `lkswarm.errors.MediaError` to fail this participant."""
+
+    def close(self) -> None:
+        """The participant ended: release its PeerConnections."""
+
+
+class MediaCounts(NamedTuple):
+    """Running packet totals of a tier, which never go backwards (the timeline's per-interval rates)."""
+
+    packets_received: int
+    packets_expected: int
+    packets_lost: int
+
+
+class TierTotals(Protocol):
+    """A tier's figures at the end of the run, for the report."""
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds of the tier's own threads that the report keeps apart from the generator's."""
+
+    def warnings(self) -> list[str]: ...
+
+
+class MediaTier(Protocol):
+    """One per run: `lkswarm.media.tier.LightTier` or `lkswarm.probe.tier.ProbeTier`."""
+
+    def claims(self, index: int) -> bool:
+        """Whether the participant at plan ``index`` is this tier's."""
+
+    def attach(self, host: ParticipantHost) -> MediaLeg: ...
+    async def start(self) -> None:
+        """Set-up before the clock starts (clips, threads)."""
+
+    def running_counts(self) -> MediaCounts | None:
+        """Packet totals so far, for the once-a-second timeline; None when the tier counts only at the end."""
+
+    def saturation(self) -> str:
+        """Why this tier's figures cannot be trusted so far ("" while they can)."""
+
+    async def collect(self) -> TierTotals:
+        """Final figures (called while participants are still alive)."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,348 @@
+"""The light media tier from Python's side: one `MediaHub` per run (`LightTier`), one `LightLeg` per participant.
+
+Theory of operation
+-------------------
+The Rust `MediaHub` (``rust/src/media/hub.rs``) owns every PeerConnection,
+its UDP socket and all packet work, on its own thread. Python only carries
+signaling: it hands the server's SDP and candidates to the hub and sends the
+hub's SDP back through the participant's `SignalSession`.
+
+Per participant (`LightLeg`, on the shared glue of `lkswarm.engine.leg`)::
+
+    Joined ──> add_peer (subscriber PC, socket bound)
+    OfferReceived ──> accept_offer ──> send_answer       (subscriber PC, repeated on re-offers)
+    TrickleReceived ──> add_candidate (queued until that PC has its remote description)
+    hub PcConnected(subscriber) ──> ACTIVE (latency_ms.active)
+      │         publishers: AddTrackRequest per track ──> TrackPublished (all) ──> publisher offer
+    AnswerReceived ──> accept_answer                     (publisher PC)
+    hub FirstPacket ──> latency_ms.track_subscribed (from the track's appearance in an update)
+    hub PeerFailed ──> the participant fails with the hub's reason
+
+Tracks are announced once the subscriber (primary) PeerConnection is
+connected, as an SDK's app publishes after ``connect`` returns. A fresh join
+(the server's leave with action RECONNECT) starts the participant's media
+over: its old peer is removed from the hub and every per-join state is reset;
+ACTIVE is counted once per participant, but ``active`` says whether the
+current PeerConnection is connected.
+
+`LightTier` polls the hub's events every `EVENT_POLL_S` on the loop. Event
+times are stamped by the hub when they happen, so the poll interval delays
+reactions but not the measured latencies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from lkswarm import _core
+from lkswarm.engine.leg import LegFilters, SignalingLeg
+from lkswarm.engine.ports import MediaCounts, ParticipantHost, RunContext
+from lkswarm.errors import MediaError
+from lkswarm.media.clips import LAYERS, MediaClips, load_clips
+from lkswarm.media.totals import MediaTotals
+from lkswarm.metrics import MAX_MEDIA_LAG_P99_MS, new_histogram, p99_exceeds, record_buckets_us, record_ms
+from lkswarm.signal.enums import SignalTarget, TrackType
+from lkswarm.signal.events import RemoteTrackPublished
+from lkswarm.signal.requests import VideoLayer, add_audio_track, add_video_track, track_setting
+
+EVENT_POLL_S = 0.02
+# Layout tiles: (VideoQuality, width, height) the subscriber asks the SFU for.
+TILE_SIZES = {"main": ("HIGH", 1280, 720), "grid": ("MEDIUM", 640, 360), "thumb": ("LOW", 320, 180)}
+MISSING_EXAMPLES = 5  # (subscriber, track) pairs with no packets named in the report
+
+
+def publisher_role(seat: int, audio_publishers: int, video_publishers: int) -> tuple[bool, bool]:
+    """(publishes audio, publishes video) of the participant in ``seat`` of its room.
+
+    As in ``lk perf load-test``, the first participants of each room publish video,
+    the next ones audio; nobody publishes both.
+    """
+    if seat < video_publishers:
+        return False, True
+    if seat < video_publishers + audio_publishers:
+        return True, False
+    return False, False
+
+
+class LightTier(LegFilters["LightLeg"]):
+    """The light media tier of a run: the hub, the event pump and the end-of-run totals (a `MediaTier`)."""
+
+    def __init__(self, run: RunContext) -> None:
+        super().__init__()
+        self.run = run
+        self.hub: _core.MediaHub | None = None
+        self.participants: dict[int, LightLeg] = {}  # by hub peer id
+        self.clips: MediaClips | None = None
+        self.totals: MediaTotals | None = None  # set by collect()
+        self._clock_offset_s = 0.0
+        self._pump: asyncio.Task[None] | None = None
+        self.track_subscribed_ms: dict[str, HdrHistogram] = {}  # kind -> histogram (see MediaTotals)
+
+    def claims(self, index: int) -> bool:
+        return True  # everyone the probe tier did not claim first
+
+    def attach(self, host: ParticipantHost) -> LightLeg:
+        return LightLeg(self, host)
+
+    async def start(self) -> None:
+        config = self.run.config
+        needs_clips = config.audio_publishers > 0 or config.video_publishers > 0
+        clips = await asyncio.to_thread(load_clips, config.video_codec) if needs_clips else None
+        self.clips = clips
+        hub = _core.MediaHub(config.media_bind_ip)
+        if clips is not None:
+            layers = clips.video_layers if config.simulcast else clips.video_layers[-1:]
+            hub.set_library(clips.audio, layers, video_codec=clips.video_codec)
+        self._clock_offset_s = time.perf_counter() - hub.now_s()
+        self.hub = hub
+        self._pump = asyncio.get_running_loop().create_task(self._pump_events())
+
+    async def _pump_events(self) -> None:
+        while self.hub is not None:
+            await asyncio.sleep(EVENT_POLL_S)
+            self.dispatch()
+
+    def dispatch(self) -> None:
+        hub = self.hub
+        if hub is None:
+            return
+        for event in hub.take_events():
+            participant = self.participants.get(event.peer)
+            if participant is not None:
+                participant.on_hub_event(event, event.at_s + self._clock_offset_s)
+
+    def running_counts(self) -> MediaCounts | None:
+        if self.hub is None:
+            return None
+        totals = self.hub.totals()
+        return MediaCounts(totals["packets_received"], totals["packets_expected"], totals["packets_lost"])
+
+    def saturation(self) -> str:
+        """The media thread's lag p99 over its limit: media was sent and stamped late."""
+        if self.hub is not None and p99_exceeds(*self.hub.timer_lag_above(MAX_MEDIA_LAG_P99_MS / 1000)):
+            return f"media thread lag p99 > {MAX_MEDIA_LAG_P99_MS:.0f} ms: the generator's media tier is saturated"
+        return ""
+
+    def record_first_packet(self, kind: str, value_ms: float) -> None:
+        self.run.metrics.record("track_subscribed", value_ms)
+        histogram = self.track_subscribed_ms.get(kind)
+        if histogram is None:
+            histogram = self.track_subscribed_ms[kind] = new_histogram()
+        record_ms(histogram, value_ms)
+
+    async def collect(self) -> MediaTotals:
+        """Final figures of every live peer (call before participants stop)."""
+        self.dispatch()
+        totals = self.totals = MediaTotals()
+        hub = self.hub
+        if hub is None:
+            return totals
+        for participant in self.participants.values():
+            stats = hub.peer_stats(participant.peer_id) if participant.peer_id is not None else None
+            if stats is not None:
+                participant.account(stats, totals)
+        totals.track_subscribed_ms = self.track_subscribed_ms
+        running = hub.totals()
+        totals.hub_wakeups, totals.hub_timeouts = running["wakeups"], running["timeouts"]
+        record_buckets_us(totals.timer_lag, hub.timer_lag())
+        return totals
+
+    async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+        if self.hub is not None:
+            hub, self.hub = self.hub, None
+            await asyncio.to_thread(hub.close)
+
+
+class LightLeg(SignalingLeg):
+    """The media half of one participant: its peer in the hub (a `MediaLeg`)."""
+
+    __slots__ = (
+        "_has_remote",
+        "_pending_candidates",
+        "_remote_published_at",
+        "_video_tiles",
+        "local_port",
+        "peer_id",
+        "publishes_audio",
+        "publishes_video",
+        "tier",
+    )
+
+    def __init__(self, tier: LightTier, driver: ParticipantHost) -> None:
+        config = tier.run.config
+        audio, video = publisher_role(driver.seat, config.audio_publishers, config.video_publishers)
+        cids = {f"{driver.identity}-mic": "audio"} if audio else {}
+        if video:
+            cids[f"{driver.identity}-cam"] = "video"
+        super().__init__(tier.run, driver, tier, cids)
+        self.tier = tier
+        self.publishes_audio, self.publishes_video = audio, video
+        self.peer_id: int | None = None
+        self.local_port = 0  # UDP port of the subscriber PeerConnection
+        self._reset_join_state()
+
+    def _reset_join_state(self) -> None:
+        """What belongs to one join besides the shared glue's: candidates, remote tracks, the layout."""
+        self._has_remote: dict[int, bool] = {SignalTarget.PUBLISHER: False, SignalTarget.SUBSCRIBER: False}
+        self._pending_candidates: dict[int, list[str]] = collections.defaultdict(list)
+        self._remote_published_at: dict[str, float] = {}
+        self._video_tiles: list[str] = []  # remote video tracks in order of appearance (the layout)
+
+    # -- signaling side ------------------------------------------------------------------
+
+    def on_joined(self, now: float) -> None:
+        """Creates the peer (its subscriber PeerConnection); tracks are announced once that is connected."""
+        hub = self.tier.hub
+        assert hub is not None
+        if self.peer_id is not None:  # a fresh join: the server forgot the old PeerConnections, so does the hub
+            self.close()
+            self._start_join_over()
+            self._reset_join_state()
+        config = self.run.config
+        seed = (config.seed or 0) * 1_000_003 + self.driver.index
+        self.peer_id, self.local_port = hub.add_peer(
+            seed=seed, talk_spurts=config.talk_spurts, connect_timeout_s=config.media_connect_timeout_s
+        )
+        self.tier.participants[self.peer_id] = self
+
+    def _has_peer(self) -> bool:
+        return self.tier.hub is not None and self.peer_id is not None
+
+    def _hub(self) -> tuple[_core.MediaHub, int]:
+        hub, peer = self.tier.hub, self.peer_id
+        if hub is None or peer is None:
+            raise MediaError("the media hub is closed")
+        return hub, peer
+
+    def _track_request(self, cid: str, kind: str) -> dict[str, Any]:
+        if kind == "audio":
+            return add_audio_track(cid, "synthetic-audio")
+        config = self.run.config
+        layers = LAYERS if config.simulcast else LAYERS[-1:]
+        video_layers = [VideoLayer(layer.quality, layer.width, layer.height, layer.bitrate_bps) for layer in layers]
+        return add_video_track(cid, "synthetic-video", config.video_codec, video_layers)
+
+    def _answer_offer(self, sdp: str, offer_id: int) -> None:
+        hub, peer = self._hub()
+        self.send_answer(hub.accept_offer(peer, sdp), offer_id)
+        self._remote_ready(SignalTarget.SUBSCRIBER)
+
+    def _accept_answer(self, sdp: str) -> None:
+        hub, peer = self._hub()
+        hub.accept_answer(peer, sdp)
+        self._remote_ready(SignalTarget.PUBLISHER)
+
+    def _add_candidate(self, target: int, candidate: str) -> None:
+        if self._has_remote.get(target, False):
+            hub, peer = self._hub()
+            hub.add_candidate(peer, target, candidate)
+        else:  # before that PC's remote description: str0m would refuse it
+            self._pending_candidates[target].append(candidate)
+
+    def _remote_ready(self, target: int) -> None:
+        hub, peer = self._hub()
+        self._has_remote[target] = True
+        for candidate in self._pending_candidates.pop(target, []):
+            hub.add_candidate(peer, target, candidate)
+
+    def _publish(self, now: float) -> None:
+        """Sends the publisher offer once every announced track is acknowledged (as the SDKs do)."""
+        hub, peer = self._hub()
+        audio = next((cid for cid, kind in self._cids.items() if kind == "audio"), None)
+        video = next((cid for cid, kind in self._cids.items() if kind == "video"), None)
+        offer = hub.publisher_offer(peer, audio_cid=audio, video_cid=video)
+        self.send_offer(offer, now)
+
+    def _on_remote_track(self, event: RemoteTrackPublished) -> None:
+        self._remote_published_at.setdefault(event.track_sid, event.at)
+        if event.track_type == TrackType.VIDEO and self.run.config.layout:
+            self._place_video_tile(event.track_sid)
+
+    def _place_video_tile(self, track_sid: str) -> None:
+        """Applies the layout to a new remote video track: its size, or disabled when it has no tile."""
+        if track_sid in self._video_tiles:
+            return
+        tile = len(self._video_tiles)
+        self._video_tiles.append(track_sid)
+        tiles = self.run.config.grid_tiles
+        if tiles and tile >= tiles:
+            request = track_setting(track_sid, disabled=True)
+        else:
+            main = tile == 0 and (tiles == 1 or not tiles)  # the speaker view's big tile
+            quality, width, height = TILE_SIZES["main" if main else "grid" if 1 < tiles <= 4 else "thumb"]
+            request = track_setting(track_sid, quality=quality, width=width, height=height)
+        self.session.send_request(request)
+        self.run.counters["track_settings"] += 1
+
+    # -- hub side ---------------------------------------------------------------------------
+
+    def on_hub_event(
+        self, event: _core.PcConnected | _core.IceStateChanged | _core.FirstPacket | _core.PeerFailed, at: float
+    ) -> None:
+        """An event of this participant's peer, stamped ``at`` (perf_counter seconds) by the hub."""
+        if self.driver.outcome:
+            return
+        if isinstance(event, _core.PcConnected):
+            self.connected(event.pc == SignalTarget.SUBSCRIBER, at)
+        elif isinstance(event, _core.FirstPacket):
+            published_at = self._remote_published_at.get(event.track_id)
+            if published_at is not None:
+                self.tier.record_first_packet(event.kind, max(0.0, at - published_at) * 1000)
+        elif isinstance(event, _core.PeerFailed):
+            self.failed(event.reason, event.detail)
+
+    def account(self, stats: dict[str, Any], totals: MediaTotals) -> None:
+        totals.datagrams_sent += stats["datagrams_sent"]
+        totals.bytes_sent += stats["bytes_sent"]
+        totals.frames_sent += stats["frames_sent"]
+        totals.frames_skipped += stats["frames_skipped"]
+        totals.foreign_datagrams += stats["foreign_datagrams"]
+        totals.keyframe_requests += stats["keyframe_requests"]
+        received: dict[str, str] = {}  # track id -> codec: a track counts once, however many SSRCs
+        for track in stats["tracks"]:
+            totals.packets_received += track["packets"]
+            totals.bytes_received += track["bytes"]
+            totals.packets_expected += track["expected"]
+            totals.packets_lost += track["lost"]
+            if track["packets"] > 0:
+                received[track["track_id"]] = track["codec"]
+                record_ms(totals.jitter_ms, track["jitter_ms"])
+            totals.track_rows.append({"identity": self.driver.identity, "room": self.driver.room, **track})
+        totals.tracks_received += len(received)
+        for codec in received.values():
+            totals.tracks_by_codec[codec] = totals.tracks_by_codec.get(codec, 0) + 1
+        session = self.driver.session
+        if session is not None and not self.driver.outcome:
+            missing = session.live_remote_tracks() - set(received)
+            totals.tracks_missing += len(missing)
+            for track_sid in sorted(missing)[: max(0, MISSING_EXAMPLES - len(totals.missing_examples))]:
+                publisher = next(
+                    (i for i, sid in session.others.items() if track_sid in session.tracks_by_participant.get(sid, ())),
+                    "?",
+                )
+                totals.missing_examples.append(
+                    {
+                        "subscriber": self.driver.identity,
+                        "room": self.driver.room,
+                        "publisher": publisher,
+                        "track_sid": track_sid,
+                    }
+                )
+
+    def close(self) -> None:
+        hub = self.tier.hub
+        if hub is not None and self.peer_id is not None:
+            hub.remove_peer(self.peer_id)
+            self.tier.participants.pop(self.peer_id, None)
+            self.peer_id = None
+
+
+__all__ = ["LightLeg", "LightTier", "MediaError", "publisher_role"]

@@ -1,0 +1,83 @@
+"""The light tier's figures of the whole run: the report's ``media`` section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from lkswarm.metrics import new_histogram, summarize
+
+
+@dataclass(slots=True)
+class MediaTotals:
+    """Media figures of the whole run, gathered from every peer at the end."""
+
+    packets_received: int = 0
+    bytes_received: int = 0
+    packets_expected: int = 0
+    packets_lost: int = 0
+    datagrams_sent: int = 0
+    bytes_sent: int = 0
+    frames_sent: int = 0
+    frames_skipped: int = 0  # publishers' frames dropped because the media thread fell behind
+    foreign_datagrams: int = 0
+    keyframe_requests: int = 0
+    tracks_received: int = 0
+    tracks_missing: int = 0
+    tracks_by_codec: dict[str, int] = field(default_factory=dict)  # received tracks per mime type
+    jitter_ms: HdrHistogram = field(default_factory=new_histogram)
+    # latency_ms.track_subscribed split by the track's kind: a video track waits for a keyframe, whose
+    # requests the server throttles (README, "Things the server does"), so the two have different modes.
+    track_subscribed_ms: dict[str, HdrHistogram] = field(default_factory=dict)
+    track_rows: list[dict[str, Any]] = field(default_factory=list)
+    missing_examples: list[dict[str, str]] = field(default_factory=list)  # the first few, to act on
+    cpu_s: float = 0.0  # the media thread's CPU is part of the generator's (the TierTotals port)
+    hub_wakeups: int = 0  # media thread loop iterations and peer timeouts served (where its CPU goes)
+    hub_timeouts: int = 0
+    # How late the media thread served its deadlines (µs values); reported under generator.media_lag_ms.
+    timer_lag: HdrHistogram = field(default_factory=new_histogram)
+
+    def report(self) -> dict[str, Any]:
+        expected = self.packets_expected
+        return {
+            "packets_sent": self.datagrams_sent,
+            "bytes_sent": self.bytes_sent,
+            "frames_sent": self.frames_sent,
+            "frames_skipped": self.frames_skipped,
+            "packets_received": self.packets_received,
+            "bytes_received": self.bytes_received,
+            "packets_expected": expected,
+            "packets_lost": self.packets_lost,
+            "loss_ratio": round(self.packets_lost / expected, 6) if expected else 0.0,
+            "jitter_ms": summarize(self.jitter_ms),
+            "track_subscribed_ms": {kind: summarize(h) for kind, h in sorted(self.track_subscribed_ms.items())},
+            "tracks_received": self.tracks_received,
+            "tracks_missing": self.tracks_missing,
+            "tracks_by_codec": dict(sorted(self.tracks_by_codec.items())),
+            "missing_examples": self.missing_examples,
+            "foreign_datagrams": self.foreign_datagrams,
+            "keyframe_requests": self.keyframe_requests,
+            "hub": {"wakeups": self.hub_wakeups, "timeouts": self.hub_timeouts},
+        }
+
+    def warnings(self) -> list[str]:
+        out: list[str] = []
+        if self.tracks_missing:
+            examples = ", ".join(
+                f"{row['subscriber']} had nothing of {row['publisher']}'s {row['track_sid']}"
+                for row in self.missing_examples
+            )
+            out.append(
+                f"{self.tracks_missing} (subscriber, track) pair(s) received no packets although the track was "
+                f"published at the end, e.g. {examples}; see media.missing_examples"
+            )
+        if self.frames_skipped:
+            share = self.frames_skipped / max(1, self.frames_skipped + self.frames_sent)
+            out.append(
+                f"publishers skipped {self.frames_skipped} frame(s) ({share:.2%} of those due) because this "
+                "generator's media thread fell more than 100 ms behind: the server was offered less media than "
+                "planned. Spread the load over more generator processes."
+            )
+        return out

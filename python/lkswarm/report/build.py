@@ -1,0 +1,213 @@
+"""The run report (``lkswarm.report/1``): a public contract, written as JSON by ``--json``."""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, cast
+
+from lkswarm.engine.outcome import OutcomeKind
+from lkswarm.engine.record import RunRecord
+from lkswarm.media.totals import MediaTotals
+from lkswarm.metrics import (
+    MAX_LATENESS_P99_MS,
+    MAX_LOOP_LAG_P99_MS,
+    MAX_MEDIA_LAG_P99_MS,
+    percentile,
+    summarize,
+)
+from lkswarm.probe.totals import ProbeTotals
+from lkswarm.report.schema import (
+    SCHEMA,
+    FailedRow,
+    Generator,
+    Outcomes,
+    Report,
+    RoomRow,
+    Signal,
+    assemble_report,
+    count_outcome,
+    empty_room_row,
+    outcomes_section,
+    participants_section,
+)
+
+__all__ = ["SCHEMA", "build_report", "empty_room_row", "room_table"]
+
+EVICTION_NOTE = (
+    "{count} participant(s) were removed by the server with reason JOIN_FAILURE. livekit-server evicts any "
+    "participant whose primary PeerConnection has not connected (ICE + DTLS) within 60 s of joining, "
+    "whatever it sends over signaling. Signal-only participants therefore live at most about 60 s; this is "
+    "the server's documented behaviour, not a generator error. Use the media tier for longer runs."
+)
+
+
+def _outcome_counts(record: RunRecord) -> tuple[Outcomes, dict[str, int], dict[str, int]]:
+    by_kind: collections.Counter[OutcomeKind] = collections.Counter()
+    failures: dict[str, int] = {}
+    left: dict[str, int] = {}
+    for outcome, count in record.tally.outcomes.items():
+        by_kind[outcome.kind] += count
+        if outcome.kind is OutcomeKind.LEFT:
+            left[outcome.reason] = left.get(outcome.reason, 0) + count
+        elif outcome.kind is OutcomeKind.FAILED:
+            failures[outcome.reason] = failures.get(outcome.reason, 0) + count
+    return outcomes_section(by_kind, record.scheduled - record.started), failures, left
+
+
+def room_table(record: RunRecord) -> list[RoomRow]:
+    """One row per room: participants, outcomes and join latency."""
+    rows: dict[str, RoomRow] = {}
+    joins: dict[str, list[float]] = collections.defaultdict(list)
+    active_at_end: collections.Counter[str] = collections.Counter()
+    for name in record.room_names:
+        row = rows.setdefault(name, empty_room_row(name))
+        row["scheduled"] += 1
+    for participant in record.participants:
+        row = rows[participant.room]
+        if participant.join_ms is not None:
+            row["joined"] += 1
+            joins[participant.room].append(participant.join_ms)
+        if participant.outcome is not None:
+            count_outcome(row, participant.outcome.kind)
+        if participant.active_at_end:
+            active_at_end[participant.room] += 1
+    for name, row in rows.items():
+        row["active_at_end"] = active_at_end[name]
+        values = sorted(joins[name])
+        row["join_p50_ms"] = round(percentile(values, 50), 3)
+        row["join_p99_ms"] = round(percentile(values, 99), 3)
+    return list(rows.values())
+
+
+def _encoded_histograms(record: RunRecord, media: MediaTotals | None) -> dict[str, str]:
+    """Every histogram a report summarizes, encoded, so that `lkswarm merge` merges them exactly."""
+    out = record.metrics.encoded()
+    if media is not None:
+        named = [("media_lag", media.timer_lag), ("jitter", media.jitter_ms)]
+        named += [(f"track_subscribed.{kind}", h) for kind, h in media.track_subscribed_ms.items()]
+        for name, histogram in named:
+            if histogram.get_total_count():
+                out[name] = histogram.encode().decode("ascii")
+    return out
+
+
+def _signal(record: RunRecord) -> Signal:
+    messages = record.messages_received
+    counters = record.counters
+    return {
+        "server_version": record.tally.server_version,
+        "messages_received": dict(sorted(messages.items())),
+        "resumes_attempted": counters["resumes_attempted"],
+        "resumes_succeeded": counters["resumes_succeeded"],
+        "reconnects": counters["reconnects"],
+        "rejoins_succeeded": counters["rejoins_succeeded"],
+        "storm_dropped": counters["storm_dropped"],
+        "track_settings": counters["track_settings"],
+        "speaker_updates": messages.get("speakers_changed", 0),
+        "leave_requests": {k[len("leave_") :]: v for k, v in counters.items() if k.startswith("leave_")},
+    }
+
+
+def _generator(
+    record: RunRecord, loop_lag: dict[str, Any], media_lag: dict[str, Any] | None, lateness: dict[str, Any], valid: bool
+) -> Generator:
+    tier_cpu_s = sum(totals.cpu_s for totals in record.tiers)  # the probe tier's own CPU is under probes.cpu_s
+    generator: Generator = {
+        "cpu_s": round(record.cpu_s - tier_cpu_s, 3),
+        "max_rss_mb": record.max_rss_mb,
+        "rss_start_mb": record.rss_start_mb,
+        "rss_ready_mb": record.rss_ready_mb,
+        "rss_end_mb": record.rss_end_mb,
+        "loop_lag_ms": loop_lag,
+        "media_lag_ms": {} if media_lag is None else media_lag,
+        "lateness_ms": lateness,
+        "late_starts": record.late_starts,
+        "valid": valid,
+        "fd_limit": record.fd_limit,
+    }
+    if media_lag is None:  # no media tier
+        del generator["media_lag_ms"]  # deleting keeps the other keys' order
+    return generator
+
+
+def build_report(record: RunRecord) -> Report:
+    """The report of one generator process's run (``lkswarm.report/1``)."""
+    config = record.config
+    media_totals = next((t for t in record.tiers if isinstance(t, MediaTotals)), None)
+    probe_totals = next((t for t in record.tiers if isinstance(t, ProbeTotals)), None)
+    outcomes, failures, left = _outcome_counts(record)
+    latency = record.metrics.latency_report()
+    lateness = summarize(record.metrics.lateness)
+    loop_lag = summarize(record.metrics.loop_lag)
+    fd_limit = record.fd_limit
+    room_check = record.room_check
+    counters = record.counters
+    warnings: list[str] = []
+    notes: list[str] = []
+    valid = True
+    if lateness["p99"] > MAX_LATENESS_P99_MS:
+        valid = False
+        warnings.append(
+            f"scheduler lateness p99 {lateness['p99']:.1f} ms > {MAX_LATENESS_P99_MS:.0f} ms: the generator was "
+            "saturated; latencies include its own queueing. Lower --rate or spread the load over more processes."
+        )
+    if loop_lag["p99"] > MAX_LOOP_LAG_P99_MS:
+        valid = False
+        warnings.append(
+            f"event-loop lag p99 {loop_lag['p99']:.1f} ms > {MAX_LOOP_LAG_P99_MS:.0f} ms: the generator was "
+            "saturated; its latency figures are not trustworthy."
+        )
+    media_lag = summarize(media_totals.timer_lag) if media_totals is not None else None
+    if media_lag is not None and media_lag["p99"] > MAX_MEDIA_LAG_P99_MS:
+        valid = False
+        warnings.append(
+            f"media thread lag p99 {media_lag['p99']:.1f} ms > {MAX_MEDIA_LAG_P99_MS:.0f} ms: the generator's "
+            "media tier was saturated; media was sent and received late, so jitter and loss figures include "
+            "the generator's own delay. Spread the load over more generator processes."
+        )
+    fds_needed = record.scheduled * (1 if config.signal_only else 3) + 64
+    if fds_needed > fd_limit:
+        warnings.append(
+            f"the open-file limit ({fd_limit}) is below what {record.scheduled} participants need "
+            f"(about {fds_needed}); raise `ulimit -n` (hard limit) or failures will show as connect_failed."
+        )
+    if left.get("JOIN_FAILURE"):
+        notes.append(EVICTION_NOTE.format(count=left["JOIN_FAILURE"]))
+    if room_check.get("mismatched"):
+        warnings.append(
+            f"{room_check['mismatched']} participant(s) saw a room different from ListParticipants at the end"
+        )
+    for totals in record.tiers:
+        warnings.extend(totals.warnings())
+    tally = record.tally
+    return assemble_report(
+        config=config,
+        started_at=record.started_at,
+        duration_s=round(record.duration_s, 3),
+        participants=participants_section(
+            scheduled=record.scheduled,
+            started=record.started,
+            joined=tally.joined,
+            active=counters["active"],
+            active_at_end=counters["active_at_end"],
+            alive_at_end=record.alive_at_end,
+            outcomes=outcomes,
+            failures=failures,
+            left_reasons=left,
+            failure_details={str(outcome): detail for outcome, detail in tally.failure_details.items()},
+            ping_rtt_participants=len(tally.pinged),
+            departed=record.departed,
+        ),
+        latency_ms=latency,
+        media=(media_totals or MediaTotals()).report(),
+        probes=probe_totals.report() if probe_totals is not None else {},
+        signal=_signal(record),
+        room_check=room_check,
+        generator=_generator(record, loop_lag, media_lag, lateness, valid),
+        warnings=warnings,
+        notes=notes,
+        histograms=_encoded_histograms(record, media_totals),
+        timeline=record.timeline,
+        rooms=room_table(record),
+        failed_participants=[cast(FailedRow, row.to_dict()) for row in tally.failed_rows],
+    )

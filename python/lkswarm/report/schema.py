@@ -1,0 +1,299 @@
+"""The run report's wire format (``lkswarm.report/1``): the public contract other tools read.
+
+Theory of operation
+-------------------
+
+``lkswarm run --json`` (and ``lkswarm merge``, and the HTML, CSV and threshold
+outputs, which read the JSON back) speak one document: a JSON object whose
+``schema`` is `SCHEMA`. Tools outside this repository parse it by key, so its
+wire format is frozen: the TypedDicts below describe it exactly as it is written
+today, and a change to them that renames, removes or retypes a key breaks those
+readers. New information goes into new keys; a changed meaning needs a new
+``schema`` string.
+
+Who writes a report:
+
+- `lkswarm.report.build.build_report`: one generator process's run, from its `RunRecord`;
+- `lkswarm.app.workers.crashed_report`: the stand-in for a worker process that died without
+  one, in which each of its planned participants failed with ``failed:worker_crashed``;
+- `lkswarm.report.merge.merge_reports`: several reports as one, with ``merged_from`` and ``target``;
+- the runner (`lkswarm.app`) then adds ``target`` (and ``workers`` for ``--workers``), and
+  `lkswarm.report.thresholds.evaluate` fills in ``thresholds`` and ``passed``.
+
+The first two build the document with `assemble_report` and `participants_section`,
+the one place that lists the top-level keys and the participants section's keys, in
+their order on the wire (the JSON is written in dict order, so the order is part of
+what stays the same). A crashed worker's report leaves its tier and signal sections
+empty, its ``generator`` section only ``{"valid": false}`` and has no ``timeline``;
+hence the `NotRequired` keys there.
+
+Sections whose content a tier owns (``media``, ``probes``) and the free-form ones
+(``config``, ``latency_ms``, ``timeline``, ``room_check``) stay ``dict[str, Any]``:
+their owners (`lkswarm.media.totals`, `lkswarm.probe.totals`, `lkswarm.config`,
+`lkswarm.metrics`, `lkswarm.engine.timeline`) define them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, NotRequired, TypedDict, cast
+
+from lkswarm import __version__
+from lkswarm.config import RunConfig
+from lkswarm.engine.outcome import OutcomeKind
+
+SCHEMA = "lkswarm.report/1"
+
+Summary = dict[str, Any]  # `lkswarm.metrics.summarize`: count, min, p50, p90, p99, p999, max, mean (ms)
+
+
+class Outcomes(TypedDict):
+    """How many participants ended each way; they add up to ``participants.scheduled``."""
+
+    completed: int
+    left: int  # the server removed them (reasons under ``left_reasons``)
+    failed: int  # reasons under ``failures``
+    not_started: int  # scheduled but never started (the run ended first)
+
+
+class Participants(TypedDict):
+    scheduled: int
+    started: int
+    joined: int
+    active: int
+    active_at_end: int
+    alive_at_end: int
+    outcomes: Outcomes
+    failures: dict[str, int]  # failure reason (``connect_failed``) -> count
+    left_reasons: dict[str, int]  # DisconnectReason -> count
+    failure_details: dict[str, str]  # outcome text (``failed:REASON``) -> the first detail seen
+    ping_rtt_participants: int
+    departed: int
+
+
+class Signal(TypedDict, total=False):
+    """Signaling figures; empty (``{}``) in a crashed worker's report."""
+
+    server_version: str
+    messages_received: dict[str, int]  # by message name, sorted
+    resumes_attempted: int
+    resumes_succeeded: int
+    reconnects: int
+    rejoins_succeeded: int
+    storm_dropped: int
+    track_settings: int
+    speaker_updates: int
+    leave_requests: dict[str, int]  # by leave action
+
+
+class Generator(TypedDict):
+    """The generator process itself; a crashed worker's report has ``valid`` (false) only."""
+
+    cpu_s: NotRequired[float]  # less the tiers' own threads
+    max_rss_mb: NotRequired[float]
+    rss_start_mb: NotRequired[float]
+    rss_ready_mb: NotRequired[float]
+    rss_end_mb: NotRequired[float]
+    loop_lag_ms: NotRequired[Summary]
+    media_lag_ms: NotRequired[Summary]  # with the media tier only
+    lateness_ms: NotRequired[Summary]
+    late_starts: NotRequired[int]
+    valid: bool  # false: the generator was saturated, its latency figures are not trustworthy
+    fd_limit: NotRequired[int]
+
+
+class RoomRow(TypedDict):
+    """One row of ``rooms``; a crashed worker's rows have no join percentiles."""
+
+    room: str
+    scheduled: int
+    joined: int
+    active_at_end: int
+    completed: int
+    left: int
+    failed: int
+    join_p50_ms: NotRequired[float]
+    join_p99_ms: NotRequired[float]
+
+
+class FailedRow(TypedDict):
+    """One failed participant (`lkswarm.engine.record.FailedRow.to_dict`), at most ``MAX_FAILED_ROWS``."""
+
+    identity: str
+    room: str
+    outcome: str  # ``failed:REASON``
+    detail: str
+    at_s: float  # seconds since the run's start
+
+
+class Target(TypedDict):
+    url: str
+    embedded_server: bool
+    urls: NotRequired[list[str]]  # a merge of runs against several servers
+
+
+class WorkerSummary(TypedDict):
+    """One worker process of a ``--workers`` run."""
+
+    index: int
+    pid: int
+    exit_code: int | None
+    crashed: bool
+    scheduled: int
+    cpu_s: float | None
+    valid: bool | None
+
+
+class MergedFrom(TypedDict):
+    """One input of ``lkswarm merge``."""
+
+    started_at: str | None
+    duration_s: float | None
+    version: str | None
+    target: Target | None
+    passed: bool
+
+
+class Report(TypedDict):
+    schema: str  # SCHEMA
+    version: str  # of lkswarm
+    config: dict[str, Any]  # `RunConfig` as JSON
+    started_at: str  # ISO 8601
+    duration_s: float
+    participants: Participants
+    latency_ms: dict[str, Any]  # phase -> Summary
+    media: dict[str, Any]  # `MediaTotals.report`; ``{}`` in a crashed worker's report
+    probes: dict[str, Any]  # `ProbeTotals.report`; ``{}`` without probes
+    signal: Signal
+    room_check: dict[str, Any]
+    generator: Generator
+    warnings: list[str]
+    notes: list[str]
+    histograms: dict[str, str]  # name -> encoded HdrHistogram, for exact merges
+    timeline: NotRequired[dict[str, Any]]  # absent from a crashed worker's report
+    rooms: list[RoomRow]
+    failed_participants: list[FailedRow]
+    thresholds: list[dict[str, Any]]  # `lkswarm.report.thresholds.evaluate` fills it in
+    passed: bool
+    target: NotRequired[Target]  # added by the runner and by merge
+    workers: NotRequired[list[WorkerSummary]]  # added by a ``--workers`` run
+    merged_from: NotRequired[list[MergedFrom]]  # added by merge
+
+
+def outcomes_section(by_kind: Mapping[OutcomeKind, int], not_started: int) -> Outcomes:
+    """``participants.outcomes`` from the count of participants that ended each way."""
+    return {
+        "completed": by_kind.get(OutcomeKind.COMPLETED, 0),
+        "left": by_kind.get(OutcomeKind.LEFT, 0),
+        "failed": by_kind.get(OutcomeKind.FAILED, 0),
+        "not_started": not_started,
+    }
+
+
+def participants_section(
+    *,
+    scheduled: int,
+    started: int,
+    joined: int,
+    active: int,
+    active_at_end: int,
+    alive_at_end: int,
+    outcomes: Outcomes,
+    failures: dict[str, int],
+    left_reasons: dict[str, int],
+    failure_details: dict[str, str],
+    ping_rtt_participants: int,
+    departed: int,
+) -> Participants:
+    """The ``participants`` section, its keys in wire order."""
+    return {
+        "scheduled": scheduled,
+        "started": started,
+        "joined": joined,
+        "active": active,
+        "active_at_end": active_at_end,
+        "alive_at_end": alive_at_end,
+        "outcomes": outcomes,
+        "failures": failures,
+        "left_reasons": left_reasons,
+        "failure_details": failure_details,
+        "ping_rtt_participants": ping_rtt_participants,
+        "departed": departed,
+    }
+
+
+def empty_room_row(name: str) -> RoomRow:
+    """A room's row of the report's ``rooms`` table before anyone is counted in it."""
+    return {"room": name, "scheduled": 0, "joined": 0, "active_at_end": 0, "completed": 0, "left": 0, "failed": 0}
+
+
+def count_outcome(row: RoomRow, kind: OutcomeKind) -> None:
+    """Counts one participant that ended as ``kind`` in its room's row."""
+    match kind:
+        case OutcomeKind.COMPLETED:
+            row["completed"] += 1
+        case OutcomeKind.LEFT:
+            row["left"] += 1
+        case OutcomeKind.FAILED:
+            row["failed"] += 1
+
+
+def assemble_report(
+    *,
+    config: RunConfig,
+    started_at: datetime,
+    duration_s: float,
+    participants: Participants,
+    latency_ms: dict[str, Any],
+    media: dict[str, Any],
+    probes: dict[str, Any],
+    signal: Signal,
+    room_check: dict[str, Any],
+    generator: Generator,
+    warnings: list[str],
+    notes: list[str],
+    histograms: dict[str, str],
+    timeline: dict[str, Any] | None,
+    rooms: list[RoomRow],
+    failed_participants: list[FailedRow],
+) -> Report:
+    """A whole report, its top-level keys in wire order; ``timeline`` None leaves that key out.
+
+    ``thresholds`` is empty and ``passed`` true until `lkswarm.report.thresholds.evaluate` runs.
+    """
+    report: Report = {
+        "schema": SCHEMA,
+        "version": __version__,
+        "config": config.model_dump(mode="json"),
+        "started_at": started_at.isoformat(),
+        "duration_s": duration_s,
+        "participants": participants,
+        "latency_ms": latency_ms,
+        "media": media,
+        "probes": probes,
+        "signal": signal,
+        "room_check": room_check,
+        "generator": generator,
+        "warnings": warnings,
+        "notes": notes,
+        "histograms": histograms,
+        "timeline": {} if timeline is None else timeline,
+        "rooms": rooms,
+        "failed_participants": failed_participants,
+        "thresholds": [],
+        "passed": True,
+    }
+    if timeline is None:
+        del report["timeline"]  # deleting keeps the other keys' order
+    return report
+
+
+def as_json(report: Report) -> dict[str, Any]:
+    """The report as the JSON object it becomes, for code that handles reports of any origin.
+
+    A report read from disk, or from a worker, is untrusted JSON (`lkswarm.report.merge.check_schema`
+    checks it); a built one is a `Report`. The code that treats both alike (thresholds, merge,
+    the writers) takes the JSON view; this is the one place a built report becomes it.
+    """
+    return cast(dict[str, Any], report)

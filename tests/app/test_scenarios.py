@@ -1,0 +1,268 @@
+"""Scenario files, presets, stages/churn plans, thresholds, the live view and the Prometheus text: no sockets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hdrh.histogram import HdrHistogram
+from rich.console import Console
+
+from lkswarm.app.runner import check_cloud_guard
+from lkswarm.app.scenario import load_preset, parse_scenario, preset_names
+from lkswarm.config import RunConfig
+from lkswarm.engine.plan import build_plan
+from lkswarm.engine.timeline import Snapshot
+from lkswarm.errors import ConfigError
+from lkswarm.metrics import PhaseMetrics, percentile
+from lkswarm.observe.live import render
+from lkswarm.observe.prometheus import _histogram_lines, parse_address, phase_buckets
+from lkswarm.report.thresholds import evaluate, parse_threshold, parse_thresholds, read_key
+
+EXPECTED_PRESETS = {"audio-room", "livestream", "conference", "multi-room", "churn", "reconnect-storm", "speaker-sim"}
+
+
+# -- plans ---------------------------------------------------------------------------------
+
+
+def test_plan_without_stages_is_the_classic_open_model() -> None:
+    plan = build_plan(RunConfig(rooms=2, participants=3, rate=10, duration_s=5))
+    assert [a.start_s for a in plan] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    assert [a.room_index for a in plan] == [0, 1, 0, 1, 0, 1]
+    assert [a.seat for a in plan] == [0, 0, 1, 1, 2, 2]
+    assert all(a.leave_s is None for a in plan)
+
+
+def test_plan_cuts_arrivals_after_the_end() -> None:
+    plan = build_plan(RunConfig(rooms=1, participants=100, rate=10, duration_s=2))
+    assert len(plan) == 20
+
+
+def test_stages_ramp_up_hold_and_down_follow_the_target() -> None:
+    config = RunConfig(
+        rooms=2,
+        stages=[{"duration_s": "4s", "target": 8}, {"duration_s": 4, "target": 8}, {"duration_s": "2s", "target": 2}],
+    )
+    assert config.duration_s == 10
+    plan = build_plan(config)
+    assert len(plan) == 8
+    starts = sorted(a.start_s for a in plan)
+    assert starts == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5])
+    leaves = sorted(a.leave_s for a in plan if a.leave_s is not None)
+    assert len(leaves) == 6 and all(8 < t < 10 for t in leaves)
+    # last in, first out: the two earliest joiners stay
+    stayers = [a for a in plan if a.leave_s is None]
+    assert sorted(a.index for a in stayers) == [0, 1]
+
+    def population(t: float) -> int:
+        return sum(1 for a in plan if a.start_s <= t and (a.leave_s is None or a.leave_s > t))
+
+    assert population(3.9) == 8 and population(7.9) == 8 and population(9.99) == 2
+
+
+def test_churn_replaces_the_oldest_in_the_same_room_and_seat() -> None:
+    plan = build_plan(RunConfig(rooms=2, participants=2, rate=10, duration_s=3, churn_rate=2))
+    by_index = {a.index: a for a in plan}
+    replacements = [a for a in plan if a.index >= 4]
+    assert len(replacements) == 5  # at 0.8, 1.3, 1.8, 2.3, 2.8
+    for replacement in replacements:
+        left = [a for a in plan if a.leave_s == replacement.start_s]
+        assert len(left) == 1
+        assert (left[0].room_index, left[0].seat) == (replacement.room_index, replacement.seat)
+    assert by_index[0].leave_s == pytest.approx(0.8)
+    population = sum(1 for a in plan if a.leave_s is None)
+    assert population == 4
+
+
+def test_replacements_keep_publishing_seats() -> None:
+    plan = build_plan(RunConfig(rooms=1, participants=3, rate=10, duration_s=2, churn_rate=5))
+    seats = {a.seat for a in plan}
+    assert seats == {0, 1, 2}
+
+
+# -- scenario files and presets -----------------------------------------------------------
+
+
+def test_every_preset_parses_and_is_listed() -> None:
+    assert set(preset_names()) == EXPECTED_PRESETS
+    for name in preset_names():
+        scenario = load_preset(name)
+        assert scenario.description and scenario.name == name
+        config = RunConfig(**scenario.fields)
+        parse_thresholds(scenario.thresholds)
+        assert config.duration_s >= 30
+
+
+def test_conference_all_publish_follows_participants() -> None:
+    scenario = load_preset("conference")
+    config = RunConfig(**{**scenario.fields, "participants": 4})
+    assert config.video_publishers == 4 and config.grid_tiles == 9
+
+
+def test_scenario_errors_name_the_key_or_line() -> None:
+    with pytest.raises(ConfigError, match=r"s\.toml: rooms: Input should be a valid integer"):
+        parse_scenario('rooms = "two"\n', "s.toml")
+    with pytest.raises(ConfigError, match=r"line 2"):
+        parse_scenario("rooms = 2\nrate = \n", "s.toml")
+    with pytest.raises(ConfigError, match=r"bogus: Extra inputs are not permitted"):
+        parse_scenario("bogus = 1\n", "s.toml")
+    with pytest.raises(ConfigError, match=r"stages\.1\.target"):
+        parse_scenario('[[stages]]\nduration = "2s"\ntarget = 3\n[[stages]]\nduration = "1s"\ntarget = -1\n', "s.toml")
+    with pytest.raises(ConfigError, match=r"layout"):
+        parse_scenario('layout = "mosaic"\n', "s.toml")
+    with pytest.raises(ConfigError, match=r"reconnect_storm_at.*inside the run"):
+        parse_scenario('duration = "10s"\nreconnect_storm_at = "20s"\n', "s.toml")
+    with pytest.raises(ConfigError, match=r"thresholds must be a list"):
+        parse_scenario('thresholds = "failed==0"\n', "s.toml")
+
+
+def test_scenario_durations_accept_friendly_spellings() -> None:
+    scenario = parse_scenario('duration = "2m"\nreconnect_storm_at = "30s"\n', "s.toml")
+    config = RunConfig(**scenario.fields)
+    assert config.duration_s == 120 and config.reconnect_storm_at_s == 30
+
+
+# -- thresholds -----------------------------------------------------------------------------
+
+
+def _report_with_join_samples(values_ms: list[float]) -> dict[str, object]:
+    histogram = HdrHistogram(1, 3_600_000_000, 3)
+    for value in values_ms:
+        histogram.record_value(round(value * 1000))
+    return {
+        "participants": {"scheduled": 10, "joined": 9, "outcomes": {"failed": 1, "completed": 9}},
+        "latency_ms": {"join_response": {"count": len(values_ms), "p99": max(values_ms)}},
+        "histograms": {"join_response": histogram.encode().decode("ascii")},
+        "media": {"loss_ratio": 0.004},
+        "generator": {"cpu_s": 12.5},
+    }
+
+
+def test_threshold_parsing_units_and_keys() -> None:
+    t = parse_threshold("active.p95<2s")
+    assert (t.key, t.op, t.limit) == ("latency_ms.active.p95", "<", 2000.0)
+    assert parse_threshold("media.loss_ratio<1%").limit == pytest.approx(0.01)
+    assert parse_threshold("generator.cpu_s<=1m").limit == 60
+    assert parse_threshold("failed==0").key == "participants.outcomes.failed"
+    assert parse_threshold("joined>=100").key == "participants.joined"
+    for bad in ("joinx.p99<1", "join_response<1", "failed==0ms", "p99 < fast", "join_response.p99<5%"):
+        with pytest.raises(ConfigError):
+            parse_threshold(bad)
+
+
+def test_thresholds_read_any_percentile_from_the_histogram() -> None:
+    report = _report_with_join_samples([float(v) for v in range(1, 101)])
+    assert read_key(report, "latency_ms.join_response.p95") == pytest.approx(95, rel=0.01)
+    assert read_key(report, "failed_ratio") == pytest.approx(0.1)
+    evaluate(
+        report,
+        parse_thresholds(["join_response.p95<100ms", "join_response.p50<10ms", "failed<=1", "media.loss_ratio<1%"]),
+    )
+    results = {r["expr"]: r["passed"] for r in report["thresholds"]}  # type: ignore[attr-defined]
+    assert results == {
+        "join_response.p95<100ms": True,
+        "join_response.p50<10ms": False,
+        "failed<=1": True,
+        "media.loss_ratio<1%": True,
+    }
+    assert report["passed"] is False
+    json.dumps(report)
+
+
+def test_reconnect_merges_resume_and_rejoin_samples() -> None:
+    """One preset threshold serves both storm modes: `reconnect` reads resume and rejoin together."""
+
+    def encoded(values_ms: list[int]) -> str:
+        histogram = HdrHistogram(1, 3_600_000_000, 3)
+        for value in values_ms:
+            histogram.record_value(value * 1000)
+        return str(histogram.encode().decode("ascii"))
+
+    resumed_only = {"histograms": {"resume": encoded([10, 20])}}
+    assert read_key(resumed_only, parse_threshold("reconnect.count>0").key) == 2
+    both = {"histograms": {"resume": encoded([10, 20]), "rejoin": encoded([3000, 4000])}}
+    assert read_key(both, "latency_ms.reconnect.count") == 4
+    assert read_key(both, "latency_ms.reconnect.max") == pytest.approx(4000, rel=0.01)
+    assert read_key(both, "latency_ms.reconnect.min") == pytest.approx(10, rel=0.01)
+    assert read_key({"histograms": {}}, "latency_ms.reconnect.count") == 0.0
+    assert read_key({"histograms": {}}, "latency_ms.reconnect.p99") is None  # no samples: fails, as any phase
+    assert read_key(both, "latency_ms.resume.count") == 2  # the parts themselves are untouched
+
+
+def test_a_threshold_without_data_fails() -> None:
+    report = _report_with_join_samples([5.0])
+    evaluate(report, parse_thresholds(["active.p99<1s", "probes.frames_decoded>=1"]))
+    assert [r["actual"] for r in report["thresholds"]] == [None, None]  # type: ignore[index]
+    assert report["passed"] is False
+
+
+# -- live view, Prometheus, cloud guard --------------------------------------------------------
+
+
+def test_live_view_renders_counts_phases_media_and_invalidity() -> None:
+    snap = Snapshot(
+        t_s=12,
+        planned=100,
+        started=40,
+        joined=38,
+        active=30,
+        failed=2,
+        alive=36,
+        media_packets_per_s=1234,
+        media_loss_ratio=0.001,
+        cpu_percent=55,
+        loop_lag_p99_ms=31.5,
+        rolling_ms={"join_response": (20, 4.5, 9.25)},
+        failures={"http_401": 2},
+        invalid_reason="event-loop lag p99 31 ms: the generator is saturated",
+    )
+    console = Console(record=True, width=120)
+    console.print(render(snap, 60))
+    text = console.export_text()
+    for expected in ("40/100", "joined 38", "active 30", "failed 2", "join_response", "9.2", "1,234 pkt/s",
+                     "0.10 %", "cpu 55 %", "http_401 2", "RUN INVALID"):  # fmt: skip
+        assert expected in text, (expected, text)
+
+
+def test_prometheus_histogram_buckets_are_cumulative() -> None:
+    metrics = PhaseMetrics()
+    for value_ms in (2, 2.5, 3, 40, 700, 20_000, 90_000):
+        metrics.record("join_response", value_ms)
+    probes = HdrHistogram(1, 3_600_000_000, 3)
+    probes.record_value(4_000, 2)  # 4 ms twice: a whole histogram added at once, as the probes' is
+    metrics.add_histogram("join_response", probes)
+    lines = _histogram_lines("lkswarm_phase_latency_seconds", "join_response", phase_buckets(metrics, "join_response"))
+    buckets = {line.split('le="')[1].split('"')[0]: int(line.split()[-1]) for line in lines if "_bucket" in line}
+    assert buckets["0.001"] == 0 and buckets["0.0025"] == 2 and buckets["0.005"] == 5  # a bound is inclusive
+    assert buckets["0.05"] == 6 and buckets["1.0"] == 7 and buckets["30.0"] == 8 and buckets["60.0"] == 8
+    assert buckets["+Inf"] == 9 and lines[-1].endswith('_count{phase="join_response"} 9')
+    sum_name, sum_s = lines[-2].split()
+    assert sum_name == 'lkswarm_phase_latency_seconds_sum{phase="join_response"}'
+    assert float(sum_s) == pytest.approx(110.7555, abs=1e-5)  # the added histogram's values are µs-bucketed
+    assert metrics.phases["join_response"].get_total_count() == 9
+    assert parse_address(":9464") == ("127.0.0.1", 9464)
+    with pytest.raises(ConfigError):
+        parse_address("9464")
+
+
+def test_cloud_guard_refuses_big_runs_without_permission() -> None:
+    big = RunConfig(url="wss://demo.livekit.cloud", rooms=2, participants=30)
+    with pytest.raises(ConfigError, match="--i-have-permission"):
+        check_cloud_guard(big, permitted=False)
+    check_cloud_guard(big, permitted=True)
+    check_cloud_guard(RunConfig(url="wss://demo.livekit.cloud", rooms=1, participants=50), permitted=False)
+    check_cloud_guard(RunConfig(url="ws://127.0.0.1:7880", rooms=10, participants=100), permitted=False)
+
+
+def test_nearest_rank_percentile() -> None:
+    assert percentile([], 99) == 0.0
+    values = [float(v) for v in range(1, 11)]
+    assert percentile(values, 50) == 5 and percentile(values, 99) == 10 and percentile(values, 10) == 1
+
+
+def test_presets_ship_inside_the_package() -> None:
+    import lkswarm.app
+
+    folder = Path(lkswarm.app.__file__).parent / "presets"
+    assert {p.stem for p in folder.glob("*.toml")} == EXPECTED_PRESETS

@@ -1,0 +1,217 @@
+"""`lkswarm run --workers N`: several generator processes, one merged report (lkswarm.app.workers)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import sys
+import threading
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from helpers import assert_outcomes_reconcile, run_cli
+from lkswarm.app import workers as workers_module
+from lkswarm.app.runner import build_engine
+from lkswarm.app.server import LocalServer, free_port
+from lkswarm.app.workers import check_workers, crashed_report, parse_workers, run_workers
+from lkswarm.auth import Credentials
+from lkswarm.config import RunConfig
+from lkswarm.engine.plan import build_plan
+from lkswarm.engine.timeline import Snapshot, combine_snapshots, snapshot_from_dict
+from lkswarm.errors import ConfigError
+from lkswarm.metrics import PhaseMetrics
+from lkswarm.observe.prometheus import (
+    Exposition,
+    combine_expositions,
+    exposition_from_dict,
+    exposition_to_dict,
+    phase_buckets,
+    render_metrics,
+)
+from lkswarm.report.merge import merge_reports
+
+
+def test_worker_slices_are_the_single_process_plan_split_by_room(credentials: Credentials) -> None:
+    config = RunConfig(rooms=5, participants=7, rate=50, churn_rate=2, duration_s=20, seed=3)
+    whole = build_plan(config)
+    slices = [build_engine(config, credentials, "ws://127.0.0.1:1", worker=(k, 3)).plan for k in range(3)]
+    assert sorted((a for s in slices for a in s), key=lambda a: a.index) == whole
+    for k, part in enumerate(slices):
+        assert part and {a.room_index % 3 for a in part} == {k}, "a room never spans two workers"
+
+
+def test_workers_option_is_checked_before_anything_starts() -> None:
+    assert parse_workers(None, 4) == 1 and parse_workers("3", 4) == 3
+    assert 1 <= parse_workers("auto", 2) <= 2
+    with pytest.raises(ConfigError, match="number or 'auto'"):
+        parse_workers("many", 4)
+    with pytest.raises(ConfigError, match="at least as many rooms"):
+        check_workers(RunConfig(rooms=2), 3)
+    with pytest.raises(ConfigError, match="at least 1"):
+        check_workers(RunConfig(rooms=2), 0)
+    with pytest.raises(ConfigError, match="single generator process"):
+        check_workers(RunConfig(rooms=2, probes=1, probe_impair="loss=1%"), 2)
+    check_workers(RunConfig(rooms=2, probes=1, probe_impair="loss=1%"), 1)  # one process: impairment is fine
+
+
+def test_the_live_view_combines_the_workers_latest_samples() -> None:
+    a = Snapshot(t_s=3.0, planned=10, started=8, joined=7, active=6, alive=7, failed=1, join_count=4)
+    a.join_p50_ms, a.join_p99_ms, a.loop_lag_p99_ms, a.cpu_percent = 10.0, 40.0, 2.0, 30.0
+    a.rolling_ms, a.failures = {"join_response": (4, 10.0, 40.0)}, {"join_timeout": 1}
+    b = Snapshot(t_s=3.1, planned=5, started=5, joined=5, active=5, alive=5, join_count=1, invalid_reason="lag")
+    b.join_p50_ms, b.join_p99_ms, b.loop_lag_p99_ms, b.cpu_percent = 20.0, 20.0, 9.0, 25.0
+    b.rolling_ms, b.failures = {"join_response": (1, 20.0, 20.0), "active": (1, 5.0, 5.0)}, {"join_timeout": 2}
+    both = combine_snapshots([a, b])
+    assert (both.planned, both.started, both.joined, both.active, both.failed) == (15, 13, 12, 11, 1)
+    assert both.t_s == 3.1 and both.cpu_percent == 55.0 and both.loop_lag_p99_ms == 9.0
+    assert both.join_p50_ms == 12.0 and both.join_p99_ms == 40.0  # weighted p50, worst p99
+    assert both.rolling_ms == {"join_response": (5, 12.0, 40.0), "active": (1, 5.0, 5.0)}
+    assert both.failures == {"join_timeout": 3} and both.invalid_reason == "lag"
+    assert combine_snapshots([]) == Snapshot()
+    # A sample survives the trip through a worker's stdout as JSON.
+    assert snapshot_from_dict({**json.loads(json.dumps(dataclasses.asdict(a))), "future_key": 1}) == a
+
+
+def test_the_internal_worker_command_rejects_a_bad_job_in_one_line(tmp_path: Path) -> None:
+    job = tmp_path / "job.json"
+    job.write_text('{"worker": [0, 1], "config": {"rooms": -1}}')
+    assert workers_module.run_worker_job(job) == 2
+    assert workers_module.run_worker_job(tmp_path / "missing.json") == 2
+
+
+def test_a_crashed_workers_participants_are_each_counted_as_failed() -> None:
+    config = RunConfig(rooms=3, participants=4, duration_s=10, run_tag="t")
+    report = crashed_report(config, 1, 2, "exit status 3: boom", datetime.now(UTC))
+    merged = merge_reports([report])
+    assert_outcomes_reconcile(merged)
+    p = merged["participants"]
+    assert p["scheduled"] == 4 and p["outcomes"]["failed"] == 4  # worker 1 of 2 has room 1 only
+    assert p["failure_details"] == {"failed:worker_crashed": "exit status 3: boom"}
+    assert [row["room"] for row in merged["rooms"]] == ["lkswarm-t-1"]
+    assert "worker 1 of 2 ended without a report" in merged["warnings"][0]
+
+
+def test_workers_run_as_one_report_against_the_real_server(
+    livekit_server: LocalServer, credentials: Credentials, tmp_path: Path
+) -> None:
+    args = ["--url", livekit_server.url, "--workers", "2", "--rooms", "3", "--participants", "4"]
+    args += ["--audio-publishers", "1", "--video-publishers", "1", "--duration", "12s", "--rate", "20"]
+    args += ["--threshold", "failed==0", "--threshold", "active_at_end==12"]
+    code, report, stderr = run_cli(args, credentials, tmp_path, timeout_s=180)
+    p = report["participants"]
+    assert code == 0, (stderr, p, report["warnings"])
+    assert_outcomes_reconcile(report)
+    assert (p["scheduled"], p["outcomes"]["completed"], p["active_at_end"]) == (12, 12, 12)
+    assert report["passed"] and len(report["thresholds"]) == 2
+    summaries = report["workers"]
+    assert [w["index"] for w in summaries] == [0, 1] and len({w["pid"] for w in summaries}) == 2
+    assert [w["scheduled"] for w in summaries] == [8, 4]  # rooms 0 and 2, room 1
+    assert not any(w["crashed"] for w in summaries)
+    assert len(report["rooms"]) == 3 and report["room_check"]["matched"] == 12
+    media = report["media"]
+    assert media["tracks_received"] == 3 * (4 * 2 - 2) and media["tracks_missing"] == 0
+    # One time origin: both workers' samples add up, sample by sample, to everyone.
+    timeline = report["timeline"]
+    assert timeline["joined"][-1] == 12 and sum(timeline["join_count"]) == 12
+    assert report["notes"] == [], "every histogram merges exactly"
+    assert report["latency_ms"]["active"]["count"] == 12
+
+
+def test_a_worker_that_dies_is_reported_and_its_participants_counted(
+    livekit_server: LocalServer, credentials: Credentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_command = workers_module.worker_command
+
+    def dying_second_worker(job_path: Path) -> list[str]:
+        if job_path.name.startswith("worker-1."):
+            # It even prints the secret it was given: the report must not.
+            code = "import os,sys; sys.stderr.write('boom ' + os.environ['LIVEKIT_API_SECRET'] + '\\n'); sys.exit(3)"
+            return [sys.executable, "-c", code]
+        return real_command(job_path)
+
+    monkeypatch.setattr(workers_module, "worker_command", dying_second_worker)
+    config = RunConfig(url=livekit_server.url, rooms=2, participants=3, duration_s=6, rate=20, verify_rooms=False)
+    samples: list[Snapshot] = []
+    report = run_workers(config, credentials, 2, on_sample=samples.append).report
+    # The live view went on with the surviving worker's samples.
+    assert len(samples) >= 4 and samples[-1].planned == 3 and samples[-1].joined == 3
+    assert "join_response" in samples[-1].rolling_ms
+    assert_outcomes_reconcile(report)
+    p = report["participants"]
+    assert p["scheduled"] == 6 and p["outcomes"]["completed"] == 3
+    assert p["failures"] == {"worker_crashed": 3}
+    detail = p["failure_details"]["failed:worker_crashed"]
+    assert detail.startswith("never got ready: boom") and credentials.api_secret not in str(report)
+    assert [w["crashed"] for w in report["workers"]] == [False, True]
+    assert report["generator"]["valid"] is False
+
+
+def test_the_parent_serves_the_sum_of_the_workers_prometheus_figures() -> None:
+    def worker(joined: int, outcomes: dict[str, int], join_ms: list[int]) -> Exposition:
+        metrics = PhaseMetrics()
+        for value_ms in join_ms:
+            metrics.record("join_response", value_ms)
+        snap = Snapshot(planned=joined, started=joined, joined=joined, alive=joined, cpu_percent=40.0)
+        snap.loop_lag_p99_ms = 2.0 * joined
+        exposition = Exposition(snap, outcomes, {"join_response": phase_buckets(metrics, "join_response")})
+        # Each worker's figures travel to the parent on its sample line, as JSON.
+        line = json.loads(json.dumps({**dataclasses.asdict(snap), "exposition": exposition_to_dict(exposition)}))
+        return exposition_from_dict(snapshot_from_dict(line), line["exposition"])
+
+    first, second = worker(3, {"completed": 1}, [2, 30, 700]), worker(2, {"completed": 1, "failed": 1}, [4])
+    both = combine_expositions([first, second])
+    body = render_metrics(both)
+    for line in (
+        "lkswarm_participants_joined_total 5",
+        "lkswarm_generator_processes 2",
+        "lkswarm_generator_cpu_percent 80",
+        "lkswarm_loop_lag_p99_seconds 0.006",  # the worst process's
+        'lkswarm_outcomes_total{outcome="completed"} 2',
+        'lkswarm_outcomes_total{outcome="failed"} 1',
+        'lkswarm_phase_latency_seconds_bucket{phase="join_response",le="0.0025"} 1',
+        'lkswarm_phase_latency_seconds_bucket{phase="join_response",le="0.005"} 2',
+        'lkswarm_phase_latency_seconds_bucket{phase="join_response",le="1.0"} 4',
+        'lkswarm_phase_latency_seconds_bucket{phase="join_response",le="+Inf"} 4',
+        'lkswarm_phase_latency_seconds_count{phase="join_response"} 4',
+        'lkswarm_phase_latency_seconds_count{phase="active"} 0',  # a phase no worker has yet
+    ):
+        assert line in body.splitlines(), (line, body)
+    assert render_metrics(combine_expositions([])).count("lkswarm_generator_processes 0") == 1
+    with pytest.raises(ValueError, match="buckets"):
+        exposition_from_dict(Snapshot(), {"outcomes": {}, "phases": {"active": [[1, 2], 2, 0.1]}})
+
+
+def test_workers_serve_one_prometheus_endpoint_against_the_real_server(
+    livekit_server: LocalServer, credentials: Credentials
+) -> None:
+    port = free_port()
+    config = RunConfig(url=livekit_server.url, rooms=2, participants=3, duration_s=6, rate=20, verify_rooms=False)
+    bodies: list[str] = []
+    done = threading.Event()
+
+    def scrape() -> None:
+        while not done.is_set():
+            url = f"http://127.0.0.1:{port}/metrics"
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
+                bodies.append(response.read().decode())
+            done.wait(0.5)
+
+    scraper = threading.Thread(target=scrape, daemon=True)
+    scraper.start()
+    try:
+        report = run_workers(config, credentials, 2, prometheus=f"127.0.0.1:{port}").report
+    finally:
+        done.set()
+        scraper.join(timeout=5)
+    assert report["participants"]["outcomes"]["completed"] == 6
+    whole = [b for b in bodies if "lkswarm_participants_joined_total 6" in b.splitlines()]
+    assert whole, bodies[-1:] or "no scrape answered"
+    assert "lkswarm_generator_processes 2" in whole[-1].splitlines()
+    assert 'lkswarm_phase_latency_seconds_count{phase="join_response"} 6' in whole[-1].splitlines()
+    assert credentials.api_secret not in "".join(bodies)
+    with pytest.raises(OSError):  # served for the run only
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)

@@ -1,0 +1,194 @@
+"""The command line as a user runs it: real processes, real server, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lkswarm import __version__
+from lkswarm.app.server import LocalServer, free_port
+from lkswarm.auth import Credentials
+
+LKSWARM = [sys.executable, "-m", "lkswarm"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+    env.update(extra)
+    return env
+
+
+def test_version() -> None:
+    out = subprocess.run([*LKSWARM, "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"lkswarm {__version__}"
+
+
+def test_help_lists_commands() -> None:
+    out = subprocess.run([*LKSWARM, "--help"], capture_output=True, text=True, check=True)
+    assert "server" in out.stdout and "run" in out.stdout
+
+
+@pytest.mark.integration
+def test_server_command_prints_url_and_key_not_secret_and_stops_on_ctrl_c() -> None:
+    port, udp_port = free_port(), free_port(socket.SOCK_DGRAM)
+    env = clean_env(LIVEKIT_API_KEY="clikey", LIVEKIT_API_SECRET="cli-secret-0123456789-0123456789")
+    process = subprocess.Popen(
+        [*LKSWARM, "server", "--port", str(port), "--udp-port", str(udp_port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        rest, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    output = "".join(lines) + rest
+    assert f"ws://127.0.0.1:{port}" in output
+    assert "clikey" in output
+    assert "cli-secret" not in output + err
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.integration
+def test_server_command_on_busy_port_names_it_without_traceback() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        out = subprocess.run(
+            [*LKSWARM, "server", "--port", str(port), "--udp-port", str(free_port(socket.SOCK_DGRAM))],
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=60,
+        )
+    assert out.returncode == 1
+    assert str(port) in out.stderr and "in use" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_run_against_url_writes_real_latencies(
+    livekit_server: LocalServer, credentials: Credentials, tmp_path: Path
+) -> None:
+    report = tmp_path / "summary.json"
+    out = subprocess.run(
+        [
+            *LKSWARM,
+            "run",
+            "--participants",
+            "3",
+            "--rooms",
+            "2",
+            "--duration",
+            "3s",
+            "--url",
+            livekit_server.url,
+            "--json",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        env=clean_env(LIVEKIT_API_KEY=credentials.api_key, LIVEKIT_API_SECRET=credentials.api_secret),
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(report.read_text())
+    assert summary["schema"] == "lkswarm.report/1"
+    assert summary["participants"]["joined"] == 6
+    assert summary["participants"]["outcomes"]["completed"] == 6
+    assert summary["latency_ms"]["join_response"]["count"] == 6
+    assert 0 < summary["latency_ms"]["join_response"]["p50"] < 5000
+    assert summary["signal"]["server_version"] == "1.13.5"
+    assert credentials.api_secret not in out.stdout + out.stderr + report.read_text()
+
+
+@pytest.mark.integration
+def test_run_without_url_uses_embedded_server(tmp_path: Path) -> None:
+    report = tmp_path / "summary.json"
+    out = subprocess.run(
+        [*LKSWARM, "run", "--rooms", "1", "--participants", "3", "--duration", "3", "--json", str(report), "--quiet"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(report.read_text())["participants"]["joined"] == 3
+
+
+@pytest.mark.integration
+def test_run_against_dead_server_fails_cleanly(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens here
+    out = subprocess.run(
+        [
+            *LKSWARM,
+            "run",
+            "--rooms",
+            "1",
+            "--participants",
+            "2",
+            "--url",
+            f"ws://127.0.0.1:{port}",
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=120,
+    )
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["participants"]["failures"] == {"connect_failed": 2}
+    assert report["participants"]["outcomes"]["failed"] == 2
+
+
+def test_missing_go_toolchain_fails_build_clearly(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [
+            str(ROOT / ".ci" / "install-go-tool"),
+            "livekit-server",
+            "github.com/livekit/livekit-server/cmd/server@v0.0.0-test",
+            "server",
+            str(tmp_path / "bin" / "livekit-server"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert "Go toolchain" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_credentials_fixture_secret_is_long(credentials: Credentials) -> None:
+    assert isinstance(credentials, Credentials) and len(credentials.api_secret) >= 32
+
+
+def test_bad_options_are_one_line_errors_with_exit_2() -> None:
+    bad_storm = ["--reconnect-storm-at", "5s", "--reconnect-storm-mode", "restart"]
+    for args in (["--duration", "soon"], ["--duration", "-5s"], ["--arrival", "bursty"], bad_storm):
+        out = subprocess.run([*LKSWARM, "run", *args], capture_output=True, text=True, env=clean_env(), timeout=60)
+        assert out.returncode == 2, (args, out.stderr)
+        assert "Traceback" not in out.stderr
+        assert out.stderr.strip().count("\n") == 0, out.stderr

@@ -1,0 +1,106 @@
+"""The participant driver's hand-off of frames to its WebSocket, without sockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import lkswarm.engine.engine as engine_module
+from fakes import fake_run
+from lkswarm.engine.engine import Engine
+from lkswarm.engine.participant import ParticipantDriver, timer_delay_s
+from lkswarm.signal import codec
+from lkswarm.signal.session import SignalSession
+
+
+class RecordingConnection:
+    def __init__(self) -> None:
+        self.sent: list[bytes | str] = []
+        self.open = True
+
+    def is_open(self) -> bool:
+        return self.open
+
+    def send(self, frame: bytes | str) -> None:
+        self.sent.append(frame)
+
+
+def make_driver() -> ParticipantDriver:
+    engine = Engine(fake_run())
+    driver = ParticipantDriver(engine.run_context, engine, 0, "room", "p0", 0.0)
+    driver.session = SignalSession("p0", "token", join_timeout_s=15)
+    return driver
+
+
+def test_frames_produced_before_the_connection_is_assigned_are_sent_once_it_is() -> None:
+    """uvloop can deliver the JoinResponse and the first offer before `open_websocket` returns:
+    the answer produced then must wait for the connection, not vanish (it used to, and the
+    server, never hearing our answer, sent no ICE checks: ice_timeout 30 s later)."""
+    driver = make_driver()
+    session = driver.session
+    assert session is not None
+    session.send_answer("v=0\r\n", 3)
+    driver._flush()  # no connection yet
+    connection = RecordingConnection()
+    driver._connection = connection  # type: ignore[assignment]
+    driver._flush()
+    [frame] = connection.sent
+    assert isinstance(frame, bytes)
+    answer = codec.decode_request(frame)
+    assert (answer.kind, answer.answer.sdp, answer.answer.id) == ("answer", "v=0\r\n", 3)
+    driver._flush()
+    assert len(connection.sent) == 1  # sent once
+
+
+def test_frames_for_a_closed_connection_are_not_sent() -> None:
+    driver = make_driver()
+    session = driver.session
+    assert session is not None
+    connection = RecordingConnection()
+    connection.open = False
+    driver._connection = connection  # type: ignore[assignment]
+    session.send_answer("v=0\r\n", 3)
+    driver._flush()
+    assert connection.sent == []
+
+
+def test_timer_delays_round_up_to_whole_milliseconds_so_libuv_never_fires_early() -> None:
+    # libuv rounds a delay to the nearest millisecond: 0.4 ms became 0 and the driver spun on
+    # its timer until the deadline passed. Every delay is now whole milliseconds, never shorter.
+    for delay_s in (0.0001, 0.0004, 0.0009, 0.0015, 0.0031, 4.9996):
+        rounded_s = timer_delay_s(100.0 + delay_s, 100.0)
+        assert rounded_s >= delay_s
+        assert rounded_s - delay_s <= 0.001 + 1e-9
+        assert abs(rounded_s * 1000 - round(rounded_s * 1000)) < 1e-6
+    assert timer_delay_s(99.0, 100.0) == 0.0  # overdue: at once
+
+
+def test_the_room_check_names_a_view_that_holds_a_replaced_sid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ListParticipants has bob under his new sid; a view still holding the old one is `stale`."""
+    listed = [{"identity": "p0", "sid": "PA_p0"}, {"identity": "bob", "sid": "PA_bob_new"}]
+
+    class FakeRoomService:
+        def __init__(self, *_args: object) -> None:
+            pass
+
+        def list_participants(self, room: str) -> list[dict[str, str]]:
+            assert room == "room"
+            return listed
+
+    monkeypatch.setattr(engine_module, "RoomService", FakeRoomService)
+    monkeypatch.setattr(engine_module, "ROOM_CHECK_TIMEOUT_S", 0.0)
+    driver = make_driver()
+    engine = driver.owner
+    assert isinstance(engine, Engine)
+    engine.drivers = [driver]
+    driver.joined_at = 1.0
+    session = driver.session
+    assert session is not None
+    session.participant_sid = "PA_p0"
+    session.others = {"bob": "PA_bob_old"}
+    check = asyncio.run(engine._verify_rooms())
+    assert check["mismatched"] == 1 and check["matched"] == 0
+    assert check["examples"] == [{"identity": "p0", "room": "room", "missing": [], "extra": [], "stale": ["bob"]}]
+    session.others = {"bob": "PA_bob_new"}
+    assert asyncio.run(engine._verify_rooms())["matched"] == 1
