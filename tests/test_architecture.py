@@ -108,3 +108,15 @@ def test_every_subpackage_says_what_lives_there() -> None:
         assert docstring and len(docstring) > 40, (
             f"{init.relative_to(PACKAGE)} has no docstring saying what lives there"
         )
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    """A newcomer finds every module in the README's Layout section, under its layer."""
+    readme = (PACKAGE.parents[1] / "README.md").read_text()
+    layout = readme[readme.index("## Layout") : readme.index("## Using it")]
+    missing = [
+        str(path.relative_to(PACKAGE))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name not in {"__init__.py", "__main__.py"} and f"`{path.name}`" not in layout
+    ]
+    assert missing == []
