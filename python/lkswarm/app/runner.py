@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
+import signal
+import sys
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +21,7 @@ from lkswarm.engine.context import Run
 from lkswarm.engine.engine import Engine
 from lkswarm.engine.plan import build_plan, worker_plan
 from lkswarm.engine.ports import MediaTier
+from lkswarm.engine.record import RunRecord
 from lkswarm.engine.timeline import Observer
 from lkswarm.errors import ConfigError
 from lkswarm.impairment import ImpairmentError, parse_impairment
@@ -30,6 +34,7 @@ from lkswarm.report.build import build_report
 from lkswarm.report.schema import as_json
 from lkswarm.report.thresholds import Threshold, evaluate
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 CLOUD_SUFFIX = ".livekit.cloud"
 CLOUD_MAX_PARTICIPANTS = 50
 
@@ -107,6 +112,34 @@ def build_engine(
     return Engine(run, tiers, observers, worker=worker, start_gate=start_gate)
 
 
+async def run_until_stopped(engine: Engine) -> RunRecord:
+    """Runs ``engine``; the first SIGINT, SIGTERM or SIGHUP ends the run early as its duration would (every
+    participant counted, the record returned, so the report is written), and a second SIGINT aborts the
+    grace periods. The handlers are this loop's, so they never outlive the run."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: signal.Signals) -> None:
+        if engine.interrupted is not None and signum == signal.SIGINT:
+            engine.abort(signum.name)  # a second Ctrl-C: out at once, still with the report
+            print(f"{signum.name} again: leaving at once", file=sys.stderr, flush=True)
+        elif engine.interrupted is None:
+            engine.stop(signum.name)
+            print(f"{signum.name}: stopping the run and writing its report (Ctrl-C again: at once)", file=sys.stderr)
+
+    installed: list[signal.Signals] = []
+    for signum in STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+            installed.append(signum)
+        except (ValueError, RuntimeError, NotImplementedError):
+            pass  # not the main thread (an embedding application keeps its own handlers)
+    try:
+        return await engine.run()
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
 def run_scenario(
     config: RunConfig,
     credentials: Credentials,
@@ -137,7 +170,7 @@ def run_scenario(
         engine = build_engine(
             config, credentials, url, observers, probe_network=network, worker=worker, start_gate=start_gate
         )
-        record = uvloop.run(engine.run())
+        record = uvloop.run(run_until_stopped(engine))
         report = as_json(build_report(record))
     finally:
         if local is not None:

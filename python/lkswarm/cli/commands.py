@@ -168,7 +168,9 @@ def run(
 ) -> None:
     """Run participants against a LiveKit server and report what happened to each of them.
 
-    Exit codes: 0 pass; 99 a threshold failed; 1 run error (without thresholds: any failure); 2 bad usage.
+    Exit codes: 0 pass; 99 a threshold failed; 1 run error (without thresholds: any failure); 2 bad usage;
+    130/143/129 stopped by SIGINT/SIGTERM/SIGHUP (a first signal ends the run early and still writes every
+    output; a second Ctrl-C skips the grace periods).
     """
     from lkswarm.app.runner import check_cloud_guard, check_probe_network, run_scenario
     from lkswarm.app.scenario import Scenario, first_error, load_preset, load_scenario, merge_flags

@@ -7,6 +7,7 @@ Off a terminal (a file or a pipe) nothing is folded at 80 columns: a summary lin
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Any
 
@@ -46,7 +47,10 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def exit_code(report: dict[str, Any]) -> int:
-    """0 pass, 99 a threshold failed, 1 the run itself failed (see `run --help`)."""
+    """0 pass, 99 a threshold failed, 1 the run itself failed, 128 + N a signal N stopped it (see `run --help`)."""
+    interrupted = report.get("interrupted")
+    if interrupted:
+        return 128 + int(getattr(signal.Signals, str(interrupted.get("signal")), signal.SIGINT))
     p = report["participants"]
     outcomes = p["outcomes"]
     if report["thresholds"]:

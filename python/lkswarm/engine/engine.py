@@ -16,10 +16,13 @@ and counts as ``completed``. With ``reconnect_storm_at_s`` every joined
 participant drops its WebSocket at that instant and resumes (or, with
 ``reconnect_storm_mode = "rejoin"``, joins afresh). A `Sampler`
 records the timeline once a second and feeds the observers (live view,
-Prometheus). At the end the engine (optionally) checks each live
-participant's view of its room against Twirp ListParticipants, then stops
-every participant, which completes the ones still alive. Each scheduled
-participant is counted in exactly one outcome.
+Prometheus). At the end (the duration, or `stop` on a signal) the engine
+decides every participant's outcome at once: alive ones complete, joins still
+in flight fail with the stage they were stuck in. Only then does it
+(optionally) check each live participant's view of its room against Twirp
+ListParticipants, which is reported apart and changes no outcome, and stop
+every participant. Each scheduled participant is counted in exactly one
+outcome. A second stop (`abort`, a second Ctrl-C) skips the grace periods.
 
 Seams: the engine is handed its media tiers (`lkswarm.engine.ports.MediaTier`,
 built by `lkswarm.app.runner.build_engine`) and attaches the first one that
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import gc
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -59,6 +63,7 @@ from lkswarm.signal.events import Joined
 LATE_START_MS = 10.0  # a start later than this counts as late
 ROOM_CHECK_TIMEOUT_S = 10.0  # ParticipantUpdates are batched every 3 s by the server
 STOP_GRACE_S = 3.0
+ABORT_CLOSE_S = 1.0  # after a second Ctrl-C, what a tier may take to close
 
 
 class Engine:
@@ -93,6 +98,9 @@ class Engine:
         self.rss_end_mb = 0.0
         self.sampler = Sampler(_EngineSource(self), list(observers or []), metrics=run.metrics)
         self._t0 = 0.0
+        self.interrupted: dict[str, Any] | None = None  # {"signal", "at_s"} when a stop ended the run early
+        self._stop_requested = asyncio.Event()
+        self._aborting = False
 
     @property
     def metrics(self) -> PhaseMetrics:
@@ -121,6 +129,19 @@ class Engine:
 
     def on_pong(self, driver: ParticipantDriver) -> None:
         self.tally.pinged.add(driver.index)
+
+    def stop(self, signal_name: str) -> None:
+        """Ends the run early, as at its duration: arrivals stop, everyone alive leaves politely, and the
+        run returns its record. Called from a signal handler on the loop (SIGINT, SIGTERM, SIGHUP)."""
+        if self.interrupted is None:
+            at_s = max(0.0, time.perf_counter() - self._t0) if self._t0 else 0.0
+            self.interrupted = {"signal": signal_name, "at_s": round(at_s, 3)}
+        self._stop_requested.set()
+
+    def abort(self, signal_name: str) -> None:
+        """A second stop: as `stop`, with no grace for participants to leave or tiers to close."""
+        self.stop(signal_name)
+        self._aborting = True
 
     def active_count(self) -> int:
         """Participants alive whose current primary PeerConnection is connected."""
@@ -163,21 +184,28 @@ class Engine:
         if config.reconnect_storm_at_s is not None:
             background.append(loop.create_task(self._reconnect_storm(t0 + config.reconnect_storm_at_s)))
         self.sampler.start(t0)
-        while time.perf_counter() < end_at:
+        while time.perf_counter() < end_at and not self._stop_requested.is_set():
             if self._scheduling_done and self.tally.alive == 0:
                 break  # everyone has already ended (e.g. the server is unreachable)
-            await asyncio.sleep(min(0.1, max(0.0, end_at - time.perf_counter())))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), min(0.1, max(0.0, end_at - time.perf_counter())))
         for task in background:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 # A broken schedule must not pass for a run whose participants were simply not started.
                 raise LkswarmError(f"internal error in the scheduler: {task.exception()!r}")
             task.cancel()
+        interrupted_by = self.interrupted["signal"] if self.interrupted is not None else None
+        for driver in self.drivers:  # outcomes are decided now, before anything below can fail a participant
+            driver.settle_at_end(interrupted_by)
         self.sampler.sample()  # the last, partial interval
         await self.sampler.stop()
         run_duration_s = time.perf_counter() - t0
         self.rss_end_mb = current_rss_mb()  # every live participant still connected
-        room_check = await self._verify_rooms() if config.verify_rooms else {"skipped": True}
-        alive_at_end = sum(1 for d in self.drivers if not d.outcome)
+        if interrupted_by is not None:
+            room_check: dict[str, Any] = {"skipped": True, "reason": f"the run was stopped ({interrupted_by})"}
+        else:
+            room_check = await self._verify_rooms() if config.verify_rooms else {"skipped": True}
+        alive_at_end = sum(1 for d in self.drivers if d.ended_alive and not d.outcome)
         totals: list[TierTotals] = [await tier.collect() for tier in self.tiers]
         active_at_end = {d.index for d in self.drivers if not d.outcome and d.leg is not None and d.leg.active}
         if self.tiers:
@@ -189,7 +217,11 @@ class Engine:
                 messages.update(driver.session.messages_received)
         await self._stop_all()
         for tier in self.tiers:
-            await tier.close()
+            if self._aborting:  # a second Ctrl-C: what has not closed in a second is left to the process's end
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(tier.close(), ABORT_CLOSE_S)
+            else:
+                await tier.close()
         for observer in self.sampler.observers:
             await observer.stop()
         lag.stop()
@@ -216,6 +248,7 @@ class Engine:
             rss_ready_mb=self.rss_ready_mb,
             rss_end_mb=self.rss_end_mb,
             fd_limit=fd_limit,
+            interrupted=self.interrupted,
         )
 
     @staticmethod
@@ -339,7 +372,7 @@ class Engine:
     async def _stop_all(self) -> None:
         for driver in self.drivers:
             driver.stop()
-        deadline = time.perf_counter() + STOP_GRACE_S
+        deadline = time.perf_counter() + (0.0 if self._aborting else STOP_GRACE_S)
         tasks = self.run_context.tasks
         while tasks and time.perf_counter() < deadline:
             await asyncio.sleep(0.05)

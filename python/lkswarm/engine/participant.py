@@ -10,7 +10,10 @@ connection is open.
 
 Outcome: every driver ends in exactly one `Outcome`: completed (alive when the run
 ended), left (the server's leave with DISCONNECT, with its reason) or failed (with
-a reason code); the first decision wins and later ones are ignored.
+a reason code); the first decision wins and later ones are ignored. The outcome of
+a participant alive at the run's end is decided then (`settle_at_end`): whatever
+happens to it afterwards (the room check, the stop) is counted apart, never as its
+outcome.
 Latencies are measured from the intended start, not the actual one, so a
 late scheduler cannot hide queueing (coordinated omission).
 """
@@ -88,7 +91,9 @@ class ParticipantDriver:
         "_connection",
         "_counted_active",
         "_done",
+        "_ended_alive",
         "_generation",
+        "_opened_at",
         "_rejoin_started",
         "_resume_started",
         "_stopping",
@@ -139,6 +144,8 @@ class ParticipantDriver:
         self._resume_started = 0.0
         self._rejoin_started = 0.0
         self._counted_active = False  # in counters["active"] and latency_ms.active, once per participant
+        self._ended_alive = False  # joined and alive when the run ended: its outcome is completed, whatever follows
+        self._opened_at: float | None = None  # when the first WebSocket upgrade completed (perf_counter)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -203,16 +210,50 @@ class ParticipantDriver:
             if self.joined_at is not None:
                 self.finish(COMPLETED)
             else:
-                self.finish(Outcome.failed("not_joined_by_end"), "the run ended before the JoinResponse arrived")
+                self.finish(Outcome.failed("not_joined_by_end"), f"the run ended {self._join_stage()}")
         if session is not None and self._connection is not None:
             session.send_leave(DisconnectReason.CLIENT_INITIATED)
             self._flush()
             self._connection.close()
 
+    @property
+    def ended_alive(self) -> bool:
+        """Joined and alive when the run ended (its outcome then is completed)."""
+        return self._ended_alive
+
+    def settle_at_end(self, interrupted_by: str | None = None) -> None:
+        """The run ended (its duration, or a stop signal): decides this participant's outcome now.
+
+        Joined and alive: completed, and any failure from here on (a server that stops answering during
+        the room check) is counted apart (``counters["failed_after_end"]``), not as its outcome. Not yet
+        joined: failed now, with the stage it was stuck in.
+        """
+        if self.outcome or self._ended_alive:
+            return
+        if self.joined_at is not None:
+            self._ended_alive = True
+            return
+        if interrupted_by is not None:
+            self.finish(Outcome.failed("interrupted"), f"the run was stopped ({interrupted_by}) {self._join_stage()}")
+        else:
+            self.finish(Outcome.failed("not_joined_by_end"), f"the run ended {self._join_stage()}")
+
+    def _join_stage(self) -> str:
+        """Where a join that never completed was stuck, for an outcome's detail."""
+        if self._opened_at is None:
+            return "before the WebSocket upgrade completed (no 101 from the server)"
+        waited_s = time.perf_counter() - self._opened_at
+        return f"while waiting for the JoinResponse ({waited_s:.1f} s after the WebSocket opened)"
+
     def finish(self, outcome: Outcome, detail: str = "") -> None:
         """Decides the outcome (first call wins) and releases the waiter."""
         if self.outcome:
             return
+        if self._ended_alive and outcome != COMPLETED:
+            # Decided at the end: alive then. What failed afterwards is counted apart, never as its outcome.
+            self.ctx.counters["failed_after_end"] += 1
+            self.ctx.counters[f"failed_after_end:{outcome}"] += 1
+            outcome, detail = COMPLETED, ""
         self.outcome = outcome
         self.owner.on_outcome(self, outcome, detail)
         if self._timer is not None:
@@ -243,6 +284,8 @@ class ParticipantDriver:
             session.receive_frame(event.data, now)
             self._pump(now)
         elif isinstance(event, Opened):
+            if self._opened_at is None:
+                self._opened_at = now
             if self.joined_at is None:
                 self.ctx.metrics.record("ws_connect", (now - self.intended_start) * 1000)
         elif isinstance(event, Rejected):
@@ -301,9 +344,16 @@ class ParticipantDriver:
                 counters["reconnects"] += 1
                 self._restart_join()
         elif isinstance(event, Failed):
-            self.finish(Outcome.failed(event.reason), event.detail)
+            self.finish(Outcome.failed(event.reason), event.detail or self._failure_detail(event.reason))
         elif leg is not None:
             self._media_step(lambda: leg.on_session_event(event, now))
+
+    def _failure_detail(self, reason: str) -> str:
+        """A sentence for a session failure that came without one."""
+        if reason == "join_timeout":
+            stage = "the WebSocket was open" if self._opened_at is not None else "the WebSocket never opened"
+            return f"no JoinResponse within {self.ctx.config.join_timeout_s:g} s of connecting ({stage})"
+        return ""
 
     def _media_step(self, step: Callable[[], None]) -> None:
         """Runs one media signaling step; a refusal fails this participant only."""

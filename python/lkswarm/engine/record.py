@@ -98,6 +98,7 @@ class RunRecord:
     rss_ready_mb: float
     rss_end_mb: float
     fd_limit: int
+    interrupted: dict[str, Any] | None = None  # {"signal": "SIGINT", "at_s": 10.2} when a stop ended the run early
 
     @property
     def scheduled(self) -> int:

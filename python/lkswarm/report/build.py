@@ -20,6 +20,7 @@ from lkswarm.report.schema import (
     SCHEMA,
     FailedRow,
     Generator,
+    Interrupted,
     Outcomes,
     Report,
     RoomRow,
@@ -173,6 +174,23 @@ def build_report(record: RunRecord) -> Report:
         )
     if left.get("JOIN_FAILURE"):
         notes.append(EVICTION_NOTE.format(count=left["JOIN_FAILURE"]))
+    after_end = counters["failed_after_end"]
+    if after_end:
+        reasons = ", ".join(
+            f"{key.partition(':')[2]} {count}"
+            for key, count in sorted(counters.items())
+            if key.startswith("failed_after_end:")
+        )
+        notes.append(
+            f"{after_end} participant(s) alive at the end of the run failed afterwards, while the room was checked or "
+            f"the participants left ({reasons}); their outcome was decided at the end: completed"
+        )
+    if record.interrupted is not None:
+        notes.append(
+            f"the run was stopped by {record.interrupted['signal']} at {record.interrupted['at_s']:.1f} s, before its "
+            f"duration of {config.duration_s:g} s: participants alive then completed, joins in flight failed as "
+            "interrupted, arrivals still planned were not started"
+        )
     if room_check.get("mismatched"):
         warnings.append(
             f"{room_check['mismatched']} participant(s) saw a room different from ListParticipants at the end"
@@ -180,7 +198,7 @@ def build_report(record: RunRecord) -> Report:
     for totals in record.tiers:
         warnings.extend(totals.warnings())
     tally = record.tally
-    return assemble_report(
+    report = assemble_report(
         config=config,
         started_at=record.started_at,
         duration_s=round(record.duration_s, 3),
@@ -211,3 +229,6 @@ def build_report(record: RunRecord) -> Report:
         rooms=room_table(record),
         failed_participants=[cast(FailedRow, row.to_dict()) for row in tally.failed_rows],
     )
+    if record.interrupted is not None:
+        report["interrupted"] = Interrupted(signal=record.interrupted["signal"], at_s=record.interrupted["at_s"])
+    return report

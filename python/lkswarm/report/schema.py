@@ -155,6 +155,13 @@ class MergedFrom(TypedDict):
     passed: bool
 
 
+class Interrupted(TypedDict):
+    """A run that a signal ended early: which signal, and when (seconds since the run's start)."""
+
+    signal: str  # "SIGINT", "SIGTERM" or "SIGHUP"
+    at_s: float
+
+
 class Report(TypedDict):
     schema: str  # SCHEMA
     version: str  # of lkswarm
@@ -179,6 +186,7 @@ class Report(TypedDict):
     target: NotRequired[Target]  # added by the runner and by merge
     workers: NotRequired[list[WorkerSummary]]  # added by a ``--workers`` run
     merged_from: NotRequired[list[MergedFrom]]  # added by merge
+    interrupted: NotRequired[Interrupted]  # a stop signal ended the run before its duration
 
 
 def outcomes_section(by_kind: Mapping[OutcomeKind, int], not_started: int) -> Outcomes:
