@@ -21,6 +21,7 @@ PHASES = (
     "ping_rtt",
     "resume",
     "rejoin",
+    "recovery",  # from a lost connection until media flows again (lkswarm.engine.reconnect)
     "media_e2e",
 )
 # A run whose scheduler lateness or loop lag p99 exceeds these is saturated: its latencies include our queueing.

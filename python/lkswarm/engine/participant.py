@@ -31,6 +31,7 @@ from lkswarm import __version__
 from lkswarm.auth import mint_token
 from lkswarm.engine.outcome import COMPLETED, Outcome
 from lkswarm.engine.ports import MediaLeg, RunContext
+from lkswarm.engine.reconnect import ReconnectEpisode
 from lkswarm.errors import MediaError, SignalError
 from lkswarm.net.ws_driver import WebSocketProtocol, open_websocket
 from lkswarm.signal.enums import CLIENT_PROTOCOL, DisconnectReason, LeaveAction, ReconnectReason
@@ -94,8 +95,10 @@ class ParticipantDriver:
         "_ended_alive",
         "_generation",
         "_opened_at",
+        "_reconnect",
         "_rejoin_started",
         "_resume_started",
+        "_retry",
         "_stopping",
         "_timer",
         "ctx",
@@ -143,6 +146,9 @@ class ParticipantDriver:
         self._generation = 0  # bumps per connection; events of older connections are ignored
         self._resume_started = 0.0
         self._rejoin_started = 0.0
+        # From a lost connection until media flows again (lkswarm.engine.reconnect); None when not reconnecting.
+        self._reconnect: ReconnectEpisode | None = None
+        self._retry: asyncio.TimerHandle | None = None  # the next reconnect attempt, waiting out its backoff
         self._counted_active = False  # in counters["active"] and latency_ms.active, once per participant
         self._ended_alive = False  # joined and alive when the run ended: its outcome is completed, whatever follows
         self._opened_at: float | None = None  # when the first WebSocket upgrade completed (perf_counter)
@@ -191,7 +197,7 @@ class ParticipantDriver:
             )
         except SignalError as exc:
             if generation == self._generation:
-                self.finish(Outcome.failed(exc.reason), exc.detail)
+                self._attempt_failed(resume, Outcome.failed(exc.reason), exc.detail)
             return
         except Exception as exc:  # a participant never takes the run down with it
             self.finish(Outcome.failed("internal_error"), repr(exc))
@@ -259,6 +265,9 @@ class ParticipantDriver:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         if outcome != COMPLETED and self._connection is not None:
             self._connection.close()
         if self.leg is not None:
@@ -291,13 +300,17 @@ class ParticipantDriver:
         elif isinstance(event, Rejected):
             self._connection = None
             detail = self.ctx.credentials.redact(event.body)[:REJECTED_DETAIL_CHARS]
-            self.finish(Outcome.failed(f"http_{event.status}"), detail)
+            self._attempt_failed(session.state is SessionState.RESUMING, Outcome.failed(f"http_{event.status}"), detail)
         elif isinstance(event, Closed):
             self._connection = None
             if self._stopping or self.outcome:
                 return
             if session.state is SessionState.JOINED and self.ctx.config.resume_on_disconnect:
                 self._start_resume()
+            elif self._reconnect is not None and session.state is not SessionState.JOINED:
+                # The attempt's WebSocket closed before the server answered it (a server still starting).
+                detail = f"WebSocket closed (code {event.code}) {event.reason}".strip()
+                self._attempt_failed(session.state is SessionState.RESUMING, Outcome.failed("signal_closed"), detail)
             else:
                 session.connection_closed(f"code {event.code}")
                 self.finish(
@@ -323,6 +336,8 @@ class ParticipantDriver:
             if event.resumed:
                 counters["resumes_succeeded"] += 1
                 metrics.record("resume", (now - self._resume_started) * 1000)
+                if leg is None or leg.active:  # media never stopped (its PeerConnections outlived the WebSocket)
+                    self._reconnected(now)
             else:
                 if self.joined_at is None:
                     self.joined_at = now
@@ -331,6 +346,8 @@ class ParticipantDriver:
                 else:  # a fresh join (leave RECONNECT): this participant is counted as joined once
                     counters["rejoins_succeeded"] += 1
                     metrics.record("rejoin", (now - self._rejoin_started) * 1000)
+                    if leg is None:
+                        self._reconnected(now)  # without media, back is when the server answered
                 if leg is not None:
                     self._media_step(lambda: leg.on_joined(now))
         elif isinstance(event, PongReceived):
@@ -365,6 +382,8 @@ class ParticipantDriver:
     def media_connected(self, at: float) -> None:
         """The primary (subscriber) PeerConnection connected at ``at``: ACTIVE, counted once per participant
         (a fresh join's new PeerConnection connects again, but the participant became ACTIVE once)."""
+        if self._reconnect is not None and self.session is not None and self.session.state is SessionState.JOINED:
+            self._reconnected(at)  # media flows again after a reconnect
         if self._counted_active:
             return
         self._counted_active = True
@@ -434,6 +453,7 @@ class ParticipantDriver:
         self.resumes += 1
         self.ctx.counters["resumes_attempted"] += 1
         self._resume_started = time.perf_counter()
+        self._begin_reconnect(self._resume_started)
         self._drop_connection()
         self.ctx.spawn(self._connect(resume=True))
 
@@ -454,6 +474,7 @@ class ParticipantDriver:
         session = self.session
         assert session is not None
         self._rejoin_started = time.perf_counter()
+        self._begin_reconnect(self._rejoin_started)
         self._drop_connection()
         self.session = SignalSession(
             self.identity,
@@ -462,3 +483,38 @@ class ParticipantDriver:
             join_timeout_s=session.join_timeout_s,
         )
         self.ctx.spawn(self._connect(resume=False))
+
+    # -- reconnect episodes (lkswarm.engine.reconnect) -------------------------------------------
+
+    def _begin_reconnect(self, now: float) -> None:
+        if self._reconnect is None:  # a resume the server answers with "rejoin" stays in its episode
+            self._reconnect = ReconnectEpisode(now)
+            self.ctx.counters["reconnect_episodes"] += 1
+
+    def _reconnected(self, now: float) -> None:
+        """Back: media flows again (or, without media, the server answered). Ends the episode."""
+        episode, self._reconnect = self._reconnect, None
+        if episode is not None:
+            self.ctx.counters["reconnects_recovered"] += 1
+            self.ctx.metrics.record("recovery", (now - episode.started_at) * 1000)
+
+    def _attempt_failed(self, resume: bool, outcome: Outcome, detail: str) -> None:
+        """A connection attempt failed: during a reconnect, try again after a backoff; otherwise it is the outcome."""
+        episode = self._reconnect
+        if episode is None or self._stopping or self.outcome:
+            self.finish(outcome, detail)
+            return
+        now = time.perf_counter()
+        self.ctx.counters["reconnect_attempts_failed"] += 1
+        delay_s = episode.next_delay_s(now, f"{outcome.reason}: {detail}".rstrip(": "))
+        if delay_s is None:
+            self.finish(Outcome.failed("reconnect_failed"), episode.give_up_detail(now))
+            return
+        self._retry = asyncio.get_running_loop().call_later(delay_s, self._retry_now, resume)
+
+    def _retry_now(self, resume: bool) -> None:
+        self._retry = None
+        if self.outcome or self._stopping or self.session is None:
+            return
+        self._drop_connection()
+        self.ctx.spawn(self._connect(resume=resume))

@@ -82,6 +82,9 @@ class Signal(TypedDict, total=False):
     reconnects: int
     rejoins_succeeded: int
     storm_dropped: int
+    reconnect_episodes: int  # lost connections a participant tried to come back from (lkswarm.engine.reconnect)
+    reconnects_recovered: int  # of those, the ones where media flowed again
+    reconnect_attempts_failed: int  # attempts that failed and were retried after a backoff
     track_settings: int
     speaker_updates: int
     leave_requests: dict[str, int]  # by leave action
