@@ -134,6 +134,12 @@ class RunConfig(BaseModel):
             raise ValueError(
                 f"reconnect_storm_at ({self.reconnect_storm_at_s:g} s) must fall inside the run ({self.duration_s:g} s)"
             )
+        publishers = self.audio_publishers + self.video_publishers
+        if publishers > self.participants and not self.stages:  # with stages a room's size varies over the run
+            raise ValueError(
+                f"{publishers} publishers per room (audio {self.audio_publishers} + video {self.video_publishers}) "
+                f"but only {self.participants} participants per room; use 'all' to make everyone publish"
+            )
         return self
 
     @property

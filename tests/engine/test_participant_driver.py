@@ -9,7 +9,7 @@ import pytest
 import lkswarm.engine.engine as engine_module
 from fakes import fake_run
 from lkswarm.engine.engine import Engine
-from lkswarm.engine.participant import ParticipantDriver, timer_delay_s
+from lkswarm.engine.participant import ParticipantDriver, refusal_detail, timer_delay_s
 from lkswarm.signal import codec
 from lkswarm.signal.session import SignalSession
 
@@ -104,3 +104,17 @@ def test_the_room_check_names_a_view_that_holds_a_replaced_sid(monkeypatch: pyte
     assert check["examples"] == [{"identity": "p0", "room": "room", "missing": [], "extra": [], "stale": ["bob"]}]
     session.others = {"bob": "PA_bob_new"}
     assert asyncio.run(engine._verify_rooms())["matched"] == 1
+
+
+def test_an_http_refusal_keeps_its_cause_and_drops_tokens_and_markup() -> None:
+    token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." + "eyJpc3MiOiJrZXkiLCJ2aWRlbyI6e30" * 8 + ".c2lnbmF0dXJl"
+    body = (
+        f"invalid token: {token}, error: go-jose/go-jose: error in cryptographic primitive: token signature is invalid"
+    )
+    detail = refusal_detail(body)
+    assert detail.endswith("token signature is invalid") and "eyJ" not in detail
+    page = (
+        "<!DOCTYPE html>\n<html>\n<head><title>404 Not Found</title></head>\n<body>\n<h1>Not Found</h1>\n</body></html>"
+    )
+    assert refusal_detail(page) == "404 Not Found Not Found"
+    assert len(refusal_detail("x " * 500)) == 200

@@ -27,6 +27,7 @@ from lkswarm.errors import ConfigError
 from lkswarm.impairment import ImpairmentError, parse_impairment
 from lkswarm.media.tier import LightTier
 from lkswarm.media.totals import MediaTotals
+from lkswarm.net.ws_driver import Endpoint
 from lkswarm.probe.netns import ProbeNetwork, unsupported_reason
 from lkswarm.probe.seats import probe_count, probe_seats
 from lkswarm.probe.tier import ProbeTier
@@ -63,6 +64,13 @@ def check_cloud_guard(config: RunConfig, permitted: bool) -> None:
             f"{CLOUD_MAX_PARTICIPANTS} participants need LiveKit's permission (their terms forbid unannounced load, "
             "and lk perf load-test refuses too). If you have it, add --i-have-permission."
         )
+
+
+def check_url(config: RunConfig) -> None:
+    """Refuses (before the run, as a usage error) a server URL that is not one."""
+    url = resolve_url(config)
+    if url is not None:
+        Endpoint.parse(url)  # raises ConfigError naming what is wrong
 
 
 def check_probe_network(config: RunConfig) -> None:

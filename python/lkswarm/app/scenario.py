@@ -105,9 +105,11 @@ def parse_scenario(text: str, source: str) -> Scenario:
 
 def load_scenario(path: Path) -> Scenario:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read scenario {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; say where the file stops being it
+        raise ConfigError(f"scenario {str(path)!r} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     return parse_scenario(text, str(path))
 
 

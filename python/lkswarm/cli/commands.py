@@ -172,7 +172,7 @@ def run(
     130/143/129 stopped by SIGINT/SIGTERM/SIGHUP (a first signal ends the run early and still writes every
     output; a second Ctrl-C skips the grace periods).
     """
-    from lkswarm.app.runner import check_cloud_guard, check_probe_network, run_scenario
+    from lkswarm.app.runner import check_cloud_guard, check_probe_network, check_url, run_scenario
     from lkswarm.app.scenario import Scenario, first_error, load_preset, load_scenario, merge_flags
     from lkswarm.app.workers import check_workers, parse_workers, run_workers
     from lkswarm.config import RunConfig
@@ -214,18 +214,17 @@ def run(
         thresholds = parse_thresholds([*base.thresholds, *(threshold or [])])
         probe_count(config)  # --probes and --probe-fraction against the run's size: a bad option, exit 2
         check_cloud_guard(config, i_have_permission)
+        check_url(config)
         check_probe_network(config)
         worker_count = parse_workers(workers, config.rooms)
         check_workers(config, worker_count)
         observers: list[Observer] = []
-        if prometheus is not None and worker_count > 1:
-            from lkswarm.observe.prometheus import parse_address
+        if prometheus is not None:
+            from lkswarm.observe.prometheus import PrometheusExporter, check_bindable
 
-            parse_address(prometheus)  # the parent serves the workers' sum there
-        elif prometheus is not None:
-            from lkswarm.observe.prometheus import PrometheusExporter
-
-            observers.append(PrometheusExporter(prometheus))
+            check_bindable(prometheus)  # a taken port is a usage error now, not a failed run later
+            if worker_count == 1:  # with workers, the parent serves their sum there
+                observers.append(PrometheusExporter(prometheus))
     except ValidationError as exc:
         raise fail(f"invalid option: {first_error(exc)}", 2) from None
     except LkswarmError as exc:

@@ -21,7 +21,9 @@ late scheduler cannot hide queueing (coordinated omission).
 from __future__ import annotations
 
 import asyncio
+import html
 import math
+import re
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -46,7 +48,9 @@ from lkswarm.signal.session import SessionState, SignalSession
 from lkswarm.signal.websocket import Closed, Event, Message, Opened, Rejected
 
 MAX_RESUMES = 3  # per participant, so a flapping server cannot loop us forever
-REJECTED_DETAIL_CHARS = 200  # of an HTTP refusal's body, in the outcome's detail
+REJECTED_DETAIL_CHARS = 200  # of an HTTP refusal's body (once tokens and markup are out), in the outcome's detail
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_TAG = re.compile(r"<[^>]{0,200}>|<!--.*?-->", re.S)
 
 
 class DriverOwner(Protocol):
@@ -72,6 +76,15 @@ def rtc_path(
     if resume_sid is not None:
         query.update(reconnect="1", sid=resume_sid, reconnect_reason=str(int(ReconnectReason.RR_SIGNAL_DISCONNECTED)))
     return "/rtc?" + urllib.parse.urlencode(query)
+
+
+def refusal_detail(body: str) -> str:
+    """One line of an HTTP refusal's body: tags stripped (a proxy's HTML error page), white space folded, and any
+    access token (a bearer credential, which livekit-server quotes back) replaced, so the cause that follows
+    it ("token signature is invalid") is what the detail keeps."""
+    text = _JWT.sub("<token>", _TAG.sub(" ", body))
+    text = " ".join(html.unescape(text).split())
+    return text if len(text) <= REJECTED_DETAIL_CHARS else text[: REJECTED_DETAIL_CHARS - 1] + "…"
 
 
 def timer_delay_s(deadline: float, now: float) -> float:
@@ -299,7 +312,7 @@ class ParticipantDriver:
                 self.ctx.metrics.record("ws_connect", (now - self.intended_start) * 1000)
         elif isinstance(event, Rejected):
             self._connection = None
-            detail = self.ctx.credentials.redact(event.body)[:REJECTED_DETAIL_CHARS]
+            detail = refusal_detail(self.ctx.credentials.redact(event.body))
             self._attempt_failed(session.state is SessionState.RESUMING, Outcome.failed(f"http_{event.status}"), detail)
         elif isinstance(event, Closed):
             self._connection = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,17 @@ def parse_address(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"--prometheus wants HOST:PORT (e.g. 127.0.0.1:9464), not {text!r}")
     return host or "127.0.0.1", int(port)
+
+
+def check_bindable(text: str) -> None:
+    """Refuses (a usage error, before the run) an address this process cannot serve ``/metrics`` on."""
+    host, port = parse_address(text)
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"--prometheus {text}: cannot listen there ({exc.strerror or exc})") from None
 
 
 @dataclass(slots=True)

@@ -1,0 +1,52 @@
+"""Usage errors are refused before the run, in one line, with exit 2 (README: "usage errors exit 2")."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import LKSWARM
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LKSWARM, "run", *args], capture_output=True, text=True, timeout=60)
+
+
+def assert_usage_error(out: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert out.returncode == 2, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
+    for fragment in fragments:
+        assert fragment in out.stderr
+
+
+def test_a_scenario_that_is_not_utf8_is_a_one_line_error(tmp_path: Path) -> None:
+    scenario = tmp_path / "bad.toml"
+    scenario.write_bytes(b'rooms = 2\nname = "\xff\xfe"\n')
+    assert_usage_error(run(str(scenario)), "is not UTF-8 text")
+
+
+def test_a_bad_url_is_a_usage_error() -> None:
+    assert_usage_error(run("--url", "ht!tp://::bad", "--duration", "1s"), "not a LiveKit URL")
+
+
+def test_more_publishers_than_participants_is_refused() -> None:
+    out = run("--url", "ws://127.0.0.1:1", "--participants", "2", "--audio-publishers", "3", "--duration", "1s")
+    assert_usage_error(out, "3 publishers per room", "only 2 participants")
+
+
+def test_run_help_states_the_real_default_room_count() -> None:
+    out = subprocess.run([*LKSWARM, "run", "--help"], capture_output=True, text=True, timeout=60)
+    assert "Number of rooms. (default 1)" in " ".join(out.stdout.split())
+
+
+@pytest.mark.integration  # it holds a port to show that a taken one is refused
+def test_a_prometheus_port_already_taken_is_a_usage_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = run("--url", "ws://127.0.0.1:1", "--prometheus", f"127.0.0.1:{port}", "--duration", "1s")
+    assert_usage_error(out, "cannot listen there")
