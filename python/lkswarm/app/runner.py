@@ -7,6 +7,7 @@ import os
 import secrets
 import signal
 import sys
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,11 +28,12 @@ from lkswarm.errors import ConfigError
 from lkswarm.impairment import ImpairmentError, parse_impairment
 from lkswarm.media.tier import LightTier
 from lkswarm.media.totals import MediaTotals
+from lkswarm.metrics import process_cpu_s
 from lkswarm.net.ws_driver import Endpoint
 from lkswarm.probe.netns import ProbeNetwork, unsupported_reason
 from lkswarm.probe.seats import probe_count, probe_seats
 from lkswarm.probe.tier import ProbeTier
-from lkswarm.report.build import build_report
+from lkswarm.report.build import EmbeddedServerUse, build_report
 from lkswarm.report.schema import as_json
 from lkswarm.report.thresholds import Threshold, evaluate
 
@@ -148,6 +150,10 @@ async def run_until_stopped(engine: Engine) -> RunRecord:
             loop.remove_signal_handler(signum)
 
 
+def _server_cpu_s(local: LocalServer | None) -> float | None:
+    return process_cpu_s(local.pid) if local is not None and local.pid is not None else None
+
+
 def run_scenario(
     config: RunConfig,
     credentials: Credentials,
@@ -178,8 +184,12 @@ def run_scenario(
         engine = build_engine(
             config, credentials, url, observers, probe_network=network, worker=worker, start_gate=start_gate
         )
+        server_cpu_s, started_s = _server_cpu_s(local), time.perf_counter()
         record = uvloop.run(run_until_stopped(engine))
-        report = as_json(build_report(record))
+        server_use = None
+        if local is not None and server_cpu_s is not None and (cpu_s := _server_cpu_s(local)) is not None:
+            server_use = EmbeddedServerUse(cpu_s - server_cpu_s, time.perf_counter() - started_s)
+        report = as_json(build_report(record, server_use))
     finally:
         if local is not None:
             local.stop()

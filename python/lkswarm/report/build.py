@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import collections
-from typing import Any, cast
+import os
+from typing import Any, NamedTuple, cast
 
 from lkswarm.engine.outcome import OutcomeKind
 from lkswarm.engine.record import RunRecord
@@ -21,6 +22,7 @@ from lkswarm.report.schema import (
     FailedRow,
     Generator,
     Interrupted,
+    Machine,
     Outcomes,
     Report,
     RoomRow,
@@ -39,6 +41,10 @@ EVICTION_NOTE = (
     "participant whose primary PeerConnection has not connected (ICE + DTLS) within 60 s of joining, "
     "whatever it sends over signaling. Signal-only participants therefore live at most about 60 s; this is "
     "the server's documented behaviour, not a generator error. Use the media tier for longer runs."
+)
+INSECURE_WARNING = (
+    "TLS verification is off (--insecure): the server's certificate and host name were not checked, so these "
+    "results may come from a server other than the one named."
 )
 
 
@@ -134,7 +140,45 @@ def _generator(
     return generator
 
 
-def build_report(record: RunRecord) -> Report:
+class EmbeddedServerUse(NamedTuple):
+    """What the embedded livekit-server (our child, on the same cores) used while the engine ran."""
+
+    cpu_s: float
+    wall_s: float
+
+
+MACHINE_SATURATED_SHARE = 0.85  # of all cores busy (server + generator): the machine, not the generator, was the limit
+
+
+def machine_section(record: RunRecord, server: EmbeddedServerUse | None) -> dict[str, Any]:
+    """Who used the machine's cores: the generator and, when it is our child, the server."""
+    cores = os.cpu_count() or 1
+    section: dict[str, Any] = {"cores": cores, "generator_cpu_s": round(record.cpu_s, 3)}
+    if server is not None and server.wall_s > 0:
+        busy = (server.cpu_s + record.cpu_s) / server.wall_s
+        section.update(
+            embedded_server_cpu_s=round(server.cpu_s, 3),
+            embedded_server_cores=round(server.cpu_s / server.wall_s, 3),
+            busy_share=round(busy / cores, 3),
+        )
+    return section
+
+
+def _machine_warning(machine: dict[str, Any]) -> str | None:
+    """When the generator looked saturated but the machine was: say by what, and not "add generator processes"."""
+    share = machine.get("busy_share")
+    if share is None or share < MACHINE_SATURATED_SHARE:
+        return None
+    return (
+        f"the machine was saturated, not the generator alone: its {machine['cores']} core(s) were "
+        f"{share:.0%} busy, the embedded livekit-server using {machine['embedded_server_cores']:.2f} of them and "
+        f"the generator {machine['generator_cpu_s']:.1f} CPU-s. The generator was starved of CPU by the server it "
+        "loads: more generator processes on this machine will not help; run the server elsewhere (--url) or "
+        "give the run more cores"
+    )
+
+
+def build_report(record: RunRecord, server: EmbeddedServerUse | None = None) -> Report:
     """The report of one generator process's run (``lkswarm.report/1``)."""
     config = record.config
     media_totals = next((t for t in record.tiers if isinstance(t, MediaTotals)), None)
@@ -149,6 +193,8 @@ def build_report(record: RunRecord) -> Report:
     warnings: list[str] = []
     notes: list[str] = []
     valid = True
+    if config.insecure:  # an explicit choice, but one that every reader of the report should see
+        warnings.append(INSECURE_WARNING)
     if lateness["p99"] > MAX_LATENESS_P99_MS:
         valid = False
         warnings.append(
@@ -200,6 +246,9 @@ def build_report(record: RunRecord) -> Report:
         )
     for totals in record.tiers:
         warnings.extend(totals.warnings())
+    machine = machine_section(record, server)
+    if not valid and (warning := _machine_warning(machine)) is not None:
+        warnings.append(warning)
     tally = record.tally
     report = assemble_report(
         config=config,
@@ -232,6 +281,7 @@ def build_report(record: RunRecord) -> Report:
         rooms=room_table(record),
         failed_participants=[cast(FailedRow, row.to_dict()) for row in tally.failed_rows],
     )
+    report["machine"] = cast(Machine, machine)
     if record.interrupted is not None:
         report["interrupted"] = Interrupted(signal=record.interrupted["signal"], at_s=record.interrupted["at_s"])
     return report

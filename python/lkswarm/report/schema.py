@@ -158,6 +158,16 @@ class MergedFrom(TypedDict):
     passed: bool
 
 
+class Machine(TypedDict):
+    """The cores of the machine the generator ran on, and who used them."""
+
+    cores: int
+    generator_cpu_s: float
+    embedded_server_cpu_s: NotRequired[float]  # only when the embedded server (our child) ran
+    embedded_server_cores: NotRequired[float]
+    busy_share: NotRequired[float]  # (server + generator CPU) / (wall time x cores)
+
+
 class Interrupted(TypedDict):
     """A run that a signal ended early: which signal, and when (seconds since the run's start)."""
 
@@ -190,6 +200,7 @@ class Report(TypedDict):
     workers: NotRequired[list[WorkerSummary]]  # added by a ``--workers`` run
     merged_from: NotRequired[list[MergedFrom]]  # added by merge
     interrupted: NotRequired[Interrupted]  # a stop signal ended the run before its duration
+    machine: NotRequired[Machine]  # who used this machine's cores (the embedded server too)
 
 
 def outcomes_section(by_kind: Mapping[OutcomeKind, int], not_started: int) -> Outcomes:
