@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import ssl
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -45,6 +46,17 @@ def _duration_field(value: object) -> float:
     raise ValueError("duration must be a number of seconds or a string like 30s")
 
 
+def _check_ca_file(path: str) -> None:
+    """Loads ``path`` into a throwaway context, so that a bad bundle is a usage error before the run
+    rather than every participant failing its TLS handshake."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except ssl.SSLError as exc:  # before OSError, its base: the file was read but holds no usable PEM
+        raise ValueError(f"{path}: not a PEM CA bundle ({exc.reason or exc})") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror or exc}") from None
+
+
 LAYOUT = re.compile(r"^(speaker|grid:[1-9][0-9]?)$")
 
 
@@ -54,6 +66,9 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str | None = Field(default=None, description="Server URL; None starts an embedded local server")
+    server_metrics: str | None = Field(
+        default=None, description="the server's Prometheus /metrics URL (the embedded server's is known)"
+    )
     rooms: int = Field(default=1, ge=1, le=100_000)
     participants: int = Field(default=10, ge=1, le=1_000_000, description="participants per room")
     rate: float = Field(default=20.0, gt=0, description="joins started per second")
@@ -81,6 +96,12 @@ class RunConfig(BaseModel):
     resume_on_disconnect: bool = Field(default=False, description="resume (reconnect=1) when the WebSocket drops")
     run_tag: str = Field(default="", description="suffix that makes room names and identities unique per run")
     verify_rooms: bool = Field(default=True, description="compare each participant's room view with ListParticipants")
+    insecure: bool = Field(
+        default=False, description="wss:// and https:// without certificate or host name verification (reported)"
+    )
+    ca_file: str | None = Field(
+        default=None, description="PEM CA bundle trusted besides the system's roots, for wss:// and https://"
+    )
 
     stages: tuple[Stage, ...] = Field(default=(), description="k6-style stages; they set the run length")
     churn_rate: float = Field(default=0.0, ge=0, description="participants replaced per second while the load holds")
@@ -117,6 +138,13 @@ class RunConfig(BaseModel):
     def _probe_impair(cls, value: str | None) -> str | None:
         if value is not None:
             parse_impairment(value)  # raises ValueError naming the bad part
+        return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_ca_file(value)
         return value
 
     @field_validator("layout")

@@ -247,3 +247,15 @@ def process_cpu_s(pid: int) -> float | None:
         return None
     ticks_per_s = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     return (int(fields[11]) + int(fields[12])) / ticks_per_s
+
+
+def udp_receive_buffer_errors() -> int | None:
+    """Datagrams this machine's kernel dropped because a UDP socket's receive buffer was full (/proc/net/snmp)."""
+    try:
+        with open("/proc/net/snmp") as handle:
+            lines = [line.split() for line in handle if line.startswith("Udp:")]
+    except OSError:
+        return None
+    if len(lines) < 2 or "RcvbufErrors" not in lines[0]:
+        return None
+    return int(lines[1][lines[0].index("RcvbufErrors")])

@@ -39,3 +39,5 @@ def test_a_run_on_the_embedded_server_reports_the_servers_cpu(tmp_path: Path) ->
     machine = json.loads((tmp_path / "r.json").read_text())["machine"]
     assert machine["cores"] >= 1 and machine["embedded_server_cpu_s"] > 0, machine
     assert 0 < machine["busy_share"] <= 1.5, machine
+    server = json.loads((tmp_path / "r.json").read_text())["server"]
+    assert server["available"] and server["cpu_s"] > 0 and server["rss_bytes"] > 0, server

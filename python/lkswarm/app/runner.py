@@ -28,8 +28,9 @@ from lkswarm.errors import ConfigError
 from lkswarm.impairment import ImpairmentError, parse_impairment
 from lkswarm.media.tier import LightTier
 from lkswarm.media.totals import MediaTotals
-from lkswarm.metrics import process_cpu_s
+from lkswarm.metrics import process_cpu_s, udp_receive_buffer_errors
 from lkswarm.net.ws_driver import Endpoint
+from lkswarm.observe.server_metrics import scrape, server_section
 from lkswarm.probe.netns import ProbeNetwork, unsupported_reason
 from lkswarm.probe.seats import probe_count, probe_seats
 from lkswarm.probe.tier import ProbeTier
@@ -184,12 +185,26 @@ def run_scenario(
         engine = build_engine(
             config, credentials, url, observers, probe_network=network, worker=worker, start_gate=start_gate
         )
-        server_cpu_s, started_s = _server_cpu_s(local), time.perf_counter()
+        metrics_url = config.server_metrics or (local.metrics_url if local is not None else None)
+        scraped_before = scrape(metrics_url) if metrics_url else "no --server-metrics URL"
+        server_cpu_s, rcvbuf_errors, started_s = _server_cpu_s(local), udp_receive_buffer_errors(), time.perf_counter()
         record = uvloop.run(run_until_stopped(engine))
+        wall_s = time.perf_counter() - started_s
         server_use = None
         if local is not None and server_cpu_s is not None and (cpu_s := _server_cpu_s(local)) is not None:
-            server_use = EmbeddedServerUse(cpu_s - server_cpu_s, time.perf_counter() - started_s)
-        report = as_json(build_report(record, server_use))
+            server_use = EmbeddedServerUse(cpu_s - server_cpu_s, wall_s)
+        scraped_after = scrape(metrics_url) if metrics_url else scraped_before
+        kernel_drops = udp_receive_buffer_errors()
+        report = as_json(
+            build_report(
+                record,
+                server_use,
+                server_metrics=server_section(scraped_before, scraped_after, wall_s),
+                udp_rcvbuf_errors=None
+                if kernel_drops is None or rcvbuf_errors is None
+                else kernel_drops - rcvbuf_errors,
+            )
+        )
     finally:
         if local is not None:
             local.stop()

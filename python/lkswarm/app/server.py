@@ -71,7 +71,11 @@ def loopback_interface() -> str:
 
 
 def server_config(
-    credentials: Credentials, port: int, udp_port: int, media_interface: tuple[str, str] | None = None
+    credentials: Credentials,
+    port: int,
+    udp_port: int,
+    media_interface: tuple[str, str] | None = None,
+    metrics_port: int | None = None,
 ) -> dict[str, Any]:
     """The config the local server runs with (livekit-server notes §6).
 
@@ -103,6 +107,8 @@ def server_config(
         },
         "room": {"empty_timeout": 30, "departure_timeout": 5},
     }
+    if metrics_port is not None:  # Prometheus /metrics on loopback: the report's server section reads it
+        config["prometheus"] = {"port": metrics_port}
     if media_interface is not None:
         device, address = media_interface
         config["rtc"].update(node_ip=address, enable_loopback_candidate=False, interfaces={"includes": [device]})
@@ -130,6 +136,7 @@ class LocalServer:
         self.media_interface = media_interface
         self.port = port if port is not None else free_port()
         self.udp_port = udp_port if udp_port is not None else free_port(socket.SOCK_DGRAM)
+        self.metrics_port = free_port()  # its Prometheus endpoint (lkswarm.observe.server_metrics)
         self.binary = binary
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self.log_path = log_path
@@ -138,6 +145,10 @@ class LocalServer:
     @property
     def url(self) -> str:
         return f"ws://{HOST}:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{HOST}:{self.metrics_port}/metrics"
 
     @property
     def http_url(self) -> str:
@@ -155,7 +166,7 @@ class LocalServer:
         self._workdir = tempfile.TemporaryDirectory(prefix="lkswarm-server-")
         config_path = Path(self._workdir.name) / "config.yaml"
         # JSON is YAML; the file is private to this user.
-        config = server_config(self.credentials, self.port, self.udp_port, self.media_interface)
+        config = server_config(self.credentials, self.port, self.udp_port, self.media_interface, self.metrics_port)
         config_path.write_text(json.dumps(config))
         config_path.chmod(0o600)
         if self.log_path is None:

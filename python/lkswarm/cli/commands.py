@@ -22,11 +22,13 @@ from lkswarm.cli.options import (
     ApiSecret,
     ArrivalOpt,
     AudioPublishersOpt,
+    CaFileOpt,
     ChurnRateOpt,
     CsvDirOpt,
     DurationOpt,
     HtmlPathOpt,
     IHavePermissionOpt,
+    InsecureOpt,
     JsonFramesOpt,
     JsonPathOpt,
     LayoutOpt,
@@ -44,6 +46,7 @@ from lkswarm.cli.options import (
     RoomsOpt,
     ScenarioOpt,
     SeedOpt,
+    ServerMetricsOpt,
     SignalOnlyOpt,
     SimulateSpeakersOpt,
     SimulcastOpt,
@@ -136,6 +139,8 @@ def run(
     api_key: ApiKey = None,
     api_secret: ApiSecret = None,
     i_have_permission: IHavePermissionOpt = False,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
     rooms: RoomsOpt = None,
     participants: ParticipantsOpt = None,
     audio_publishers: AudioPublishersOpt = None,
@@ -164,6 +169,7 @@ def run(
     html_path: HtmlPathOpt = None,
     threshold: ThresholdOpt = None,
     prometheus: PrometheusOpt = None,
+    server_metrics: ServerMetricsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run participants against a LiveKit server and report what happened to each of them.
@@ -204,6 +210,9 @@ def run(
         "signal_only": signal_only or None,
         "talk_spurts": simulate_speakers or None,
         "json_frames": json_frames or None,
+        "insecure": insecure or None,
+        "ca_file": ca_file,
+        "server_metrics": server_metrics,
     }
     try:
         if scenario is not None and preset is not None:

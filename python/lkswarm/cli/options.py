@@ -53,6 +53,24 @@ IHavePermissionOpt = Annotated[
         rich_help_panel=CONNECTION,
     ),
 ]
+InsecureOpt = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="Connect over wss:// and https:// without checking the server's certificate or host name (the report "
+        "warns).",
+        rich_help_panel=CONNECTION,
+    ),
+]
+CaFileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ca-file",
+        metavar="PATH",
+        help="PEM CA bundle to trust besides the system's roots, for wss:// and https://.",
+        rich_help_panel=CONNECTION,
+    ),
+]
 RoomsOpt = Annotated[int | None, typer.Option(help="Number of rooms. (default 1)", rich_help_panel=SHAPE)]
 ParticipantsOpt = Annotated[int | None, typer.Option(help="Participants per room. (default 10)", rich_help_panel=SHAPE)]
 AudioPublishersOpt = Annotated[
@@ -182,5 +200,13 @@ ThresholdOpt = Annotated[
 PrometheusOpt = Annotated[
     str | None,
     typer.Option(help="Serve live lkswarm_* metrics at HOST:PORT/metrics.", rich_help_panel=OUTPUT),
+]
+ServerMetricsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="The server's Prometheus endpoint (http://HOST:PORT/metrics) for the report's server section: "
+        "its cores, packets in and out, loss, NACKs. The embedded server's is read without it.",
+        rich_help_panel=CONNECTION,
+    ),
 ]
 QuietOpt = Annotated[bool, typer.Option(help="No live view and no summary; errors only.", rich_help_panel=OUTPUT)]

@@ -178,7 +178,32 @@ def _machine_warning(machine: dict[str, Any]) -> str | None:
     )
 
 
-def build_report(record: RunRecord, server: EmbeddedServerUse | None = None) -> Report:
+LOSS_WORTH_NAMING = 0.01  # subscribers' loss above which the report says where it happened
+
+
+def loss_at_server_warning(media: dict[str, Any], server: dict[str, Any], rcvbuf_errors: int | None) -> str | None:
+    """Subscribers lost packets, our sockets dropped none and the publishers' packets reached the server intact:
+    the server lost them on the way out. Said only when the server's metrics and the kernel's counters show it."""
+    loss = media.get("loss_ratio", 0.0)
+    if loss < LOSS_WORTH_NAMING or not server.get("available") or rcvbuf_errors is None or rcvbuf_errors > 0:
+        return None
+    if server.get("loss_in_ratio", 1.0) > LOSS_WORTH_NAMING / 10:
+        return None
+    return (
+        f"subscribers lost {loss:.1%} of the packets the server sent them, while no datagram was dropped by this "
+        f"machine's sockets (UDP receive-buffer errors 0) and the publishers' packets reached the server intact "
+        f"(its incoming loss {server['loss_in_ratio']:.2%}): the loss happened at the server, on its way out; it "
+        f"used {server.get('cores', 0):.2f} core(s) and sent {server.get('packets_out', 0):.0f} packets"
+    )
+
+
+def build_report(
+    record: RunRecord,
+    server: EmbeddedServerUse | None = None,
+    *,
+    server_metrics: dict[str, Any] | None = None,
+    udp_rcvbuf_errors: int | None = None,
+) -> Report:
     """The report of one generator process's run (``lkswarm.report/1``)."""
     config = record.config
     media_totals = next((t for t in record.tiers if isinstance(t, MediaTotals)), None)
@@ -247,7 +272,12 @@ def build_report(record: RunRecord, server: EmbeddedServerUse | None = None) -> 
     for totals in record.tiers:
         warnings.extend(totals.warnings())
     machine = machine_section(record, server)
+    if udp_rcvbuf_errors is not None:
+        machine["udp_rcvbuf_errors"] = udp_rcvbuf_errors
     if not valid and (warning := _machine_warning(machine)) is not None:
+        warnings.append(warning)
+    media_report = (media_totals or MediaTotals()).report()
+    if valid and (warning := loss_at_server_warning(media_report, server_metrics or {}, udp_rcvbuf_errors)):
         warnings.append(warning)
     tally = record.tally
     report = assemble_report(
@@ -269,7 +299,7 @@ def build_report(record: RunRecord, server: EmbeddedServerUse | None = None) -> 
             departed=record.departed,
         ),
         latency_ms=latency,
-        media=(media_totals or MediaTotals()).report(),
+        media=media_report,
         probes=probe_totals.report() if probe_totals is not None else {},
         signal=_signal(record),
         room_check=room_check,
@@ -282,6 +312,8 @@ def build_report(record: RunRecord, server: EmbeddedServerUse | None = None) -> 
         failed_participants=[cast(FailedRow, row.to_dict()) for row in tally.failed_rows],
     )
     report["machine"] = cast(Machine, machine)
+    if server_metrics is not None:
+        report["server"] = server_metrics
     if record.interrupted is not None:
         report["interrupted"] = Interrupted(signal=record.interrupted["signal"], at_s=record.interrupted["at_s"])
     return report

@@ -166,6 +166,7 @@ class Machine(TypedDict):
     embedded_server_cpu_s: NotRequired[float]  # only when the embedded server (our child) ran
     embedded_server_cores: NotRequired[float]
     busy_share: NotRequired[float]  # (server + generator CPU) / (wall time x cores)
+    udp_rcvbuf_errors: NotRequired[int]  # datagrams the kernel dropped for full socket buffers during the run
 
 
 class Interrupted(TypedDict):
@@ -201,6 +202,7 @@ class Report(TypedDict):
     merged_from: NotRequired[list[MergedFrom]]  # added by merge
     interrupted: NotRequired[Interrupted]  # a stop signal ended the run before its duration
     machine: NotRequired[Machine]  # who used this machine's cores (the embedded server too)
+    server: NotRequired[dict[str, Any]]  # the server's own counters (lkswarm.observe.server_metrics), or why not
 
 
 def outcomes_section(by_kind: Mapping[OutcomeKind, int], not_started: int) -> Outcomes:
