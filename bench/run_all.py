@@ -134,6 +134,12 @@ def vs_lk_suite() -> dict[str, Any]:
     return head_to_head(duration_s=60)
 
 
+def soak_suite() -> dict[str, Any]:
+    from bench_soak import main
+
+    return main(minutes=30, rooms=10, participants=20, publishers=2)
+
+
 def scale_suite() -> dict[str, Any]:
     from bench_vs_lk import scale
 
@@ -148,6 +154,7 @@ SUITES: dict[str, Callable[[], dict[str, Any]]] = {
     "fuzz": fuzz_suite,
     "vs-lk": vs_lk_suite,
     "scale": scale_suite,
+    "soak": soak_suite,
 }
 
 COMMANDS = {
@@ -158,6 +165,7 @@ COMMANDS = {
     "fuzz": "LKSWARM_FUZZ_CASES=1000000 cargo test --release --test fuzz_no_panic -- --ignored",
     "vs-lk": "python bench/bench_vs_lk.py head-to-head --duration 60",
     "scale": "python bench/bench_vs_lk.py scale --duration 60",
+    "soak": "python bench/bench_soak.py --minutes 30",
 }
 
 
