@@ -331,7 +331,7 @@ class Engine:
                 rooms[driver.room].append(driver)
         if not rooms:
             return {"rooms": 0, "participants": 0, "matched": 0, "mismatched": 0}
-        service = RoomService(self.run_context.url, self.run_context.credentials)
+        service = RoomService(self.run_context.url, self.run_context.credentials, self.run_context.tls)
         deadline = time.perf_counter() + ROOM_CHECK_TIMEOUT_S
         while True:
             mismatches: list[dict[str, Any]] = []

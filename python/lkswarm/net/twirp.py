@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from typing import Any
@@ -23,10 +24,15 @@ def http_base(url: str) -> str:
 class RoomService:
     """Synchronous RoomService calls; run them in a thread from async code."""
 
-    def __init__(self, url: str, credentials: Credentials, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, url: str, credentials: Credentials, tls: ssl.SSLContext | None = None, timeout_s: float = 10.0
+    ) -> None:
         self.base = http_base(url)
         self.credentials = credentials
         self.timeout_s = timeout_s
+        # The run's context (`lkswarm.net.ws_driver.tls_context`): without it urllib would build, and load
+        # the system CA store into, a fresh one per https:// call, and ignore --ca-file and --insecure.
+        self.tls = tls
 
     def _call(self, method: str, body: dict[str, Any], room: str | None) -> dict[str, Any]:
         token = mint_token(
@@ -46,7 +52,7 @@ class RoomService:
             method="POST",
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.tls) as response:
                 result: dict[str, Any] = json.loads(response.read() or b"{}")
                 return result
         except urllib.error.HTTPError as exc:
