@@ -84,3 +84,70 @@ def dead_candidates(sdp: str) -> str:
 def wrong_fingerprint(sdp: str) -> str:
     """The DTLS fingerprint replaced, so the peer's certificate will not match it."""
     return re.sub(r"a=fingerprint:sha-256 [0-9A-Fa-f:]+", "a=fingerprint:sha-256 " + ":".join(["AB"] * 32), sdp)
+
+
+def lkswarm_env(credentials: Credentials, **extra: str) -> dict[str, str]:
+    """The environment of an ``lkswarm`` child process: ours without ``LIVEKIT_*``, the credentials, ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+    env.update(LIVEKIT_API_KEY=credentials.api_key, LIVEKIT_API_SECRET=credentials.api_secret, **extra)
+    return env
+
+
+def descendants_when(pid: int, enough: Any, timeout_s: float) -> list[Any]:
+    """The processes under ``pid`` (psutil), polled until ``enough(processes)`` holds or ``timeout_s`` passes."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    found: list[Any] = []
+    while time.monotonic() < deadline:
+        try:
+            found = psutil.Process(pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return found
+        if enough(found):
+            break
+        time.sleep(0.1)
+    return found
+
+
+def alive_after(processes: list[Any], timeout_s: float) -> list[Any]:
+    """Those of ``processes`` (psutil) still running after up to ``timeout_s``; a zombie counts as gone (its
+    parent was killed, and whether anyone reaps it is up to the machine's init). psutil matches a process by
+    pid and start time, so a reused pid is not mistaken for a survivor."""
+    import time
+
+    import psutil
+
+    def running(process: Any) -> bool:
+        try:
+            return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = [p for p in processes if running(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def lkswarm_files_holding(secret: str, roots: list[Path]) -> list[Path]:
+    """Files in ``roots`` whose name starts with ``lkswarm`` (or under a directory so named) holding ``secret``."""
+    found: list[Path] = []
+    needle = secret.encode()
+    for root in roots:
+        for entry in root.glob("lkswarm*"):
+            try:
+                paths = [entry] if entry.is_file() else [p for p in entry.rglob("*") if p.is_file()]
+            except OSError:
+                continue  # another user's, or removed meanwhile
+            for path in paths:
+                try:
+                    if needle in path.read_bytes():
+                        found.append(path)
+                except OSError:
+                    continue
+    return found

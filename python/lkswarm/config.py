@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from lkswarm.errors import ConfigError
 from lkswarm.impairment import parse_impairment
 from lkswarm.signal.enums import CLIENT_PROTOCOL
+from lkswarm.signal.websocket import DEFAULT_MAX_FRAME_BYTES, MAX_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -87,6 +88,12 @@ class RunConfig(BaseModel):
     media_connect_timeout_s: float = Field(default=30.0, gt=0, description="ICE + DTLS deadline per PeerConnection")
     media_bind_ip: str = Field(default="127.0.0.1", description="local address of the PeerConnection sockets")
     json_frames: bool = Field(default=False, description="send text (protojson) frames instead of binary")
+    max_frame_bytes: int = Field(
+        default=DEFAULT_MAX_FRAME_BYTES,
+        ge=MIN_MAX_FRAME_BYTES,
+        le=MAX_MAX_FRAME_BYTES,
+        description="largest signal frame or message accepted; the process buffers at most 4 of them at once",
+    )
     auto_subscribe: bool = True
     protocol: int = Field(default=CLIENT_PROTOCOL, ge=0)
     join_timeout_s: float = Field(default=15.0, gt=0)

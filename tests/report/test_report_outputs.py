@@ -182,7 +182,7 @@ def test_bad_report_files_give_one_line_errors(tmp_path: Path) -> None:
     assert_one_line_error(cli("merge", str(good), str(other), "--json", str(tmp_path / "m.json")), 1, "k6/summary")
     # A file where a folder must go: the output cannot be written.
     out = cli("report", str(good), "--json", str(good / "sub" / "r.json"))
-    assert_one_line_error(out, 1, "cannot write")
+    assert_one_line_error(out, 2, "cannot write")  # checked before any work: a usage error
 
 
 def test_merge_adds_counts_and_merges_histograms_timelines_and_rooms() -> None:

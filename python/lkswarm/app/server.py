@@ -2,11 +2,23 @@
 
 One launcher serves ``lkswarm server``, the pytest fixture, and the embedded
 server that ``lkswarm run`` starts when no ``--url`` is given.
+
+The server lives and dies with us:
+
+- **Its config never touches disk.** The config holds the API secret, so it goes to the
+  server in its environment (``LIVEKIT_CONFIG``, readable by this user alone in
+  ``/proc/PID/environ``), not in a file a killed run would leave behind, nor as a
+  ``--config-body`` argument, which anyone can read in ``ps``. Only its log (which never
+  holds the secret) is written, in a private temporary directory.
+- **It dies with its parent, even on SIGKILL.** On Linux the child asks the kernel for
+  SIGKILL when its parent goes (``PR_SET_PDEATHSIG``, `die_with_parent`). It runs in a
+  session of its own, so a Ctrl-C in a terminal reaches us, and we stop it politely.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -15,9 +27,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,6 +43,8 @@ HOST = "127.0.0.1"
 DEFAULT_PORT = 7880
 DEFAULT_UDP_PORT = 7882
 SERVER_VERSION = "1.13.5"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+CONFIG_ENV = "LIVEKIT_CONFIG"  # livekit-server's --config-body, from the environment
 
 
 def find_binary() -> Path:
@@ -68,6 +84,58 @@ def loopback_interface() -> str:
     """The loopback device's name (``lo`` on Linux, ``lo0`` on BSD and macOS)."""
     names = [name for _, name in socket.if_nameindex()]
     return next((name for name in names if name in ("lo", "lo0")), "lo")
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` with its argument types, or None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+def parent_death_signal(signum: int) -> bool:
+    """Asks the kernel to send this process ``signum`` when its parent goes, even on SIGKILL (Linux only).
+
+    Returns False where it cannot. The "parent" is the *thread* that spawned this process: a child
+    spawned from a thread that ends gets the signal then, so lkswarm spawns from the main thread.
+    """
+    prctl = _prctl()
+    return prctl is not None and prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
+
+
+def die_with_parent(signum: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get ``signum`` when this process dies; None where it cannot.
+
+    Only from the main thread: the kernel signals the child when the thread that forked it ends (a
+    child started from a short-lived thread would be killed with it); elsewhere the child is stopped
+    by its owner alone. The child then checks that its parent is still the one that forked it: a
+    parent that died between the fork and the ``prctl`` would never send the signal.
+    """
+    prctl = _prctl()  # looked up before the fork: the child only calls it
+    if prctl is None or threading.current_thread() is not threading.main_thread():
+        return None
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return in_child
+
+
+def server_environment(config: dict[str, Any]) -> dict[str, str]:
+    """The server's environment: ours without ``LIVEKIT_*`` (livekit-server reads dozens of them as
+    settings, and ours may hold the API secret), plus its config in ``LIVEKIT_CONFIG``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LIVEKIT_")}
+    env[CONFIG_ENV] = json.dumps(config)  # JSON is YAML
+    return env
 
 
 def server_config(
@@ -119,7 +187,8 @@ class LocalServer:
     """A livekit-server child process bound to loopback.
 
     Use as a context manager, or call `start` and `stop`. The config (which holds
-    the secret) is written to a private temporary file, never to the log.
+    the secret) goes to the server in its environment, never to a file or the log
+    (see the module's docstring); the log is in a private temporary directory.
     """
 
     def __init__(
@@ -164,21 +233,21 @@ class LocalServer:
         check_port_free(self.port, socket.SOCK_STREAM, "signaling, TCP")
         check_port_free(self.udp_port, socket.SOCK_DGRAM, "media, UDP")
         self._workdir = tempfile.TemporaryDirectory(prefix="lkswarm-server-")
-        config_path = Path(self._workdir.name) / "config.yaml"
-        # JSON is YAML; the file is private to this user.
         config = server_config(self.credentials, self.port, self.udp_port, self.media_interface, self.metrics_port)
-        config_path.write_text(json.dumps(config))
-        config_path.chmod(0o600)
         if self.log_path is None:
             self.log_path = Path(self._workdir.name) / "livekit-server.log"
         log = self.log_path.open("wb")
         try:
             self._process = subprocess.Popen(
-                [str(binary), "--config", str(config_path)],
+                [str(binary)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=server_environment(config),
                 start_new_session=True,  # Ctrl-C in a terminal reaches us, not the server
+                # SIGKILL: a server left without its parent has nothing to drain or save. The hook only
+                # calls prctl and getppid, which take no lock another thread could hold at the fork.
+                preexec_fn=die_with_parent(signal.SIGKILL),  # noqa: PLW1509
             )
         finally:
             log.close()

@@ -23,10 +23,33 @@ worker`` command) and merges their reports into one, as ``lkswarm merge`` does.
 - **Every participant is counted.** A worker that dies, or never gets ready,
   is merged as a report in which each participant it was given failed with
   ``worker_crashed``, the detail being its exit status and last stderr line.
-- **A live view of the whole run.** With a live view, workers write each
-  once-a-second sample as a ``sample <json>`` line on stdout; the parent
-  combines the latest of each (`lkswarm.engine.timeline.combine_snapshots`) and draws
-  one panel.
+- **A hung worker is found within seconds.** From ``go`` on, a worker writes
+  lines on stdout from its event loop: ``alive`` every second, its ``sample
+  <json>`` every second of its run, and ``ending`` once its engine is done
+  (only the report is left to build). A worker silent for
+  HUNG_AFTER_S before ``ending`` (SIGSTOP, a blocked event loop), still running
+  REPORT_GRACE_S after it, or still running END_GRACE_S after the run's end is
+  killed, and its participants fail with ``worker_crashed``, the detail naming
+  the worker and saying it hung. A run is never held longer than that.
+- **Stop signals are relayed** (`StopSignals`). The first SIGINT, SIGTERM or
+  SIGHUP to the parent is sent on, as it is, to every worker: each ends its run as
+  at its duration and writes its report (`lkswarm.app.runner.run_until_stopped`),
+  the parent merges them and marks the merged report ``interrupted`` (the signal,
+  and the seconds since the start), and the CLI writes every output. A second
+  SIGINT is sent on too (the workers skip their grace periods) and whatever still
+  runs ABORT_GRACE_S later is killed. Before ``go`` a signal cancels the start:
+  the workers are killed and nobody was started. Workers run in a process group
+  of their own, so a Ctrl-C in a terminal reaches the parent alone, which decides.
+- **Workers die with the parent**, even on SIGKILL: each asks the kernel for
+  SIGTERM when its parent goes (``PR_SET_PDEATHSIG``), and the end of its stdin
+  (the parent's end of the pipe closes when it dies) tells it the same on any
+  system. An orphan stops its run, so its participants leave the server, and
+  exits ORPHAN_EXIT_S later at the latest, removing its files: nobody will read
+  its report.
+- **A live view of the whole run.** The workers' ``sample <json>`` lines are
+  what the live view draws: the parent combines the latest of each
+  (`lkswarm.engine.timeline.combine_snapshots`) into one panel. Only with a live
+  view do samples carry the rolling percentiles that cost the worker some CPU.
 - **One Prometheus endpoint.** With ``--prometheus``, each sample line also
   carries the worker's counters and histogram buckets, and the parent serves
   their sum on the one address (`lkswarm.observe.prometheus`): buckets add exactly.
@@ -42,6 +65,7 @@ import json
 import os
 import secrets
 import selectors
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,10 +75,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
-from lkswarm.app.runner import RunResult, resolve_url, run_scenario
-from lkswarm.app.server import LocalServer
+from lkswarm.app.runner import STOP_SIGNALS, RunResult, resolve_url, run_scenario
+from lkswarm.app.server import LocalServer, parent_death_signal
 from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
 from lkswarm.engine.outcome import WORKER_CRASHED
@@ -85,10 +110,23 @@ from lkswarm.report.thresholds import Threshold, evaluate
 
 READY_TIMEOUT_S = 300.0  # set-up, including the first encoding of the media clips on a fresh machine
 START_AHEAD_S = 0.5  # "go" names a time this far ahead, so every worker hears it before it passes
-EXIT_GRACE_S = 120.0  # after the run: room check, stop grace, media and probe collection, report
+# A worker writes a line every second from "go" to "ending": five seconds of silence is a stopped process
+# or a blocked event loop (whose run is spoiled anyway: its timers are seconds late), not a busy one.
+HUNG_AFTER_S = 5.0
+REPORT_GRACE_S = 30.0  # from "ending" to its exit: the report is built and written, nothing awaits the network
+# From the run's end to a worker's exit, while it still writes "alive": the room check, leaving (STOP_GRACE_S),
+# media and probe collection and closing (each bounded in the worker); a cap on one stuck without hanging.
+END_GRACE_S = 60.0
+STOPPED_GRACE_S = 30.0  # the same from a stop signal: no room check then
+ABORT_GRACE_S = 3.0  # after a second SIGINT: the workers skip every grace period and write what they have
+ORPHAN_EXIT_S = 3.0  # a worker whose parent is gone: time for its participants to leave the server
+POLL_S = 0.2  # how often the parent looks at its workers (and at the stop signals it got)
 READY_LINE = b"ready\n"
 SAMPLE_PREFIX = b"sample "
-TICK_S = 1.0  # how often the parent redraws the combined live view
+ALIVE_LINE = b"alive\n"
+ENDING_LINE = b"ending\n"
+TICK_S = 1.0  # how often the parent redraws the combined live view, and a worker says it is alive
+STOP_NOTE_PREFIX = "the run was stopped by "  # how a report's note on a stop signal begins
 
 
 def parse_workers(value: str | None, rooms: int) -> int:
@@ -126,6 +164,80 @@ class WorkerProcess:
     pending: bytes = b""
     latest: Snapshot | None = None  # its newest sample (set by the drain thread)
     exposition: Exposition | None = None  # its newest Prometheus figures, with that sample (--prometheus)
+    heard_at: float = 0.0  # monotonic time of its latest line (set by the drain thread from "go" on)
+    ending_at: float | None = None  # when it said "ending": its engine is done, its report comes next
+    killed_because: str | None = None  # why the parent killed it (it hung, a second SIGINT): its crash detail
+
+    @property
+    def name(self) -> str:
+        return f"worker {self.index} (pid {self.process.pid})"
+
+
+class StopSignals:
+    """The parent's stop signals (SIGINT, SIGTERM, SIGHUP), relayed to its workers.
+
+    Theory of operation: the handlers only record and forward; the parent's main loop acts on what
+    they recorded. Until ``go_at`` is set the workers are still setting up (and may not handle a
+    signal yet): a signal is recorded and the parent cancels the start. From then on the first
+    signal is sent on, as it is, to every worker, whose engine ends its run as at its duration and
+    writes its report naming the signal; the parent waits for them (bounded by STOPPED_GRACE_S).
+    A second SIGINT is sent on as well (a worker's second Ctrl-C skips its grace periods) and
+    ``aborted_at`` tells the main loop to kill whatever still runs ABORT_GRACE_S later. Other
+    repeats are ignored. A handler runs between two bytecodes of the main thread, so it writes its
+    message with ``os.write`` (a buffered stream may be in the middle of a write) and sends with
+    ``Popen.send_signal`` (which skips a worker already reaped). Handlers are installed from the
+    main thread only, and `restore` puts the previous ones back.
+    """
+
+    def __init__(self, procs: list[WorkerProcess]) -> None:
+        self.procs = procs
+        self.go_at: float | None = None  # the workers' time origin (unix time), once "go" is decided
+        self.signal_name: str | None = None  # the first stop signal's name
+        self.at_s = 0.0  # when it came, in seconds since the start
+        self.stopped_at: float | None = None  # ... and in monotonic time
+        self.forwarded = False  # the first signal reached the workers (it came after go_at was set)
+        self.aborted_at: float | None = None  # monotonic time of a second SIGINT
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers belong to the main thread (an embedding application keeps its own)
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def interrupted(self) -> dict[str, Any] | None:
+        """The merged report's ``interrupted`` key: the first signal and when it came; None without one."""
+        return None if self.signal_name is None else {"signal": self.signal_name, "at_s": self.at_s}
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        sig = signal.Signals(signum)
+        if self.signal_name is None:
+            self.signal_name, self.stopped_at = sig.name, time.monotonic()
+            self.at_s = round(max(0.0, time.time() - self.go_at), 3) if self.go_at is not None else 0.0
+            self.forwarded = self._forward(sig)
+            _say(f"{sig.name}: stopping the workers; the run's report is still written (Ctrl-C again: at once)")
+        elif sig == signal.SIGINT and self.aborted_at is None:
+            self.aborted_at = time.monotonic()
+            self._forward(sig)
+            _say(f"{sig.name} again: the workers leave at once")
+
+    def _forward(self, sig: signal.Signals) -> bool:
+        if self.go_at is None:
+            return False  # still setting up: the main loop cancels the start
+        for worker in self.procs:
+            with contextlib.suppress(OSError):
+                worker.process.send_signal(sig)
+        return True
+
+
+def _say(message: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(sys.stderr.fileno(), message.encode() + b"\n")
 
 
 def run_workers(
@@ -141,7 +253,8 @@ def run_workers(
     """Runs ``config`` in ``workers`` processes and returns the merged report (thresholds evaluated on it).
 
     ``on_sample`` (the live view) gets the workers' combined sample about once a second.
-    ``prometheus`` is served here, from the sum of the workers' latest figures.
+    ``prometheus`` is served here, from the sum of the workers' latest figures. A stop signal
+    ends the run early and the merged report says so in ``interrupted`` (see `StopSignals`).
     """
     check_workers(config, workers)
     if not config.run_tag:
@@ -149,99 +262,189 @@ def run_workers(
     url = resolve_url(config)
     local: LocalServer | None = None
     procs: list[WorkerProcess] = []
+    stops = StopSignals(procs)
     started_at = datetime.now(UTC)
+    started = False
     exporter = None if prometheus is None else _parent_exporter(prometheus, procs)
-    with tempfile.TemporaryDirectory(prefix="lkswarm-workers-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        try:
-            if exporter is not None:
-                exporter.start()
-            if url is None:
-                local = LocalServer(credentials)
-                local.start()
-                url = local.url
-                if on_server is not None:
-                    on_server(local)
-            job_config = config.model_copy(update={"url": url}).model_dump(mode="json")
-            env = {**os.environ, "LIVEKIT_API_KEY": credentials.api_key, "LIVEKIT_API_SECRET": credentials.api_secret}
-            env.pop("LIVEKIT_URL", None)  # the job's url is the one to use
-            for index in range(workers):
-                job = {
-                    "config": job_config,
-                    "worker": [index, workers],
-                    "stream_rolling": on_sample is not None,  # only the live view shows them
-                    "stream_exposition": prometheus is not None,
-                    "out": str(tmp / f"worker-{index}.json"),
-                }
-                procs.append(_spawn(index, job, tmp, env))
-            _await_ready(procs, time.monotonic() + READY_TIMEOUT_S)
-            go = f"go {time.time() + START_AHEAD_S!r}\n".encode()
-            for worker in procs:
-                _tell(worker, go)
-            _await_exit(procs, time.monotonic() + START_AHEAD_S + config.duration_s + EXIT_GRACE_S, on_sample)
-        finally:
-            for worker in procs:
-                _stop(worker)
-            if local is not None:
-                local.stop()
-            if exporter is not None:
-                exporter.stop()
-        reports: list[dict[str, Any]] = []
-        rows: list[dict[str, Any]] = []
-        summaries: list[dict[str, Any]] = []
-        for worker in procs:
-            result = _result_of(worker)
-            if result is None:
-                detail = credentials.redact(_death_detail(worker))
-                report = as_json(crashed_report(config, worker.index, workers, detail, started_at))
-            else:
-                report = result["report"]
-                rows += result.get("track_rows") or []
-            reports.append(report)
+    stops.install()
+    try:
+        with tempfile.TemporaryDirectory(prefix="lkswarm-workers-") as tmp_dir:
+            tmp = Path(tmp_dir)
+            try:
+                if exporter is not None:
+                    exporter.start()
+                if url is None and stops.signal_name is None:
+                    local = LocalServer(credentials)
+                    local.start()
+                    url = local.url
+                    if on_server is not None:
+                        on_server(local)
+                if stops.signal_name is None:
+                    assert url is not None
+                    streams = {"stream_rolling": on_sample is not None, "stream_exposition": prometheus is not None}
+                    _spawn_all(config, credentials, workers, url, tmp, procs, **streams)
+                    _await_ready(procs, time.monotonic() + READY_TIMEOUT_S, stops)
+                    started = _start(procs, stops)
+                if started:
+                    end_at = time.monotonic() + START_AHEAD_S + config.duration_s
+                    _await_exit(procs, stops, end_at, on_sample)
+            finally:
+                for worker in procs:
+                    _stop(worker)
+                if local is not None:
+                    local.stop()
+                if exporter is not None:
+                    exporter.stop()
+            reports, rows, summaries = _collect(config, credentials, workers, procs, started, started_at)
+    finally:
+        stops.restore()
+    merged = merge_reports(reports)
+    merged["config"] = config.model_dump(mode="json")
+    merged["workers"] = summaries
+    merged["target"] = {"url": url, "embedded_server": local is not None}
+    interrupted = stops.interrupted()
+    if interrupted is not None:
+        merged["interrupted"] = interrupted
+        merged["notes"] = _one_stop_note(merged.get("notes") or [], interrupted["signal"], started)
+    evaluate(merged, thresholds or [])
+    return RunResult(merged, rows)
+
+
+def _one_stop_note(notes: list[str], signal_name: str, started: bool) -> list[str]:
+    """``notes`` with one note on the stop: each worker wrote its own (`lkswarm.report.build`, at its own
+    ``at_s``, a few milliseconds apart) and the first is kept; before the start nobody wrote one."""
+    theirs = [note for note in notes if note.startswith(STOP_NOTE_PREFIX)]
+    if not started:
+        theirs = [f"{STOP_NOTE_PREFIX}{signal_name} before its start: no participant was started"]
+    return [note for note in notes if not note.startswith(STOP_NOTE_PREFIX)] + theirs[:1]
+
+
+def _spawn_all(
+    config: RunConfig,
+    credentials: Credentials,
+    workers: int,
+    url: str,
+    tmp: Path,
+    procs: list[WorkerProcess],
+    *,
+    stream_rolling: bool,
+    stream_exposition: bool,
+) -> None:
+    """Starts the worker processes (appended to ``procs`` one by one, so a failure leaves them stoppable)."""
+    job_config = config.model_copy(update={"url": url}).model_dump(mode="json")
+    env = {**os.environ, "LIVEKIT_API_KEY": credentials.api_key, "LIVEKIT_API_SECRET": credentials.api_secret}
+    env.pop("LIVEKIT_URL", None)  # the job's url is the one to use
+    for index in range(workers):
+        job = {
+            "config": job_config,
+            "worker": [index, workers],
+            "stream_samples": True,  # always: they are how the parent knows a worker is alive
+            "stream_rolling": stream_rolling,  # only the live view shows them
+            "stream_exposition": stream_exposition,
+            "out": str(tmp / f"worker-{index}.json"),
+            "parent_pid": os.getpid(),  # a worker that finds another parent knows this one is gone
+        }
+        procs.append(_spawn(index, job, tmp, env))
+
+
+def _start(procs: list[WorkerProcess], stops: StopSignals) -> bool:
+    """Sends ``go``, unless a stop signal came during set-up; returns whether the run started."""
+    # go_at first: a signal from now on is forwarded to the workers, one before it cancels the start.
+    stops.go_at = time.time() + START_AHEAD_S
+    if stops.signal_name is not None and not stops.forwarded:
+        return False
+    go = f"go {stops.go_at!r}\n".encode()
+    now = time.monotonic()
+    for worker in procs:
+        worker.heard_at = now  # silence is counted from here
+        _tell(worker, go)
+    return True
+
+
+def _collect(
+    config: RunConfig,
+    credentials: Credentials,
+    workers: int,
+    procs: list[WorkerProcess],
+    started: bool,
+    started_at: datetime,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each worker's report (a crashed or an unstarted one in its place), track rows and summary."""
+    reports: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    summaries: list[dict[str, Any]] = []
+    by_index = {worker.index: worker for worker in procs}
+    for index in range(workers):
+        worker = by_index.get(index)
+        result = _result_of(worker) if worker is not None and started else None
+        if not started:
+            report = as_json(unstarted_report(config, index, workers, started_at))
+        elif result is None:
+            detail = credentials.redact(_death_detail(worker)) if worker is not None else "never started"
+            report = as_json(crashed_report(config, index, workers, detail, started_at))
+        else:
+            report = result["report"]
+            rows += result.get("track_rows") or []
+        reports.append(report)
+        if worker is not None:
             summaries.append(
                 {
                     "index": worker.index,
                     "pid": worker.process.pid,
                     "exit_code": worker.process.returncode,
-                    "crashed": result is None,
+                    "crashed": started and result is None,
                     "scheduled": report["participants"]["scheduled"],
                     "cpu_s": (report.get("generator") or {}).get("cpu_s"),
                     "valid": (report.get("generator") or {}).get("valid"),
                 }
             )
-    merged = merge_reports(reports)
-    merged["config"] = config.model_dump(mode="json")
-    merged["workers"] = summaries
-    merged["target"] = {"url": url, "embedded_server": local is not None}
-    evaluate(merged, thresholds or [])
-    return RunResult(merged, rows)
+    return reports, rows, summaries
 
 
 def crashed_report(config: RunConfig, index: int, workers: int, detail: str, started_at: datetime) -> Report:
     """A report in which every participant of worker ``index`` failed with ``worker_crashed``."""
+    return _share_report(config, index, workers, started_at, crash_detail=detail)
+
+
+def unstarted_report(config: RunConfig, index: int, workers: int, started_at: datetime) -> Report:
+    """A report in which no participant of worker ``index`` was started (a stop signal came before the start)."""
+    return _share_report(config, index, workers, started_at, crash_detail=None)
+
+
+def _share_report(
+    config: RunConfig, index: int, workers: int, started_at: datetime, *, crash_detail: str | None
+) -> Report:
+    """Worker ``index``'s share of the plan, every participant failed (``crash_detail``) or not started (None)."""
     plan = worker_plan(config, (index, workers))
     rooms: dict[str, RoomRow] = {}
     for arrival in plan:
         name = config.room_name(arrival.room_index)
         row = rooms.setdefault(name, empty_room_row(name))
         row["scheduled"] += 1
-        count_outcome(row, WORKER_CRASHED.kind)
-    failed = len(plan)
+        if crash_detail is not None:
+            count_outcome(row, WORKER_CRASHED.kind)
+    failed = len(plan) if crash_detail is not None else 0
+    warnings = []
+    if crash_detail is not None:
+        warnings.append(
+            f"generator worker {index} of {workers} ended without a report ({crash_detail}): its {failed} "
+            f"participant(s) are counted as {WORKER_CRASHED}"
+        )
     return assemble_report(
         config=config,
         started_at=started_at,
         duration_s=0.0,
         participants=participants_section(
-            scheduled=failed,
+            scheduled=len(plan),
             started=0,
             joined=0,
             active=0,
             active_at_end=0,
             alive_at_end=0,
-            outcomes=outcomes_section({WORKER_CRASHED.kind: failed}, not_started=0),
+            outcomes=outcomes_section({WORKER_CRASHED.kind: failed}, not_started=len(plan) - failed),
             failures={WORKER_CRASHED.reason: failed} if failed else {},
             left_reasons={},
-            failure_details={str(WORKER_CRASHED): detail} if failed else {},
+            failure_details={str(WORKER_CRASHED): crash_detail or ""} if failed else {},
             ping_rtt_participants=0,
             departed=0,
         ),
@@ -251,10 +454,7 @@ def crashed_report(config: RunConfig, index: int, workers: int, detail: str, sta
         signal={},
         room_check={},
         generator={"valid": False},
-        warnings=[
-            f"generator worker {index} of {workers} ended without a report ({detail}): its {failed} "
-            f"participant(s) are counted as {WORKER_CRASHED}"
-        ],
+        warnings=warnings,
         notes=[],
         histograms={},
         timeline=None,
@@ -282,19 +482,22 @@ def _spawn(index: int, job: dict[str, Any], tmp: Path, env: dict[str, str]) -> W
             stdout=subprocess.PIPE,
             stderr=stderr,
             env=env,
+            # A group of its own: a Ctrl-C in a terminal reaches the parent alone, which relays it once the
+            # worker can take it (see StopSignals); a worker still setting up would die of it.
+            process_group=0,
         )
     return WorkerProcess(index, process, Path(job["out"]), stderr_path)
 
 
-def _await_ready(procs: list[WorkerProcess], deadline: float) -> None:
-    """Reads each worker's stdout until it says ``ready``, exits, or the deadline passes."""
+def _await_ready(procs: list[WorkerProcess], deadline: float, stops: StopSignals) -> None:
+    """Reads each worker's stdout until it says ``ready``, exits, the deadline passes or a stop signal comes."""
     with selectors.DefaultSelector() as selector:
         for worker in procs:
             assert worker.process.stdout is not None
             selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
         waiting = len(procs)
-        while waiting and time.monotonic() < deadline:
-            for key, _ in selector.select(timeout=max(0.0, deadline - time.monotonic())):
+        while waiting and time.monotonic() < deadline and stops.signal_name is None:
+            for key, _ in selector.select(timeout=min(POLL_S, max(0.0, deadline - time.monotonic()))):
                 worker = key.data
                 chunk = os.read(key.fd, 4096)
                 worker.pending += chunk
@@ -306,7 +509,7 @@ def _await_ready(procs: list[WorkerProcess], deadline: float) -> None:
         stdout = worker.process.stdout
         if worker.ready and stdout is not None:
             # Read on to the end, so that nothing a worker prints can fill the pipe and block it.
-            threading.Thread(target=_read_samples, args=(worker, stdout), daemon=True).start()
+            threading.Thread(target=_read_lines, args=(worker, stdout), daemon=True).start()
         elif worker.process.poll() is None:
             worker.process.kill()  # never got ready: counted as crashed
 
@@ -320,9 +523,13 @@ def _parent_exporter(address: str, procs: list[WorkerProcess]) -> BackgroundMetr
     return BackgroundMetricsServer(address, render)
 
 
-def _read_samples(worker: WorkerProcess, stream: IO[bytes]) -> None:
+def _read_lines(worker: WorkerProcess, stream: IO[bytes]) -> None:
+    """A worker's stdout after ``ready``: every line says it is alive; samples feed the live view."""
     for line in stream:
-        if line.startswith(SAMPLE_PREFIX):
+        worker.heard_at = time.monotonic()
+        if line == ENDING_LINE:
+            worker.ending_at = worker.heard_at
+        elif line.startswith(SAMPLE_PREFIX):
             with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
                 data = json.loads(line[len(SAMPLE_PREFIX) :])
                 snapshot = snapshot_from_dict(data)
@@ -342,18 +549,46 @@ def _tell(worker: WorkerProcess, line: bytes) -> None:
         pass  # it died meanwhile: counted as crashed
 
 
-def _await_exit(procs: list[WorkerProcess], deadline: float, on_sample: Callable[[Snapshot], None] | None) -> None:
-    while any(w.process.poll() is None for w in procs) and time.monotonic() < deadline:
-        running = next(w for w in procs if w.process.poll() is None)
+def _await_exit(
+    procs: list[WorkerProcess], stops: StopSignals, end_at: float, on_sample: Callable[[Snapshot], None] | None
+) -> None:
+    """Waits, from ``go``, until every worker has exited, killing the ones that hang (`_kill_reason`).
+
+    ``end_at`` is the monotonic time of the run's planned end. The live view is fed once a second.
+    """
+    next_view_at = time.monotonic() + TICK_S
+    while running := [w for w in procs if w.process.poll() is None]:
+        now = time.monotonic()
+        for worker in running:
+            reason = _kill_reason(worker, now, stops, end_at)
+            if reason is not None:
+                worker.killed_because = reason
+                worker.process.kill()  # SIGKILL ends a stopped process too
         with contextlib.suppress(subprocess.TimeoutExpired):
-            running.process.wait(timeout=min(TICK_S, max(0.01, deadline - time.monotonic())))
+            running[0].process.wait(timeout=POLL_S)
         latest = [w.latest for w in procs if w.latest is not None]
-        if on_sample is not None and latest:
+        if on_sample is not None and latest and time.monotonic() >= next_view_at:
+            next_view_at += TICK_S
             on_sample(combine_snapshots(latest))
-    for worker in procs:
-        if worker.process.poll() is None:
-            worker.process.kill()  # hung: whatever it wrote is not trusted
-            worker.process.wait()
+
+
+def _kill_reason(worker: WorkerProcess, now: float, stops: StopSignals, end_at: float) -> str | None:
+    """Why a running worker must be killed now, or None: the states of the module docstring's liveness rule."""
+    if stops.aborted_at is not None and now - stops.aborted_at > ABORT_GRACE_S:
+        return f"{worker.name} still running {ABORT_GRACE_S:g} s after a second SIGINT: killed before its report"
+    if worker.ending_at is not None:  # its engine is done; only the report is left to write
+        if now - worker.ending_at > REPORT_GRACE_S:
+            return f"{worker.name} hung: no report {now - worker.ending_at:.0f} s after its run ended"
+        return None
+    silent_s = now - worker.heard_at
+    if silent_s > HUNG_AFTER_S:
+        return f"{worker.name} hung: no sample for {silent_s:.0f} s"
+    end, deadline = end_at, end_at + END_GRACE_S  # alive, but stuck somewhere after its run's end
+    if stops.stopped_at is not None:  # a stop signal ended the run: no room check, a shorter wait
+        end, deadline = min(end, stops.stopped_at), min(deadline, stops.stopped_at + STOPPED_GRACE_S)
+    if now > deadline:
+        return f"{worker.name} hung: still running {now - end:.0f} s after the end of its run"
+    return None
 
 
 def _stop(worker: WorkerProcess) -> None:
@@ -377,6 +612,8 @@ def _result_of(worker: WorkerProcess) -> dict[str, Any] | None:
 
 
 def _death_detail(worker: WorkerProcess) -> str:
+    if worker.killed_because is not None:
+        return worker.killed_because
     try:
         lines = worker.stderr_path.read_text(errors="replace").strip().splitlines()
     except OSError:
@@ -398,22 +635,32 @@ def run_worker_job(job_path: Path) -> int:
     except (OSError, ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
         print(f"lkswarm worker: {job_path} is not a job written by `lkswarm run --workers`: {exc}", file=sys.stderr)
         return 2
+    parent_pid = job.get("parent_pid")
+    if isinstance(parent_pid, int):
+        parent_death_signal(signal.SIGTERM)  # set first, then checked: the parent may have died before
+        if os.getppid() != parent_pid:
+            return 1
     credentials = Credentials.from_env()
     rolling, exposition = bool(job.get("stream_rolling")), bool(job.get("stream_exposition"))
-    observers: list[Observer] = [SampleStream(rolling, exposition)] if rolling or exposition else []
+    streams = rolling or exposition or bool(job.get("stream_samples"))
+    observers: list[Observer] = [SampleStream(rolling, exposition)] if streams else []
+    link = ParentLink(sys.stdin.fileno(), job_path)
+    link.start()
 
     async def start_gate() -> float:
         os.write(sys.stdout.fileno(), READY_LINE)
-        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.readline)
-        word, _, at = line.decode(errors="replace").partition(" ")
-        if word != "go":
+        await asyncio.to_thread(link.heard.wait)
+        if link.go_at is None:
             raise LkswarmError("the parent process went away before the start")
-        return float(at)
+        return link.go_at
 
     try:
         result = run_scenario(config, credentials, observers=observers, worker=(index, workers), start_gate=start_gate)
     except LkswarmError as exc:
         print(f"worker {index}: {credentials.redact(str(exc))}", file=sys.stderr)
+        return 1
+    if link.gone:
+        link.remove_files()  # nobody will read the report
         return 1
     out = Path(job["out"])
     tmp = out.with_suffix(".tmp")
@@ -422,17 +669,78 @@ def run_worker_job(job_path: Path) -> int:
     return 0
 
 
+class ParentLink:
+    """A worker's end of the pipe from its parent (its stdin), read by a thread of its own.
+
+    ``go <unix time>`` starts the run. The end of the file means the parent is gone: it holds the only
+    write end and closes it only after the worker has exited. An orphan stops its run as on SIGTERM
+    (its participants leave the server politely, and the engine's handler takes it; a second one from
+    PR_SET_PDEATHSIG changes nothing), then exits ORPHAN_EXIT_S later whatever it is doing, having
+    removed its files: nobody will read its report.
+    """
+
+    def __init__(self, stdin_fd: int, job_path: Path) -> None:
+        self.go_at: float | None = None
+        self.gone = False
+        self.heard = threading.Event()  # "go", or the end of the pipe
+        self._fd = stdin_fd
+        self._job_path = job_path
+
+    def start(self) -> None:
+        threading.Thread(target=self._read, name="lkswarm-parent-link", daemon=True).start()
+
+    def remove_files(self) -> None:
+        """Removes this worker's job, stderr and report files, and the job directory once it is empty."""
+        directory = self._job_path.parent
+        prefix = self._job_path.name.partition(".")[0] + "."  # worker-N.
+        with contextlib.suppress(OSError):
+            for path in directory.iterdir():
+                if path.name.startswith(prefix):
+                    path.unlink(missing_ok=True)
+            directory.rmdir()  # fails while another worker's files are there: the last one removes it
+
+    def _read(self) -> None:
+        # The raw descriptor, not sys.stdin: a daemon thread blocked inside a buffered reader holds its lock,
+        # and the interpreter aborts at exit when it finds that lock taken.
+        pending = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(self._fd, 4096):
+                pending += chunk
+                while b"\n" in pending:
+                    line, _, pending = pending.partition(b"\n")
+                    self._on_line(line.decode(errors="replace").strip())
+        self.gone = True
+        self.heard.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_EXIT_S)
+        self.remove_files()
+        os._exit(1)
+
+    def _on_line(self, line: str) -> None:
+        word, _, rest = line.partition(" ")
+        if word == "go" and self.go_at is None:
+            with contextlib.suppress(ValueError):
+                self.go_at = float(rest)
+            self.heard.set()
+
+
 class SampleStream:
     """A worker's observer: each sample as one line for the parent, with its rolling percentiles for
-    the live view (``with_rolling``) and its Prometheus figures for ``/metrics`` (``with_exposition``)."""
+    the live view (``with_rolling``) and its Prometheus figures for ``/metrics`` (``with_exposition``).
+
+    It also says ``alive`` every second until the engine stops it (samples end with the run's clock;
+    the room check, leaving and closing come after), then ``ending``: see the module's liveness rule.
+    """
 
     def __init__(self, with_rolling: bool, with_exposition: bool) -> None:
         self._info: RunInfo | None = None
+        self._beat: asyncio.Task[None] | None = None
         self.with_rolling = with_rolling
         self.with_exposition = with_exposition
 
     async def start(self, info: RunInfo) -> None:
         self._info = info
+        self._beat = asyncio.get_running_loop().create_task(self._beat_every_second())
 
     def on_sample(self, snapshot: Snapshot) -> None:
         data: dict[str, Any] = {}
@@ -441,9 +749,21 @@ class SampleStream:
                 snapshot.rolling_ms = rolling_ms(self._info.metrics, time.perf_counter())
             if self.with_exposition:
                 data["exposition"] = exposition_to_dict(exposition_of(self._info, snapshot))
-        line = SAMPLE_PREFIX + json.dumps({**dataclasses.asdict(snapshot), **data}).encode() + b"\n"
-        with contextlib.suppress(OSError):  # the parent went away: the run goes on and reports
-            os.write(sys.stdout.fileno(), line)
+        _to_parent(SAMPLE_PREFIX + json.dumps({**dataclasses.asdict(snapshot), **data}).encode() + b"\n")
 
     async def stop(self) -> None:
-        pass
+        if self._beat is not None:
+            self._beat.cancel()
+        _to_parent(ENDING_LINE)
+
+    @staticmethod
+    async def _beat_every_second() -> None:
+        # From the event loop, not a thread: a blocked loop must fall silent.
+        while True:
+            await asyncio.sleep(TICK_S)
+            _to_parent(ALIVE_LINE)
+
+
+def _to_parent(line: bytes) -> None:
+    with contextlib.suppress(OSError):  # the parent went away: ParentLink sees to it
+        os.write(sys.stdout.fileno(), line)

@@ -32,6 +32,7 @@ from lkswarm.cli.options import (
     JsonFramesOpt,
     JsonPathOpt,
     LayoutOpt,
+    MaxFrameBytesOpt,
     ParticipantsOpt,
     PresetOpt,
     ProbeFractionOpt,
@@ -160,6 +161,7 @@ def run(
     layout: LayoutOpt = None,
     simulate_speakers: SimulateSpeakersOpt = False,
     json_frames: JsonFramesOpt = False,
+    max_frame_bytes: MaxFrameBytesOpt = None,
     resume_on_disconnect: ResumeOnDisconnectOpt = None,
     verify_rooms: VerifyRoomsOpt = None,
     seed: SeedOpt = None,
@@ -174,13 +176,14 @@ def run(
 ) -> None:
     """Run participants against a LiveKit server and report what happened to each of them.
 
-    Exit codes: 0 pass; 99 a threshold failed; 1 run error (without thresholds: any failure); 2 bad usage;
-    130/143/129 stopped by SIGINT/SIGTERM/SIGHUP (a first signal ends the run early and still writes every
-    output; a second Ctrl-C skips the grace periods).
+    Exit codes: 0 pass; 99 a threshold failed; 1 run error (without thresholds: any failure); 2 bad usage
+    (an output path that cannot be written included: checked before the run); 3 an output could not be
+    written at the end (the others were); 130/143/129 stopped by SIGINT/SIGTERM/SIGHUP (a first signal
+    ends the run early and still writes every output; a second Ctrl-C skips the grace periods).
     """
     from lkswarm.app.runner import check_cloud_guard, check_probe_network, check_url, run_scenario
     from lkswarm.app.scenario import Scenario, first_error, load_preset, load_scenario, merge_flags
-    from lkswarm.app.workers import check_workers, parse_workers, run_workers
+    from lkswarm.app.workers import check_workers, parse_workers
     from lkswarm.config import RunConfig
     from lkswarm.engine.timeline import Observer
     from lkswarm.probe.seats import probe_count
@@ -210,6 +213,7 @@ def run(
         "signal_only": signal_only or None,
         "talk_spurts": simulate_speakers or None,
         "json_frames": json_frames or None,
+        "max_frame_bytes": max_frame_bytes,
         "insecure": insecure or None,
         "ca_file": ca_file,
         "server_metrics": server_metrics,
@@ -227,6 +231,9 @@ def run(
         check_probe_network(config)
         worker_count = parse_workers(workers, config.rooms)
         check_workers(config, worker_count)
+        from lkswarm.cli.reports import check_output_paths
+
+        check_output_paths(json_path=json_path, html_path=html_path, csv_dir=csv_dir)  # before the run: exit 2
         observers: list[Observer] = []
         if prometheus is not None:
             from lkswarm.observe.prometheus import PrometheusExporter, check_bindable
@@ -253,25 +260,7 @@ def run(
         stdout.print(f"{worker_count} generator processes, rooms split among them")
     try:
         if worker_count > 1:
-            combined_view = None
-            if not quiet and stderr.is_terminal:
-                from lkswarm.observe.live import LiveView
-
-                combined_view = LiveView(stderr)
-                combined_view.open(config.duration_s)
-            try:
-                result = run_workers(
-                    config,
-                    credentials,
-                    worker_count,
-                    on_server=announce,
-                    thresholds=thresholds,
-                    prometheus=prometheus,
-                    on_sample=combined_view.on_sample if combined_view is not None else None,
-                )
-            finally:
-                if combined_view is not None:
-                    combined_view.close()
+            result = _run_workers_with_view(config, credentials, worker_count, announce, thresholds, prometheus, quiet)
         else:
             result = run_scenario(config, credentials, on_server=announce, observers=observers, thresholds=thresholds)
         written = write_outputs(
@@ -285,6 +274,39 @@ def run(
         for path in written:
             stdout.print(f"wrote {path}", highlight=False)
     raise typer.Exit(exit_code(report))
+
+
+def _run_workers_with_view(
+    config: Any,
+    credentials: Credentials,
+    worker_count: int,
+    announce: Callable[[LocalServer], None],
+    thresholds: Any,
+    prometheus: str | None,
+    quiet: bool,
+) -> Any:
+    """``run --workers N``: the workers' merged run, with one live view of them all on a terminal."""
+    from lkswarm.app.workers import run_workers
+
+    combined_view = None
+    if not quiet and stderr.is_terminal:
+        from lkswarm.observe.live import LiveView
+
+        combined_view = LiveView(stderr)
+        combined_view.open(config.duration_s)
+    try:
+        return run_workers(
+            config,
+            credentials,
+            worker_count,
+            on_server=announce,
+            thresholds=thresholds,
+            prometheus=prometheus,
+            on_sample=combined_view.on_sample if combined_view is not None else None,
+        )
+    finally:
+        if combined_view is not None:
+            combined_view.close()
 
 
 @app.command(hidden=True)

@@ -159,6 +159,14 @@ JsonFramesOpt = Annotated[
     bool,
     typer.Option("--json-frames", help="Send JSON text frames instead of binary protobuf.", rich_help_panel=BEHAVIOUR),
 ]
+MaxFrameBytesOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Largest signal frame (or fragmented message) a participant accepts; a bigger one fails it with "
+        "frame_too_large before it is buffered. All connections together buffer at most 4 of them. (default 16 MiB)",
+        rich_help_panel=BEHAVIOUR,
+    ),
+]
 ResumeOnDisconnectOpt = Annotated[
     bool | None,
     typer.Option(help="Resume (reconnect=1) when a WebSocket drops.", rich_help_panel=BEHAVIOUR),

@@ -1,19 +1,37 @@
-"""``lkswarm report`` and ``lkswarm merge``, and `write_outputs`, which ``lkswarm run`` uses for its files."""
+"""``lkswarm report`` and ``lkswarm merge``; `check_output_paths` and `write_outputs`, which ``lkswarm run`` uses too.
+
+The outputs' contract, for all three commands:
+
+- every output path is checked before any work (`check_output_paths`): a path that cannot be written, or
+  two outputs on one path, is a usage error (exit 2) that costs nobody a run;
+- every file is written whole or not at all (`lkswarm.report.csv_tables.write_atomically`): a failed
+  write leaves the file that was there;
+- an output that still fails at the end does not cost the others: they are written, each failure is one
+  error line, and the exit code is `EXIT_OUTPUT_FAILED`.
+
+Report files read back are checked against the schema (`lkswarm.report.validate`): a broken one is a
+one-line error naming the file and the key (exit 1, like any report that cannot be read), never a traceback.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 
 from lkswarm.cli.output import fail, print_report, stdout
-from lkswarm.errors import ReportError
+from lkswarm.errors import ConfigError, ReportError
 
 # The report modules (hdrh, plotly, the media tier's CSV writer) are imported inside the commands, so that
 # registering them keeps `lkswarm --help` fast.
 
+EXIT_OUTPUT_FAILED = 3  # an output could not be written at the end; the others were (0/1/2/99/128+N are taken)
+# The files `--csv DIR` writes: an output of another kind must not be one of them.
+CSV_TABLE_FILES = ("phases.csv", "rooms.csv", "failures.csv", "timeline.csv", "tracks.csv")
 
 JsonOut = Annotated[Path | None, typer.Option("--json", help="Write the report (lkswarm.report/1) here.")]
 HtmlOut = Annotated[
@@ -25,8 +43,87 @@ CsvOut = Annotated[
 ]
 
 
+# -- before any work: can every output be written? ------------------------------------------------------
+
+
+def check_output_paths(
+    *, json_path: Path | None = None, html_path: Path | None = None, csv_dir: Path | None = None
+) -> None:
+    """Raises ConfigError (one line: a usage error, exit 2) unless every output given can be written.
+
+    A file output must not be a folder, a ``--csv`` folder not a file, each needs a folder it can create
+    files in (or a missing one it can create), and no two outputs may name the same path. It tries rather
+    than trusts permission bits (root ignores them; ``/proc`` refuses root): it creates, then removes, a
+    probe file or folder, and leaves nothing behind.
+    """
+    files = [(flag, path) for flag, path in (("--json", json_path), ("--html", html_path)) if path is not None]
+    for flag, path in files:
+        _check_file_output(flag, path)
+    if csv_dir is not None:
+        _check_folder_output(csv_dir)
+    _check_distinct(files, csv_dir)
+
+
+def _check_file_output(flag: str, path: Path) -> None:
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give a file path")
+    if path.exists() and not path.is_file():  # /dev/stdout, a FIFO: written in place, if writable
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"cannot write {flag} {path}: permission denied")
+        return
+    if path.is_file() and not os.access(path, os.W_OK):  # replacing it would work, but its mode says no
+        raise ConfigError(f"cannot write {flag} {path}: the file is read-only")
+    _check_can_create_in(flag, path, path.parent)
+
+
+def _check_folder_output(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--csv {folder} is a file; give a folder for the CSV tables")
+    _check_can_create_in("--csv", folder, folder)
+
+
+def _check_can_create_in(flag: str, path: Path, folder: Path) -> None:
+    """A file can be created in ``folder``, or ``folder`` (and the folders above it that are missing) can be."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"cannot write {flag} {path}: {existing} is a file, not a folder")
+    probe = existing / f".lkswarm-probe-{secrets.token_hex(4)}"
+    try:
+        if existing == folder:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            probe.unlink()
+        else:
+            probe.mkdir()
+            probe.rmdir()
+    except OSError as exc:
+        what = "create files in" if existing == folder else "create a folder in"
+        raise ConfigError(f"cannot write {flag} {path}: cannot {what} {existing} ({exc.strerror or exc})") from None
+
+
+def _check_distinct(files: list[tuple[str, Path]], csv_dir: Path | None) -> None:
+    """No two outputs on one path: one would overwrite the other."""
+    real = [(flag, path, Path(os.path.realpath(path))) for flag, path in files]
+    for i, (flag, path, where) in enumerate(real):
+        for other_flag, _, other_where in real[i + 1 :]:
+            if where == other_where:
+                raise ConfigError(f"{flag} and {other_flag} both name {path}; give each output its own path")
+    if csv_dir is None:
+        return
+    folder = Path(os.path.realpath(csv_dir))
+    for flag, path, where in real:
+        if folder.is_relative_to(where):  # the same path, or the folder inside the file's path
+            raise ConfigError(f"{flag} {path} and --csv {csv_dir} overlap; give each output its own path")
+        if where.parent == folder and where.name in CSV_TABLE_FILES:
+            raise ConfigError(f"{flag} {path} is one of the tables --csv {csv_dir} writes; give it another path")
+
+
+# -- reading reports -----------------------------------------------------------------------------------
+
+
 def load_report(path: Path) -> dict[str, Any]:
-    """Reads one lkswarm.report/1 JSON file; ReportError (one line) when it is missing, not JSON or another schema."""
+    """Reads one lkswarm.report/1 JSON file and checks it against the schema; ReportError (one line) otherwise."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -35,21 +132,35 @@ def load_report(path: Path) -> dict[str, Any]:
         raise ReportError(f"{path}: is a folder, not a report file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ReportError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    from lkswarm.report.validate import parse_report_json, validate_report
+
+    return validate_report(parse_report_json(text, str(path)), str(path))
+
+
+# -- writing outputs -------------------------------------------------------------------------------------
+
+
+def _report_json(report: dict[str, Any], path: Path) -> str:
+    """The report as JSON text; ReportError where it holds a NaN or an infinity, which JSON has no way to say."""
     try:
-        report = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    from lkswarm.report.merge import check_schema
+        return json.dumps(report, indent=2, allow_nan=False) + "\n"
+    except ValueError:
+        from lkswarm.report.validate import non_finite_path
 
-    return check_schema(report, str(path))
+        where = non_finite_path(report)
+        raise ReportError(f"cannot write --json {path}: the report holds a non-finite number at {where}") from None
 
 
-def _write_text(path: Path, text: str) -> None:
+def _write_text(flag: str, path: Path, text: str) -> None:
+    from lkswarm.report.csv_tables import write_atomically
+
+    def fill(handle: TextIO) -> None:
+        handle.write(text)
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        write_atomically(path, fill)
     except OSError as exc:
-        raise ReportError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise ReportError(f"cannot write {flag} {path}: {exc.strerror or exc}") from None
 
 
 def write_outputs(
@@ -60,21 +171,44 @@ def write_outputs(
     csv_dir: Path | None = None,
     track_rows: list[dict[str, Any]] | None = None,
 ) -> list[Path]:
-    """Writes each output asked for; returns the paths written. Raises ReportError when one cannot be written."""
+    """Writes each output asked for, each file whole or not at all; returns the paths written.
+
+    One that fails does not stop the others: once all were tried, each failure is printed as one error
+    line, what was written is listed, and typer.Exit(`EXIT_OUTPUT_FAILED`) ends the command.
+    """
     written: list[Path] = []
+    failures: list[str] = []
     if json_path is not None:
-        _write_text(json_path, json.dumps(report, indent=2) + "\n")
-        written.append(json_path)
+        try:
+            _write_text("--json", json_path, _report_json(report, json_path))
+            written.append(json_path)
+        except ReportError as exc:
+            failures.append(str(exc))
     if csv_dir is not None:
         from lkswarm.report.csv_tables import write_csv_tables
 
-        written += write_csv_tables(report, csv_dir, track_rows=track_rows)
+        try:
+            written += write_csv_tables(report, csv_dir, track_rows=track_rows)
+        except ReportError as exc:
+            failures.append(str(exc))
     if html_path is not None:
         from lkswarm.report.html_page import render_html
 
-        _write_text(html_path, render_html(report))
-        written.append(html_path)
+        try:
+            _write_text("--html", html_path, render_html(report))
+            written.append(html_path)
+        except ReportError as exc:
+            failures.append(str(exc))
+    if failures:
+        for path in written:
+            stdout.print(f"wrote {path}", highlight=False)
+        for failure in failures[:-1]:
+            fail(failure)  # prints its error line; the exit code is the last one's
+        raise fail(failures[-1], EXIT_OUTPUT_FAILED)
     return written
+
+
+# -- the commands ----------------------------------------------------------------------------------------
 
 
 def report_command(
@@ -83,16 +217,39 @@ def report_command(
     csv_dir: CsvOut = None,
     json_path: JsonOut = None,
 ) -> None:
-    """Re-render a saved report: print its summary, or write it as HTML, CSV tables or JSON."""
+    """Re-render a saved report: print its summary, or write it as HTML, CSV tables or JSON.
+
+    Exit codes: 0 done; 1 the report cannot be read (not JSON, another schema, a key that breaks it);
+    2 bad usage (no such file, an output path that cannot be written); 3 an output failed at the end.
+    """
+    try:
+        check_output_paths(json_path=json_path, html_path=html_path, csv_dir=csv_dir)
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from None
     try:
         report = load_report(run_json)
-        written = write_outputs(report, json_path=json_path, html_path=html_path, csv_dir=csv_dir)
     except ReportError as exc:
         raise fail(str(exc), 2 if not run_json.exists() else 1) from None
+    written = write_outputs(report, json_path=json_path, html_path=html_path, csv_dir=csv_dir)
     if not written:
         print_report(report)
     for path in written:
         stdout.print(f"wrote {path}", highlight=False)
+
+
+def _check_inputs(inputs: list[Path]) -> None:
+    """Usage errors of ``merge``'s inputs: too few, missing, or one file given twice."""
+    if len(inputs) < 2:
+        raise fail("merge needs at least two reports", 2)
+    missing = [str(path) for path in inputs if not path.is_file()]
+    if missing:
+        raise fail(f"no such report file: {', '.join(missing)}", 2)
+    seen: dict[Path, Path] = {}
+    for path in inputs:
+        real = Path(os.path.realpath(path))
+        if real in seen:
+            raise fail(f"{path} is the same file as {seen[real]}: merging a run twice doubles its counts", 2)
+        seen[real] = path
 
 
 def merge_command(
@@ -101,19 +258,30 @@ def merge_command(
     html_path: HtmlOut = None,
     csv_dir: CsvOut = None,
 ) -> None:
-    """Merge reports of several generator processes into one: counts add, histograms merge losslessly."""
-    if len(inputs) < 2:
-        raise fail("merge needs at least two reports", 2)
-    if json_path is None and html_path is None and csv_dir is None:
+    """Merge reports of several generator processes into one: counts add, histograms merge losslessly.
+
+    Exit codes: 0 done; 1 a report cannot be read or merged; 2 bad usage (fewer than two reports, a
+    missing file, the same run twice, an output path that cannot be written); 3 an output failed at the end.
+    """
+    if len(inputs) >= 2 and json_path is None and html_path is None and csv_dir is None:
         raise fail("nothing to write: give --json PATH (and/or --html PATH, --csv DIR)", 2)
-    missing = [str(path) for path in inputs if not path.is_file()]
-    if missing:
-        raise fail(f"no such report file: {', '.join(missing)}", 2)
-    from lkswarm.report.merge import merge_reports
+    _check_inputs(inputs)
+    try:
+        check_output_paths(json_path=json_path, html_path=html_path, csv_dir=csv_dir)
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from None
+    from lkswarm.report.merge import find_duplicate, merge_reports
 
     try:
-        merged = merge_reports([load_report(path) for path in inputs])
-        written = write_outputs(merged, json_path=json_path, html_path=html_path, csv_dir=csv_dir)
+        reports = [load_report(path) for path in inputs]
+    except ReportError as exc:
+        raise fail(str(exc), 1) from None
+    duplicate = find_duplicate(reports)
+    if duplicate is not None:
+        first, second, how = duplicate
+        raise fail(f"{inputs[second]} and {inputs[first]} hold one run ({how}): merging it twice doubles its counts", 2)
+    try:
+        merged = merge_reports(reports)
     except ReportError as exc:
         raise fail(str(exc), 1) from None
     p = merged["participants"]
@@ -122,6 +290,7 @@ def merge_command(
         f"join_response p99 {merged['latency_ms'].get('join_response', {}).get('p99', 0.0):.1f} ms",
         highlight=False,
     )
+    written = write_outputs(merged, json_path=json_path, html_path=html_path, csv_dir=csv_dir)
     for path in written:
         stdout.print(f"wrote {path}", highlight=False)
 

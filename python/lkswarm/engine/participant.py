@@ -207,6 +207,7 @@ class ParticipantDriver:
                 self.ctx.endpoint,
                 self._rtc_path(resume),
                 lambda event: self._on_ws_event(event, generation),
+                max_frame_bytes=self.ctx.config.max_frame_bytes,
             )
         except SignalError as exc:
             if generation == self._generation:
@@ -318,16 +319,19 @@ class ParticipantDriver:
             self._connection = None
             if self._stopping or self.outcome:
                 return
-            if session.state is SessionState.JOINED and self.ctx.config.resume_on_disconnect:
-                self._start_resume()
+            if session.state is SessionState.JOINED and self.ctx.config.resume_on_disconnect and not event.cause:
+                self._start_resume()  # not after our own refusal (a frame over the limit): that would repeat
             elif self._reconnect is not None and session.state is not SessionState.JOINED:
                 # The attempt's WebSocket closed before the server answered it (a server still starting).
                 detail = f"WebSocket closed (code {event.code}) {event.reason}".strip()
-                self._attempt_failed(session.state is SessionState.RESUMING, Outcome.failed("signal_closed"), detail)
+                self._attempt_failed(
+                    session.state is SessionState.RESUMING, Outcome.failed(event.cause or "signal_closed"), detail
+                )
             else:
                 session.connection_closed(f"code {event.code}")
                 self.finish(
-                    Outcome.failed("signal_closed"), f"WebSocket closed (code {event.code}) {event.reason}".strip()
+                    Outcome.failed(event.cause or "signal_closed"),
+                    f"WebSocket closed (code {event.code}) {event.reason}".strip(),
                 )
 
     def _pump(self, now: float) -> None:

@@ -2,14 +2,21 @@
 
 Every table is written even when the report has no rows for it (header only), so scripts that read a
 folder of runs find the same files and columns in each.
+
+`write_atomically` is how every output file is written (these tables, and the JSON and HTML of
+`lkswarm.cli.reports`): whole or not at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
-from collections.abc import Iterable, Sequence
+import os
+import secrets
+import stat
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from lkswarm.engine.timeline import TIMELINE_FIELDS
 from lkswarm.errors import ReportError
@@ -74,12 +81,50 @@ def timeline_rows(timeline: dict[str, Any], columns: Sequence[str]) -> list[dict
     return rows
 
 
+def write_atomically(path: Path, write: Callable[[TextIO], None]) -> None:
+    """Writes ``path`` (UTF-8) whole or not at all: ``write`` fills a temporary file beside it, renamed over it.
+
+    A write that fails midway (a full disk, ``ulimit -f``, an exception in ``write``) leaves the file that
+    was at ``path`` as it was, and no temporary file. Creates the parent folders. Raises OSError.
+    """
+    # Through a symlink to the file it names, as a plain write would; the rename must stay on its filesystem.
+    path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file() and not path.is_dir():
+        # /dev/stdout, a FIFO: there is no file to keep, and renaming over a device would replace it.
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            write(handle)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            # 0o666 less the umask, as for any new file; an existing file keeps its mode below.
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            with contextlib.suppress(FileNotFoundError):
+                os.fchmod(handle.fileno(), stat.S_IMODE(os.stat(path).st_mode))
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before the rename, or a crash could leave an empty file
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+
+
 def _write(path: Path, fields: Sequence[str], rows: Iterable[dict[str, Any]]) -> Path:
-    with path.open("w", newline="") as handle:
+    def fill(handle: TextIO) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
         writer.writeheader()
         # csv writes None (a missing sample) as an empty cell.
         writer.writerows(rows)
+
+    write_atomically(path, fill)
     return path
 
 
@@ -116,11 +161,13 @@ CSV_ROUNDING = (("bitrate_bps", None), ("jitter_ms", 3))
 
 def write_track_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     """Per-track receive detail: one row per (subscriber, track)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
+
+    def fill(handle: TextIO) -> None:
         writer = csv.DictWriter(handle, fieldnames=TRACK_CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             # Whole bits per second and microseconds of jitter: the rest is noise in a spreadsheet.
             rounded = {key: round(row[key], digits) for key, digits in CSV_ROUNDING if isinstance(row.get(key), float)}
             writer.writerow({**row, **rounded})
+
+    write_atomically(path, fill)

@@ -8,6 +8,8 @@ percentiles become the worst input's) and the merged report says so in ``notes``
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -18,6 +20,7 @@ from lkswarm import __version__
 from lkswarm.errors import ReportError
 from lkswarm.metrics import new_histogram, summarize
 from lkswarm.report.build import SCHEMA
+from lkswarm.report.validate import check_schema  # it lived here; importing it from merge still works
 
 # Timeline series of current or per-interval values (the rest are cumulative counts): a run that has ended
 # contributes 0 to them. join_count counts the joins completed within each interval.
@@ -28,16 +31,6 @@ _MAX_SERIES = frozenset({"join_p50_ms", "join_p99_ms", "loop_lag_p99_ms"})
 _GENERATOR_MIN = frozenset({"fd_limit"})
 _PERCENTILE_KEYS = ("p50", "p90", "p99", "p999")
 _ROOM_PERCENTILES = ("join_p50_ms", "join_p99_ms")
-
-
-def check_schema(report: Any, where: str) -> dict[str, Any]:
-    """Returns ``report`` when it is a mapping of schema lkswarm.report/1; raises ReportError otherwise."""
-    if not isinstance(report, dict):
-        raise ReportError(f"{where} is not a report (expected a JSON object with schema {SCHEMA!r})")
-    schema = report.get("schema")
-    if schema != SCHEMA:
-        raise ReportError(f"{where} has schema {schema!r}; this lkswarm reads {SCHEMA!r}")
-    return report
 
 
 def decode_histogram(encoded: str, where: str) -> HdrHistogram:
@@ -271,6 +264,59 @@ def _duration_s(reports: list[dict[str, Any]]) -> tuple[str, float]:
 
 def _union(lists: Iterable[Iterable[str]]) -> list[str]:
     return list(dict.fromkeys(item for items in lists for item in items))
+
+
+def find_duplicate(reports: list[dict[str, Any]]) -> tuple[int, int, str] | None:
+    """The first pair ``(i, j)``, i < j, of ``reports`` that hold the same run, and how it shows; None if none do.
+
+    Merging a run twice doubles its counts. The same run shows as the same content (whatever the key order
+    or whitespace on disk); as the same start, config (its ``run_tag`` is random per run) and rooms (the
+    workers of one ``--workers`` run share the first two, not their rooms); or, for a report that is itself
+    a merge, as an input named in its ``merged_from`` (by start, duration, version and target).
+    """
+    digests: dict[str, int] = {}
+    runs: dict[str, int] = {}  # a plain report's run -> its index
+    plain: dict[str, int] = {}  # a plain report's entry as merged_from would name it -> its index
+    merged: dict[str, int] = {}  # an entry of a merged report's merged_from -> that report's index
+    for j, report in enumerate(reports):
+        digest = _digest(report)
+        if digest in digests:
+            return digests[digest], j, "identical content"
+        digests[digest] = j
+        merged_from = report.get("merged_from")
+        if isinstance(merged_from, list):
+            entries = {_digest(_entry(row)) for row in merged_from if isinstance(row, dict)}
+            earlier = [i for entry in entries for i in (plain.get(entry), merged.get(entry)) if i is not None]
+            if earlier:
+                return min(earlier), j, "one already merges the other's run"
+            merged.update(dict.fromkeys(entries, j))
+            continue
+        run = _digest([report.get("started_at"), report.get("config"), sorted(_room_names(report))])
+        if run in runs:
+            return runs[run], j, "the same run: the same started_at, config and rooms"
+        entry = _digest(_entry(report))
+        if entry in merged:
+            return merged[entry], j, "one already merges the other's run"
+        runs[run] = j
+        plain[entry] = j
+    return None
+
+
+def _digest(value: Any) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _entry(report: dict[str, Any]) -> list[Any]:
+    """What ``merged_from`` keeps of a run to tell it again: start, duration, version, target URL."""
+    target = report.get("target")
+    url = target.get("url") if isinstance(target, dict) else None
+    return [report.get("started_at"), report.get("duration_s"), report.get("version"), url]
+
+
+def _room_names(report: dict[str, Any]) -> list[str]:
+    rooms = report.get("rooms")
+    return [str(row.get("room")) for row in rooms if isinstance(row, dict)] if isinstance(rooms, list) else []
 
 
 def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
