@@ -80,8 +80,8 @@ def print_report(report: dict[str, Any]) -> None:
         stdout.print(f"[red]failed:{reason}[/] {count}  {detail}", highlight=False)
     for reason, count in p["left_reasons"].items():
         stdout.print(f"left:{reason} {count}")
-    m = report["media"]
-    if m["packets_received"] or m["packets_sent"]:
+    m = report.get("media") or {}
+    if m.get("packets_received") or m.get("packets_sent"):
         stdout.print(
             f"media: active at end {p['active_at_end']}, received {m['packets_received']} packets on "
             f"{m['tracks_received']} tracks ({m['tracks_missing']} missing), loss {m['loss_ratio'] * 100:.2f} %, "
@@ -101,14 +101,16 @@ def print_report(report: dict[str, Any]) -> None:
         )
     g = report["generator"]
     media_lag = g.get("media_lag_ms") or {}
-    stdout.print(
-        f"generator: cpu {g['cpu_s']:.2f} s, max rss {g['max_rss_mb']:.0f} MB, "
-        f"loop lag p99 {g['loop_lag_ms']['p99']:.1f} ms, "
-        + (f"media thread lag p99 {media_lag['p99']:.1f} ms, " if media_lag.get("count") else "")
-        + f"late starts {g['late_starts']}"
-    )
-    if report["signal"]["server_version"]:
-        stdout.print(f"server version {report['signal']['server_version']}")
+    if "cpu_s" in g:  # a crashed worker's report has no generator figures
+        stdout.print(
+            f"generator: cpu {g['cpu_s']:.2f} s, max rss {g['max_rss_mb']:.0f} MB, "
+            f"loop lag p99 {g['loop_lag_ms']['p99']:.1f} ms, "
+            + (f"media thread lag p99 {media_lag['p99']:.1f} ms, " if media_lag.get("count") else "")
+            + f"late starts {g['late_starts']}"
+        )
+    server_version = (report.get("signal") or {}).get("server_version")
+    if server_version:
+        stdout.print(f"server version {server_version}")
     for note in report["notes"]:
         stdout.print(f"[yellow]note:[/] {note}", highlight=False)
     for check in report["thresholds"]:
