@@ -23,7 +23,7 @@ PRESET_RUNS = {
     "multi-room": ["--rooms", "3", "--participants", "3", "--duration", "6s"],
     "churn": ["--participants", "4", "--churn-rate", "2", "--duration", "8s"],
     "reconnect-storm": ["--participants", "3", "--duration", "10s", "--reconnect-storm-at", "5s"],
-    "speaker-sim": ["--participants", "5", "--duration", "12s"],
+    "speaker-sim": ["--participants", "6", "--duration", "12s"],  # the preset has 6 publishers a room
 }
 
 
