@@ -31,7 +31,8 @@ FRAME_BYTES = 64 * 1024 * 1024
 PIECE_BYTES = 1024 * 1024
 PARTICIPANTS = 20
 # A 20-participant signal-only run peaks near 49 MB; with the 64 MiB limit it reached 730 MB.
-MAX_RSS_MB = 250.0  # 51 MB alone, 176 MB once in the loaded full suite (socket buffers filling before the hang-up); 730 MB before the limit
+# 51 MB alone, 176 MB once in the loaded full suite (socket buffers fill before the hang-up); 730 MB before the limit.
+MAX_RSS_MB = 250.0
 
 
 class HostilePeer:
