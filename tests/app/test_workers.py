@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import json
+import re
 import sys
 import threading
 import urllib.request
@@ -17,10 +19,11 @@ from helpers import assert_outcomes_reconcile, run_cli
 from lkswarm.app import workers as workers_module
 from lkswarm.app.runner import build_engine
 from lkswarm.app.server import LocalServer, free_port
-from lkswarm.app.workers import check_workers, crashed_report, parse_workers, run_workers
+from lkswarm.app.workers import check_workers, crashed_report, parse_workers, run_workers, unstarted_report
 from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
-from lkswarm.engine.plan import build_plan
+from lkswarm.engine.plan import build_plan, worker_plan
+from lkswarm.engine.record import MAX_FAILED_ROWS
 from lkswarm.engine.timeline import Snapshot, combine_snapshots, snapshot_from_dict
 from lkswarm.errors import ConfigError
 from lkswarm.metrics import PhaseMetrics
@@ -32,6 +35,7 @@ from lkswarm.observe.prometheus import (
     phase_buckets,
     render_metrics,
 )
+from lkswarm.report.csv_tables import write_csv_tables
 from lkswarm.report.merge import merge_reports
 
 
@@ -83,16 +87,42 @@ def test_the_internal_worker_command_rejects_a_bad_job_in_one_line(tmp_path: Pat
     assert workers_module.run_worker_job(tmp_path / "missing.json") == 2
 
 
-def test_a_crashed_workers_participants_are_each_counted_as_failed() -> None:
+def test_a_crashed_workers_participants_are_each_counted_as_failed(tmp_path: Path) -> None:
     config = RunConfig(rooms=3, participants=4, duration_s=10, run_tag="t")
-    report = crashed_report(config, 1, 2, "exit status 3: boom", datetime.now(UTC))
+    detail = "worker 1 (pid 42) crashed (exit status -9): boom"
+    report = crashed_report(config, 1, 2, detail, datetime.now(UTC), at_s=4.25)
     merged = merge_reports([report])
     assert_outcomes_reconcile(merged)
     p = merged["participants"]
     assert p["scheduled"] == 4 and p["outcomes"]["failed"] == 4  # worker 1 of 2 has room 1 only
-    assert p["failure_details"] == {"failed:worker_crashed": "exit status 3: boom"}
+    assert p["failure_details"] == {"failed:worker_crashed": detail}
     assert [row["room"] for row in merged["rooms"]] == ["lkswarm-t-1"]
     assert "worker 1 of 2 ended without a report" in merged["warnings"][0]
+    # Each is listed by name, as the plan gave them to worker 1, and so in failures.csv.
+    owned = sorted(config.identity(a.index) for a in worker_plan(config, (1, 2)))
+    rows = merged["failed_participants"]
+    assert sorted(row["identity"] for row in rows) == owned and len(owned) == 4
+    assert all(row["room"] == "lkswarm-t-1" and row["outcome"] == "failed:worker_crashed" for row in rows)
+    assert all(row["detail"] == detail and row["at_s"] == 4.25 for row in rows)
+    write_csv_tables(merged, tmp_path)
+    with (tmp_path / "failures.csv").open(newline="") as handle:
+        csv_rows = list(csv.DictReader(handle))
+    assert sorted(row["identity"] for row in csv_rows) == owned
+    assert {(row["room"], row["detail"], row["count"]) for row in csv_rows} == {("lkswarm-t-1", detail, "1")}
+
+
+def test_a_crashed_workers_listed_participants_are_capped_as_a_workers_own() -> None:
+    config = RunConfig(rooms=1, participants=MAX_FAILED_ROWS + 5, duration_s=10, rate=1000, run_tag="t")
+    report = crashed_report(config, 0, 1, "worker 0 (pid 1) hung: no sample for 6 s", datetime.now(UTC))
+    assert report["participants"]["outcomes"]["failed"] == MAX_FAILED_ROWS + 5
+    assert len(report["failed_participants"]) == MAX_FAILED_ROWS
+    assert report["failed_participants"][0]["at_s"] == 0.0
+
+
+def test_an_unstarted_workers_participants_are_not_listed_as_failed() -> None:
+    config = RunConfig(rooms=2, participants=2, duration_s=10, run_tag="t")
+    report = unstarted_report(config, 0, 2, datetime.now(UTC))
+    assert report["failed_participants"] == [] and report["participants"]["outcomes"]["not_started"] == 2
 
 
 def test_workers_run_as_one_report_against_the_real_server(
@@ -145,7 +175,13 @@ def test_a_worker_that_dies_is_reported_and_its_participants_counted(
     assert p["scheduled"] == 6 and p["outcomes"]["completed"] == 3
     assert p["failures"] == {"worker_crashed": 3}
     detail = p["failure_details"]["failed:worker_crashed"]
-    assert detail.startswith("never got ready: boom") and credentials.api_secret not in str(report)
+    assert re.match(r"worker 1 \(pid \d+\) never got ready: boom", detail), detail
+    assert credentials.api_secret not in str(report)
+    crashed = [row for row in report["failed_participants"] if row["outcome"] == "failed:worker_crashed"]
+    tagged = RunConfig(**report["config"])  # with the run's run_tag
+    owned = sorted(tagged.identity(a.index) for a in worker_plan(tagged, (1, 2)))
+    assert sorted(row["identity"] for row in crashed) == owned, report["failed_participants"]
+    assert all(row["room"] == tagged.room_name(1) and row["detail"] == detail for row in crashed)
     assert [w["crashed"] for w in report["workers"]] == [False, True]
     assert report["generator"]["valid"] is False
 

@@ -159,6 +159,12 @@ def test_a_stopped_worker_is_found_hung_and_its_participants_counted(
     detail = p["failure_details"]["failed:worker_crashed"]
     assert f"worker 1 (pid {victim.pid}) hung: no sample for" in detail, detail
     assert [w["crashed"] for w in report["workers"]] == [False, True]
+    # Each of its participants is listed, by identity and room, with the reason, about when it was found hung.
+    tag = report["config"]["run_tag"]
+    crashed = [row for row in report["failed_participants"] if row["outcome"] == "failed:worker_crashed"]
+    assert sorted(row["room"] for row in crashed) == [f"lkswarm-{tag}-1"] * 3, report["failed_participants"]
+    assert len({row["identity"] for row in crashed}) == 3 and all(row["detail"] == detail for row in crashed)
+    assert all(4.0 < row["at_s"] < 4.0 + HUNG_AFTER_S + 5.0 for row in crashed), crashed
 
 
 # -- socket-free: stand-in workers, no server ------------------------------------------------------------
@@ -180,6 +186,11 @@ def test_a_worker_that_falls_silent_is_killed_as_hung_within_seconds(
     detail = p["failure_details"]["failed:worker_crashed"]
     assert re.fullmatch(r"worker 0 \(pid \d+\) hung: no sample for \d+ s", detail), detail
     assert [w["crashed"] for w in report["workers"]] == [True, True]
+    rows, tagged = report["failed_participants"], RunConfig(**report["config"])  # with the run's run_tag
+    assert sorted(row["identity"] for row in rows) == sorted(tagged.identity(i) for i in range(4)), rows
+    assert {row["room"] for row in rows} == {tagged.room_name(0), tagged.room_name(1)}
+    assert all(re.fullmatch(r"worker \d \(pid \d+\) hung: no sample for \d+ s", row["detail"]) for row in rows)
+    assert all(2.0 + HUNG_AFTER_S - 1.0 < row["at_s"] < took_s for row in rows), rows
     assert all("hung" in warning for warning in report["warnings"]), report["warnings"]
 
 

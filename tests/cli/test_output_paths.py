@@ -17,7 +17,7 @@ import pytest
 
 from helpers import LKSWARM
 from lkswarm.cli.commands import main
-from lkswarm.cli.reports import EXIT_OUTPUT_FAILED, check_output_paths
+from lkswarm.cli.reports import EXIT_OUTPUT_FAILED, announce_outputs, check_output_paths, write_outputs
 from lkswarm.errors import ConfigError
 from lkswarm.report.csv_tables import write_atomically
 from report_samples import synthetic_report
@@ -157,8 +157,30 @@ def block_folder(folder: Path) -> None:
     folder.write_text("not a folder any more")
 
 
+def test_write_outputs_writes_the_others_and_returns_the_failure_without_exiting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    html_dir = tmp_path / "html"
+    html_dir.mkdir()
+    json_path, csv_dir, html_path = tmp_path / "r.json", tmp_path / "csv", html_dir / "r.html"
+    check_output_paths(json_path=json_path, html_path=html_path, csv_dir=csv_dir)  # all fine before the run
+    block_folder(html_dir)  # ... and not at its end
+    outputs = write_outputs(synthetic_report(4), json_path=json_path, html_path=html_path, csv_dir=csv_dir)
+    assert json.loads(json_path.read_text()) == synthetic_report(4)
+    assert outputs.written == [json_path, *(csv_dir / f"{t}.csv" for t in ("phases", "rooms", "failures", "timeline"))]
+    assert len(outputs.failures) == 1 and outputs.failures[0].startswith(f"cannot write --html {html_path}: ")
+    assert capsys.readouterr() == ("", ""), "write_outputs prints nothing: its caller does"
+    assert announce_outputs(outputs, quiet=True) == EXIT_OUTPUT_FAILED
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: cannot write --html") and err.count("\n") == 1
+    assert announce_outputs(outputs) == EXIT_OUTPUT_FAILED
+    assert f"wrote {json_path}" in capsys.readouterr().out
+    assert announce_outputs(write_outputs(synthetic_report(4), json_path=json_path)) is None
+
+
+@pytest.mark.parametrize("quiet", [True, False])
 def test_run_writes_the_other_outputs_when_one_fails_at_the_end(
-    tmp_path: Path, lkswarm: CliRun, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, lkswarm: CliRun, monkeypatch: pytest.MonkeyPatch, quiet: bool
 ) -> None:
     from lkswarm.app import runner
 
@@ -172,13 +194,18 @@ def test_run_writes_the_other_outputs_when_one_fails_at_the_end(
     monkeypatch.setattr(runner, "run_scenario", fake_run)
     json_path, csv_dir = tmp_path / "r.json", tmp_path / "csv"
     code, out, err = lkswarm(
-        "run", "--participants", "2", "--json", json_path, "--html", html_dir / "r.html", "--csv", csv_dir, "--quiet"
-    )
+        "run", "--participants", "2", "--json", json_path, "--html", html_dir / "r.html", "--csv", csv_dir,
+        *(["--quiet"] if quiet else []),
+    )  # fmt: skip
     assert_one_error_line(code, err, EXIT_OUTPUT_FAILED, f"--html {html_dir / 'r.html'}")
     assert code == 3
     assert json.loads(json_path.read_text()) == synthetic_report(3)
     assert (csv_dir / "phases.csv").is_file() and (csv_dir / "tracks.csv").is_file()
-    assert f"wrote {json_path}" in out
+    if quiet:
+        assert out == "", "--quiet: no summary, no 'wrote' lines; the error line alone, on stderr"
+    else:  # the summary first, then what was written
+        assert "outcomes: completed" in out and f"wrote {json_path}" in out and f"wrote {csv_dir}" in out
+        assert out.index("outcomes: completed") < out.index(f"wrote {json_path}")
 
 
 def test_report_and_merge_write_the_other_outputs_when_one_fails_at_the_end(

@@ -22,7 +22,9 @@ worker`` command) and merges their reports into one, as ``lkswarm merge`` does.
   user can read in ``ps``) nor in the job file.
 - **Every participant is counted.** A worker that dies, or never gets ready,
   is merged as a report in which each participant it was given failed with
-  ``worker_crashed``, the detail being its exit status and last stderr line.
+  ``worker_crashed``, the detail naming the worker, its exit status and last
+  stderr line; each is listed in ``failed_participants`` (and so in
+  ``failures.csv``) by identity and room, as a worker lists its own failures.
 - **A hung worker is found within seconds.** From ``go`` on, a worker writes
   lines on stdout from its event loop: ``alive`` every second, its ``sample
   <json>`` every second of its run, and ``ending`` once its engine is done
@@ -76,7 +78,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from lkswarm.app.runner import STOP_SIGNALS, RunResult, resolve_url, run_scenario
 from lkswarm.app.server import LocalServer, parent_death_signal
@@ -84,6 +86,7 @@ from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
 from lkswarm.engine.outcome import WORKER_CRASHED
 from lkswarm.engine.plan import worker_plan
+from lkswarm.engine.record import MAX_FAILED_ROWS, FailedRow
 from lkswarm.engine.timeline import Observer, RunInfo, Snapshot, combine_snapshots, rolling_ms, snapshot_from_dict
 from lkswarm.errors import ConfigError, LkswarmError
 from lkswarm.observe.prometheus import (
@@ -96,6 +99,7 @@ from lkswarm.observe.prometheus import (
     render_metrics,
 )
 from lkswarm.report.merge import merge_reports
+from lkswarm.report.schema import FailedRow as FailedRowDict
 from lkswarm.report.schema import (
     Report,
     RoomRow,
@@ -167,6 +171,7 @@ class WorkerProcess:
     heard_at: float = 0.0  # monotonic time of its latest line (set by the drain thread from "go" on)
     ending_at: float | None = None  # when it said "ending": its engine is done, its report comes next
     killed_because: str | None = None  # why the parent killed it (it hung, a second SIGINT): its crash detail
+    ended_at: float | None = None  # unix time the parent saw it end (or killed it), from "go" on
 
     @property
     def name(self) -> str:
@@ -295,7 +300,8 @@ def run_workers(
                     local.stop()
                 if exporter is not None:
                     exporter.stop()
-            reports, rows, summaries = _collect(config, credentials, workers, procs, started, started_at)
+            go_at = stops.go_at if started else None
+            reports, rows, summaries = _collect(config, credentials, workers, procs, go_at, started_at)
     finally:
         stops.restore()
     merged = merge_reports(reports)
@@ -366,10 +372,14 @@ def _collect(
     credentials: Credentials,
     workers: int,
     procs: list[WorkerProcess],
-    started: bool,
+    go_at: float | None,
     started_at: datetime,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Each worker's report (a crashed or an unstarted one in its place), track rows and summary."""
+    """Each worker's report (a crashed or an unstarted one in its place), track rows and summary.
+
+    ``go_at`` is the workers' time origin (unix time) if the run started, else None.
+    """
+    started = go_at is not None
     reports: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     summaries: list[dict[str, Any]] = []
@@ -380,8 +390,10 @@ def _collect(
         if not started:
             report = as_json(unstarted_report(config, index, workers, started_at))
         elif result is None:
-            detail = credentials.redact(_death_detail(worker)) if worker is not None else "never started"
-            report = as_json(crashed_report(config, index, workers, detail, started_at))
+            never = f"worker {index} never started"
+            detail = credentials.redact(_death_detail(worker)) if worker is not None else never
+            at_s = _ended_s(worker, go_at)
+            report = as_json(crashed_report(config, index, workers, detail, started_at, at_s=at_s))
         else:
             report = result["report"]
             rows += result.get("track_rows") or []
@@ -401,9 +413,22 @@ def _collect(
     return reports, rows, summaries
 
 
-def crashed_report(config: RunConfig, index: int, workers: int, detail: str, started_at: datetime) -> Report:
-    """A report in which every participant of worker ``index`` failed with ``worker_crashed``."""
-    return _share_report(config, index, workers, started_at, crash_detail=detail)
+def _ended_s(worker: WorkerProcess | None, go_at: float | None) -> float:
+    """When ``worker`` was seen to end, in seconds since the run's start (0 when unknown or before it)."""
+    if worker is None or not worker.ready or worker.ended_at is None or go_at is None:
+        return 0.0
+    return max(0.0, worker.ended_at - go_at)
+
+
+def crashed_report(
+    config: RunConfig, index: int, workers: int, detail: str, started_at: datetime, *, at_s: float = 0.0
+) -> Report:
+    """A report in which every participant of worker ``index`` failed with ``worker_crashed`` at ``at_s``.
+
+    Each is listed in ``failed_participants`` (the first MAX_FAILED_ROWS, in plan order, as a worker lists
+    its own), its detail being ``detail``: the worker and how it ended.
+    """
+    return _share_report(config, index, workers, started_at, crash_detail=detail, at_s=at_s)
 
 
 def unstarted_report(config: RunConfig, index: int, workers: int, started_at: datetime) -> Report:
@@ -412,17 +437,27 @@ def unstarted_report(config: RunConfig, index: int, workers: int, started_at: da
 
 
 def _share_report(
-    config: RunConfig, index: int, workers: int, started_at: datetime, *, crash_detail: str | None
+    config: RunConfig,
+    index: int,
+    workers: int,
+    started_at: datetime,
+    *,
+    crash_detail: str | None,
+    at_s: float = 0.0,
 ) -> Report:
     """Worker ``index``'s share of the plan, every participant failed (``crash_detail``) or not started (None)."""
     plan = worker_plan(config, (index, workers))
     rooms: dict[str, RoomRow] = {}
+    failed_rows: list[FailedRowDict] = []
     for arrival in plan:
         name = config.room_name(arrival.room_index)
         row = rooms.setdefault(name, empty_room_row(name))
         row["scheduled"] += 1
         if crash_detail is not None:
             count_outcome(row, WORKER_CRASHED.kind)
+            if len(failed_rows) < MAX_FAILED_ROWS:
+                one = FailedRow(config.identity(arrival.index), name, WORKER_CRASHED, crash_detail, at_s)
+                failed_rows.append(cast(FailedRowDict, one.to_dict()))
     failed = len(plan) if crash_detail is not None else 0
     warnings = []
     if crash_detail is not None:
@@ -459,7 +494,7 @@ def _share_report(
         histograms={},
         timeline=None,
         rooms=list(rooms.values()),
-        failed_participants=[],
+        failed_participants=failed_rows,
     )
 
 
@@ -563,9 +598,13 @@ def _await_exit(
             reason = _kill_reason(worker, now, stops, end_at)
             if reason is not None:
                 worker.killed_because = reason
+                worker.ended_at = time.time()
                 worker.process.kill()  # SIGKILL ends a stopped process too
         with contextlib.suppress(subprocess.TimeoutExpired):
             running[0].process.wait(timeout=POLL_S)
+        for worker in running:
+            if worker.ended_at is None and worker.process.poll() is not None:
+                worker.ended_at = time.time()
         latest = [w.latest for w in procs if w.latest is not None]
         if on_sample is not None and latest and time.monotonic() >= next_view_at:
             next_view_at += TICK_S
@@ -594,6 +633,8 @@ def _kill_reason(worker: WorkerProcess, now: float, stops: StopSignals, end_at: 
 def _stop(worker: WorkerProcess) -> None:
     if worker.process.poll() is None:
         worker.process.kill()
+    if worker.ended_at is None:
+        worker.ended_at = time.time()
     worker.process.wait()
     for stream in (worker.process.stdin, worker.process.stdout):
         if stream is not None:
@@ -619,8 +660,9 @@ def _death_detail(worker: WorkerProcess) -> str:
     except OSError:
         lines = []
     last = lines[-1][:300] if lines else "no output"
-    status = "never got ready" if not worker.ready else f"exit status {worker.process.returncode}"
-    return f"{status}: {last}"
+    if not worker.ready:
+        return f"{worker.name} never got ready: {last}"
+    return f"{worker.name} crashed (exit status {worker.process.returncode}): {last}"
 
 
 # -- the worker's side -------------------------------------------------------------------
