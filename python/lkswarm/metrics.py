@@ -9,6 +9,7 @@ import math
 import os
 import resource
 import time
+from collections.abc import Callable
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
@@ -99,11 +100,16 @@ class PhaseMetrics:
         self.recent: dict[str, collections.deque[tuple[float, float]]] = {
             phase: collections.deque(maxlen=RECENT_SAMPLES) for phase in (*PHASES, "loop_lag")
         }
+        # Called with (phase, value in ms) for every value recorded (also "loop_lag" and "lateness"), while
+        # set: a capacity level's hold window collects exactly its own values this way (lkswarm.capacity).
+        self.taps: list[Callable[[str, float], None]] = []
 
     def record(self, phase: str, value_ms: float) -> None:
         record_ms(self.phases[phase], value_ms)
         self.recent[phase].append((time.perf_counter(), value_ms))
         self._count(phase, value_ms, 1)
+        for tap in self.taps:
+            tap(phase, value_ms)
 
     def add_histogram(self, phase: str, histogram: HdrHistogram) -> None:
         """Adds a whole histogram of µs values (e.g. the probes' end-to-end latencies) to ``phase``."""
@@ -119,10 +125,14 @@ class PhaseMetrics:
         record_ms(self.loop_lag, value_ms)
         self.recent["loop_lag"].append((time.perf_counter(), value_ms))
         self._lags_over_limit += value_ms > MAX_LOOP_LAG_P99_MS
+        for tap in self.taps:
+            tap("loop_lag", value_ms)
 
     def record_lateness(self, value_ms: float) -> None:
         record_ms(self.lateness, value_ms)
         self._starts_over_limit += value_ms > MAX_LATENESS_P99_MS
+        for tap in self.taps:
+            tap("lateness", value_ms)
 
     def saturation(self) -> str:
         """Why the latencies so far cannot be trusted ("" while they can).

@@ -111,16 +111,19 @@ def build_engine(
     probe_network: ProbeNetwork | None = None,
     worker: tuple[int, int] = (0, 1),
     start_gate: Callable[[], Awaitable[float]] | None = None,
+    open_plan: bool = False,
 ) -> Engine:
-    """The engine of one generator process, with its tiers built and injected (probes claim their seats first)."""
+    """The engine of one generator process, with its tiers built and injected (probes claim their seats first).
+
+    ``open_plan``: the plan starts empty and its owner adds arrivals as it goes (``lkswarm capacity``)."""
     run = Run(config, credentials, url)
     tiers: list[MediaTier] = []
     index, count = worker
-    if probe_count(config) > 0 and any(room % count == index for room, _ in probe_seats(config)):
+    if not open_plan and probe_count(config) > 0 and any(room % count == index for room, _ in probe_seats(config)):
         tiers.append(ProbeTier(run, worker_plan(config, worker), worker, probe_network))
     if not config.signal_only:
         tiers.append(LightTier(run))
-    return Engine(run, tiers, observers, worker=worker, start_gate=start_gate)
+    return Engine(run, tiers, observers, worker=worker, start_gate=start_gate, open_plan=open_plan)
 
 
 async def run_until_stopped(engine: Engine) -> RunRecord:

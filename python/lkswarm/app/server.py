@@ -200,9 +200,12 @@ class LocalServer:
         binary: Path | None = None,
         log_path: Path | None = None,
         media_interface: tuple[str, str] | None = None,
+        extra_config: dict[str, Any] | None = None,
     ) -> None:
         self.credentials = credentials
         self.media_interface = media_interface
+        # Merged over the generated config, one level deep per section (e.g. {"room": {"max_participants": 12}}).
+        self.extra_config = extra_config or {}
         self.port = port if port is not None else free_port()
         self.udp_port = udp_port if udp_port is not None else free_port(socket.SOCK_DGRAM)
         self.metrics_port = free_port()  # its Prometheus endpoint (lkswarm.observe.server_metrics)
@@ -234,6 +237,11 @@ class LocalServer:
         check_port_free(self.udp_port, socket.SOCK_DGRAM, "media, UDP")
         self._workdir = tempfile.TemporaryDirectory(prefix="lkswarm-server-")
         config = server_config(self.credentials, self.port, self.udp_port, self.media_interface, self.metrics_port)
+        for section, value in self.extra_config.items():
+            if isinstance(value, dict) and isinstance(config.get(section), dict):
+                config[section] = {**config[section], **value}
+            else:
+                config[section] = value
         if self.log_path is None:
             self.log_path = Path(self._workdir.name) / "livekit-server.log"
         log = self.log_path.open("wb")

@@ -17,6 +17,7 @@ from rich.table import Table
 from lkswarm import __version__
 from lkswarm.app.server import DEFAULT_PORT, DEFAULT_UDP_PORT, LocalServer
 from lkswarm.auth import Credentials
+from lkswarm.cli.capacity_command import register as register_capacity_command
 from lkswarm.cli.options import (
     ApiKey,
     ApiSecret,
@@ -57,10 +58,11 @@ from lkswarm.cli.options import (
     VideoCodecOpt,
     VideoPublishersOpt,
     WorkersOpt,
+    publishers_value,
 )
 from lkswarm.cli.output import exit_code, fail, print_report, stderr, stdout, unfold_help
+from lkswarm.cli.reports import announce_outputs, write_outputs
 from lkswarm.cli.reports import register as register_report_commands
-from lkswarm.cli.reports import write_outputs
 from lkswarm.errors import ConfigError, LkswarmError
 
 app = typer.Typer(
@@ -193,8 +195,8 @@ def run(
         "url": url,
         "rooms": rooms,
         "participants": participants,
-        "audio_publishers": _publishers(audio_publishers),
-        "video_publishers": _publishers(video_publishers),
+        "audio_publishers": publishers_value(audio_publishers),
+        "video_publishers": publishers_value(video_publishers),
         "rate": rate,
         "arrival": arrival,
         "duration_s": duration,
@@ -263,7 +265,7 @@ def run(
             result = _run_workers_with_view(config, credentials, worker_count, announce, thresholds, prometheus, quiet)
         else:
             result = run_scenario(config, credentials, on_server=announce, observers=observers, thresholds=thresholds)
-        written = write_outputs(
+        outputs = write_outputs(
             result.report, json_path=json_path, html_path=html_path, csv_dir=csv_dir, track_rows=result.track_rows
         )
     except LkswarmError as exc:
@@ -271,9 +273,8 @@ def run(
     report = result.report
     if not quiet:
         print_report(report)
-        for path in written:
-            stdout.print(f"wrote {path}", highlight=False)
-    raise typer.Exit(exit_code(report))
+    output_failed = announce_outputs(outputs, quiet=quiet)  # an output that failed: one error line, exit 3
+    raise typer.Exit(output_failed if output_failed is not None else exit_code(report))
 
 
 def _run_workers_with_view(
@@ -317,16 +318,6 @@ def worker(job: Annotated[Path, typer.Argument(help="The job file the parent wro
     raise typer.Exit(run_worker_job(job))
 
 
-def _publishers(value: str | None) -> int | str | None:
-    """``--audio-publishers 3`` or ``all``; anything else is left for RunConfig to reject."""
-    if value is None or value == "all":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise fail(f"invalid option: publishers must be a number or 'all', not {value!r}", 2) from None
-
-
 @app.command()
 def presets() -> None:
     """List the shipped scenarios (run one with `lkswarm run --preset NAME`)."""
@@ -343,6 +334,7 @@ def presets() -> None:
 
 
 register_report_commands(app)
+register_capacity_command(app)
 
 
 # Typer ships its own copy of click's exceptions; reach them through the public BadParameter.

@@ -218,3 +218,13 @@ ServerMetricsOpt = Annotated[
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option(help="No live view and no summary; errors only.", rich_help_panel=OUTPUT)]
+
+
+def publishers_value(value: str | None) -> int | str | None:
+    """``--audio-publishers 3`` or ``all``; anything else is left for RunConfig to reject."""
+    if value is None or value == "all":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise typer.BadParameter(f"publishers must be a number or 'all', not {value!r}") from None

@@ -6,8 +6,10 @@ The outputs' contract, for all three commands:
   two outputs on one path, is a usage error (exit 2) that costs nobody a run;
 - every file is written whole or not at all (`lkswarm.report.csv_tables.write_atomically`): a failed
   write leaves the file that was there;
-- an output that still fails at the end does not cost the others: they are written, each failure is one
-  error line, and the exit code is `EXIT_OUTPUT_FAILED`.
+- an output that still fails at the end does not cost the others: they are written (`write_outputs`
+  returns what was written and what failed, and never ends the command itself), the command prints its
+  summary as usual, then each failure as one error line (`announce_outputs`), and exits
+  `EXIT_OUTPUT_FAILED`.
 
 Report files read back are checked against the schema (`lkswarm.report.validate`): a broken one is a
 one-line error naming the file and the key (exit 1, like any report that cannot be read), never a traceback.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
@@ -163,6 +166,14 @@ def _write_text(flag: str, path: Path, text: str) -> None:
         raise ReportError(f"cannot write {flag} {path}: {exc.strerror or exc}") from None
 
 
+@dataclass(slots=True)
+class Outputs:
+    """What `write_outputs` did: the files written, and one error line per output that failed."""
+
+    written: list[Path] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
 def write_outputs(
     report: dict[str, Any],
     *,
@@ -170,14 +181,14 @@ def write_outputs(
     html_path: Path | None = None,
     csv_dir: Path | None = None,
     track_rows: list[dict[str, Any]] | None = None,
-) -> list[Path]:
-    """Writes each output asked for, each file whole or not at all; returns the paths written.
+) -> Outputs:
+    """Writes each output asked for, each file whole or not at all; returns what was written and what failed.
 
-    One that fails does not stop the others: once all were tried, each failure is printed as one error
-    line, what was written is listed, and typer.Exit(`EXIT_OUTPUT_FAILED`) ends the command.
+    One that fails does not stop the others, and nothing is printed here: the caller prints its summary,
+    then `announce_outputs`, which says what was written and what failed and gives the exit code.
     """
-    written: list[Path] = []
-    failures: list[str] = []
+    outputs = Outputs()
+    written, failures = outputs.written, outputs.failures
     if json_path is not None:
         try:
             _write_text("--json", json_path, _report_json(report, json_path))
@@ -189,6 +200,10 @@ def write_outputs(
 
         try:
             written += write_csv_tables(report, csv_dir, track_rows=track_rows)
+            if isinstance(report.get("capacity"), dict):  # `lkswarm capacity`: one row per level
+                from lkswarm.report.capacity_text import write_levels_csv
+
+                written.append(write_levels_csv(csv_dir / "levels.csv", report["capacity"]))
         except ReportError as exc:
             failures.append(str(exc))
     if html_path is not None:
@@ -199,13 +214,18 @@ def write_outputs(
             written.append(html_path)
         except ReportError as exc:
             failures.append(str(exc))
-    if failures:
-        for path in written:
+    return outputs
+
+
+def announce_outputs(outputs: Outputs, *, quiet: bool = False) -> int | None:
+    """Prints ``wrote PATH`` for each file written (not with ``quiet``), then each failure as one error line
+    (always: on stderr); returns `EXIT_OUTPUT_FAILED` if an output failed, else None."""
+    if not quiet:
+        for path in outputs.written:
             stdout.print(f"wrote {path}", highlight=False)
-        for failure in failures[:-1]:
-            fail(failure)  # prints its error line; the exit code is the last one's
-        raise fail(failures[-1], EXIT_OUTPUT_FAILED)
-    return written
+    for failure in outputs.failures:
+        fail(failure)  # prints its error line; the caller exits
+    return EXIT_OUTPUT_FAILED if outputs.failures else None
 
 
 # -- the commands ----------------------------------------------------------------------------------------
@@ -230,11 +250,12 @@ def report_command(
         report = load_report(run_json)
     except ReportError as exc:
         raise fail(str(exc), 2 if not run_json.exists() else 1) from None
-    written = write_outputs(report, json_path=json_path, html_path=html_path, csv_dir=csv_dir)
-    if not written:
+    outputs = write_outputs(report, json_path=json_path, html_path=html_path, csv_dir=csv_dir)
+    if json_path is None and html_path is None and csv_dir is None:
         print_report(report)
-    for path in written:
-        stdout.print(f"wrote {path}", highlight=False)
+    code = announce_outputs(outputs)
+    if code is not None:
+        raise typer.Exit(code)
 
 
 def _check_inputs(inputs: list[Path]) -> None:
@@ -290,9 +311,9 @@ def merge_command(
         f"join_response p99 {merged['latency_ms'].get('join_response', {}).get('p99', 0.0):.1f} ms",
         highlight=False,
     )
-    written = write_outputs(merged, json_path=json_path, html_path=html_path, csv_dir=csv_dir)
-    for path in written:
-        stdout.print(f"wrote {path}", highlight=False)
+    code = announce_outputs(write_outputs(merged, json_path=json_path, html_path=html_path, csv_dir=csv_dir))
+    if code is not None:
+        raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:

@@ -37,6 +37,7 @@ import asyncio
 import collections
 import contextlib
 import gc
+import heapq
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
@@ -76,6 +77,8 @@ class Engine:
         observers: list[Observer] | None = None,
         worker: tuple[int, int] = (0, 1),
         start_gate: Callable[[], Awaitable[float]] | None = None,
+        *,
+        open_plan: bool = False,
     ) -> None:
         self.run_context = run
         self.config = run.config
@@ -83,7 +86,15 @@ class Engine:
         self.tiers = list(tiers)
         # One of several generator processes (lkswarm.app.workers) runs rooms index % count == worker index.
         self.worker = worker
-        self.plan: list[Arrival] = worker_plan(run.config, worker)
+        # An open plan starts empty and grows while the run goes (`add_arrivals`, `add_departure`): a
+        # capacity search decides each level's population from the last level's verdict. The run then ends
+        # on `finish` (or at ``duration_s``, the search's overall bound), not when the plan runs out.
+        self.open_plan = open_plan
+        self.plan: list[Arrival] = [] if open_plan else worker_plan(run.config, worker)
+        self._departures: list[tuple[float, int]] = []  # heap of (leave_s, plan index)
+        self._arrivals_added = asyncio.Event()  # wakes the scheduler of an open plan
+        self._departures_added = asyncio.Event()  # wakes its departures
+        self.started = asyncio.Event()  # set once the run's time origin is fixed
         # Awaited once set-up is done; returns the wall-clock time at which the run starts, so that
         # several processes share one time origin.
         self.start_gate = start_gate
@@ -138,6 +149,42 @@ class Engine:
             self.interrupted = {"signal": signal_name, "at_s": round(at_s, 3)}
         self._stop_requested.set()
 
+    def finish(self) -> None:
+        """Ends the run now, as its duration would (not an interruption): for an open plan's owner."""
+        self._stop_requested.set()
+
+    def elapsed_s(self) -> float:
+        """Seconds since the run's time origin (0 before it is fixed)."""
+        return max(0.0, time.perf_counter() - self._t0) if self._t0 else 0.0
+
+    def add_arrivals(self, arrivals: Sequence[Arrival]) -> None:
+        """Appends arrivals to an open plan; their start times (run seconds) must not precede the last one's."""
+        if not self.open_plan:
+            raise LkswarmError("add_arrivals needs an engine built with open_plan=True")
+        last_s = self.plan[-1].start_s if self.plan else 0.0
+        for arrival in sorted(arrivals, key=lambda a: a.start_s):
+            if arrival.start_s < last_s:
+                raise LkswarmError(f"arrival {arrival.index} at {arrival.start_s:.3f} s precedes the plan's end")
+            last_s = arrival.start_s
+            self.plan.append(arrival)
+            if arrival.leave_s is not None:
+                heapq.heappush(self._departures, (arrival.leave_s, arrival.index))
+        self._arrivals_added.set()
+        self._departures_added.set()
+
+    def add_departure(self, leave_s: float, index: int) -> None:
+        """Plans a polite departure of participant ``index`` at run second ``leave_s`` (an open plan's)."""
+        heapq.heappush(self._departures, (leave_s, index))
+        self._departures_added.set()
+
+    def driver_of(self, index: int) -> ParticipantDriver | None:
+        """The participant of plan index ``index``, once started."""
+        return self._by_index.get(index)
+
+    def live_drivers(self) -> list[ParticipantDriver]:
+        """Participants started and not yet ended, oldest first."""
+        return [d for d in self.drivers if not d.outcome]
+
     def abort(self, signal_name: str) -> None:
         """A second stop: as `stop`, with no grace for participants to leave or tiers to close."""
         self.stop(signal_name)
@@ -175,6 +222,7 @@ class Engine:
         else:
             t0 = time.perf_counter() + 0.05
         self._t0 = t0
+        self.started.set()
         end_at = t0 + config.duration_s
         loop = asyncio.get_running_loop()
         background = [
@@ -262,48 +310,73 @@ class Engine:
         return len(self.drivers), self.tally.joined, self.tally.alive, self.tally.outcome_texts()
 
     async def _schedule(self, t0: float, end_at: float) -> None:
-        config = self.config
         try:
-            for arrival in self.plan:
-                intended = t0 + arrival.start_s
-                if intended >= end_at:
-                    break
-                delay = intended - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                lateness_ms = max(0.0, time.perf_counter() - intended) * 1000
-                self.metrics.record_lateness(lateness_ms)
-                if lateness_ms > LATE_START_MS:
-                    self.late_starts += 1
-                driver = ParticipantDriver(
-                    self.run_context,
-                    self,
-                    arrival.index,
-                    config.room_name(arrival.room_index),
-                    config.identity(arrival.index),
-                    intended,
-                    seat=arrival.seat,
-                )
-                self.drivers.append(driver)
-                tier = self.tier_of(arrival.index)
-                if tier is not None:
-                    driver.leg = tier.attach(driver)
-                self._by_index[arrival.index] = driver
-                self.tally.alive += 1
-                self.spawn(driver.run())
+            next_arrival = 0
+            while True:
+                while next_arrival < len(self.plan):
+                    arrival = self.plan[next_arrival]
+                    next_arrival += 1
+                    intended = t0 + arrival.start_s
+                    if intended >= end_at:
+                        return
+                    delay = intended - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    self._start(arrival, intended)
+                if not self.open_plan:
+                    return
+                self._arrivals_added.clear()
+                await self._arrivals_added.wait()
         finally:
             self._scheduling_done = True
 
+    def _start(self, arrival: Arrival, intended: float) -> None:
+        lateness_ms = max(0.0, time.perf_counter() - intended) * 1000
+        self.metrics.record_lateness(lateness_ms)
+        if lateness_ms > LATE_START_MS:
+            self.late_starts += 1
+        config = self.config
+        driver = ParticipantDriver(
+            self.run_context,
+            self,
+            arrival.index,
+            config.room_name(arrival.room_index),
+            config.identity(arrival.index),
+            intended,
+            seat=arrival.seat,
+        )
+        self.drivers.append(driver)
+        tier = self.tier_of(arrival.index)
+        if tier is not None:
+            driver.leg = tier.attach(driver)
+        self._by_index[arrival.index] = driver
+        self.tally.alive += 1
+        self.spawn(driver.run())
+
     async def _depart(self, t0: float, end_at: float) -> None:
-        """Planned departures (ramp-down stages and churn): the participant leaves politely."""
-        departures = sorted((a.leave_s, a.index) for a in self.plan if a.leave_s is not None)
-        for leave_s, index in departures:
+        """Planned departures (ramp-down stages, churn, an open plan's teardowns): the participant leaves politely."""
+        if not self.open_plan:  # an open plan's departures are pushed as they are added
+            for arrival in self.plan:
+                if arrival.leave_s is not None:
+                    heapq.heappush(self._departures, (arrival.leave_s, arrival.index))
+        departures = self._departures
+        while departures or self.open_plan:
+            if not departures:
+                self._departures_added.clear()
+                await self._departures_added.wait()
+                continue
+            leave_s, index = departures[0]
             at = t0 + leave_s
             if at >= end_at:
                 return
             delay = at - time.perf_counter()
             if delay > 0:
-                await asyncio.sleep(delay)
+                # An open plan may gain an earlier departure meanwhile: wake for it.
+                self._departures_added.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._departures_added.wait(), delay)
+                continue
+            heapq.heappop(departures)
             driver = self._by_index.get(index)
             if driver is not None and not driver.outcome:
                 self.departed += 1

@@ -46,7 +46,7 @@ class Arrival:
     leave_s: float | None = None  # planned departure; None stays to the end
 
 
-class _Rooms:
+class Rooms:
     """Seat bookkeeping while the plan is built."""
 
     def __init__(self, rooms: int) -> None:
@@ -73,7 +73,7 @@ class _Rooms:
 
 class _Builder:
     def __init__(self, rooms: int) -> None:
-        self.rooms = _Rooms(rooms)
+        self.rooms = Rooms(rooms)
         self.starts: list[tuple[float, int, int]] = []  # (start_s, room, seat), by index
         self.leaves: dict[int, float] = {}
         self.live: deque[int] = deque()  # indices in join order

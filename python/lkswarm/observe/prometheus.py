@@ -130,7 +130,11 @@ def _histogram_lines(name: str, phase: str, buckets: PhaseBuckets) -> list[str]:
     return lines
 
 
-def render_metrics(exposition: Exposition) -> str:
+# name -> (help text, [(labels, value)]): gauges a command adds to its scrape (``capacity``: the level, the verdicts)
+ExtraGauges = dict[str, tuple[str, list[tuple[str, float]]]]
+
+
+def render_metrics(exposition: Exposition, extra: ExtraGauges | None = None) -> str:
     """The exposition text for one scrape."""
     out: list[str] = []
     snap = exposition.snapshot
@@ -166,6 +170,8 @@ def render_metrics(exposition: Exposition) -> str:
     out.append(f"# TYPE {name} histogram")
     for phase in PHASES:
         out.extend(_histogram_lines(name, phase, exposition.phases.get(phase) or PhaseBuckets()))
+    for gauge, (help_text, samples) in sorted((extra or {}).items()):
+        metric(gauge, "gauge", help_text, samples)
     return "\n".join(out) + "\n"
 
 
@@ -214,6 +220,7 @@ class PrometheusExporter:
         self.server = MetricsServer(address, self._render)
         self.info: RunInfo | None = None
         self.latest = Snapshot()
+        self.gauges: ExtraGauges = {}  # set by the command that owns the exporter, rendered with each scrape
 
     async def start(self, info: RunInfo) -> None:
         self.info = info
@@ -224,7 +231,7 @@ class PrometheusExporter:
 
     def _render(self) -> str:
         assert self.info is not None
-        return render_metrics(exposition_of(self.info, self.latest))
+        return render_metrics(exposition_of(self.info, self.latest), self.gauges)
 
     async def stop(self) -> None:
         await self.server.stop()

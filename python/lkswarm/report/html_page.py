@@ -12,7 +12,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from lkswarm.report.html_figures import build_figures
+from lkswarm.capacity.schema import CapacitySection
+from lkswarm.report.capacity_figures import capacity_plots
+from lkswarm.report.capacity_text import levels_table, summary_paragraph
+from lkswarm.report.html_figures import Figure, build_figures
 
 _MAX_FAILED_ROWS = 500
 _STYLE = """
@@ -252,18 +255,42 @@ def _script_json(value: Any) -> str:
     return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _plots(report: dict[str, Any]) -> tuple[str, str]:
-    """(the plot section, the script that draws it)."""
+def _plot_divs(built: list[tuple[str, Figure | None, str]], figures: dict[str, Figure]) -> str:
+    """A div per plot (or the reason there is none); the figures to draw are added to ``figures`` by id."""
     divs = []
-    figures = {}
-    for plot_id, figure, missing in build_figures(report):
+    for plot_id, figure, missing in built:
         if figure is None:
             divs.append(f'<div class="missing" id="{_e(plot_id)}">{_e(missing)}</div>')
         else:
             divs.append(f'<div class="plot" id="{_e(plot_id)}"></div>')
             figures[plot_id] = figure
+    return "\n".join(divs)
+
+
+def _capacity(report: dict[str, Any], figures: dict[str, Figure]) -> str:
+    """`lkswarm capacity`: the verdict in words, the levels table and the search's plots; '' for other reports."""
+    if not isinstance(report.get("capacity"), dict):
+        return ""
+    section: CapacitySection = report["capacity"]
+    header, *rows = levels_table(section)
+    verdict = header.index("verdict")
+    for row in rows:  # coloured like the thresholds' verdicts: PASS or not, seen without reading
+        cell = Raw(f'<td class="{"ok" if row[verdict] == "PASS" else "bad"}">{_e(row[verdict])}</td>')
+        row[verdict] = cell
+    summary = section.get("summary") or summary_paragraph(section)
+    return "\n".join(
+        [
+            "<h2>Capacity</h2>",
+            f'<p id="capacity-summary">{_e(summary)}</p>',
+            table(header, rows, "capacity-levels"),
+            _plot_divs(capacity_plots(report), figures),
+        ]
+    )
+
+
+def _draw_script(figures: dict[str, Figure]) -> str:
     # data-plots-drawn / data-plot-error on <body> tell a headless browser (and the tests) how drawing went.
-    script = (
+    return (
         "const FIGURES = " + _script_json(figures) + ";\n"
         "const plotFailed = (err) => { document.body.dataset.plotError = String(err); };\n"
         "try {\n"
@@ -273,7 +300,6 @@ def _plots(report: dict[str, Any]) -> tuple[str, str]:
         "    .catch(plotFailed);\n"
         "} catch (err) { plotFailed(err); }\n"
     )
-    return "<h2>Plots</h2>\n" + "\n".join(divs), script
 
 
 def render_html(report: dict[str, Any], plotly_js: str | None = None) -> str:
@@ -282,11 +308,14 @@ def render_html(report: dict[str, Any], plotly_js: str | None = None) -> str:
         from plotly.offline import get_plotlyjs  # imported late: 4.8 MB of JavaScript read from disk
 
         plotly_js = str(get_plotlyjs())
-    plots, draw = _plots(report)
+    figures: dict[str, Figure] = {}  # every plot on the page, drawn by one script at the end
+    capacity = _capacity(report, figures)
+    plots = "<h2>Plots</h2>\n" + _plot_divs(build_figures(report), figures)
     title = f"lkswarm report {report.get('started_at', '')}"
     body = "\n".join(
         [
             _header(report),
+            capacity,
             _thresholds(report),
             plots,
             _latency(report),
@@ -301,5 +330,5 @@ def render_html(report: dict[str, Any], plotly_js: str | None = None) -> str:
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{_e(title)}</title>\n<style>{_STYLE}</style>\n"
         f'<script type="text/javascript">{plotly_js}</script>\n</head>\n<body>\n{body}\n'
-        f'<script type="text/javascript">\n{draw}</script>\n</body>\n</html>\n'
+        f'<script type="text/javascript">\n{_draw_script(figures)}</script>\n</body>\n</html>\n'
     )

@@ -1,0 +1,390 @@
+"""`lkswarm capacity`: drives one engine through the levels a `lkswarm.capacity.search.Search` asks for.
+
+Theory of operation
+-------------------
+One engine with an *open plan* (`Engine(open_plan=True)`) runs for the whole
+search; this controller adds its arrivals and departures as the search goes.
+A level is:
+
+1. **Ramp.** Going up from a passing level, the population persists and only
+   the difference arrives, at ``rate`` joins per second (open arrivals, as in
+   `run`). A level below the population now (a bisection probe) is *fresh*:
+   everyone leaves first, and the controller waits until the server reports no
+   participants (its ``livekit_participant_total``, when readable) and a short
+   cool-down, so the probe starts from an idle server.
+2. **Settle**, a fixed time or ``auto`` (until every level participant has
+   joined and, with media, is ACTIVE; at least 3 s, at most 60 s).
+3. **Hold.** The `HoldWindow` taps the run's metrics; a low-rate churn of
+   short-lived subscriber joins (``probe_churn_per_s``) keeps join latency
+   sampled while the population is flat. The verdicts of every SLO come from
+   the hold alone (`lkswarm.capacity.slo.judge`); a hold whose verdicts are
+   INCONCLUSIVE is extended by half a hold until ``max_hold_s``.
+4. **Guards.** A level at which this generator saturated (scheduler lateness,
+   loop lag or media-thread lag over their limits *in the hold*) is
+   GENERATOR_BOUND: never the server's limit, and the search stops with a lower
+   bound. A server that died, or an engine that ended (a stop signal), ABORTS.
+
+The controller never decides what comes next: the search does. Everything it
+measured is returned as `Level` rows, also when a signal ends it early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from lkswarm.app.capacity_level import HoldWindow, server_figures
+from lkswarm.capacity.schema import Level, LevelVerdict, SloResult, SloSpec
+from lkswarm.capacity.search import Planned, Search
+from lkswarm.capacity.slo import combine, judge, judge_count
+from lkswarm.config import RunConfig
+from lkswarm.engine.engine import Engine
+from lkswarm.engine.outcome import OutcomeKind
+from lkswarm.engine.plan import Arrival, Rooms
+from lkswarm.media.tier import LightTier
+from lkswarm.metrics import MAX_MEDIA_LAG_P99_MS, process_cpu_s
+from lkswarm.observe.server_metrics import Scrape, scrape
+
+Grow = Literal["subscribers", "rooms", "publishers"]
+AUTO_SETTLE_MIN_S = 3.0
+AUTO_SETTLE_MAX_S = 60.0
+TEARDOWN_TIMEOUT_S = 45.0
+COOL_DOWN_S = 2.0
+MIN_SUBWINDOW_S = 2.0
+SUBWINDOWS_PER_HOLD = 6
+CHURN_GAP_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """How a level's population is laid out: which dimension grows, and what stays fixed."""
+
+    grow: Grow
+    rooms: int  # fixed rooms (subscribers, publishers); for "rooms", the start's
+    per_room: int  # participants per room at the start; fixed when growing rooms
+    publishers: int  # per room (audio + video); everyone when growing publishers
+
+    @property
+    def granularity(self) -> int:
+        return self.per_room if self.grow == "rooms" else self.rooms
+
+    def room_targets(self, participants: int) -> list[int]:
+        """Participants per room at a level (levels are multiples of the granularity)."""
+        if self.grow == "rooms":
+            return [self.per_room] * max(1, participants // self.per_room)
+        return [participants // self.rooms] * self.rooms
+
+    def describe(self, participants: int) -> dict[str, int]:
+        targets = self.room_targets(participants)
+        per_room = targets[0] if targets else 0
+        publishers = per_room if self.grow == "publishers" else min(self.publishers, per_room)
+        return {"rooms": len(targets), "publishers": publishers, "subscribers": per_room - publishers}
+
+
+@dataclass(frozen=True, slots=True)
+class LevelTiming:
+    rate: float  # joins per second in a ramp
+    settle_s: float | None  # None: auto
+    hold_s: float
+    max_hold_s: float
+    probe_churn_per_s: float
+    confidence: float
+
+
+@dataclass(slots=True)
+class Controller:
+    """Adds and removes participants of an open-plan engine, level by level, and measures each hold."""
+
+    engine: Engine
+    shape: Shape
+    slos: list[SloSpec]
+    timing: LevelTiming
+    metrics_url: str | None = None
+    server_pid: Callable[[], int | None] = lambda: None
+    server_alive: Callable[[], bool] = lambda: True
+    on_level: Callable[[Level], None] = lambda level: None
+    on_level_start: Callable[[Planned], None] = lambda planned: None
+    levels: list[Level] = field(default_factory=list)
+    search_started_at: float = 0.0
+    _seats: dict[int, tuple[int, int]] = field(default_factory=dict)  # live plan index -> (room, seat)
+    _rooms: Rooms | None = None
+    _next_index: int = 0
+    _churned: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._rooms = Rooms(self.engine.config.rooms)
+
+    # -- the search ----------------------------------------------------------------------
+
+    async def run(self, search: Search) -> None:
+        await self.engine.started.wait()
+        self.search_started_at = time.perf_counter()
+        while (planned := search.next_level()) is not None:
+            self.on_level_start(planned)
+            level = await self.measure(planned)
+            self.levels.append(level)
+            self.on_level(level)
+            search.record(planned.participants, level["verdict"])
+            if level["verdict"] == "ABORTED":
+                break
+
+    def _t(self) -> float:
+        return round(time.perf_counter() - self.search_started_at, 3)
+
+    def _ended(self) -> str:
+        """Why the level cannot go on ("" while it can)."""
+        if not self.server_alive():
+            return "the server died"
+        if self.engine.interrupted is not None:
+            return f"the search was stopped ({self.engine.interrupted['signal']})"
+        return ""
+
+    async def measure(self, planned: Planned) -> Level:
+        ramp_from = self._t()
+        failed_before = self._failed_count()
+        if planned.fresh and self._seats:
+            await self._teardown()
+        attempted_before = self._next_index
+        live_before = len(self._seats)
+        ramp_end_s = self._grow_to(planned.participants)
+        await self._sleep_until(ramp_end_s + 0.5)
+        ramp = (ramp_from, self._t())
+        await self._settle(planned.participants)
+        settle = (ramp[1], self._t())
+        window, results, before, after, proc_s = await self._hold()
+        hold = (settle[1], self._t())
+        alive = sum(1 for d in self.engine.live_drivers())
+        active = self.engine.active_count() if self.engine.tiers else 0
+        failed = self._failed_count() - failed_before
+        attempted = live_before + (self._next_index - attempted_before)
+        if self._has_slo("failed_ratio"):
+            spec = self._spec("failed_ratio")
+            results["failed_ratio"] = judge_count(spec, failed, max(attempted, 1), self.timing.confidence)
+        verdict, reason, _ = combine(results)
+        generator = window.generator(window.media_lag)
+        ended = self._ended()
+        level_verdict: LevelVerdict = verdict
+        if ended:
+            level_verdict, reason = "ABORTED", ended
+        elif generator["bound"]:
+            level_verdict, reason = "GENERATOR_BOUND", generator["reason"]
+        layout = self.shape.describe(planned.participants)
+        return {
+            "index": len(self.levels),
+            "participants": planned.participants,
+            "rooms": layout["rooms"],
+            "publishers": layout["publishers"],
+            "subscribers": layout["subscribers"],
+            "phase": planned.phase,
+            "fresh": planned.fresh,
+            "ramp_s": ramp,
+            "settle_s": settle,
+            "hold_s": hold,
+            "verdict": level_verdict,
+            "reason": reason,
+            "slos": results,
+            "client": window.client(failed, attempted, alive, active),
+            "generator": generator,
+            "server": server_figures(before, after, window.held_s, proc_s),
+        }
+
+    # -- populations -----------------------------------------------------------------------
+
+    def _failed_count(self) -> int:
+        return sum(n for outcome, n in self.engine.tally.outcomes.items() if outcome.kind is OutcomeKind.FAILED)
+
+    def _reconcile(self) -> None:
+        """Frees the seats of participants that ended (failed, or left after a churn or teardown)."""
+        assert self._rooms is not None
+        for index in list(self._seats):
+            driver = self.engine.driver_of(index)
+            if driver is not None and driver.outcome:
+                room, seat = self._seats.pop(index)
+                self._rooms.release(room, seat)
+
+    def _grow_to(self, participants: int) -> float:
+        """Plans the arrivals that bring each room to its target; returns the ramp's last start (run s)."""
+        assert self._rooms is not None
+        self._reconcile()
+        now_s = self.engine.elapsed_s() + 0.05
+        arrivals: list[Arrival] = []
+        for room, target in enumerate(self.shape.room_targets(participants)):
+            for _ in range(max(0, target - self._rooms.occupancy[room])):
+                seat = self._rooms.take_in(room)
+                start_s = now_s + len(arrivals) / self.timing.rate
+                arrivals.append(Arrival(self._next_index, start_s, room, seat))
+                self._seats[self._next_index] = (room, seat)
+                self._next_index += 1
+        arrivals.sort(key=lambda a: (a.start_s, a.index))
+        self.engine.add_arrivals(arrivals)
+        return arrivals[-1].start_s if arrivals else now_s
+
+    async def _teardown(self) -> None:
+        """Everyone leaves; then waits for an empty server and a cool-down."""
+        now_s = self.engine.elapsed_s()
+        for index in list(self._seats):
+            self.engine.add_departure(now_s, index)
+        deadline = time.perf_counter() + TEARDOWN_TIMEOUT_S
+        while time.perf_counter() < deadline and not self._ended():
+            await asyncio.sleep(0.25)
+            self._reconcile()
+            if self._seats:
+                continue
+            if await self._server_participants() in (None, 0.0):
+                break
+        await asyncio.sleep(COOL_DOWN_S)
+
+    async def _server_participants(self) -> float | None:
+        if self.metrics_url is None:
+            return None
+        scraped = await asyncio.to_thread(scrape, self.metrics_url)
+        return scraped.total("livekit_participant_total", {}) if isinstance(scraped, Scrape) else None
+
+    def _churn_one(self) -> None:
+        """Replaces the longest-lived subscriber (a publisher when there is none) with a fresh join in its seat."""
+        publishers = 0 if self.shape.grow == "publishers" else self.shape.publishers
+        candidates = [i for i, (_, seat) in self._seats.items() if seat >= publishers and i not in self._churned]
+        if not candidates:
+            candidates = [i for i in self._seats if i not in self._churned]
+        if not candidates:
+            return
+        leaving = min(candidates)
+        room, seat = self._seats.pop(leaving)
+        now_s = self.engine.elapsed_s()
+        self._churned.add(leaving)
+        self.engine.add_departure(now_s, leaving)
+        # The replacement joins a moment later: in a room at its size limit the server must have seen the
+        # leaver go, or it refuses the newcomer as "room full" and the probe measures the limit, not the join.
+        start_s = max(now_s + CHURN_GAP_S, self._last_start_s())
+        self.engine.add_arrivals([Arrival(self._next_index, start_s, room, seat)])
+        self._seats[self._next_index] = (room, seat)  # the seat passes straight to the replacement
+        self._next_index += 1
+
+    def _last_start_s(self) -> float:
+        return self.engine.plan[-1].start_s if self.engine.plan else 0.0
+
+    # -- windows ----------------------------------------------------------------------------
+
+    async def _sleep_until(self, run_s: float) -> None:
+        while not self._ended():
+            remaining = run_s - self.engine.elapsed_s()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(min(0.25, remaining))
+
+    async def _settle(self, participants: int) -> None:
+        if self.timing.settle_s is not None:
+            await self._sleep_until(self.engine.elapsed_s() + self.timing.settle_s)
+            return
+        started = self.engine.elapsed_s()
+        while not self._ended():
+            waited = self.engine.elapsed_s() - started
+            pending = [d for d in self.engine.live_drivers() if d.joined_at is None]
+            inactive = self.engine.tiers and self.engine.active_count() < len(self.engine.live_drivers())
+            if waited >= AUTO_SETTLE_MAX_S or (waited >= AUTO_SETTLE_MIN_S and not pending and not inactive):
+                return
+            await asyncio.sleep(0.25)
+
+    async def _hold(
+        self,
+    ) -> tuple[HoldWindow, dict[str, SloResult], Scrape | str | None, Scrape | str | None, float | None]:
+        window = HoldWindow(self.engine.metrics, self.engine.tiers)
+        before = await asyncio.to_thread(scrape, self.metrics_url) if self.metrics_url else None
+        pid = self.server_pid()
+        proc_before = process_cpu_s(pid) if pid is not None else None
+        self._churned.clear()
+        lag_before = self._media_lag_counts()
+        window.open()
+        subwindow_s = max(MIN_SUBWINDOW_S, self.timing.hold_s / SUBWINDOWS_PER_HOLD)
+        planned_s = self.timing.hold_s
+        results: dict[str, SloResult] = {}
+        while not self._ended():
+            await self._hold_for(window, planned_s - window.held_s, subwindow_s)
+            results = self._judge(window)
+            inconclusive = any(r["verdict"] == "INCONCLUSIVE" for r in results.values())
+            if not inconclusive or planned_s >= self.timing.max_hold_s:
+                break
+            planned_s = min(self.timing.max_hold_s, planned_s + self.timing.hold_s / 2)
+        window.close()
+        lag_after = self._media_lag_counts()
+        if lag_before is not None and lag_after is not None:
+            window.media_lag = (lag_after[0] - lag_before[0], lag_after[1] - lag_before[1])
+        after = await asyncio.to_thread(scrape, self.metrics_url) if self.metrics_url else None
+        proc_after = process_cpu_s(pid) if pid is not None else None
+        proc_cores = None
+        if proc_before is not None and proc_after is not None and window.held_s > 0:
+            proc_cores = round((proc_after - proc_before) / window.held_s, 3)
+        return window, results, before, after, proc_cores
+
+    async def _hold_for(self, window: HoldWindow, duration_s: float, subwindow_s: float) -> None:
+        end = time.perf_counter() + max(0.0, duration_s)
+        next_boundary = time.perf_counter() + subwindow_s
+        next_churn = time.perf_counter()
+        churn_every_s = 1.0 / self.timing.probe_churn_per_s if self.timing.probe_churn_per_s > 0 else math.inf
+        while time.perf_counter() < end and not self._ended():
+            now = time.perf_counter()
+            if now >= next_churn:
+                self._reconcile()
+                self._churn_one()
+                next_churn += churn_every_s
+            if now >= next_boundary:
+                window.boundary()
+                next_boundary += subwindow_s
+            await asyncio.sleep(max(0.0, min(0.1, end - now, next_boundary - now, next_churn - now)))
+
+    def _has_slo(self, key: str) -> bool:
+        return any(spec["key"] == key for spec in self.slos)
+
+    def _spec(self, key: str) -> SloSpec:
+        return next(spec for spec in self.slos if spec["key"] == key)
+
+    def _judge(self, window: HoldWindow) -> dict[str, SloResult]:
+        confidence = self.timing.confidence
+        results: dict[str, SloResult] = {}
+        for spec in self.slos:
+            key = spec["key"]
+            if key == "failed_ratio":
+                continue  # judged from the level's start, after the hold (see the module docstring)
+            if key == "media.loss_ratio":
+                results[key] = judge(spec, None, window.media_trials(), confidence)
+            else:
+                phase = key.rsplit(".", 1)[0]
+                results[key] = judge(spec, window.values(phase), None, confidence)
+        return results
+
+    def _media_lag_counts(self) -> tuple[int, int] | None:
+        """(timer samples, samples over the limit) of the media thread so far; the hold's share is a difference."""
+        for tier in self.engine.tiers:
+            if isinstance(tier, LightTier) and tier.hub is not None:
+                count, over = tier.hub.timer_lag_above(MAX_MEDIA_LAG_P99_MS / 1000)
+                return int(count), int(over)
+        return None
+
+
+def engine_config(base: RunConfig, shape: Shape, maximum: int, timeout_s: float) -> RunConfig:
+    """The open-plan engine's config: room count and seats for the largest level, the search's time bound."""
+    rooms = math.ceil(maximum / shape.per_room) if shape.grow == "rooms" else shape.rooms
+    per_room = shape.per_room if shape.grow == "rooms" else math.ceil(maximum / shape.rooms)
+    update: dict[str, object] = {
+        "rooms": rooms,
+        "participants": max(per_room, shape.publishers, 1),
+        "duration_s": timeout_s,
+        "stages": (),
+        "churn_rate": 0.0,
+        "verify_rooms": False,
+    }
+    if shape.grow == "publishers":
+        kind = "video_publishers" if base.video_publishers > 0 else "audio_publishers"
+        update[kind] = max(per_room, 1)
+    return base.model_copy(update=update)
+
+
+def cancel_quietly(task: asyncio.Task[object]) -> None:
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        task.exception()

@@ -1,0 +1,290 @@
+"""Runs a capacity search end to end: the server (embedded, CPU-limited, or ``--url``), the engine, the report.
+
+The engine runs under `run_until_stopped`, so the first SIGINT, SIGTERM or SIGHUP
+ends the search as its last level would: the levels measured so far are
+analysed and every output is written; the report says it was interrupted.
+A core sweep (``--server-cpus 0.5,1,2``) is one search per limit, each on a
+fresh embedded server, and the report's ``capacity.sweep`` holds their results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvloop
+
+from lkswarm.app.capacity import Controller, LevelTiming, Shape, engine_config
+from lkswarm.app.cpu_limit import CpuLimit, limit_cpu
+from lkswarm.app.runner import build_engine, resolve_url, run_until_stopped
+from lkswarm.app.server import LocalServer
+from lkswarm.auth import Credentials
+from lkswarm.capacity.analysis import analyse, sweep_summary
+from lkswarm.capacity.schema import CapacitySection, SloSpec
+from lkswarm.capacity.search import Search
+from lkswarm.capacity.slo import parse_slo
+from lkswarm.config import RunConfig
+from lkswarm.engine.timeline import Observer
+from lkswarm.errors import ConfigError
+from lkswarm.metrics import process_cpu_s
+from lkswarm.observe.server_metrics import scrape, server_section
+from lkswarm.report.build import EmbeddedServerUse, build_report
+from lkswarm.report.capacity_text import summary_paragraph
+from lkswarm.report.schema import as_json
+
+MEDIA_SLOS = ("media.loss_ratio",)
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityOptions:
+    """What `lkswarm capacity` was asked for, beyond the shape (a `RunConfig`)."""
+
+    grow: str = "subscribers"
+    start: int | None = None
+    maximum: int = 1000
+    growth: float | None = 1.5
+    step: int | None = None
+    width: float = 0.05
+    hold_s: float = 60.0
+    settle_s: float | None = 20.0  # None: auto
+    max_hold_s: float = 180.0
+    slos: tuple[str, ...] = ()
+    confidence: float = 0.95
+    probe_churn_per_s: float = 1.0
+    max_probes: int = 6
+    server_cpus: tuple[float, ...] = ()
+    server_cores: float | None = None  # cores of the server to plan for (default: the limit, or this machine's)
+    target_cpu: float = 0.7
+    timeout_s: float = 3600.0
+    extra_server_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CapacityResult:
+    report: dict[str, Any]
+    section: CapacitySection
+
+
+def shape_of(config: RunConfig, grow: str) -> Shape:
+    if grow not in ("subscribers", "rooms", "publishers"):
+        raise ConfigError(f"--grow must be subscribers, rooms or publishers, not {grow!r}")
+    publishers = config.audio_publishers + config.video_publishers
+    return Shape(grow, config.rooms, config.participants, publishers)  # type: ignore[arg-type]
+
+
+def slo_specs(options: CapacityOptions, config: RunConfig) -> tuple[list[SloSpec], list[str]]:
+    """The SLOs to judge, and notes on defaults left out (loss without media, say)."""
+    from lkswarm.capacity.slo import DEFAULT_SLOS
+
+    notes: list[str] = []
+    texts = list(options.slos) or list(DEFAULT_SLOS)
+    specs = [parse_slo(text) for text in texts]
+    if config.signal_only or (config.audio_publishers + config.video_publishers) == 0:
+        dropped = [s["text"] for s in specs if s["key"] in MEDIA_SLOS]
+        if dropped and not options.slos:
+            notes.append(f"{', '.join(dropped)} left out: this shape publishes no media")
+            specs = [s for s in specs if s["key"] not in MEDIA_SLOS]
+        elif dropped:
+            raise ConfigError(f"--slo {dropped[0]}: this shape publishes no media (add --audio-publishers)")
+    return specs, notes
+
+
+def check_capacity_options(options: CapacityOptions, config: RunConfig) -> Search:
+    """Validates the search's options against the shape (usage errors, before anything starts)."""
+    shape = shape_of(config, options.grow)
+    slo_specs(options, config)
+    start = options.start if options.start is not None else config.total_participants
+    granularity = shape.granularity
+    if start < granularity or options.maximum < start:
+        raise ConfigError(
+            f"--start {start} and --max {options.maximum} must satisfy {granularity} <= start <= max "
+            f"(levels are whole multiples of {granularity} when growing {options.grow})"
+        )
+    if options.grow != "publishers" and shape.publishers > shape.room_targets(start)[0]:
+        raise ConfigError(f"--start {start} leaves fewer participants per room than the {shape.publishers} publishers")
+    if options.max_hold_s < options.hold_s:
+        raise ConfigError("--max-hold must be at least --hold")
+    return Search(
+        start,
+        options.maximum,
+        growth=options.growth if options.step is None else None,
+        step=options.step,
+        width=options.width,
+        max_probes=options.max_probes,
+        granularity=granularity,
+    )
+
+
+def run_capacity(
+    config: RunConfig,
+    credentials: Credentials,
+    options: CapacityOptions,
+    *,
+    observers: list[Observer] | None = None,
+    on_level: Any = None,
+    on_level_start: Any = None,
+    on_server: Any = None,
+) -> CapacityResult:
+    """The whole search (a core sweep: one per ``server_cpus`` value); the first one's report carries the rest."""
+    limits: list[float | None] = list(options.server_cpus) or [None]
+    results = [
+        _one_search(
+            config,
+            credentials,
+            options,
+            cpus,
+            observers=observers,
+            on_level=on_level,
+            on_level_start=on_level_start,
+            on_server=on_server,
+        )
+        for cpus in limits[:1]
+    ]
+    if results[0].report.get("interrupted") is None:
+        for cpus in limits[1:]:
+            results.append(_one_search(config, credentials, options, cpus, on_level=on_level, on_server=on_server))
+            if results[-1].report.get("interrupted") is not None:
+                break
+    main = results[0]
+    if len(limits) > 1:
+        main.section["sweep"] = sweep_summary([r.section for r in results])  # type: ignore[typeddict-unknown-key]
+        main.report["capacity"] = main.section
+    return main
+
+
+def _one_search(
+    config: RunConfig,
+    credentials: Credentials,
+    options: CapacityOptions,
+    cpus: float | None,
+    *,
+    observers: list[Observer] | None = None,
+    on_level: Any = None,
+    on_level_start: Any = None,
+    on_server: Any = None,
+) -> CapacityResult:
+    search = check_capacity_options(options, config)
+    shape = shape_of(config, options.grow)
+    specs, notes = slo_specs(options, config)
+    if not config.run_tag:
+        config = config.model_copy(update={"run_tag": secrets.token_hex(3)})
+    url = resolve_url(config)
+    if cpus is not None and url is not None:
+        raise ConfigError("--server-cpus limits the embedded server; leave out --url (or limit your server yourself)")
+    local: LocalServer | None = None
+    limit: CpuLimit | None = None
+    try:
+        if url is None:
+            local = LocalServer(credentials, extra_config=options.extra_server_config)
+            local.start()
+            url = local.url
+            if cpus is not None and local.pid is not None:
+                limit = limit_cpu(local.pid, cpus)
+            if on_server is not None:
+                on_server(local, limit)
+        run_config = engine_config(config, shape, options.maximum, options.timeout_s)
+        engine = build_engine(run_config, credentials, url, observers, open_plan=True)
+        metrics_url = config.server_metrics or (local.metrics_url if local is not None else None)
+        timing = LevelTiming(
+            config.rate,
+            options.settle_s,
+            options.hold_s,
+            options.max_hold_s,
+            options.probe_churn_per_s,
+            options.confidence,
+        )
+        server = local
+        controller = Controller(
+            engine,
+            shape,
+            specs,
+            timing,
+            metrics_url=metrics_url,
+            server_pid=lambda: server.pid if server is not None else None,
+            server_alive=lambda: server is None or server.running(),
+            on_level=on_level or (lambda level: None),
+            on_level_start=on_level_start or (lambda planned: None),
+        )
+        scraped_before = scrape(metrics_url) if metrics_url else "no --server-metrics URL"
+        server_cpu_before_s = process_cpu_s(local.pid) if local is not None and local.pid is not None else None
+        started = time.perf_counter()
+        record = uvloop.run(_drive(engine, controller, search))
+        wall_s = time.perf_counter() - started
+        scraped_after = scrape(metrics_url) if metrics_url else scraped_before
+        server_use = None
+        if local is not None and local.pid is not None and server_cpu_before_s is not None:
+            server_cpu_after_s = process_cpu_s(local.pid)
+            if server_cpu_after_s is not None:
+                server_use = EmbeddedServerUse(server_cpu_after_s - server_cpu_before_s, wall_s)
+        report = as_json(
+            build_report(record, server_use, server_metrics=server_section(scraped_before, scraped_after, wall_s))
+        )
+    finally:
+        if local is not None:
+            local.stop()
+        if limit is not None:
+            limit.release()
+    report["target"] = {"url": url, "embedded_server": local is not None}
+    section = analyse(
+        controller.levels,
+        search,
+        specs,
+        shape_description=_shape_dict(config, shape),
+        options=_search_dict(options, wall_s),
+        server_limit=limit.describe() if limit is not None else {},
+        server_cores=options.server_cores or cpus,
+        target_cpu=options.target_cpu,
+        grow=options.grow,
+        confidence=options.confidence,
+        notes=notes,
+    )
+    section["summary"] = summary_paragraph(section)
+    report["capacity"] = section
+    return CapacityResult(report, section)
+
+
+async def _drive(engine: Any, controller: Controller, search: Search) -> Any:
+    """Runs the engine and the controller together; the engine's record once the search (or a signal) ends."""
+    engine_task = asyncio.get_running_loop().create_task(run_until_stopped(engine))
+    control_task = asyncio.get_running_loop().create_task(controller.run(search))
+    done, _ = await asyncio.wait({engine_task, control_task}, return_when=asyncio.FIRST_COMPLETED)
+    if control_task in done:
+        control_task.result()  # a bug in the controller must surface, not pass for a finished search
+        engine.finish()
+    else:
+        control_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await control_task
+    return await engine_task
+
+
+def _shape_dict(config: RunConfig, shape: Shape) -> dict[str, object]:
+    return {
+        "rooms": shape.rooms,
+        "participants_per_room": shape.per_room,
+        "publishers_per_room": shape.publishers,
+        "audio_publishers": config.audio_publishers,
+        "video_publishers": config.video_publishers,
+        "simulcast": config.simulcast,
+        "signal_only": config.signal_only,
+        "rate": config.rate,
+    }
+
+
+def _search_dict(options: CapacityOptions, wall_s: float) -> dict[str, object]:
+    return {
+        "start": options.start,
+        "max": options.maximum,
+        "growth": options.growth,
+        "step": options.step,
+        "width": options.width,
+        "hold_s": options.hold_s,
+        "settle_s": "auto" if options.settle_s is None else options.settle_s,
+        "max_hold_s": options.max_hold_s,
+        "probe_churn_per_s": options.probe_churn_per_s,
+        "wall_s": round(wall_s, 1),
+    }

@@ -1,0 +1,354 @@
+"""``lkswarm capacity``: how many participants of a shape the server holds within its SLOs, and what gives way first."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from lkswarm.auth import Credentials
+from lkswarm.cli.options import (
+    ApiKey,
+    ApiSecret,
+    AudioPublishersOpt,
+    CaFileOpt,
+    CsvDirOpt,
+    HtmlPathOpt,
+    InsecureOpt,
+    JsonPathOpt,
+    ParticipantsOpt,
+    PresetOpt,
+    PrometheusOpt,
+    QuietOpt,
+    RateOpt,
+    RoomsOpt,
+    ScenarioOpt,
+    ServerMetricsOpt,
+    SignalOnlyOpt,
+    SimulcastOpt,
+    UrlOpt,
+    VideoCodecOpt,
+    VideoPublishersOpt,
+    publishers_value,
+)
+from lkswarm.cli.output import fail, stderr, stdout
+from lkswarm.config import parse_duration_s
+from lkswarm.errors import ConfigError, LkswarmError
+
+SEARCH = "Search"
+EXIT_FOUND = 0
+EXIT_NOT_FOUND = 1
+EXIT_REQUIRE_FAILED = 99
+
+GrowOpt = Annotated[
+    str,
+    typer.Option(
+        help="What grows: subscribers (in each room), rooms (of the shape), publishers.", rich_help_panel=SEARCH
+    ),
+]
+StartOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="First level, in participants (default: the shape's rooms x participants).", rich_help_panel=SEARCH
+    ),
+]
+MaxOpt = Annotated[int, typer.Option("--max", help="Largest level tried, in participants.", rich_help_panel=SEARCH)]
+GrowthOpt = Annotated[
+    float, typer.Option(help="Bracketing: each level this many times the last.", rich_help_panel=SEARCH)
+]
+StepOpt = Annotated[
+    int | None, typer.Option(help="Bracketing by a fixed step instead of --growth.", rich_help_panel=SEARCH)
+]
+WidthOpt = Annotated[
+    str,
+    typer.Option(
+        help="Bisection stops when (first FAIL - last PASS) / last PASS is this or less.", rich_help_panel=SEARCH
+    ),
+]
+HoldOpt = Annotated[
+    str, typer.Option(help="Hold window per level; verdicts come from it alone.", rich_help_panel=SEARCH)
+]
+SettleOpt = Annotated[
+    str,
+    typer.Option(
+        help="Settle time after a ramp, or 'auto' (until everyone has joined and is ACTIVE).", rich_help_panel=SEARCH
+    ),
+]
+MaxHoldOpt = Annotated[str, typer.Option(help="An INCONCLUSIVE hold is extended up to this.", rich_help_panel=SEARCH)]
+SloOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--slo",
+        help="An SLO, repeatable: join_response.p95<1s, ping_rtt.p99<250ms, media.loss_ratio<1%, failed_ratio<0.5%. "
+        "Default: those four (loss only when the shape publishes).",
+        rich_help_panel=SEARCH,
+    ),
+]
+ConfidenceOpt = Annotated[
+    float, typer.Option(help="Confidence of each verdict's binomial bound.", rich_help_panel=SEARCH)
+]
+ProbeChurnOpt = Annotated[
+    float,
+    typer.Option(
+        help="Short-lived joins per second during a hold, so join latency is sampled.", rich_help_panel=SEARCH
+    ),
+]
+RequireOpt = Annotated[
+    int | None, typer.Option(help="Exit 99 when the capacity found is below this (CI gating).", rich_help_panel=SEARCH)
+]
+ServerCpusOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Hold the embedded server to this many cores (cgroup where possible); 0.5,1,2 is a core sweep.",
+        rich_help_panel=SEARCH,
+    ),
+]
+ServerCoresOpt = Annotated[
+    float | None,
+    typer.Option(help="Cores of the server to plan for (default: --server-cpus).", rich_help_panel=SEARCH),
+]
+TargetCpuOpt = Annotated[
+    str,
+    typer.Option(
+        help="Planned CPU utilisation for the projection (livekit's node selector stops at 90%).",
+        rich_help_panel=SEARCH,
+    ),
+]
+ServerConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        help='JSON merged into the embedded server\'s config, e.g. \'{"room": {"max_participants": 50}}\'.',
+        rich_help_panel=SEARCH,
+    ),
+]
+TimeoutOpt = Annotated[str, typer.Option(help="Bound on the whole search.", rich_help_panel=SEARCH)]
+
+
+def _ratio(text: str, flag: str) -> float:
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ConfigError(f"{flag}: {text!r} is not a ratio (5% or 0.05)") from None
+    if not 0 < value < 1:
+        raise ConfigError(f"{flag}: {text!r} must lie strictly between 0 and 100 %")
+    return value
+
+
+def capacity(
+    scenario: ScenarioOpt = None,
+    preset: PresetOpt = None,
+    url: UrlOpt = None,
+    api_key: ApiKey = None,
+    api_secret: ApiSecret = None,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
+    rooms: RoomsOpt = None,
+    participants: ParticipantsOpt = None,
+    audio_publishers: AudioPublishersOpt = None,
+    video_publishers: VideoPublishersOpt = None,
+    rate: RateOpt = None,
+    signal_only: SignalOnlyOpt = False,
+    simulcast: SimulcastOpt = None,
+    video_codec: VideoCodecOpt = None,
+    grow: GrowOpt = "subscribers",
+    start: StartOpt = None,
+    maximum: MaxOpt = 1000,
+    growth: GrowthOpt = 1.5,
+    step: StepOpt = None,
+    width: WidthOpt = "5%",
+    hold: HoldOpt = "60s",
+    settle: SettleOpt = "20s",
+    max_hold: MaxHoldOpt = "180s",
+    slo: SloOpt = None,
+    confidence: ConfidenceOpt = 0.95,
+    probe_churn: ProbeChurnOpt = 1.0,
+    require: RequireOpt = None,
+    server_cpus: ServerCpusOpt = None,
+    server_cores: ServerCoresOpt = None,
+    target_cpu: TargetCpuOpt = "70%",
+    server_config: ServerConfigOpt = None,
+    server_metrics: ServerMetricsOpt = None,
+    timeout: TimeoutOpt = "1h",
+    json_path: JsonPathOpt = None,
+    csv_dir: CsvDirOpt = None,
+    html_path: HtmlPathOpt = None,
+    prometheus: PrometheusOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Find how many participants of a shape the server holds within its SLOs (see README, Capacity planning).
+
+    Each level ramps to its population, settles, then holds; every SLO gets PASS, FAIL or INCONCLUSIVE
+    from a one-sided binomial bound on the hold's samples. Levels grow by --growth until one fails, then
+    bisect to --width. Exit codes: 0 a capacity was found; 99 --require failed; 1 the search could not
+    run (no level passed, or the server died); 2 bad usage; 3 an output could not be written;
+    130/143/129 stopped by a signal (the levels measured so far are written).
+    """
+    from lkswarm.app.capacity_run import CapacityOptions, check_capacity_options, run_capacity
+    from lkswarm.app.cpu_limit import parse_cpus
+    from lkswarm.app.runner import check_url
+    from lkswarm.app.scenario import Scenario, first_error, load_preset, load_scenario, merge_flags
+    from lkswarm.cli.reports import announce_outputs, check_output_paths, write_outputs
+    from lkswarm.config import RunConfig
+
+    flags: dict[str, Any] = {
+        "url": url,
+        "rooms": rooms,
+        "participants": participants,
+        "audio_publishers": publishers_value(audio_publishers),
+        "video_publishers": publishers_value(video_publishers),
+        "rate": rate,
+        "signal_only": signal_only or None,
+        "simulcast": simulcast,
+        "video_codec": video_codec,
+        "insecure": insecure or None,
+        "ca_file": ca_file,
+        "server_metrics": server_metrics,
+    }
+    try:
+        if scenario is not None and preset is not None:
+            raise ConfigError("give a scenario file or --preset, not both")
+        base = load_scenario(scenario) if scenario is not None else load_preset(preset) if preset else Scenario()
+        credentials = Credentials.from_env(api_key, api_secret)
+        config = RunConfig(**merge_flags(base, flags))
+        check_url(config)
+        extra: dict[str, Any] = {}
+        if server_config is not None:
+            try:
+                extra = json.loads(server_config)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"--server-config is not JSON: {exc.msg} at character {exc.pos}") from None
+            if not isinstance(extra, dict):
+                raise ConfigError("--server-config must be a JSON object")
+        options = CapacityOptions(
+            grow=grow,
+            start=start,
+            maximum=maximum,
+            growth=growth,
+            step=step,
+            width=_ratio(width, "--width"),
+            hold_s=parse_duration_s(hold),
+            settle_s=None if settle == "auto" else parse_duration_s(settle),
+            max_hold_s=parse_duration_s(max_hold),
+            slos=tuple(slo or ()),
+            confidence=confidence,
+            probe_churn_per_s=probe_churn,
+            server_cpus=tuple(parse_cpus(server_cpus)) if server_cpus else (),
+            server_cores=server_cores,
+            target_cpu=_ratio(target_cpu, "--target-cpu"),
+            timeout_s=parse_duration_s(timeout),
+            extra_server_config=extra,
+        )
+        if not 0.5 <= confidence < 1:
+            raise ConfigError(f"--confidence {confidence:g} must lie in [0.5, 1)")
+        check_capacity_options(options, config)
+        check_output_paths(json_path=json_path, html_path=html_path, csv_dir=csv_dir)
+        exporter = None
+        if prometheus is not None:
+            from lkswarm.observe.prometheus import PrometheusExporter, check_bindable
+
+            check_bindable(prometheus)
+            exporter = PrometheusExporter(prometheus)
+    except ValidationError as exc:
+        raise fail(f"invalid option: {first_error(exc)}", 2) from None
+    except (LkswarmError, ValueError) as exc:
+        raise fail(str(exc), 2) from None
+
+    def on_level_start(planned: Any) -> None:
+        if exporter is not None:
+            exporter.gauges["lkswarm_capacity_level"] = (
+                "Participants of the capacity level being measured.",
+                [("", planned.participants)],
+            )
+        if not quiet:
+            stderr.print(f"level: {planned.participants} participants ({planned.phase})", highlight=False)
+
+    def on_level(level: Any) -> None:
+        if exporter is not None:
+            codes = {"PASS": 1, "FAIL": 0, "INCONCLUSIVE": -1}
+            exporter.gauges["lkswarm_capacity_verdict"] = (
+                "The last level's verdict per SLO: 1 PASS, 0 FAIL, -1 INCONCLUSIVE.",
+                [(f'{{slo="{key}"}}', codes[result["verdict"]]) for key, result in sorted(level["slos"].items())],
+            )
+            exporter.gauges["lkswarm_capacity_levels_measured"] = (
+                "Capacity levels measured so far.",
+                [("", level["index"] + 1)],
+            )
+        if quiet:
+            return
+        figures = level["client"]
+        stderr.print(
+            f"level {level['index']} ({level['phase']}{', fresh' if level['fresh'] else ''}): "
+            f"{level['participants']} participants -> {level['verdict']}"
+            f"{': ' + level['reason'] if level['reason'] else ''}  "
+            f"(join p95 {figures['join_response']['p95']:.0f} ms of {figures['join_response']['count']}, "
+            f"ping p99 {figures['ping_rtt']['p99']:.0f} ms, failed {figures['failed']}, "
+            f"loss {figures['loss_ratio']:.2%})",
+            highlight=False,
+        )
+
+    def on_server(local: Any, limit: Any) -> None:
+        if not quiet:
+            held = f", held to {limit.cpus:g} cores by {limit.method}" if limit is not None else ""
+            stderr.print(f"started embedded livekit-server at {local.url}{held}", highlight=False)
+
+    try:
+        result = run_capacity(
+            config,
+            credentials,
+            options,
+            observers=[exporter] if exporter is not None else None,
+            on_level=on_level,
+            on_level_start=on_level_start,
+            on_server=on_server,
+        )
+    except LkswarmError as exc:
+        raise fail(str(exc)) from None
+    report = result.report
+    outputs = write_outputs(report, json_path=json_path, html_path=html_path, csv_dir=csv_dir)
+    if not quiet:
+        print_capacity(report)
+    output_failed = announce_outputs(outputs, quiet=quiet)
+    raise typer.Exit(output_failed if output_failed is not None else capacity_exit_code(report, require))
+
+
+def capacity_exit_code(report: dict[str, Any], require: int | None) -> int:
+    """0 found, 99 below --require, 1 no level passed or the server died, 128 + N stopped by signal N."""
+    from lkswarm.cli.output import exit_code
+
+    if report.get("interrupted"):
+        return exit_code(report)
+    section = report["capacity"]
+    if section["value"] is None or section["limiting"] == "aborted":
+        return EXIT_NOT_FOUND
+    if require is not None and section["value"] < require:
+        return EXIT_REQUIRE_FAILED
+    return EXIT_FOUND
+
+
+def print_capacity(report: dict[str, Any]) -> None:
+    from lkswarm.report.capacity_text import levels_table
+
+    rows = levels_table(report["capacity"])
+    if rows:
+        table = Table(title="capacity search")
+        for column in rows[0]:
+            table.add_column(column)
+        for row in rows[1:]:
+            table.add_row(*row)
+        stdout.print(table)
+    stdout.print(report["capacity"]["summary"], highlight=False)
+    for warning in report.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        epilog=(
+            "Examples:  lkswarm capacity --audio-publishers 2 --participants 10 --max 500 --html cap.html"
+            "  ·  lkswarm capacity --server-cpus 0.5 --hold 30s --slo 'join_response.p95<500ms'"
+        )
+    )(capacity)
