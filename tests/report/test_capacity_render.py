@@ -175,7 +175,7 @@ def test_summary_of_a_generator_bound_search_says_it_is_a_lower_bound_and_not_th
     text = summary_paragraph(generator_bound())
     assert text.startswith("Holds at least 150 participants in 1 room")
     assert "the generator saturated first (scheduler lateness p99 80 ms > 50 ms)" in text
-    assert "--workers" in text and "not the server's limit" in text and "limited by" not in text
+    assert "more cores or a second machine" in text and "not the server's limit" in text and "limited by" not in text
 
 
 def test_summary_when_max_passed_says_where_the_search_stopped() -> None:

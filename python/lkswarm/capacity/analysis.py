@@ -197,6 +197,34 @@ def _plan(
     return plan
 
 
+GENERATOR_CEILING_CPU_PERCENT = 85.0
+
+
+def generator_ceiling(levels: Sequence[Level]) -> int | None:
+    """The population at which this generator would reach 85 % of a core, from its CPU at the levels measured.
+
+    The calibration of capacity.md §6, made from the search's own levels instead of a separate ramp: a
+    line through the hold-window CPU of every judged level. None with fewer than 2 levels or a flat line.
+    """
+    points = [
+        (float(level["participants"]), level["generator"]["cpu_percent"])
+        for level in levels
+        if level["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE", "GENERATOR_BOUND")
+    ]
+    if len({x for x, _ in points}) < 2:
+        return None
+    if len(points) >= MIN_OLS_LEVELS:
+        line = ols([p[0] for p in points], [p[1] for p in points])
+        intercept, slope = line.intercept, line.slope
+    else:
+        (x0, y0), (x1, y1) = sorted(points)[:2]
+        slope = (y1 - y0) / (x1 - x0)
+        intercept = y0 - slope * x0
+    if slope <= 0:
+        return None
+    return max(0, int((GENERATOR_CEILING_CPU_PERCENT - intercept) / slope))
+
+
 def analyse(
     levels: list[Level],
     search: Search,
@@ -226,6 +254,12 @@ def analyse(
     plan_notes = list(notes)
     if not any(level["server"] is not None and level["server"]["packets_out_per_s"] is not None for level in levels):
         plan_notes.append("the server's /metrics could not be read: verdicts are client-side only, no server model")
+    ceiling = generator_ceiling(levels)
+    if ceiling is not None and upper is None and lower is not None and ceiling < 2 * lower:
+        plan_notes.append(
+            f"this generator reaches {GENERATOR_CEILING_CPU_PERCENT:.0f} % of a core near {ceiling} participants of "
+            "this shape: a higher --max needs a bigger generator machine"
+        )
     section: CapacitySection = {
         "grow": grow,  # type: ignore[typeddict-item]
         "shape": shape_description,
@@ -246,7 +280,7 @@ def analyse(
         },
         "plan": _plan(measured, capacity_level, cores_fit, server_cores, target_cpu, plan_notes),
         "server_limit": server_limit,
-        "search": {**options, "levels": len(levels), "stopped": stopped},
+        "search": {**options, "levels": len(levels), "stopped": stopped, "generator_ceiling": ceiling},
         "summary": "",
     }
     return section

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import typer
 from pydantic import ValidationError
@@ -215,14 +215,7 @@ def capacity(
         credentials = Credentials.from_env(api_key, api_secret)
         config = RunConfig(**merge_flags(base, flags))
         check_url(config)
-        extra: dict[str, Any] = {}
-        if server_config is not None:
-            try:
-                extra = json.loads(server_config)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"--server-config is not JSON: {exc.msg} at character {exc.pos}") from None
-            if not isinstance(extra, dict):
-                raise ConfigError("--server-config must be a JSON object")
+        extra = _server_config(server_config)
         options = CapacityOptions(
             grow=grow,
             start=start,
@@ -257,27 +250,71 @@ def capacity(
     except (LkswarmError, ValueError) as exc:
         raise fail(str(exc), 2) from None
 
-    def on_level_start(planned: Any) -> None:
-        if exporter is not None:
-            exporter.gauges["lkswarm_capacity_level"] = (
+    progress = SearchProgress(quiet, exporter)
+    try:
+        result = run_capacity(
+            config,
+            credentials,
+            options,
+            observers=[exporter] if exporter is not None else None,
+            on_level=progress.on_level,
+            on_level_start=progress.on_level_start,
+            on_server=progress.on_server,
+        )
+    except LkswarmError as exc:
+        raise fail(str(exc)) from None
+    report = result.report
+    outputs = write_outputs(report, json_path=json_path, html_path=html_path, csv_dir=csv_dir)
+    if not quiet:
+        print_capacity(report)
+    output_failed = announce_outputs(outputs, quiet=quiet)
+    raise typer.Exit(output_failed if output_failed is not None else capacity_exit_code(report, require))
+
+
+def _server_config(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        extra = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--server-config is not JSON: {exc.msg} at character {exc.pos}") from None
+    if not isinstance(extra, dict):
+        raise ConfigError("--server-config must be a JSON object")
+    return extra
+
+
+class SearchProgress:
+    """What a search shows while it runs: a line per level on stderr, and the level gauges of --prometheus."""
+
+    VERDICT_CODES: ClassVar[dict[str, int]] = {"PASS": 1, "FAIL": 0, "INCONCLUSIVE": -1}
+
+    def __init__(self, quiet: bool, exporter: Any) -> None:
+        self.quiet = quiet
+        self.exporter = exporter
+
+    def on_level_start(self, planned: Any) -> None:
+        if self.exporter is not None:
+            self.exporter.gauges["lkswarm_capacity_level"] = (
                 "Participants of the capacity level being measured.",
                 [("", planned.participants)],
             )
-        if not quiet:
+        if not self.quiet:
             stderr.print(f"level: {planned.participants} participants ({planned.phase})", highlight=False)
 
-    def on_level(level: Any) -> None:
-        if exporter is not None:
-            codes = {"PASS": 1, "FAIL": 0, "INCONCLUSIVE": -1}
-            exporter.gauges["lkswarm_capacity_verdict"] = (
+    def on_level(self, level: Any) -> None:
+        if self.exporter is not None:
+            self.exporter.gauges["lkswarm_capacity_verdict"] = (
                 "The last level's verdict per SLO: 1 PASS, 0 FAIL, -1 INCONCLUSIVE.",
-                [(f'{{slo="{key}"}}', codes[result["verdict"]]) for key, result in sorted(level["slos"].items())],
+                [
+                    (f'{{slo="{key}"}}', self.VERDICT_CODES[result["verdict"]])
+                    for key, result in sorted(level["slos"].items())
+                ],
             )
-            exporter.gauges["lkswarm_capacity_levels_measured"] = (
+            self.exporter.gauges["lkswarm_capacity_levels_measured"] = (
                 "Capacity levels measured so far.",
                 [("", level["index"] + 1)],
             )
-        if quiet:
+        if self.quiet:
             return
         figures = level["client"]
         stderr.print(
@@ -290,29 +327,10 @@ def capacity(
             highlight=False,
         )
 
-    def on_server(local: Any, limit: Any) -> None:
-        if not quiet:
+    def on_server(self, local: Any, limit: Any) -> None:
+        if not self.quiet:
             held = f", held to {limit.cpus:g} cores by {limit.method}" if limit is not None else ""
             stderr.print(f"started embedded livekit-server at {local.url}{held}", highlight=False)
-
-    try:
-        result = run_capacity(
-            config,
-            credentials,
-            options,
-            observers=[exporter] if exporter is not None else None,
-            on_level=on_level,
-            on_level_start=on_level_start,
-            on_server=on_server,
-        )
-    except LkswarmError as exc:
-        raise fail(str(exc)) from None
-    report = result.report
-    outputs = write_outputs(report, json_path=json_path, html_path=html_path, csv_dir=csv_dir)
-    if not quiet:
-        print_capacity(report)
-    output_failed = announce_outputs(outputs, quiet=quiet)
-    raise typer.Exit(output_failed if output_failed is not None else capacity_exit_code(report, require))
 
 
 def capacity_exit_code(report: dict[str, Any], require: int | None) -> int:
@@ -340,7 +358,24 @@ def print_capacity(report: dict[str, Any]) -> None:
         for row in rows[1:]:
             table.add_row(*row)
         stdout.print(table)
+    sweep = report["capacity"].get("sweep")
+    if sweep:
+        table = Table(title="core sweep (one search per --server-cpus value)")
+        for column in ("server cores", "capacity", "interval", "limiting", "per core"):
+            table.add_column(column)
+        for row in sweep["rows"]:
+            lower, upper = row["interval"]
+            table.add_row(
+                f"{row['cpus']:g}",
+                str(row["value"]),
+                f"{lower}-{upper if upper is not None else '?'}",
+                str(row["limiting"]),
+                f"{row['per_cpu']:g}" if row["per_cpu"] is not None else "-",
+            )
+        stdout.print(table)
     stdout.print(report["capacity"]["summary"], highlight=False)
+    for note in report["capacity"]["plan"].get("notes", []):
+        stdout.print(f"note: {note}", highlight=False)
     for warning in report.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
 
