@@ -10,6 +10,7 @@ import asyncio
 import time
 
 import pytest
+from tests.fakes import fake_run
 
 from lkswarm.config import RunConfig
 from lkswarm.engine.engine import Engine
@@ -17,7 +18,6 @@ from lkswarm.engine.outcome import COMPLETED
 from lkswarm.engine.participant import ParticipantDriver
 from lkswarm.engine.plan import Arrival
 from lkswarm.errors import LkswarmError
-from tests.fakes import fake_run
 
 
 async def _join_without_a_server(self: ParticipantDriver) -> None:

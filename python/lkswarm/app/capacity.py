@@ -226,6 +226,9 @@ class Controller:
 
     async def _teardown(self) -> None:
         """Everyone leaves; then waits for an empty server and a cool-down."""
+        # A churn replacement may still be due (it starts CHURN_GAP_S after its predecessor left): a departure
+        # planned before its start would find no participant to stop, and it would live on into the next level.
+        await self._sleep_until(self._last_start_s() + 0.05)
         now_s = self.engine.elapsed_s()
         for index in list(self._seats):
             self.engine.add_departure(now_s, index)
