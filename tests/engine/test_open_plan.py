@@ -10,8 +10,8 @@ import asyncio
 import time
 
 import pytest
-from tests.fakes import fake_run
 
+from fakes import fake_run
 from lkswarm.config import RunConfig
 from lkswarm.engine.engine import Engine
 from lkswarm.engine.outcome import COMPLETED
