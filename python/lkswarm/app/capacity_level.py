@@ -176,9 +176,10 @@ def server_figures(
                 funnel[labels["state"]] -= value
         cores = rate("process_cpu_seconds_total", {})
         rss = after.total("process_resident_memory_bytes", {})
+        prometheus_cpu = after.has("process_cpu_seconds_total")
         return {
-            "cores": cores if after.has("process_cpu_seconds_total") else proc_cpu_s,
-            "cpu_source": "prometheus" if after.has("process_cpu_seconds_total") else "proc",
+            "cores": cores if prometheus_cpu else proc_cpu_s,
+            "cpu_source": "prometheus" if prometheus_cpu else "proc" if proc_cpu_s is not None else "",
             "rss_mb": round(rss / 1e6, 1) if rss else None,
             "participants": after.total("livekit_participant_total", {}),
             "packets_in_per_s": rate("livekit_packet_total", {"direction": "incoming"}),

@@ -106,6 +106,8 @@ def check_capacity_options(options: CapacityOptions, config: RunConfig) -> Searc
         )
     if options.grow != "publishers" and shape.publishers > shape.room_targets(start)[0]:
         raise ConfigError(f"--start {start} leaves fewer participants per room than the {shape.publishers} publishers")
+    if options.server_cpus and resolve_url(config) is not None:
+        raise ConfigError("--server-cpus limits the embedded server; leave out --url (or limit your server yourself)")
     if options.max_hold_s < options.hold_s:
         raise ConfigError("--max-hold must be at least --hold")
     return Search(

@@ -176,7 +176,14 @@ def _plan(
             egress_at_target = (target_cpu * server_cores - coefficients["intercept"]) / slope
             projected = int(egress_at_target / (egress / participants))
             largest = max(level["participants"] for level in levels)
-            if projected > MAX_EXTRAPOLATION * largest:
+            if projected <= 0:
+                # The fit's idle cost (its intercept) already exceeds the target: nothing to project.
+                notes.append(
+                    f"{target_cpu:.0%} of {server_cores:g} cores is below the server's fitted idle cost "
+                    f"({coefficients['intercept']:.2f} cores): no CPU projection"
+                )
+                projected = None
+            elif projected > MAX_EXTRAPOLATION * largest:
                 notes.append(
                     f"the CPU projection ({projected} at {target_cpu:.0%} of {server_cores:g} cores) is more than "
                     f"{MAX_EXTRAPOLATION:g}x the largest level measured ({largest}): not extrapolated; measure higher"
