@@ -31,7 +31,6 @@ measured is returned as `Level` rows, also when a signal ends it early.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -385,9 +384,3 @@ def engine_config(base: RunConfig, shape: Shape, maximum: int, timeout_s: float)
         kind = "video_publishers" if base.video_publishers > 0 else "audio_publishers"
         update[kind] = max(per_room, 1)
     return base.model_copy(update=update)
-
-
-def cancel_quietly(task: asyncio.Task[object]) -> None:
-    task.cancel()
-    with contextlib.suppress(BaseException):
-        task.exception()

@@ -20,7 +20,7 @@ import uvloop
 
 from lkswarm.app.capacity import Controller, LevelTiming, Shape, engine_config
 from lkswarm.app.cpu_limit import CpuLimit, limit_cpu
-from lkswarm.app.runner import build_engine, resolve_url, run_until_stopped
+from lkswarm.app.runner import build_engine, resolve_url, run_until_stopped, server_cpu_s
 from lkswarm.app.server import LocalServer
 from lkswarm.auth import Credentials
 from lkswarm.capacity.analysis import analyse, sweep_summary
@@ -30,7 +30,6 @@ from lkswarm.capacity.slo import parse_slo
 from lkswarm.config import RunConfig
 from lkswarm.engine.timeline import Observer
 from lkswarm.errors import ConfigError
-from lkswarm.metrics import process_cpu_s
 from lkswarm.observe.server_metrics import scrape, server_section
 from lkswarm.report.build import EmbeddedServerUse, build_report
 from lkswarm.report.capacity_text import summary_paragraph
@@ -212,16 +211,14 @@ def _one_search(
             on_level_start=on_level_start or (lambda planned: None),
         )
         scraped_before = scrape(metrics_url) if metrics_url else "no --server-metrics URL"
-        server_cpu_before_s = process_cpu_s(local.pid) if local is not None and local.pid is not None else None
+        server_cpu_before_s = server_cpu_s(local)
         started = time.perf_counter()
         record = uvloop.run(_drive(engine, controller, search))
         wall_s = time.perf_counter() - started
         scraped_after = scrape(metrics_url) if metrics_url else scraped_before
         server_use = None
-        if local is not None and local.pid is not None and server_cpu_before_s is not None:
-            server_cpu_after_s = process_cpu_s(local.pid)
-            if server_cpu_after_s is not None:
-                server_use = EmbeddedServerUse(server_cpu_after_s - server_cpu_before_s, wall_s)
+        if server_cpu_before_s is not None and (server_cpu_after_s := server_cpu_s(local)) is not None:
+            server_use = EmbeddedServerUse(server_cpu_after_s - server_cpu_before_s, wall_s)
         report = as_json(
             build_report(record, server_use, server_metrics=server_section(scraped_before, scraped_after, wall_s))
         )

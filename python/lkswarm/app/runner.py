@@ -154,7 +154,8 @@ async def run_until_stopped(engine: Engine) -> RunRecord:
             loop.remove_signal_handler(signum)
 
 
-def _server_cpu_s(local: LocalServer | None) -> float | None:
+def server_cpu_s(local: LocalServer | None) -> float | None:
+    """The embedded server's CPU seconds so far (None without one, or when /proc cannot say)."""
     return process_cpu_s(local.pid) if local is not None and local.pid is not None else None
 
 
@@ -190,12 +191,13 @@ def run_scenario(
         )
         metrics_url = config.server_metrics or (local.metrics_url if local is not None else None)
         scraped_before = scrape(metrics_url) if metrics_url else "no --server-metrics URL"
-        server_cpu_s, rcvbuf_errors, started_s = _server_cpu_s(local), udp_receive_buffer_errors(), time.perf_counter()
+        server_cpu_before_s, rcvbuf_errors = server_cpu_s(local), udp_receive_buffer_errors()
+        started_s = time.perf_counter()
         record = uvloop.run(run_until_stopped(engine))
         wall_s = time.perf_counter() - started_s
         server_use = None
-        if local is not None and server_cpu_s is not None and (cpu_s := _server_cpu_s(local)) is not None:
-            server_use = EmbeddedServerUse(cpu_s - server_cpu_s, wall_s)
+        if server_cpu_before_s is not None and (cpu_s := server_cpu_s(local)) is not None:
+            server_use = EmbeddedServerUse(cpu_s - server_cpu_before_s, wall_s)
         scraped_after = scrape(metrics_url) if metrics_url else scraped_before
         kernel_drops = udp_receive_buffer_errors()
         report = as_json(

@@ -139,3 +139,13 @@ def merge_flags(base: Scenario, flags: dict[str, Any]) -> dict[str, Any]:
     if base.fields.get("stages") and any(flags.get(k) is not None for k in ("rate", "duration_s", "participants")):
         fields.pop("stages")  # explicit load-shape flags replace the file's stages
     return fields
+
+
+def scenario_config(scenario: Path | None, preset: str | None, flags: dict[str, Any]) -> tuple[Scenario, RunConfig]:
+    """The base scenario (a file, a preset or none) and the config of it with ``flags`` over its keys.
+
+    Raises ConfigError (both a file and a preset) or pydantic's ValidationError (a bad value)."""
+    if scenario is not None and preset is not None:
+        raise ConfigError("give a scenario file or --preset, not both")
+    base = load_scenario(scenario) if scenario is not None else load_preset(preset) if preset else Scenario()
+    return base, RunConfig(**merge_flags(base, flags))

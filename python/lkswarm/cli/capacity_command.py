@@ -190,9 +190,8 @@ def capacity(
     from lkswarm.app.capacity_run import CapacityOptions, check_capacity_options, run_capacity
     from lkswarm.app.cpu_limit import parse_cpus
     from lkswarm.app.runner import check_url
-    from lkswarm.app.scenario import Scenario, first_error, load_preset, load_scenario, merge_flags
+    from lkswarm.app.scenario import first_error, scenario_config
     from lkswarm.cli.reports import announce_outputs, check_output_paths, write_outputs
-    from lkswarm.config import RunConfig
 
     flags: dict[str, Any] = {
         "url": url,
@@ -209,11 +208,8 @@ def capacity(
         "server_metrics": server_metrics,
     }
     try:
-        if scenario is not None and preset is not None:
-            raise ConfigError("give a scenario file or --preset, not both")
-        base = load_scenario(scenario) if scenario is not None else load_preset(preset) if preset else Scenario()
+        _, config = scenario_config(scenario, preset, flags)
         credentials = Credentials.from_env(api_key, api_secret)
-        config = RunConfig(**merge_flags(base, flags))
         check_url(config)
         extra = _server_config(server_config)
         options = CapacityOptions(

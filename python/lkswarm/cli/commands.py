@@ -63,7 +63,7 @@ from lkswarm.cli.options import (
 from lkswarm.cli.output import exit_code, fail, print_report, stderr, stdout, unfold_help
 from lkswarm.cli.reports import announce_outputs, write_outputs
 from lkswarm.cli.reports import register as register_report_commands
-from lkswarm.errors import ConfigError, LkswarmError
+from lkswarm.errors import LkswarmError
 
 app = typer.Typer(
     help="Load generator and signaling benchmark for LiveKit.",
@@ -184,9 +184,8 @@ def run(
     ends the run early and still writes every output; a second Ctrl-C skips the grace periods).
     """
     from lkswarm.app.runner import check_cloud_guard, check_probe_network, check_url, run_scenario
-    from lkswarm.app.scenario import Scenario, first_error, load_preset, load_scenario, merge_flags
+    from lkswarm.app.scenario import first_error, scenario_config
     from lkswarm.app.workers import check_workers, parse_workers
-    from lkswarm.config import RunConfig
     from lkswarm.engine.timeline import Observer
     from lkswarm.probe.seats import probe_count
     from lkswarm.report.thresholds import parse_thresholds
@@ -221,11 +220,8 @@ def run(
         "server_metrics": server_metrics,
     }
     try:
-        if scenario is not None and preset is not None:
-            raise ConfigError("give a scenario file or --preset, not both")
-        base = load_scenario(scenario) if scenario is not None else load_preset(preset) if preset else Scenario()
+        base, config = scenario_config(scenario, preset, flags)
         credentials = Credentials.from_env(api_key, api_secret)
-        config = RunConfig(**merge_flags(base, flags))
         thresholds = parse_thresholds([*base.thresholds, *(threshold or [])])
         probe_count(config)  # --probes and --probe-fraction against the run's size: a bad option, exit 2
         check_cloud_guard(config, i_have_permission)
