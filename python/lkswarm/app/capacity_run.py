@@ -147,7 +147,17 @@ def run_capacity(
     ]
     if results[0].report.get("interrupted") is None:
         for cpus in limits[1:]:
-            results.append(_one_search(config, credentials, options, cpus, on_level=on_level, on_server=on_server))
+            results.append(
+                _one_search(
+                    config,
+                    credentials,
+                    options,
+                    cpus,
+                    on_level=on_level,
+                    on_level_start=on_level_start,
+                    on_server=on_server,
+                )
+            )
             if results[-1].report.get("interrupted") is not None:
                 break
     main = results[0]

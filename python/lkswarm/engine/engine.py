@@ -24,6 +24,12 @@ ListParticipants, which is reported apart and changes no outcome, and stop
 every participant. Each scheduled participant is counted in exactly one
 outcome. A second stop (`abort`, a second Ctrl-C) skips the grace periods.
 
+An *open plan* (``open_plan=True``, ``lkswarm capacity``) starts empty: its
+owner adds arrivals and departures while the run goes (`add_arrivals`,
+`add_departure`) and ends it with `finish`; ``duration_s`` is then only an
+upper bound. The scheduler and the departures wait for additions instead of
+ending when the plan runs out.
+
 Seams: the engine is handed its media tiers (`lkswarm.engine.ports.MediaTier`,
 built by `lkswarm.app.runner.build_engine`) and attaches the first one that
 claims a participant to its driver; it never imports a tier or the report.
