@@ -140,6 +140,12 @@ def soak_suite() -> dict[str, Any]:
     return main(minutes=30, rooms=10, participants=20, publishers=2)
 
 
+def single_pc_suite() -> dict[str, Any]:
+    from bench_single_pc import main
+
+    return main()
+
+
 def scale_suite() -> dict[str, Any]:
     from bench_vs_lk import scale
 
@@ -155,6 +161,7 @@ SUITES: dict[str, Callable[[], dict[str, Any]]] = {
     "vs-lk": vs_lk_suite,
     "scale": scale_suite,
     "soak": soak_suite,
+    "single-pc": single_pc_suite,
 }
 
 COMMANDS = {
@@ -166,6 +173,7 @@ COMMANDS = {
     "vs-lk": "python bench/bench_vs_lk.py head-to-head --duration 60",
     "scale": "python bench/bench_vs_lk.py scale --duration 60",
     "soak": "python bench/bench_soak.py --minutes 30",
+    "single-pc": "python bench/bench_single_pc.py",
 }
 
 
@@ -284,6 +292,17 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
                 f"| scale | {tool}: most participants held ACTIVE 60 s, 10 audio publishers -> N subscribers "
                 f"(server CPU per subscriber; packets received) | {held} ({server}; {packets}) | – | {f} |"
             )
+    if "single-pc" in latest:
+        r = latest["single-pc"]["result"]
+        m, ratio, f = r["median"], r["ratio_v1_over_v0"], latest["single-pc"]["file"]
+        shape = r["shape"]
+        rows.append(
+            f"| single PC | /rtc/v1 over /rtc, {shape['rooms']}×{shape['participants']} with 2 audio + 1 video "
+            f"publishers, {shape['seconds']:.0f} s: generator CPU / server CPU / UDP sockets per participant "
+            f"| {ratio['generator_cpu_s_per_participant']}× / {ratio['server_cpu_s_per_participant']}× / "
+            f"{ratio['udp_sockets_per_participant']}× (active p50 {m['v1']['active_p50_ms']:.0f} vs "
+            f"{m['v0']['active_p50_ms']:.0f} ms) | fewer sockets, less CPU | {f} |"
+        )
     if "fuzz" in latest:
         r = latest["fuzz"]["result"]
         rows.append(

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from lkswarm.errors import ConfigError
 from lkswarm.impairment import parse_impairment
 from lkswarm.signal.enums import CLIENT_PROTOCOL
+from lkswarm.signal.paths import DEFAULT_SIGNAL_PATH, SignalPath, parse_signal_path
 from lkswarm.signal.websocket import DEFAULT_MAX_FRAME_BYTES, MAX_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -88,6 +89,14 @@ class RunConfig(BaseModel):
     media_connect_timeout_s: float = Field(default=30.0, gt=0, description="ICE + DTLS deadline per PeerConnection")
     media_bind_ip: str = Field(default="127.0.0.1", description="local address of the PeerConnection sockets")
     json_frames: bool = Field(default=False, description="send text (protojson) frames instead of binary")
+    signal_path: str = Field(
+        default=DEFAULT_SIGNAL_PATH,
+        description="v1 (/rtc/v1, one PeerConnection), v0 (/rtc, two), auto (v1, falling back to v0 on a 404, "
+        "as today's SDKs do) or a mix such as v1:70,v0:30",
+    )
+    join_request_compression: Literal["gzip", "none"] = Field(
+        default="gzip", description="compression of the /rtc/v1 join_request (gzip, as the JS SDK, or none)"
+    )
     max_frame_bytes: int = Field(
         default=DEFAULT_MAX_FRAME_BYTES,
         ge=MIN_MAX_FRAME_BYTES,
@@ -154,6 +163,12 @@ class RunConfig(BaseModel):
             _check_ca_file(value)
         return value
 
+    @field_validator("signal_path")
+    @classmethod
+    def _signal_path(cls, value: str) -> str:
+        parse_signal_path(value)  # raises ValueError naming the bad part
+        return value.replace(" ", "")
+
     @field_validator("layout")
     @classmethod
     def _layout(cls, value: str | None) -> str | None:
@@ -181,6 +196,11 @@ class RunConfig(BaseModel):
     def total_participants(self) -> int:
         """Participants of the initial population (without stages or churn, everyone)."""
         return self.rooms * self.participants
+
+    @property
+    def signal_path_weights(self) -> tuple[tuple[SignalPath, int], ...]:
+        """``signal_path`` parsed: (path, weight) pairs, weights reduced."""
+        return parse_signal_path(self.signal_path)
 
     @property
     def grid_tiles(self) -> int:

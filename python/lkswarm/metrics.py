@@ -21,10 +21,16 @@ PHASES = (
     "active",
     "track_subscribed",
     "ping_rtt",
-    "resume",
+    "resume",  # a resume, until media flows again (media participants) or the server answered (signal only)
+    "resume_signal",  # a resume until the server's reconnect response alone
     "rejoin",
     "recovery",  # from a lost connection until media flows again (lkswarm.engine.reconnect)
     "media_e2e",
+    # A run that mixes signaling paths (--signal-path v1:70,v0:30) also records these two phases by path.
+    "join_response_v1",
+    "join_response_v0",
+    "active_v1",
+    "active_v0",
 )
 # A run whose scheduler lateness or loop lag p99 exceeds these is saturated: its latencies include our queueing.
 MAX_LATENESS_P99_MS = 10.0

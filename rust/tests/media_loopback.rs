@@ -93,7 +93,7 @@ fn peers_connect_and_audio_flows_without_loss() {
     assert!(track.stats.packets > 100, "{} packets", track.stats.packets);
     assert_eq!(track.stats.lost(), 0);
     let events = pair.b.take_events();
-    assert!(events.iter().any(|(_, e)| *e == PeerEvent::Connected { pc: Pc::Subscriber }));
+    assert!(events.iter().any(|(_, e)| *e == PeerEvent::Connected { pc: Pc::Subscriber, primary: true }));
     assert!(events
         .iter()
         .any(|(_, e)| matches!(e, PeerEvent::FirstPacket { track_id, .. } if track_id == "cid-audio")));

@@ -167,7 +167,10 @@ def test_write_outputs_writes_the_others_and_returns_the_failure_without_exiting
     block_folder(html_dir)  # ... and not at its end
     outputs = write_outputs(synthetic_report(4), json_path=json_path, html_path=html_path, csv_dir=csv_dir)
     assert json.loads(json_path.read_text()) == synthetic_report(4)
-    assert outputs.written == [json_path, *(csv_dir / f"{t}.csv" for t in ("phases", "rooms", "failures", "timeline"))]
+    assert outputs.written == [
+        json_path,
+        *(csv_dir / f"{t}.csv" for t in ("phases", "rooms", "failures", "timeline", "signal_paths")),
+    ]
     assert len(outputs.failures) == 1 and outputs.failures[0].startswith(f"cannot write --html {html_path}: ")
     assert capsys.readouterr() == ("", ""), "write_outputs prints nothing: its caller does"
     assert announce_outputs(outputs, quiet=True) == EXIT_OUTPUT_FAILED
@@ -306,7 +309,7 @@ def test_under_a_file_size_limit_existing_outputs_survive(tmp_path: Path) -> Non
             "old.json",
             "old.html",
             "csv",
-            *(f"csv/{t}.csv" for t in ("phases", "rooms", "failures", "timeline")),
+            *(f"csv/{t}.csv" for t in ("phases", "rooms", "failures", "timeline", "signal_paths")),
         ]
     )  # no temporary file left behind
     # Under a limit that even the JSON passes: it fails too, and the old file is intact.

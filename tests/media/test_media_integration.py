@@ -135,9 +135,13 @@ def test_official_sdk_receives_and_decodes_our_audio_and_video(
 def test_bad_input_fails_only_the_affected_participant(
     livekit_server: LocalServer, credentials: Credentials, tmp_path: Path
 ) -> None:
-    """Garbage datagrams are counted and survived; a DTLS failure and unanswered ICE fail one participant each."""
+    """Garbage datagrams are counted and survived; a DTLS failure and unanswered ICE fail one participant each.
+
+    On /rtc (v0): the faults rewrite the server's subscriber offer and our answer, which /rtc/v1 does not have.
+    """
     config = RunConfig(
         url=livekit_server.url,
+        signal_path="v0",
         rooms=1,
         participants=5,
         audio_publishers=1,

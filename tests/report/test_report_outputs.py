@@ -21,6 +21,7 @@ from lkswarm.report.csv_tables import (
     FAILURE_FIELDS,
     PHASE_FIELDS,
     ROOM_FIELDS,
+    SIGNAL_PATH_FIELDS,
     TIMELINE_FIELDS,
     TRACK_CSV_FIELDS,
     write_csv_tables,
@@ -310,6 +311,26 @@ def test_html_and_csv_of_an_old_report_with_only_the_original_keys(tmp_path: Pat
         ("failed:ice_timeout", "1"),
     }
     assert read_csv(tmp_path / "timeline.csv") == (list(TIMELINE_FIELDS), [])
+    assert read_csv(tmp_path / "signal_paths.csv") == (list(SIGNAL_PATH_FIELDS), [])  # a report from before paths
+
+
+def test_signal_paths_csv_has_a_row_per_path(tmp_path: Path) -> None:
+    report = copy.deepcopy(synthetic_report(4))
+    figures = {"participants": 3, "outcomes": {"completed": 3, "left": 0, "failed": 0}, "connects": 4, "offers_sent": 5}
+    report["signal"]["paths"] = {
+        "fallbacks": 2,
+        "media_sections_requirements": 0,
+        "v1": figures,
+        "v0": {**figures, "participants": 1, "outcomes": {"completed": 0, "left": 0, "failed": 1}},
+    }
+    write_csv_tables(report, tmp_path)
+    _, rows = read_csv(tmp_path / "signal_paths.csv")
+    assert [(r["path"], r["participants"], r["completed"], r["failed"], r["fallbacks"]) for r in rows] == [
+        ("v1", "3", "3", "0", "2"),
+        ("v0", "1", "0", "1", "0"),
+    ]
+    page = render_html(report, plotly_js=STUB_JS)
+    assert '<table id="signal-paths">' in page and "<h2>Signaling paths</h2>" in page
 
 
 def test_csv_tables_of_a_report_with_timeline_rooms_and_failures(tmp_path: Path) -> None:
@@ -319,7 +340,14 @@ def test_csv_tables_of_a_report_with_timeline_rooms_and_failures(tmp_path: Path)
         {"identity": "p2", "codec": "video/H264", "bitrate_bps": 1997819.97, "jitter_ms": 0.0418408},
     ]
     written = write_csv_tables(report, tmp_path / "tables", track_rows=track_rows)
-    assert [path.name for path in written] == ["phases.csv", "rooms.csv", "failures.csv", "timeline.csv", "tracks.csv"]
+    assert [path.name for path in written] == [
+        "phases.csv",
+        "rooms.csv",
+        "failures.csv",
+        "timeline.csv",
+        "signal_paths.csv",
+        "tracks.csv",
+    ]
     header, rows = read_csv(tmp_path / "tables" / "timeline.csv")
     assert header == list(TIMELINE_FIELDS) and len(rows) == 9
     assert float(rows[-1]["t_s"]) == report["timeline"]["t_s"][-1]

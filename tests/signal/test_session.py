@@ -14,6 +14,7 @@ from lkswarm.signal.events import (
     Failed,
     Joined,
     LeaveRequested,
+    MediaSectionsRequired,
     OfferReceived,
     ParticipantsChanged,
     PongReceived,
@@ -231,6 +232,24 @@ def test_negotiation_and_track_events() -> None:
         RoomMoved("room-b", "token-3"),
     ]
     assert session.token == "token-3" and session.room_name == "room-b"
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_single_pc_answers_carry_the_track_map_and_section_requirements_are_events(json_mode: bool) -> None:
+    session = joined_session()
+    frames = [
+        {"answer": {"type": "answer", "sdp": "v=0 answer", "id": 2, "midToTrackId": {"3": "TR_a", "4": "TR_v"}}},
+        {"mediaSectionsRequirement": {"numAudios": 2, "numVideos": 1}},
+        {"mediaSectionsRequirement": {}},  # {0, 0}: the server asks for a plain re-offer
+    ]
+    for mapping in frames:
+        frame = codec.encode_response_json(mapping) if json_mode else codec.encode_response(mapping)
+        session.receive_frame(frame, 101.0)
+    assert session.events_received() == [
+        AnswerReceived("v=0 answer", 2, {"3": "TR_a", "4": "TR_v"}),
+        MediaSectionsRequired(2, 1),
+        MediaSectionsRequired(0, 0),
+    ]
 
 
 def test_ignored_variants_are_counted_not_decoded() -> None:

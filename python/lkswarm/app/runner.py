@@ -8,7 +8,9 @@ import secrets
 import signal
 import sys
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 import uvloop
 
 from lkswarm.app.server import LocalServer
-from lkswarm.auth import Credentials
+from lkswarm.auth import Credentials, mint_token
 from lkswarm.config import RunConfig
 from lkswarm.engine.context import Run
 from lkswarm.engine.engine import Engine
@@ -29,7 +31,8 @@ from lkswarm.impairment import ImpairmentError, parse_impairment
 from lkswarm.media.tier import LightTier
 from lkswarm.media.totals import MediaTotals
 from lkswarm.metrics import process_cpu_s, udp_receive_buffer_errors
-from lkswarm.net.ws_driver import Endpoint
+from lkswarm.net.twirp import http_base
+from lkswarm.net.ws_driver import Endpoint, tls_context
 from lkswarm.observe.server_metrics import scrape, server_section
 from lkswarm.probe.netns import ProbeNetwork, unsupported_reason
 from lkswarm.probe.seats import probe_count, probe_seats
@@ -37,6 +40,7 @@ from lkswarm.probe.tier import ProbeTier
 from lkswarm.report.build import EmbeddedServerUse, build_report
 from lkswarm.report.schema import as_json
 from lkswarm.report.thresholds import Threshold, evaluate
+from lkswarm.signal.join_request import join_request_mapping, validate_v1_path, wrap_join_request
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 CLOUD_SUFFIX = ".livekit.cloud"
@@ -74,6 +78,32 @@ def check_url(config: RunConfig) -> None:
     url = resolve_url(config)
     if url is not None:
         Endpoint.parse(url)  # raises ConfigError naming what is wrong
+
+
+def check_signal_path(config: RunConfig, credentials: Credentials, url: str) -> None:
+    """``--signal-path v1`` (alone or in a mix) against a server without ``/rtc/v1``: one line before the run.
+
+    Asks ``/rtc/v1/validate``, which checks a token and a join request and creates no participant. Only a 404
+    stops the run (the path is missing, as before livekit-server v1.9); any other refusal, or no answer, is
+    left to the participants, whose outcomes then carry it. ``auto`` needs no check: it falls back.
+    """
+    if "v1" not in dict(config.signal_path_weights):
+        return
+    token = mint_token(credentials, identity=f"{config.identity_prefix}-preflight", room=config.room_name(0))
+    request = wrap_join_request(join_request_mapping(auto_subscribe=config.auto_subscribe, protocol=config.protocol))
+    target = http_base(url) + validate_v1_path(token, request)
+    tls = tls_context(insecure=config.insecure, ca_file=config.ca_file) if target.startswith("https:") else None
+    try:
+        with urllib.request.urlopen(target, timeout=10, context=tls):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise ConfigError(
+                f"{url} has no /rtc/v1 (HTTP 404 on /rtc/v1/validate: a livekit-server without single-PC "
+                "signaling); use --signal-path auto or v0"
+            ) from None
+    except (OSError, ValueError):
+        return  # unreachable: every participant's outcome will say so
 
 
 def check_probe_network(config: RunConfig) -> None:
@@ -186,6 +216,7 @@ def run_scenario(
             url = local.url
             if on_server is not None:
                 on_server(local)
+        check_signal_path(config, credentials, url)
         engine = build_engine(
             config, credentials, url, observers, probe_network=network, worker=worker, start_gate=start_gate
         )

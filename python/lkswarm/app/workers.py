@@ -80,7 +80,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, cast
 
-from lkswarm.app.runner import STOP_SIGNALS, RunResult, resolve_url, run_scenario
+from lkswarm.app.runner import STOP_SIGNALS, RunResult, check_signal_path, resolve_url, run_scenario
 from lkswarm.app.server import LocalServer, parent_death_signal
 from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
@@ -286,6 +286,7 @@ def run_workers(
                         on_server(local)
                 if stops.signal_name is None:
                     assert url is not None
+                    check_signal_path(config, credentials, url)  # once here, not in every worker
                     streams = {"stream_rolling": on_sample is not None, "stream_exposition": prometheus is not None}
                     _spawn_all(config, credentials, workers, url, tmp, procs, **streams)
                     _await_ready(procs, time.monotonic() + READY_TIMEOUT_S, stops)

@@ -30,6 +30,7 @@ from lkswarm.cli.options import (
     HtmlPathOpt,
     IHavePermissionOpt,
     InsecureOpt,
+    JoinRequestCompressionOpt,
     JsonFramesOpt,
     JsonPathOpt,
     LayoutOpt,
@@ -50,6 +51,7 @@ from lkswarm.cli.options import (
     SeedOpt,
     ServerMetricsOpt,
     SignalOnlyOpt,
+    SignalPathOpt,
     SimulateSpeakersOpt,
     SimulcastOpt,
     ThresholdOpt,
@@ -63,7 +65,7 @@ from lkswarm.cli.options import (
 from lkswarm.cli.output import exit_code, fail, print_report, stderr, stdout, unfold_help
 from lkswarm.cli.reports import announce_outputs, write_outputs
 from lkswarm.cli.reports import register as register_report_commands
-from lkswarm.errors import LkswarmError
+from lkswarm.errors import ConfigError, LkswarmError
 
 app = typer.Typer(
     help="Load generator and signaling benchmark for LiveKit.",
@@ -163,6 +165,8 @@ def run(
     layout: LayoutOpt = None,
     simulate_speakers: SimulateSpeakersOpt = False,
     json_frames: JsonFramesOpt = False,
+    signal_path: SignalPathOpt = None,
+    join_request_compression: JoinRequestCompressionOpt = None,
     max_frame_bytes: MaxFrameBytesOpt = None,
     resume_on_disconnect: ResumeOnDisconnectOpt = None,
     verify_rooms: VerifyRoomsOpt = None,
@@ -214,6 +218,8 @@ def run(
         "signal_only": signal_only or None,
         "talk_spurts": simulate_speakers or None,
         "json_frames": json_frames or None,
+        "signal_path": signal_path,
+        "join_request_compression": join_request_compression,
         "max_frame_bytes": max_frame_bytes,
         "insecure": insecure or None,
         "ca_file": ca_file,
@@ -264,6 +270,8 @@ def run(
         outputs = write_outputs(
             result.report, json_path=json_path, html_path=html_path, csv_dir=csv_dir, track_rows=result.track_rows
         )
+    except ConfigError as exc:  # a usage error only the server could reveal (--signal-path v1 without /rtc/v1)
+        raise fail(str(exc), 2) from None
     except LkswarmError as exc:
         raise fail(str(exc)) from None
     report = result.report

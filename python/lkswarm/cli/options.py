@@ -159,6 +159,23 @@ JsonFramesOpt = Annotated[
     bool,
     typer.Option("--json-frames", help="Send JSON text frames instead of binary protobuf.", rich_help_panel=BEHAVIOUR),
 ]
+SignalPathOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Signaling path: v1 (/rtc/v1, one PeerConnection, join_request), v0 (/rtc, two PeerConnections), "
+        "auto (v1, falling back to v0 on a 404, as today's SDKs do), or a client mix such as v1:70,v0:30. "
+        "(default auto)",
+        rich_help_panel=BEHAVIOUR,
+    ),
+]
+JoinRequestCompressionOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Compression of the /rtc/v1 join_request: gzip (as the JS SDK) or none (a longer URL, about 13 KB "
+        "with a publisher's offer). (default gzip)",
+        rich_help_panel=BEHAVIOUR,
+    ),
+]
 MaxFrameBytesOpt = Annotated[
     int | None,
     typer.Option(

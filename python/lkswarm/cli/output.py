@@ -60,6 +60,24 @@ def exit_code(report: dict[str, Any]) -> int:
     return 1 if outcomes["failed"] or outcomes["not_started"] else 0
 
 
+def signal_paths_line(paths: dict[str, Any]) -> str:
+    """``signal paths: v1 8 (completed 8), v0 2 (completed 2); auto fell back 2 times``; "" when there is nothing."""
+    parts = []
+    for path in ("v1", "v0"):
+        figures = paths.get(path) or {}
+        if figures.get("participants"):
+            outcomes = ", ".join(f"{kind} {count}" for kind, count in figures["outcomes"].items() if count)
+            parts.append(f"{path} {figures['participants']} ({outcomes})")
+    if not parts:
+        return ""
+    line = "signal paths: " + ", ".join(parts)
+    if paths.get("fallbacks"):
+        line += f"; auto fell back from /rtc/v1 to /rtc {paths['fallbacks']} times (404)"
+    if paths.get("media_sections_requirements"):
+        line += f"; {paths['media_sections_requirements']} media_sections_requirement re-offers asked"
+    return line
+
+
 def print_report(report: dict[str, Any]) -> None:
     p = report["participants"]
     table = Table(title=f"lkswarm: {p['joined']}/{p['scheduled']} joined in {report['duration_s']:.1f} s")
@@ -108,6 +126,9 @@ def print_report(report: dict[str, Any]) -> None:
             + (f"media thread lag p99 {media_lag['p99']:.1f} ms, " if media_lag.get("count") else "")
             + f"late starts {g['late_starts']}"
         )
+    paths = (report.get("signal") or {}).get("paths")
+    if paths and (line := signal_paths_line(paths)):
+        stdout.print(line, highlight=False)
     server_version = (report.get("signal") or {}).get("server_version")
     if server_version:
         stdout.print(f"server version {server_version}")

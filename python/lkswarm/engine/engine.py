@@ -137,6 +137,7 @@ class Engine:
 
     def on_outcome(self, driver: ParticipantDriver, outcome: Outcome, detail: str) -> None:
         detail = self.run_context.credentials.redact(detail) if detail else ""
+        self.run_context.counters[f"signal_path_outcome:{driver.path}:{outcome.kind.value}"] += 1
         self.tally.outcome(driver.identity, driver.room, outcome, detail, time.perf_counter() - self._t0)
 
     def on_joined(self, driver: ParticipantDriver, event: Joined) -> None:

@@ -14,6 +14,14 @@ is the same for both tiers, only the operations differ::
     AnswerReceived ──> latency_ms.offer_answer, accept_answer (tier)
     peer failed ──> the participant fails with the peer's reason
 
+On the single-PC path (``/rtc/v1``) the order differs: `prepare_join` opens the
+one PeerConnection before the WebSocket, and its tracks and offer travel in
+the join request, so nothing is announced or offered afterwards. The server
+never offers; when it needs more receive sections it sends
+``media_sections_requirement`` (MediaSectionsRequired), which the tier answers
+with a re-offer (one at a time: a requirement that arrives while an offer is
+pending is folded into the next, which follows the answer).
+
 Tracks are announced once the primary (subscriber) PeerConnection is
 connected, as an SDK's app publishes after ``connect`` returns. The
 fault-injection `LegFilters` (for tests) rewrite a server offer, our answer
@@ -27,14 +35,17 @@ from typing import Any, Generic, TypeVar
 
 from lkswarm.engine.outcome import Outcome
 from lkswarm.engine.ports import ParticipantHost, RunContext
+from lkswarm.errors import MediaError
 from lkswarm.signal.events import (
     AnswerReceived,
+    MediaSectionsRequired,
     OfferReceived,
     RemoteTrackPublished,
     SessionEvent,
     TrackPublished,
     TrickleReceived,
 )
+from lkswarm.signal.join_request import JoinMedia
 from lkswarm.signal.session import SignalSession
 
 LegT = TypeVar("LegT", bound="SignalingLeg")
@@ -53,7 +64,20 @@ class LegFilters(Generic[LegT]):
 class SignalingLeg:
     """A `MediaLeg`'s shared half; a tier subclasses it with its operations (the ``_``-prefixed hooks)."""
 
-    __slots__ = ("_announced", "_cids", "_filters", "_offered", "_offered_at", "_published", "active", "driver", "run")
+    __slots__ = (
+        "_announced",
+        "_cids",
+        "_filters",
+        "_join_prepared",
+        "_offered",
+        "_offered_at",
+        "_published",
+        "active",
+        "driver",
+        "run",
+        "single_pc",
+    )
+    single_pc_capable = False  # a tier that can join /rtc/v1 with one PeerConnection says so
 
     def __init__(
         self, run: RunContext, driver: ParticipantHost, filters: LegFilters[Any], cids: dict[str, str]
@@ -67,6 +91,8 @@ class SignalingLeg:
         self._announced = False  # addTrack sent for this join
         self._offered = False  # the publisher offer sent for this join
         self._offered_at = 0.0
+        self.single_pc = False  # this join is /rtc/v1's: one PeerConnection, opened by `prepare_join`
+        self._join_prepared = False  # the single PeerConnection of the join in flight exists already
 
     def _start_join_over(self) -> None:
         """What belongs to one join: a fresh join (leave RECONNECT) starts all of it over."""
@@ -84,8 +110,21 @@ class SignalingLeg:
     def _answer_offer(self, sdp: str, offer_id: int) -> None:
         raise NotImplementedError
 
-    def _accept_answer(self, sdp: str) -> None:
+    def _accept_answer(self, sdp: str, mid_to_track_id: dict[str, str]) -> tuple[str, int] | None:
+        """Applies the answer; on the single PC, returns the re-offer that waited for it, if any."""
         raise NotImplementedError
+
+    def _open_single_pc(self, now: float) -> tuple[str, int]:
+        """Creates the single PeerConnection (dropping any earlier one) and returns its join offer and id."""
+        raise MediaError("this tier cannot join /rtc/v1 with one PeerConnection")
+
+    def _reoffer(self, num_audios: int, num_videos: int) -> tuple[str, int] | None:
+        """Single PC: a re-offer with that many more receive sections (``0, 0``: the same); None while one is
+        pending (it follows that one's answer)."""
+        raise NotImplementedError
+
+    def _close_peer(self) -> None:
+        """Releases this leg's PeerConnections (a tier hook)."""
 
     def _add_candidate(self, target: int, candidate: str) -> None:
         raise NotImplementedError
@@ -118,13 +157,23 @@ class SignalingLeg:
             return
         filters = self._filters
         if isinstance(event, OfferReceived):
+            if self.single_pc:
+                raise MediaError("the server sent an offer on a single-PC (/rtc/v1) session")
             sdp = filters.offer_filter(self, event.sdp) if filters.offer_filter is not None else event.sdp
             self._answer_offer(sdp, event.id)
         elif isinstance(event, AnswerReceived):
             if self._offered_at:
                 self.run.metrics.record("offer_answer", (now - self._offered_at) * 1000)
                 self._offered_at = 0.0
-            self._accept_answer(event.sdp)
+            follow_up = self._accept_answer(event.sdp, event.mid_to_track_id)
+            if follow_up is not None:
+                self.send_offer(follow_up[0], now, follow_up[1])
+        elif isinstance(event, MediaSectionsRequired):
+            if self.single_pc:
+                self.run.counters["media_sections_requirements"] += 1
+                offer = self._reoffer(event.num_audios, event.num_videos)
+                if offer is not None:
+                    self.send_offer(offer[0], now, offer[1])
         elif isinstance(event, TrickleReceived):
             candidate: str | None = event.candidate_init
             if filters.trickle_filter is not None:
@@ -147,10 +196,52 @@ class SignalingLeg:
         answer = filters.answer_filter(self, sdp) if filters.answer_filter is not None else sdp
         self.session.send_answer(answer, offer_id)
 
-    def send_offer(self, sdp: str, at: float) -> None:
-        """The publisher offer, sent at ``at``: the answer's arrival closes latency_ms.offer_answer."""
+    def send_offer(self, sdp: str, at: float, offer_id: int = 1) -> None:
+        """An offer (the publisher's, or a single PC's re-offer), sent at ``at``: the answer's arrival closes
+        latency_ms.offer_answer."""
         self._offered_at = at
-        self.session.send_offer(sdp, 1)
+        self.run.counters[f"offers_sent:{'v1' if self.single_pc else 'v0'}"] += 1
+        self.session.send_offer(sdp, offer_id)
+
+    # -- the single-PC join (/rtc/v1) ------------------------------------------------------------
+
+    def prepare_join(self, now: float) -> JoinMedia:
+        """Opens the one PeerConnection of a ``/rtc/v1`` join: its tracks and offer go in the join request."""
+        self._start_join_over()
+        sdp, offer_id = self._open_single_pc(now)
+        self.single_pc = self._join_prepared = True
+        self._announced = self._offered = True  # the tracks and the offer travel in the join
+        self._offered_at = now
+        self.run.counters["offers_sent:v1"] += 1
+        tracks = [self._track_request(cid, kind)["addTrack"] for cid, kind in self._cids.items()]
+        return JoinMedia(tracks, sdp, offer_id)
+
+    def discard_join(self) -> None:
+        """The ``/rtc/v1`` join was refused (404): the next join is ``/rtc``'s, with its own PeerConnections."""
+        self._close_peer()
+        self._start_join_over()
+        self.single_pc = self._join_prepared = False
+
+    def on_resumed(self, now: float) -> bool:
+        """A resume: the single PC offers an ICE restart (the server restarts only a subscriber PC, and answers
+        ours with new credentials); a dual-PC peer waits for the server's restart offer. Either way the peer
+        reports media flowing again. Without a connected peer there is nothing to restart."""
+        if not self.active or not self._has_peer():
+            return False
+        self.run.counters["ice_restarts_expected"] += 1
+        if self.single_pc:
+            sdp, offer_id = self._ice_restart()
+            self.send_offer(sdp, now, offer_id)
+        return True
+
+    def _ice_restart(self) -> tuple[str, int]:
+        """Single PC: the ICE-restart offer after a resume (a tier hook)."""
+        raise MediaError("this tier cannot restart ICE")
+
+    def _take_prepared_join(self) -> bool:
+        """On the JoinResponse: whether its single PeerConnection was opened with the join (so none is made now)."""
+        prepared, self._join_prepared = self._join_prepared, False
+        return prepared
 
     def _announce_tracks(self) -> None:
         self._announced = True
@@ -159,9 +250,10 @@ class SignalingLeg:
 
     # -- peer side ---------------------------------------------------------------------------------
 
-    def connected(self, subscriber: bool, at: float) -> None:
-        """A PeerConnection connected at ``at``; the primary (subscriber) one makes the participant ACTIVE."""
-        if not subscriber:
+    def connected(self, primary: bool, at: float) -> None:
+        """A PeerConnection connected at ``at``; the primary one (dual: the subscriber; or the single PC) makes
+        the participant ACTIVE."""
+        if not primary:
             return
         self.active = True
         if not self._announced and self._cids:

@@ -44,9 +44,13 @@ from lkswarm.signal.events import (
     PongReceived,
     SessionEvent,
 )
+from lkswarm.signal.join_request import join_request_mapping, rtc_v1_path, wrap_join_request
+from lkswarm.signal.paths import signal_path_for
 from lkswarm.signal.session import SessionState, SignalSession
 from lkswarm.signal.websocket import Closed, Event, Message, Opened, Rejected
 
+# livekit-server's 404 for a room that must exist beforehand: an answer of /rtc/v1, so no reason to fall back.
+ROOM_NOT_FOUND = "requested room does not exist"
 MAX_RESUMES = 3  # per participant, so a flapping server cannot loop us forever
 REJECTED_DETAIL_CHARS = 200  # of an HTTP refusal's body (once tokens and markup are out), in the outcome's detail
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
@@ -114,14 +118,17 @@ class ParticipantDriver:
         "_retry",
         "_stopping",
         "_timer",
+        "_waiting_media",
         "ctx",
         "identity",
         "index",
         "intended_start",
         "joined_at",
         "leg",
+        "may_fall_back",
         "outcome",
         "owner",
+        "path",
         "resumes",
         "room",
         "seat",
@@ -163,8 +170,14 @@ class ParticipantDriver:
         self._reconnect: ReconnectEpisode | None = None
         self._retry: asyncio.TimerHandle | None = None  # the next reconnect attempt, waiting out its backoff
         self._counted_active = False  # in counters["active"] and latency_ms.active, once per participant
+        self._waiting_media = False  # resumed; its ICE restart has not brought media back yet
         self._ended_alive = False  # joined and alive when the run ended: its outcome is completed, whatever follows
         self._opened_at: float | None = None  # when the first WebSocket upgrade completed (perf_counter)
+        # The signaling path (lkswarm.signal.paths): "v1" (/rtc/v1, one PeerConnection) or "v0" (/rtc); in
+        # ``auto`` a 404 on v1 switches to v0 once, for good (resumes included), as the SDKs do.
+        choice = signal_path_for(index, run.config.signal_path_weights)
+        self.path: str = "v0" if choice == "v0" else "v1"
+        self.may_fall_back = choice == "auto"
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -180,15 +193,24 @@ class ParticipantDriver:
         await self._connect(resume=False)
         await self._done
 
-    def _rtc_path(self, resume: bool) -> str:
-        assert self.session is not None
+    def _rtc_path(self, resume: bool, now: float) -> str:
+        """The request target of this connection: ``/rtc`` with query parameters, or ``/rtc/v1`` with a
+        ``join_request`` that carries, on a fresh join, the media half's tracks and its one offer."""
+        session = self.session
+        assert session is not None
         config = self.ctx.config
-        return rtc_path(
-            self.session.token,
-            auto_subscribe=config.auto_subscribe,
-            protocol=config.protocol,
-            resume_sid=self.session.participant_sid if resume else None,
+        resume_sid = session.participant_sid if resume else None
+        if self.path == "v0":
+            return rtc_path(
+                session.token, auto_subscribe=config.auto_subscribe, protocol=config.protocol, resume_sid=resume_sid
+            )
+        media = None
+        if not resume and self.leg is not None:
+            media = self.leg.prepare_join(now)  # MediaError: the caller fails this participant
+        request = join_request_mapping(
+            auto_subscribe=config.auto_subscribe, protocol=config.protocol, media=media, resume_sid=resume_sid
         )
+        return rtc_v1_path(session.token, wrap_join_request(request, config.join_request_compression))
 
     async def _connect(self, *, resume: bool) -> None:
         session = self.session
@@ -202,10 +224,18 @@ class ParticipantDriver:
         self._arm_timer()
         self._generation += 1
         generation = self._generation
+        if self.path == "v1" and self.leg is not None and not self.leg.single_pc_capable:
+            self.path, self.may_fall_back = "v0", False  # a probe (aiortc) joins the dual-PC way
+        self.ctx.counters[f"signal_path_connects:{self.path}"] += 1
+        try:
+            target = self._rtc_path(resume, now)
+        except MediaError as exc:
+            self.finish(Outcome.failed("media_setup"), str(exc))
+            return
         try:
             connection = await open_websocket(
                 self.ctx.endpoint,
-                self._rtc_path(resume),
+                target,
                 lambda event: self._on_ws_event(event, generation),
                 max_frame_bytes=self.ctx.config.max_frame_bytes,
             )
@@ -313,8 +343,14 @@ class ParticipantDriver:
                 self.ctx.metrics.record("ws_connect", (now - self.intended_start) * 1000)
         elif isinstance(event, Rejected):
             self._connection = None
+            resuming = session.state is SessionState.RESUMING
             detail = refusal_detail(self.ctx.credentials.redact(event.body))
-            self._attempt_failed(session.state is SessionState.RESUMING, Outcome.failed(f"http_{event.status}"), detail)
+            if event.status == 404 and self.path == "v1" and ROOM_NOT_FOUND not in event.body:
+                if self.may_fall_back:
+                    self._fall_back_to_v0(resuming)
+                    return
+                detail = "GET /rtc/v1 returned 404: this server has no single-PC path (use --signal-path auto or v0)"
+            self._attempt_failed(resuming, Outcome.failed(f"http_{event.status}"), detail)
         elif isinstance(event, Closed):
             self._connection = None
             if self._stopping or self.outcome:
@@ -334,6 +370,16 @@ class ParticipantDriver:
                     f"WebSocket closed (code {event.code}) {event.reason}".strip(),
                 )
 
+    def _fall_back_to_v0(self, resuming: bool) -> None:
+        """``auto``: the server has no ``/rtc/v1`` (404), so join (or resume) on ``/rtc`` at once and stay there.
+        Not a failed attempt: the SDKs do the same, and the time it costs stays in this participant's latencies."""
+        self.ctx.counters["signal_path_fallbacks"] += 1
+        self.path, self.may_fall_back = "v0", False
+        if self.leg is not None:
+            self.leg.discard_join()
+        self._drop_connection()
+        self.ctx.spawn(self._connect(resume=resuming))
+
     def _pump(self, now: float) -> None:
         session = self.session
         assert session is not None
@@ -351,14 +397,13 @@ class ParticipantDriver:
         leg = self.leg
         if isinstance(event, Joined):
             if event.resumed:
-                counters["resumes_succeeded"] += 1
-                metrics.record("resume", (now - self._resume_started) * 1000)
-                if leg is None or leg.active:  # media never stopped (its PeerConnections outlived the WebSocket)
-                    self._reconnected(now)
+                self._on_resumed(now)
             else:
                 if self.joined_at is None:
                     self.joined_at = now
                     metrics.record("join_response", (now - self.intended_start) * 1000)
+                    if len(self.ctx.config.signal_path_weights) > 1:
+                        metrics.record(f"join_response_{self.path}", (now - self.intended_start) * 1000)
                     self.owner.on_joined(self, event)
                 else:  # a fresh join (leave RECONNECT): this participant is counted as joined once
                     counters["rejoins_succeeded"] += 1
@@ -381,6 +426,26 @@ class ParticipantDriver:
             self.finish(Outcome.failed(event.reason), event.detail or self._failure_detail(event.reason))
         elif leg is not None:
             self._media_step(lambda: leg.on_session_event(event, now))
+
+    def _on_resumed(self, now: float) -> None:
+        """The server took the resume. Without media, that is being back. With a connected media leg, its
+        PeerConnections outlived the WebSocket and restart ICE (the server's offer, or our own on a single PC):
+        back is when media flows again (`media_resumed`). A leg that was not connected is back when it connects."""
+        counters, metrics, leg = self.ctx.counters, self.ctx.metrics, self.leg
+        counters["resumes_succeeded"] += 1
+        since_ms = (now - self._resume_started) * 1000
+        metrics.record("resume_signal", since_ms)
+        if leg is not None and leg.active:
+            try:
+                self._waiting_media = leg.on_resumed(now)
+            except MediaError as exc:
+                self.finish(Outcome.failed("media_setup"), str(exc))
+                return
+            if self._waiting_media:
+                return
+        metrics.record("resume", since_ms)
+        if leg is None or leg.active:
+            self._reconnected(now)
 
     def _failure_detail(self, reason: str) -> str:
         """A sentence for a session failure that came without one."""
@@ -406,6 +471,16 @@ class ParticipantDriver:
         self._counted_active = True
         self.ctx.counters["active"] += 1
         self.ctx.metrics.record("active", (at - self.intended_start) * 1000)
+        if len(self.ctx.config.signal_path_weights) > 1:
+            self.ctx.metrics.record(f"active_{self.path}", (at - self.intended_start) * 1000)
+
+    def media_resumed(self, at: float) -> None:
+        """After a resume, media flows again on the restarted PeerConnection: the resume and its episode end."""
+        if not self._waiting_media:
+            return
+        self._waiting_media = False
+        self.ctx.metrics.record("resume", max(0.0, at - self._resume_started) * 1000)
+        self._reconnected(at)
 
     def media_output(self, step: Callable[[], None]) -> None:
         """Runs a media step that no session event triggered (a probe's answer from its own loop) and sends."""
@@ -491,6 +566,7 @@ class ParticipantDriver:
         session = self.session
         assert session is not None
         self._rejoin_started = time.perf_counter()
+        self._waiting_media = False  # a fresh join: its new PeerConnections connect afresh (media_connected)
         self._begin_reconnect(self._rejoin_started)
         self._drop_connection()
         self.session = SignalSession(

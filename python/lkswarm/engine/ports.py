@@ -30,6 +30,7 @@ from lkswarm.engine.outcome import Outcome
 from lkswarm.metrics import PhaseMetrics
 from lkswarm.net.ws_driver import Endpoint
 from lkswarm.signal.events import SessionEvent
+from lkswarm.signal.join_request import JoinMedia
 from lkswarm.signal.session import SignalSession
 
 
@@ -70,6 +71,9 @@ class ParticipantHost(Protocol):
     def media_connected(self, at: float) -> None:
         """The primary PeerConnection connected at ``at`` (perf_counter seconds): ACTIVE."""
 
+    def media_resumed(self, at: float) -> None:
+        """After a resume's ICE restart, media flows again at ``at`` (perf_counter seconds)."""
+
     def finish(self, outcome: Outcome, detail: str = "") -> None:
         """Decides the participant's outcome (the first decision wins)."""
 
@@ -80,6 +84,21 @@ class MediaLeg(Protocol):
     @property
     def active(self) -> bool:
         """Whether the current primary PeerConnection is connected."""
+
+    @property
+    def single_pc_capable(self) -> bool:
+        """Whether this leg can join ``/rtc/v1`` with one PeerConnection (the probes' aiortc cannot yet)."""
+
+    def prepare_join(self, now: float) -> JoinMedia | None:
+        """A ``/rtc/v1`` join is about to be sent: set up the one PeerConnection and return the tracks to publish
+        and its offer (None: nothing to put in the join). Raises `lkswarm.errors.MediaError`."""
+
+    def discard_join(self) -> None:
+        """The prepared ``/rtc/v1`` join was refused (404, falling back to ``/rtc``): forget its PeerConnection."""
+
+    def on_resumed(self, now: float) -> bool:
+        """The signal connection resumed: restart ICE where the client must (single PC). True when the leg will
+        report media flowing again (`ParticipantHost.media_resumed`); False when there is nothing to wait for."""
 
     def on_joined(self, now: float) -> None:
         """The JoinResponse arrived (again, after a fresh join): set up the PeerConnections."""

@@ -198,8 +198,13 @@ class LightLeg(SignalingLeg):
 
     # -- signaling side ------------------------------------------------------------------
 
+    single_pc_capable = True
+
     def on_joined(self, now: float) -> None:
-        """Creates the peer (its subscriber PeerConnection); tracks are announced once that is connected."""
+        """Creates the peer (its subscriber PeerConnection); tracks are announced once that is connected.
+        A ``/rtc/v1`` join opened its one PeerConnection before it was sent (`prepare_join`)."""
+        if self._take_prepared_join():
+            return
         hub = self.tier.hub
         assert hub is not None
         if self.peer_id is not None:  # a fresh join: the server forgot the old PeerConnections, so does the hub
@@ -212,6 +217,39 @@ class LightLeg(SignalingLeg):
             seed=seed, talk_spurts=config.talk_spurts, connect_timeout_s=config.media_connect_timeout_s
         )
         self.tier.participants[self.peer_id] = self
+
+    def _open_single_pc(self, now: float) -> tuple[str, int]:
+        """The ``/rtc/v1`` peer: one PeerConnection that sends our tracks and receives the room's."""
+        hub = self.tier.hub
+        if hub is None:
+            raise MediaError("the media hub is closed")
+        if self.peer_id is not None:  # a fresh join: the server forgot the old PeerConnection, so does the hub
+            self.close()
+        self._reset_join_state()
+        config = self.run.config
+        seed = (config.seed or 0) * 1_000_003 + self.driver.index
+        self.peer_id, self.local_port = hub.add_peer(
+            seed=seed,
+            talk_spurts=config.talk_spurts,
+            connect_timeout_s=config.media_connect_timeout_s,
+            single_pc=True,
+        )
+        self.tier.participants[self.peer_id] = self
+        audio = next((cid for cid, kind in self._cids.items() if kind == "audio"), None)
+        video = next((cid for cid, kind in self._cids.items() if kind == "video"), None)
+        return hub.join_offer(self.peer_id, audio_cid=audio, video_cid=video)
+
+    def _reoffer(self, num_audios: int, num_videos: int) -> tuple[str, int] | None:
+        hub, peer = self._hub()
+        return hub.reoffer(peer, num_audios, num_videos)
+
+    def _close_peer(self) -> None:
+        self.close()
+        self._reset_join_state()
+
+    def _ice_restart(self) -> tuple[str, int]:
+        hub, peer = self._hub()
+        return hub.ice_restart(peer)
 
     def _has_peer(self) -> bool:
         return self.tier.hub is not None and self.peer_id is not None
@@ -235,12 +273,15 @@ class LightLeg(SignalingLeg):
         self.send_answer(hub.accept_offer(peer, sdp), offer_id)
         self._remote_ready(SignalTarget.SUBSCRIBER)
 
-    def _accept_answer(self, sdp: str) -> None:
+    def _accept_answer(self, sdp: str, mid_to_track_id: dict[str, str]) -> tuple[str, int] | None:
         hub, peer = self._hub()
-        hub.accept_answer(peer, sdp)
+        follow_up = hub.accept_answer(peer, sdp, mid_to_track_id or None)
         self._remote_ready(SignalTarget.PUBLISHER)
+        return follow_up
 
     def _add_candidate(self, target: int, candidate: str) -> None:
+        if self.single_pc:
+            target = SignalTarget.PUBLISHER  # one PeerConnection, which the server calls its publisher
         if self._has_remote.get(target, False):
             hub, peer = self._hub()
             hub.add_candidate(peer, target, candidate)
@@ -285,17 +326,21 @@ class LightLeg(SignalingLeg):
     # -- hub side ---------------------------------------------------------------------------
 
     def on_hub_event(
-        self, event: _core.PcConnected | _core.IceStateChanged | _core.FirstPacket | _core.PeerFailed, at: float
+        self,
+        event: _core.PcConnected | _core.IceStateChanged | _core.FirstPacket | _core.MediaResumed | _core.PeerFailed,
+        at: float,
     ) -> None:
         """An event of this participant's peer, stamped ``at`` (perf_counter seconds) by the hub."""
         if self.driver.outcome:
             return
         if isinstance(event, _core.PcConnected):
-            self.connected(event.pc == SignalTarget.SUBSCRIBER, at)
+            self.connected(event.primary, at)
         elif isinstance(event, _core.FirstPacket):
             published_at = self._remote_published_at.get(event.track_id)
             if published_at is not None:
                 self.tier.record_first_packet(event.kind, max(0.0, at - published_at) * 1000)
+        elif isinstance(event, _core.MediaResumed):
+            self.driver.media_resumed(at)
         elif isinstance(event, _core.PeerFailed):
             self.failed(event.reason, event.detail)
 
@@ -306,6 +351,7 @@ class LightLeg(SignalingLeg):
         totals.frames_skipped += stats["frames_skipped"]
         totals.foreign_datagrams += stats["foreign_datagrams"]
         totals.keyframe_requests += stats["keyframe_requests"]
+        totals.ice_restarts += stats.get("ice_restarts", 0)
         received: dict[str, str] = {}  # track id -> codec: a track counts once, however many SSRCs
         for track in stats["tracks"]:
             totals.packets_received += track["packets"]

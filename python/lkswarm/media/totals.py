@@ -24,6 +24,7 @@ class MediaTotals:
     frames_skipped: int = 0  # publishers' frames dropped because the media thread fell behind
     foreign_datagrams: int = 0
     keyframe_requests: int = 0
+    ice_restarts: int = 0  # begun after resumes: the server's restart offer (dual PC) or ours (single PC)
     tracks_received: int = 0
     tracks_missing: int = 0
     tracks_by_codec: dict[str, int] = field(default_factory=dict)  # received tracks per mime type
@@ -59,6 +60,7 @@ class MediaTotals:
             "missing_examples": self.missing_examples,
             "foreign_datagrams": self.foreign_datagrams,
             "keyframe_requests": self.keyframe_requests,
+            "ice_restarts": self.ice_restarts,
             "hub": {"wakeups": self.hub_wakeups, "timeouts": self.hub_timeouts},
         }
 

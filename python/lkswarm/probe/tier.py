@@ -342,7 +342,7 @@ class ProbeLeg(SignalingLeg):
     def _answer_offer(self, sdp: str, offer_id: int) -> None:
         self._submit(ProbeOp.ANSWER_OFFER, sdp, offer_id)
 
-    def _accept_answer(self, sdp: str) -> None:
+    def _accept_answer(self, sdp: str, mid_to_track_id: dict[str, str]) -> None:
         self._submit(ProbeOp.ACCEPT_ANSWER, sdp)
 
     def _add_candidate(self, target: int, candidate: str) -> None:
@@ -378,6 +378,15 @@ class ProbeLeg(SignalingLeg):
         elif isinstance(event, PeerFailed):
             self.tier.failures.append({"identity": driver.identity, "reason": event.reason, "detail": event.detail})
             self.failed(event.reason, event.detail)
+
+    def on_resumed(self, now: float) -> bool:
+        """aiortc 1.16 cannot restart ICE (it answers the server's restart offer with its old credentials), so a
+        probe's media counts as back when the signal is; see the README's known limitations."""
+        return False
+
+    def _close_peer(self) -> None:
+        self.close()
+        self.peer = None
 
     def close(self) -> None:
         peer = self.peer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+from collections.abc import Mapping
 from typing import Any, NamedTuple, cast
 
 from lkswarm.engine.outcome import OutcomeKind
@@ -27,6 +28,8 @@ from lkswarm.report.schema import (
     Report,
     RoomRow,
     Signal,
+    SignalPathFigures,
+    SignalPaths,
     assemble_report,
     count_outcome,
     empty_room_row,
@@ -115,6 +118,25 @@ def _signal(record: RunRecord) -> Signal:
         "track_settings": counters["track_settings"],
         "speaker_updates": messages.get("speakers_changed", 0),
         "leave_requests": {k[len("leave_") :]: v for k, v in counters.items() if k.startswith("leave_")},
+        "paths": _signal_paths(counters),
+    }
+
+
+def _signal_paths(counters: Mapping[str, int]) -> SignalPaths:
+    def figures(path: str) -> SignalPathFigures:
+        outcomes = {kind.value: counters[f"signal_path_outcome:{path}:{kind.value}"] for kind in OutcomeKind}
+        return {
+            "participants": sum(outcomes.values()),
+            "outcomes": outcomes,
+            "connects": counters[f"signal_path_connects:{path}"],
+            "offers_sent": counters[f"offers_sent:{path}"],
+        }
+
+    return {
+        "fallbacks": counters["signal_path_fallbacks"],
+        "media_sections_requirements": counters["media_sections_requirements"],
+        "v1": figures("v1"),
+        "v0": figures("v0"),
     }
 
 

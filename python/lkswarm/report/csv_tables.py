@@ -1,4 +1,5 @@
-"""The report as CSV tables, one file per table: phases, rooms, failures, timeline and per-track media.
+"""The report as CSV tables, one file per table: phases, rooms, failures, timeline, signaling paths and per-track
+media.
 
 Every table is written even when the report has no rows for it (header only), so scripts that read a
 folder of runs find the same files and columns in each.
@@ -33,6 +34,7 @@ ROOM_FIELDS = (
     "join_p50_ms",
     "join_p99_ms",
 )
+SIGNAL_PATH_FIELDS = ("path", "participants", "completed", "left", "failed", "connects", "offers_sent", "fallbacks")
 # `count` is 1 for a named participant; reports without `failed_participants` give one row per reason.
 FAILURE_FIELDS = ("identity", "room", "outcome", "detail", "at_s", "count")
 
@@ -59,6 +61,28 @@ def failure_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         {"outcome": f"failed:{reason}", "detail": details.get(f"failed:{reason}", ""), "count": count}
         for reason, count in (participants.get("failures") or {}).items()
     ]
+
+
+def signal_path_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per signaling path (v1, v0); ``fallbacks`` (auto: v1 answered 404) is counted on v1's row."""
+    paths = (report.get("signal") or {}).get("paths") or {}
+    rows = []
+    for path in ("v1", "v0"):
+        figures = paths.get(path)
+        if figures is None:
+            continue
+        outcomes = figures.get("outcomes") or {}
+        rows.append(
+            {
+                "path": path,
+                "participants": figures.get("participants", 0),
+                **{kind: outcomes.get(kind, 0) for kind in ("completed", "left", "failed")},
+                "connects": figures.get("connects", 0),
+                "offers_sent": figures.get("offers_sent", 0),
+                "fallbacks": paths.get("fallbacks", 0) if path == "v1" else 0,
+            }
+        )
+    return rows
 
 
 def timeline_columns(timeline: dict[str, Any]) -> list[str]:
@@ -131,7 +155,8 @@ def _write(path: Path, fields: Sequence[str], rows: Iterable[dict[str, Any]]) ->
 def write_csv_tables(
     report: dict[str, Any], out_dir: Path, track_rows: list[dict[str, Any]] | None = None
 ) -> list[Path]:
-    """Writes phases.csv, rooms.csv, failures.csv, timeline.csv (and tracks.csv given track rows) into ``out_dir``.
+    """Writes phases.csv, rooms.csv, failures.csv, timeline.csv, signal_paths.csv (and tracks.csv given track rows)
+    into ``out_dir``.
 
     Returns the paths written. Raises ReportError when the folder cannot be created or written.
     """
@@ -144,6 +169,7 @@ def write_csv_tables(
             _write(out_dir / "rooms.csv", ROOM_FIELDS, report.get("rooms") or []),
             _write(out_dir / "failures.csv", FAILURE_FIELDS, failure_rows(report)),
             _write(out_dir / "timeline.csv", columns, timeline_rows(timeline, columns)),
+            _write(out_dir / "signal_paths.csv", SIGNAL_PATH_FIELDS, signal_path_rows(report)),
         ]
         if track_rows is not None:
             write_track_csv(out_dir / "tracks.csv", track_rows)

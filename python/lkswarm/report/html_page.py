@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 from lkswarm.capacity.schema import CapacitySection
 from lkswarm.report.capacity_figures import capacity_plots
 from lkswarm.report.capacity_text import levels_table, summary_paragraph
+from lkswarm.report.csv_tables import SIGNAL_PATH_FIELDS, signal_path_rows
 from lkswarm.report.html_figures import Figure, build_figures
 
 _MAX_FAILED_ROWS = 500
@@ -222,6 +223,16 @@ def _probes(report: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _signal_paths(report: dict[str, Any]) -> str:
+    """Per signaling path (``--signal-path``): participants, outcomes, connections; empty before any path ran."""
+    rows = [row for row in signal_path_rows(report) if row["participants"] or row["connects"]]
+    if not rows:
+        return ""
+    return "<h2>Signaling paths</h2>" + table(
+        SIGNAL_PATH_FIELDS, [[row[h] for h in SIGNAL_PATH_FIELDS] for row in rows], "signal-paths"
+    )
+
+
 def _rooms(report: dict[str, Any]) -> str:
     rooms = report.get("rooms")
     if not rooms:
@@ -321,6 +332,7 @@ def render_html(report: dict[str, Any], plotly_js: str | None = None) -> str:
             _latency(report),
             _media(report),
             _probes(report),
+            _signal_paths(report),
             _rooms(report),
             _failures(report),
             _generator(report),

@@ -72,6 +72,24 @@ class Participants(TypedDict):
     departed: int
 
 
+class SignalPathFigures(TypedDict):
+    """One signaling path's participants (each counted under the path it ended on) and connections."""
+
+    participants: int
+    outcomes: dict[str, int]  # completed / left / failed
+    connects: int  # WebSocket connections opened on this path (joins, resumes, retries)
+    offers_sent: int  # our offers: dual-PC publisher offers, or the single PC's join offer and re-offers
+
+
+class SignalPaths(TypedDict):
+    """``--signal-path``: what each path carried, and how often ``auto`` fell back from v1 to v0 (a 404)."""
+
+    fallbacks: int
+    media_sections_requirements: int  # single PC: the server asked for more receive sections (or a re-offer)
+    v1: SignalPathFigures
+    v0: SignalPathFigures
+
+
 class Signal(TypedDict, total=False):
     """Signaling figures; empty (``{}``) in a crashed worker's report."""
 
@@ -88,6 +106,7 @@ class Signal(TypedDict, total=False):
     track_settings: int
     speaker_updates: int
     leave_requests: dict[str, int]  # by leave action
+    paths: SignalPaths  # by signaling path (lkswarm.signal.paths)
 
 
 class Generator(TypedDict):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +35,20 @@ class OfferReceived:
 
 @dataclass(frozen=True, slots=True)
 class AnswerReceived:
+    """The server's answer to our offer; on the single-PC path ``mid_to_track_id`` names the track
+    each receive section carries (the server's map, which beats the SDP's ``a=msid``)."""
+
     sdp: str
     id: int
+    mid_to_track_id: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MediaSectionsRequired:
+    """Single-PC: the server needs more receive sections (``0, 0``: a plain re-offer) to add tracks."""
+
+    num_audios: int
+    num_videos: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +132,7 @@ SessionEvent = (
     | ParticipantsChanged
     | OfferReceived
     | AnswerReceived
+    | MediaSectionsRequired
     | TrickleReceived
     | TrackPublished
     | TrackUnpublished

@@ -44,6 +44,7 @@ from lkswarm.signal.events import (
     Failed,
     Joined,
     LeaveRequested,
+    MediaSectionsRequired,
     OfferReceived,
     ParticipantsChanged,
     PongReceived,
@@ -70,6 +71,7 @@ HANDLED_RESPONSES = frozenset(
         "track_unpublished",
         "track_subscribed",
         "leave",
+        "media_sections_requirement",
         "refresh_token",
         "pong_resp",
         "room_moved",
@@ -87,7 +89,6 @@ IGNORED_RESPONSES: dict[str, str] = {
     "subscribed_quality_update": "synthetic publishers keep sending every layer they announced",
     "subscription_permission_update": "scenarios do not restrict subscription permissions",
     "pong": "the legacy ping is never sent; ping_req/pong_resp measure RTT",
-    "media_sections_requirement": "only used in single-PC mode with more tracks than m-lines",
     "subscribed_audio_codec_update": "synthetic audio publishes one codec",
     "publish_data_track_response": "data tracks are not exercised",
     "unpublish_data_track_response": "data tracks are not exercised",
@@ -383,7 +384,10 @@ class SignalSession:
         self._events.append(OfferReceived(offer.sdp, offer.id))
 
     def _on_answer(self, answer: codec.MessageView, _now: float) -> None:
-        self._events.append(AnswerReceived(answer.sdp, answer.id))
+        self._events.append(AnswerReceived(answer.sdp, answer.id, dict(answer.mid_to_track_id)))
+
+    def _on_media_sections_requirement(self, requirement: codec.MessageView, _now: float) -> None:
+        self._events.append(MediaSectionsRequired(requirement.num_audios, requirement.num_videos))
 
     def _on_trickle(self, trickle: codec.MessageView, _now: float) -> None:
         self._events.append(TrickleReceived(trickle.candidateInit, trickle.target, trickle.final))

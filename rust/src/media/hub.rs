@@ -4,7 +4,8 @@
 //! Theory of operation
 //! -------------------
 //! A `Hub` owns every `MediaPeer` of a generator process and one UDP socket per
-//! PeerConnection (bound to `bind_ip:0`). Its worker thread waits in epoll (mio)
+//! PeerConnection (bound to `bind_ip:0`): one for a single-PC (`/rtc/v1`) peer, one for a
+//! dual-PC subscriber and a second once it publishes. Its worker thread waits in epoll (mio)
 //! until a socket is readable or the earliest peer deadline passes, then, under
 //! the state lock: reads each ready socket until it would block and feeds the
 //! datagrams to their peer; wakes every peer whose deadline passed; and for
@@ -110,12 +111,15 @@ pub struct PeerSummary {
     pub subscriber_connected: bool,
     pub publisher_connected: bool,
     pub failed: bool,
+    /// One PeerConnection for both directions: both `*_connected` then report it.
+    pub single_pc: bool,
 }
 
 /// Hub-wide running totals: live peers plus everything removed peers had counted.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HubTotals {
     pub peers: u64,
+    /// Connected primary PeerConnections: dual-PC subscribers and single PeerConnections.
     pub subscribers_connected: u64,
     pub datagrams_received: u64,
     pub datagrams_sent: u64,
@@ -285,7 +289,8 @@ impl Hub {
         self.shared.seconds(Instant::now())
     }
 
-    /// Creates a peer with its subscriber socket; returns (peer id, subscriber port).
+    /// Creates a peer with its primary socket (the subscriber PeerConnection's, or with
+    /// `config.single_pc` the one PeerConnection's); returns (peer id, its port).
     pub fn add_peer(&self, config: PeerConfig) -> crate::Result<(u32, u16)> {
         self.add_peer_inner(config).map_err(Error::media)
     }
@@ -335,8 +340,46 @@ impl Hub {
         self.with_peer(id, |peer, _| peer.accept_offer(sdp)).map_err(Error::media)
     }
 
-    pub fn accept_answer(&self, id: u32, sdp: &str) -> crate::Result<()> {
-        self.with_peer(id, |peer, _| peer.accept_answer(sdp)).map_err(Error::media)
+    /// Applies the server's answer. A dual-PC peer's is to its publisher offer (returns None); a
+    /// single-PC peer's maps mids to tracks (`mid_to_track_id` wins over `a=msid`) and returns the
+    /// follow-up offer (sdp, id) if a re-offer was asked for meanwhile.
+    pub fn accept_answer(
+        &self,
+        id: u32,
+        sdp: &str,
+        mid_to_track_id: Option<&HashMap<String, String>>,
+    ) -> crate::Result<Option<(String, u32)>> {
+        self.with_peer(id, |peer, _| {
+            if peer.is_single() {
+                peer.accept_single_answer(sdp, mid_to_track_id)
+            } else {
+                peer.accept_answer(sdp).map(|()| None)
+            }
+        })
+        .map_err(Error::media)
+    }
+
+    /// A single-PC peer's join offer (sdp, id 1): its send sections, receive sections and data channels.
+    pub fn join_offer(
+        &self,
+        id: u32,
+        audio_cid: Option<&str>,
+        video_cid: Option<&str>,
+    ) -> crate::Result<(String, u32)> {
+        self.with_peer(id, |peer, now| peer.create_join_offer(audio_cid, video_cid, now)).map_err(Error::media)
+    }
+
+    /// A single-PC peer's re-offer for `media_sections_requirement` (sdp, id), or None while an
+    /// offer is pending (the follow-up then comes back from `accept_answer`).
+    pub fn reoffer(&self, id: u32, audios: u32, videos: u32) -> crate::Result<Option<(String, u32)>> {
+        self.with_peer(id, |peer, _| peer.reoffer(audios, videos)).map_err(Error::media)
+    }
+
+    /// A single-PC peer's ICE restart after a signal resume (sdp, id): an offer with new ICE
+    /// credentials, replacing any pending offer. `PeerEvent::MediaResumed` follows once ICE is
+    /// connected again and media flows; the peer fails if not within its connect timeout.
+    pub fn ice_restart(&self, id: u32) -> crate::Result<(String, u32)> {
+        self.with_peer(id, |peer, now| peer.ice_restart(now)).map_err(Error::media)
     }
 
     pub fn add_remote_candidate(&self, id: u32, pc: Pc, candidate_init: &str) -> crate::Result<()> {
@@ -480,6 +523,7 @@ fn summarize(peer: &MediaPeer) -> PeerSummary {
         subscriber_connected: peer.is_connected(Pc::Subscriber),
         publisher_connected: peer.is_connected(Pc::Publisher),
         failed: peer.is_failed(),
+        single_pc: peer.is_single(),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod lag;
 pub mod peer;
 mod publish;
 pub mod recv;
+mod rtp_sink;
 pub mod rxstats;
 pub mod sdp;
 mod transport;

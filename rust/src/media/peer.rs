@@ -1,6 +1,7 @@
 //! One simulated participant's WebRTC side, sans-I/O: a subscriber PeerConnection
 //! (answers the server's offers) and, for publishers, a publisher PeerConnection
-//! (offers synthetic audio and simulcast video).
+//! (offers synthetic audio and simulcast video); or, in single-PC mode (`/rtc/v1`),
+//! one PeerConnection for both directions.
 //!
 //! Theory of operation
 //! -------------------
@@ -20,6 +21,8 @@
 //! ```text
 //! new --ICE checking--> ice connected --DTLS--> connected (SRTP keys; ACTIVE for the primary)
 //!  \__________________ no connection by the deadline / DTLS error __________> failed
+//! connected (primary) --ICE restart--> restarting --ICE back, media flows--> connected (MediaResumed)
+//!                                       \__ not by the deadline / old credentials __> failed
 //! ```
 //!
 //! A peer fails once (first reason wins) and then ignores all input. The
@@ -32,14 +35,28 @@
 //! (STAP-A, FU-A) and Opus; what it sends, and when, is the `publish::Publisher`'s,
 //! which the peer lends the publisher's transport to write each due frame, then
 //! drains it. Each `Rtc` with its bookkeeping is a `transport::Transport`.
+//!
+//! Single-PC mode (`PeerConfig::single_pc`, docs/single-pc-design.md §3) has one PeerConnection,
+//! held in the primary slot: we offer it (`create_join_offer`: the send sections, 3+3 recvonly
+//! sections and the data channels), the server answers, and the server's later needs arrive as
+//! re-offer requests (`reoffer`); the `single` submodule serialises those offers. It runs in RTP
+//! mode, since it also receives, so its publisher packetizes itself (`rtp_sink`). The server
+//! calls it its publisher PeerConnection, so events name it `Pc::Publisher`; its `Connected` is
+//! the primary one, and the published media starts on it. Trickled candidates for either target
+//! land on it.
+//!
+//! After a signal resume ICE restarts on the primary PeerConnection: the server offers new
+//! credentials (dual-PC) or we offer them (`ice_restart`, single-PC). The `restart` submodule
+//! tracks it until ICE is connected again and media flows (`PeerEvent::MediaResumed`), or fails
+//! the peer (`ice_restart_timeout`, `ice_restart_rejected`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpApi, SdpOffer, SdpPendingOffer};
 use str0m::config::DtlsCert;
-use str0m::media::{Direction, MediaKind, Simulcast, SimulcastLayer};
+use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::Ssrc;
 use str0m::{Event, IceConnectionState, Input, Output, RtcError};
@@ -49,6 +66,9 @@ use super::publish::{Publisher, Write};
 use super::rxstats::RxStats;
 use super::sdp::{candidate_from_init, msid_tracks_by_mid};
 use super::transport::Transport;
+
+mod restart;
+mod single;
 
 /// The values the peer's API speaks, defined apart so `publish` needs nothing of this module.
 pub use super::types::{Datagram, Pc, PeerCounters};
@@ -60,14 +80,22 @@ pub enum PeerEvent {
         pc: Pc,
         state: &'static str,
     },
+    /// `pc` is as the server names the PeerConnection: the single PeerConnection is its publisher
+    /// PeerConnection. `primary`: this connection makes the participant ACTIVE (the dual subscriber
+    /// PeerConnection, or the single one).
     Connected {
         pc: Pc,
+        primary: bool,
     },
     /// The first RTP packet of a subscribed track.
     FirstPacket {
         track_id: String,
         kind: &'static str,
     },
+    /// After an ICE restart (a signal resume), the primary PeerConnection's ICE is connected again
+    /// and media flows: the first RTP packet since, or ICE itself if no media is expected (no
+    /// section the peer received RTP on is still receiving).
+    MediaResumed,
     /// The peer is dead; `reason` is a short code, `detail` a sentence.
     Failed {
         reason: &'static str,
@@ -82,11 +110,14 @@ pub struct PeerConfig {
     /// Simulate talk spurts (ITU-T P.59) on audio instead of continuous speech.
     pub talk_spurts: bool,
     pub seed: u64,
+    /// One PeerConnection for both directions (`/rtc/v1`, docs/single-pc-design.md §3) instead of
+    /// a subscriber PeerConnection plus, for publishers, a publisher PeerConnection.
+    pub single_pc: bool,
 }
 
 impl Default for PeerConfig {
     fn default() -> Self {
-        PeerConfig { connect_timeout: Duration::from_secs(30), talk_spurts: false, seed: 0 }
+        PeerConfig { connect_timeout: Duration::from_secs(30), talk_spurts: false, seed: 0, single_pc: false }
     }
 }
 
@@ -101,17 +132,52 @@ pub struct RxTrack {
     pub stats: RxStats,
 }
 
+/// Adds the publisher's send sections to an offer: one audio m-line (if `audio_cid`) and one video
+/// m-line with the library's simulcast layers (if `video_cid`), each track named by its cid.
+fn add_send_sections(
+    api: &mut SdpApi,
+    library: &MediaLibrary,
+    audio_cid: Option<&str>,
+    video_cid: Option<&str>,
+) -> (Option<Mid>, Option<Mid>) {
+    let stream_id = "lkswarm".to_string();
+    let audio_mid = audio_cid.map(|cid| {
+        api.add_media(MediaKind::Audio, Direction::SendOnly, Some(stream_id.clone()), Some(cid.into()), None)
+    });
+    let layers = library.video.len();
+    let video_mid = video_cid.map(|cid| {
+        let simulcast = (layers > 1).then(|| {
+            let mut simulcast = Simulcast::new();
+            for rid in SIMULCAST_RIDS.iter().take(layers) {
+                simulcast.add_send_layer(SimulcastLayer::new(rid));
+            }
+            simulcast
+        });
+        api.add_media(MediaKind::Video, Direction::SendOnly, Some(stream_id.clone()), Some(cid.into()), simulcast)
+    });
+    (audio_mid, video_mid)
+}
+
 /// A backstop for our own connectivity checks. str0m's ICE agent acts only on `Input::Timeout`;
 /// the hub runs those when str0m asks, and under CPU load a subscriber was seen that had its offer
 /// and candidates yet had sent nothing 30 s later ("ICE new, 0 datagrams sent"). Forcing a timeout
 /// inside the signaling call instead sends checks before our answer has left on the WebSocket: the
 /// server drops them and `latency_ms.active` grows by str0m's 250 ms retransmission (p50 7 -> 210 ms).
-/// So checks are forced only if nothing has arrived from the server by this delay.
+/// So checks are forced only if no STUN from the server has arrived by this delay (counted again
+/// after an ICE restart).
 const OWN_CHECKS_AFTER: Duration = Duration::from_millis(500);
 pub struct MediaPeer {
-    subscriber: Transport,
+    /// The PeerConnection that makes the participant ACTIVE: the subscriber PeerConnection in
+    /// dual-PC mode, the one PeerConnection in single-PC mode. Internally it is always `Pc::Subscriber`.
+    primary: Transport,
+    /// The dual-PC publisher PeerConnection, once offered; always None in single-PC mode.
     publisher: Option<Transport>,
+    /// Single-PC (`/rtc/v1`) state: offers, re-offers and receive sections (`single`); None in
+    /// dual-PC mode.
+    single: Option<single::SingleState>,
     pending_offer: Option<SdpPendingOffer>,
+    /// An ICE restart in progress on the primary PeerConnection (`restart`).
+    restart: Option<restart::Restart>,
     /// The publisher's synthetic media, from its offer on (the tracks it offered).
     publishing: Option<Publisher>,
     /// The clips a publisher offer may use; the `Publisher` takes its own handle.
@@ -128,17 +194,26 @@ pub struct MediaPeer {
 }
 
 impl MediaPeer {
+    /// A peer whose primary PeerConnection listens on `primary_addr`: the subscriber PeerConnection,
+    /// or with `config.single_pc` the one PeerConnection of `/rtc/v1`.
     pub fn new(
         cert: &DtlsCert,
-        subscriber_addr: SocketAddr,
+        primary_addr: SocketAddr,
         library: MediaLibrary,
         config: PeerConfig,
         now: Instant,
     ) -> Result<Self, String> {
+        let primary = if config.single_pc {
+            Transport::single(cert, primary_addr, now)?
+        } else {
+            Transport::subscriber(cert, primary_addr, now)?
+        };
         Ok(MediaPeer {
-            subscriber: Transport::subscriber(cert, subscriber_addr, now)?,
+            primary,
             publisher: None,
+            single: config.single_pc.then(single::SingleState::default),
             pending_offer: None,
+            restart: None,
             publishing: None,
             library,
             rx: HashMap::new(),
@@ -156,23 +231,62 @@ impl MediaPeer {
     }
 
     pub fn local_addrs(&self) -> Vec<(Pc, SocketAddr)> {
-        let mut addrs = vec![(Pc::Subscriber, self.subscriber.local)];
+        let mut addrs = vec![(self.signal_pc(Pc::Subscriber), self.primary.local)];
         if let Some(publisher) = &self.publisher {
             addrs.push((Pc::Publisher, publisher.local));
         }
         addrs
     }
 
+    /// Whether the PeerConnection `pc` is connected; in single-PC mode both name the one.
     pub fn is_connected(&self, pc: Pc) -> bool {
-        self.transport(pc).is_some_and(|t| t.connected_at.is_some())
+        self.transport(self.own_pc(pc)).is_some_and(|t| t.connected_at.is_some())
     }
 
-    /// Whether a PeerConnection of this live peer is still in its ICE/DTLS handshake.
+    /// Whether this peer has one PeerConnection for both directions (`/rtc/v1`).
+    pub fn is_single(&self) -> bool {
+        self.single.is_some()
+    }
+
+    /// Our slot for the PeerConnection the server names `pc`: in single-PC mode always the primary.
+    fn own_pc(&self, pc: Pc) -> Pc {
+        if self.single.is_some() {
+            Pc::Subscriber
+        } else {
+            pc
+        }
+    }
+
+    /// The server's name for our slot `pc`: it treats the single PeerConnection as its publisher one.
+    fn signal_pc(&self, pc: Pc) -> Pc {
+        if self.single.is_some() {
+            Pc::Publisher
+        } else {
+            pc
+        }
+    }
+
+    /// How a failure's detail names our slot `pc`.
+    fn pc_name(&self, pc: Pc) -> &'static str {
+        if self.single.is_some() {
+            "single"
+        } else {
+            pc.name()
+        }
+    }
+
+    /// The slot whose transport carries the published media.
+    fn media_pc(&self) -> Pc {
+        self.own_pc(Pc::Publisher)
+    }
+
+    /// Whether a PeerConnection of this live peer is still in its ICE/DTLS handshake, or restarting ICE.
     pub fn is_connecting(&self) -> bool {
         !self.failed
-            && [Pc::Subscriber, Pc::Publisher]
-                .into_iter()
-                .any(|pc| self.transport(pc).is_some_and(|t| t.connected_at.is_none()))
+            && (self.restart.is_some()
+                || [Pc::Subscriber, Pc::Publisher]
+                    .into_iter()
+                    .any(|pc| self.transport(pc).is_some_and(|t| t.connected_at.is_none())))
     }
 
     pub fn take_events(&mut self) -> Vec<(Instant, PeerEvent)> {
@@ -185,14 +299,14 @@ impl MediaPeer {
 
     fn transport(&self, pc: Pc) -> Option<&Transport> {
         match pc {
-            Pc::Subscriber => Some(&self.subscriber),
+            Pc::Subscriber => Some(&self.primary),
             Pc::Publisher => self.publisher.as_ref(),
         }
     }
 
     fn transport_mut(&mut self, pc: Pc) -> Option<&mut Transport> {
         match pc {
-            Pc::Subscriber => Some(&mut self.subscriber),
+            Pc::Subscriber => Some(&mut self.primary),
             Pc::Publisher => self.publisher.as_mut(),
         }
     }
@@ -203,7 +317,7 @@ impl MediaPeer {
             return;
         }
         self.failed = true;
-        self.subscriber.rtc.disconnect();
+        self.primary.rtc.disconnect();
         if let Some(publisher) = &mut self.publisher {
             publisher.rtc.disconnect();
         }
@@ -212,13 +326,19 @@ impl MediaPeer {
 
     // -- signaling ------------------------------------------------------------------------
 
-    /// Answers an offer from the server on the subscriber PeerConnection.
+    /// Answers an offer from the server on the subscriber PeerConnection. An offer with new ICE
+    /// credentials restarts ICE (the server does so after a resume): see `restart`.
     pub fn accept_offer(&mut self, sdp: &str) -> Result<String, String> {
+        if self.single.is_some() {
+            return Err("server offered on a single-PC session".into());
+        }
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("unparsable subscriber offer: {e}"))?;
         self.tracks_by_mid.extend(msid_tracks_by_mid(sdp));
+        let credentials = self.local_ice_credentials();
         let answer =
-            self.subscriber.rtc.sdp_api().accept_offer(offer).map_err(|e| format!("subscriber offer rejected: {e}"))?;
-        self.subscriber.undrained = true;
+            self.primary.rtc.sdp_api().accept_offer(offer).map_err(|e| format!("subscriber offer rejected: {e}"))?;
+        self.primary.undrained = true;
+        self.after_remote_offer(&credentials);
         Ok(answer.to_sdp_string())
     }
 
@@ -232,32 +352,16 @@ impl MediaPeer {
         video_cid: Option<&str>,
         now: Instant,
     ) -> Result<String, String> {
+        if self.single.is_some() {
+            return Err("single-PC peer: use join_offer".into());
+        }
         if self.publisher.is_some() {
             return Err("the publisher PeerConnection already exists".into());
         }
-        if audio_cid.is_some() && self.library.audio.is_none() {
-            return Err("no audio clip loaded".into());
-        }
-        if video_cid.is_some() && self.library.video.is_empty() {
-            return Err("no video clip loaded".into());
-        }
+        self.check_clips(audio_cid, video_cid)?;
         let mut transport = Transport::publisher(cert, publisher_addr, now, self.library.video_codec)?;
-        let stream_id = "lkswarm".to_string();
         let mut api = transport.rtc.sdp_api();
-        let audio_mid = audio_cid.map(|cid| {
-            api.add_media(MediaKind::Audio, Direction::SendOnly, Some(stream_id.clone()), Some(cid.into()), None)
-        });
-        let layers = self.library.video.len();
-        let video_mid = video_cid.map(|cid| {
-            let simulcast = (layers > 1).then(|| {
-                let mut simulcast = Simulcast::new();
-                for rid in SIMULCAST_RIDS.iter().take(layers) {
-                    simulcast.add_send_layer(SimulcastLayer::new(rid));
-                }
-                simulcast
-            });
-            api.add_media(MediaKind::Video, Direction::SendOnly, Some(stream_id.clone()), Some(cid.into()), simulcast)
-        });
+        let (audio_mid, video_mid) = add_send_sections(&mut api, &self.library, audio_cid, video_cid);
         let (offer, pending) = api.apply().ok_or("nothing to offer")?;
         self.pending_offer = Some(pending);
         let (talk_spurts, seed) = (self.config.talk_spurts, self.config.seed);
@@ -266,8 +370,23 @@ impl MediaPeer {
         Ok(offer.to_sdp_string())
     }
 
-    /// Applies the server's answer to our publisher offer.
+    /// Refuses to offer a track whose clips are not loaded.
+    fn check_clips(&self, audio_cid: Option<&str>, video_cid: Option<&str>) -> Result<(), String> {
+        if audio_cid.is_some() && self.library.audio.is_none() {
+            return Err("no audio clip loaded".into());
+        }
+        if video_cid.is_some() && self.library.video.is_empty() {
+            return Err("no video clip loaded".into());
+        }
+        Ok(())
+    }
+
+    /// Applies the server's answer to our (dual-PC) publisher offer; single-PC answers go to
+    /// `accept_single_answer`.
     pub fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {
+        if self.single.is_some() {
+            return self.accept_single_answer(sdp, None).map(|_| ());
+        }
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("unparsable publisher answer: {e}"))?;
         let pending = self.pending_offer.take().ok_or("an answer arrived with no offer pending")?;
         let publisher = self.publisher.as_mut().ok_or("no publisher PeerConnection")?;
@@ -289,11 +408,12 @@ impl MediaPeer {
         let Some(candidate) = candidate else {
             return Ok(()); // end-of-candidates
         };
+        let pc = self.own_pc(pc);
         let transport = self.transport_mut(pc).ok_or("no such PeerConnection yet")?;
         transport.remote_candidates.push(candidate.addr().to_string());
         transport.rtc.add_remote_candidate(candidate);
         transport.undrained = true;
-        if transport.datagrams_received == 0 && transport.own_checks_at.is_none() {
+        if !transport.heard_checks && transport.own_checks_at.is_none() {
             transport.own_checks_at = Some(now + OWN_CHECKS_AFTER);
         }
         Ok(())
@@ -303,7 +423,7 @@ impl MediaPeer {
 
     /// Which of this peer's PeerConnections owns the local address `destination`.
     pub fn pc_for(&self, destination: SocketAddr) -> Option<Pc> {
-        if self.subscriber.local == destination {
+        if self.primary.local == destination {
             Some(Pc::Subscriber)
         } else if self.publisher.as_ref().is_some_and(|p| p.local == destination) {
             Some(Pc::Publisher)
@@ -329,7 +449,11 @@ impl MediaPeer {
         };
         let transport = self.transport_mut(pc).expect("pc_for found it");
         transport.datagrams_received += 1;
-        transport.own_checks_at = None;
+        if data.first().is_some_and(|&b| b < 4) {
+            // STUN (RFC 7983): the server's connectivity checks have arrived.
+            transport.heard_checks = true;
+            transport.own_checks_at = None;
+        }
         transport.undrained = true;
         let now = transport.advance_clock(now);
         let result = transport.rtc.handle_input(Input::Receive(now, receive));
@@ -347,7 +471,10 @@ impl MediaPeer {
 
     fn on_rtc_error(&mut self, pc: Pc, now: Instant, error: RtcError) {
         match error {
-            RtcError::Dtls(e) => self.fail(now, "dtls_failed", format!("{} PeerConnection: DTLS: {e}", pc.name())),
+            RtcError::Dtls(e) => {
+                let detail = format!("{} PeerConnection: DTLS: {e}", self.pc_name(pc));
+                self.fail(now, "dtls_failed", detail);
+            }
             _ => self.counters.input_errors += 1,
         }
     }
@@ -375,6 +502,7 @@ impl MediaPeer {
             }
             self.check_deadline(pc, now);
         }
+        self.check_restart_deadline(now);
     }
 
     fn check_deadline(&mut self, pc: Pc, now: Instant) {
@@ -383,6 +511,7 @@ impl MediaPeer {
         if transport.connected_at.is_some() || now.duration_since(transport.created_at) < timeout {
             return;
         }
+        let name = self.pc_name(pc);
         let (reason, what) = if transport.rtc.is_connected() {
             ("dtls_timeout", "ICE connected but the DTLS handshake did not complete")
         } else {
@@ -390,7 +519,7 @@ impl MediaPeer {
         };
         let mut detail = format!(
             "{} PeerConnection: {what} within {:.0} s (ICE {}, {} datagrams sent, {} received; remote candidates {})",
-            pc.name(),
+            name,
             timeout.as_secs_f64(),
             transport.ice_state,
             transport.datagrams_sent,
@@ -413,17 +542,21 @@ impl MediaPeer {
         self.drain(Pc::Subscriber, now, out);
         if self.publisher.is_some() {
             self.drain(Pc::Publisher, now, out);
-            if self.is_connected(Pc::Publisher) {
-                self.write_due_media(now, out);
-            }
         }
-        let mut wake = self.subscriber.next_timeout;
+        let media_connected = self.is_connected(Pc::Publisher);
+        if media_connected && self.publishing.is_some() {
+            self.write_due_media(now, out);
+        }
+        let mut wake = self.primary.next_timeout;
+        if let Some(deadline) = self.arm_restart(now) {
+            wake = wake.min(deadline);
+        }
         if let Some(publisher) = &self.publisher {
             wake = wake.min(publisher.next_timeout);
-            if publisher.connected_at.is_some() {
-                if let Some(next_due) = self.publishing.as_ref().and_then(Publisher::next_due) {
-                    wake = wake.min(next_due);
-                }
+        }
+        if media_connected {
+            if let Some(next_due) = self.publishing.as_ref().and_then(Publisher::next_due) {
+                wake = wake.min(next_due);
             }
         }
         for pc in [Pc::Subscriber, Pc::Publisher] {
@@ -454,11 +587,16 @@ impl MediaPeer {
         out: &mut Vec<Datagram>,
         write_next: fn(&mut Publisher, Instant, &mut Transport, &mut PeerCounters) -> Write,
     ) {
+        let media_pc = self.media_pc();
         loop {
-            let (Some(publishing), Some(transport)) = (&mut self.publishing, &mut self.publisher) else { return };
+            let transport = match media_pc {
+                Pc::Publisher => self.publisher.as_mut(),
+                Pc::Subscriber => Some(&mut self.primary),
+            };
+            let (Some(publishing), Some(transport)) = (&mut self.publishing, transport) else { return };
             match write_next(publishing, now, transport, &mut self.counters) {
                 Write::NoneDue => return,
-                Write::Written => self.drain(Pc::Publisher, now, out),
+                Write::Written => self.drain(media_pc, now, out),
                 Write::NoWriter => {}
             }
             if self.failed {
@@ -520,22 +658,33 @@ impl MediaPeer {
                 if let Some(transport) = self.transport_mut(pc) {
                     transport.ice_state = state;
                 }
-                self.events.push((now, PeerEvent::IceState { pc, state }));
+                let signal_pc = self.signal_pc(pc);
+                self.events.push((now, PeerEvent::IceState { pc: signal_pc, state }));
+                if pc == Pc::Subscriber && matches!(state, "connected" | "completed") {
+                    self.restart_on_ice_connected(now);
+                }
             }
             Event::Connected => {
+                let media_pc = self.media_pc();
+                let (signal_pc, primary) = (self.signal_pc(pc), pc == Pc::Subscriber);
                 if let Some(transport) = self.transport_mut(pc) {
                     if transport.connected_at.is_none() {
                         transport.connected_at = Some(now);
-                        if pc == Pc::Publisher {
+                        if pc == media_pc {
                             if let Some(publishing) = &mut self.publishing {
                                 publishing.start(now);
                             }
                         }
-                        self.events.push((now, PeerEvent::Connected { pc }));
+                        self.events.push((now, PeerEvent::Connected { pc: signal_pc, primary }));
                     }
                 }
             }
-            Event::RtpPacket(packet) => self.on_rtp(&packet),
+            Event::RtpPacket(packet) => {
+                self.on_rtp(&packet);
+                if self.restart.is_some() {
+                    self.restart_on_rtp(packet.timestamp);
+                }
+            }
             Event::KeyframeRequest(request) => {
                 self.counters.keyframe_requests += 1;
                 if let Some(publishing) = &mut self.publishing {
@@ -549,17 +698,17 @@ impl MediaPeer {
     fn on_rtp(&mut self, packet: &str0m::rtp::RtpPacket) {
         let ssrc = packet.header.ssrc;
         let now = packet.timestamp; // the datagram's arrival, not when the hub got to it
-        let arrival_s = now.duration_since(self.subscriber.created_at).as_secs_f64();
+        let arrival_s = now.duration_since(self.primary.created_at).as_secs_f64();
         let header = &packet.header;
         if let Some(track) = self.rx.get_mut(&ssrc) {
             // The per-packet path: one lookup, then RFC 3550 accounting.
             track.stats.record(header.sequence_number, header.timestamp, arrival_s, packet.payload.len());
             return;
         }
-        let (mid, kind) = match self.subscriber.rtc.direct_api().stream_rx(&ssrc) {
+        let (mid, kind) = match self.primary.rtc.direct_api().stream_rx(&ssrc) {
             Some(stream) => {
                 let mid = stream.mid();
-                let kind = self.subscriber.rtc.media(mid).map(|m| m.kind());
+                let kind = self.primary.rtc.media(mid).map(|m| m.kind());
                 (mid.to_string(), kind)
             }
             None => (String::new(), None),
@@ -568,7 +717,7 @@ impl MediaPeer {
             Some(MediaKind::Video) => ("video", 90_000),
             _ => ("audio", 48_000),
         };
-        let codec = self.subscriber.rtc.codec_config().find(|p| p.pt() == header.payload_type);
+        let codec = self.primary.rtc.codec_config().find(|p| p.pt() == header.payload_type);
         let codec = codec.map_or_else(|| format!("{kind}/unknown"), |p| format!("{kind}/{}", p.spec().codec));
         let track_id = self.tracks_by_mid.get(&mid).cloned().unwrap_or_default();
         self.events.push((now, PeerEvent::FirstPacket { track_id: track_id.clone(), kind }));

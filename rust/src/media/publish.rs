@@ -1,5 +1,7 @@
 //! The publisher's synthetic media: due Opus and VP8 simulcast frames from the looped clips,
-//! written through str0m's frame API on the media clock, with catch-up limits after a stall.
+//! written on the media clock, with catch-up limits after a stall: through str0m's frame API on a
+//! frame-mode transport (the dual-PC publisher PeerConnection), packetized by `rtp_sink` on an
+//! RTP-mode one (the single PeerConnection of `/rtc/v1`).
 //!
 //! Theory of operation
 //! -------------------
@@ -15,6 +17,11 @@
 //! cursors before the next one. The simulcast layers of one video frame are taken from the clips
 //! together, when the frame falls due, and then written one layer per call.
 //!
+//! `write_frame` picks the path by `Transport::rtp_mode`. In RTP mode `Rtc::writer` panics, so
+//! the frame goes to the publisher's `RtpSink` (one packetizer and sequence number per mid and
+//! rid) and each packet to str0m's send stream of that mid and rid; either way one call writes one
+//! frame of one layer, and a keyframe request rewinds the same cursors.
+//!
 //! ```text
 //! new (nothing due) --start(connected_at)--> frames due every interval
 //!     write_next_*: Written (drain) | NoWriter | NoneDue (until `next_due`)
@@ -29,6 +36,7 @@ use str0m::media::{Frequency, MediaTime, Mid, Pt, Rid};
 use str0m::Rtc;
 
 use super::clip::{MediaLibrary, TalkSpurts, OPUS_SILENCE_FRAME, SIMULCAST_RIDS};
+use super::rtp_sink::{rtp_write, FrameOut, RtpSink};
 use super::transport::Transport;
 use super::types::PeerCounters;
 
@@ -68,7 +76,8 @@ pub(super) enum Write {
     NoneDue,
     /// A due frame went to str0m (or str0m refused it, counted in `input_errors`): drain now.
     Written,
-    /// A due frame was dropped because str0m has no writer for the track's mid; nothing to drain.
+    /// A due frame was dropped because str0m has no writer (frame mode) or no send stream (RTP
+    /// mode) for the track's mid; nothing to drain.
     NoWriter,
 }
 
@@ -95,6 +104,8 @@ pub(super) struct Publisher {
     audio: Option<AudioOut>,
     video: Option<VideoOut>,
     speech_level_dbov: i8,
+    /// Packetizing state for an RTP-mode transport; empty (never used) in frame mode.
+    rtp: RtpSink,
 }
 
 impl Publisher {
@@ -133,19 +144,20 @@ impl Publisher {
                 frame: None,
             }
         });
-        Publisher { library, audio, video, speech_level_dbov: speech_level_dbov(seed) }
+        Publisher { library, audio, video, speech_level_dbov: speech_level_dbov(seed), rtp: RtpSink::default() }
     }
 
-    /// Picks each track's payload type among those the answer accepted (applied to `rtc`).
+    /// Picks each track's payload type among those the answer accepted (applied to `rtc`). Reads
+    /// the media's remote payload types, not `Rtc::writer`, which panics in RTP mode.
     pub(super) fn choose_payload_types(&mut self, rtc: &mut Rtc) -> Result<(), String> {
         // H.264 frames are larger than one packet, so only packetization-mode 1 (FU-A) can carry them.
         let sendable = |params: &PayloadParams, codec: Codec| {
             params.spec().codec == codec && (codec != Codec::H264 || params.spec().format.packetization_mode == Some(1))
         };
         let writer_pt = |rtc: &mut Rtc, mid: Mid, codec: Codec| -> Option<Pt> {
-            let writer = rtc.writer(mid)?;
-            let pt = writer.payload_params().find(|p| sendable(p, codec)).map(|p| p.pt());
-            pt
+            let remote_pts = rtc.media(mid)?.remote_pts().to_vec();
+            let params = rtc.codec_config().params();
+            params.iter().find(|p| remote_pts.contains(&p.pt()) && sendable(p, codec)).map(|p| p.pt())
         };
         if let Some(audio) = &mut self.audio {
             audio.pt = writer_pt(rtc, audio.mid, Codec::Opus).ok_or("the server refused Opus")?;
@@ -209,7 +221,8 @@ impl Publisher {
         // The SFU ranks active speakers by this header extension, so it follows the talk spurts.
         let level = if talking { (self.speech_level_dbov, true) } else { (SILENCE_DBOV, false) };
         let rtp_time = MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ);
-        write_frame(tx, counters, mid, pt, None, Some(level), wallclock, rtp_time, data)
+        let frame = FrameOut { mid, pt, rid: None, audio_level: Some(level), wallclock, rtp_time, data };
+        write_frame(tx, counters, &mut self.rtp, frame)
     }
 
     /// Writes the next layer of the video frame due at `now` into `tx`.
@@ -250,32 +263,48 @@ impl Publisher {
         if frame.layers.is_empty() {
             video.frame = None;
         }
-        write_frame(tx, counters, mid, pt, rid, None, wallclock, rtp_time, data)
+        let frame = FrameOut { mid, pt, rid, audio_level: None, wallclock, rtp_time, data };
+        write_frame(tx, counters, &mut self.rtp, frame)
     }
 }
 
-/// Hands one frame (of one simulcast layer) to str0m's frame API, which packetizes it.
-#[allow(clippy::too_many_arguments)]
-fn write_frame(
-    tx: &mut Transport,
-    counters: &mut PeerCounters,
-    mid: Mid,
-    pt: Pt,
-    rid: Option<Rid>,
-    audio_level: Option<(i8, bool)>,
-    wallclock: Instant,
-    rtp_time: MediaTime,
-    data: Arc<[u8]>,
-) -> Write {
-    let Some(mut writer) = tx.rtc.writer(mid) else { return Write::NoWriter };
-    if let Some(rid) = rid {
+/// Writes one frame (of one simulcast layer): to str0m's frame API, which packetizes it, or in
+/// RTP mode through `sink` to the stream's `StreamTx`.
+fn write_frame(tx: &mut Transport, counters: &mut PeerCounters, sink: &mut RtpSink, frame: FrameOut) -> Write {
+    if tx.rtp_mode {
+        return write_frame_rtp(tx, counters, sink, frame);
+    }
+    let Some(mut writer) = tx.rtc.writer(frame.mid) else { return Write::NoWriter };
+    if let Some(rid) = frame.rid {
         writer = writer.rid(rid);
     }
-    if let Some((level_dbov, voice_activity)) = audio_level {
+    if let Some((level_dbov, voice_activity)) = frame.audio_level {
         writer = writer.audio_level(level_dbov, voice_activity);
     }
-    match writer.write(pt, wallclock, rtp_time, data) {
+    match writer.write(frame.pt, frame.wallclock, frame.rtp_time, frame.data) {
         Ok(()) => counters.frames_sent += 1,
+        Err(_) => counters.input_errors += 1,
+    }
+    tx.undrained = true;
+    Write::Written
+}
+
+/// RTP mode: packetizes the frame and writes each packet to the send stream of its mid and rid,
+/// which str0m declared when it applied the answer.
+fn write_frame_rtp(tx: &mut Transport, counters: &mut PeerCounters, sink: &mut RtpSink, frame: FrameOut) -> Write {
+    let codec = tx.rtc.codec_config().find(|p| p.pt() == frame.pt).map(|p| p.spec().codec);
+    let mut api = tx.rtc.direct_api();
+    let Some(stream) = api.stream_tx_by_mid(frame.mid, frame.rid) else { return Write::NoWriter };
+    let first_seq = *stream.ssrc() as u16; // a per-stream start, as str0m's own streams have
+    let packets =
+        codec.ok_or_else(|| format!("no codec for {}", frame.pt)).and_then(|c| sink.packetize(&frame, c, first_seq));
+    match packets {
+        Ok(packets) => {
+            for packet in packets {
+                stream.write_rtp(rtp_write(&frame, packet));
+            }
+            counters.frames_sent += 1;
+        }
         Err(_) => counters.input_errors += 1,
     }
     tx.undrained = true;

@@ -23,6 +23,8 @@ pub(super) struct Transport {
     /// When to start our own connectivity checks if the server's have not arrived (see
     /// `peer::OWN_CHECKS_AFTER`); cleared once they start.
     pub(super) own_checks_at: Option<Instant>,
+    /// The server's STUN has arrived (since the last ICE restart): no own checks need forcing.
+    pub(super) heard_checks: bool,
     /// str0m has had input since it last answered `Output::Timeout`. Without new input it would
     /// only answer the same timeout again, so `drain` skips a clean transport: after a received
     /// packet, `poll` then costs no second round of str0m's poll_output (timers of every part).
@@ -30,6 +32,9 @@ pub(super) struct Transport {
     /// The time of str0m's latest input. Datagrams are fed at their kernel arrival time, which can
     /// precede a timeout already fed at the hub's wakeup time; str0m's clock must not go back.
     pub(super) last_input_at: Instant,
+    /// str0m runs in RTP mode: received packets are not depacketized, and a publisher on this
+    /// transport must packetize itself (`Rtc::writer` panics in RTP mode; see `rtp_sink`).
+    pub(super) rtp_mode: bool,
 }
 
 impl Transport {
@@ -44,6 +49,14 @@ impl Transport {
     pub(super) fn subscriber(cert: &DtlsCert, local: SocketAddr, now: Instant) -> Result<Self, String> {
         let config = Self::config(cert).enable_vp8(true).enable_h264(true).set_rtp_mode(true);
         Self::new(config, local, now)
+    }
+
+    /// The single PeerConnection of `/rtc/v1` (docs/single-pc-design.md §3): it receives like the
+    /// subscriber (RTP mode, every video codec a publisher of the room may use) and sends like the
+    /// publisher (the same send buffer), so its publisher packetizes itself.
+    pub(super) fn single(cert: &DtlsCert, local: SocketAddr, now: Instant) -> Result<Self, String> {
+        let config = Self::config(cert).enable_vp8(true).enable_h264(true).set_rtp_mode(true);
+        Self::new(config.set_send_buffer_video(300), local, now)
     }
 
     /// The publisher PeerConnection: frame mode (str0m packetizes), offering only the clips' codec.
@@ -69,6 +82,7 @@ impl Transport {
     }
 
     fn new(config: RtcConfig, local: SocketAddr, now: Instant) -> Result<Self, String> {
+        let rtp_mode = config.rtp_mode();
         let mut rtc = config.build(now);
         let candidate = Candidate::host(local, "udp").map_err(|e| format!("local candidate {local}: {e}"))?;
         rtc.add_local_candidate(candidate);
@@ -83,8 +97,10 @@ impl Transport {
             datagrams_received: 0,
             datagrams_sent: 0,
             own_checks_at: None,
+            heard_checks: false,
             undrained: true,
             last_input_at: now,
+            rtp_mode,
         })
     }
 }

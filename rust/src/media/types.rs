@@ -40,4 +40,6 @@ pub struct PeerCounters {
     /// their schedule (one per simulcast layer): the generator, not the server, lost them.
     pub frames_skipped: u64,
     pub keyframe_requests: u64,
+    /// ICE restarts begun on the primary PeerConnection (after signal resumes).
+    pub ice_restarts: u64,
 }

@@ -19,6 +19,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PcConnected>()?;
     m.add_class::<IceStateChanged>()?;
     m.add_class::<FirstPacket>()?;
+    m.add_class::<MediaResumed>()?;
     m.add_class::<PeerFailed>()?;
     Ok(())
 }
@@ -46,6 +47,7 @@ pub enum PyHubEvent {
     PcConnected(PcConnected),
     IceStateChanged(IceStateChanged),
     FirstPacket(FirstPacket),
+    MediaResumed(MediaResumed),
     PeerFailed(PeerFailed),
 }
 
@@ -53,7 +55,9 @@ impl From<HubEvent> for PyHubEvent {
     fn from(event: HubEvent) -> Self {
         let (peer, at_s) = (event.peer, event.at_s);
         match event.event {
-            PeerEvent::Connected { pc } => PyHubEvent::PcConnected(PcConnected { peer, at_s, pc: signal_target(pc) }),
+            PeerEvent::Connected { pc, primary } => {
+                PyHubEvent::PcConnected(PcConnected { peer, at_s, pc: signal_target(pc), primary })
+            }
             PeerEvent::IceState { pc, state } => PyHubEvent::IceStateChanged(IceStateChanged {
                 peer,
                 at_s,
@@ -63,6 +67,7 @@ impl From<HubEvent> for PyHubEvent {
             PeerEvent::FirstPacket { track_id, kind } => {
                 PyHubEvent::FirstPacket(FirstPacket { peer, at_s, track_id, kind: kind.to_string() })
             }
+            PeerEvent::MediaResumed => PyHubEvent::MediaResumed(MediaResumed { peer, at_s }),
             PeerEvent::Failed { reason, detail } => {
                 PyHubEvent::PeerFailed(PeerFailed { peer, at_s, reason: reason.to_string(), detail })
             }
@@ -79,7 +84,9 @@ fn str_repr(py: Python<'_>, value: &str) -> PyResult<String> {
     Ok(PyString::new(py, value).repr()?.to_string())
 }
 
-/// A PeerConnection connected (ICE and DTLS done); the subscriber's makes the participant ACTIVE.
+/// A PeerConnection connected (ICE and DTLS done); the primary one's (the dual subscriber
+/// PeerConnection, or the single one, which reports `pc` 0 as the server names it) makes the
+/// participant ACTIVE.
 #[pyclass(module = "lkswarm._core", frozen, eq)]
 #[derive(Debug, Clone, PartialEq)]
 pub struct PcConnected {
@@ -90,23 +97,35 @@ pub struct PcConnected {
     /// `SignalTarget`: 0 publisher, 1 subscriber.
     #[pyo3(get)]
     pc: u32,
+    /// This connection makes the participant ACTIVE: the dual subscriber PeerConnection or the
+    /// single one (livekit's primary PeerConnection).
+    #[pyo3(get)]
+    primary: bool,
 }
 
 #[pymethods]
 impl PcConnected {
+    /// `primary` defaults to the dual-PC rule: the subscriber PeerConnection is the primary one.
     #[new]
-    fn new(peer: u32, at_s: f64, pc: u32) -> PyResult<Self> {
-        pc_from_signal_target(pc)?;
-        Ok(PcConnected { peer, at_s, pc })
+    #[pyo3(signature = (peer, at_s, pc, primary = None))]
+    fn new(peer: u32, at_s: f64, pc: u32, primary: Option<bool>) -> PyResult<Self> {
+        let primary = primary.unwrap_or(pc_from_signal_target(pc)? == Pc::Subscriber);
+        Ok(PcConnected { peer, at_s, pc, primary })
     }
 
     #[classattr]
-    fn __match_args__() -> (&'static str, &'static str, &'static str) {
-        ("peer", "at_s", "pc")
+    fn __match_args__() -> (&'static str, &'static str, &'static str, &'static str) {
+        ("peer", "at_s", "pc", "primary")
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!("PcConnected(peer={}, at_s={}, pc={})", self.peer, float_repr(py, self.at_s)?, self.pc))
+        Ok(format!(
+            "PcConnected(peer={}, at_s={}, pc={}, primary={})",
+            self.peer,
+            float_repr(py, self.at_s)?,
+            self.pc,
+            if self.primary { "True" } else { "False" }
+        ))
     }
 }
 
@@ -189,8 +208,40 @@ impl FirstPacket {
     }
 }
 
+/// After an ICE restart (a signal resume: the server's offer with new credentials on the dual
+/// subscriber PeerConnection, or `MediaHub.ice_restart` on a single one), the primary
+/// PeerConnection's ICE is connected again and media flows: `at_s` is the first RTP packet's arrival
+/// since, or ICE's reconnection if no media is expected (the peer never received RTP, or every
+/// section it did is no longer receiving: those tracks were removed). Once per restart.
+#[pyclass(module = "lkswarm._core", frozen, eq)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaResumed {
+    #[pyo3(get)]
+    peer: u32,
+    #[pyo3(get)]
+    at_s: f64,
+}
+
+#[pymethods]
+impl MediaResumed {
+    #[new]
+    fn new(peer: u32, at_s: f64) -> Self {
+        MediaResumed { peer, at_s }
+    }
+
+    #[classattr]
+    fn __match_args__() -> (&'static str, &'static str) {
+        ("peer", "at_s")
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!("MediaResumed(peer={}, at_s={})", self.peer, float_repr(py, self.at_s)?))
+    }
+}
+
 /// The peer is dead (first failure wins): `reason` is a short code (`ice_timeout`, `dtls_timeout`,
-/// `dtls_failed`, `internal_error`), `detail` a sentence for the report.
+/// `dtls_failed`, `ice_restart_timeout`, `ice_restart_rejected`, `internal_error`), `detail` a
+/// sentence for the report.
 #[pyclass(module = "lkswarm._core", frozen, eq)]
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerFailed {

@@ -3,6 +3,7 @@
 //! Every method that takes the hub's lock releases the GIL first, so the media
 //! worker thread and the asyncio thread never wait on each other through Python.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,9 +46,11 @@ fn summary_dict<'py>(py: Python<'py>, summary: &PeerSummary) -> PyResult<Bound<'
     dict.set_item("frames_sent", c.frames_sent)?;
     dict.set_item("frames_skipped", c.frames_skipped)?;
     dict.set_item("keyframe_requests", c.keyframe_requests)?;
+    dict.set_item("ice_restarts", c.ice_restarts)?;
     dict.set_item("subscriber_connected", summary.subscriber_connected)?;
     dict.set_item("publisher_connected", summary.publisher_connected)?;
     dict.set_item("failed", summary.failed)?;
+    dict.set_item("single_pc", summary.single_pc)?;
     let tracks = PyList::empty(py);
     for track in &summary.tracks {
         let t = PyDict::new(py);
@@ -112,13 +115,21 @@ impl PyMediaHub {
         self.hub.now_s()
     }
 
-    /// Creates a peer and its subscriber socket; returns (peer id, local UDP port).
-    #[pyo3(signature = (seed = 0, talk_spurts = false, connect_timeout_s = 30.0))]
-    fn add_peer(&self, py: Python<'_>, seed: u64, talk_spurts: bool, connect_timeout_s: f64) -> PyResult<(u32, u16)> {
+    /// Creates a peer and its socket; returns (peer id, local UDP port). With ``single_pc`` the
+    /// peer has one PeerConnection for both directions (``/rtc/v1``): offer with ``join_offer``.
+    #[pyo3(signature = (seed = 0, talk_spurts = false, connect_timeout_s = 30.0, single_pc = false))]
+    fn add_peer(
+        &self,
+        py: Python<'_>,
+        seed: u64,
+        talk_spurts: bool,
+        connect_timeout_s: f64,
+        single_pc: bool,
+    ) -> PyResult<(u32, u16)> {
         let connect_timeout = Duration::try_from_secs_f64(connect_timeout_s)
             .map_err(|e| Error::media(format!("connect timeout: {e}")))
             .py()?;
-        let config = PeerConfig { connect_timeout, talk_spurts, seed };
+        let config = PeerConfig { connect_timeout, talk_spurts, seed, single_pc };
         py.detach(|| self.hub.add_peer(config)).py()
     }
 
@@ -139,19 +150,58 @@ impl PyMediaHub {
         py.detach(|| self.hub.publisher_offer(peer, audio_cid, video_cid)).py()
     }
 
-    /// Applies the server's answer to the publisher offer.
-    fn accept_answer(&self, py: Python<'_>, peer: u32, sdp: &str) -> PyResult<()> {
-        py.detach(|| self.hub.accept_answer(peer, sdp)).py()
+    /// A single-PC peer's join offer, ``(sdp, offer id)``: the send sections for the given tracks,
+    /// 3 recvonly audio and 3 recvonly video sections, and the ``_reliable``/``_lossy`` channels.
+    #[pyo3(signature = (peer, audio_cid = None, video_cid = None))]
+    fn join_offer(
+        &self,
+        py: Python<'_>,
+        peer: u32,
+        audio_cid: Option<&str>,
+        video_cid: Option<&str>,
+    ) -> PyResult<(String, u32)> {
+        py.detach(|| self.hub.join_offer(peer, audio_cid, video_cid)).py()
     }
 
-    /// Adds a trickled candidate; `target` is livekit's SignalTarget (0 publisher, 1 subscriber).
+    /// Applies the server's answer: to the publisher offer (dual-PC, returns None), or to a
+    /// single-PC peer's offer, whose tracks ``mid_to_track_id`` maps; then returns the follow-up
+    /// ``(sdp, offer id)`` if a re-offer was asked for meanwhile.
+    #[pyo3(signature = (peer, sdp, mid_to_track_id = None))]
+    fn accept_answer(
+        &self,
+        py: Python<'_>,
+        peer: u32,
+        sdp: &str,
+        mid_to_track_id: Option<HashMap<String, String>>,
+    ) -> PyResult<Option<(String, u32)>> {
+        py.detach(|| self.hub.accept_answer(peer, sdp, mid_to_track_id.as_ref())).py()
+    }
+
+    /// A single-PC peer's answer to ``media_sections_requirement``: ``(sdp, offer id)``, or None
+    /// while an offer is pending (``accept_answer`` then returns the follow-up).
+    fn reoffer(&self, py: Python<'_>, peer: u32, num_audios: u32, num_videos: u32) -> PyResult<Option<(String, u32)>> {
+        py.detach(|| self.hub.reoffer(peer, num_audios, num_videos)).py()
+    }
+
+    /// A single-PC peer's ICE restart after a signal resume: ``(sdp, offer id)``, an offer with
+    /// new ICE credentials that replaces any pending offer (its answer died with the old
+    /// WebSocket) and carries the re-offer requests accumulated meanwhile. ``MediaResumed`` follows
+    /// once ICE is connected again and media flows; by the peer's connect timeout otherwise it fails
+    /// with ``ice_restart_timeout`` (or ``ice_restart_rejected`` if the answer kept the old
+    /// credentials). A dual-PC peer's restart is the server's offer to ``accept_offer``.
+    fn ice_restart(&self, py: Python<'_>, peer: u32) -> PyResult<(String, u32)> {
+        py.detach(|| self.hub.ice_restart(peer)).py()
+    }
+
+    /// Adds a trickled candidate; `target` is livekit's SignalTarget (0 publisher, 1 subscriber),
+    /// ignored for a single-PC peer (its one PeerConnection takes every candidate).
     fn add_candidate(&self, py: Python<'_>, peer: u32, target: u32, candidate_init: &str) -> PyResult<()> {
         let pc = pc_from_signal_target(target)?;
         py.detach(|| self.hub.add_remote_candidate(peer, pc, candidate_init)).py()
     }
 
     /// Events since the last call, oldest first: ``PcConnected``, ``IceStateChanged``,
-    /// ``FirstPacket`` or ``PeerFailed`` (py/events.rs).
+    /// ``FirstPacket``, ``MediaResumed`` or ``PeerFailed`` (py/events.rs).
     fn take_events(&self, py: Python<'_>) -> Vec<PyHubEvent> {
         let events = py.detach(|| self.hub.take_events());
         events.into_iter().map(PyHubEvent::from).collect()
