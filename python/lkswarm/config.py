@@ -129,6 +129,9 @@ class RunConfig(BaseModel):
         description="resume: drop the WebSocket and resume (reconnect=1); rejoin: join afresh, with new "
         "PeerConnections, as the server's leave(RECONNECT) asks",
     )
+    reconnect_storm_window_s: float = Field(
+        default=0.0, ge=0, description="the storm's drops spread evenly over this window (0: all at one instant)"
+    )
     layout: str | None = Field(default=None, description="subscriber video layout: speaker or grid:N")
     video_codec: Literal["vp8", "h264"] = Field(
         default="vp8", description="published video codec: vp8, or h264 (constrained baseline)"
@@ -144,7 +147,7 @@ class RunConfig(BaseModel):
                     data = {**data, key: data.get("participants", 10)}
         return data
 
-    @field_validator("duration_s", "reconnect_storm_at_s", mode="before")
+    @field_validator("duration_s", "reconnect_storm_at_s", "reconnect_storm_window_s", mode="before")
     @classmethod
     def _duration(cls, value: object) -> float | None:
         return None if value is None else _duration_field(value)
@@ -183,6 +186,12 @@ class RunConfig(BaseModel):
         if self.reconnect_storm_at_s is not None and self.reconnect_storm_at_s >= self.duration_s:
             raise ValueError(
                 f"reconnect_storm_at ({self.reconnect_storm_at_s:g} s) must fall inside the run ({self.duration_s:g} s)"
+            )
+        storm_end_s = (self.reconnect_storm_at_s or 0.0) + self.reconnect_storm_window_s
+        if self.reconnect_storm_window_s and (self.reconnect_storm_at_s is None or storm_end_s >= self.duration_s):
+            raise ValueError(
+                f"reconnect_storm_window ({self.reconnect_storm_window_s:g} s) needs reconnect_storm_at and must end "
+                f"inside the run ({self.duration_s:g} s)"
             )
         publishers = self.audio_publishers + self.video_publishers
         if publishers > self.participants and not self.stages:  # with stages a room's size varies over the run

@@ -113,14 +113,20 @@ def test_scenario_errors_name_the_key_or_line() -> None:
         parse_scenario('layout = "mosaic"\n', "s.toml")
     with pytest.raises(ConfigError, match=r"reconnect_storm_at.*inside the run"):
         parse_scenario('duration = "10s"\nreconnect_storm_at = "20s"\n', "s.toml")
+    with pytest.raises(ConfigError, match=r"reconnect_storm_window .*must end inside the run"):
+        parse_scenario('duration = "20s"\nreconnect_storm_at = "5s"\nreconnect_storm_window = "15s"\n', "s.toml")
+    with pytest.raises(ConfigError, match=r"reconnect_storm_window .*needs reconnect_storm_at"):
+        parse_scenario('duration = "20s"\nreconnect_storm_window = "5s"\n', "s.toml")
+    with pytest.raises(ConfigError, match=r"signal path 'v2'"):
+        parse_scenario('signal_path = "v2"\n', "s.toml")
     with pytest.raises(ConfigError, match=r"thresholds must be a list"):
         parse_scenario('thresholds = "failed==0"\n', "s.toml")
 
 
 def test_scenario_durations_accept_friendly_spellings() -> None:
-    scenario = parse_scenario('duration = "2m"\nreconnect_storm_at = "30s"\n', "s.toml")
+    scenario = parse_scenario('duration = "2m"\nreconnect_storm_at = "30s"\nreconnect_storm_window = "10s"\n', "s.toml")
     config = RunConfig(**scenario.fields)
-    assert config.duration_s == 120 and config.reconnect_storm_at_s == 30
+    assert config.duration_s == 120 and config.reconnect_storm_at_s == 30 and config.reconnect_storm_window_s == 10
 
 
 # -- thresholds -----------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from lkswarm.errors import ConfigError
 ALIASES = {
     "duration": "duration_s",
     "reconnect_storm_at": "reconnect_storm_at_s",
+    "reconnect_storm_window": "reconnect_storm_window_s",
     "media_connect_timeout": "media_connect_timeout_s",
     "join_timeout": "join_timeout_s",
 }

@@ -105,6 +105,13 @@ ReconnectStormModeOpt = Annotated[
         rich_help_panel=SHAPE,
     ),
 ]
+ReconnectStormWindowOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Spread the storm's drops evenly over this window (e.g. 10s) instead of one instant.",
+        rich_help_panel=SHAPE,
+    ),
+]
 SignalOnlyOpt = Annotated[
     bool,
     typer.Option(

@@ -390,18 +390,22 @@ class Engine:
                 driver.stop()
 
     async def _reconnect_storm(self, at: float) -> None:
-        """Every joined participant drops its WebSocket at once and resumes (reconnect=1) or joins afresh."""
+        """Every participant joined at ``at`` drops its WebSocket and resumes (reconnect=1) or joins afresh: all at
+        once, or one after another evenly over ``reconnect_storm_window_s``."""
         await asyncio.sleep(max(0.0, at - time.perf_counter()))
-        dropped = 0
         rejoin = self.config.reconnect_storm_mode == "rejoin"
-        for driver in self.drivers:
-            if not driver.outcome and driver.joined_at is not None:
-                if rejoin:
-                    driver.force_reconnect()
-                else:
-                    driver.force_resume()
-                dropped += 1
-        self.counters["storm_dropped"] = dropped
+        targets = [driver for driver in self.drivers if not driver.outcome and driver.joined_at is not None]
+        gap_s = self.config.reconnect_storm_window_s / len(targets) if targets else 0.0
+        for k, driver in enumerate(targets):
+            if gap_s:
+                await asyncio.sleep(max(0.0, at + k * gap_s - time.perf_counter()))
+            if driver.outcome or driver.joined_at is None:
+                continue  # it ended (or left) while the window ran
+            if rejoin:
+                driver.force_reconnect()
+            else:
+                driver.force_resume()
+            self.counters["storm_dropped"] += 1
 
     async def _verify_rooms(self) -> dict[str, Any]:
         """Compares every live participant's room view with ListParticipants, waiting for updates to settle."""
