@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--html", type=Path, default=None, help="also keep the search's HTML report here")
     args = parser.parse_args()
     result = {
-        "bench": "capacity",
+        "suite": "capacity",
         "date": datetime.date.today().isoformat(),
         "machine": {"cpus": os.cpu_count()},
         "shape": "1 room, 2 audio publishers, subscribers growing (x2 per bracket level)",
