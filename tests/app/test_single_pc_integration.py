@@ -201,3 +201,30 @@ def test_a_resume_storm_restarts_ice_and_media_flows_again(
     assert signal["reconnects_recovered"] == 8
     assert p["active_at_end"] == 8 and media["tracks_missing"] == 0, media
     assert media["loss_ratio"] < 0.05, media
+
+
+def test_v1_subscribers_receive_the_tracks_of_publishers_that_replace_others(
+    livekit_server: LocalServer, credentials: Credentials
+) -> None:
+    """Churn replaces publishers: the server then reuses a departed track's receive section for a new track.
+    It can only if our next offer says recvonly for it again (str0m had taken the answer's inactive), and the
+    new track's packets come under the section's old SSRC (pion keeps a sender's SSRC across ReplaceTrack),
+    so they must start the new track's accounting. Both failed before: 2 (subscriber, track) pairs missing."""
+    config = RunConfig(
+        url=livekit_server.url,
+        rooms=1,
+        participants=8,
+        rate=20,
+        duration_s=20,
+        audio_publishers=2,
+        video_publishers=2,
+        churn_rate=1.0,
+        signal_path="v1",
+        run_tag=os.urandom(3).hex(),
+    )
+    report = run_engine(config, credentials, livekit_server.url)
+    p = report["participants"]
+    assert p["outcomes"]["failed"] == 0 and p["departed"] >= 15, p
+    media = report["media"]
+    assert media["tracks_missing"] == 0, media["missing_examples"]
+    assert report["media"]["loss_ratio"] < 0.01

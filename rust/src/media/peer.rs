@@ -183,6 +183,8 @@ pub struct MediaPeer {
     /// The clips a publisher offer may use; the `Publisher` takes its own handle.
     library: MediaLibrary,
     rx: HashMap<Ssrc, RxTrack>,
+    /// Receive accounting of tracks whose section now carries another track (kept for the summary).
+    retired_rx: Vec<RxTrack>,
     tracks_by_mid: HashMap<String, String>,
     events: Vec<(Instant, PeerEvent)>,
     /// Datagrams produced while handling input, until `poll` hands them out. str0m
@@ -217,6 +219,7 @@ impl MediaPeer {
             publishing: None,
             library,
             rx: HashMap::new(),
+            retired_rx: Vec::new(),
             tracks_by_mid: HashMap::new(),
             events: Vec::new(),
             outbox: Vec::new(),
@@ -294,7 +297,30 @@ impl MediaPeer {
     }
 
     pub fn rx_tracks(&self) -> impl Iterator<Item = &RxTrack> {
-        self.rx.values()
+        self.rx.values().chain(self.retired_rx.iter())
+    }
+
+    /// Records which track each section (mid) carries now. livekit-server reuses a free section for
+    /// a new track (`ReplaceTrack` on its sender), and pion keeps the sender's SSRC, so the new
+    /// track's packets arrive under the old track's SSRC: the section's receive accounting is
+    /// retired, and its next packet starts the new track's (with its `FirstPacket`).
+    fn map_tracks(&mut self, mapping: impl IntoIterator<Item = (String, String)>) {
+        for (mid, track_id) in mapping {
+            match self.tracks_by_mid.get(&mid) {
+                Some(current) if *current == track_id => continue,
+                Some(_) => {
+                    let moved: Vec<Ssrc> =
+                        self.rx.iter().filter(|(_, track)| track.mid == mid).map(|(ssrc, _)| *ssrc).collect();
+                    for ssrc in moved {
+                        if let Some(track) = self.rx.remove(&ssrc) {
+                            self.retired_rx.push(track);
+                        }
+                    }
+                }
+                None => {}
+            }
+            self.tracks_by_mid.insert(mid, track_id);
+        }
     }
 
     fn transport(&self, pc: Pc) -> Option<&Transport> {
@@ -333,7 +359,7 @@ impl MediaPeer {
             return Err("server offered on a single-PC session".into());
         }
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("unparsable subscriber offer: {e}"))?;
-        self.tracks_by_mid.extend(msid_tracks_by_mid(sdp));
+        self.map_tracks(msid_tracks_by_mid(sdp));
         let credentials = self.local_ice_credentials();
         let answer =
             self.primary.rtc.sdp_api().accept_offer(offer).map_err(|e| format!("subscriber offer rejected: {e}"))?;

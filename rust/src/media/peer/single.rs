@@ -55,6 +55,20 @@ pub(in crate::media) struct SingleState {
     recv_mids: Vec<Mid>,
     /// Receive sections the pending offer adds: (audio, video).
     in_flight: (u32, u32),
+    /// The sections the latest answer's `mid_to_track_id` names (None before an answer with a map):
+    /// the others carry no track now, whatever they carried before.
+    mapped_now: Option<std::collections::HashSet<String>>,
+}
+
+/// Our receive sections that an answer turned inactive (the server removed their track). A browser
+/// keeps a transceiver's own direction, recvonly, whatever an answer said, and offers it again; str0m
+/// takes the answer's, so each offer restores them, or the server could never reuse the section.
+fn lapsed_receive_sections(rtc: &str0m::Rtc, recv_mids: &[Mid]) -> Vec<Mid> {
+    recv_mids
+        .iter()
+        .copied()
+        .filter(|mid| rtc.media(*mid).is_some_and(|m| !m.disabled() && m.direction() == Direction::Inactive))
+        .collect()
 }
 
 #[cfg(test)]
@@ -124,12 +138,15 @@ impl MediaPeer {
         self.primary.rtc.sdp_api().accept_answer(pending, answer).map_err(|e| format!("answer rejected: {e}"))?;
         self.primary.undrained = true;
         single.in_flight = (0, 0);
-        self.tracks_by_mid.extend(msid_tracks_by_mid(sdp));
-        if let Some(map) = mid_to_track_id {
-            self.tracks_by_mid.extend(map.iter().map(|(mid, track)| (mid.clone(), track.clone())));
-        }
         single.answers += 1;
         let (first_answer, follow_up) = (single.answers == 1, single.renegotiate);
+        let mut mapping: HashMap<String, String> = msid_tracks_by_mid(sdp).into_iter().collect();
+        if let Some(map) = mid_to_track_id {
+            // The server's map wins over a=msid, and says which sections carry a track now.
+            mapping.extend(map.iter().map(|(mid, track)| (mid.clone(), track.clone())));
+            single.mapped_now = Some(map.keys().cloned().collect());
+        }
+        self.map_tracks(mapping);
         if first_answer {
             if let Some(publishing) = &mut self.publishing {
                 publishing.choose_payload_types(&mut self.primary.rtc)?;
@@ -164,8 +181,12 @@ impl MediaPeer {
             single.recv_mids.retain(|mid| rtc.media(*mid).is_some()); // the dropped offer's never came to be
         }
         let (audios, videos) = single.wanted;
+        let lapsed = lapsed_receive_sections(&self.primary.rtc, &single.recv_mids);
         let mut api = self.primary.rtc.sdp_api();
         api.ice_restart(true);
+        for mid in lapsed {
+            api.set_direction(mid, Direction::RecvOnly);
+        }
         for _ in 0..audios {
             single.recv_mids.push(api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None));
         }
@@ -206,17 +227,26 @@ impl MediaPeer {
         let Some(single) = &mut self.single else { return Err("not a single-PC peer".into()) };
         let (audios, videos) = (audios + single.wanted.0, videos + single.wanted.1);
         let free = single.recv_mids.iter().copied().find(|mid| {
-            let mapped = self.tracks_by_mid.contains_key(&mid.to_string());
+            let mid_text = mid.to_string();
+            let mapped = match &single.mapped_now {
+                Some(now) => now.contains(&mid_text),
+                None => self.tracks_by_mid.contains_key(&mid_text),
+            };
             !mapped && self.primary.rtc.media(*mid).is_some_and(|m| m.direction() == Direction::RecvOnly)
         });
+        let lapsed = lapsed_receive_sections(&self.primary.rtc, &single.recv_mids);
+        let restores = !lapsed.is_empty();
         let mut api = self.primary.rtc.sdp_api();
+        for mid in lapsed {
+            api.set_direction(mid, Direction::RecvOnly);
+        }
         for _ in 0..audios {
             single.recv_mids.push(api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None));
         }
         for _ in 0..videos {
             single.recv_mids.push(api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None));
         }
-        if audios == 0 && videos == 0 {
+        if audios == 0 && videos == 0 && !restores {
             match free {
                 Some(mid) => {
                     api.set_direction(mid, Direction::Inactive);
@@ -246,8 +276,10 @@ mod tests {
     use str0m::{Candidate, Rtc};
 
     use crate::media::clip::{Clip, ClipFrame, MediaLibrary};
-    use crate::media::peer::PeerConfig;
+    use crate::media::peer::{PeerConfig, RxTrack};
+    use crate::media::rxstats::RxStats;
     use crate::media::shared_certificate;
+    use str0m::rtp::Ssrc;
 
     fn library() -> MediaLibrary {
         let clip = |interval_ms, rate| {
@@ -350,6 +382,50 @@ mod tests {
         assert_eq!(peer.tracks_by_mid.len(), 2);
         assert!(peer.publishing.as_ref().is_some());
         assert!(peer.accept_single_answer(&answer, None).unwrap_err().contains("no offer pending"));
+    }
+
+    #[test]
+    fn a_section_reused_for_another_track_starts_that_tracks_accounting() {
+        // livekit-server reuses a free section with ReplaceTrack; pion keeps the sender's SSRC.
+        let mut peer = single_peer();
+        let ssrc = Ssrc::from(1234);
+        let mut stats = RxStats::new(48_000);
+        stats.record(1, 960, 0.02, 100);
+        let old =
+            RxTrack { track_id: "TR_old".into(), kind: "audio", codec: "audio/opus".into(), mid: "a1".into(), stats };
+        peer.rx.insert(ssrc, old);
+        peer.map_tracks([("a1".to_string(), "TR_old".to_string())]);
+        assert!(peer.rx.contains_key(&ssrc), "the same track: its accounting goes on");
+        peer.map_tracks([("a1".to_string(), "TR_new".to_string()), ("v1".to_string(), "TR_v".to_string())]);
+        assert!(!peer.rx.contains_key(&ssrc), "the next packet of that SSRC starts TR_new's accounting");
+        let tracks: Vec<&str> = peer.rx_tracks().map(|t| t.track_id.as_str()).collect();
+        assert_eq!(tracks, ["TR_old"], "the old track's packets stay in the summary");
+        assert_eq!(peer.tracks_by_mid.get("a1").map(String::as_str), Some("TR_new"));
+    }
+
+    #[test]
+    fn a_receive_section_an_answer_turned_inactive_is_offered_recvonly_again() {
+        // The server answers a removed track's section inactive; it reuses the section only if our
+        // next offer says recvonly again, as a browser's transceiver does.
+        let mut peer = single_peer();
+        let (offer, _) = peer.create_join_offer(Some("cid-a"), None, Instant::now()).unwrap();
+        let mut server = server();
+        let first = answer(&mut server, &offer);
+        peer.accept_single_answer(&first, None).unwrap();
+        let mid = peer.single.as_ref().unwrap().recv_mids[0];
+        let (reoffer, _) = peer.reoffer(0, 0).unwrap().unwrap();
+        let mut lapsed = answer(&mut server, &reoffer);
+        let section = lapsed.find(&format!("a=mid:{mid}\r\n")).unwrap();
+        let end = lapsed[section..].find("\r\nm=").map_or(lapsed.len(), |at| at + section);
+        let direction = lapsed[section..end].find("a=sendonly\r\n").expect("the server sends on it") + section;
+        lapsed.replace_range(direction..direction + "a=sendonly".len(), "a=inactive");
+        peer.accept_single_answer(&lapsed, Some(&HashMap::new())).unwrap();
+        assert_eq!(peer.primary.rtc.media(mid).map(|m| m.direction()), Some(Direction::Inactive));
+        let (again, _) = peer.reoffer(0, 0).unwrap().unwrap();
+        let sections = skeleton(&again);
+        let restored = sections.iter().find(|s| s.contains(&format!("a=mid:{mid} "))).unwrap();
+        assert!(restored.ends_with("a=recvonly"), "{restored}");
+        assert_eq!(sections.len(), skeleton(&reoffer).len(), "restoring it is the re-offer: no section added");
     }
 
     /// Each section's kind, mid and direction.
