@@ -50,6 +50,9 @@ class FakeHost:
     def media_output(self, step: Callable[[], None]) -> None:
         self.output(step)
 
+    def media_resumed(self, at: float) -> None:
+        self.connected_at.append(at)
+
     def media_connected(self, at: float) -> None:
         """Counted as the driver counts it: once, into ``active``."""
         if self.connected_at:

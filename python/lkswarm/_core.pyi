@@ -174,7 +174,11 @@ class MediaHub:
         self, seed: int = 0, talk_spurts: bool = False, connect_timeout_s: float = 30.0, single_pc: bool = False
     ) -> tuple[int, int]: ...
     def accept_offer(self, peer: int, sdp: str) -> str: ...
-    def publisher_offer(self, peer: int, audio_cid: str | None = None, video_cid: str | None = None) -> str: ...
+    def publisher_offer(
+        self, peer: int, audio_cid: str | None = None, video_cid: str | None = None, data: bool = False
+    ) -> str:
+        """The dual-PC publisher offer; with ``data`` it carries ``_reliable`` (ordered, reliable)
+        and ``_lossy`` (unordered, no retransmissions), and may then have no track."""
     def join_offer(self, peer: int, audio_cid: str | None = None, video_cid: str | None = None) -> tuple[str, int]: ...
     def accept_answer(
         self, peer: int, sdp: str, mid_to_track_id: dict[str, str] | None = None
@@ -183,9 +187,51 @@ class MediaHub:
     def ice_restart(self, peer: int) -> tuple[str, int]: ...
     def add_candidate(self, peer: int, target: int, candidate_init: str) -> None: ...
     def take_events(self) -> list[PcConnected | IceStateChanged | FirstPacket | MediaResumed | PeerFailed]: ...
-    def peer_stats(self, peer: int) -> dict[str, Any] | None: ...
-    def remove_peer(self, peer: int) -> dict[str, Any] | None: ...
-    def totals(self) -> dict[str, int]: ...
+    def data_publish(
+        self,
+        peer: int,
+        channel: str,
+        rate_hz: float,
+        size_bytes: int,
+        topic: str = "",
+        destinations: Sequence[str] = ...,
+        identity: str = "",
+    ) -> None:
+        """Sends probe DataPackets on ``channel`` ("reliable" or "lossy") every ``1/rate_hz`` s,
+        on the media thread, from when that channel is open (dual-PC: the publisher
+        PeerConnection's; single-PC: the one PeerConnection's). Replaces that channel's schedule.
+
+        Each message is ``DataPacket{kind, user: UserPacket{payload, topic, nonce (16 B, unique),
+        participant_identity=identity, destination_identities}, participant_identity=identity,
+        destination_identities, sequence}``; ``sequence`` counts 1, 2, 3... per peer on reliable
+        only. The payload is ``size_bytes`` (>= 20) long: ``b"LKSW"``, the send time (µs since the
+        UNIX epoch, u64 big-endian), a counter per (peer, channel) from 0 (u64 BE), zero filler.
+        A message the channel refuses (over its buffered amount) is counted ``send_blocked`` and
+        dropped; after a stall over 100 ms overdue messages are skipped (``send_skipped``).
+        Raises ``MediaError`` for an unknown peer or channel, a rate outside (0, 1e6] or a size
+        under 20 B or over the 64,000 B message limit.
+        """
+    def data_stop(self, peer: int) -> None:
+        """Stops the peer's probe messages on both channels."""
+    def data_latency(self) -> list[tuple[int, int]]:
+        """One-way latency of every probe message received by any peer the hub has had: (µs, count)
+        per non-empty bucket, ascending, as ``timer_lag`` (send time from the payload, receive time
+        from the system clock; negative differences count as 0)."""
+    def peer_stats(self, peer: int) -> dict[str, Any] | None:
+        """Current figures of one peer. Its ``"data"`` dict: ``sent`` and ``bytes_sent`` (payload
+        bytes) as ``{"reliable": n, "lossy": n}``; ``send_blocked``, ``send_skipped``; ``malformed``
+        (unparsable DataPackets) and ``malformed_detail`` (the first error, ``"<label>: <why>"``);
+        ``other`` (DataPackets that are not ``user``); ``channels_open`` (labels, every
+        PeerConnection); ``senders_overflow`` (messages of flows beyond 4096 per peer, not
+        counted); ``received``: one dict per (sender identity, channel label) with ``sender``,
+        ``channel``, ``received``, ``bytes`` (payload), ``duplicates``, ``out_of_order``,
+        ``missing``, ``expected`` and ``foreign`` (payloads without the LKSW magic: counted, with
+        no loss, order or latency figures)."""
+    def remove_peer(self, peer: int) -> dict[str, Any] | None:
+        """Closes the peer's sockets and returns its final figures, as ``peer_stats``."""
+    def totals(self) -> dict[str, int]:
+        """Running totals over every peer the hub has had, including ``data_sent``,
+        ``data_received`` and ``data_bytes_received`` (payload bytes)."""
     def timer_lag(self) -> list[tuple[int, int]]: ...
     def timer_lag_above(self, limit_s: float) -> tuple[int, int]: ...
     @property

@@ -59,6 +59,8 @@ def _check_ca_file(path: str) -> None:
         raise ValueError(f"{path}: {exc.strerror or exc}") from None
 
 
+MIN_DATA_PAYLOAD_BYTES = 20  # our stamp: magic, send time, counter (lkswarm.media.data)
+MAX_DATA_PAYLOAD_BYTES = 64_000  # livekit-server reads a data channel message into 65,535 bytes; the SDKs cap at 64,000
 LAYOUT = re.compile(r"^(speaker|grid:[1-9][0-9]?)$")
 
 
@@ -79,6 +81,21 @@ class RunConfig(BaseModel):
     signal_only: bool = Field(default=False, description="signaling only: no PeerConnections (evicted after 60 s)")
     audio_publishers: int = Field(default=0, ge=0, description="audio publishers per room")
     video_publishers: int = Field(default=0, ge=0, description="video publishers per room")
+    data_publishers: int = Field(default=0, ge=0, description="data-message publishers per room (the first seats)")
+    data_rate: float = Field(default=1.0, gt=0, le=1000, description="data messages per second per data publisher")
+    data_size: int = Field(
+        default=200,
+        ge=MIN_DATA_PAYLOAD_BYTES,
+        le=MAX_DATA_PAYLOAD_BYTES,
+        description="payload bytes of each data message (livekit-server reads at most 64,000 B per message)",
+    )
+    data_channel: Literal["reliable", "lossy"] = Field(
+        default="reliable", description="reliable (ordered, retransmitted) or lossy (unordered, no retransmission)"
+    )
+    data_topic: str = Field(default="", max_length=256, description="the UserPacket topic of each data message")
+    data_to: str = Field(
+        default="all", description="destinations of each data message: all (the room) or N (that many identities)"
+    )
     simulcast: bool = Field(default=True, description="publish video as 3 simulcast layers (q, h, f)")
     talk_spurts: bool = Field(default=False, description="audio follows ITU-T P.59 talk spurts instead of a tone")
     probes: int = Field(default=0, ge=0, description="probe participants (aiortc, real codecs) per run")
@@ -142,7 +159,7 @@ class RunConfig(BaseModel):
     def _all_publish(cls, data: object) -> object:
         """``audio_publishers = "all"`` (or video) means every seat of a room publishes."""
         if isinstance(data, dict):
-            for key in ("audio_publishers", "video_publishers"):
+            for key in ("audio_publishers", "video_publishers", "data_publishers"):
                 if data.get(key) == "all":
                     data = {**data, key: data.get("participants", 10)}
         return data
@@ -172,6 +189,13 @@ class RunConfig(BaseModel):
         parse_signal_path(value)  # raises ValueError naming the bad part
         return value.replace(" ", "")
 
+    @field_validator("data_to")
+    @classmethod
+    def _data_to(cls, value: str) -> str:
+        if value != "all" and not (value.isdigit() and int(value) > 0):
+            raise ValueError(f"data_to must be all or a number of destination identities > 0, not {value!r}")
+        return value
+
     @field_validator("layout")
     @classmethod
     def _layout(cls, value: str | None) -> str | None:
@@ -192,6 +216,12 @@ class RunConfig(BaseModel):
             raise ValueError(
                 f"reconnect_storm_window ({self.reconnect_storm_window_s:g} s) needs reconnect_storm_at and must end "
                 f"inside the run ({self.duration_s:g} s)"
+            )
+        if self.data_publishers and self.signal_only:
+            raise ValueError("data messages travel over the media tier's data channels: drop --signal-only")
+        if self.data_publishers > self.participants and not self.stages:
+            raise ValueError(
+                f"{self.data_publishers} data publishers per room but only {self.participants} participants per room"
             )
         publishers = self.audio_publishers + self.video_publishers
         if publishers > self.participants and not self.stages:  # with stages a room's size varies over the run

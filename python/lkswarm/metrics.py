@@ -26,6 +26,7 @@ PHASES = (
     "rejoin",
     "recovery",  # from a lost connection until media flows again (lkswarm.engine.reconnect)
     "media_e2e",
+    "data_e2e",  # a data message, from its send time (the sender's clock) to its arrival (the receiver's)
     # A run that mixes signaling paths (--signal-path v1:70,v0:30) also records these two phases by path.
     "join_response_v1",
     "join_response_v0",

@@ -58,7 +58,7 @@ fn measure_pair(
     let mut now = start;
     let mut sender = MediaPeer::new(cert, addr(base), library.clone(), PeerConfig::default(), now).unwrap();
     let mut receiver = MediaPeer::new(cert, addr(base + 2), library.clone(), PeerConfig::default(), now).unwrap();
-    let offer = sender.create_publisher_offer(addr(base + 1), cert, Some("a"), None, now).unwrap();
+    let offer = sender.create_publisher_offer(addr(base + 1), cert, Some("a"), None, false, now).unwrap();
     let answer = receiver.accept_offer(&offer).unwrap();
     sender.accept_answer(&answer).unwrap();
     let mut wire: Vec<Datagram> = Vec::new();

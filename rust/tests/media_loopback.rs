@@ -51,7 +51,7 @@ impl Pair {
         let now = Instant::now();
         let mut a = MediaPeer::new(&cert, addr(10_001), library(), config.clone(), now).unwrap();
         let mut b = MediaPeer::new(&cert, addr(10_003), library(), config, now).unwrap();
-        let offer = a.create_publisher_offer(addr(10_002), &cert, Some("cid-audio"), None, now).unwrap();
+        let offer = a.create_publisher_offer(addr(10_002), &cert, Some("cid-audio"), None, false, now).unwrap();
         let answer = b.accept_offer(&offer).unwrap();
         a.accept_answer(&answer).unwrap();
         Pair { a, b, now }
@@ -106,7 +106,7 @@ fn h264_video_is_offered_alone_fragmented_and_received_without_loss() {
     let mut a = MediaPeer::new(&cert, addr(10_021), h264_library(), PeerConfig::default(), now).unwrap();
     // The subscriber has only audio clips: receiving takes H.264 whatever it would publish.
     let b = MediaPeer::new(&cert, addr(10_023), library(), PeerConfig::default(), now).unwrap();
-    let offer = a.create_publisher_offer(addr(10_022), &cert, None, Some("cid-video"), now).unwrap();
+    let offer = a.create_publisher_offer(addr(10_022), &cert, None, Some("cid-video"), false, now).unwrap();
     assert!(offer.contains("H264/90000") && offer.contains("packetization-mode=1"), "{offer}");
     assert!(!offer.contains("VP8"), "the publisher offers only its clips' codec: {offer}");
     let mut pair = Pair { a, b, now };
@@ -204,7 +204,7 @@ fn own_connectivity_checks_start_when_the_server_stays_silent() {
     let start = Instant::now();
     let mut server = MediaPeer::new(&cert, addr(10_011), library(), PeerConfig::default(), start).unwrap();
     let mut ours = MediaPeer::new(&cert, addr(10_013), library(), PeerConfig::default(), start).unwrap();
-    let offer = server.create_publisher_offer(addr(10_012), &cert, Some("cid-audio"), None, start).unwrap();
+    let offer = server.create_publisher_offer(addr(10_012), &cert, Some("cid-audio"), None, false, start).unwrap();
     ours.poll(start, &mut Vec::new()); // as the hub's add_peer does
     ours.accept_offer(&offer).unwrap();
     let candidate = r#"{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 10012 typ host","sdpMid":"0"}"#;

@@ -24,6 +24,7 @@ PRESET_RUNS = {
     "churn": ["--participants", "4", "--churn-rate", "2", "--duration", "8s"],
     "reconnect-storm": ["--participants", "3", "--duration", "10s", "--reconnect-storm-at", "5s"],
     "speaker-sim": ["--participants", "6", "--duration", "12s"],  # the preset has 6 publishers a room
+    "chat": ["--participants", "5", "--duration", "8s"],
 }
 
 
@@ -44,6 +45,9 @@ def test_preset_runs_small_against_the_embedded_server(preset: str, credentials:
         signal = report["signal"]
         assert signal["storm_dropped"] == 6 and signal["resumes_succeeded"] == 6
         assert report["latency_ms"]["resume"]["count"] == 6
+    elif preset == "chat":
+        data = report["data"]
+        assert data["publishers"] == 5 and data["delivery_ratio"] == 1.0 and data["messages_received"] > 0, data
     elif preset == "speaker-sim":
         assert report["signal"]["speaker_updates"] > 0
     elif preset == "conference":

@@ -20,7 +20,16 @@ from lkswarm.observe.live import render
 from lkswarm.observe.prometheus import _histogram_lines, parse_address, phase_buckets
 from lkswarm.report.thresholds import evaluate, parse_threshold, parse_thresholds, read_key
 
-EXPECTED_PRESETS = {"audio-room", "livestream", "conference", "multi-room", "churn", "reconnect-storm", "speaker-sim"}
+EXPECTED_PRESETS = {
+    "audio-room",
+    "livestream",
+    "conference",
+    "multi-room",
+    "churn",
+    "reconnect-storm",
+    "speaker-sim",
+    "chat",
+}
 
 
 # -- plans ---------------------------------------------------------------------------------

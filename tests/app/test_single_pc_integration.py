@@ -199,6 +199,7 @@ def test_a_resume_storm_restarts_ice_and_media_flows_again(
     assert latency["resume_signal"]["count"] == 8 and latency["resume"]["count"] == 8, latency
     assert latency["resume"]["p50"] >= latency["resume_signal"]["p50"]  # media comes back after the signal
     assert signal["reconnects_recovered"] == 8
+    assert signal["paths"][signal_path]["resumes"] == 8
     assert p["active_at_end"] == 8 and media["tracks_missing"] == 0, media
     assert media["loss_ratio"] < 0.05, media
 

@@ -37,6 +37,20 @@ def test_more_publishers_than_participants_is_refused() -> None:
     assert_usage_error(out, "3 publishers per room", "only 2 participants")
 
 
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--data-publishers", "1", "--data-size", "64001"], ("data_size", "64000")),
+        (["--data-publishers", "1", "--data-to", "some"], ("data_to must be all or a number",)),
+        (["--data-publishers", "1", "--signal-only"], ("data channels", "drop --signal-only")),
+        (["--data-publishers", "1", "--data-channel", "unreliable"], ("data_channel",)),
+        (["--signal-path", "v2"], ("signal path 'v2'",)),
+    ],
+)
+def test_bad_data_and_signal_path_options_are_one_line_usage_errors(args: list[str], fragments: tuple[str]) -> None:
+    assert_usage_error(run("--url", "ws://127.0.0.1:1", "--duration", "1s", *args), *fragments)
+
+
 def test_run_help_states_the_real_default_room_count() -> None:
     out = subprocess.run([*LKSWARM, "run", "--help"], capture_output=True, text=True, timeout=60)
     assert "Number of rooms. (default 1)" in " ".join(out.stdout.split())

@@ -95,3 +95,56 @@ def test_the_live_verdict_turns_invalid_when_the_media_thread_lags() -> None:
     assert verdict(None) == "" and verdict(FakeHub(0, 0)) == ""
     assert verdict(FakeHub(1000, 10)) == "", "exactly 1 % late: p99 is still within the limit"
     assert verdict(FakeHub(1000, 11)).startswith("media thread lag p99 > 20 ms")
+
+
+class RecordingHub:
+    """The hub operations a data publisher's leg calls, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[object, ...], dict[str, object]]] = []
+
+    def __getattr__(self, name: str) -> object:
+        def call(*args: object, **kwargs: object) -> object:
+            self.calls.append((name, args, kwargs))
+            return ("v=0\r\n", 1) if name == "join_offer" else "v=0\r\n" if name == "publisher_offer" else (7, 5000)
+
+        return call
+
+
+def data_leg(data_to: str = "all") -> tuple[LightLeg, RecordingHub]:
+    from lkswarm.config import RunConfig
+
+    config = RunConfig(url="ws://127.0.0.1:7880", participants=3, data_publishers=1, data_rate=20, data_size=500)
+    config = config.model_copy(update={"data_topic": "t", "data_to": data_to})
+    host = FakeHost(fake_run(config), "p0", room="room", seat=0)
+    host.session = SignalSession("p0", "token", join_timeout_s=15)
+    host.session.others = {"p2": "PA_2", "p1": "PA_1"}
+    tier = LightTier(host.run)
+    hub = RecordingHub()
+    tier.hub = hub  # type: ignore[assignment]
+    return tier.attach(host), hub
+
+
+def test_a_data_only_publisher_on_two_pcs_offers_its_channels_once_the_primary_connects() -> None:
+    leg, hub = data_leg(data_to="1")
+    leg.on_joined(0.0)
+    leg.connected(True, 1.0)
+    names = [name for name, _, _ in hub.calls]
+    assert names == ["add_peer", "publisher_offer", "data_publish"]
+    _, _, offer_kwargs = hub.calls[1]
+    assert offer_kwargs == {"audio_cid": None, "video_cid": None, "data": True}
+    _, args, kwargs = hub.calls[2]
+    assert args == (7, "reliable", 20.0, 500)
+    assert kwargs == {"topic": "t", "destinations": ["p1"], "identity": "p0"}
+    leg.connected(True, 2.0)  # connecting again (a restart) offers nothing more
+    assert [name for name, _, _ in hub.calls].count("publisher_offer") == 1
+
+
+def test_a_single_pc_publisher_starts_its_data_when_its_one_pc_connects() -> None:
+    leg, hub = data_leg()
+    media = leg.prepare_join(0.0)
+    assert media.offer_sdp == "v=0\r\n" and leg.single_pc
+    leg.on_joined(0.5)
+    leg.connected(True, 1.0)
+    assert [name for name, _, _ in hub.calls] == ["add_peer", "join_offer", "data_publish"]
+    assert hub.calls[2][2]["destinations"] == []

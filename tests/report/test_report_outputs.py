@@ -15,6 +15,7 @@ from hdrh.histogram import HdrHistogram
 
 from helpers import LKSWARM, run_cli
 from lkswarm.auth import Credentials
+from lkswarm.engine.record import MAX_FAILED_ROWS
 from lkswarm.errors import ReportError
 from lkswarm.metrics import summarize
 from lkswarm.report.csv_tables import (
@@ -227,6 +228,18 @@ def test_merge_adds_counts_and_merges_histograms_timelines_and_rooms() -> None:
     assert merged["thresholds"] == [] and merged["started_at"] == a["started_at"]
     assert merged["duration_s"] == 12.0
     assert "SECRET" not in render_html(merged, plotly_js=STUB_JS)
+
+
+def test_merge_lists_at_most_the_cap_of_failed_participants_earliest_first() -> None:
+    a, b = synthetic_report(1), synthetic_report(2)
+    row = {"identity": "p", "room": "r", "outcome": "failed:ice_timeout", "detail": "", "at_s": 0.0}
+    a["failed_participants"] = [{**row, "identity": f"a{i}", "at_s": 2.0 + i} for i in range(MAX_FAILED_ROWS)]
+    b["failed_participants"] = [{**row, "identity": f"b{i}", "at_s": 1.0 + i} for i in range(MAX_FAILED_ROWS)]
+    merged = merge_reports([a, b])
+    listed = merged["failed_participants"]
+    assert len(listed) == MAX_FAILED_ROWS
+    assert listed[0]["identity"] == "b0" and [x["at_s"] for x in listed] == sorted(x["at_s"] for x in listed)
+    assert any("earliest failures" in note for note in merged["notes"])
 
 
 def test_merge_combines_rooms_of_the_same_name_and_bounds_summaries_without_histograms() -> None:

@@ -605,3 +605,28 @@ def test_fast_encoders_match_reference(call: tuple[bytes, Message]) -> None:
     ours, msg = call
     assert ours == msg.SerializeToString(deterministic=True)
     assert codec.encode_request(to_dict(msg)) == ours
+
+
+def test_data_packet_user_matches_reference() -> None:
+    """Our DataPacket/UserPacket schema (data channels) encodes and decodes like livekit-protocol's."""
+    from livekit.protocol import models
+
+    ref = models.DataPacket(
+        kind=models.DataPacket.LOSSY,
+        participant_identity="pub-1",
+        destination_identities=["sub-1", "sub-2"],
+        sequence=7,
+        participant_sid="PA_x",
+        user=models.UserPacket(
+            participant_identity="pub-1",
+            payload=b"LKSW\x00\x01" + bytes(14),
+            topic="load",
+            nonce=bytes(range(16)),
+            destination_identities=["sub-1"],
+            id="m1",
+            start_time=5,
+        ),
+    )
+    wire = ref.SerializeToString(deterministic=True)
+    assert codec.encode_message("livekit.DataPacket", to_dict(ref)) == wire
+    assert codec.decode_message("livekit.DataPacket", wire).to_dict() == to_dict(ref)

@@ -51,6 +51,7 @@ CLOUD_MAX_PARTICIPANTS = 50
 class RunResult:
     report: dict[str, Any]
     track_rows: list[dict[str, Any]] = field(default_factory=list)
+    data_rows: list[dict[str, Any]] = field(default_factory=list)  # data.csv: (receiver, sender, channel)
 
 
 def resolve_url(config: RunConfig) -> str | None:
@@ -250,4 +251,4 @@ def run_scenario(
     evaluate(report, thresholds or [])
     media = next((t for t in record.tiers if isinstance(t, MediaTotals)), None)
     rows = media.track_rows if media is not None else []
-    return RunResult(report, rows)
+    return RunResult(report, rows, media.data.rows if media is not None else [])

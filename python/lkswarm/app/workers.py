@@ -302,7 +302,7 @@ def run_workers(
                 if exporter is not None:
                     exporter.stop()
             go_at = stops.go_at if started else None
-            reports, rows, summaries = _collect(config, credentials, workers, procs, go_at, started_at)
+            reports, rows, summaries, data_rows = _collect(config, credentials, workers, procs, go_at, started_at)
     finally:
         stops.restore()
     merged = merge_reports(reports)
@@ -314,7 +314,7 @@ def run_workers(
         merged["interrupted"] = interrupted
         merged["notes"] = _one_stop_note(merged.get("notes") or [], interrupted["signal"], started)
     evaluate(merged, thresholds or [])
-    return RunResult(merged, rows)
+    return RunResult(merged, rows, data_rows)
 
 
 def _one_stop_note(notes: list[str], signal_name: str, started: bool) -> list[str]:
@@ -375,14 +375,15 @@ def _collect(
     procs: list[WorkerProcess],
     go_at: float | None,
     started_at: datetime,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Each worker's report (a crashed or an unstarted one in its place), track rows and summary.
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each worker's report (a crashed or an unstarted one in its place), track rows, summary and data rows.
 
     ``go_at`` is the workers' time origin (unix time) if the run started, else None.
     """
     started = go_at is not None
     reports: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
+    data_rows: list[dict[str, Any]] = []
     summaries: list[dict[str, Any]] = []
     by_index = {worker.index: worker for worker in procs}
     for index in range(workers):
@@ -398,6 +399,7 @@ def _collect(
         else:
             report = result["report"]
             rows += result.get("track_rows") or []
+            data_rows += result.get("data_rows") or []
         reports.append(report)
         if worker is not None:
             summaries.append(
@@ -411,7 +413,7 @@ def _collect(
                     "valid": (report.get("generator") or {}).get("valid"),
                 }
             )
-    return reports, rows, summaries
+    return reports, rows, summaries, data_rows
 
 
 def _ended_s(worker: WorkerProcess | None, go_at: float | None) -> float:
@@ -707,7 +709,9 @@ def run_worker_job(job_path: Path) -> int:
         return 1
     out = Path(job["out"])
     tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"report": result.report, "track_rows": result.track_rows}))
+    tmp.write_text(
+        json.dumps({"report": result.report, "track_rows": result.track_rows, "data_rows": result.data_rows})
+    )
     tmp.replace(out)
     return 0
 

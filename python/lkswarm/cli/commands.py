@@ -26,6 +26,12 @@ from lkswarm.cli.options import (
     CaFileOpt,
     ChurnRateOpt,
     CsvDirOpt,
+    DataChannelOpt,
+    DataPublishersOpt,
+    DataRateOpt,
+    DataSizeOpt,
+    DataToOpt,
+    DataTopicOpt,
     DurationOpt,
     HtmlPathOpt,
     IHavePermissionOpt,
@@ -131,6 +137,38 @@ def server(
     stdout.print("livekit-server stopped.")
 
 
+# `run`'s options that set RunConfig keys, in the order of --help; a scenario's keys sit under them.
+_CONFIG_OPTIONS = (
+    "url", "rooms", "participants", "audio_publishers", "video_publishers", "data_publishers", "data_rate",
+    "data_size", "data_channel", "data_topic", "data_to", "rate", "arrival", "duration", "churn_rate",
+    "reconnect_storm_at", "reconnect_storm_mode", "reconnect_storm_window", "probes", "probe_fraction",
+    "probe_impair", "video_codec", "simulcast", "layout", "resume_on_disconnect", "verify_rooms", "seed",
+    "signal_only", "simulate_speakers", "json_frames", "signal_path", "join_request_compression",
+    "max_frame_bytes", "insecure", "ca_file", "server_metrics",
+)  # fmt: skip
+_OPTION_KEYS = {  # where an option's name is not its RunConfig key
+    "duration": "duration_s",
+    "reconnect_storm_at": "reconnect_storm_at_s",
+    "reconnect_storm_window": "reconnect_storm_window_s",
+    "simulate_speakers": "talk_spurts",
+}
+_PUBLISHER_OPTIONS = frozenset({"audio_publishers", "video_publishers", "data_publishers"})  # N or 'all'
+_SWITCHES = frozenset({"signal_only", "simulate_speakers", "json_frames", "insecure"})  # off means not given
+
+
+def config_flags(options: dict[str, Any]) -> dict[str, Any]:
+    """`run`'s options as RunConfig keys, None where not given (so a scenario's value stands)."""
+    flags: dict[str, Any] = {}
+    for name in _CONFIG_OPTIONS:
+        value = options[name]
+        if name in _PUBLISHER_OPTIONS:
+            value = publishers_value(value)
+        elif name in _SWITCHES:
+            value = value or None
+        flags[_OPTION_KEYS.get(name, name)] = value
+    return flags
+
+
 @app.command(
     epilog=(
         "Examples:  lkswarm run --rooms 2 --participants 50 --audio-publishers 2 --duration 60s --html report.html"
@@ -151,6 +189,12 @@ def run(
     participants: ParticipantsOpt = None,
     audio_publishers: AudioPublishersOpt = None,
     video_publishers: VideoPublishersOpt = None,
+    data_publishers: DataPublishersOpt = None,
+    data_rate: DataRateOpt = None,
+    data_size: DataSizeOpt = None,
+    data_channel: DataChannelOpt = None,
+    data_topic: DataTopicOpt = None,
+    data_to: DataToOpt = None,
     rate: RateOpt = None,
     arrival: ArrivalOpt = None,
     duration: DurationOpt = None,
@@ -189,6 +233,7 @@ def run(
     written at the end (the others were); 130/143/129 stopped by SIGINT/SIGTERM/SIGHUP (a first signal
     ends the run early and still writes every output; a second Ctrl-C skips the grace periods).
     """
+    flags = config_flags(locals())  # first, while locals() holds the options alone
     from lkswarm.app.runner import check_cloud_guard, check_probe_network, check_url, run_scenario
     from lkswarm.app.scenario import first_error, scenario_config
     from lkswarm.app.workers import check_workers, parse_workers
@@ -196,38 +241,6 @@ def run(
     from lkswarm.probe.seats import probe_count
     from lkswarm.report.thresholds import parse_thresholds
 
-    flags: dict[str, Any] = {
-        "url": url,
-        "rooms": rooms,
-        "participants": participants,
-        "audio_publishers": publishers_value(audio_publishers),
-        "video_publishers": publishers_value(video_publishers),
-        "rate": rate,
-        "arrival": arrival,
-        "duration_s": duration,
-        "churn_rate": churn_rate,
-        "reconnect_storm_at_s": reconnect_storm_at,
-        "reconnect_storm_mode": reconnect_storm_mode,
-        "reconnect_storm_window_s": reconnect_storm_window,
-        "probes": probes,
-        "probe_fraction": probe_fraction,
-        "probe_impair": probe_impair,
-        "video_codec": video_codec,
-        "simulcast": simulcast,
-        "layout": layout,
-        "resume_on_disconnect": resume_on_disconnect,
-        "verify_rooms": verify_rooms,
-        "seed": seed,
-        "signal_only": signal_only or None,
-        "talk_spurts": simulate_speakers or None,
-        "json_frames": json_frames or None,
-        "signal_path": signal_path,
-        "join_request_compression": join_request_compression,
-        "max_frame_bytes": max_frame_bytes,
-        "insecure": insecure or None,
-        "ca_file": ca_file,
-        "server_metrics": server_metrics,
-    }
     try:
         base, config = scenario_config(scenario, preset, flags)
         credentials = Credentials.from_env(api_key, api_secret)
@@ -271,7 +284,12 @@ def run(
         else:
             result = run_scenario(config, credentials, on_server=announce, observers=observers, thresholds=thresholds)
         outputs = write_outputs(
-            result.report, json_path=json_path, html_path=html_path, csv_dir=csv_dir, track_rows=result.track_rows
+            result.report,
+            json_path=json_path,
+            html_path=html_path,
+            csv_dir=csv_dir,
+            track_rows=result.track_rows,
+            data_rows=result.data_rows,
         )
     except ConfigError as exc:  # a usage error only the server could reveal (--signal-path v1 without /rtc/v1)
         raise fail(str(exc), 2) from None

@@ -79,6 +79,36 @@ AudioPublishersOpt = Annotated[
 VideoPublishersOpt = Annotated[
     str | None, typer.Option(help="VP8 publishers per room, or 'all'. (default 0)", rich_help_panel=SHAPE)
 ]
+DataPublishersOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Data-message publishers per room (the first seats), or 'all'. (default 0)", rich_help_panel=SHAPE
+    ),
+]
+DataRateOpt = Annotated[
+    float | None, typer.Option(help="Data messages per second per data publisher. (default 1)", rich_help_panel=SHAPE)
+]
+DataSizeOpt = Annotated[
+    int | None,
+    typer.Option(help="Payload bytes per data message, 20 to 64000. (default 200)", rich_help_panel=SHAPE),
+]
+DataChannelOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="reliable (_reliable: ordered, retransmitted) or lossy (_lossy: unordered, no retransmission). "
+        "(default reliable)",
+        rich_help_panel=SHAPE,
+    ),
+]
+DataTopicOpt = Annotated[str | None, typer.Option(help="Topic of each data message.", rich_help_panel=SHAPE)]
+DataToOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Destinations: all (everyone in the room) or N (the first N other identities a publisher sees). "
+        "(default all)",
+        rich_help_panel=SHAPE,
+    ),
+]
 RateOpt = Annotated[
     float | None, typer.Option(help="Joins started per second (open model). (default 20)", rich_help_panel=SHAPE)
 ]

@@ -60,6 +60,25 @@ def exit_code(report: dict[str, Any]) -> int:
     return 1 if outcomes["failed"] or outcomes["not_started"] else 0
 
 
+def data_line(data: dict[str, Any]) -> str:
+    """``data: sent 1,500, received 28,500 of 28,500 expected (delivery 100.00 %), e2e p50 / p99 …``."""
+    delivery = data.get("delivery_ratio")
+    latency = data.get("latency_ms") or {}
+    line = (
+        f"data: sent {data['messages_sent']:,}, received {data['messages_received']:,} of "
+        f"{data['messages_expected']:,} expected"
+        + (f" (delivery {delivery * 100:.2f} %)" if delivery is not None else "")
+        + f", {data['duplicates']} duplicates, {data['out_of_order']} out of order"
+    )
+    if latency.get("count"):
+        line += f", e2e p50 {latency['p50']:.1f} / p99 {latency['p99']:.1f} ms"
+    if data.get("foreign_messages"):
+        line += f", {data['foreign_messages']:,} from other clients"
+    if data.get("send_blocked"):
+        line += f", {data['send_blocked']:,} not sent (channel buffer full)"
+    return line
+
+
 def signal_paths_line(paths: dict[str, Any]) -> str:
     """``signal paths: v1 8 (completed 8), v0 2 (completed 2); auto fell back 2 times``; "" when there is nothing."""
     parts = []
@@ -109,6 +128,9 @@ def print_report(report: dict[str, Any]) -> None:
         if by_kind:
             parts = ", ".join(f"{kind} p50 {s['p50']:.0f} / p99 {s['p99']:.0f} ms" for kind, s in by_kind.items())
             stdout.print(f"track_subscribed by kind: {parts}")
+    data = report.get("data") or {}
+    if data:
+        stdout.print(data_line(data), highlight=False)
     probes = report.get("probes") or {}
     if probes:
         stdout.print(

@@ -181,6 +181,7 @@ def write_outputs(
     html_path: Path | None = None,
     csv_dir: Path | None = None,
     track_rows: list[dict[str, Any]] | None = None,
+    data_rows: list[dict[str, Any]] | None = None,
 ) -> Outputs:
     """Writes each output asked for, each file whole or not at all; returns what was written and what failed.
 
@@ -199,7 +200,7 @@ def write_outputs(
         from lkswarm.report.csv_tables import write_csv_tables
 
         try:
-            written += write_csv_tables(report, csv_dir, track_rows=track_rows)
+            written += write_csv_tables(report, csv_dir, track_rows=track_rows, data_rows=data_rows)
             if isinstance(report.get("capacity"), dict):  # `lkswarm capacity`: one row per level
                 from lkswarm.report.capacity_text import write_levels_csv
 

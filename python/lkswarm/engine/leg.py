@@ -258,7 +258,11 @@ class SignalingLeg:
         self.active = True
         if not self._announced and self._cids:
             self.driver.media_output(self._announce_tracks)
+        self._on_primary_connected(at)
         self.driver.media_connected(at)
+
+    def _on_primary_connected(self, at: float) -> None:
+        """The primary PeerConnection connected (a hook; nothing by default)."""
 
     def failed(self, reason: str, detail: str) -> None:
         """The peer is dead: the participant fails with its reason."""

@@ -433,6 +433,7 @@ class ParticipantDriver:
         back is when media flows again (`media_resumed`). A leg that was not connected is back when it connects."""
         counters, metrics, leg = self.ctx.counters, self.ctx.metrics, self.leg
         counters["resumes_succeeded"] += 1
+        counters[f"signal_path_resumes:{self.path}"] += 1
         since_ms = (now - self._resume_started) * 1000
         metrics.record("resume_signal", since_ms)
         if leg is not None and leg.active:

@@ -116,6 +116,8 @@ class MediaCounts(NamedTuple):
     packets_received: int
     packets_expected: int
     packets_lost: int
+    data_sent: int = 0  # data messages written
+    data_received: int = 0  # data messages received (every sender, ours or not)
 
 
 class TierTotals(Protocol):

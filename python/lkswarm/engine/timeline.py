@@ -39,6 +39,8 @@ TIMELINE_FIELDS = (
     "join_p99_ms",
     "media_packets_per_s",
     "media_loss_ratio",
+    "data_sent_per_s",
+    "data_received_per_s",
     "cpu_percent",
     "loop_lag_p99_ms",
     "rss_mb",
@@ -65,6 +67,10 @@ class Snapshot:
     media_loss_ratio: float = 0.0
     media_packets_received: int = 0
     media_packets_lost: int = 0
+    data_sent_per_s: float = 0.0
+    data_received_per_s: float = 0.0
+    data_sent: int = 0
+    data_received: int = 0
     cpu_percent: float = 0.0
     loop_lag_p99_ms: float = 0.0
     rss_mb: float = 0.0
@@ -114,8 +120,10 @@ _SUMMED_INTS = (
     "join_count",
     "media_packets_received",
     "media_packets_lost",
+    "data_sent",
+    "data_received",
 )
-_SUMMED_FLOATS = ("media_packets_per_s", "cpu_percent", "rss_mb")
+_SUMMED_FLOATS = ("media_packets_per_s", "data_sent_per_s", "data_received_per_s", "cpu_percent", "rss_mb")
 
 
 def _weighted(pairs: Iterable[tuple[int, float]]) -> float:
@@ -194,6 +202,7 @@ class Sampler:
         self._last_at = 0.0
         self._last_cpu_s = 0.0
         self._last_media = (0, 0, 0)  # packets received, expected, lost
+        self._last_data = (0, 0)  # data messages sent, received
         self._task: asyncio.Task[None] | None = None
 
     def start(self, t0: float) -> None:
@@ -256,6 +265,12 @@ class Sampler:
         delta_expected = expected - last_expected
         snap.media_loss_ratio = round(max(0, lost - last_lost) / delta_expected, 6) if delta_expected > 0 else 0.0
         self._last_media = (received, expected, lost)
+        sent, got = sum(c.data_sent for c in counts), sum(c.data_received for c in counts)
+        last_sent, last_got = self._last_data
+        snap.data_sent, snap.data_received = sent, got
+        snap.data_sent_per_s = round(max(0, sent - last_sent) / elapsed_s, 1)
+        snap.data_received_per_s = round(max(0, got - last_got) / elapsed_s, 1)
+        self._last_data = (sent, got)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -44,6 +44,7 @@ from lkswarm.engine.leg import LegFilters, SignalingLeg
 from lkswarm.engine.ports import MediaCounts, ParticipantHost, RunContext
 from lkswarm.errors import MediaError
 from lkswarm.media.clips import LAYERS, MediaClips, load_clips
+from lkswarm.media.data import DataTotals, destinations, is_data_publisher
 from lkswarm.media.totals import MediaTotals
 from lkswarm.metrics import MAX_MEDIA_LAG_P99_MS, new_histogram, p99_exceeds, record_buckets_us, record_ms
 from lkswarm.signal.enums import SignalTarget, TrackType
@@ -120,7 +121,13 @@ class LightTier(LegFilters["LightLeg"]):
         if self.hub is None:
             return None
         totals = self.hub.totals()
-        return MediaCounts(totals["packets_received"], totals["packets_expected"], totals["packets_lost"])
+        return MediaCounts(
+            totals["packets_received"],
+            totals["packets_expected"],
+            totals["packets_lost"],
+            totals.get("data_sent", 0),
+            totals.get("data_received", 0),
+        )
 
     def saturation(self) -> str:
         """The media thread's lag p99 over its limit: media was sent and stamped late."""
@@ -138,7 +145,7 @@ class LightTier(LegFilters["LightLeg"]):
     async def collect(self) -> MediaTotals:
         """Final figures of every live peer (call before participants stop)."""
         self.dispatch()
-        totals = self.totals = MediaTotals()
+        totals = self.totals = MediaTotals(data=DataTotals(publish_channel=self.run.config.data_channel))
         hub = self.hub
         if hub is None:
             return totals
@@ -147,6 +154,12 @@ class LightTier(LegFilters["LightLeg"]):
             if stats is not None:
                 participant.account(stats, totals)
         totals.track_subscribed_ms = self.track_subscribed_ms
+        # After the peers' figures: messages keep arriving while they are read, so the latency samples
+        # are at least as many as the messages counted (a few more, of the last moment).
+        data_e2e = new_histogram()
+        record_buckets_us(data_e2e, hub.data_latency())
+        if data_e2e.get_total_count():
+            self.run.metrics.add_histogram("data_e2e", data_e2e)
         running = hub.totals()
         totals.hub_wakeups, totals.hub_timeouts = running["wakeups"], running["timeouts"]
         record_buckets_us(totals.timer_lag, hub.timer_lag())
@@ -172,6 +185,7 @@ class LightLeg(SignalingLeg):
         "local_port",
         "peer_id",
         "publishes_audio",
+        "publishes_data",
         "publishes_video",
         "tier",
     )
@@ -185,6 +199,7 @@ class LightLeg(SignalingLeg):
         super().__init__(tier.run, driver, tier, cids)
         self.tier = tier
         self.publishes_audio, self.publishes_video = audio, video
+        self.publishes_data = is_data_publisher(driver.seat, config.data_publishers)
         self.peer_id: int | None = None
         self.local_port = 0  # UDP port of the subscriber PeerConnection
         self._reset_join_state()
@@ -299,8 +314,37 @@ class LightLeg(SignalingLeg):
         hub, peer = self._hub()
         audio = next((cid for cid, kind in self._cids.items() if kind == "audio"), None)
         video = next((cid for cid, kind in self._cids.items() if kind == "video"), None)
-        offer = hub.publisher_offer(peer, audio_cid=audio, video_cid=video)
+        offer = hub.publisher_offer(peer, audio_cid=audio, video_cid=video, data=self.publishes_data)
         self.send_offer(offer, now)
+        if self.publishes_data:
+            self._start_data()
+
+    def _on_primary_connected(self, at: float) -> None:
+        """A data publisher starts: on the single PC its channels are there already; on two PCs they come with
+        the publisher offer, which a publisher of data alone makes now (with tracks, once they are acknowledged)."""
+        if not self.publishes_data:
+            return
+        if self.single_pc:
+            self.driver.media_output(self._start_data)
+        elif not self._cids and not self._offered:
+            self._offered = True
+            self.driver.media_output(lambda: self._publish(at))
+
+    def _start_data(self) -> None:
+        """Tells the hub to publish this participant's data messages (it writes them from the channel's opening)."""
+        hub, peer = self._hub()
+        config = self.run.config
+        session = self.driver.session
+        room_view = session.room_view() if session is not None else {}
+        hub.data_publish(
+            peer,
+            config.data_channel,
+            config.data_rate,
+            config.data_size,
+            topic=config.data_topic,
+            destinations=destinations(config.data_to, self.driver.identity, room_view),
+            identity=self.driver.identity,
+        )
 
     def _on_remote_track(self, event: RemoteTrackPublished) -> None:
         self._remote_published_at.setdefault(event.track_sid, event.at)
@@ -352,6 +396,8 @@ class LightLeg(SignalingLeg):
         totals.foreign_datagrams += stats["foreign_datagrams"]
         totals.keyframe_requests += stats["keyframe_requests"]
         totals.ice_restarts += stats.get("ice_restarts", 0)
+        if "data" in stats:
+            totals.data.account(self.driver.identity, self.driver.room, stats["data"])
         received: dict[str, str] = {}  # track id -> codec: a track counts once, however many SSRCs
         for track in stats["tracks"]:
             totals.packets_received += track["packets"]

@@ -7,6 +7,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from lkswarm.media.data import DataTotals
 from lkswarm.metrics import new_histogram, summarize
 
 
@@ -39,6 +40,7 @@ class MediaTotals:
     hub_timeouts: int = 0
     # How late the media thread served its deadlines (µs values); reported under generator.media_lag_ms.
     timer_lag: HdrHistogram = field(default_factory=new_histogram)
+    data: DataTotals = field(default_factory=DataTotals)  # the report's ``data`` section
 
     def report(self) -> dict[str, Any]:
         expected = self.packets_expected
@@ -65,7 +67,7 @@ class MediaTotals:
         }
 
     def warnings(self) -> list[str]:
-        out: list[str] = []
+        out: list[str] = self.data.warnings()
         if self.tracks_missing:
             examples = ", ".join(
                 f"{row['subscriber']} had nothing of {row['publisher']}'s {row['track_sid']}"

@@ -45,6 +45,13 @@ def render(snap: Snapshot, duration_s: float) -> Group:
         ("loss ", "dim"),
         f"{snap.media_loss_ratio * 100:.2f} %",
     )
+    if snap.data_sent or snap.data_received:
+        media.append_text(
+            Text.assemble(
+                ("   data ", "dim"),
+                f"{snap.data_sent_per_s:,.0f} sent/s, {snap.data_received_per_s:,.0f} received/s",
+            )
+        )
     generator = Text.assemble(
         ("generator ", "dim"),
         f"cpu {snap.cpu_percent:.0f} %   loop lag p99 {snap.loop_lag_p99_ms:.1f} ms   rss {snap.rss_mb:.0f} MB",

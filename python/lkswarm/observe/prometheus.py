@@ -155,6 +155,13 @@ def render_metrics(exposition: Exposition, extra: ExtraGauges | None = None) -> 
         "lkswarm_media_packets_received_total", "counter", "RTP packets received.", [("", snap.media_packets_received)]
     )
     metric("lkswarm_media_packets_lost_total", "counter", "RTP packets lost.", [("", snap.media_packets_lost)])
+    metric("lkswarm_data_messages_sent_total", "counter", "Data messages written.", [("", snap.data_sent)])
+    metric(
+        "lkswarm_data_messages_received_total",
+        "counter",
+        "Data messages received (every sender's).",
+        [("", snap.data_received)],
+    )
     processes = [("", exposition.processes)]
     metric("lkswarm_generator_processes", "gauge", "Generator processes reporting (run --workers).", processes)
     metric("lkswarm_generator_cpu_percent", "gauge", "Generator CPU over the last interval.", [("", snap.cpu_percent)])

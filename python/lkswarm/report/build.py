@@ -129,6 +129,7 @@ def _signal_paths(counters: Mapping[str, int]) -> SignalPaths:
             "participants": sum(outcomes.values()),
             "outcomes": outcomes,
             "connects": counters[f"signal_path_connects:{path}"],
+            "resumes": counters[f"signal_path_resumes:{path}"],
             "offers_sent": counters[f"offers_sent:{path}"],
         }
 
@@ -333,6 +334,8 @@ def build_report(
         rooms=room_table(record),
         failed_participants=[cast(FailedRow, row.to_dict()) for row in tally.failed_rows],
     )
+    if media_totals is not None and (config.data_publishers or media_totals.data.rows):
+        report["data"] = media_totals.data.report(latency["data_e2e"])
     report["machine"] = cast(Machine, machine)
     if server_metrics is not None:
         report["server"] = server_metrics

@@ -34,7 +34,14 @@ ROOM_FIELDS = (
     "join_p50_ms",
     "join_p99_ms",
 )
-SIGNAL_PATH_FIELDS = ("path", "participants", "completed", "left", "failed", "connects", "offers_sent", "fallbacks")
+# One row per (receiver, sender, channel) of data messages (lkswarm.media.data).
+DATA_CSV_FIELDS = (
+    "receiver", "room", "sender", "channel", "received", "expected", "missing", "duplicates", "out_of_order",
+    "bytes", "foreign",
+)  # fmt: skip
+SIGNAL_PATH_FIELDS = (
+    "path", "participants", "completed", "left", "failed", "connects", "resumes", "offers_sent", "fallbacks",
+)  # fmt: skip
 # `count` is 1 for a named participant; reports without `failed_participants` give one row per reason.
 FAILURE_FIELDS = ("identity", "room", "outcome", "detail", "at_s", "count")
 
@@ -78,6 +85,7 @@ def signal_path_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "participants": figures.get("participants", 0),
                 **{kind: outcomes.get(kind, 0) for kind in ("completed", "left", "failed")},
                 "connects": figures.get("connects", 0),
+                "resumes": figures.get("resumes", 0),
                 "offers_sent": figures.get("offers_sent", 0),
                 "fallbacks": paths.get("fallbacks", 0) if path == "v1" else 0,
             }
@@ -153,7 +161,10 @@ def _write(path: Path, fields: Sequence[str], rows: Iterable[dict[str, Any]]) ->
 
 
 def write_csv_tables(
-    report: dict[str, Any], out_dir: Path, track_rows: list[dict[str, Any]] | None = None
+    report: dict[str, Any],
+    out_dir: Path,
+    track_rows: list[dict[str, Any]] | None = None,
+    data_rows: list[dict[str, Any]] | None = None,
 ) -> list[Path]:
     """Writes phases.csv, rooms.csv, failures.csv, timeline.csv, signal_paths.csv (and tracks.csv given track rows)
     into ``out_dir``.
@@ -174,6 +185,8 @@ def write_csv_tables(
         if track_rows is not None:
             write_track_csv(out_dir / "tracks.csv", track_rows)
             written.append(out_dir / "tracks.csv")
+        if data_rows is not None and (data_rows or report.get("data")):
+            written.append(_write(out_dir / "data.csv", DATA_CSV_FIELDS, data_rows))
     except OSError as exc:
         raise ReportError(f"cannot write CSV tables to {out_dir}: {exc.strerror or exc}") from None
     return written

@@ -160,6 +160,18 @@ def media_over_time(report: dict[str, Any]) -> tuple[Figure | None, str]:
     return _timeline_figure(report, "Media packets per second and loss", "packets/s", traces, yaxis2=y2)
 
 
+def data_over_time(report: dict[str, Any]) -> tuple[Figure | None, str]:
+    """Data messages per second, sent and received (the run's ``data_e2e`` latency is in the data table)."""
+    timeline = report.get("timeline") or {}
+    if not any(timeline.get("data_received_per_s") or []) and not any(timeline.get("data_sent_per_s") or []):
+        return None, "no data messages in this run"
+    traces: Traces = [
+        ("data_sent_per_s", "messages/s sent", {}),
+        ("data_received_per_s", "messages/s received", {}),
+    ]
+    return _timeline_figure(report, "Data messages per second", "messages/s", traces)
+
+
 def generator_over_time(report: dict[str, Any]) -> tuple[Figure | None, str]:
     traces: Traces = [
         ("cpu_percent", "CPU %", {}),
@@ -180,4 +192,7 @@ FIGURES = (
 
 def build_figures(report: dict[str, Any]) -> list[tuple[str, Figure | None, str]]:
     """(element id, figure or None, why there is none) for every plot of the report, in page order."""
-    return [(plot_id, *build(report)) for plot_id, build in FIGURES]
+    figures = [(plot_id, *build(report)) for plot_id, build in FIGURES]
+    if report.get("data"):  # only a run with data messages gets their plot
+        figures.insert(len(figures) - 1, ("data-over-time", *data_over_time(report)))
+    return figures

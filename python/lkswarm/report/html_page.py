@@ -223,6 +223,22 @@ def _probes(report: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _data(report: dict[str, Any]) -> str:
+    """Data messages: the totals, then one row per channel."""
+    data = report.get("data") or {}
+    if not data:
+        return ""
+    scalars = {k: v for k, v in data.items() if k not in ("channels", "latency_ms", "malformed_examples")}
+    rows = [*scalars.items(), *_flatten("latency_ms (data_e2e)", data.get("latency_ms") or {})]
+    channels = data.get("channels") or {}
+    headers = ["channel", *dict.fromkeys(k for figures in channels.values() for k in figures)]
+    per_channel = [[name, *(figures.get(h, "") for h in headers[1:])] for name, figures in channels.items()]
+    out = "<h2>Data messages</h2>" + table(None, rows, "data")
+    if per_channel:
+        out += table(headers, per_channel, "data-channels")
+    return out
+
+
 def _signal_paths(report: dict[str, Any]) -> str:
     """Per signaling path (``--signal-path``): participants, outcomes, connections; empty before any path ran."""
     rows = [row for row in signal_path_rows(report) if row["participants"] or row["connects"]]
@@ -332,6 +348,7 @@ def render_html(report: dict[str, Any], plotly_js: str | None = None) -> str:
             _latency(report),
             _media(report),
             _probes(report),
+            _data(report),
             _signal_paths(report),
             _rooms(report),
             _failures(report),

@@ -17,6 +17,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from lkswarm import __version__
+from lkswarm.engine.record import MAX_FAILED_ROWS
 from lkswarm.errors import ReportError
 from lkswarm.metrics import new_histogram, summarize
 from lkswarm.report.build import SCHEMA
@@ -24,7 +25,18 @@ from lkswarm.report.validate import check_schema  # it lived here; importing it 
 
 # Timeline series of current or per-interval values (the rest are cumulative counts): a run that has ended
 # contributes 0 to them. join_count counts the joins completed within each interval.
-_CURRENT_SERIES = frozenset({"active", "alive", "join_count", "media_packets_per_s", "cpu_percent", "rss_mb"})
+_CURRENT_SERIES = frozenset(
+    {
+        "active",
+        "alive",
+        "join_count",
+        "media_packets_per_s",
+        "data_sent_per_s",
+        "data_received_per_s",
+        "cpu_percent",
+        "rss_mb",
+    }
+)
 # Per-interval figures that cannot be added; the merged value is the worst input's (an upper bound).
 _MAX_SERIES = frozenset({"join_p50_ms", "join_p99_ms", "loop_lag_p99_ms"})
 # Generator figures that are per process limits or peaks rather than totals.
@@ -55,6 +67,19 @@ def _is_summary(value: Any) -> bool:
 
 def _numbers(values: list[Any]) -> list[float]:
     return [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+
+
+def _merged_data(sections: list[Any], latency: dict[str, Any]) -> dict[str, Any]:
+    """Data sections: counts add; ratios are computed again from the sums, latency from the merged histogram."""
+    merged: dict[str, Any] = _deep_add(sections) or {}
+    for figures in [merged, *(merged.get("channels") or {}).values()]:
+        expected = figures.get("messages_expected") or 0
+        unique = (figures.get("messages_received") or 0) - (figures.get("duplicates") or 0)
+        figures["delivery_ratio"] = round(min(1.0, unique / expected), 6) if expected else None
+        figures["loss_ratio"] = round((figures.get("messages_missing") or 0) / expected, 6) if expected else 0.0
+    merged["latency_ms"] = latency
+    merged["malformed_examples"] = (merged.get("malformed_examples") or [])[:5]
+    return merged
 
 
 def _deep_add(items: list[Any], key: str = "") -> Any:
@@ -365,8 +390,17 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
         merged["timeline"] = timeline
     if any("rooms" in r for r in reports):
         merged["rooms"] = merger.rooms()
+    if any(r.get("data") for r in reports):
+        merged["data"] = _merged_data([r.get("data") for r in reports], merged["latency_ms"].get("data_e2e") or {})
     if any("failed_participants" in r for r in reports):
-        merged["failed_participants"] = [row for r in reports for row in r.get("failed_participants") or []]
+        rows = [row for r in reports for row in r.get("failed_participants") or []]
+        if len(rows) > MAX_FAILED_ROWS:  # each input lists up to that many; so does the whole, earliest first
+            rows = sorted(rows, key=lambda row: row.get("at_s") or 0.0)[:MAX_FAILED_ROWS]
+            merger.notes.append(
+                f"failed_participants lists the {MAX_FAILED_ROWS} earliest failures of the inputs' lists; "
+                "participants.failures counts them all"
+            )
+        merged["failed_participants"] = rows
     if sum(1 for r in reports if r.get("probes")) > 1:
         merger.notes.append("probes: counts add; ratios and latency percentiles are the worst input's, means averaged")
     # A threshold verdict belongs to one run's figures; evaluate thresholds again on the merged report.

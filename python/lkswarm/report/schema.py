@@ -78,6 +78,7 @@ class SignalPathFigures(TypedDict):
     participants: int
     outcomes: dict[str, int]  # completed / left / failed
     connects: int  # WebSocket connections opened on this path (joins, resumes, retries)
+    resumes: int  # resumes the server took on this path
     offers_sent: int  # our offers: dual-PC publisher offers, or the single PC's join offer and re-offers
 
 
@@ -204,6 +205,7 @@ class Report(TypedDict):
     participants: Participants
     latency_ms: dict[str, Any]  # phase -> Summary
     media: dict[str, Any]  # `MediaTotals.report`; ``{}`` in a crashed worker's report
+    data: NotRequired[dict[str, Any]]  # `lkswarm.media.data.DataTotals.report`: runs with data publishers or data
     probes: dict[str, Any]  # `ProbeTotals.report`; ``{}`` without probes
     signal: Signal
     room_check: dict[str, Any]

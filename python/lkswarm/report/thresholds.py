@@ -51,7 +51,7 @@ LATENCY_PHASES = (*PHASES, "media_e2e", *MERGED_PHASES)
 _STAT = re.compile(r"^(count|min|max|mean|p\d+(?:\.\d+)?)$")
 OUTCOMES = ("completed", "left", "failed", "not_started")
 PARTICIPANT_COUNTS = ("scheduled", "started", "joined", "active", "active_at_end", "alive_at_end", "departed")
-SECTIONS = ("participants", "media", "probes", "signal", "generator", "room_check", "latency_ms")
+SECTIONS = ("participants", "media", "data", "probes", "signal", "generator", "room_check", "latency_ms")
 
 
 @dataclass(frozen=True, slots=True)

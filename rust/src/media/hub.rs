@@ -50,6 +50,8 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use str0m::config::DtlsCert;
 
 use super::clip::MediaLibrary;
+use super::data::sender::DataPublish;
+use super::data::DataSummary;
 use super::deadline::{Deadline, Fired};
 use super::lag::LagHistogram;
 use super::peer::{MediaPeer, PeerConfig, PeerEvent, RxTrack};
@@ -113,6 +115,8 @@ pub struct PeerSummary {
     pub failed: bool,
     /// One PeerConnection for both directions: both `*_connected` then report it.
     pub single_pc: bool,
+    /// Data-channel load (`media::data`).
+    pub data: DataSummary,
 }
 
 /// Hub-wide running totals: live peers plus everything removed peers had counted.
@@ -131,6 +135,10 @@ pub struct HubTotals {
     /// Worker loop iterations (epoll returns) and peer timeouts served: where the hub's CPU goes.
     pub wakeups: u64,
     pub timeouts: u64,
+    /// Data-channel probe messages sent, and messages / payload bytes received (`media::data`).
+    pub data_sent: u64,
+    pub data_received: u64,
+    pub data_bytes_received: u64,
 }
 
 impl HubTotals {
@@ -145,6 +153,10 @@ impl HubTotals {
             self.packets_expected += track.stats.expected();
             self.packets_lost += track.stats.lost();
         }
+        let (data_sent, data_received, data_bytes_received) = peer.data().totals();
+        self.data_sent += data_sent;
+        self.data_received += data_received;
+        self.data_bytes_received += data_bytes_received;
     }
 }
 
@@ -203,6 +215,8 @@ struct State {
     timeouts: u64,
     /// How late each due deadline was served: the media thread's own saturation signal.
     timer_lag: LagHistogram,
+    /// Data-message latency of removed peers (live peers keep their own; `data_latency` merges).
+    retired_data_latency: LagHistogram,
     /// Peers with a PeerConnection in its handshake; the worker batches wakeups only at 0.
     connecting: usize,
     /// A socket refused `SO_TIMESTAMPNS`: arrival times are then read times, so the worker never
@@ -261,6 +275,7 @@ impl Hub {
                 wakeups: 0,
                 timeouts: 0,
                 timer_lag: LagHistogram::default(),
+                retired_data_latency: LagHistogram::default(),
                 connecting: 0,
                 untimestamped: false,
             }),
@@ -386,9 +401,16 @@ impl Hub {
         self.with_peer(id, |peer, now| peer.add_remote_candidate(pc, candidate_init, now)).map_err(Error::media)
     }
 
-    /// Opens the publisher PeerConnection (a second socket) and returns its offer.
-    pub fn publisher_offer(&self, id: u32, audio_cid: Option<&str>, video_cid: Option<&str>) -> crate::Result<String> {
-        self.publisher_offer_inner(id, audio_cid, video_cid).map_err(Error::media)
+    /// Opens the publisher PeerConnection (a second socket) and returns its offer; with `data`
+    /// it carries the `_reliable` and `_lossy` channels.
+    pub fn publisher_offer(
+        &self,
+        id: u32,
+        audio_cid: Option<&str>,
+        video_cid: Option<&str>,
+        data: bool,
+    ) -> crate::Result<String> {
+        self.publisher_offer_inner(id, audio_cid, video_cid, data).map_err(Error::media)
     }
 
     fn publisher_offer_inner(
@@ -396,11 +418,12 @@ impl Hub {
         id: u32,
         audio_cid: Option<&str>,
         video_cid: Option<&str>,
+        data: bool,
     ) -> Result<String, String> {
         let (socket, local) = self.bind()?;
         let cert = self.shared.cert.clone();
         let offer =
-            self.with_peer(id, |peer, now| peer.create_publisher_offer(local, &cert, audio_cid, video_cid, now))?;
+            self.with_peer(id, |peer, now| peer.create_publisher_offer(local, &cert, audio_cid, video_cid, data, now))?;
         let mut state = self.shared.lock();
         let socket = register(&self.shared.registry, &mut state, id, 1, socket, local)?;
         if let Some(slot) = state.slots.get_mut(&id) {
@@ -416,6 +439,9 @@ impl Hub {
         state.connecting -= usize::from(slot.connecting);
         let summary = summarize(&slot.peer);
         state.retired.add_peer(&slot.peer);
+        if let Some(latency) = &slot.peer.data().latency {
+            state.retired_data_latency.merge(latency);
+        }
         for socket in &mut slot.sockets {
             let _ = self.shared.registry.deregister(&mut socket.socket);
             state.owners.remove(&socket.token);
@@ -452,6 +478,32 @@ impl Hub {
         let state = self.shared.lock();
         let limit_us = u64::try_from(limit.as_micros()).unwrap_or(u64::MAX);
         (state.timer_lag.count(), state.timer_lag.count_above_us(limit_us))
+    }
+
+    /// Starts or replaces a peer's probe messages on one channel (`media::data::sender`).
+    pub fn data_publish(&self, id: u32, spec: DataPublish) -> crate::Result<()> {
+        self.with_peer(id, |peer, now| peer.data_publish(spec, now)).map_err(Error::media)
+    }
+
+    /// Stops a peer's probe messages on both channels.
+    pub fn data_stop(&self, id: u32) -> crate::Result<()> {
+        self.with_peer(id, |peer, _| {
+            peer.data_stop();
+            Ok(())
+        })
+        .map_err(Error::media)
+    }
+
+    /// One-way latency of every probe message received, by all peers the hub has had.
+    pub fn data_latency(&self) -> LagHistogram {
+        let state = self.shared.lock();
+        let mut merged = state.retired_data_latency.clone();
+        for slot in state.slots.values() {
+            if let Some(latency) = &slot.peer.data().latency {
+                merged.merge(latency);
+            }
+        }
+        merged
     }
 
     pub fn take_events(&self) -> Vec<HubEvent> {
@@ -524,6 +576,7 @@ fn summarize(peer: &MediaPeer) -> PeerSummary {
         publisher_connected: peer.is_connected(Pc::Publisher),
         failed: peer.is_failed(),
         single_pc: peer.is_single(),
+        data: peer.data().summary(),
     }
 }
 

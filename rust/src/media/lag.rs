@@ -72,6 +72,15 @@ impl LagHistogram {
         self.total
     }
 
+    /// Adds every value of `other` (histograms of several peers into one hub-wide view).
+    pub fn merge(&mut self, other: &LagHistogram) {
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *mine += theirs;
+        }
+        self.total += other.total;
+        self.max_us = self.max_us.max(other.max_us);
+    }
+
     pub fn max_us(&self) -> u64 {
         self.max_us
     }

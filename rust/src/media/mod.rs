@@ -2,6 +2,7 @@
 //! by `peer`, and an I/O shell (`hub`) that owns the UDP sockets and a worker thread.
 
 pub mod clip;
+pub mod data;
 pub mod deadline;
 pub mod dtls;
 pub mod hub;

@@ -45,6 +45,11 @@
 //! the primary one, and the published media starts on it. Trickled candidates for either target
 //! land on it.
 //!
+//! Data channels (`data` submodule, `media::data`): every PeerConnection's channel events are
+//! handled, so what the server sends on `_reliable` / `_lossy` is accounted per sender; probe
+//! messages are written on the channels of the media PeerConnection (the dual-PC publisher one,
+//! whose offer adds them with `data`, or the single one), on the same `poll` as media frames.
+//!
 //! After a signal resume ICE restarts on the primary PeerConnection: the server offers new
 //! credentials (dual-PC) or we offer them (`ice_restart`, single-PC). The `restart` submodule
 //! tracks it until ICE is connected again and media flows (`PeerEvent::MediaResumed`), or fails
@@ -62,11 +67,13 @@ use str0m::rtp::Ssrc;
 use str0m::{Event, IceConnectionState, Input, Output, RtcError};
 
 use super::clip::{MediaLibrary, SIMULCAST_RIDS};
+use super::data::{add_livekit_channels, DataState};
 use super::publish::{Publisher, Write};
 use super::rxstats::RxStats;
 use super::sdp::{candidate_from_init, msid_tracks_by_mid};
 use super::transport::Transport;
 
+mod data;
 mod restart;
 mod single;
 
@@ -185,6 +192,8 @@ pub struct MediaPeer {
     rx: HashMap<Ssrc, RxTrack>,
     /// Receive accounting of tracks whose section now carries another track (kept for the summary).
     retired_rx: Vec<RxTrack>,
+    /// The latest datagram's arrival, µs since the epoch (a received data message's arrival).
+    last_arrival_wall_us: u64,
     tracks_by_mid: HashMap<String, String>,
     events: Vec<(Instant, PeerEvent)>,
     /// Datagrams produced while handling input, until `poll` hands them out. str0m
@@ -193,6 +202,8 @@ pub struct MediaPeer {
     failed: bool,
     config: PeerConfig,
     pub counters: PeerCounters,
+    /// Data-channel load: open channels, the probe schedule, receive accounting (`data`).
+    data: DataState,
 }
 
 impl MediaPeer {
@@ -220,12 +231,14 @@ impl MediaPeer {
             library,
             rx: HashMap::new(),
             retired_rx: Vec::new(),
+            last_arrival_wall_us: 0,
             tracks_by_mid: HashMap::new(),
             events: Vec::new(),
             outbox: Vec::new(),
             failed: false,
             config,
             counters: PeerCounters::default(),
+            data: DataState::default(),
         })
     }
 
@@ -369,13 +382,15 @@ impl MediaPeer {
     }
 
     /// Creates the publisher PeerConnection and its first offer: one audio m-line
-    /// (if `audio_cid`) and one video m-line with the library's layers (if `video_cid`).
+    /// (if `audio_cid`), one video m-line with the library's layers (if `video_cid`), and with
+    /// `data` the `_reliable` and `_lossy` channels we send data on (then no track is needed).
     pub fn create_publisher_offer(
         &mut self,
         publisher_addr: SocketAddr,
         cert: &DtlsCert,
         audio_cid: Option<&str>,
         video_cid: Option<&str>,
+        data: bool,
         now: Instant,
     ) -> Result<String, String> {
         if self.single.is_some() {
@@ -388,6 +403,9 @@ impl MediaPeer {
         let mut transport = Transport::publisher(cert, publisher_addr, now, self.library.video_codec)?;
         let mut api = transport.rtc.sdp_api();
         let (audio_mid, video_mid) = add_send_sections(&mut api, &self.library, audio_cid, video_cid);
+        if data {
+            add_livekit_channels(&mut api);
+        }
         let (offer, pending) = api.apply().ok_or("nothing to offer")?;
         self.pending_offer = Some(pending);
         let (talk_spurts, seed) = (self.config.talk_spurts, self.config.seed);
@@ -481,6 +499,10 @@ impl MediaPeer {
             transport.own_checks_at = None;
         }
         transport.undrained = true;
+        // The arrival on the wall clock, for data latency: `now` is the kernel's arrival time.
+        let behind = Instant::now().saturating_duration_since(now);
+        self.last_arrival_wall_us = crate::media::data::unix_now_us().saturating_sub(behind.as_micros() as u64);
+        let transport = self.transport_mut(pc).expect("pc_for found it");
         let now = transport.advance_clock(now);
         let result = transport.rtc.handle_input(Input::Receive(now, receive));
         if let Err(error) = result {
@@ -573,12 +595,18 @@ impl MediaPeer {
         if media_connected && self.publishing.is_some() {
             self.write_due_media(now, out);
         }
+        if !self.failed {
+            self.write_due_data(now, out);
+        }
         let mut wake = self.primary.next_timeout;
         if let Some(deadline) = self.arm_restart(now) {
             wake = wake.min(deadline);
         }
         if let Some(publisher) = &self.publisher {
             wake = wake.min(publisher.next_timeout);
+        }
+        if let Some(due) = self.data_next_due() {
+            wake = wake.min(due);
         }
         if media_connected {
             if let Some(next_due) = self.publishing.as_ref().and_then(Publisher::next_due) {
@@ -717,6 +745,9 @@ impl MediaPeer {
                     publishing.on_keyframe_request(request.mid, request.rid);
                 }
             }
+            Event::ChannelOpen(id, label) => self.on_channel_open(pc, now, id, label),
+            Event::ChannelData(data) => self.on_channel_data(pc, &data),
+            Event::ChannelClose(id) => self.on_channel_close(pc, id),
             _ => {}
         }
     }

@@ -11,10 +11,12 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use super::data::{data_dict, kind_from_name};
 use super::errors::IntoPyResult;
 use super::events::{pc_from_signal_target, PyHubEvent};
 use crate::error::Error;
 use crate::media::clip::{Clip, ClipFrame, MediaLibrary, VideoCodec};
+use crate::media::data::sender::DataPublish;
 use crate::media::hub::{Hub, PeerSummary};
 use crate::media::peer::PeerConfig;
 
@@ -67,6 +69,7 @@ fn summary_dict<'py>(py: Python<'py>, summary: &PeerSummary) -> PyResult<Bound<'
         tracks.append(t)?;
     }
     dict.set_item("tracks", tracks)?;
+    dict.set_item("data", data_dict(py, &summary.data)?)?;
     Ok(dict)
 }
 
@@ -138,16 +141,57 @@ impl PyMediaHub {
         py.detach(|| self.hub.accept_offer(peer, sdp)).py()
     }
 
-    /// Opens the publisher PeerConnection and returns its offer.
-    #[pyo3(signature = (peer, audio_cid = None, video_cid = None))]
+    /// Opens the publisher PeerConnection and returns its offer; with ``data`` it carries the
+    /// ``_reliable`` and ``_lossy`` channels (then it may have no track).
+    #[pyo3(signature = (peer, audio_cid = None, video_cid = None, data = false))]
     fn publisher_offer(
         &self,
         py: Python<'_>,
         peer: u32,
         audio_cid: Option<&str>,
         video_cid: Option<&str>,
+        data: bool,
     ) -> PyResult<String> {
-        py.detach(|| self.hub.publisher_offer(peer, audio_cid, video_cid)).py()
+        py.detach(|| self.hub.publisher_offer(peer, audio_cid, video_cid, data)).py()
+    }
+
+    /// Sends probe messages on the peer's ``channel`` ("reliable" or "lossy") at ``rate_hz``, each
+    /// ``size_bytes`` of payload (>= 20), from when the channel is open; replaces that channel's
+    /// schedule. Written on the media thread; see ``_core.pyi``.
+    #[pyo3(signature = (peer, channel, rate_hz, size_bytes, topic = "", destinations = Vec::new(), identity = ""))]
+    #[allow(clippy::too_many_arguments)]
+    fn data_publish(
+        &self,
+        py: Python<'_>,
+        peer: u32,
+        channel: &str,
+        rate_hz: f64,
+        size_bytes: usize,
+        topic: &str,
+        destinations: Vec<String>,
+        identity: &str,
+    ) -> PyResult<()> {
+        let kind = kind_from_name(channel).py()?;
+        let spec = DataPublish {
+            kind,
+            rate_hz,
+            size_bytes,
+            topic: topic.to_string(),
+            destinations,
+            identity: identity.to_string(),
+        };
+        py.detach(|| self.hub.data_publish(peer, spec)).py()
+    }
+
+    /// Stops the peer's probe messages on both channels.
+    fn data_stop(&self, py: Python<'_>, peer: u32) -> PyResult<()> {
+        py.detach(|| self.hub.data_stop(peer)).py()
+    }
+
+    /// One-way latency of received probe messages, all peers: (µs, count) per non-empty bucket,
+    /// ascending, as ``timer_lag``.
+    fn data_latency(&self, py: Python<'_>) -> Vec<(u64, u64)> {
+        py.detach(|| self.hub.data_latency().buckets())
     }
 
     /// A single-PC peer's join offer, ``(sdp, offer id)``: the send sections for the given tracks,
@@ -234,6 +278,9 @@ impl PyMediaHub {
         dict.set_item("packets_lost", t.packets_lost)?;
         dict.set_item("wakeups", t.wakeups)?;
         dict.set_item("timeouts", t.timeouts)?;
+        dict.set_item("data_sent", t.data_sent)?;
+        dict.set_item("data_received", t.data_received)?;
+        dict.set_item("data_bytes_received", t.data_bytes_received)?;
         Ok(dict)
     }
 

@@ -2,6 +2,7 @@
 
 mod buffer;
 mod codec;
+mod data;
 mod errors;
 mod events;
 mod media;

@@ -30,10 +30,10 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use str0m::change::SdpAnswer;
-use str0m::channel::{ChannelConfig, Reliability};
 use str0m::media::{Direction, MediaKind, Mid};
 
 use super::{add_send_sections, MediaPeer};
+use crate::media::data::add_livekit_channels;
 use crate::media::publish::Publisher;
 use crate::media::sdp::msid_tracks_by_mid;
 
@@ -104,13 +104,7 @@ impl MediaPeer {
             }
         }
         // The server counts the PeerConnection established only once both channels are open.
-        api.add_channel_with_config(ChannelConfig { label: "_reliable".into(), ..ChannelConfig::default() });
-        api.add_channel_with_config(ChannelConfig {
-            label: "_lossy".into(),
-            ordered: false,
-            reliability: Reliability::MaxRetransmits { retransmits: 0 },
-            ..ChannelConfig::default()
-        });
+        add_livekit_channels(&mut api);
         let (offer, pending) = api.apply().ok_or("nothing to offer")?;
         self.pending_offer = Some(pending);
         single.offers += 1;
@@ -356,6 +350,7 @@ mod tests {
                 &shared_certificate().unwrap(),
                 None,
                 None,
+                false,
                 Instant::now()
             )
             .unwrap_err()

@@ -1,0 +1,149 @@
+"""Data messages over LiveKit's data channels: who publishes, and the report's ``data`` section.
+
+Theory of operation
+-------------------
+Sending and receiving happen on the media thread (the Rust hub), not here: a data publisher's peer
+is told once to write a `DataPacket` every ``1/data_rate`` s on ``_reliable`` or ``_lossy``
+(`MediaHub.data_publish`), from when that channel opens. Each payload starts with our stamp (the
+magic ``LKSW``, the send time in µs since the epoch and a per-sender counter), so every receiver
+accounts, per (sender identity, channel), what arrived, what was duplicated, reordered or missing,
+and the end-to-end latency, into the hub's histogram. Messages without the stamp (an SDK's) are
+counted by sender as ``foreign``: received, with no sequence or latency accounting.
+
+This module only decides who publishes what (`data_role`), and turns each peer's figures into the
+report's ``data`` section and ``data.csv`` rows (`DataTotals`).
+
+Receivers know ``expected`` only from the counters they saw: from the first to the highest one. A
+loss after a receiver's last message, or before its first, is not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+CHANNELS = ("reliable", "lossy")
+
+
+def is_data_publisher(seat: int, data_publishers: int) -> bool:
+    """The first ``data_publishers`` seats of each room publish data (media publishers may too)."""
+    return seat < data_publishers
+
+
+def destinations(data_to: str, own_identity: str, room_view: dict[str, str]) -> list[str]:
+    """``all``: none named (the server sends to everyone else); ``N``: the first N other identities, sorted."""
+    if data_to == "all":
+        return []
+    others = sorted(identity for identity in room_view if identity != own_identity)
+    return others[: int(data_to)]
+
+
+@dataclass(slots=True)
+class ChannelFigures:
+    """One channel's totals over every (receiver, sender) pair."""
+
+    messages_sent: int = 0
+    bytes_sent: int = 0
+    send_blocked: int = 0
+    messages_received: int = 0
+    messages_expected: int = 0
+    messages_missing: int = 0
+    duplicates: int = 0
+    out_of_order: int = 0
+    bytes_received: int = 0
+
+    def report(self) -> dict[str, Any]:
+        unique = self.messages_received - self.duplicates
+        expected = self.messages_expected
+        return {
+            "messages_sent": self.messages_sent,
+            "messages_received": self.messages_received,
+            "messages_expected": expected,
+            "messages_missing": self.messages_missing,
+            "delivery_ratio": round(min(1.0, unique / expected), 6) if expected else None,
+            "loss_ratio": round(self.messages_missing / expected, 6) if expected else 0.0,
+            "duplicates": self.duplicates,
+            "out_of_order": self.out_of_order,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "send_blocked": self.send_blocked,
+        }
+
+
+@dataclass(slots=True)
+class DataTotals:
+    """The run's data figures, gathered from every live peer at the end."""
+
+    publish_channel: str = "reliable"  # what this run's publishers send on (--data-channel)
+    channels: dict[str, ChannelFigures] = field(default_factory=lambda: {c: ChannelFigures() for c in CHANNELS})
+    foreign_messages: int = 0  # received without our stamp (the SDK's): counted by sender, no latency
+    foreign_bytes: int = 0
+    malformed: int = 0
+    malformed_examples: list[str] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # data.csv: one per (receiver, sender, channel)
+    publishers: int = 0
+
+    def account(self, identity: str, room: str, data: dict[str, Any]) -> None:
+        """Adds one peer's ``data`` figures (`MediaHub.peer_stats`)."""
+        for channel, count in (data.get("sent") or {}).items():
+            figures = self.channels.setdefault(channel, ChannelFigures())
+            figures.messages_sent += count
+            figures.bytes_sent += (data.get("bytes_sent") or {}).get(channel, 0)
+        if any((data.get("sent") or {}).values()):
+            self.publishers += 1
+        # A run publishes on one channel, so a peer's blocked writes are that channel's.
+        self.channels.setdefault(self.publish_channel, ChannelFigures()).send_blocked += data.get("send_blocked", 0)
+        self.malformed += data.get("malformed", 0)
+        detail = data.get("malformed_detail") or ""
+        if detail and len(self.malformed_examples) < 5:
+            self.malformed_examples.append(f"{identity}: {detail}")
+        for received in data.get("received") or []:
+            # The hub names a receiving channel by its label: "_reliable" is what publishers call "reliable".
+            label = received["channel"]
+            row = {**received, "channel": label[1:] if label in ("_reliable", "_lossy") else label}
+            self.rows.append({"receiver": identity, "room": room, **row})
+            if row.get("foreign"):
+                self.foreign_messages += row["received"]
+                self.foreign_bytes += row["bytes"]
+                continue
+            figures = self.channels.setdefault(row["channel"], ChannelFigures())
+            figures.messages_received += row["received"]
+            figures.messages_expected += row["expected"]
+            figures.messages_missing += row["missing"]
+            figures.duplicates += row["duplicates"]
+            figures.out_of_order += row["out_of_order"]
+            figures.bytes_received += row["bytes"]
+
+    def report(self, latency: dict[str, Any]) -> dict[str, Any]:
+        """The report's ``data`` section; ``latency`` is ``latency_ms.data_e2e``'s summary."""
+        by_channel = {name: figures.report() for name, figures in self.channels.items() if _used(figures)}
+        whole = ChannelFigures()
+        for figures in self.channels.values():
+            for name in whole.__slots__:
+                setattr(whole, name, getattr(whole, name) + getattr(figures, name))
+        return {
+            **whole.report(),
+            "publishers": self.publishers,
+            "foreign_messages": self.foreign_messages,
+            "foreign_bytes": self.foreign_bytes,
+            "malformed": self.malformed,
+            "malformed_examples": self.malformed_examples,
+            "latency_ms": latency,
+            "channels": by_channel,
+        }
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.malformed:
+            out.append(
+                f"{self.malformed} data message(s) could not be read as a DataPacket, e.g. "
+                + "; ".join(self.malformed_examples[:2])
+            )
+        return out
+
+
+def _used(figures: ChannelFigures) -> bool:
+    return bool(figures.messages_sent or figures.messages_received or figures.send_blocked)
+
+
+__all__ = ["CHANNELS", "ChannelFigures", "DataTotals", "destinations", "is_data_publisher"]

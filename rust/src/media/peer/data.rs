@@ -1,0 +1,109 @@
+//! The peer's side of data-channel load (`media::data`): channel events from str0m, the
+//! schedule's writes on the media thread, and the API the hub calls.
+//!
+//! Sending uses the channels on the PeerConnection that carries our published media
+//! (`media_pc`: the dual-PC publisher PeerConnection, or the single one); channels the server
+//! opens on the subscriber PeerConnection are only read. Every PeerConnection's channels are
+//! accounted on receive, under their label.
+
+use std::time::Instant;
+
+use str0m::channel::{ChannelData, ChannelId};
+use str0m::Rtc;
+
+use super::MediaPeer;
+use crate::media::data::packet::Kind;
+use crate::media::data::sender::{ChannelWriter, DataPublish};
+use crate::media::data::{kind_of_label, DataState, LOSSY_LABEL, RELIABLE_LABEL};
+use crate::media::types::{Datagram, Pc};
+
+/// One channel of an `Rtc`, lent to the sender for a burst of writes.
+struct RtcChannel<'a> {
+    rtc: &'a mut Rtc,
+    id: ChannelId,
+}
+
+impl ChannelWriter for RtcChannel<'_> {
+    fn write(&mut self, message: &[u8]) -> Result<bool, String> {
+        let mut channel = self.rtc.channel(self.id).ok_or("channel closed")?;
+        channel.write(true, message).map_err(|e| e.to_string())
+    }
+}
+
+fn label_of(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Reliable => RELIABLE_LABEL,
+        Kind::Lossy => LOSSY_LABEL,
+    }
+}
+
+impl MediaPeer {
+    pub fn data(&self) -> &DataState {
+        &self.data
+    }
+
+    /// Starts (or replaces) the probe schedule of one channel; see `data::sender`.
+    pub fn data_publish(&mut self, spec: DataPublish, now: Instant) -> Result<(), String> {
+        let open = self.data.channel(self.media_pc(), label_of(spec.kind)).is_some();
+        self.data.sender.publish(spec, open.then_some(now))
+    }
+
+    pub fn data_stop(&mut self) {
+        self.data.sender.stop();
+    }
+
+    pub(super) fn on_channel_open(&mut self, pc: Pc, now: Instant, id: ChannelId, label: String) {
+        if pc == self.media_pc() {
+            if let Some(kind) = kind_of_label(&label) {
+                self.data.sender.on_open(kind, now);
+            }
+        }
+        self.data.on_open(pc, id, label);
+    }
+
+    pub(super) fn on_channel_close(&mut self, pc: Pc, id: ChannelId) {
+        let Some(label) = self.data.on_close(pc, id) else { return };
+        if pc == self.media_pc() {
+            if let Some(kind) = kind_of_label(&label) {
+                if self.data.channel(pc, &label).is_none() {
+                    self.data.sender.on_close(kind);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_channel_data(&mut self, pc: Pc, data: &ChannelData) {
+        self.data.on_message(pc, data.id, &data.data, self.last_arrival_wall_us);
+    }
+
+    /// Writes the due probe messages of both channels, draining the sending transport after each
+    /// channel's burst (str0m queues them in SCTP until polled).
+    pub(super) fn write_due_data(&mut self, now: Instant, out: &mut Vec<Datagram>) {
+        let pc = self.media_pc();
+        for kind in [Kind::Reliable, Kind::Lossy] {
+            if !self.data.sender.is_due(kind, now) {
+                continue;
+            }
+            let transport = match pc {
+                Pc::Publisher => self.publisher.as_mut(),
+                Pc::Subscriber => Some(&mut self.primary),
+            };
+            let (Some(id), Some(transport)) = (self.data.channel(pc, label_of(kind)), transport) else {
+                // Not open after all: wait for `ChannelOpen` rather than wake at once forever.
+                self.data.sender.on_close(kind);
+                continue;
+            };
+            transport.undrained = true;
+            self.data.sender.write_due(kind, now, &mut RtcChannel { rtc: &mut transport.rtc, id });
+            self.drain(pc, now, out);
+            if self.failed {
+                return;
+            }
+        }
+    }
+
+    /// When the schedule next wants a write.
+    pub(super) fn data_next_due(&self) -> Option<Instant> {
+        self.data.sender.next_due()
+    }
+}

@@ -1,0 +1,72 @@
+"""The report's ``data`` section from the hub's per-peer figures, and its merge across processes."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from lkswarm.media.data import DataTotals, destinations, is_data_publisher
+from lkswarm.report.merge import _merged_data
+
+
+def peer_data(sent: int = 0, received: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "sent": {"reliable": sent, "lossy": 0},
+        "bytes_sent": {"reliable": sent * 500, "lossy": 0},
+        "send_blocked": 0,
+        "malformed": 0,
+        "malformed_detail": "",
+        "other": 0,
+        "channels_open": ["_reliable", "_lossy"],
+        "received": received or [],
+        **extra,
+    }
+
+
+def row(sender: str, received: int, expected: int, **extra: Any) -> dict[str, Any]:
+    base = {"sender": sender, "channel": "_reliable", "received": received, "bytes": received * 500}
+    base.update(expected=expected, missing=expected - received, duplicates=0, out_of_order=0, foreign=False)
+    base.update(extra)
+    return base
+
+
+def test_publishers_are_the_first_seats_and_destinations_are_the_first_others() -> None:
+    assert [is_data_publisher(seat, 2) for seat in range(4)] == [True, True, False, False]
+    view = {"p3": "PA_3", "p1": "PA_1", "p0": "PA_0", "p2": "PA_2"}
+    assert destinations("all", "p1", view) == []
+    assert destinations("2", "p1", view) == ["p0", "p2"]
+
+
+def test_a_section_counts_delivery_loss_duplicates_and_other_clients() -> None:
+    totals = DataTotals(publish_channel="reliable")
+    totals.account("p0", "room", peer_data(sent=100, received=[row("p1", 100, 100)]))
+    received = [
+        row("p0", 98, 100, duplicates=1, out_of_order=3),  # 97 unique of 100
+        row("sdk", 7, 0, foreign=True),
+    ]
+    totals.account("p1", "room", peer_data(sent=100, received=received, send_blocked=2))
+    totals.account("p2", "room", peer_data(malformed=1, malformed_detail="truncated varint"))
+    section = totals.report({"count": 197, "p50": 3.0, "p99": 9.0})
+    assert section["messages_sent"] == 200 and section["publishers"] == 2
+    assert section["messages_received"] == 198 and section["messages_expected"] == 200
+    assert section["delivery_ratio"] == round(197 / 200, 6)
+    assert section["loss_ratio"] == round(2 / 200, 6) and section["duplicates"] == 1 and section["out_of_order"] == 3
+    assert section["foreign_messages"] == 7 and section["send_blocked"] == 2
+    assert section["malformed"] == 1 and section["malformed_examples"] == ["p2: truncated varint"]
+    assert set(section["channels"]) == {"reliable"}
+    assert section["latency_ms"]["p99"] == 9.0
+    assert [(r["receiver"], r["sender"]) for r in totals.rows] == [("p0", "p1"), ("p1", "p0"), ("p1", "sdk")]
+    assert totals.warnings() and "truncated varint" in totals.warnings()[0]
+
+
+def test_merged_sections_add_counts_and_compute_ratios_again() -> None:
+    totals = DataTotals()
+    totals.account("p0", "room", peer_data(sent=10, received=[row("p1", 9, 10)]))
+    one = totals.report({"count": 9})
+    two = copy.deepcopy(one)
+    two["messages_received"], two["channels"]["reliable"]["messages_received"] = 10, 10
+    two["messages_missing"], two["channels"]["reliable"]["messages_missing"] = 0, 0
+    merged = _merged_data([one, two], {"count": 19, "p99": 4.0})
+    assert merged["messages_received"] == 19 and merged["messages_expected"] == 20
+    assert merged["delivery_ratio"] == 0.95 and merged["channels"]["reliable"]["delivery_ratio"] == 0.95
+    assert merged["loss_ratio"] == 0.05 and merged["latency_ms"] == {"count": 19, "p99": 4.0}
