@@ -146,6 +146,12 @@ def single_pc_suite() -> dict[str, Any]:
     return main()
 
 
+def data_suite() -> dict[str, Any]:
+    from bench_data import main
+
+    return main()
+
+
 def scale_suite() -> dict[str, Any]:
     from bench_vs_lk import scale
 
@@ -162,6 +168,7 @@ SUITES: dict[str, Callable[[], dict[str, Any]]] = {
     "scale": scale_suite,
     "soak": soak_suite,
     "single-pc": single_pc_suite,
+    "data": data_suite,
 }
 
 COMMANDS = {
@@ -174,6 +181,7 @@ COMMANDS = {
     "scale": "python bench/bench_vs_lk.py scale --duration 60",
     "soak": "python bench/bench_soak.py --minutes 30",
     "single-pc": "python bench/bench_single_pc.py",
+    "data": "python bench/bench_data.py",
 }
 
 
@@ -302,6 +310,16 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
             f"| {ratio['generator_cpu_s_per_participant']}× / {ratio['server_cpu_s_per_participant']}× / "
             f"{ratio['udp_sockets_per_participant']}× (active p50 {m['v1']['active_p50_ms']:.0f} vs "
             f"{m['v0']['active_p50_ms']:.0f} ms) | fewer sockets, less CPU | {f} |"
+        )
+    if "data" in latest:
+        r = latest["data"]["result"]
+        shape = r["shape"]
+        rows.append(
+            f"| data | generator CPU per delivered message / server CPU per forwarded message "
+            f"({shape['publishers']} publishers × {shape['rate']:g} msg/s of {shape['size']} B to "
+            f"{shape['participants'] - 1} others) | {r['generator_cpu_us_per_delivered_message']} / "
+            f"{r['server_cpu_us_per_forwarded_message']} µs ({r['ratio_generator_over_server']}×) | "
+            f"≤ {r['goal_ratio']}× | {latest['data']['file']} |"
         )
     if "fuzz" in latest:
         r = latest["fuzz"]["result"]
