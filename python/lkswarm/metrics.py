@@ -233,7 +233,23 @@ class ProcessUsage:
 
     def stop(self) -> None:
         self.cpu_s = round(self._cpu() - self._cpu_start, 3)
-        self.max_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        self.max_rss_mb = peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size, from /proc's VmHWM on Linux.
+
+    Not `getrusage`'s ``ru_maxrss``: Linux carries it across exec, so a generator started from a big
+    process (a test runner of 250 MB, a notebook) reported its parent's peak, not its own.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def current_rss_mb() -> float:
