@@ -217,7 +217,8 @@ def run_scenario(
             url = local.url
             if on_server is not None:
                 on_server(local)
-        check_signal_path(config, credentials, url)
+        if worker[1] == 1:  # with workers, the parent checked once before starting them
+            check_signal_path(config, credentials, url)
         engine = build_engine(
             config, credentials, url, observers, probe_network=network, worker=worker, start_gate=start_gate
         )

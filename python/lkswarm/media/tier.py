@@ -226,12 +226,20 @@ class LightLeg(SignalingLeg):
             self.close()
             self._start_join_over()
             self._reset_join_state()
+        self._add_peer(hub, single_pc=False)
+
+    def _add_peer(self, hub: _core.MediaHub, *, single_pc: bool) -> int:
+        """Creates this participant's peer in the hub (seeded by run and index) and registers it."""
         config = self.run.config
         seed = (config.seed or 0) * 1_000_003 + self.driver.index
         self.peer_id, self.local_port = hub.add_peer(
-            seed=seed, talk_spurts=config.talk_spurts, connect_timeout_s=config.media_connect_timeout_s
+            seed=seed,
+            talk_spurts=config.talk_spurts,
+            connect_timeout_s=config.media_connect_timeout_s,
+            single_pc=single_pc,
         )
         self.tier.participants[self.peer_id] = self
+        return self.peer_id
 
     def _open_single_pc(self, now: float) -> tuple[str, int]:
         """The ``/rtc/v1`` peer: one PeerConnection that sends our tracks and receives the room's."""
@@ -241,18 +249,10 @@ class LightLeg(SignalingLeg):
         if self.peer_id is not None:  # a fresh join: the server forgot the old PeerConnection, so does the hub
             self.close()
         self._reset_join_state()
-        config = self.run.config
-        seed = (config.seed or 0) * 1_000_003 + self.driver.index
-        self.peer_id, self.local_port = hub.add_peer(
-            seed=seed,
-            talk_spurts=config.talk_spurts,
-            connect_timeout_s=config.media_connect_timeout_s,
-            single_pc=True,
-        )
-        self.tier.participants[self.peer_id] = self
+        peer = self._add_peer(hub, single_pc=True)
         audio = next((cid for cid, kind in self._cids.items() if kind == "audio"), None)
         video = next((cid for cid, kind in self._cids.items() if kind == "video"), None)
-        return hub.join_offer(self.peer_id, audio_cid=audio, video_cid=video)
+        return hub.join_offer(peer, audio_cid=audio, video_cid=video)
 
     def _reoffer(self, num_audios: int, num_videos: int) -> tuple[str, int] | None:
         hub, peer = self._hub()

@@ -192,8 +192,9 @@ pub struct MediaPeer {
     rx: HashMap<Ssrc, RxTrack>,
     /// Receive accounting of tracks whose section now carries another track (kept for the summary).
     retired_rx: Vec<RxTrack>,
-    /// The latest datagram's arrival, µs since the epoch (a received data message's arrival).
-    last_arrival_wall_us: u64,
+    /// The latest datagram's arrival (the kernel's time): a received data message's arrival. Kept as
+    /// an `Instant` and put on the wall clock only when a data message needs it, not per datagram.
+    last_arrival: Option<Instant>,
     tracks_by_mid: HashMap<String, String>,
     events: Vec<(Instant, PeerEvent)>,
     /// Datagrams produced while handling input, until `poll` hands them out. str0m
@@ -231,7 +232,7 @@ impl MediaPeer {
             library,
             rx: HashMap::new(),
             retired_rx: Vec::new(),
-            last_arrival_wall_us: 0,
+            last_arrival: None,
             tracks_by_mid: HashMap::new(),
             events: Vec::new(),
             outbox: Vec::new(),
@@ -499,9 +500,7 @@ impl MediaPeer {
             transport.own_checks_at = None;
         }
         transport.undrained = true;
-        // The arrival on the wall clock, for data latency: `now` is the kernel's arrival time.
-        let behind = Instant::now().saturating_duration_since(now);
-        self.last_arrival_wall_us = crate::media::data::unix_now_us().saturating_sub(behind.as_micros() as u64);
+        self.last_arrival = Some(now); // the kernel's arrival time, for data latency
         let transport = self.transport_mut(pc).expect("pc_for found it");
         let now = transport.advance_clock(now);
         let result = transport.rtc.handle_input(Input::Receive(now, receive));

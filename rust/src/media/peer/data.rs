@@ -6,7 +6,7 @@
 //! opens on the subscriber PeerConnection are only read. Every PeerConnection's channels are
 //! accounted on receive, under their label.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::channel::{ChannelData, ChannelId};
 use str0m::Rtc;
@@ -14,7 +14,7 @@ use str0m::Rtc;
 use super::MediaPeer;
 use crate::media::data::packet::Kind;
 use crate::media::data::sender::{ChannelWriter, DataPublish};
-use crate::media::data::{kind_of_label, DataState, LOSSY_LABEL, RELIABLE_LABEL};
+use crate::media::data::{kind_of_label, unix_now_us, DataState, LOSSY_LABEL, RELIABLE_LABEL};
 use crate::media::types::{Datagram, Pc};
 
 /// One channel of an `Rtc`, lent to the sender for a burst of writes.
@@ -73,7 +73,10 @@ impl MediaPeer {
     }
 
     pub(super) fn on_channel_data(&mut self, pc: Pc, data: &ChannelData) {
-        self.data.on_message(pc, data.id, &data.data, self.last_arrival_wall_us);
+        // The arrival on the wall clock: now, less how long ago the kernel queued the datagram.
+        let behind = self.last_arrival.map_or(Duration::ZERO, |at| Instant::now().saturating_duration_since(at));
+        let arrived_at_us = unix_now_us().saturating_sub(u64::try_from(behind.as_micros()).unwrap_or(u64::MAX));
+        self.data.on_message(pc, data.id, &data.data, arrived_at_us);
     }
 
     /// Writes the due probe messages of both channels, draining the sending transport after each
