@@ -18,7 +18,7 @@ PY_DIRS := python tests bench protos
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
 
-build: $(VENV)/.ext.stamp $(BIN)/livekit-server ## Create .venv, build the extension (release), install deps and livekit-server
+build: $(VENV)/.ext.stamp $(BIN)/livekit-server ## Create .venv, build the extension (release), install deps (the ray extra too, for the tests) and livekit-server
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) is required (set PYTHON=...)" >&2; exit 1; }
@@ -27,7 +27,8 @@ $(BIN)/python:
 
 $(VENV)/.deps.stamp: pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-	  print('\n'.join(p['dependencies'] + p['optional-dependencies']['dev']))" > $(VENV)/requirements.txt
+	  print('\n'.join(p['dependencies'] + p['optional-dependencies']['dev'] + p['optional-dependencies']['ray']))" \
+	  > $(VENV)/requirements.txt
 	$(BIN)/pip install -q -r $(VENV)/requirements.txt
 	touch $@
 

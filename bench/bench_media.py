@@ -12,10 +12,14 @@
    participant, against the embedded livekit-server; the median of five runs.
 
 Usage: ``python bench/bench_media.py`` (prints JSON); ``make bench`` records it.
+``--ab TREE`` measures only (3), this tree against another checkout's ``python/`` directory (with its
+own built ``_core``), interleaved A,B,B,A,... so the machine's drift hits both alike:
+``python bench/bench_media.py --ab /tmp/old/python --label-b affcad0 --rounds 4``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -153,7 +157,11 @@ def steady_state(report: dict[str, Any], participants: int) -> tuple[float, floa
     return seconds, cpu_s
 
 
-def participants_per_core(participants: int = 300, duration_s: int = 40) -> dict[str, Any]:
+def participants_per_core(
+    participants: int = 300, duration_s: int = 40, python_path: str | None = None
+) -> dict[str, Any]:
+    """One scale run; ``python_path`` runs another checkout's package (PYTHONPATH) instead of this one."""
+    env = dict(os.environ, PYTHONPATH=python_path) if python_path else None
     with tempfile.TemporaryDirectory() as tmp:
         report_path = Path(tmp) / "r.json"
         cmd = [
@@ -161,7 +169,7 @@ def participants_per_core(participants: int = 300, duration_s: int = 40) -> dict
             "--audio-publishers", "1", "--rate", "50", "--duration", f"{duration_s}s", "--no-verify-rooms",
             "--quiet", "--json", str(report_path),
         ]  # fmt: skip
-        subprocess.run(cmd, check=False, timeout=duration_s + 120, capture_output=True)
+        subprocess.run(cmd, check=False, timeout=duration_s + 120, capture_output=True, env=env)
         report: dict[str, Any] = json.loads(report_path.read_text())
     generator = report["generator"]
     active = report["participants"]["active_at_end"]
@@ -208,6 +216,30 @@ def scale_runs(repeats: int = 5) -> dict[str, Any]:
     return {**median, "runs": runs}
 
 
+def ab_scale(other: str, label_b: str, rounds: int) -> dict[str, Any]:
+    """The scale run of this tree (A) against ``other`` (B), ``rounds`` each, interleaved A,B,B,A,..."""
+    sides = {"A": None, "B": other}
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+    for k in range(rounds):
+        for side in ("A", "B") if k % 2 == 0 else ("B", "A"):
+            runs[side].append(participants_per_core(python_path=sides[side]))
+    keys = ("participants_per_core", "participants_per_core_whole_run", "join_cpu_ms_per_participant", "loss_ratio")
+    median = {side: {key: statistics.median(run[key] for run in runs[side]) for key in keys} for side in sides}
+    per_core = {side: [run["participants_per_core"] for run in runs[side]] for side in sides}
+    return {
+        "a": "this tree",
+        "b": label_b,
+        "rounds": rounds,
+        "median": median,
+        "participants_per_core_ratio_a_over_b": round(
+            median["A"]["participants_per_core"] / max(1, median["B"]["participants_per_core"]), 3
+        ),
+        # Noise: the spread of each side's own runs, to read the ratio against.
+        "participants_per_core_spread": {side: [min(values), max(values)] for side, values in per_core.items()},
+        "runs": runs,
+    }
+
+
 def main() -> dict[str, Any]:
     ours, decrypt_floor = ours_receive_ns()
     aiortc = aiortc_receive_ns()
@@ -233,4 +265,9 @@ def main() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(), indent=2))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ab", metavar="TREE", help="another checkout's python/ directory to compare with")
+    parser.add_argument("--label-b", default="baseline", help="what the other checkout is (e.g. its commit)")
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args()
+    print(json.dumps(ab_scale(args.ab, args.label_b, args.rounds) if args.ab else main(), indent=2))

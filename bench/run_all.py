@@ -152,6 +152,12 @@ def data_suite() -> dict[str, Any]:
     return main()
 
 
+def ray_suite() -> dict[str, Any]:
+    from bench_ray import main
+
+    return main()
+
+
 def scale_suite() -> dict[str, Any]:
     from bench_vs_lk import scale
 
@@ -169,6 +175,7 @@ SUITES: dict[str, Callable[[], dict[str, Any]]] = {
     "soak": soak_suite,
     "single-pc": single_pc_suite,
     "data": data_suite,
+    "ray": ray_suite,
 }
 
 COMMANDS = {
@@ -182,6 +189,7 @@ COMMANDS = {
     "soak": "python bench/bench_soak.py --minutes 30",
     "single-pc": "python bench/bench_single_pc.py",
     "data": "python bench/bench_data.py",
+    "ray": "python bench/bench_ray.py",
 }
 
 
@@ -300,6 +308,15 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
                 f"| scale | {tool}: most participants held ACTIVE 60 s, 10 audio publishers -> N subscribers "
                 f"(server CPU per subscriber; packets received) | {held} ({server}; {packets}) | – | {f} |"
             )
+    if "ray" in latest:
+        r, f = latest["ray"]["result"], latest["ray"]["file"]
+        m, ratio = r["median"], r["ratio_ray_over_workers"]
+        rows.append(
+            f"| ray | `--ray local` over `--workers {r['shape']['workers']}`: set-up time / generator CPU per "
+            f"participant-second | {m['ray']['setup_s']:.1f} / {m['workers']['setup_s']:.1f} s "
+            f"({ratio['setup_s']}×); {m['ray']['cpu_ms_per_participant_s']} / "
+            f"{m['workers']['cpu_ms_per_participant_s']} ms ({ratio['cpu_ms_per_participant_s']}×) | ≤ 1.1× | {f} |"
+        )
     if "single-pc" in latest:
         r = latest["single-pc"]["result"]
         m, ratio, f = r["median"], r["ratio_v1_over_v0"], latest["single-pc"]["file"]
@@ -320,6 +337,20 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
             f"{shape['participants'] - 1} others) | {r['generator_cpu_us_per_delivered_message']} / "
             f"{r['server_cpu_us_per_forwarded_message']} µs ({r['ratio_generator_over_server']}×) | "
             f"≤ {r['goal_ratio']}× | {latest['data']['file']} |"
+        )
+    if "floor" in latest:
+        r, f = latest["floor"]["result"], latest["floor"]["file"]
+        floor, ratio = r["floor_ns_per_packet"], r["ratio_live_over_floor"] or {}
+        rows.append(
+            f"| floor | live CPU per received packet (300 participants, 1 audio publisher) over a bare receiver's: "
+            f"recvmmsg / io_uring | {r['live_ns_per_packet']} ns over {floor.get('recvmmsg')} / "
+            f"{floor.get('io_uring')} ns ({ratio.get('recvmmsg', '–')}× / {ratio.get('io_uring', '–')}×) | – | {f} |"
+        )
+        cores = r["generator_cores_per_1000_active"]
+        rows.append(
+            f"| floor | generator CPU over server CPU, 10 audio publishers -> 70 subscribers; generator cores per "
+            f"1,000 ACTIVE audio participants | {r['generator_over_server_cpu_audio_10_to_70']}; "
+            f"{cores['live_300_steady_state']} | ≤ 0.3 | {f} |"
         )
     if "fuzz" in latest:
         r = latest["fuzz"]["result"]

@@ -196,6 +196,8 @@ class MediaHub:
         topic: str = "",
         destinations: Sequence[str] = ...,
         identity: str = "",
+        burst_count: int = 0,
+        burst_every_s: float = 0.0,
     ) -> None:
         """Sends probe DataPackets on ``channel`` ("reliable" or "lossy") every ``1/rate_hz`` s,
         on the media thread, from when that channel is open (dual-PC: the publisher
@@ -208,25 +210,65 @@ class MediaHub:
         UNIX epoch, u64 big-endian), a counter per (peer, channel) from 0 (u64 BE), zero filler.
         A message the channel refuses (over its buffered amount) is counted ``send_blocked`` and
         dropped; after a stall over 100 ms overdue messages are skipped (``send_skipped``).
-        Raises ``MediaError`` for an unknown peer or channel, a rate outside (0, 1e6] or a size
-        under 20 B or over the 64,000 B message limit.
+        With ``burst_count`` > 0, that many more messages go back to back every ``burst_every_s``
+        from the channel's opening plus one period (``send_burst`` counts them).
+        Raises ``MediaError`` for an unknown peer or channel, a rate outside (0, 1e6], a size
+        under 20 B or over the 64,000 B message limit, or a burst over 10,000 messages or under 1 ms
+        apart.
         """
     def data_stop(self, peer: int) -> None:
         """Stops the peer's probe messages on both channels."""
-    def data_latency(self) -> list[tuple[int, int]]:
+    def data_resend_after(self, peer: int, last_sequence: int) -> None:
+        """After a signal resume: at the reliable channel's next write, writes again, unchanged, the
+        kept reliable messages (the newest 64 KiB) whose ``sequence`` is past ``last_sequence``
+        (``ReconnectResponse.last_message_seq``). ``resent`` counts them; ones past it no longer kept
+        count ``resend_unavailable``."""
+    def data_slow_reader(self, peer: int, pause_s: float, every_s: float, first_after_s: float) -> None:
+        """Makes the peer a slow data reader: from ``first_after_s`` on, for ``pause_s`` every
+        ``every_s``, the DTLS records (the data channels) arriving on its primary PeerConnection are
+        held (up to 4 MiB; more are dropped) and handed on when the pause ends; media and ICE keep
+        flowing. ``peer_stats()["data"]["slow_reader"]`` has its figures. Raises ``MediaError`` for an
+        unknown peer or a pause not shorter than its period."""
+    def data_latency(self, slow_readers: bool = False) -> list[tuple[int, int]]:
         """One-way latency of every probe message received by any peer the hub has had: (µs, count)
         per non-empty bucket, ascending, as ``timer_lag`` (send time from the payload, receive time
-        from the system clock; negative differences count as 0)."""
+        from the system clock; negative differences count as 0). With ``slow_readers``, the slow
+        readers' alone; without, everyone else's."""
+    def data_track_publish(self, peer: int, handle: int, rate_hz: float, size_bytes: int) -> None:
+        """Writes one data-track frame every ``1/rate_hz`` s on the peer's ``_data_track`` channel (the
+        media PeerConnection's), from when it opens; replaces any earlier schedule. Each frame is one
+        packet: the 12-byte v0 header (S and F set, X set, ``handle``, a u16 sequence and frame number
+        from 0, wrapping, the 90 kHz timestamp), the user-timestamp extension (id 2: send time, µs
+        since the epoch) and ``size_bytes`` of filler. Refused writes count ``send_blocked``. Raises
+        ``MediaError`` for an unknown peer, handle 0, a rate outside (0, 10000] or a frame over
+        15,000 B."""
+    def data_track_stop(self, peer: int) -> None:
+        """Stops the peer's data-track frames."""
+    def data_track_handles(self, peer: int, handles: list[tuple[int, str, str]]) -> None:
+        """Replaces the peer's subscriber-handle map with ``(sub_handle, publisher_identity,
+        track_sid)`` triples (the server's ``data_track_subscriber_handles``, the full map each time)."""
+    def data_track_latency(self) -> list[tuple[int, int]]:
+        """One-way latency of every timestamped data-track packet received by any peer the hub has
+        had, as ``data_latency``."""
     def peer_stats(self, peer: int) -> dict[str, Any] | None:
         """Current figures of one peer. Its ``"data"`` dict: ``sent`` and ``bytes_sent`` (payload
-        bytes) as ``{"reliable": n, "lossy": n}``; ``send_blocked``, ``send_skipped``; ``malformed``
+        bytes) as ``{"reliable": n, "lossy": n}``; ``send_blocked``, ``send_skipped``, ``send_burst``;
+        ``resumes``, ``resent``, ``resend_unavailable`` (``data_resend_after``); a slow reader's
+        ``slow_reader``: ``pauses``, ``paused_ms``, ``held_datagrams``, ``dropped_datagrams``,
+        ``max_held_bytes`` (absent for other peers); ``malformed``
         (unparsable DataPackets) and ``malformed_detail`` (the first error, ``"<label>: <why>"``);
         ``other`` (DataPackets that are not ``user``); ``channels_open`` (labels, every
         PeerConnection); ``senders_overflow`` (messages of flows beyond 4096 per peer, not
         counted); ``received``: one dict per (sender identity, channel label) with ``sender``,
         ``channel``, ``received``, ``bytes`` (payload), ``duplicates``, ``out_of_order``,
         ``missing``, ``expected`` and ``foreign`` (payloads without the LKSW magic: counted, with
-        no loss, order or latency figures)."""
+        no loss, order or latency figures). ``data["track"]``: ``frames_sent``, ``bytes_sent``,
+        ``send_blocked``, ``send_skipped``, ``frames_received``, ``bytes_received``,
+        ``unknown_handle`` (packets of handles no map named), ``malformed``, ``malformed_detail``,
+        ``handle_maps`` and ``received``: one dict per subscriber handle with ``handle``,
+        ``publisher``, ``track_sid`` ("" while unmapped), ``received``, ``bytes``, ``duplicates``,
+        ``out_of_order``, ``missing``, ``expected`` (from the u16 sequence, unwrapped) and
+        ``foreign`` (no user timestamp: no latency)."""
     def remove_peer(self, peer: int) -> dict[str, Any] | None:
         """Closes the peer's sockets and returns its final figures, as ``peer_stats``."""
     def totals(self) -> dict[str, int]:

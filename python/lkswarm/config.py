@@ -60,6 +60,7 @@ def _check_ca_file(path: str) -> None:
 
 
 MIN_DATA_PAYLOAD_BYTES = 20  # our stamp: magic, send time, counter (lkswarm.media.data)
+MAX_DATA_TRACK_FRAME_BYTES = 15_000  # one packet per frame; the JS SDK packetizes at a 16,000 B MTU
 MAX_DATA_PAYLOAD_BYTES = 64_000  # livekit-server reads a data channel message into 65,535 bytes; the SDKs cap at 64,000
 LAYOUT = re.compile(r"^(speaker|grid:[1-9][0-9]?)$")
 
@@ -95,6 +96,26 @@ class RunConfig(BaseModel):
     data_topic: str = Field(default="", max_length=256, description="the UserPacket topic of each data message")
     data_to: str = Field(
         default="all", description="destinations of each data message: all (the room) or N (that many identities)"
+    )
+    data_burst: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="extra data messages each publisher sends back to back every data_burst_every",
+    )
+    data_burst_every_s: float = Field(default=10.0, gt=0, description="seconds between a data publisher's bursts")
+    data_slow_readers: int = Field(
+        default=0, ge=0, description="receivers per room (the last seats) that stop draining their data channels"
+    )
+    data_slow_pause_s: float = Field(default=3.0, gt=0, description="how long a slow reader stops draining, seconds")
+    data_slow_every_s: float = Field(default=10.0, gt=0, description="a slow reader pauses once per this many seconds")
+    data_tracks: int = Field(default=0, ge=0, le=1000, description="data-track publishers per room (the first seats)")
+    data_track_rate: float = Field(default=30.0, gt=0, le=1000, description="frames per second per data track")
+    data_track_size: int = Field(
+        default=64,
+        ge=0,
+        le=MAX_DATA_TRACK_FRAME_BYTES,
+        description="payload bytes of each data-track frame, sent as one packet (at most 15,000 B)",
     )
     simulcast: bool = Field(default=True, description="publish video as 3 simulcast layers (q, h, f)")
     talk_spurts: bool = Field(default=False, description="audio follows ITU-T P.59 talk spurts instead of a tone")
@@ -164,7 +185,15 @@ class RunConfig(BaseModel):
                     data = {**data, key: data.get("participants", 10)}
         return data
 
-    @field_validator("duration_s", "reconnect_storm_at_s", "reconnect_storm_window_s", mode="before")
+    @field_validator(
+        "duration_s",
+        "reconnect_storm_at_s",
+        "reconnect_storm_window_s",
+        "data_burst_every_s",
+        "data_slow_pause_s",
+        "data_slow_every_s",
+        mode="before",
+    )
     @classmethod
     def _duration(cls, value: object) -> float | None:
         return None if value is None else _duration_field(value)
@@ -219,6 +248,25 @@ class RunConfig(BaseModel):
             )
         if self.data_publishers and self.signal_only:
             raise ValueError("data messages travel over the media tier's data channels: drop --signal-only")
+        if self.data_burst and not self.data_publishers:
+            raise ValueError("data_burst adds to the data publishers' messages: set data_publishers too")
+        if self.data_slow_readers and self.signal_only:
+            raise ValueError("slow data readers stall the media tier's data channels: drop --signal-only")
+        if self.data_slow_readers > self.participants and not self.stages:
+            raise ValueError(
+                f"{self.data_slow_readers} slow data readers per room but only {self.participants} participants"
+            )
+        if self.data_slow_readers and self.data_slow_pause_s >= self.data_slow_every_s:
+            raise ValueError(
+                f"data_slow_pause ({self.data_slow_pause_s:g} s) must be shorter than data_slow_every "
+                f"({self.data_slow_every_s:g} s)"
+            )
+        if self.data_tracks and self.signal_only:
+            raise ValueError("data tracks travel over the media tier's _data_track channel: drop --signal-only")
+        if self.data_tracks > self.participants and not self.stages:
+            raise ValueError(
+                f"{self.data_tracks} data tracks per room but only {self.participants} participants per room"
+            )
         if self.data_publishers > self.participants and not self.stages:
             raise ValueError(
                 f"{self.data_publishers} data publishers per room but only {self.participants} participants per room"

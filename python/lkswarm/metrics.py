@@ -27,6 +27,8 @@ PHASES = (
     "recovery",  # from a lost connection until media flows again (lkswarm.engine.reconnect)
     "media_e2e",
     "data_e2e",  # a data message, from its send time (the sender's clock) to its arrival (the receiver's)
+    "data_e2e_slow_readers",  # data_e2e of the slow readers (--data-slow-readers) alone; data_e2e is everyone else's
+    "data_track_e2e",  # a data-track packet, from its user timestamp (the sender's clock) to its arrival
     # A run that mixes signaling paths (--signal-path v1:70,v0:30) also records these two phases by path.
     "join_response_v1",
     "join_response_v0",

@@ -11,7 +11,7 @@ use lkswarm_core::media::clip::MediaLibrary;
 use lkswarm_core::media::data::packet::{
     encode_user_packet, fill_probe, parse_data_packet, read_probe, Kind, UserFields,
 };
-use lkswarm_core::media::data::sender::{unix_now_us, DataPublish};
+use lkswarm_core::media::data::sender::{unix_now_us, Burst, DataPublish};
 use lkswarm_core::media::peer::{MediaPeer, PeerConfig};
 use lkswarm_core::media::shared_certificate;
 use lkswarm_core::media::types::{Datagram, Pc};
@@ -32,6 +32,7 @@ fn publish(kind: Kind, rate_hz: f64, size_bytes: usize) -> DataPublish {
         topic: "load".into(),
         destinations: vec!["sub-1".into()],
         identity: "pub-1".into(),
+        burst: Burst::default(),
     }
 }
 

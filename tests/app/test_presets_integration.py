@@ -25,6 +25,7 @@ PRESET_RUNS = {
     "reconnect-storm": ["--participants", "3", "--duration", "10s", "--reconnect-storm-at", "5s"],
     "speaker-sim": ["--participants", "6", "--duration", "12s"],  # the preset has 6 publishers a room
     "chat": ["--participants", "5", "--duration", "8s"],
+    "telemetry": ["--participants", "6", "--duration", "8s"],
 }
 
 
@@ -48,6 +49,9 @@ def test_preset_runs_small_against_the_embedded_server(preset: str, credentials:
     elif preset == "chat":
         data = report["data"]
         assert data["publishers"] == 5 and data["delivery_ratio"] == 1.0 and data["messages_received"] > 0, data
+    elif preset == "telemetry":
+        tracks = report["data"]["tracks"]
+        assert tracks["tracks_published"] == 3 and tracks["frames_received"] > 0 and tracks["loss_ratio"] < 0.01, tracks
     elif preset == "speaker-sim":
         assert report["signal"]["speaker_updates"] > 0
     elif preset == "conference":

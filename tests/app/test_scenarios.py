@@ -29,6 +29,7 @@ EXPECTED_PRESETS = {
     "reconnect-storm",
     "speaker-sim",
     "chat",
+    "telemetry",
 }
 
 

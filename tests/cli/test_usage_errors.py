@@ -45,6 +45,8 @@ def test_more_publishers_than_participants_is_refused() -> None:
         (["--data-publishers", "1", "--signal-only"], ("data channels", "drop --signal-only")),
         (["--data-publishers", "1", "--data-channel", "unreliable"], ("data_channel",)),
         (["--signal-path", "v2"], ("signal path 'v2'",)),
+        (["--data-tracks", "1", "--data-track-size", "15001"], ("data_track_size", "15000")),
+        (["--data-tracks", "1", "--signal-only"], ("data tracks", "drop --signal-only")),
     ],
 )
 def test_bad_data_and_signal_path_options_are_one_line_usage_errors(args: list[str], fragments: tuple[str]) -> None:

@@ -138,7 +138,7 @@ class WaitingLeg:
         self.waits = waits
         self.resumed = 0
 
-    def on_resumed(self, now: float) -> bool:
+    def on_resumed(self, now: float, last_message_seq: int) -> bool:
         self.resumed += 1
         return self.waits
 

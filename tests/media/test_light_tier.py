@@ -135,7 +135,13 @@ def test_a_data_only_publisher_on_two_pcs_offers_its_channels_once_the_primary_c
     assert offer_kwargs == {"audio_cid": None, "video_cid": None, "data": True}
     _, args, kwargs = hub.calls[2]
     assert args == (7, "reliable", 20.0, 500)
-    assert kwargs == {"topic": "t", "destinations": ["p1"], "identity": "p0"}
+    assert kwargs == {
+        "topic": "t",
+        "destinations": ["p1"],
+        "identity": "p0",
+        "burst_count": 0,
+        "burst_every_s": 10.0,
+    }
     leg.connected(True, 2.0)  # connecting again (a restart) offers nothing more
     assert [name for name, _, _ in hub.calls].count("publisher_offer") == 1
 

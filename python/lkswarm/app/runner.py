@@ -199,10 +199,12 @@ def run_scenario(
     thresholds: list[Threshold] | None = None,
     worker: tuple[int, int] = (0, 1),
     start_gate: Callable[[], Awaitable[float]] | None = None,
+    on_engine: Callable[[Engine], None] | None = None,
 ) -> RunResult:
     """Runs ``config`` and returns its report; starts and stops a local server when no URL is set.
 
     ``worker`` and ``start_gate`` make this process one of several (see `lkswarm.app.workers`).
+    ``on_engine`` gets the engine before it runs (a Ray actor stops it from another thread).
     """
     if not config.run_tag:
         config = config.model_copy(update={"run_tag": secrets.token_hex(3)})
@@ -222,6 +224,8 @@ def run_scenario(
         engine = build_engine(
             config, credentials, url, observers, probe_network=network, worker=worker, start_gate=start_gate
         )
+        if on_engine is not None:
+            on_engine(engine)
         metrics_url = config.server_metrics or (local.metrics_url if local is not None else None)
         scraped_before = scrape(metrics_url) if metrics_url else "no --server-metrics URL"
         server_cpu_before_s, rcvbuf_errors = server_cpu_s(local), udp_receive_buffer_errors()

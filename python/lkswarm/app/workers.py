@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import secrets
@@ -77,40 +76,37 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
-from typing import IO, Any, cast
+from typing import IO, Any
 
-from lkswarm.app.runner import STOP_SIGNALS, RunResult, check_signal_path, resolve_url, run_scenario
+from lkswarm.app.runner import RunResult, check_signal_path, resolve_url, run_scenario
 from lkswarm.app.server import LocalServer, parent_death_signal
+from lkswarm.app.shares import (
+    STOP_NOTE_PREFIX,
+    StopSignals,
+    check_workers,
+    crashed_report,
+    merged_result,
+    parse_workers,
+    read_sample,
+    sample_payload,
+    unstarted_report,
+)
 from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
-from lkswarm.engine.outcome import WORKER_CRASHED
-from lkswarm.engine.plan import worker_plan
-from lkswarm.engine.record import MAX_FAILED_ROWS, FailedRow
-from lkswarm.engine.timeline import Observer, RunInfo, Snapshot, combine_snapshots, rolling_ms, snapshot_from_dict
-from lkswarm.errors import ConfigError, LkswarmError
-from lkswarm.observe.prometheus import (
-    BackgroundMetricsServer,
-    Exposition,
-    combine_expositions,
-    exposition_from_dict,
-    exposition_of,
-    exposition_to_dict,
-    render_metrics,
-)
-from lkswarm.report.merge import merge_reports
-from lkswarm.report.schema import FailedRow as FailedRowDict
-from lkswarm.report.schema import (
-    Report,
-    RoomRow,
-    as_json,
-    assemble_report,
-    count_outcome,
-    empty_room_row,
-    outcomes_section,
-    participants_section,
-)
-from lkswarm.report.thresholds import Threshold, evaluate
+from lkswarm.engine.timeline import Observer, RunInfo, Snapshot, combine_snapshots
+from lkswarm.errors import LkswarmError
+from lkswarm.observe.prometheus import BackgroundMetricsServer, Exposition, combine_expositions, render_metrics
+from lkswarm.report.schema import as_json
+from lkswarm.report.thresholds import Threshold
+
+__all__ = [  # the shared pieces, importable from here as before
+    "STOP_NOTE_PREFIX",
+    "check_workers",
+    "crashed_report",
+    "parse_workers",
+    "run_workers",
+    "unstarted_report",
+]
 
 READY_TIMEOUT_S = 300.0  # set-up, including the first encoding of the media clips on a fresh machine
 START_AHEAD_S = 0.5  # "go" names a time this far ahead, so every worker hears it before it passes
@@ -130,32 +126,6 @@ SAMPLE_PREFIX = b"sample "
 ALIVE_LINE = b"alive\n"
 ENDING_LINE = b"ending\n"
 TICK_S = 1.0  # how often the parent redraws the combined live view, and a worker says it is alive
-STOP_NOTE_PREFIX = "the run was stopped by "  # how a report's note on a stop signal begins
-
-
-def parse_workers(value: str | None, rooms: int) -> int:
-    """``--workers N`` or ``auto`` (one per CPU core, at most one per room); 1 when not given."""
-    if value is None:
-        return 1
-    if value == "auto":
-        return max(1, min(os.cpu_count() or 1, rooms))
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"--workers wants a number or 'auto', not {value!r}") from None
-
-
-def check_workers(config: RunConfig, workers: int) -> None:
-    """Refuses (as a usage error, before anything starts) what several processes cannot run."""
-    if workers < 1:
-        raise ConfigError("--workers must be at least 1")
-    if workers > config.rooms:
-        raise ConfigError(
-            f"--workers {workers}: rooms are split among the worker processes, so a run needs at least as many "
-            f"rooms as workers (it has {config.rooms})"
-        )
-    if workers > 1 and config.probe_impair is not None:
-        raise ConfigError("--probe-impair needs a single generator process: leave out --workers")
 
 
 @dataclass(slots=True)
@@ -176,73 +146,6 @@ class WorkerProcess:
     @property
     def name(self) -> str:
         return f"worker {self.index} (pid {self.process.pid})"
-
-
-class StopSignals:
-    """The parent's stop signals (SIGINT, SIGTERM, SIGHUP), relayed to its workers.
-
-    Theory of operation: the handlers only record and forward; the parent's main loop acts on what
-    they recorded. Until ``go_at`` is set the workers are still setting up (and may not handle a
-    signal yet): a signal is recorded and the parent cancels the start. From then on the first
-    signal is sent on, as it is, to every worker, whose engine ends its run as at its duration and
-    writes its report naming the signal; the parent waits for them (bounded by STOPPED_GRACE_S).
-    A second SIGINT is sent on as well (a worker's second Ctrl-C skips its grace periods) and
-    ``aborted_at`` tells the main loop to kill whatever still runs ABORT_GRACE_S later. Other
-    repeats are ignored. A handler runs between two bytecodes of the main thread, so it writes its
-    message with ``os.write`` (a buffered stream may be in the middle of a write) and sends with
-    ``Popen.send_signal`` (which skips a worker already reaped). Handlers are installed from the
-    main thread only, and `restore` puts the previous ones back.
-    """
-
-    def __init__(self, procs: list[WorkerProcess]) -> None:
-        self.procs = procs
-        self.go_at: float | None = None  # the workers' time origin (unix time), once "go" is decided
-        self.signal_name: str | None = None  # the first stop signal's name
-        self.at_s = 0.0  # when it came, in seconds since the start
-        self.stopped_at: float | None = None  # ... and in monotonic time
-        self.forwarded = False  # the first signal reached the workers (it came after go_at was set)
-        self.aborted_at: float | None = None  # monotonic time of a second SIGINT
-        self._previous: dict[signal.Signals, Any] = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers belong to the main thread (an embedding application keeps its own)
-        for signum in STOP_SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._on_signal)
-
-    def restore(self) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-        self._previous.clear()
-
-    def interrupted(self) -> dict[str, Any] | None:
-        """The merged report's ``interrupted`` key: the first signal and when it came; None without one."""
-        return None if self.signal_name is None else {"signal": self.signal_name, "at_s": self.at_s}
-
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        sig = signal.Signals(signum)
-        if self.signal_name is None:
-            self.signal_name, self.stopped_at = sig.name, time.monotonic()
-            self.at_s = round(max(0.0, time.time() - self.go_at), 3) if self.go_at is not None else 0.0
-            self.forwarded = self._forward(sig)
-            _say(f"{sig.name}: stopping the workers; the run's report is still written (Ctrl-C again: at once)")
-        elif sig == signal.SIGINT and self.aborted_at is None:
-            self.aborted_at = time.monotonic()
-            self._forward(sig)
-            _say(f"{sig.name} again: the workers leave at once")
-
-    def _forward(self, sig: signal.Signals) -> bool:
-        if self.go_at is None:
-            return False  # still setting up: the main loop cancels the start
-        for worker in self.procs:
-            with contextlib.suppress(OSError):
-                worker.process.send_signal(sig)
-        return True
-
-
-def _say(message: str) -> None:
-    with contextlib.suppress(OSError):
-        os.write(sys.stderr.fileno(), message.encode() + b"\n")
 
 
 def run_workers(
@@ -267,7 +170,7 @@ def run_workers(
     url = resolve_url(config)
     local: LocalServer | None = None
     procs: list[WorkerProcess] = []
-    stops = StopSignals(procs)
+    stops = StopSignals(lambda sig: _send_all(procs, sig))
     started_at = datetime.now(UTC)
     started = False
     exporter = None if prometheus is None else _parent_exporter(prometheus, procs)
@@ -305,25 +208,23 @@ def run_workers(
             reports, rows, summaries, data_rows = _collect(config, credentials, workers, procs, go_at, started_at)
     finally:
         stops.restore()
-    merged = merge_reports(reports)
-    merged["config"] = config.model_dump(mode="json")
-    merged["workers"] = summaries
-    merged["target"] = {"url": url, "embedded_server": local is not None}
-    interrupted = stops.interrupted()
-    if interrupted is not None:
-        merged["interrupted"] = interrupted
-        merged["notes"] = _one_stop_note(merged.get("notes") or [], interrupted["signal"], started)
-    evaluate(merged, thresholds or [])
-    return RunResult(merged, rows, data_rows)
+    return merged_result(
+        reports,
+        config,
+        summaries=summaries,
+        target={"url": url, "embedded_server": local is not None},
+        interrupted=stops.interrupted(),
+        started=started,
+        thresholds=thresholds,
+        track_rows=rows,
+        data_rows=data_rows,
+    )
 
 
-def _one_stop_note(notes: list[str], signal_name: str, started: bool) -> list[str]:
-    """``notes`` with one note on the stop: each worker wrote its own (`lkswarm.report.build`, at its own
-    ``at_s``, a few milliseconds apart) and the first is kept; before the start nobody wrote one."""
-    theirs = [note for note in notes if note.startswith(STOP_NOTE_PREFIX)]
-    if not started:
-        theirs = [f"{STOP_NOTE_PREFIX}{signal_name} before its start: no participant was started"]
-    return [note for note in notes if not note.startswith(STOP_NOTE_PREFIX)] + theirs[:1]
+def _send_all(procs: list[WorkerProcess], sig: signal.Signals) -> None:
+    for worker in procs:
+        with contextlib.suppress(OSError):
+            worker.process.send_signal(sig)  # skips a worker already reaped
 
 
 def _spawn_all(
@@ -423,84 +324,6 @@ def _ended_s(worker: WorkerProcess | None, go_at: float | None) -> float:
     return max(0.0, worker.ended_at - go_at)
 
 
-def crashed_report(
-    config: RunConfig, index: int, workers: int, detail: str, started_at: datetime, *, at_s: float = 0.0
-) -> Report:
-    """A report in which every participant of worker ``index`` failed with ``worker_crashed`` at ``at_s``.
-
-    Each is listed in ``failed_participants`` (the first MAX_FAILED_ROWS, in plan order, as a worker lists
-    its own), its detail being ``detail``: the worker and how it ended.
-    """
-    return _share_report(config, index, workers, started_at, crash_detail=detail, at_s=at_s)
-
-
-def unstarted_report(config: RunConfig, index: int, workers: int, started_at: datetime) -> Report:
-    """A report in which no participant of worker ``index`` was started (a stop signal came before the start)."""
-    return _share_report(config, index, workers, started_at, crash_detail=None)
-
-
-def _share_report(
-    config: RunConfig,
-    index: int,
-    workers: int,
-    started_at: datetime,
-    *,
-    crash_detail: str | None,
-    at_s: float = 0.0,
-) -> Report:
-    """Worker ``index``'s share of the plan, every participant failed (``crash_detail``) or not started (None)."""
-    plan = worker_plan(config, (index, workers))
-    rooms: dict[str, RoomRow] = {}
-    failed_rows: list[FailedRowDict] = []
-    for arrival in plan:
-        name = config.room_name(arrival.room_index)
-        row = rooms.setdefault(name, empty_room_row(name))
-        row["scheduled"] += 1
-        if crash_detail is not None:
-            count_outcome(row, WORKER_CRASHED.kind)
-            if len(failed_rows) < MAX_FAILED_ROWS:
-                one = FailedRow(config.identity(arrival.index), name, WORKER_CRASHED, crash_detail, at_s)
-                failed_rows.append(cast(FailedRowDict, one.to_dict()))
-    failed = len(plan) if crash_detail is not None else 0
-    warnings = []
-    if crash_detail is not None:
-        warnings.append(
-            f"generator worker {index} of {workers} ended without a report ({crash_detail}): its {failed} "
-            f"participant(s) are counted as {WORKER_CRASHED}"
-        )
-    return assemble_report(
-        config=config,
-        started_at=started_at,
-        duration_s=0.0,
-        participants=participants_section(
-            scheduled=len(plan),
-            started=0,
-            joined=0,
-            active=0,
-            active_at_end=0,
-            alive_at_end=0,
-            outcomes=outcomes_section({WORKER_CRASHED.kind: failed}, not_started=len(plan) - failed),
-            failures={WORKER_CRASHED.reason: failed} if failed else {},
-            left_reasons={},
-            failure_details={str(WORKER_CRASHED): crash_detail or ""} if failed else {},
-            ping_rtt_participants=0,
-            departed=0,
-        ),
-        latency_ms={},
-        media={},
-        probes={},
-        signal={},
-        room_check={},
-        generator={"valid": False},
-        warnings=warnings,
-        notes=[],
-        histograms={},
-        timeline=None,
-        rooms=list(rooms.values()),
-        failed_participants=failed_rows,
-    )
-
-
 # -- the parent's side of the processes ------------------------------------------------
 
 
@@ -568,12 +391,13 @@ def _read_lines(worker: WorkerProcess, stream: IO[bytes]) -> None:
         if line == ENDING_LINE:
             worker.ending_at = worker.heard_at
         elif line.startswith(SAMPLE_PREFIX):
-            with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
-                data = json.loads(line[len(SAMPLE_PREFIX) :])
-                snapshot = snapshot_from_dict(data)
-                if "exposition" in data:
-                    worker.exposition = exposition_from_dict(snapshot, data["exposition"])
-                worker.latest = snapshot
+            with contextlib.suppress(ValueError):
+                sample = read_sample(json.loads(line[len(SAMPLE_PREFIX) :]))
+                if sample is not None:
+                    snapshot, exposition = sample
+                    if exposition is not None:
+                        worker.exposition = exposition
+                    worker.latest = snapshot
 
 
 def _tell(worker: WorkerProcess, line: bytes) -> None:
@@ -790,13 +614,8 @@ class SampleStream:
         self._beat = asyncio.get_running_loop().create_task(self._beat_every_second())
 
     def on_sample(self, snapshot: Snapshot) -> None:
-        data: dict[str, Any] = {}
-        if self._info is not None:
-            if self.with_rolling:
-                snapshot.rolling_ms = rolling_ms(self._info.metrics, time.perf_counter())
-            if self.with_exposition:
-                data["exposition"] = exposition_to_dict(exposition_of(self._info, snapshot))
-        _to_parent(SAMPLE_PREFIX + json.dumps({**dataclasses.asdict(snapshot), **data}).encode() + b"\n")
+        data = sample_payload(snapshot, self._info, rolling=self.with_rolling, exposition=self.with_exposition)
+        _to_parent(SAMPLE_PREFIX + json.dumps(data).encode() + b"\n")
 
     async def stop(self) -> None:
         if self._beat is not None:

@@ -26,12 +26,20 @@ from lkswarm.cli.options import (
     CaFileOpt,
     ChurnRateOpt,
     CsvDirOpt,
+    DataBurstEveryOpt,
+    DataBurstOpt,
     DataChannelOpt,
     DataPublishersOpt,
     DataRateOpt,
     DataSizeOpt,
+    DataSlowEveryOpt,
+    DataSlowPauseOpt,
+    DataSlowReadersOpt,
     DataToOpt,
     DataTopicOpt,
+    DataTrackRateOpt,
+    DataTrackSizeOpt,
+    DataTracksOpt,
     DurationOpt,
     HtmlPathOpt,
     IHavePermissionOpt,
@@ -49,6 +57,7 @@ from lkswarm.cli.options import (
     PrometheusOpt,
     QuietOpt,
     RateOpt,
+    RayOpt,
     ReconnectStormAtOpt,
     ReconnectStormModeOpt,
     ReconnectStormWindowOpt,
@@ -67,6 +76,7 @@ from lkswarm.cli.options import (
     VideoCodecOpt,
     VideoPublishersOpt,
     WorkersOpt,
+    WorkersPerNodeOpt,
     publishers_value,
 )
 from lkswarm.cli.output import exit_code, fail, print_report, stderr, stdout, unfold_help
@@ -140,7 +150,9 @@ def server(
 # `run`'s options that set RunConfig keys, in the order of --help; a scenario's keys sit under them.
 _CONFIG_OPTIONS = (
     "url", "rooms", "participants", "audio_publishers", "video_publishers", "data_publishers", "data_rate",
-    "data_size", "data_channel", "data_topic", "data_to", "rate", "arrival", "duration", "churn_rate",
+    "data_size", "data_channel", "data_topic", "data_to",
+    "data_burst", "data_burst_every", "data_slow_readers", "data_slow_pause", "data_slow_every", "data_tracks",
+    "data_track_rate", "data_track_size", "rate", "arrival", "duration", "churn_rate",
     "reconnect_storm_at", "reconnect_storm_mode", "reconnect_storm_window", "probes", "probe_fraction",
     "probe_impair", "video_codec", "simulcast", "layout", "resume_on_disconnect", "verify_rooms", "seed",
     "signal_only", "simulate_speakers", "json_frames", "signal_path", "join_request_compression",
@@ -150,6 +162,9 @@ _OPTION_KEYS = {  # where an option's name is not its RunConfig key
     "duration": "duration_s",
     "reconnect_storm_at": "reconnect_storm_at_s",
     "reconnect_storm_window": "reconnect_storm_window_s",
+    "data_burst_every": "data_burst_every_s",
+    "data_slow_pause": "data_slow_pause_s",
+    "data_slow_every": "data_slow_every_s",
     "simulate_speakers": "talk_spurts",
 }
 _PUBLISHER_OPTIONS = frozenset({"audio_publishers", "video_publishers", "data_publishers"})  # N or 'all'
@@ -195,6 +210,14 @@ def run(
     data_channel: DataChannelOpt = None,
     data_topic: DataTopicOpt = None,
     data_to: DataToOpt = None,
+    data_burst: DataBurstOpt = None,
+    data_burst_every: DataBurstEveryOpt = None,
+    data_slow_readers: DataSlowReadersOpt = None,
+    data_slow_pause: DataSlowPauseOpt = None,
+    data_slow_every: DataSlowEveryOpt = None,
+    data_tracks: DataTracksOpt = None,
+    data_track_rate: DataTrackRateOpt = None,
+    data_track_size: DataTrackSizeOpt = None,
     rate: RateOpt = None,
     arrival: ArrivalOpt = None,
     duration: DurationOpt = None,
@@ -218,6 +241,8 @@ def run(
     verify_rooms: VerifyRoomsOpt = None,
     seed: SeedOpt = None,
     workers: WorkersOpt = None,
+    ray: RayOpt = None,
+    workers_per_node: WorkersPerNodeOpt = None,
     json_path: JsonPathOpt = None,
     csv_dir: CsvDirOpt = None,
     html_path: HtmlPathOpt = None,
@@ -237,6 +262,7 @@ def run(
     from lkswarm.app.runner import check_cloud_guard, check_probe_network, check_url, run_scenario
     from lkswarm.app.scenario import first_error, scenario_config
     from lkswarm.app.workers import check_workers, parse_workers
+    from lkswarm.cli.ray_command import check_ray_options, run_ray_with_view
     from lkswarm.engine.timeline import Observer
     from lkswarm.probe.seats import probe_count
     from lkswarm.report.thresholds import parse_thresholds
@@ -249,8 +275,10 @@ def run(
         check_cloud_guard(config, i_have_permission)
         check_url(config)
         check_probe_network(config)
-        worker_count = parse_workers(workers, config.rooms)
-        check_workers(config, worker_count)
+        ray_address = check_ray_options(config, ray, workers_per_node)
+        worker_count = parse_workers(workers, config.rooms) if ray_address is None else 0  # 0: Ray actors
+        if ray_address is None:
+            check_workers(config, worker_count)
         from lkswarm.cli.reports import check_output_paths
 
         check_output_paths(json_path=json_path, html_path=html_path, csv_dir=csv_dir)  # before the run: exit 2
@@ -279,7 +307,19 @@ def run(
     if not quiet and worker_count > 1:
         stdout.print(f"{worker_count} generator processes, rooms split among them")
     try:
-        if worker_count > 1:
+        if ray_address is not None:
+            result = run_ray_with_view(
+                config,
+                credentials,
+                address=ray_address,
+                workers=workers,
+                workers_per_node=workers_per_node,
+                announce=announce,
+                thresholds=thresholds,
+                prometheus=prometheus,
+                quiet=quiet,
+            )
+        elif worker_count > 1:
             result = _run_workers_with_view(config, credentials, worker_count, announce, thresholds, prometheus, quiet)
         else:
             result = run_scenario(config, credentials, on_server=announce, observers=observers, thresholds=thresholds)

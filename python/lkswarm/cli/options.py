@@ -100,6 +100,47 @@ DataChannelOpt = Annotated[
         rich_help_panel=SHAPE,
     ),
 ]
+DataTracksOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Data-track publishers per room (the first seats), one track each; everyone else subscribes. (default 0)",
+        rich_help_panel=SHAPE,
+    ),
+]
+DataTrackRateOpt = Annotated[
+    float | None, typer.Option(help="Frames per second per data track. (default 30)", rich_help_panel=SHAPE)
+]
+DataTrackSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Payload bytes per data-track frame (one packet), 0 to 15000. (default 64)", rich_help_panel=SHAPE
+    ),
+]
+DataBurstOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Extra data messages each data publisher sends back to back every --data-burst-every. (default 0)",
+        rich_help_panel=SHAPE,
+    ),
+]
+DataBurstEveryOpt = Annotated[
+    str | None,
+    typer.Option(help="Time between a data publisher's bursts, e.g. 5s. (default 10s)", rich_help_panel=SHAPE),
+]
+DataSlowReadersOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Receivers per room (the last seats) that stop draining their data channels for --data-slow-pause "
+        "every --data-slow-every; the report shows what that does to everyone else. (default 0)",
+        rich_help_panel=SHAPE,
+    ),
+]
+DataSlowPauseOpt = Annotated[
+    str | None, typer.Option(help="How long a slow reader stops draining, e.g. 3s. (default 3s)", rich_help_panel=SHAPE)
+]
+DataSlowEveryOpt = Annotated[
+    str | None, typer.Option(help="A slow reader pauses once per this period. (default 10s)", rich_help_panel=SHAPE)
+]
 DataTopicOpt = Annotated[str | None, typer.Option(help="Topic of each data message.", rich_help_panel=SHAPE)]
 DataToOpt = Annotated[
     str | None,
@@ -238,6 +279,23 @@ WorkersOpt = Annotated[
         help="Generator processes on this machine, or 'auto' (one per core): rooms are split among them and "
         "their reports merged into one. (default 1)",
         rich_help_panel=BEHAVIOUR,
+    ),
+]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="Run on Ray actors: 'local' (a Ray instance on this machine, for this run), 'auto' (the cluster this "
+        "machine belongs to) or ray://HOST:10001. --workers is then the number of actors (default: one per CPU "
+        "of the cluster). Needs pip install 'lkswarm[ray]'.",
+        rich_help_panel=BEHAVIOUR,
+    ),
+]
+WorkersPerNodeOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="With --ray: at most this many actors on one node. (default: one per CPU)", rich_help_panel=BEHAVIOUR
     ),
 ]
 JsonPathOpt = Annotated[

@@ -222,17 +222,23 @@ class SignalingLeg:
         self._start_join_over()
         self.single_pc = self._join_prepared = False
 
-    def on_resumed(self, now: float) -> bool:
+    def on_resumed(self, now: float, last_message_seq: int) -> bool:
         """A resume: the single PC offers an ICE restart (the server restarts only a subscriber PC, and answers
         ours with new credentials); a dual-PC peer waits for the server's restart offer. Either way the peer
-        reports media flowing again. Without a connected peer there is nothing to restart."""
+        reports media flowing again. Without a connected peer there is nothing to restart. A data publisher
+        sends again the reliable messages the server lacks (past ``last_message_seq``), as the SDKs do."""
         if not self.active or not self._has_peer():
             return False
+        self._resend_data(last_message_seq)
         self.run.counters["ice_restarts_expected"] += 1
         if self.single_pc:
             sdp, offer_id = self._ice_restart()
             self.send_offer(sdp, now, offer_id)
         return True
+
+    def _resend_data(self, last_message_seq: int) -> None:
+        """After a resume: the reliable data messages past the server's last sequence, again (a tier hook;
+        nothing by default)."""
 
     def _ice_restart(self) -> tuple[str, int]:
         """Single PC: the ICE-restart offer after a resume (a tier hook)."""
@@ -263,6 +269,9 @@ class SignalingLeg:
 
     def _on_primary_connected(self, at: float) -> None:
         """The primary PeerConnection connected (a hook; nothing by default)."""
+
+    def before_leave(self) -> None:
+        """The participant is about to leave politely: last requests (a hook; nothing by default)."""
 
     def failed(self, reason: str, detail: str) -> None:
         """The peer is dead: the participant fails with its reason."""

@@ -262,6 +262,8 @@ class ParticipantDriver:
             else:
                 self.finish(Outcome.failed("not_joined_by_end"), f"the run ended {self._join_stage()}")
         if session is not None and self._connection is not None:
+            if self.leg is not None:
+                self._media_step(self.leg.before_leave)
             session.send_leave(DisconnectReason.CLIENT_INITIATED)
             self._flush()
             self._connection.close()
@@ -397,7 +399,7 @@ class ParticipantDriver:
         leg = self.leg
         if isinstance(event, Joined):
             if event.resumed:
-                self._on_resumed(now)
+                self._on_resumed(now, event.last_message_seq)
             else:
                 if self.joined_at is None:
                     self.joined_at = now
@@ -427,7 +429,7 @@ class ParticipantDriver:
         elif leg is not None:
             self._media_step(lambda: leg.on_session_event(event, now))
 
-    def _on_resumed(self, now: float) -> None:
+    def _on_resumed(self, now: float, last_message_seq: int) -> None:
         """The server took the resume. Without media, that is being back. With a connected media leg, its
         PeerConnections outlived the WebSocket and restart ICE (the server's offer, or our own on a single PC):
         back is when media flows again (`media_resumed`). A leg that was not connected is back when it connects."""
@@ -438,7 +440,7 @@ class ParticipantDriver:
         metrics.record("resume_signal", since_ms)
         if leg is not None and leg.active:
             try:
-                self._waiting_media = leg.on_resumed(now)
+                self._waiting_media = leg.on_resumed(now, last_message_seq)
             except MediaError as exc:
                 self.finish(Outcome.failed("media_setup"), str(exc))
                 return

@@ -96,8 +96,9 @@ class MediaLeg(Protocol):
     def discard_join(self) -> None:
         """The prepared ``/rtc/v1`` join was refused (404, falling back to ``/rtc``): forget its PeerConnection."""
 
-    def on_resumed(self, now: float) -> bool:
-        """The signal connection resumed: restart ICE where the client must (single PC). True when the leg will
+    def on_resumed(self, now: float, last_message_seq: int) -> bool:
+        """The signal connection resumed: restart ICE where the client must (single PC), and send again the
+        reliable data messages past ``last_message_seq`` (the last the server has from us). True when the leg will
         report media flowing again (`ParticipantHost.media_resumed`); False when there is nothing to wait for."""
 
     def on_joined(self, now: float) -> None:
@@ -105,6 +106,9 @@ class MediaLeg(Protocol):
 
     def on_session_event(self, event: SessionEvent, now: float) -> None:
         """A media-related session event; raises `lkswarm.errors.MediaError` to fail this participant."""
+
+    def before_leave(self) -> None:
+        """The participant is about to send its leave (run end, planned departure): last requests."""
 
     def close(self) -> None:
         """The participant ended: release its PeerConnections."""

@@ -10,7 +10,14 @@ accounts, per (sender identity, channel), what arrived, what was duplicated, reo
 and the end-to-end latency, into the hub's histogram. Messages without the stamp (an SDK's) are
 counted by sender as ``foreign``: received, with no sequence or latency accounting.
 
-This module only decides who publishes what (`data_role`), and turns each peer's figures into the
+Options on top of the rate: a publisher's bursts (``--data-burst`` messages back to back every
+``--data-burst-every``); after a signal resume, the reliable messages the server lacks (past its
+``last_message_seq``) are written again from the peer's bounded buffer; and slow readers
+(``--data-slow-readers``, the last seats of a room) stop draining their data channels for a while, on
+the media thread (`lkswarm._core`'s ``data_slow_reader``): their latency is ``data_e2e_slow_readers``,
+kept apart from everyone else's ``data_e2e``, which is what a stalled reader does to the room.
+
+This module only decides who publishes what and who reads slowly, and turns each peer's figures into the
 report's ``data`` section and ``data.csv`` rows (`DataTotals`).
 
 Receivers know ``expected`` only from the counters they saw: from the first to the highest one. A
@@ -22,7 +29,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lkswarm.media.data_track import DataTrackTotals
+
 CHANNELS = ("reliable", "lossy")
+RESEND_KEYS = ("resumes", "resent", "resend_unavailable")
+# A slow reader's figures (`MediaHub.peer_stats()["data"]["slow_reader"]`), after the count of readers.
+SLOW_READER_KEYS = ("readers", "pauses", "paused_ms", "held_datagrams", "dropped_datagrams", "max_held_bytes")
+# What the slow readers received of the data messages (their rows' sums), to tell their loss from the others'.
+SLOW_READER_RECEIVE_KEYS = ("messages_received", "messages_missing")
+
+
+def is_slow_reader(seat: int, participants: int, slow_readers: int) -> bool:
+    """The last ``slow_readers`` seats of each room are slow data readers (`--data-slow-readers`)."""
+    return slow_readers > 0 and seat >= participants - slow_readers
 
 
 def is_data_publisher(seat: int, data_publishers: int) -> bool:
@@ -82,15 +101,34 @@ class DataTotals:
     malformed_examples: list[str] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)  # data.csv: one per (receiver, sender, channel)
     publishers: int = 0
+    tracks: DataTrackTotals = field(default_factory=DataTrackTotals)  # data tracks (lkswarm.media.data_track)
+    burst_messages: int = 0  # sent in bursts (--data-burst), among messages_sent
+    resend: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESEND_KEYS, 0))
+    slow_readers: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(SLOW_READER_KEYS + SLOW_READER_RECEIVE_KEYS, 0)
+    )
 
     def account(self, identity: str, room: str, data: dict[str, Any]) -> None:
         """Adds one peer's ``data`` figures (`MediaHub.peer_stats`)."""
+        if "track" in data:
+            self.tracks.account(identity, room, data["track"], self.rows)
         for channel, count in (data.get("sent") or {}).items():
             figures = self.channels.setdefault(channel, ChannelFigures())
             figures.messages_sent += count
             figures.bytes_sent += (data.get("bytes_sent") or {}).get(channel, 0)
         if any((data.get("sent") or {}).values()):
             self.publishers += 1
+        self.burst_messages += data.get("send_burst", 0)
+        for key in RESEND_KEYS:
+            self.resend[key] += data.get(key, 0)
+        slow = data.get("slow_reader")
+        if slow is not None:
+            self.slow_readers["readers"] += 1
+            for key in SLOW_READER_KEYS[1:-1]:
+                self.slow_readers[key] += slow.get(key, 0)
+            self.slow_readers["max_held_bytes"] = max(
+                self.slow_readers["max_held_bytes"], slow.get("max_held_bytes", 0)
+            )
         # A run publishes on one channel, so a peer's blocked writes are that channel's.
         self.channels.setdefault(self.publish_channel, ChannelFigures()).send_blocked += data.get("send_blocked", 0)
         self.malformed += data.get("malformed", 0)
@@ -101,11 +139,14 @@ class DataTotals:
             # The hub names a receiving channel by its label: "_reliable" is what publishers call "reliable".
             label = received["channel"]
             row = {**received, "channel": label[1:] if label in ("_reliable", "_lossy") else label}
-            self.rows.append({"receiver": identity, "room": room, **row})
+            self.rows.append({"receiver": identity, "room": room, **row, "slow_reader": slow is not None})
             if row.get("foreign"):
                 self.foreign_messages += row["received"]
                 self.foreign_bytes += row["bytes"]
                 continue
+            if slow is not None:
+                self.slow_readers["messages_received"] += row["received"]
+                self.slow_readers["messages_missing"] += row["missing"]
             figures = self.channels.setdefault(row["channel"], ChannelFigures())
             figures.messages_received += row["received"]
             figures.messages_expected += row["expected"]
@@ -114,8 +155,14 @@ class DataTotals:
             figures.out_of_order += row["out_of_order"]
             figures.bytes_received += row["bytes"]
 
-    def report(self, latency: dict[str, Any]) -> dict[str, Any]:
-        """The report's ``data`` section; ``latency`` is ``latency_ms.data_e2e``'s summary."""
+    def report(
+        self,
+        latency: dict[str, Any],
+        track_latency: dict[str, Any] | None = None,
+        counters: dict[str, int] | None = None,
+    ) -> dict[str, Any]:
+        """The report's ``data`` section; ``latency`` is ``latency_ms.data_e2e``'s summary, ``track_latency``
+        ``data_track_e2e``'s; ``counters`` (the run's) carry the data-track publish outcomes."""
         by_channel = {name: figures.report() for name, figures in self.channels.items() if _used(figures)}
         whole = ChannelFigures()
         for figures in self.channels.values():
@@ -130,10 +177,25 @@ class DataTotals:
             "malformed_examples": self.malformed_examples,
             "latency_ms": latency,
             "channels": by_channel,
+            "burst_messages": self.burst_messages,
+            # After a resume: reliable messages written again past the server's last sequence (and those no
+            # longer kept, which are lost).
+            "resend": dict(self.resend),
+            **({"slow_readers": dict(self.slow_readers)} if self.slow_readers["readers"] else {}),
+            **(
+                {"tracks": self.tracks.report(counters or {}, track_latency or {})}
+                if self.tracks.used() or (counters or {}).get("data_track_publish_requests")
+                else {}
+            ),
         }
 
     def warnings(self) -> list[str]:
         out = []
+        if self.tracks.malformed:
+            out.append(
+                f"{self.tracks.malformed} data-track packet(s) could not be read, e.g. "
+                + "; ".join(self.tracks.malformed_examples[:2])
+            )
         if self.malformed:
             out.append(
                 f"{self.malformed} data message(s) could not be read as a DataPacket, e.g. "
@@ -146,4 +208,4 @@ def _used(figures: ChannelFigures) -> bool:
     return bool(figures.messages_sent or figures.messages_received or figures.send_blocked)
 
 
-__all__ = ["CHANNELS", "ChannelFigures", "DataTotals", "destinations", "is_data_publisher"]
+__all__ = ["CHANNELS", "ChannelFigures", "DataTotals", "destinations", "is_data_publisher", "is_slow_reader"]

@@ -44,11 +44,19 @@ from lkswarm.engine.leg import LegFilters, SignalingLeg
 from lkswarm.engine.ports import MediaCounts, ParticipantHost, RunContext
 from lkswarm.errors import MediaError
 from lkswarm.media.clips import LAYERS, MediaClips, load_clips
-from lkswarm.media.data import DataTotals, destinations, is_data_publisher
+from lkswarm.media.data import DataTotals, destinations, is_data_publisher, is_slow_reader
+from lkswarm.media.data_track import DataTrackRole
 from lkswarm.media.totals import MediaTotals
 from lkswarm.metrics import MAX_MEDIA_LAG_P99_MS, new_histogram, p99_exceeds, record_buckets_us, record_ms
 from lkswarm.signal.enums import SignalTarget, TrackType
-from lkswarm.signal.events import RemoteTrackPublished
+from lkswarm.signal.events import (
+    DataTrackHandles,
+    DataTrackPublished,
+    RemoteDataTrackPublished,
+    RemoteTrackPublished,
+    RequestFailed,
+    SessionEvent,
+)
 from lkswarm.signal.requests import VideoLayer, add_audio_track, add_video_track, track_setting
 
 EVENT_POLL_S = 0.02
@@ -160,6 +168,14 @@ class LightTier(LegFilters["LightLeg"]):
         record_buckets_us(data_e2e, hub.data_latency())
         if data_e2e.get_total_count():
             self.run.metrics.add_histogram("data_e2e", data_e2e)
+        slow_e2e = new_histogram()
+        record_buckets_us(slow_e2e, hub.data_latency(slow_readers=True))
+        if slow_e2e.get_total_count():
+            self.run.metrics.add_histogram("data_e2e_slow_readers", slow_e2e)
+        data_track_e2e = new_histogram()
+        record_buckets_us(data_track_e2e, hub.data_track_latency())
+        if data_track_e2e.get_total_count():
+            self.run.metrics.add_histogram("data_track_e2e", data_track_e2e)
         running = hub.totals()
         totals.hub_wakeups, totals.hub_timeouts = running["wakeups"], running["timeouts"]
         record_buckets_us(totals.timer_lag, hub.timer_lag())
@@ -182,6 +198,7 @@ class LightLeg(SignalingLeg):
         "_pending_candidates",
         "_remote_published_at",
         "_video_tiles",
+        "data_track",
         "local_port",
         "peer_id",
         "publishes_audio",
@@ -200,6 +217,7 @@ class LightLeg(SignalingLeg):
         self.tier = tier
         self.publishes_audio, self.publishes_video = audio, video
         self.publishes_data = is_data_publisher(driver.seat, config.data_publishers)
+        self.data_track = DataTrackRole(tier.run, driver.identity, driver.seat)
         self.peer_id: int | None = None
         self.local_port = 0  # UDP port of the subscriber PeerConnection
         self._reset_join_state()
@@ -226,6 +244,7 @@ class LightLeg(SignalingLeg):
             self.close()
             self._start_join_over()
             self._reset_join_state()
+            self.data_track.new_join()
         self._add_peer(hub, single_pc=False)
 
     def _add_peer(self, hub: _core.MediaHub, *, single_pc: bool) -> int:
@@ -239,6 +258,10 @@ class LightLeg(SignalingLeg):
             single_pc=single_pc,
         )
         self.tier.participants[self.peer_id] = self
+        if is_slow_reader(self.driver.seat, config.participants, config.data_slow_readers):
+            # The first pause a period after the peer opens, so its channels are open by then.
+            every_s = config.data_slow_every_s
+            hub.data_slow_reader(self.peer_id, config.data_slow_pause_s, every_s, every_s)
         return self.peer_id
 
     def _open_single_pc(self, now: float) -> tuple[str, int]:
@@ -249,6 +272,7 @@ class LightLeg(SignalingLeg):
         if self.peer_id is not None:  # a fresh join: the server forgot the old PeerConnection, so does the hub
             self.close()
         self._reset_join_state()
+        self.data_track.new_join()
         peer = self._add_peer(hub, single_pc=True)
         audio = next((cid for cid, kind in self._cids.items() if kind == "audio"), None)
         video = next((cid for cid, kind in self._cids.items() if kind == "video"), None)
@@ -314,18 +338,22 @@ class LightLeg(SignalingLeg):
         hub, peer = self._hub()
         audio = next((cid for cid, kind in self._cids.items() if kind == "audio"), None)
         video = next((cid for cid, kind in self._cids.items() if kind == "video"), None)
-        offer = hub.publisher_offer(peer, audio_cid=audio, video_cid=video, data=self.publishes_data)
+        channels = self.publishes_data or self.data_track.publishes
+        offer = hub.publisher_offer(peer, audio_cid=audio, video_cid=video, data=channels)
         self.send_offer(offer, now)
         if self.publishes_data:
             self._start_data()
 
     def _on_primary_connected(self, at: float) -> None:
         """A data publisher starts: on the single PC its channels are there already; on two PCs they come with
-        the publisher offer, which a publisher of data alone makes now (with tracks, once they are acknowledged)."""
-        if not self.publishes_data:
+        the publisher offer, which a publisher of data alone makes now (with tracks, once they are acknowledged).
+        Data tracks: our track is requested and known remote ones subscribed (`DataTrackRole`)."""
+        self.driver.media_output(lambda: self.data_track.start(self.session))
+        if not (self.publishes_data or self.data_track.publishes):
             return
         if self.single_pc:
-            self.driver.media_output(self._start_data)
+            if self.publishes_data:
+                self.driver.media_output(self._start_data)
         elif not self._cids and not self._offered:
             self._offered = True
             self.driver.media_output(lambda: self._publish(at))
@@ -344,7 +372,24 @@ class LightLeg(SignalingLeg):
             topic=config.data_topic,
             destinations=destinations(config.data_to, self.driver.identity, room_view),
             identity=self.driver.identity,
+            burst_count=config.data_burst,
+            burst_every_s=config.data_burst_every_s,
         )
+
+    def _resend_data(self, last_message_seq: int) -> None:
+        if self.publishes_data and self.run.config.data_channel == "reliable":
+            hub, peer = self._hub()
+            hub.data_resend_after(peer, last_message_seq)
+
+    def on_session_event(self, event: SessionEvent, now: float) -> None:
+        super().on_session_event(event, now)
+        if isinstance(event, (DataTrackPublished, DataTrackHandles, RemoteDataTrackPublished, RequestFailed)):
+            hub, peer = self.tier.hub, self.peer_id
+            if hub is not None and peer is not None:
+                self.data_track.on_event(event, self.session, hub, peer, self.active)
+
+    def before_leave(self) -> None:
+        self.data_track.before_leave(self.session, self.tier.hub, self.peer_id)
 
     def _on_remote_track(self, event: RemoteTrackPublished) -> None:
         self._remote_published_at.setdefault(event.track_sid, event.at)

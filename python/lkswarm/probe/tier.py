@@ -379,7 +379,7 @@ class ProbeLeg(SignalingLeg):
             self.tier.failures.append({"identity": driver.identity, "reason": event.reason, "detail": event.detail})
             self.failed(event.reason, event.detail)
 
-    def on_resumed(self, now: float) -> bool:
+    def on_resumed(self, now: float, last_message_seq: int) -> bool:
         """aiortc 1.16 cannot restart ICE (it answers the server's restart offer with its old credentials), so a
         probe's media counts as back when the signal is; see the README's known limitations."""
         return False

@@ -37,7 +37,7 @@ ROOM_FIELDS = (
 # One row per (receiver, sender, channel) of data messages (lkswarm.media.data).
 DATA_CSV_FIELDS = (
     "receiver", "room", "sender", "channel", "received", "expected", "missing", "duplicates", "out_of_order",
-    "bytes", "foreign",
+    "bytes", "foreign", "slow_reader",
 )  # fmt: skip
 SIGNAL_PATH_FIELDS = (
     "path", "participants", "completed", "left", "failed", "connects", "resumes", "offers_sent", "fallbacks",

@@ -191,8 +191,10 @@ def _generator(report: dict[str, Any]) -> str:
             rows.append((key, value))
     out = "<h2>Generator</h2>" + table(None, rows, "generator")
     workers = report.get("workers") or []
-    if workers:  # lkswarm run --workers N: one row per generator process
-        columns = ("index", "pid", "exit_code", "crashed", "scheduled", "cpu_s", "valid")
+    if workers:  # lkswarm run --workers N: one row per generator process (--ray: per actor, with its node)
+        columns: tuple[str, ...] = ("index", "pid", "exit_code", "crashed", "scheduled", "cpu_s", "valid")
+        if any("node" in w for w in workers):
+            columns = ("index", "node", "host", "pid", "crashed", "scheduled", "joined", "cpu_s", "valid")
         out += "<h3>Generator processes</h3>" + table(
             columns, [[w.get(c, "") for c in columns] for w in workers], "workers"
         )

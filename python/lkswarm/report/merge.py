@@ -69,8 +69,11 @@ def _numbers(values: list[Any]) -> list[float]:
     return [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
 
 
-def _merged_data(sections: list[Any], latency: dict[str, Any]) -> dict[str, Any]:
-    """Data sections: counts add; ratios are computed again from the sums, latency from the merged histogram."""
+def _merged_data(
+    sections: list[Any], latency: dict[str, Any], track_latency: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Data sections: counts add; ratios are computed again from the sums, latency from the merged histograms
+    (``data_e2e``; ``data_track_e2e`` for ``data.tracks``)."""
     merged: dict[str, Any] = _deep_add(sections) or {}
     for figures in [merged, *(merged.get("channels") or {}).values()]:
         expected = figures.get("messages_expected") or 0
@@ -79,6 +82,14 @@ def _merged_data(sections: list[Any], latency: dict[str, Any]) -> dict[str, Any]
         figures["loss_ratio"] = round((figures.get("messages_missing") or 0) / expected, 6) if expected else 0.0
     merged["latency_ms"] = latency
     merged["malformed_examples"] = (merged.get("malformed_examples") or [])[:5]
+    tracks = merged.get("tracks")
+    if isinstance(tracks, dict):
+        expected = tracks.get("frames_expected") or 0
+        unique = (tracks.get("frames_received") or 0) - (tracks.get("duplicates") or 0)
+        tracks["delivery_ratio"] = round(min(1.0, unique / expected), 6) if expected else None
+        tracks["loss_ratio"] = round((tracks.get("lost") or 0) / expected, 6) if expected else 0.0
+        tracks["latency_ms"] = track_latency or {}
+        tracks["malformed_examples"] = (tracks.get("malformed_examples") or [])[:5]
     return merged
 
 
@@ -391,7 +402,10 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     if any("rooms" in r for r in reports):
         merged["rooms"] = merger.rooms()
     if any(r.get("data") for r in reports):
-        merged["data"] = _merged_data([r.get("data") for r in reports], merged["latency_ms"].get("data_e2e") or {})
+        latency_ms = merged["latency_ms"]
+        merged["data"] = _merged_data(
+            [r.get("data") for r in reports], latency_ms.get("data_e2e") or {}, latency_ms.get("data_track_e2e") or {}
+        )
     if any("failed_participants" in r for r in reports):
         rows = [row for r in reports for row in r.get("failed_participants") or []]
         if len(rows) > MAX_FAILED_ROWS:  # each input lists up to that many; so does the whole, earliest first

@@ -157,15 +157,24 @@ class Target(TypedDict):
 
 
 class WorkerSummary(TypedDict):
-    """One worker process of a ``--workers`` run."""
+    """One worker process of a ``--workers`` run, or one actor of a ``--ray`` run (pid 0: never started)."""
 
     index: int
     pid: int
-    exit_code: int | None
+    exit_code: int | None  # None for an actor
     crashed: bool
     scheduled: int
     cpu_s: float | None
     valid: bool | None
+    # A ``--ray`` run's actors add where they ran and what they did:
+    node: NotRequired[str | None]  # the Ray node id
+    host: NotRequired[str | None]
+    ip: NotRequired[str | None]  # the node's address
+    media_bind_ip: NotRequired[str | None]
+    participants: NotRequired[int]  # its share of the plan (as scheduled)
+    joined: NotRequired[int]
+    process_cpu_s: NotRequired[float | None]  # its whole process (Ray's threads too), set-up included
+    detail: NotRequired[str | None]  # how a crashed actor ended
 
 
 class MergedFrom(TypedDict):

@@ -36,6 +36,30 @@ class DisconnectReason(IntEnum):
             return f"REASON_{value}"
 
 
+class RequestResponseReason(IntEnum):
+    """RequestResponse.Reason: why the server refused a request (data tracks: publish/unpublish)."""
+
+    OK = 0
+    NOT_FOUND = 1
+    NOT_ALLOWED = 2
+    LIMIT_EXCEEDED = 3
+    QUEUED = 4
+    UNSUPPORTED_TYPE = 5
+    UNCLASSIFIED_ERROR = 6
+    INVALID_HANDLE = 7
+    INVALID_NAME = 8
+    DUPLICATE_HANDLE = 9
+    DUPLICATE_NAME = 10
+    INVALID_REQUEST = 11
+
+    @classmethod
+    def name_of(cls, value: int) -> str:
+        try:
+            return cls(value).name
+        except ValueError:
+            return f"REASON_{value}"
+
+
 class LeaveAction(IntEnum):
     DISCONNECT = 0
     RESUME = 1

@@ -18,6 +18,8 @@ class Joined:
     ping_interval_s: float
     ping_timeout_s: float
     resumed: bool = False
+    # After a resume: the last reliable data sequence the server has from us (ReconnectResponse.last_message_seq).
+    last_message_seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,41 @@ class RequestFailed:
     request_id: int
     reason: int
     message: str
+    request: str = ""  # the request it answers, when the server echoes it (e.g. "publish_data_track")
+
+
+@dataclass(frozen=True, slots=True)
+class DataTrackPublished:
+    """The server took our ``publish_data_track_request`` (its DataTrackInfo)."""
+
+    pub_handle: int
+    track_sid: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DataTrackUnpublished:
+    """The server confirmed an ``unpublish_data_track_request``."""
+
+    pub_handle: int
+    track_sid: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteDataTrackPublished:
+    """Another participant's data track appeared in a participant update (``ParticipantInfo.data_tracks``)."""
+
+    participant_sid: str
+    participant_identity: str
+    track_sid: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DataTrackHandles:
+    """The server's full map of our subscriber handles: (sub_handle, publisher identity, publisher sid, track sid)."""
+
+    handles: tuple[tuple[int, str, str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,5 +180,9 @@ SessionEvent = (
     | TokenRefreshed
     | RoomMoved
     | RequestFailed
+    | DataTrackPublished
+    | DataTrackUnpublished
+    | RemoteDataTrackPublished
+    | DataTrackHandles
     | Failed
 )

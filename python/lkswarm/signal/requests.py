@@ -1,4 +1,5 @@
-"""The track requests both media tiers send: ``addTrack`` (publishing) and ``trackSetting`` (a subscriber's layout).
+"""The track requests both media tiers send: ``addTrack`` (publishing), ``trackSetting`` (a subscriber's layout),
+and the data-track requests (publish, unpublish, subscribe).
 
 Each returns the request as the codec's JSON-shaped mapping, ready for `SignalSession.send_request`.
 """
@@ -66,3 +67,17 @@ def track_setting(
         if width or height:
             setting.update(width=width, height=height)
     return {"trackSetting": setting}
+
+
+def publish_data_track(pub_handle: int, name: str) -> dict[str, Any]:
+    """``publish_data_track_request``: our handle (1..65535, ours to choose) and a name unique per participant."""
+    return {"publishDataTrackRequest": {"pubHandle": pub_handle, "name": name}}
+
+
+def unpublish_data_track(pub_handle: int) -> dict[str, Any]:
+    return {"unpublishDataTrackRequest": {"pubHandle": pub_handle}}
+
+
+def update_data_subscription(track_sids: Sequence[str], subscribe: bool = True) -> dict[str, Any]:
+    """Subscribes to (or leaves) remote data tracks explicitly, as the SDKs do (auto-subscribe is opt-in)."""
+    return {"updateDataSubscription": {"updates": [{"trackSid": sid, "subscribe": subscribe} for sid in track_sids]}}

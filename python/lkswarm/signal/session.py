@@ -41,6 +41,9 @@ from lkswarm.signal import codec
 from lkswarm.signal.enums import DisconnectReason, LeaveAction, ParticipantState
 from lkswarm.signal.events import (
     AnswerReceived,
+    DataTrackHandles,
+    DataTrackPublished,
+    DataTrackUnpublished,
     Failed,
     Joined,
     LeaveRequested,
@@ -48,6 +51,7 @@ from lkswarm.signal.events import (
     OfferReceived,
     ParticipantsChanged,
     PongReceived,
+    RemoteDataTrackPublished,
     RemoteTrackPublished,
     RequestFailed,
     RoomMoved,
@@ -77,6 +81,9 @@ HANDLED_RESPONSES = frozenset(
         "room_moved",
         "request_response",
         "subscription_response",
+        "publish_data_track_response",
+        "unpublish_data_track_response",
+        "data_track_subscriber_handles",
     }
 )
 
@@ -90,9 +97,6 @@ IGNORED_RESPONSES: dict[str, str] = {
     "subscription_permission_update": "scenarios do not restrict subscription permissions",
     "pong": "the legacy ping is never sent; ping_req/pong_resp measure RTT",
     "subscribed_audio_codec_update": "synthetic audio publishes one codec",
-    "publish_data_track_response": "data tracks are not exercised",
-    "unpublish_data_track_response": "data tracks are not exercised",
-    "data_track_subscriber_handles": "data tracks are not exercised",
     "store_data_blob_response": "data blobs are not exercised",
     "get_data_blob_response": "data blobs are not exercised",
 }
@@ -128,6 +132,7 @@ class SignalSession:
         "participant_sid",
         "ping_interval_s",
         "ping_timeout_s",
+        "remote_data_tracks",
         "remote_tracks",
         "room_name",
         "state",
@@ -148,6 +153,7 @@ class SignalSession:
         self.last_rtt_ms = 0.0  # reported to the server in each ping_req
         self.others: dict[str, str] = {}  # identity -> current sid of each other participant we see
         self.remote_tracks: set[str] = set()  # track sids announced by others (ever)
+        self.remote_data_tracks: set[str] = set()  # data-track sids announced by others (ever)
         self.tracks_by_participant: dict[str, frozenset[str]] = {}  # sid -> its current track sids (publishers only)
         self.messages_received: collections.Counter[str] = collections.Counter()
         self.end_reason = ""  # why the session ended (outcome detail)
@@ -319,7 +325,7 @@ class SignalSession:
         )
         self._apply_participants(others, now)
 
-    def _on_reconnect(self, _reconnect: codec.MessageView, now: float) -> None:
+    def _on_reconnect(self, reconnect: codec.MessageView, now: float) -> None:
         self.state = SessionState.JOINED
         self._deadline = None
         self._next_ping_at = now + self.ping_interval_s
@@ -334,6 +340,7 @@ class SignalSession:
                 ping_interval_s=self.ping_interval_s,
                 ping_timeout_s=self.ping_timeout_s,
                 resumed=True,
+                last_message_seq=reconnect.last_message_seq,
             )
         )
 
@@ -377,6 +384,10 @@ class SignalSession:
                 if track.sid not in self.remote_tracks:
                     self.remote_tracks.add(intern(track.sid))
                     self._events.append(RemoteTrackPublished(sid, identity, track.sid, track.type, now))
+            for data_track in info.data_tracks:
+                if data_track.sid not in self.remote_data_tracks:
+                    self.remote_data_tracks.add(intern(data_track.sid))
+                    self._events.append(RemoteDataTrackPublished(sid, identity, data_track.sid, data_track.name))
         if changed or len(self.others) != before:
             self._events.append(ParticipantsChanged(len(self.others)))
 
@@ -426,7 +437,23 @@ class SignalSession:
 
     def _on_request_response(self, response: codec.MessageView, _now: float) -> None:
         if response.reason != 0:
-            self._events.append(RequestFailed(response.request_id, response.reason, response.message))
+            request = response.kind or ""
+            self._events.append(RequestFailed(response.request_id, response.reason, response.message, request))
+
+    def _on_publish_data_track_response(self, response: codec.MessageView, _now: float) -> None:
+        info = response.info
+        self._events.append(DataTrackPublished(info.pub_handle, info.sid, info.name))
+
+    def _on_unpublish_data_track_response(self, response: codec.MessageView, _now: float) -> None:
+        info = response.info
+        self._events.append(DataTrackUnpublished(info.pub_handle, info.sid))
+
+    def _on_data_track_subscriber_handles(self, handles: codec.MessageView, _now: float) -> None:
+        entries = tuple(
+            (int(handle), track.publisher_identity, track.publisher_sid, track.track_sid)
+            for handle, track in handles.sub_handles.items()
+        )
+        self._events.append(DataTrackHandles(entries))
 
     def _on_subscription_response(self, response: codec.MessageView, _now: float) -> None:
         if response.err != 0:

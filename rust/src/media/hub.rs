@@ -59,6 +59,8 @@ use super::recv::{enable_receive_timestamps, recv_batch, RecvBatch};
 use super::types::{Datagram, Pc, PeerCounters};
 use crate::error::Error;
 
+mod data_track;
+
 const WAKER_TOKEN: Token = Token(usize::MAX);
 /// Upper bound on one epoll wait, so `close` is noticed promptly.
 const MAX_WAIT: Duration = Duration::from_millis(50);
@@ -215,8 +217,11 @@ struct State {
     timeouts: u64,
     /// How late each due deadline was served: the media thread's own saturation signal.
     timer_lag: LagHistogram,
-    /// Data-message latency of removed peers (live peers keep their own; `data_latency` merges).
-    retired_data_latency: LagHistogram,
+    /// Data-message latency of removed peers (live peers keep their own; `data_latency` merges),
+    /// slow readers' (`[1]`) apart from the others' (`[0]`).
+    retired_data_latency: [LagHistogram; 2],
+    /// Data-track packet latency of removed peers (`data_track_latency` merges the live ones').
+    retired_data_track_latency: LagHistogram,
     /// Peers with a PeerConnection in its handshake; the worker batches wakeups only at 0.
     connecting: usize,
     /// A socket refused `SO_TIMESTAMPNS`: arrival times are then read times, so the worker never
@@ -275,7 +280,8 @@ impl Hub {
                 wakeups: 0,
                 timeouts: 0,
                 timer_lag: LagHistogram::default(),
-                retired_data_latency: LagHistogram::default(),
+                retired_data_latency: [LagHistogram::default(), LagHistogram::default()],
+                retired_data_track_latency: LagHistogram::default(),
                 connecting: 0,
                 untimestamped: false,
             }),
@@ -440,7 +446,11 @@ impl Hub {
         let summary = summarize(&slot.peer);
         state.retired.add_peer(&slot.peer);
         if let Some(latency) = &slot.peer.data().latency {
-            state.retired_data_latency.merge(latency);
+            let slow = usize::from(slot.peer.data().slow.is_some());
+            state.retired_data_latency[slow].merge(latency);
+        }
+        if let Some(latency) = &slot.peer.data().track_received.latency {
+            state.retired_data_track_latency.merge(latency);
         }
         for socket in &mut slot.sockets {
             let _ = self.shared.registry.deregister(&mut socket.socket);
@@ -494,12 +504,37 @@ impl Hub {
         .map_err(Error::media)
     }
 
-    /// One-way latency of every probe message received, by all peers the hub has had.
-    pub fn data_latency(&self) -> LagHistogram {
+    /// After a signal resume: re-sends the reliable messages past the server's `last_message_seq`.
+    pub fn data_resend_after(&self, id: u32, last_sequence: u32) -> crate::Result<()> {
+        self.with_peer(id, |peer, now| {
+            peer.data_resend_after(last_sequence, now);
+            Ok(())
+        })
+        .map_err(Error::media)
+    }
+
+    /// Makes a peer a slow data reader (`data::slow_reader`).
+    pub fn data_slow_reader(
+        &self,
+        id: u32,
+        pause: Duration,
+        every: Duration,
+        first_after: Duration,
+    ) -> crate::Result<()> {
+        self.with_peer(id, |peer, now| peer.data_slow_reader(pause, every, first_after, now)).map_err(Error::media)
+    }
+
+    /// One-way latency of every probe message received, by all peers the hub has had: the slow
+    /// readers' with `slow_readers`, else everyone else's.
+    pub fn data_latency(&self, slow_readers: bool) -> LagHistogram {
         let state = self.shared.lock();
-        let mut merged = state.retired_data_latency.clone();
+        let mut merged = state.retired_data_latency[usize::from(slow_readers)].clone();
         for slot in state.slots.values() {
-            if let Some(latency) = &slot.peer.data().latency {
+            let data = slot.peer.data();
+            if data.slow.is_some() != slow_readers {
+                continue;
+            }
+            if let Some(latency) = &data.latency {
                 merged.merge(latency);
             }
         }

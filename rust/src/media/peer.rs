@@ -74,6 +74,7 @@ use super::sdp::{candidate_from_init, msid_tracks_by_mid};
 use super::transport::Transport;
 
 mod data;
+mod data_track;
 mod restart;
 mod single;
 
@@ -488,6 +489,14 @@ impl MediaPeer {
             self.counters.foreign_datagrams += 1;
             return;
         };
+        if self.hold_for_slow_reader(pc, now, source, destination, data) {
+            return;
+        }
+        self.feed_datagram(pc, now, source, destination, data);
+    }
+
+    /// Hands one datagram of `pc` to its `Rtc`.
+    fn feed_datagram(&mut self, pc: Pc, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
         let Ok(receive) = Receive::new(Protocol::Udp, source, destination, data) else {
             self.counters.foreign_datagrams += 1;
             return;
@@ -531,6 +540,7 @@ impl MediaPeer {
         if self.failed {
             return;
         }
+        self.release_slow_reader(now);
         for pc in [Pc::Subscriber, Pc::Publisher] {
             let Some(transport) = self.transport_mut(pc) else { continue };
             let own_checks_due = transport.own_checks_at.is_some_and(|at| at <= now);
@@ -597,6 +607,9 @@ impl MediaPeer {
         if !self.failed {
             self.write_due_data(now, out);
         }
+        if !self.failed {
+            self.write_due_data_track(now, out);
+        }
         let mut wake = self.primary.next_timeout;
         if let Some(deadline) = self.arm_restart(now) {
             wake = wake.min(deadline);
@@ -605,6 +618,9 @@ impl MediaPeer {
             wake = wake.min(publisher.next_timeout);
         }
         if let Some(due) = self.data_next_due() {
+            wake = wake.min(due);
+        }
+        if let Some(due) = self.data.track_sender.next_due() {
             wake = wake.min(due);
         }
         if media_connected {

@@ -8,6 +8,11 @@ use crate::error::Error;
 use crate::media::data::packet::Kind;
 use crate::media::data::DataSummary;
 
+/// A non-negative, finite number of seconds, as a duration (`what` names the argument).
+pub fn seconds(value_s: f64, what: &str) -> Result<std::time::Duration, Error> {
+    std::time::Duration::try_from_secs_f64(value_s).map_err(|e| Error::media(format!("{what}: {e} ({value_s})")))
+}
+
 /// "reliable" or "lossy", as `data_publish` takes it.
 pub fn kind_from_name(channel: &str) -> Result<Kind, Error> {
     match channel {
@@ -36,6 +41,19 @@ pub fn data_dict<'py>(py: Python<'py>, data: &DataSummary) -> PyResult<Bound<'py
     dict.set_item("other", data.other)?;
     dict.set_item("channels_open", &data.channels_open)?;
     dict.set_item("senders_overflow", data.flows_overflow)?;
+    dict.set_item("send_burst", data.send_burst)?;
+    dict.set_item("resumes", data.resend.resumes)?;
+    dict.set_item("resent", data.resend.resent)?;
+    dict.set_item("resend_unavailable", data.resend.unavailable)?;
+    if let Some(slow) = &data.slow_reader {
+        let s = PyDict::new(py);
+        s.set_item("pauses", slow.pauses)?;
+        s.set_item("paused_ms", slow.paused_ms)?;
+        s.set_item("held_datagrams", slow.held_datagrams)?;
+        s.set_item("dropped_datagrams", slow.dropped_datagrams)?;
+        s.set_item("max_held_bytes", slow.max_held_bytes)?;
+        dict.set_item("slow_reader", s)?;
+    }
     let received = PyList::empty(py);
     for flow in &data.received {
         let f = PyDict::new(py);
@@ -51,5 +69,6 @@ pub fn data_dict<'py>(py: Python<'py>, data: &DataSummary) -> PyResult<Bound<'py
         received.append(f)?;
     }
     dict.set_item("received", received)?;
+    dict.set_item("track", super::data_track::track_dict(py, &data.track)?)?;
     Ok(dict)
 }

@@ -11,12 +11,12 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::data::{data_dict, kind_from_name};
+use super::data::{data_dict, kind_from_name, seconds};
 use super::errors::IntoPyResult;
 use super::events::{pc_from_signal_target, PyHubEvent};
 use crate::error::Error;
 use crate::media::clip::{Clip, ClipFrame, MediaLibrary, VideoCodec};
-use crate::media::data::sender::DataPublish;
+use crate::media::data::sender::{Burst, DataPublish};
 use crate::media::hub::{Hub, PeerSummary};
 use crate::media::peer::PeerConfig;
 
@@ -158,7 +158,10 @@ impl PyMediaHub {
     /// Sends probe messages on the peer's ``channel`` ("reliable" or "lossy") at ``rate_hz``, each
     /// ``size_bytes`` of payload (>= 20), from when the channel is open; replaces that channel's
     /// schedule. Written on the media thread; see ``_core.pyi``.
-    #[pyo3(signature = (peer, channel, rate_hz, size_bytes, topic = "", destinations = Vec::new(), identity = ""))]
+    #[pyo3(signature = (
+        peer, channel, rate_hz, size_bytes, topic = "", destinations = Vec::new(), identity = "",
+        burst_count = 0, burst_every_s = 0.0
+    ))]
     #[allow(clippy::too_many_arguments)]
     fn data_publish(
         &self,
@@ -170,8 +173,11 @@ impl PyMediaHub {
         topic: &str,
         destinations: Vec<String>,
         identity: &str,
+        burst_count: u32,
+        burst_every_s: f64,
     ) -> PyResult<()> {
         let kind = kind_from_name(channel).py()?;
+        let burst = Burst { count: burst_count, every: seconds(burst_every_s, "burst_every_s").py()? };
         let spec = DataPublish {
             kind,
             rate_hz,
@@ -179,6 +185,7 @@ impl PyMediaHub {
             topic: topic.to_string(),
             destinations,
             identity: identity.to_string(),
+            burst,
         };
         py.detach(|| self.hub.data_publish(peer, spec)).py()
     }
@@ -188,10 +195,64 @@ impl PyMediaHub {
         py.detach(|| self.hub.data_stop(peer)).py()
     }
 
+    /// Writes one data-track frame (a single packet: header, user timestamp, ``size_bytes`` of
+    /// filler) every ``1/rate_hz`` s under ``handle`` on the peer's ``_data_track`` channel, from
+    /// when it is open; replaces any earlier schedule. See ``_core.pyi``.
+    fn data_track_publish(
+        &self,
+        py: Python<'_>,
+        peer: u32,
+        handle: u16,
+        rate_hz: f64,
+        size_bytes: usize,
+    ) -> PyResult<()> {
+        let spec = super::data_track::track_publish(handle, rate_hz, size_bytes);
+        py.detach(|| self.hub.data_track_publish(peer, spec)).py()
+    }
+
+    /// Stops the peer's data-track frames.
+    fn data_track_stop(&self, py: Python<'_>, peer: u32) -> PyResult<()> {
+        py.detach(|| self.hub.data_track_stop(peer)).py()
+    }
+
+    /// Replaces the peer's subscriber-handle map: ``(sub_handle, publisher_identity, track_sid)``.
+    fn data_track_handles(&self, py: Python<'_>, peer: u32, handles: Vec<(u16, String, String)>) -> PyResult<()> {
+        let handles = super::data_track::handle_targets(handles);
+        py.detach(|| self.hub.data_track_handles(peer, handles)).py()
+    }
+
+    /// ``(latency µs, count)`` buckets of every timestamped data-track packet received.
+    fn data_track_latency(&self, py: Python<'_>) -> Vec<(u64, u64)> {
+        py.detach(|| self.hub.data_track_latency().buckets())
+    }
+
+    /// After a signal resume: writes again the peer's reliable messages past the server's
+    /// ``last_message_seq`` (the ones it still keeps); see ``_core.pyi``.
+    fn data_resend_after(&self, py: Python<'_>, peer: u32, last_sequence: u32) -> PyResult<()> {
+        py.detach(|| self.hub.data_resend_after(peer, last_sequence)).py()
+    }
+
+    /// Makes the peer a slow data reader: it stops draining its data channels for ``pause_s``
+    /// every ``every_s``, the first time ``first_after_s`` from now.
+    fn data_slow_reader(
+        &self,
+        py: Python<'_>,
+        peer: u32,
+        pause_s: f64,
+        every_s: f64,
+        first_after_s: f64,
+    ) -> PyResult<()> {
+        let pause = seconds(pause_s, "pause_s").py()?;
+        let every = seconds(every_s, "every_s").py()?;
+        let first_after = seconds(first_after_s, "first_after_s").py()?;
+        py.detach(|| self.hub.data_slow_reader(peer, pause, every, first_after)).py()
+    }
+
     /// One-way latency of received probe messages, all peers: (µs, count) per non-empty bucket,
-    /// ascending, as ``timer_lag``.
-    fn data_latency(&self, py: Python<'_>) -> Vec<(u64, u64)> {
-        py.detach(|| self.hub.data_latency().buckets())
+    /// ascending, as ``timer_lag``; the slow readers' alone with ``slow_readers``, else the others'.
+    #[pyo3(signature = (slow_readers = false))]
+    fn data_latency(&self, py: Python<'_>, slow_readers: bool) -> Vec<(u64, u64)> {
+        py.detach(|| self.hub.data_latency(slow_readers).buckets())
     }
 
     /// A single-PC peer's join offer, ``(sdp, offer id)``: the send sections for the given tracks,

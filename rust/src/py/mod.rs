@@ -3,6 +3,7 @@
 mod buffer;
 mod codec;
 mod data;
+mod data_track;
 mod errors;
 mod events;
 mod media;

@@ -18,7 +18,10 @@
 
 pub mod packet;
 pub mod sender;
+pub mod slow_reader;
 pub mod stats;
+pub mod track;
+pub mod track_stats;
 
 use std::time::Duration;
 
@@ -29,8 +32,11 @@ use super::lag::LagHistogram;
 use super::types::Pc;
 use packet::{parse_data_packet, read_probe, Kind};
 pub use sender::unix_now_us;
-use sender::DataSender;
+use sender::{DataSender, ResendCounts};
+use slow_reader::{SlowReader, SlowReaderCounts};
 use stats::ReceiveStats;
+use track::{TrackSender, DATA_TRACK_LABEL};
+use track_stats::TrackReceive;
 
 /// The channel labels lkswarm sends on, by `Kind`.
 pub const RELIABLE_LABEL: &str = "_reliable";
@@ -42,6 +48,13 @@ pub fn add_livekit_channels(api: &mut SdpApi) {
     api.add_channel_with_config(ChannelConfig { label: RELIABLE_LABEL.into(), ..ChannelConfig::default() });
     api.add_channel_with_config(ChannelConfig {
         label: LOSSY_LABEL.into(),
+        ordered: false,
+        reliability: Reliability::MaxRetransmits { retransmits: 0 },
+        ..ChannelConfig::default()
+    });
+    // Data-track packets (`track`): unordered, no retransmission, as the SDKs open it.
+    api.add_channel_with_config(ChannelConfig {
+        label: DATA_TRACK_LABEL.into(),
         ordered: false,
         reliability: Reliability::MaxRetransmits { retransmits: 0 },
         ..ChannelConfig::default()
@@ -69,6 +82,11 @@ pub struct DataState {
     pub other: u64,
     /// Created with the first probe received, so quiet peers carry no histogram.
     pub latency: Option<LagHistogram>,
+    /// Set for a slow reader (`--data-slow-readers`).
+    pub slow: Option<SlowReader>,
+    /// Data tracks: this peer's publisher schedule (`track`) and receive accounting (`track_stats`).
+    pub track_sender: TrackSender,
+    pub track_received: TrackReceive,
 }
 
 impl DataState {
@@ -100,6 +118,10 @@ impl DataState {
             Some((_, _, label)) => label.as_str(),
             None => "?",
         };
+        if label == DATA_TRACK_LABEL {
+            self.track_received.on_packet(message, arrived_at_us);
+            return;
+        }
         let view = match parse_data_packet(message) {
             Ok(view) => view,
             Err(error) => {
@@ -154,6 +176,12 @@ pub struct DataSummary {
     pub channels_open: Vec<String>,
     pub received: Vec<FlowSummary>,
     pub flows_overflow: u64,
+    pub send_burst: u64,
+    pub resend: ResendCounts,
+    /// A slow reader's figures; None for the others.
+    pub slow_reader: Option<SlowReaderCounts>,
+    /// Data tracks (`track_stats::TrackSummary`).
+    pub track: track_stats::TrackSummary,
 }
 
 impl DataState {
@@ -186,6 +214,10 @@ impl DataState {
             channels_open: self.open_labels(),
             received,
             flows_overflow: self.received.flows_overflow,
+            send_burst: counts[0].burst + counts[1].burst,
+            resend: self.sender.resend,
+            slow_reader: self.slow.as_ref().map(|slow| slow.counts),
+            track: track_stats::summarize(&self.track_sender, &self.track_received),
         }
     }
 

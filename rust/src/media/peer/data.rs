@@ -6,6 +6,7 @@
 //! opens on the subscriber PeerConnection are only read. Every PeerConnection's channels are
 //! accounted on receive, under their label.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::channel::{ChannelData, ChannelId};
@@ -14,6 +15,8 @@ use str0m::Rtc;
 use super::MediaPeer;
 use crate::media::data::packet::Kind;
 use crate::media::data::sender::{ChannelWriter, DataPublish};
+use crate::media::data::slow_reader::SlowReader;
+use crate::media::data::track::DATA_TRACK_LABEL;
 use crate::media::data::{kind_of_label, unix_now_us, DataState, LOSSY_LABEL, RELIABLE_LABEL};
 use crate::media::types::{Datagram, Pc};
 
@@ -52,17 +55,72 @@ impl MediaPeer {
         self.data.sender.stop();
     }
 
+    /// After a signal resume: writes again the reliable messages past the server's
+    /// `last_message_seq` (`data::sender`), at the channel's next write.
+    pub fn data_resend_after(&mut self, last_sequence: u32, now: Instant) {
+        self.data.sender.resend_after(last_sequence, now);
+    }
+
+    /// Makes this peer a slow data reader (`data::slow_reader`): it stops draining its data
+    /// channels for `pause` every `every`, the first time after `first_after`.
+    pub fn data_slow_reader(
+        &mut self,
+        pause: Duration,
+        every: Duration,
+        first_after: Duration,
+        now: Instant,
+    ) -> Result<(), String> {
+        self.data.slow = Some(SlowReader::new(pause, every, now + first_after)?);
+        Ok(())
+    }
+
+    /// Holds a datagram for a paused slow reader: DTLS on the PeerConnection the server sends
+    /// data on (the primary one). True if taken.
+    pub(super) fn hold_for_slow_reader(
+        &mut self,
+        pc: Pc,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        datagram: &[u8],
+    ) -> bool {
+        match &mut self.data.slow {
+            Some(slow) if pc == Pc::Subscriber => slow.hold(now, source, destination, datagram),
+            _ => false,
+        }
+    }
+
+    /// Feeds what a slow reader held, once its pause is over (read now, so arrived now).
+    pub(super) fn release_slow_reader(&mut self, now: Instant) {
+        let Some(slow) = &mut self.data.slow else { return };
+        let held = slow.release(now);
+        for (source, destination, datagram) in held {
+            if self.failed {
+                return;
+            }
+            self.last_arrival = Some(now);
+            self.feed_datagram(Pc::Subscriber, now, source, destination, &datagram);
+        }
+    }
+
     pub(super) fn on_channel_open(&mut self, pc: Pc, now: Instant, id: ChannelId, label: String) {
+        let data_track = label == DATA_TRACK_LABEL;
         if pc == self.media_pc() {
             if let Some(kind) = kind_of_label(&label) {
                 self.data.sender.on_open(kind, now);
             }
         }
         self.data.on_open(pc, id, label);
+        if data_track {
+            self.on_data_track_channel(pc, now, true);
+        }
     }
 
     pub(super) fn on_channel_close(&mut self, pc: Pc, id: ChannelId) {
         let Some(label) = self.data.on_close(pc, id) else { return };
+        if label == DATA_TRACK_LABEL {
+            self.on_data_track_channel(pc, Instant::now(), false);
+        }
         if pc == self.media_pc() {
             if let Some(kind) = kind_of_label(&label) {
                 if self.data.channel(pc, &label).is_none() {
@@ -97,7 +155,11 @@ impl MediaPeer {
                 continue;
             };
             transport.undrained = true;
-            self.data.sender.write_due(kind, now, &mut RtcChannel { rtc: &mut transport.rtc, id });
+            let mut channel = RtcChannel { rtc: &mut transport.rtc, id };
+            if kind == Kind::Reliable {
+                self.data.sender.write_resend(&mut channel);
+            }
+            self.data.sender.write_due(kind, now, &mut channel);
             self.drain(pc, now, out);
             if self.failed {
                 return;
@@ -107,6 +169,10 @@ impl MediaPeer {
 
     /// When the schedule next wants a write.
     pub(super) fn data_next_due(&self) -> Option<Instant> {
-        self.data.sender.next_due()
+        let due = self.data.sender.next_due();
+        match (due, self.data.slow.as_ref().map(SlowReader::next_wake)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
