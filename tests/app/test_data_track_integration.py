@@ -21,6 +21,7 @@ from lkswarm.app.runner import build_engine
 from lkswarm.app.server import LocalServer
 from lkswarm.auth import Credentials, mint_token
 from lkswarm.config import RunConfig
+from lkswarm.report.html_page import render_html
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +66,11 @@ def test_every_subscriber_receives_every_data_track(
     assert latency["count"] >= tracks["frames_received"] and 0 < latency["p99"] < 1000, latency
     assert tracks["latency_ms"] == latency
     assert "100 ms" in tracks["note"]
+    # The live figures: the timeline (and so the live view and Prometheus) carries the rates; the HTML a table.
+    timeline = report["timeline"]
+    assert max(timeline["data_track_sent_per_s"]) > 0 and max(timeline["data_track_received_per_s"]) > 0
+    page = render_html(report)
+    assert 'id="data-tracks"' in page and "data_track_e2e" in page
     figures = (tracks["frames_sent"], tracks["frames_received"], tracks["loss_ratio"], latency["p50"], latency["p99"])
     print(f"{path}: sent, received, loss, p50 ms, p99 ms = {figures}")
 

@@ -122,6 +122,8 @@ class MediaCounts(NamedTuple):
     packets_lost: int
     data_sent: int = 0  # data messages written
     data_received: int = 0  # data messages received (every sender, ours or not)
+    data_track_sent: int = 0  # data-track frames written
+    data_track_received: int = 0  # data-track packets received (every publisher's)
 
 
 class TierTotals(Protocol):

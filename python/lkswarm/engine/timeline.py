@@ -41,6 +41,8 @@ TIMELINE_FIELDS = (
     "media_loss_ratio",
     "data_sent_per_s",
     "data_received_per_s",
+    "data_track_sent_per_s",
+    "data_track_received_per_s",
     "cpu_percent",
     "loop_lag_p99_ms",
     "rss_mb",
@@ -71,6 +73,10 @@ class Snapshot:
     data_received_per_s: float = 0.0
     data_sent: int = 0
     data_received: int = 0
+    data_track_sent_per_s: float = 0.0
+    data_track_received_per_s: float = 0.0
+    data_track_sent: int = 0
+    data_track_received: int = 0
     cpu_percent: float = 0.0
     loop_lag_p99_ms: float = 0.0
     rss_mb: float = 0.0
@@ -122,8 +128,18 @@ _SUMMED_INTS = (
     "media_packets_lost",
     "data_sent",
     "data_received",
+    "data_track_sent",
+    "data_track_received",
 )
-_SUMMED_FLOATS = ("media_packets_per_s", "data_sent_per_s", "data_received_per_s", "cpu_percent", "rss_mb")
+_SUMMED_FLOATS = (
+    "media_packets_per_s",
+    "data_sent_per_s",
+    "data_received_per_s",
+    "data_track_sent_per_s",
+    "data_track_received_per_s",
+    "cpu_percent",
+    "rss_mb",
+)
 
 
 def _weighted(pairs: Iterable[tuple[int, float]]) -> float:
@@ -202,7 +218,7 @@ class Sampler:
         self._last_at = 0.0
         self._last_cpu_s = 0.0
         self._last_media = (0, 0, 0)  # packets received, expected, lost
-        self._last_data = (0, 0)  # data messages sent, received
+        self._last_data = (0, 0, 0, 0)  # data messages sent, received; data-track frames sent, received
         self._task: asyncio.Task[None] | None = None
 
     def start(self, t0: float) -> None:
@@ -266,11 +282,15 @@ class Sampler:
         snap.media_loss_ratio = round(max(0, lost - last_lost) / delta_expected, 6) if delta_expected > 0 else 0.0
         self._last_media = (received, expected, lost)
         sent, got = sum(c.data_sent for c in counts), sum(c.data_received for c in counts)
-        last_sent, last_got = self._last_data
+        track_sent, track_got = sum(c.data_track_sent for c in counts), sum(c.data_track_received for c in counts)
+        last_sent, last_got, last_track_sent, last_track_got = self._last_data
         snap.data_sent, snap.data_received = sent, got
         snap.data_sent_per_s = round(max(0, sent - last_sent) / elapsed_s, 1)
         snap.data_received_per_s = round(max(0, got - last_got) / elapsed_s, 1)
-        self._last_data = (sent, got)
+        snap.data_track_sent, snap.data_track_received = track_sent, track_got
+        snap.data_track_sent_per_s = round(max(0, track_sent - last_track_sent) / elapsed_s, 1)
+        snap.data_track_received_per_s = round(max(0, track_got - last_track_got) / elapsed_s, 1)
+        self._last_data = (sent, got, track_sent, track_got)
 
     async def stop(self) -> None:
         if self._task is not None:

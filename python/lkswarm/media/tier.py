@@ -135,6 +135,8 @@ class LightTier(LegFilters["LightLeg"]):
             totals["packets_lost"],
             totals.get("data_sent", 0),
             totals.get("data_received", 0),
+            totals.get("data_track_sent", 0),
+            totals.get("data_track_received", 0),
         )
 
     def saturation(self) -> str:

@@ -52,6 +52,13 @@ def render(snap: Snapshot, duration_s: float) -> Group:
                 f"{snap.data_sent_per_s:,.0f} sent/s, {snap.data_received_per_s:,.0f} received/s",
             )
         )
+    if snap.data_track_sent or snap.data_track_received:
+        media.append_text(
+            Text.assemble(
+                ("   data tracks ", "dim"),
+                f"{snap.data_track_sent_per_s:,.0f} frames/s sent, {snap.data_track_received_per_s:,.0f} received/s",
+            )
+        )
     generator = Text.assemble(
         ("generator ", "dim"),
         f"cpu {snap.cpu_percent:.0f} %   loop lag p99 {snap.loop_lag_p99_ms:.1f} ms   rss {snap.rss_mb:.0f} MB",

@@ -162,6 +162,15 @@ def render_metrics(exposition: Exposition, extra: ExtraGauges | None = None) -> 
         "Data messages received (every sender's).",
         [("", snap.data_received)],
     )
+    metric(
+        "lkswarm_data_track_frames_sent_total", "counter", "Data-track frames written.", [("", snap.data_track_sent)]
+    )
+    metric(
+        "lkswarm_data_track_packets_received_total",
+        "counter",
+        "Data-track packets received (every publisher's).",
+        [("", snap.data_track_received)],
+    )
     processes = [("", exposition.processes)]
     metric("lkswarm_generator_processes", "gauge", "Generator processes reporting (run --workers).", processes)
     metric("lkswarm_generator_cpu_percent", "gauge", "Generator CPU over the last interval.", [("", snap.cpu_percent)])

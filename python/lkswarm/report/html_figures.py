@@ -160,16 +160,24 @@ def media_over_time(report: dict[str, Any]) -> tuple[Figure | None, str]:
     return _timeline_figure(report, "Media packets per second and loss", "packets/s", traces, yaxis2=y2)
 
 
+_DATA_SERIES = ("data_sent_per_s", "data_received_per_s", "data_track_sent_per_s", "data_track_received_per_s")
+
+
 def data_over_time(report: dict[str, Any]) -> tuple[Figure | None, str]:
-    """Data messages per second, sent and received (the run's ``data_e2e`` latency is in the data table)."""
+    """Data messages and data-track frames per second, sent and received (the run's ``data_e2e`` and
+    ``data_track_e2e`` latencies are in the data tables)."""
     timeline = report.get("timeline") or {}
-    if not any(timeline.get("data_received_per_s") or []) and not any(timeline.get("data_sent_per_s") or []):
-        return None, "no data messages in this run"
-    traces: Traces = [
-        ("data_sent_per_s", "messages/s sent", {}),
-        ("data_received_per_s", "messages/s received", {}),
-    ]
-    return _timeline_figure(report, "Data messages per second", "messages/s", traces)
+    used = [name for name in _DATA_SERIES if any(timeline.get(name) or [])]
+    if not used:
+        return None, "no data messages or data-track frames in this run"
+    names = {
+        "data_sent_per_s": "messages/s sent",
+        "data_received_per_s": "messages/s received",
+        "data_track_sent_per_s": "data-track frames/s sent",
+        "data_track_received_per_s": "data-track packets/s received",
+    }
+    traces: Traces = [(name, names[name], {}) for name in used]
+    return _timeline_figure(report, "Data per second", "per second", traces)
 
 
 def generator_over_time(report: dict[str, Any]) -> tuple[Figure | None, str]:

@@ -226,18 +226,28 @@ def _probes(report: dict[str, Any]) -> str:
 
 
 def _data(report: dict[str, Any]) -> str:
-    """Data messages: the totals, then one row per channel."""
+    """Data messages: the totals (bursts, resends and slow readers flattened), one row per channel, then the
+    data tracks' own table; the slow readers' latency beside everyone else's."""
     data = report.get("data") or {}
     if not data:
         return ""
-    scalars = {k: v for k, v in data.items() if k not in ("channels", "latency_ms", "malformed_examples")}
-    rows = [*scalars.items(), *_flatten("latency_ms (data_e2e)", data.get("latency_ms") or {})]
+    apart = ("channels", "latency_ms", "malformed_examples", "tracks")
+    rows = _flatten("", {k: v for k, v in data.items() if k not in apart})
+    rows += _flatten("latency_ms (data_e2e)", data.get("latency_ms") or {})
+    slow_latency = (report.get("latency_ms") or {}).get("data_e2e_slow_readers") or {}
+    if slow_latency.get("count"):
+        rows += _flatten("latency_ms (data_e2e_slow_readers)", slow_latency)
     channels = data.get("channels") or {}
     headers = ["channel", *dict.fromkeys(k for figures in channels.values() for k in figures)]
     per_channel = [[name, *(figures.get(h, "") for h in headers[1:])] for name, figures in channels.items()]
     out = "<h2>Data messages</h2>" + table(None, rows, "data")
     if per_channel:
         out += table(headers, per_channel, "data-channels")
+    tracks = data.get("tracks") or {}
+    if tracks:
+        track_rows = _flatten("", {k: v for k, v in tracks.items() if k != "latency_ms"})
+        track_rows += _flatten("latency_ms (data_track_e2e)", tracks.get("latency_ms") or {})
+        out += "<h3>Data tracks</h3>" + table(None, track_rows, "data-tracks")
     return out
 
 

@@ -33,6 +33,8 @@ _CURRENT_SERIES = frozenset(
         "media_packets_per_s",
         "data_sent_per_s",
         "data_received_per_s",
+        "data_track_sent_per_s",
+        "data_track_received_per_s",
         "cpu_percent",
         "rss_mb",
     }

@@ -141,6 +141,9 @@ pub struct HubTotals {
     pub data_sent: u64,
     pub data_received: u64,
     pub data_bytes_received: u64,
+    /// Data-track frames sent and packets received (`media::data::track`).
+    pub data_track_sent: u64,
+    pub data_track_received: u64,
 }
 
 impl HubTotals {
@@ -159,6 +162,9 @@ impl HubTotals {
         self.data_sent += data_sent;
         self.data_received += data_received;
         self.data_bytes_received += data_bytes_received;
+        let data = peer.data();
+        self.data_track_sent += data.track_sender.counts.frames_sent;
+        self.data_track_received += data.track_received.totals().0;
     }
 }
 

@@ -342,6 +342,8 @@ impl PyMediaHub {
         dict.set_item("data_sent", t.data_sent)?;
         dict.set_item("data_received", t.data_received)?;
         dict.set_item("data_bytes_received", t.data_bytes_received)?;
+        dict.set_item("data_track_sent", t.data_track_sent)?;
+        dict.set_item("data_track_received", t.data_track_received)?;
         Ok(dict)
     }
 

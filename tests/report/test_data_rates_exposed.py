@@ -1,0 +1,53 @@
+"""Data-message and data-track rates reach every live surface: the timeline, the Prometheus exposition
+(summed across worker processes) and the HTML report's data tables and plot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lkswarm.engine.timeline import Snapshot
+from lkswarm.observe.prometheus import Exposition, combine_expositions, render_metrics
+from lkswarm.report.html_figures import data_over_time
+from lkswarm.report.html_page import _data
+
+
+def snapshot(**figures: Any) -> Snapshot:
+    return Snapshot(t_s=1.0, **figures)
+
+
+def test_prometheus_shows_data_tracks_summed_over_processes() -> None:
+    parts = [
+        Exposition(snapshot(data_sent=10, data_received=90, data_track_sent=30, data_track_received=270)),
+        Exposition(snapshot(data_sent=5, data_received=45, data_track_sent=30, data_track_received=240)),
+    ]
+    text = render_metrics(combine_expositions(parts))
+    assert "lkswarm_data_messages_sent_total 15" in text
+    assert "lkswarm_data_track_frames_sent_total 60" in text
+    assert "lkswarm_data_track_packets_received_total 510" in text
+
+
+def test_the_html_data_section_has_the_tracks_and_the_slow_readers() -> None:
+    latency = {"count": 3, "p50": 1.0, "p99": 2.0, "max": 2.0}
+    report: dict[str, Any] = {
+        "latency_ms": {"data_e2e_slow_readers": {"count": 2, "p50": 900.0, "p99": 1900.0, "max": 1950.0}},
+        "data": {
+            "messages_sent": 4,
+            "resend": {"resumes": 1, "resent": 2, "resend_unavailable": 0},
+            "slow_readers": {"readers": 1, "pauses": 2},
+            "latency_ms": latency,
+            "channels": {},
+            "tracks": {"frames_sent": 90, "loss_ratio": 0.0, "latency_ms": latency},
+        },
+    }
+    page = _data(report)
+    assert 'id="data-tracks"' in page and "latency_ms (data_track_e2e) p99" in page
+    assert "resend.resent" in page and "slow_readers.pauses" in page
+    assert "latency_ms (data_e2e_slow_readers) p99" in page
+
+
+def test_the_data_plot_draws_data_track_rates_alone_too() -> None:
+    timeline = {"t_s": [1.0, 2.0], "data_track_sent_per_s": [30.0, 30.0], "data_track_received_per_s": [0.0, 270.0]}
+    figure, why = data_over_time({"timeline": timeline})
+    assert figure is not None, why
+    assert [trace["name"] for trace in figure["data"]] == ["data-track frames/s sent", "data-track packets/s received"]
+    assert data_over_time({"timeline": {"t_s": [1.0]}})[0] is None
