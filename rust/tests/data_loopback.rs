@@ -127,7 +127,7 @@ fn a_single_pc_peer_sends_probes_and_accounts_what_the_server_sends() {
 
     let mut labels: Vec<_> = looper.peer.data().open_labels();
     labels.sort();
-    assert_eq!(labels, ["_lossy", "_reliable"]);
+    assert_eq!(labels, ["_data_track", "_lossy", "_reliable"]);
     let reliable: Vec<_> = looper.received.iter().filter(|(l, _)| l == "_reliable").collect();
     let lossy: Vec<_> = looper.received.iter().filter(|(l, _)| l == "_lossy").collect();
     assert!(reliable.len() > 150, "{} reliable messages", reliable.len());

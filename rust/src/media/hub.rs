@@ -34,71 +34,36 @@
 //! recovered from poisoning so the other peers go on.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use mio::{Interest, Poll, Registry, Token, Waker};
 use str0m::config::DtlsCert;
 
 use super::clip::MediaLibrary;
-use super::data::sender::DataPublish;
 use super::data::DataSummary;
-use super::deadline::{Deadline, Fired};
+use super::deadline::Deadline;
 use super::lag::LagHistogram;
 use super::peer::{MediaPeer, PeerConfig, PeerEvent, RxTrack};
-use super::recv::{enable_receive_timestamps, recv_batch, RecvBatch};
+use super::recv::enable_receive_timestamps;
 use super::types::{Datagram, Pc, PeerCounters};
 use crate::error::Error;
 
+mod data;
 mod data_track;
+mod worker;
+
+use worker::{run_worker, service};
 
 const WAKER_TOKEN: Token = Token(usize::MAX);
-/// Upper bound on one epoll wait, so `close` is noticed promptly.
-const MAX_WAIT: Duration = Duration::from_millis(50);
-/// The least time between two wakeups in steady state (see the module doc). Four milliseconds cut
-/// wakeups about 16-fold and the thread's CPU by about 14 % at 300 peers; any datagram waits at most
-/// this long to be read, well inside one 20 ms audio frame.
-const COALESCE: Duration = Duration::from_millis(4);
-/// Shorter naps are skipped: a sleep is itself a context switch.
-const MIN_NAP: Duration = Duration::from_micros(100);
-/// Kernel timestamps older than this (a clock step) are not believed.
-const MAX_QUEUED: Duration = Duration::from_secs(1);
-
-/// How long the worker sleeps before it waits in epoll: what is left of `COALESCE` since its last
-/// wakeup, cut short by the earliest deadline, and nothing unless the hub is `steady` (no peer
-/// connecting, every socket with kernel timestamps).
-fn nap_before_wait(steady: bool, since_last_wakeup: Duration, until_deadline: Duration) -> Duration {
-    if !steady {
-        return Duration::ZERO;
-    }
-    let nap = COALESCE.saturating_sub(since_last_wakeup).min(until_deadline);
-    if nap < MIN_NAP {
-        Duration::ZERO
-    } else {
-        nap
-    }
-}
-
-/// When a datagram arrived, on the monotonic clock: `now` less its time in the socket queue, which
-/// the kernel's wall-clock stamp gives.
-fn arrival(now: Instant, wall_now: SystemTime, kernel_time: Option<Duration>) -> Instant {
-    let Some(stamp) = kernel_time else { return now };
-    let queued = wall_now.duration_since(UNIX_EPOCH + stamp).unwrap_or_default();
-    if queued > MAX_QUEUED {
-        return now;
-    }
-    now.checked_sub(queued).unwrap_or(now)
-}
-
 /// What Python learns about a peer, stamped with seconds since the hub started.
 #[derive(Debug, Clone)]
 pub struct HubEvent {
@@ -496,57 +461,6 @@ impl Hub {
         (state.timer_lag.count(), state.timer_lag.count_above_us(limit_us))
     }
 
-    /// Starts or replaces a peer's probe messages on one channel (`media::data::sender`).
-    pub fn data_publish(&self, id: u32, spec: DataPublish) -> crate::Result<()> {
-        self.with_peer(id, |peer, now| peer.data_publish(spec, now)).map_err(Error::media)
-    }
-
-    /// Stops a peer's probe messages on both channels.
-    pub fn data_stop(&self, id: u32) -> crate::Result<()> {
-        self.with_peer(id, |peer, _| {
-            peer.data_stop();
-            Ok(())
-        })
-        .map_err(Error::media)
-    }
-
-    /// After a signal resume: re-sends the reliable messages past the server's `last_message_seq`.
-    pub fn data_resend_after(&self, id: u32, last_sequence: u32) -> crate::Result<()> {
-        self.with_peer(id, |peer, now| {
-            peer.data_resend_after(last_sequence, now);
-            Ok(())
-        })
-        .map_err(Error::media)
-    }
-
-    /// Makes a peer a slow data reader (`data::slow_reader`).
-    pub fn data_slow_reader(
-        &self,
-        id: u32,
-        pause: Duration,
-        every: Duration,
-        first_after: Duration,
-    ) -> crate::Result<()> {
-        self.with_peer(id, |peer, now| peer.data_slow_reader(pause, every, first_after, now)).map_err(Error::media)
-    }
-
-    /// One-way latency of every probe message received, by all peers the hub has had: the slow
-    /// readers' with `slow_readers`, else everyone else's.
-    pub fn data_latency(&self, slow_readers: bool) -> LagHistogram {
-        let state = self.shared.lock();
-        let mut merged = state.retired_data_latency[usize::from(slow_readers)].clone();
-        for slot in state.slots.values() {
-            let data = slot.peer.data();
-            if data.slow.is_some() != slow_readers {
-                continue;
-            }
-            if let Some(latency) = &data.latency {
-                merged.merge(latency);
-            }
-        }
-        merged
-    }
-
     pub fn take_events(&self) -> Vec<HubEvent> {
         std::mem::take(&mut self.shared.lock().events)
     }
@@ -618,168 +532,5 @@ fn summarize(peer: &MediaPeer) -> PeerSummary {
         failed: peer.is_failed(),
         single_pc: peer.is_single(),
         data: peer.data().summary(),
-    }
-}
-
-/// Drains one peer: sends its datagrams, collects its events, re-arms its deadline.
-fn service(shared: &Shared, state: &mut State, id: u32, now: Instant) {
-    let mut scratch = std::mem::take(&mut state.scratch);
-    let Some(slot) = state.slots.get_mut(&id) else {
-        state.scratch = scratch;
-        return;
-    };
-    let wake = match catch_unwind(AssertUnwindSafe(|| slot.peer.poll(now, &mut scratch))) {
-        Ok(wake) => wake,
-        Err(_) => {
-            slot.peer.fail(now, "internal_error", "panic in the media tier".into());
-            now + Duration::from_secs(3600)
-        }
-    };
-    let mut send_errors = 0;
-    for datagram in scratch.drain(..) {
-        let socket = slot.sockets.iter().find(|s| s.local == datagram.source).or_else(|| slot.sockets.first());
-        if let Some(socket) = socket {
-            if socket.socket.send_to(&datagram.contents, datagram.destination).is_err() {
-                send_errors += 1;
-            }
-        }
-    }
-    for (at, event) in slot.peer.take_events() {
-        state.events.push(HubEvent { peer: id, at_s: shared.seconds(at), event });
-    }
-    if slot.deadline.set(wake) {
-        state.heap.push(Reverse((wake, id)));
-    }
-    let connecting = slot.peer.is_connecting();
-    if connecting != slot.connecting {
-        slot.connecting = connecting;
-        if connecting {
-            state.connecting += 1;
-        } else {
-            state.connecting -= 1;
-        }
-    }
-    state.send_errors += send_errors;
-    state.scratch = scratch;
-}
-
-fn run_worker(shared: &Shared, mut poll: Poll) {
-    let mut events = Events::with_capacity(4096); // a 4 ms batch of thousands of peers
-    let mut batch = RecvBatch::default();
-    let mut touched: HashSet<u32, BuildHasherDefault<IdHasher>> = HashSet::default();
-    let mut last_wakeup = Instant::now();
-    while !shared.stop.load(Ordering::SeqCst) {
-        let (mut timeout, nap) = {
-            let state = shared.lock();
-            let now = Instant::now();
-            let until_deadline =
-                state.heap.peek().map_or(MAX_WAIT, |Reverse((at, _))| at.saturating_duration_since(now).min(MAX_WAIT));
-            let steady = state.connecting == 0 && !state.untimestamped;
-            (until_deadline, nap_before_wait(steady, now.duration_since(last_wakeup), until_deadline))
-        };
-        if !nap.is_zero() {
-            std::thread::sleep(nap);
-            timeout = timeout.saturating_sub(nap);
-        }
-        if let Err(error) = poll.poll(&mut events, Some(timeout)) {
-            if error.kind() != ErrorKind::Interrupted {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            continue;
-        }
-        let mut state = shared.lock();
-        let now = Instant::now();
-        let wall_now = SystemTime::now();
-        last_wakeup = now;
-        state.wakeups += 1;
-        touched.clear();
-        for event in events.iter() {
-            let Some(&(id, index)) = state.owners.get(&event.token()) else { continue };
-            let Some(slot) = state.slots.get_mut(&id) else { continue };
-            let Some(socket) = slot.sockets.get(index) else { continue };
-            let (local, fd) = (socket.local, socket.socket.as_raw_fd());
-            loop {
-                match recv_batch(fd, &mut batch) {
-                    Ok(_) => {
-                        let peer = &mut slot.peer;
-                        for (data, source, kernel_time) in batch.datagrams() {
-                            let Some(source) = source else { continue }; // not IPv4/IPv6: never ours
-                            let arrived_at = arrival(now, wall_now, kernel_time);
-                            if catch_unwind(AssertUnwindSafe(|| peer.handle_datagram(arrived_at, source, local, data)))
-                                .is_err()
-                            {
-                                peer.fail(now, "internal_error", "panic in the media tier".into());
-                            }
-                        }
-                        if batch.drained() {
-                            break; // a short batch emptied the queue: no WouldBlock call needed
-                        }
-                    }
-                    Err(error) if error.kind() == ErrorKind::WouldBlock => break,
-                    Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => break, // e.g. ICMP port unreachable surfaced as ECONNREFUSED
-                }
-            }
-            touched.insert(id);
-        }
-        let mut state_timeouts = 0;
-        while let Some(Reverse((at, id))) = state.heap.peek().copied() {
-            if at > now {
-                break;
-            }
-            state.heap.pop();
-            let Some(slot) = state.slots.get_mut(&id) else { continue };
-            match slot.deadline.fire(at, now) {
-                Fired::Stale => continue,
-                Fired::Rearm(wake) => {
-                    state.heap.push(Reverse((wake, id)));
-                    continue;
-                }
-                Fired::Due => {}
-            }
-            let wanted = slot.deadline.wake();
-            let peer = &mut slot.peer;
-            state_timeouts += 1;
-            if catch_unwind(AssertUnwindSafe(|| peer.handle_timeout(now))).is_err() {
-                peer.fail(now, "internal_error", "panic in the media tier".into());
-            }
-            touched.insert(id);
-            state.timer_lag.record(now.saturating_duration_since(wanted));
-        }
-        state.timeouts += state_timeouts;
-        for id in touched.iter().copied() {
-            service(shared, &mut state, id, now);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn no_nap_while_a_peer_is_connecting() {
-        assert_eq!(nap_before_wait(false, Duration::ZERO, MAX_WAIT), Duration::ZERO);
-    }
-
-    #[test]
-    fn in_steady_state_wakeups_are_coalesce_apart_but_never_past_a_deadline() {
-        assert_eq!(nap_before_wait(true, Duration::from_millis(1), MAX_WAIT), Duration::from_millis(3));
-        assert_eq!(nap_before_wait(true, Duration::from_millis(1), Duration::from_millis(2)), Duration::from_millis(2));
-        assert_eq!(nap_before_wait(true, Duration::from_millis(9), MAX_WAIT), Duration::ZERO);
-        assert_eq!(nap_before_wait(true, Duration::from_millis(1), Duration::ZERO), Duration::ZERO);
-        assert_eq!(nap_before_wait(true, Duration::from_micros(3_950), MAX_WAIT), Duration::ZERO);
-    }
-
-    #[test]
-    fn arrival_is_now_less_the_time_the_kernel_says_the_datagram_queued() {
-        let now = Instant::now();
-        let wall_now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let stamp = Duration::from_secs(1_800_000_000) - Duration::from_millis(3);
-        assert_eq!(arrival(now, wall_now, Some(stamp)), now - Duration::from_millis(3));
-        assert_eq!(arrival(now, wall_now, None), now);
-        // A stamp in the future or from before a clock step is not believed.
-        assert_eq!(arrival(now, wall_now, Some(stamp + Duration::from_secs(1))), now);
-        assert_eq!(arrival(now, wall_now, Some(stamp - Duration::from_secs(5))), now);
     }
 }
