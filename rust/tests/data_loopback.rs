@@ -4,8 +4,12 @@
 //! - dual-PC: one peer's publisher offer carries only the channels (no track), another peer's
 //!   subscriber PeerConnection answers it and accounts what arrives, per sender and channel.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use common::{addr, answerer, ServerSide};
 
 use lkswarm_core::media::clip::MediaLibrary;
 use lkswarm_core::media::data::packet::{
@@ -14,15 +18,10 @@ use lkswarm_core::media::data::packet::{
 use lkswarm_core::media::data::sender::{unix_now_us, Burst, DataPublish};
 use lkswarm_core::media::peer::{MediaPeer, PeerConfig};
 use lkswarm_core::media::shared_certificate;
-use lkswarm_core::media::types::{Datagram, Pc};
+use lkswarm_core::media::types::Pc;
 use str0m::change::SdpOffer;
 use str0m::channel::ChannelId;
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
+use str0m::{Event, Rtc};
 
 fn publish(kind: Kind, rate_hz: f64, size_bytes: usize) -> DataPublish {
     DataPublish {
@@ -36,15 +35,34 @@ fn publish(kind: Kind, rate_hz: f64, size_bytes: usize) -> DataPublish {
     }
 }
 
+/// The answerer's data channels: opened by label, and the messages it received on them.
+#[derive(Default)]
+struct Channels {
+    /// The answerer's channels by label, as they open.
+    open: Vec<(ChannelId, String)>,
+    /// Messages the answerer received: (label, bytes).
+    received: Vec<(String, Vec<u8>)>,
+}
+
+impl ServerSide for Channels {
+    fn on_event(&mut self, event: Event, _now: Instant) {
+        match event {
+            Event::ChannelOpen(id, label) => self.open.push((id, label)),
+            Event::ChannelData(data) => {
+                let label = self.open.iter().find(|(id, _)| *id == data.id).map(|(_, l)| l.clone());
+                self.received.push((label.unwrap_or_default(), data.data));
+            }
+            _ => {}
+        }
+    }
+}
+
 struct ServerLoop {
     peer: MediaPeer,
     server: Rtc,
     server_addr: SocketAddr,
     now: Instant,
-    /// The answerer's channels by label, as they open.
-    channels: Vec<(ChannelId, String)>,
-    /// Messages the answerer received: (label, bytes).
-    received: Vec<(String, Vec<u8>)>,
+    channels: Channels,
 }
 
 impl ServerLoop {
@@ -54,56 +72,20 @@ impl ServerLoop {
         let cert = shared_certificate().unwrap();
         let mut peer = MediaPeer::new(&cert, addr(31_001), MediaLibrary::default(), config, now).unwrap();
         let server_addr = addr(31_002);
-        let mut server = Rtc::builder().enable_opus(true, false).enable_vp8(true).build(now);
-        server.add_local_candidate(Candidate::host(server_addr, "udp").unwrap());
+        let mut server = answerer(server_addr, now);
         let (offer, _) = peer.create_join_offer(None, None, now).unwrap();
         let answer = server.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer).unwrap()).unwrap();
         peer.accept_single_answer(&answer.to_sdp_string(), None).unwrap();
-        ServerLoop { peer, server, server_addr, now, channels: Vec::new(), received: Vec::new() }
+        ServerLoop { peer, server, server_addr, now, channels: Channels::default() }
     }
 
     fn run(&mut self, steps: u32) {
-        let mut wire: Vec<Datagram> = Vec::new();
-        for _ in 0..steps {
-            self.now += Duration::from_millis(1);
-            let now = self.now;
-            self.peer.handle_timeout(now);
-            self.peer.poll(now, &mut wire);
-            self.server.handle_input(Input::Timeout(now)).unwrap();
-            self.drain_server(&mut wire);
-            for datagram in wire.drain(..) {
-                if datagram.destination == self.server_addr {
-                    let receive =
-                        Receive::new(Protocol::Udp, datagram.source, datagram.destination, &datagram.contents).unwrap();
-                    self.server.handle_input(Input::Receive(now, receive)).unwrap();
-                } else {
-                    self.peer.handle_datagram(now, datagram.source, datagram.destination, &datagram.contents);
-                }
-            }
-            self.drain_server(&mut wire);
-        }
-    }
-
-    fn drain_server(&mut self, wire: &mut Vec<Datagram>) {
-        loop {
-            match self.server.poll_output().unwrap() {
-                Output::Timeout(_) => return,
-                Output::Transmit(t) => {
-                    wire.push(Datagram { source: t.source, destination: t.destination, contents: t.contents.into() })
-                }
-                Output::Event(Event::ChannelOpen(id, label)) => self.channels.push((id, label)),
-                Output::Event(Event::ChannelData(data)) => {
-                    let label = self.channels.iter().find(|(id, _)| *id == data.id).map(|(_, l)| l.clone());
-                    self.received.push((label.unwrap_or_default(), data.data));
-                }
-                Output::Event(_) => {}
-            }
-        }
+        common::run(&mut self.peer, &mut self.server, self.server_addr, &mut self.now, steps, &mut self.channels);
     }
 
     /// Writes one DataPacket from the answerer on its channel `label`.
     fn server_send(&mut self, label: &str, message: &[u8]) {
-        let id = self.channels.iter().find(|(_, l)| l == label).expect("channel open").0;
+        let id = self.channels.open.iter().find(|(_, l)| l == label).expect("channel open").0;
         assert!(self.server.channel(id).unwrap().write(true, message).unwrap());
     }
 }
@@ -128,8 +110,8 @@ fn a_single_pc_peer_sends_probes_and_accounts_what_the_server_sends() {
     let mut labels: Vec<_> = looper.peer.data().open_labels();
     labels.sort();
     assert_eq!(labels, ["_data_track", "_lossy", "_reliable"]);
-    let reliable: Vec<_> = looper.received.iter().filter(|(l, _)| l == "_reliable").collect();
-    let lossy: Vec<_> = looper.received.iter().filter(|(l, _)| l == "_lossy").collect();
+    let reliable: Vec<_> = looper.channels.received.iter().filter(|(l, _)| l == "_reliable").collect();
+    let lossy: Vec<_> = looper.channels.received.iter().filter(|(l, _)| l == "_lossy").collect();
     assert!(reliable.len() > 150, "{} reliable messages", reliable.len());
     assert!(lossy.len() > 70, "{} lossy messages", lossy.len());
     for (i, (_, bytes)) in reliable.iter().enumerate() {

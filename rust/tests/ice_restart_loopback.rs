@@ -4,23 +4,19 @@
 //! Single-PC: the peer offers the restart and the server answers with new credentials. Dual-PC: the
 //! server offers the restart on the subscriber PeerConnection and the peer answers.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{addr, answerer, OpusSender};
 use lkswarm_core::media::clip::{Clip, ClipFrame, MediaLibrary};
 use lkswarm_core::media::peer::{MediaPeer, PeerConfig, PeerEvent};
 use lkswarm_core::media::shared_certificate;
-use lkswarm_core::media::types::Datagram;
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::Rtc;
 
 fn library() -> MediaLibrary {
     let audio = (0..50u8).map(|i| ClipFrame { data: Arc::from(&[0xf8, i, 1, 2, 3][..]), keyframe: true }).collect();
@@ -39,8 +35,7 @@ struct Loopback {
     server_addr: SocketAddr,
     now: Instant,
     /// The server's audio section and frames written; it sends from its DTLS connection on.
-    audio: Option<(Mid, u64)>,
-    server_connected_at: Option<Instant>,
+    side: OpusSender,
     join_answer_creds: (String, String),
 }
 
@@ -50,17 +45,8 @@ impl Loopback {
         let config = PeerConfig { single_pc, connect_timeout: Duration::from_secs(5), ..PeerConfig::default() };
         let peer = MediaPeer::new(&shared_certificate().unwrap(), addr(port), library(), config, now).unwrap();
         let server_addr = addr(port + 1);
-        let mut server = Rtc::builder().enable_opus(true, false).enable_vp8(true).build(now);
-        server.add_local_candidate(Candidate::host(server_addr, "udp").unwrap());
-        Loopback {
-            peer,
-            server,
-            server_addr,
-            now,
-            audio: None,
-            server_connected_at: None,
-            join_answer_creds: Default::default(),
-        }
+        let server = answerer(server_addr, now);
+        Loopback { peer, server, server_addr, now, side: OpusSender::default(), join_answer_creds: Default::default() }
     }
 
     /// A single-PC peer's join, the server sending audio on its first receive section.
@@ -69,7 +55,7 @@ impl Loopback {
         let (offer, _) = looper.peer.create_join_offer(Some("cid-audio"), None, looper.now).unwrap();
         let answer = looper.server_answer(&offer);
         let recv_mid = answer.lines().filter_map(|l| l.trim_end().strip_prefix("a=mid:")).nth(1).unwrap();
-        looper.audio = Some((Mid::from(recv_mid), 0));
+        looper.side.audio = Some((Mid::from(recv_mid), 0));
         assert_eq!(looper.peer.accept_single_answer(&answer, None).unwrap(), None);
         looper.join_answer_creds = ufrag(&answer);
         looper
@@ -83,7 +69,7 @@ impl Loopback {
         let (offer, pending) = api.apply().unwrap();
         let answer = looper.peer.accept_offer(&offer.to_sdp_string()).unwrap();
         looper.server.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
-        looper.audio = Some((mid, 0));
+        looper.side.audio = Some((mid, 0));
         looper
     }
 
@@ -94,53 +80,7 @@ impl Loopback {
 
     /// Advances time in 1 ms steps, delivering every datagram both ways.
     fn run(&mut self, steps: u32) {
-        let mut wire: Vec<Datagram> = Vec::new();
-        for _ in 0..steps {
-            self.now += Duration::from_millis(1);
-            let now = self.now;
-            self.peer.handle_timeout(now);
-            self.peer.poll(now, &mut wire);
-            self.server.handle_input(Input::Timeout(now)).unwrap();
-            self.write_audio(now);
-            self.drain_server(&mut wire);
-            for datagram in wire.drain(..) {
-                if datagram.destination == self.server_addr {
-                    let receive =
-                        Receive::new(Protocol::Udp, datagram.source, datagram.destination, &datagram.contents).unwrap();
-                    self.server.handle_input(Input::Receive(now, receive)).unwrap();
-                } else {
-                    self.peer.handle_datagram(now, datagram.source, datagram.destination, &datagram.contents);
-                }
-            }
-            self.drain_server(&mut wire);
-        }
-    }
-
-    fn drain_server(&mut self, wire: &mut Vec<Datagram>) {
-        loop {
-            match self.server.poll_output().unwrap() {
-                Output::Timeout(_) => return,
-                Output::Transmit(t) => {
-                    wire.push(Datagram { source: t.source, destination: t.destination, contents: t.contents.into() })
-                }
-                Output::Event(Event::Connected) => self.server_connected_at = Some(self.now),
-                Output::Event(_) => {}
-            }
-        }
-    }
-
-    /// One 20 ms Opus frame from the server every 20 steps once connected.
-    fn write_audio(&mut self, now: Instant) {
-        let (Some((mid, frames)), Some(connected_at)) = (self.audio, self.server_connected_at) else { return };
-        if now.duration_since(connected_at) < Duration::from_millis(20 * frames) {
-            return;
-        }
-        let Some(writer) = self.server.writer(mid) else { return };
-        let pt = writer.payload_params().find(|p| p.spec().codec == Codec::Opus).unwrap().pt();
-        let rtp_time = MediaTime::new(960 * frames, Frequency::FORTY_EIGHT_KHZ);
-        // Errors while ICE restarts (no pair yet) are expected: the frame is lost.
-        let _ = writer.write(pt, now, rtp_time, vec![0xf8, 0xff, 0xfe]);
-        self.audio = Some((mid, frames + 1));
+        common::run(&mut self.peer, &mut self.server, self.server_addr, &mut self.now, steps, &mut self.side);
     }
 
     fn packets(&self) -> u64 {
@@ -207,7 +147,7 @@ fn when_the_tracks_received_are_gone_media_resumes_with_ice() {
     assert!(looper.packets() > 30);
     looper.peer.take_events();
     // The publisher left during the outage: the restart offer also turns its section inactive.
-    let (mid, _) = looper.audio.take().unwrap();
+    let (mid, _) = looper.side.audio.take().unwrap();
     let mut api = looper.server.sdp_api();
     api.set_direction(mid, Direction::Inactive);
     api.ice_restart(true);

@@ -3,24 +3,22 @@
 //! answerer depacketizes what the peer publishes (frame mode), while it sends Opus back on one of
 //! the peer's receive sections.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{addr, answerer, OpusSender};
 use lkswarm_core::media::clip::{Clip, ClipFrame, MediaLibrary};
 use lkswarm_core::media::peer::{MediaPeer, PeerConfig, PeerEvent};
 use lkswarm_core::media::shared_certificate;
-use lkswarm_core::media::types::{Datagram, Pc};
+use lkswarm_core::media::types::Pc;
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
-use str0m::media::{Frequency, KeyframeRequestKind, MediaData, MediaTime, Mid, Rid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
+use str0m::media::{KeyframeRequestKind, MediaData, Mid, Rid};
+use str0m::Rtc;
 
 /// VP8 frames whose payload header says keyframe (P bit 0) for the first and interframe for the
 /// rest; each layer's frames are tagged with the layer so the answerer can tell them apart. The
@@ -48,11 +46,8 @@ struct Loopback {
     server: Rtc,
     server_addr: SocketAddr,
     now: Instant,
-    received: Vec<MediaData>,
-    /// The answerer's send section (one of the peer's recvonly audio sections), frames written.
-    server_audio: Option<(Mid, u64)>,
-    /// When the answerer's DTLS connected: its audio starts then.
-    server_connected_at: Option<Instant>,
+    /// The answerer: its send section (one of the peer's recvonly audio sections) and what it got.
+    side: OpusSender,
 }
 
 impl Loopback {
@@ -61,77 +56,21 @@ impl Loopback {
         let config = PeerConfig { single_pc: true, ..PeerConfig::default() };
         let mut peer = MediaPeer::new(&shared_certificate().unwrap(), addr(30_001), library(), config, now).unwrap();
         let server_addr = addr(30_002);
-        let mut server = Rtc::builder().enable_opus(true, false).enable_vp8(true).build(now);
-        server.add_local_candidate(Candidate::host(server_addr, "udp").unwrap());
+        let mut server = answerer(server_addr, now);
         let (offer, id) = peer.create_join_offer(Some("cid-audio"), Some("cid-video"), now).unwrap();
         assert_eq!(id, 1);
         let answer = server.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer).unwrap()).unwrap();
         let answer = answer.to_sdp_string();
-        let looper = Loopback {
-            peer,
-            server,
-            server_addr,
-            now,
-            received: Vec::new(),
-            server_audio: None,
-            server_connected_at: None,
-        };
-        (looper, answer)
+        (Loopback { peer, server, server_addr, now, side: OpusSender::default() }, answer)
     }
 
     /// Advances time in 1 ms steps, delivering every datagram both ways.
     fn run(&mut self, steps: u32) {
-        let mut wire: Vec<Datagram> = Vec::new();
-        for _ in 0..steps {
-            self.now += Duration::from_millis(1);
-            let now = self.now;
-            self.peer.handle_timeout(now);
-            self.peer.poll(now, &mut wire);
-            self.server.handle_input(Input::Timeout(now)).unwrap();
-            self.write_server_audio(now);
-            self.drain_server(&mut wire);
-            for datagram in wire.drain(..) {
-                if datagram.destination == self.server_addr {
-                    let receive =
-                        Receive::new(Protocol::Udp, datagram.source, datagram.destination, &datagram.contents).unwrap();
-                    self.server.handle_input(Input::Receive(now, receive)).unwrap();
-                } else {
-                    self.peer.handle_datagram(now, datagram.source, datagram.destination, &datagram.contents);
-                }
-            }
-            self.drain_server(&mut wire);
-        }
-    }
-
-    fn drain_server(&mut self, wire: &mut Vec<Datagram>) {
-        loop {
-            match self.server.poll_output().unwrap() {
-                Output::Timeout(_) => return,
-                Output::Transmit(t) => {
-                    wire.push(Datagram { source: t.source, destination: t.destination, contents: t.contents.into() })
-                }
-                Output::Event(Event::MediaData(data)) => self.received.push(data),
-                Output::Event(Event::Connected) => self.server_connected_at = Some(self.now),
-                Output::Event(_) => {}
-            }
-        }
-    }
-
-    /// One 20 ms Opus frame from the answerer when due.
-    fn write_server_audio(&mut self, now: Instant) {
-        let (Some((mid, frames)), Some(connected_at)) = (self.server_audio, self.server_connected_at) else { return };
-        if now.duration_since(connected_at) < Duration::from_millis(20 * frames) {
-            return;
-        }
-        let writer = self.server.writer(mid).expect("a writer for the answerer's audio");
-        let pt = writer.payload_params().find(|p| p.spec().codec == Codec::Opus).unwrap().pt();
-        let rtp_time = MediaTime::new(960 * frames, Frequency::FORTY_EIGHT_KHZ);
-        writer.write(pt, now, rtp_time, vec![0xf8, 0xff, 0xfe]).unwrap();
-        self.server_audio = Some((mid, frames + 1));
+        common::run(&mut self.peer, &mut self.server, self.server_addr, &mut self.now, steps, &mut self.side);
     }
 
     fn frames(&self, mid: Mid, rid: Option<&str>) -> Vec<&MediaData> {
-        self.received.iter().filter(|d| d.mid == mid && d.rid == rid.map(Rid::from)).collect()
+        self.side.received.iter().filter(|d| d.mid == mid && d.rid == rid.map(Rid::from)).collect()
     }
 }
 
@@ -148,7 +87,7 @@ fn a_single_pc_peer_publishes_simulcast_vp8_and_opus_and_receives_on_a_recvonly_
     let (audio_mid, video_mid, recv_audio_mid) = (mid_of(&answer, 0), mid_of(&answer, 1), mid_of(&answer, 2));
     let map = HashMap::from([(recv_audio_mid.to_string(), "TR_server_audio".to_string())]);
     assert_eq!(looper.peer.accept_single_answer(&answer, Some(&map)).unwrap(), None);
-    looper.server_audio = Some((recv_audio_mid, 0));
+    looper.side.audio = Some((recv_audio_mid, 0));
     looper.run(3_000);
 
     assert!(looper.peer.is_connected(Pc::Publisher) && looper.peer.is_connected(Pc::Subscriber));
@@ -207,7 +146,7 @@ fn re_offers_are_answered_and_media_goes_on() {
     let (mut looper, answer) = Loopback::new();
     let (audio_mid, recv_audio_mid) = (mid_of(&answer, 0), mid_of(&answer, 2));
     looper.peer.accept_single_answer(&answer, None).unwrap();
-    looper.server_audio = Some((recv_audio_mid, 0));
+    looper.side.audio = Some((recv_audio_mid, 0));
     looper.run(1_000);
     let sent_before = looper.frames(audio_mid, None).len();
     for (audios, videos) in [(1, 1), (0, 0)] {

@@ -1,0 +1,112 @@
+//! The in-memory wire the loopback tests share: our `MediaPeer` and a str0m `Rtc` playing the
+//! server, back to back, no sockets; time advances in 1 ms steps.
+
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use lkswarm_core::media::peer::MediaPeer;
+use lkswarm_core::media::types::Datagram;
+use str0m::format::Codec;
+use str0m::media::{Frequency, MediaData, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+pub fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A str0m answerer with Opus and VP8, reachable at `at`.
+pub fn answerer(at: SocketAddr, now: Instant) -> Rtc {
+    let mut server = Rtc::builder().enable_opus(true, false).enable_vp8(true).build(now);
+    server.add_local_candidate(Candidate::host(at, "udp").unwrap());
+    server
+}
+
+/// The server's side of one step: what it writes before the exchange, and what its events mean.
+pub trait ServerSide {
+    /// Called once per step after the server's timers, before datagrams are exchanged.
+    fn before_exchange(&mut self, _server: &mut Rtc, _now: Instant) {}
+    fn on_event(&mut self, _event: Event, _now: Instant) {}
+}
+
+/// Nothing to write, no event of interest.
+pub struct Quiet;
+impl ServerSide for Quiet {}
+
+/// Advances `now` by `steps` ms, one step at a time: the peer's timeout and poll, the server's
+/// timeout and `side`'s writes, then every datagram delivered both ways.
+pub fn run(
+    peer: &mut MediaPeer,
+    server: &mut Rtc,
+    server_addr: SocketAddr,
+    now: &mut Instant,
+    steps: u32,
+    side: &mut dyn ServerSide,
+) {
+    let mut wire: Vec<Datagram> = Vec::new();
+    for _ in 0..steps {
+        *now += Duration::from_millis(1);
+        let at = *now;
+        peer.handle_timeout(at);
+        peer.poll(at, &mut wire);
+        server.handle_input(Input::Timeout(at)).unwrap();
+        side.before_exchange(server, at);
+        drain_server(server, &mut wire, side, at);
+        for datagram in wire.drain(..) {
+            if datagram.destination == server_addr {
+                let receive =
+                    Receive::new(Protocol::Udp, datagram.source, datagram.destination, &datagram.contents).unwrap();
+                server.handle_input(Input::Receive(at, receive)).unwrap();
+            } else {
+                peer.handle_datagram(at, datagram.source, datagram.destination, &datagram.contents);
+            }
+        }
+        drain_server(server, &mut wire, side, at);
+    }
+}
+
+fn drain_server(server: &mut Rtc, wire: &mut Vec<Datagram>, side: &mut dyn ServerSide, now: Instant) {
+    loop {
+        match server.poll_output().unwrap() {
+            Output::Timeout(_) => return,
+            Output::Transmit(t) => {
+                wire.push(Datagram { source: t.source, destination: t.destination, contents: t.contents.into() })
+            }
+            Output::Event(event) => side.on_event(event, now),
+        }
+    }
+}
+
+/// A server that sends one 20 ms Opus frame every 20 ms on `audio` (a section and frames written)
+/// from its DTLS connection on, and keeps what media it receives (frame mode).
+#[derive(Default)]
+pub struct OpusSender {
+    pub audio: Option<(Mid, u64)>,
+    pub connected_at: Option<Instant>,
+    pub received: Vec<MediaData>,
+}
+
+impl ServerSide for OpusSender {
+    fn before_exchange(&mut self, server: &mut Rtc, now: Instant) {
+        let (Some((mid, frames)), Some(connected_at)) = (self.audio, self.connected_at) else { return };
+        if now.duration_since(connected_at) < Duration::from_millis(20 * frames) {
+            return;
+        }
+        let Some(writer) = server.writer(mid) else { return };
+        let pt = writer.payload_params().find(|p| p.spec().codec == Codec::Opus).unwrap().pt();
+        let rtp_time = MediaTime::new(960 * frames, Frequency::FORTY_EIGHT_KHZ);
+        // Errors while ICE restarts (no pair yet) are expected: the frame is lost, as on a network.
+        let _ = writer.write(pt, now, rtp_time, vec![0xf8, 0xff, 0xfe]);
+        self.audio = Some((mid, frames + 1));
+    }
+
+    fn on_event(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::MediaData(data) => self.received.push(data),
+            Event::Connected => self.connected_at = Some(now),
+            _ => {}
+        }
+    }
+}
