@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from helpers import LKSWARM, assert_outcomes_reconcile, run_engine
-from http_relay import HttpRelay
 from lkswarm.app.server import LocalServer
 from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
+from relays import HttpRelay
 
 pytestmark = pytest.mark.integration
 

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from helpers import assert_outcomes_reconcile, report_of, run_engine
-from http_relay import HttpRelay
 from lkswarm.app.runner import build_engine
 from lkswarm.app.server import LocalServer
 from lkswarm.auth import Credentials, mint_token
 from lkswarm.config import RunConfig
+from relays import HttpRelay
 
 pytestmark = pytest.mark.integration
 

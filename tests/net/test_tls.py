@@ -7,14 +7,11 @@ with a throwaway CA and a server certificate for 127.0.0.1 and localhost.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime
 import ipaddress
 import os
 import ssl
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,8 +29,8 @@ from lkswarm.config import RunConfig
 from lkswarm.engine.context import Run
 from lkswarm.net.ws_driver import tls_context
 from lkswarm.report.build import INSECURE_WARNING
+from relays import TlsRelay
 
-RELAY_LIFETIME_S = 300.0  # the relay stops itself after this, whatever a test does
 PARTICIPANTS = 20
 SHAPE = ["--signal-only", "--rooms", "1", "--participants", str(PARTICIPANTS), "--rate", "20", "--duration", "4s"]
 
@@ -84,76 +81,6 @@ def make_certs(directory: Path) -> tuple[Path, Path, Path]:
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return _pem_cert(ca, directory / "ca.pem"), _pem_cert(cert, directory / "server.pem"), key_path
-
-
-class TlsRelay:
-    """Terminates TLS on 127.0.0.1 and pipes the plain bytes to ``target_port``, on a loop in its own thread."""
-
-    def __init__(self, target_port: int, cert: Path, key: Path) -> None:
-        self.target_port = target_port
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(cert, key)
-        self.port = 0
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="tls-relay", daemon=True)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    def __enter__(self) -> TlsRelay:
-        self._thread.start()
-        assert self._ready.wait(10), "the TLS relay did not start"
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already ended (its lifetime ran out)
-                self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        finally:
-            self._ready.set()  # never leave __enter__ waiting on a relay that failed to start
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        # Handshakes the client refuses (the unverified-CA test) are the point there, not errors to print.
-        self._loop.set_exception_handler(lambda _loop, _context: None)
-        self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._relay, "127.0.0.1", 0, ssl=self.context)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        async with server:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), RELAY_LIFETIME_S)
-        for writer in list(self._writers):
-            writer.close()
-
-    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        self._writers.add(client_writer)
-        try:
-            server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            client_writer.close()
-            return
-        self._writers.add(server_writer)
-        await asyncio.gather(
-            self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer), return_exceptions=True
-        )
-        self._writers -= {client_writer, server_writer}
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, ssl.SSLError):
-            pass  # a participant dropped its connection: the other direction ends with it
-        finally:
-            writer.close()
 
 
 @pytest.fixture(scope="module")
