@@ -87,6 +87,26 @@ def test_a_departure_added_later_but_due_sooner_is_not_held_up_by_an_earlier_pla
     assert live == [0]
 
 
+def test_a_departure_due_before_its_participant_starts_keeps_it_from_starting() -> None:
+    async def main() -> Engine:
+        engine = _engine()
+        task = asyncio.get_running_loop().create_task(engine.run())
+        await engine.started.wait()
+        now_s = engine.elapsed_s()
+        # Participant 1 arrives in 0.5 s but is torn down now: it must not start (and then linger) later.
+        engine.add_arrivals([Arrival(0, now_s, 0, 0), Arrival(1, now_s + 0.5, 1, 0)])
+        engine.add_departure(now_s, 1)
+        await asyncio.sleep(0.8)
+        engine.finish()
+        await task
+        return engine
+
+    engine = asyncio.run(main())
+    assert [d.index for d in engine.drivers] == [0]
+    assert engine.counters["departed_before_start"] == 1 and engine.departed == 0
+    assert engine.tally.outcomes[COMPLETED] == 1
+
+
 def test_arrivals_cannot_go_back_in_time_or_go_to_a_fixed_plan() -> None:
     engine = _engine()
     engine.add_arrivals([Arrival(0, 5.0, 0, 0)])

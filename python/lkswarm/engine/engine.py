@@ -12,7 +12,10 @@ hidden (coordinated omission).
 
 The run lasts ``duration_s`` from the first intended start. Arrivals that
 fall after the end are ``not_started``. A planned departure leaves politely
-and counts as ``completed``. With ``reconnect_storm_at_s`` every joined
+and counts as ``completed``; one that comes due before its participant has
+started (a late scheduler, or an open plan's teardown of arrivals still
+queued) keeps it from starting: it is ``not_started``, and counted in
+``counters["departed_before_start"]``. With ``reconnect_storm_at_s`` every joined
 participant drops its WebSocket at that instant and resumes (or, with
 ``reconnect_storm_mode = "rejoin"``, joins afresh). A `Sampler`
 records the timeline once a second and feeds the observers (live view,
@@ -110,6 +113,7 @@ class Engine:
         self.departed = 0
         self._scheduling_done = False
         self._by_index: dict[int, ParticipantDriver] = {}
+        self._left_before_start: set[int] = set()  # departures due before their participant started
         self.rss_start_mb = 0.0
         self.rss_ready_mb = 0.0  # after set-up (clips encoded, media hub and probes started)
         self.rss_end_mb = 0.0
@@ -338,6 +342,8 @@ class Engine:
             self._scheduling_done = True
 
     def _start(self, arrival: Arrival, intended: float) -> None:
+        if arrival.index in self._left_before_start:
+            return
         lateness_ms = max(0.0, time.perf_counter() - intended) * 1000
         self.metrics.record_lateness(lateness_ms)
         if lateness_ms > LATE_START_MS:
@@ -385,7 +391,11 @@ class Engine:
                 continue
             heapq.heappop(departures)
             driver = self._by_index.get(index)
-            if driver is not None and not driver.outcome:
+            if driver is None:
+                # Not started yet: it never will be (see the module doc), rather than start after its own departure.
+                self._left_before_start.add(index)
+                self.counters["departed_before_start"] += 1
+            elif not driver.outcome:
                 self.departed += 1
                 driver.stop()
 
