@@ -229,3 +229,8 @@ def test_v1_subscribers_receive_the_tracks_of_publishers_that_replace_others(
     media = report["media"]
     assert media["tracks_missing"] == 0, media["missing_examples"]
     assert report["media"]["loss_ratio"] < 0.01
+    # The peers that left count too: the report's packets are what the timeline's rates add up to (every peer
+    # the hub has had), not only the last peers'.
+    t_s, per_s = report["timeline"]["t_s"], report["timeline"]["media_packets_per_s"]
+    by_timeline = t_s[0] * per_s[0] + sum(per_s[i] * (t_s[i] - t_s[i - 1]) for i in range(1, len(t_s)))
+    assert 0.97 * by_timeline <= media["packets_received"] <= 1.1 * by_timeline, (by_timeline, media)

@@ -88,6 +88,9 @@ class LightTier(LegFilters["LightLeg"]):
         self.participants: dict[int, LightLeg] = {}  # by hub peer id
         self.clips: MediaClips | None = None
         self.totals: MediaTotals | None = None  # set by collect()
+        # The figures of peers closed before the end (departures, failures, a fresh join's old peer), accounted as
+        # they close so their packets and data count too; collect() adds the live peers to them.
+        self.ended = MediaTotals(data=DataTotals(publish_channel=run.config.data_channel))
         self._clock_offset_s = 0.0
         self._pump: asyncio.Task[None] | None = None
         self.track_subscribed_ms: dict[str, HdrHistogram] = {}  # kind -> histogram (see MediaTotals)
@@ -153,9 +156,10 @@ class LightTier(LegFilters["LightLeg"]):
         record_ms(histogram, value_ms)
 
     async def collect(self) -> MediaTotals:
-        """Final figures of every live peer (call before participants stop)."""
+        """Final figures: every live peer's (call before participants stop), added to those of the peers closed
+        before (`ended`)."""
         self.dispatch()
-        totals = self.totals = MediaTotals(data=DataTotals(publish_channel=self.run.config.data_channel))
+        totals = self.totals = self.ended
         hub = self.hub
         if hub is None:
             return totals
@@ -435,7 +439,8 @@ class LightLeg(SignalingLeg):
         elif isinstance(event, _core.PeerFailed):
             self.failed(event.reason, event.detail)
 
-    def account(self, stats: dict[str, Any], totals: MediaTotals) -> None:
+    def account(self, stats: dict[str, Any], totals: MediaTotals, *, closed: bool = False) -> None:
+        """Adds one peer's figures to ``totals``; a ``closed`` peer's (gone before the end) has no missing tracks."""
         totals.datagrams_sent += stats["datagrams_sent"]
         totals.bytes_sent += stats["bytes_sent"]
         totals.frames_sent += stats["frames_sent"]
@@ -459,7 +464,7 @@ class LightLeg(SignalingLeg):
         for codec in received.values():
             totals.tracks_by_codec[codec] = totals.tracks_by_codec.get(codec, 0) + 1
         session = self.driver.session
-        if session is not None and not self.driver.outcome:
+        if session is not None and not self.driver.outcome and not closed:
             missing = session.live_remote_tracks() - set(received)
             totals.tracks_missing += len(missing)
             for track_sid in sorted(missing)[: max(0, MISSING_EXAMPLES - len(totals.missing_examples))]:
@@ -477,9 +482,12 @@ class LightLeg(SignalingLeg):
                 )
 
     def close(self) -> None:
-        hub = self.tier.hub
+        tier = self.tier
+        hub = tier.hub
         if hub is not None and self.peer_id is not None:
-            hub.remove_peer(self.peer_id)
+            stats = hub.remove_peer(self.peer_id)
+            if stats is not None and tier.totals is None:  # closed before the end: its figures still count
+                self.account(stats, tier.ended, closed=True)
             self.tier.participants.pop(self.peer_id, None)
             self.peer_id = None
 
