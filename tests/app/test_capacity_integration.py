@@ -54,6 +54,7 @@ def _capacity(
     output = stdout + stderr
     assert "Traceback" not in output, output[-3000:]
     assert credentials.api_secret not in output
+    assert report_path.exists(), f"exit {process.returncode}, no report: {output[-3000:]}"
     text = report_path.read_text()
     assert credentials.api_secret not in text
     return process.returncode, json.loads(text), output

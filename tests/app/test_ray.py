@@ -119,7 +119,7 @@ def test_too_few_cluster_cpus_are_refused_before_anything_starts(
 ) -> None:
     fake = _FakeRay([2.0])
     monkeypatch.setattr(ray_engine, "import_ray", lambda: fake)
-    monkeypatch.setattr(ray_engine, "_Driver", None)  # nothing past the count may run
+    monkeypatch.setattr(ray_engine, "RayDriver", None)  # nothing past the count may run
     with pytest.raises(ConfigError, match="--workers 3: the Ray cluster has 2 CPU"):
         run_on_ray(RunConfig(rooms=4), credentials, address="local", workers=3)
 

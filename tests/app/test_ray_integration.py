@@ -6,6 +6,8 @@ temporary directory of the test's own (RAY_TMPDIR), which is searched for the AP
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import shutil
 import signal
@@ -207,3 +209,39 @@ def test_too_few_cluster_cpus_are_refused_in_one_line(credentials: Credentials, 
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--workers 512: the Ray cluster has" in lines[0], out.stderr
     assert sys.executable  # the same interpreter ran it
+
+
+def test_capacity_ray_local_spreads_the_search_over_two_actors(
+    credentials: Credentials, tmp_path: Path, ray_tmp: Path
+) -> None:
+    """A room limit of 6 in 2 rooms: the search over 2 actors finds 12, as one process does (about 60 s)."""
+    report_path, csv_dir = tmp_path / "capacity.json", tmp_path / "csv"
+    out = subprocess.run(
+        [
+            *LKSWARM,
+            "capacity",
+            *("--ray", "local", "--workers", "2", "--signal-only", "--rooms", "2", "--participants", "2"),
+            *("--growth", "2", "--max", "16", "--hold", "4s", "--settle", "2s", "--max-hold", "8s"),
+            *("--slo", "failed_ratio<1%", "--slo", "join_response.p50<1s"),
+            *("--server-config", '{"room": {"max_participants": 6}}'),
+            *("--json", str(report_path), "--csv", str(csv_dir), "--quiet"),
+        ],
+        capture_output=True,
+        text=True,
+        env=lkswarm_env(credentials),
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    section = report["capacity"]
+    assert (section["value"], section["interval"]) == (12, [12, 14])
+    assert [level["verdict"] for level in section["levels"]][:3] == ["PASS", "PASS", "FAIL"]
+    workers = report["workers"]
+    assert [w["index"] for w in workers] == [0, 1]
+    for worker in workers:
+        assert worker["node"] and worker["pid"] > 0 and worker["participants"] > 0 and not worker["crashed"]
+    assert report["participants"]["scheduled"] == sum(w["participants"] for w in workers)
+    assert report["target"]["embedded_server"] is True
+    assert len(list(csv.DictReader((csv_dir / "levels.csv").open()))) == len(section["levels"])
+    assert credentials.api_secret not in out.stdout + out.stderr + report_path.read_text()
+    assert files_holding(credentials.api_secret, ray_tmp) == []

@@ -1,10 +1,11 @@
-"""`lkswarm capacity`: drives one engine through the levels a `lkswarm.capacity.search.Search` asks for.
+"""`lkswarm capacity`: drives a load through the levels a `lkswarm.capacity.search.Search` asks for.
 
 Theory of operation
 -------------------
-One engine with an *open plan* (`Engine(open_plan=True)`) runs for the whole
-search; this controller adds its arrivals and departures as the search goes.
-A level is:
+The load is behind a `lkswarm.app.capacity_port.LoadPort`: one engine with an
+*open plan* in this process, or one per Ray actor (``capacity --ray``); it runs
+for the whole search, and this controller adds its arrivals and departures as
+the search goes, never knowing which it drives. A level is:
 
 1. **Ramp.** Going up from a passing level, the population persists and only
    the difference arrives, at ``rate`` joins per second (open arrivals, as in
@@ -22,7 +23,8 @@ A level is:
 4. **Guards.** A level at which this generator saturated (scheduler lateness,
    loop lag or media-thread lag over their limits *in the hold*) is
    GENERATOR_BOUND: never the server's limit, and the search stops with a lower
-   bound. A server that died, or an engine that ended (a stop signal), ABORTS.
+   bound. A server that died, or a load that stopped (a stop signal, a Ray actor
+   that died), ABORTS.
 
 The controller never decides what comes next: the search does. Everything it
 measured is returned as `Level` rows, also when a signal ends it early.
@@ -37,16 +39,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from lkswarm.app.capacity_level import HoldWindow, server_figures
+from lkswarm.app.capacity_level import HoldData, server_figures
+from lkswarm.app.capacity_port import LoadPort, Population
 from lkswarm.capacity.schema import Level, LevelVerdict, SloResult, SloSpec
 from lkswarm.capacity.search import Planned, Search
 from lkswarm.capacity.slo import combine, judge, judge_count
 from lkswarm.config import RunConfig
-from lkswarm.engine.engine import Engine
-from lkswarm.engine.outcome import OutcomeKind
 from lkswarm.engine.plan import Arrival, Rooms
-from lkswarm.media.tier import LightTier
-from lkswarm.metrics import MAX_MEDIA_LAG_P99_MS, process_cpu_s
+from lkswarm.metrics import process_cpu_s
 from lkswarm.observe.server_metrics import Scrape, scrape
 
 Grow = Literal["subscribers", "rooms", "publishers"]
@@ -97,9 +97,10 @@ class LevelTiming:
 
 @dataclass(slots=True)
 class Controller:
-    """Adds and removes participants of an open-plan engine, level by level, and measures each hold."""
+    """Adds and removes participants of a load, level by level, and measures each hold."""
 
-    engine: Engine
+    port: LoadPort
+    rooms: int  # of the load's plan (every level fits in them)
     shape: Shape
     slos: list[SloSpec]
     timing: LevelTiming
@@ -113,15 +114,16 @@ class Controller:
     _seats: dict[int, tuple[int, int]] = field(default_factory=dict)  # live plan index -> (room, seat)
     _rooms: Rooms | None = None
     _next_index: int = 0
+    _last_start_s: float = 0.0  # the latest start planned so far (run s)
     _churned: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self._rooms = Rooms(self.engine.config.rooms)
+        self._rooms = Rooms(self.rooms)
 
     # -- the search ----------------------------------------------------------------------
 
     async def run(self, search: Search) -> None:
-        await self.engine.started.wait()
+        await self.port.started()
         self.search_started_at = time.perf_counter()
         while (planned := search.next_level()) is not None:
             self.on_level_start(planned)
@@ -139,33 +141,30 @@ class Controller:
         """Why the level cannot go on ("" while it can)."""
         if not self.server_alive():
             return "the server died"
-        if self.engine.interrupted is not None:
-            return f"the search was stopped ({self.engine.interrupted['signal']})"
-        return ""
+        return self.port.stopped()
 
     async def measure(self, planned: Planned) -> Level:
         ramp_from = self._t()
-        failed_before = self._failed_count()
+        failed_before = (await self.port.population(())).failed
         if planned.fresh and self._seats:
             await self._teardown()
         attempted_before = self._next_index
         live_before = len(self._seats)
-        ramp_end_s = self._grow_to(planned.participants)
+        ramp_end_s = await self._grow_to(planned.participants)
         await self._sleep_until(ramp_end_s + 0.5)
         ramp = (ramp_from, self._t())
         await self._settle(planned.participants)
         settle = (ramp[1], self._t())
         window, results, before, after, proc_s = await self._hold()
         hold = (settle[1], self._t())
-        alive = sum(1 for d in self.engine.live_drivers())
-        active = self.engine.active_count() if self.engine.tiers else 0
-        failed = self._failed_count() - failed_before
+        now = await self.port.population(())
+        alive, active, failed = now.live, now.active if now.media else 0, now.failed - failed_before
         attempted = live_before + (self._next_index - attempted_before)
         if self._has_slo("failed_ratio"):
             spec = self._spec("failed_ratio")
             results["failed_ratio"] = judge_count(spec, failed, max(attempted, 1), self.timing.confidence)
         verdict, reason, _ = combine(results)
-        generator = window.generator(window.media_lag)
+        generator = window.generator()
         ended = self._ended()
         level_verdict: LevelVerdict = verdict
         if ended:
@@ -194,23 +193,26 @@ class Controller:
 
     # -- populations -----------------------------------------------------------------------
 
-    def _failed_count(self) -> int:
-        return sum(n for outcome, n in self.engine.tally.outcomes.items() if outcome.kind is OutcomeKind.FAILED)
-
-    def _reconcile(self) -> None:
+    async def _reconcile(self) -> Population:
         """Frees the seats of participants that ended (failed, or left after a churn or teardown)."""
         assert self._rooms is not None
-        for index in list(self._seats):
-            driver = self.engine.driver_of(index)
-            if driver is not None and driver.outcome:
+        population = await self.port.population(list(self._seats))
+        for index in population.ended:
+            if index in self._seats:
                 room, seat = self._seats.pop(index)
                 self._rooms.release(room, seat)
+        return population
 
-    def _grow_to(self, participants: int) -> float:
+    async def _add(self, arrivals: list[Arrival]) -> None:
+        if arrivals:
+            self._last_start_s = max(self._last_start_s, arrivals[-1].start_s)
+            await self.port.add_arrivals(arrivals)
+
+    async def _grow_to(self, participants: int) -> float:
         """Plans the arrivals that bring each room to its target; returns the ramp's last start (run s)."""
         assert self._rooms is not None
-        self._reconcile()
-        now_s = self.engine.elapsed_s() + 0.05
+        await self._reconcile()
+        now_s = self.port.elapsed_s() + 0.05
         arrivals: list[Arrival] = []
         for room, target in enumerate(self.shape.room_targets(participants)):
             for _ in range(max(0, target - self._rooms.occupancy[room])):
@@ -220,21 +222,19 @@ class Controller:
                 self._seats[self._next_index] = (room, seat)
                 self._next_index += 1
         arrivals.sort(key=lambda a: (a.start_s, a.index))
-        self.engine.add_arrivals(arrivals)
+        await self._add(arrivals)
         return arrivals[-1].start_s if arrivals else now_s
 
     async def _teardown(self) -> None:
         """Everyone leaves; then waits for an empty server and a cool-down."""
         # A churn replacement may still be due (it starts CHURN_GAP_S after its predecessor left): a departure
         # planned before its start would find no participant to stop, and it would live on into the next level.
-        await self._sleep_until(self._last_start_s() + 0.05)
-        now_s = self.engine.elapsed_s()
-        for index in list(self._seats):
-            self.engine.add_departure(now_s, index)
+        await self._sleep_until(self._last_start_s + 0.05)
+        await self.port.add_departures(self.port.elapsed_s(), list(self._seats))
         deadline = time.perf_counter() + TEARDOWN_TIMEOUT_S
         while time.perf_counter() < deadline and not self._ended():
             await asyncio.sleep(0.25)
-            self._reconcile()
+            await self._reconcile()
             if self._seats:
                 continue
             if await self._server_participants() in (None, 0.0):
@@ -247,7 +247,7 @@ class Controller:
         scraped = await asyncio.to_thread(scrape, self.metrics_url)
         return scraped.total("livekit_participant_total", {}) if isinstance(scraped, Scrape) else None
 
-    def _churn_one(self) -> None:
+    async def _churn_one(self) -> None:
         """Replaces the longest-lived subscriber (a publisher when there is none) with a fresh join in its seat."""
         publishers = 0 if self.shape.grow == "publishers" else self.shape.publishers
         candidates = [i for i, (_, seat) in self._seats.items() if seat >= publishers and i not in self._churned]
@@ -257,65 +257,58 @@ class Controller:
             return
         leaving = min(candidates)
         room, seat = self._seats.pop(leaving)
-        now_s = self.engine.elapsed_s()
+        now_s = self.port.elapsed_s()
         self._churned.add(leaving)
-        self.engine.add_departure(now_s, leaving)
+        await self.port.add_departures(now_s, [leaving])
         # The replacement joins a moment later: in a room at its size limit the server must have seen the
         # leaver go, or it refuses the newcomer as "room full" and the probe measures the limit, not the join.
-        start_s = max(now_s + CHURN_GAP_S, self._last_start_s())
-        self.engine.add_arrivals([Arrival(self._next_index, start_s, room, seat)])
+        start_s = max(now_s + CHURN_GAP_S, self._last_start_s)
         self._seats[self._next_index] = (room, seat)  # the seat passes straight to the replacement
         self._next_index += 1
-
-    def _last_start_s(self) -> float:
-        return self.engine.plan[-1].start_s if self.engine.plan else 0.0
+        await self._add([Arrival(self._next_index - 1, start_s, room, seat)])
 
     # -- windows ----------------------------------------------------------------------------
 
     async def _sleep_until(self, run_s: float) -> None:
         while not self._ended():
-            remaining = run_s - self.engine.elapsed_s()
+            remaining = run_s - self.port.elapsed_s()
             if remaining <= 0:
                 return
             await asyncio.sleep(min(0.25, remaining))
 
     async def _settle(self, participants: int) -> None:
         if self.timing.settle_s is not None:
-            await self._sleep_until(self.engine.elapsed_s() + self.timing.settle_s)
+            await self._sleep_until(self.port.elapsed_s() + self.timing.settle_s)
             return
-        started = self.engine.elapsed_s()
+        started = self.port.elapsed_s()
         while not self._ended():
-            waited = self.engine.elapsed_s() - started
-            pending = [d for d in self.engine.live_drivers() if d.joined_at is None]
-            inactive = self.engine.tiers and self.engine.active_count() < len(self.engine.live_drivers())
-            if waited >= AUTO_SETTLE_MAX_S or (waited >= AUTO_SETTLE_MIN_S and not pending and not inactive):
+            waited = self.port.elapsed_s() - started
+            now = await self.port.population(())
+            inactive = now.media and now.active < now.live
+            if waited >= AUTO_SETTLE_MAX_S or (waited >= AUTO_SETTLE_MIN_S and not now.pending and not inactive):
                 return
             await asyncio.sleep(0.25)
 
     async def _hold(
         self,
-    ) -> tuple[HoldWindow, dict[str, SloResult], Scrape | str | None, Scrape | str | None, float | None]:
-        window = HoldWindow(self.engine.metrics, self.engine.tiers)
+    ) -> tuple[HoldData, dict[str, SloResult], Scrape | str | None, Scrape | str | None, float | None]:
         before = await asyncio.to_thread(scrape, self.metrics_url) if self.metrics_url else None
         pid = self.server_pid()
         proc_before = process_cpu_s(pid) if pid is not None else None
         self._churned.clear()
-        lag_before = self._media_lag_counts()
-        window.open()
+        await self.port.open_hold()
+        opened = time.perf_counter()
         subwindow_s = max(MIN_SUBWINDOW_S, self.timing.hold_s / SUBWINDOWS_PER_HOLD)
         planned_s = self.timing.hold_s
         results: dict[str, SloResult] = {}
         while not self._ended():
-            await self._hold_for(window, planned_s - window.held_s, subwindow_s)
-            results = self._judge(window)
+            await self._hold_for(planned_s - (time.perf_counter() - opened), subwindow_s)
+            results = self._judge(await self.port.read_hold())
             inconclusive = any(r["verdict"] == "INCONCLUSIVE" for r in results.values())
             if not inconclusive or planned_s >= self.timing.max_hold_s:
                 break
             planned_s = min(self.timing.max_hold_s, planned_s + self.timing.hold_s / 2)
-        window.close()
-        lag_after = self._media_lag_counts()
-        if lag_before is not None and lag_after is not None:
-            window.media_lag = (lag_after[0] - lag_before[0], lag_after[1] - lag_before[1])
+        window = await self.port.close_hold()
         after = await asyncio.to_thread(scrape, self.metrics_url) if self.metrics_url else None
         proc_after = process_cpu_s(pid) if pid is not None else None
         proc_cores = None
@@ -323,7 +316,7 @@ class Controller:
             proc_cores = round((proc_after - proc_before) / window.held_s, 3)
         return window, results, before, after, proc_cores
 
-    async def _hold_for(self, window: HoldWindow, duration_s: float, subwindow_s: float) -> None:
+    async def _hold_for(self, duration_s: float, subwindow_s: float) -> None:
         end = time.perf_counter() + max(0.0, duration_s)
         next_boundary = time.perf_counter() + subwindow_s
         next_churn = time.perf_counter()
@@ -331,11 +324,11 @@ class Controller:
         while time.perf_counter() < end and not self._ended():
             now = time.perf_counter()
             if now >= next_churn:
-                self._reconcile()
-                self._churn_one()
+                await self._reconcile()
+                await self._churn_one()
                 next_churn += churn_every_s
             if now >= next_boundary:
-                window.boundary()
+                await self.port.hold_boundary()
                 next_boundary += subwindow_s
             await asyncio.sleep(max(0.0, min(0.1, end - now, next_boundary - now, next_churn - now)))
 
@@ -345,7 +338,7 @@ class Controller:
     def _spec(self, key: str) -> SloSpec:
         return next(spec for spec in self.slos if spec["key"] == key)
 
-    def _judge(self, window: HoldWindow) -> dict[str, SloResult]:
+    def _judge(self, window: HoldData) -> dict[str, SloResult]:
         confidence = self.timing.confidence
         results: dict[str, SloResult] = {}
         for spec in self.slos:
@@ -358,14 +351,6 @@ class Controller:
                 phase = key.rsplit(".", 1)[0]
                 results[key] = judge(spec, window.values(phase), None, confidence)
         return results
-
-    def _media_lag_counts(self) -> tuple[int, int] | None:
-        """(timer samples, samples over the limit) of the media thread so far; the hold's share is a difference."""
-        for tier in self.engine.tiers:
-            if isinstance(tier, LightTier) and tier.hub is not None:
-                count, over = tier.hub.timer_lag_above(MAX_MEDIA_LAG_P99_MS / 1000)
-                return int(count), int(over)
-        return None
 
 
 def engine_config(base: RunConfig, shape: Shape, maximum: int, timeout_s: float) -> RunConfig:

@@ -39,8 +39,132 @@ def _cpu_s() -> float:
 
 
 @dataclass(slots=True)
+class HoldData:
+    """What a hold window measured, as plain data: one process's (`HoldWindow.snapshot`) or several merged.
+
+    ``subwindows`` hold every latency value recorded in each sub-window (ms, per phase), ``media_marks``
+    the media tiers' running (received, expected, lost) at each boundary. Merging (`merge_holds`) adds
+    them up exactly: values are concatenated per sub-window, marks summed, so a verdict judged on the
+    merge is the verdict one process would have judged on all of them. ``parts`` keeps each merged
+    process's generator figures: saturation is a process's own, so one saturated part binds the level.
+    """
+
+    subwindows: list[dict[str, list[float]]] = field(default_factory=lambda: [{}])
+    media_marks: list[tuple[int, int, int]] = field(default_factory=list)  # (received, expected, lost) per boundary
+    held_s: float = 0.0
+    cpu_s: float = 0.0
+    media_lag: tuple[int, int] | None = None  # (media-thread timer samples, over 20 ms) during the hold
+    has_media: bool = False
+    parts: list[GeneratorFigures] = field(default_factory=list)  # one per merged process; empty for one
+
+    def values(self, phase: str) -> list[list[float]]:
+        """The hold's values of ``phase``, per sub-window."""
+        return [window.get(phase, []) for window in self.subwindows]
+
+    def media_trials(self) -> list[tuple[int, int]]:
+        """(packets lost, packets expected) per sub-window."""
+        marks = self.media_marks
+        return [
+            (max(0, marks[i + 1][2] - marks[i][2]), max(0, marks[i + 1][1] - marks[i][1]))
+            for i in range(len(marks) - 1)
+        ]
+
+    def summary(self, phase: str) -> LatencySummary:
+        values = sorted(v for window in self.values(phase) for v in window)
+        return {
+            "count": len(values),
+            "p50": round(percentile(values, 50), 3),
+            "p95": round(percentile(values, 95), 3),
+            "p99": round(percentile(values, 99), 3),
+        }
+
+    def generator(self) -> GeneratorFigures:
+        """The generator during the hold: this process's figures, or the merged processes' (`combine_generators`)."""
+        if self.parts:
+            return combine_generators(self.parts)
+        lateness = sorted(v for window in self.values("lateness") for v in window)
+        lags = sorted(v for window in self.values("loop_lag") for v in window)
+        lateness_p99, lag_p99 = percentile(lateness, 99), percentile(lags, 99)
+        reasons = []
+        if lateness_p99 > MAX_LATENESS_P99_MS:
+            reasons.append(f"scheduler lateness p99 {lateness_p99:.0f} ms > {MAX_LATENESS_P99_MS:.0f} ms")
+        if lag_p99 > MAX_LOOP_LAG_P99_MS:
+            reasons.append(f"event-loop lag p99 {lag_p99:.0f} ms > {MAX_LOOP_LAG_P99_MS:.0f} ms")
+        media_lag = self.media_lag
+        if media_lag is not None and media_lag[0] > 0 and media_lag[1] > media_lag[0] / 100:
+            reasons.append("media thread lag p99 > 20 ms")
+        return {
+            "cpu_percent": round(self.cpu_s / max(1e-6, self.held_s) * 100, 1),
+            "lateness_p99_ms": round(lateness_p99, 3),
+            "loop_lag_p99_ms": round(lag_p99, 3),
+            "bound": bool(reasons),
+            "reason": "; ".join(reasons),
+        }
+
+    def client(self, failed: int, attempted: int, alive: int, active: int) -> ClientFigures:
+        marks = self.media_marks
+        received = marks[-1][0] - marks[0][0] if len(marks) > 1 else 0
+        expected = marks[-1][1] - marks[0][1] if len(marks) > 1 else 0
+        lost = marks[-1][2] - marks[0][2] if len(marks) > 1 else 0
+        return {
+            "join_response": self.summary("join_response"),
+            "ping_rtt": self.summary("ping_rtt"),
+            "joined": len([v for window in self.values("join_response") for v in window]),
+            "failed": failed,
+            "attempted": attempted,
+            "alive": alive,
+            "active": active,
+            "packets_received": max(0, received),
+            "packets_expected": max(0, expected),
+            "packets_lost": max(0, lost),
+            "loss_ratio": round(max(0, lost) / expected, 6) if expected > 0 else 0.0,
+        }
+
+
+def combine_generators(parts: Sequence[GeneratorFigures]) -> GeneratorFigures:
+    """Several generator processes in one hold: CPU adds up; lateness and loop lag are the worst process's,
+    and the level is generator-bound when any one of them saturated (its share of the load was not applied
+    as planned, whatever the others did). A reason names its process by its index."""
+    reasons = [f"generator {i}: {p['reason']}" for i, p in enumerate(parts) if p["bound"]]
+    return {
+        "cpu_percent": round(sum(p["cpu_percent"] for p in parts), 1),
+        "lateness_p99_ms": max((p["lateness_p99_ms"] for p in parts), default=0.0),
+        "loop_lag_p99_ms": max((p["loop_lag_p99_ms"] for p in parts), default=0.0),
+        "bound": bool(reasons),
+        "reason": "; ".join(reasons),
+    }
+
+
+def merge_holds(holds: Sequence[HoldData]) -> HoldData:
+    """The hold windows of several processes over the same hold, as one (see `HoldData`)."""
+    if len(holds) == 1:
+        return holds[0]
+    subwindows: list[dict[str, list[float]]] = [{} for _ in range(max((len(h.subwindows) for h in holds), default=1))]
+    for hold in holds:
+        for merged, window in zip(subwindows, hold.subwindows, strict=False):
+            for phase, values in window.items():
+                merged.setdefault(phase, []).extend(values)
+    length = max((len(h.media_marks) for h in holds), default=0)
+    marks = [(0, 0, 0)] * length
+    for hold in holds:
+        # A process with fewer marks (a boundary it missed) holds its last counts: its packets still count.
+        own = hold.media_marks + hold.media_marks[-1:] * (length - len(hold.media_marks)) if hold.media_marks else []
+        marks = [(a[0] + b[0], a[1] + b[1], a[2] + b[2]) for a, b in zip(marks, own, strict=False)] + marks[len(own) :]
+    lags = [h.media_lag for h in holds if h.media_lag is not None]
+    return HoldData(
+        subwindows=subwindows,
+        media_marks=marks,
+        held_s=max(h.held_s for h in holds),
+        cpu_s=sum(h.cpu_s for h in holds),
+        media_lag=(sum(lag[0] for lag in lags), sum(lag[1] for lag in lags)) if lags else None,
+        has_media=any(h.has_media for h in holds),
+        parts=[part for h in holds for part in (h.parts or [h.generator()])],
+    )
+
+
+@dataclass(slots=True)
 class HoldWindow:
-    """The samples of one level's hold, split into sub-windows."""
+    """One process's hold: a tap on its metrics that files each value in the sub-window of its moment."""
 
     metrics: PhaseMetrics
     tiers: Sequence[MediaTier]
@@ -91,65 +215,33 @@ class HoldWindow:
     def has_media(self) -> bool:
         return any(tier.running_counts() is not None for tier in self.tiers)
 
+    def snapshot(self) -> HoldData:
+        """The hold so far (or whole, once closed) as plain data; the lists are copies."""
+        return HoldData(
+            subwindows=[{phase: list(values) for phase, values in window.items()} for window in self.subwindows],
+            media_marks=list(self.media_marks),
+            held_s=self.held_s,
+            cpu_s=self.cpu_s,
+            media_lag=self.media_lag,
+            has_media=self.has_media,
+        )
+
     def values(self, phase: str) -> list[list[float]]:
         """The hold's values of ``phase``, per sub-window."""
         return [window.get(phase, []) for window in self.subwindows]
 
     def media_trials(self) -> list[tuple[int, int]]:
         """(packets lost, packets expected) per sub-window."""
-        marks = self.media_marks
-        return [
-            (max(0, marks[i + 1][2] - marks[i][2]), max(0, marks[i + 1][1] - marks[i][1]))
-            for i in range(len(marks) - 1)
-        ]
-
-    def summary(self, phase: str) -> LatencySummary:
-        values = sorted(v for window in self.values(phase) for v in window)
-        return {
-            "count": len(values),
-            "p50": round(percentile(values, 50), 3),
-            "p95": round(percentile(values, 95), 3),
-            "p99": round(percentile(values, 99), 3),
-        }
+        return self.snapshot().media_trials()
 
     def generator(self, media_lag: tuple[int, int] | None) -> GeneratorFigures:
         """This process during the hold; ``media_lag`` = (timer samples, over the limit) of the media thread."""
-        lateness = sorted(v for window in self.values("lateness") for v in window)
-        lags = sorted(v for window in self.values("loop_lag") for v in window)
-        lateness_p99, lag_p99 = percentile(lateness, 99), percentile(lags, 99)
-        reasons = []
-        if lateness_p99 > MAX_LATENESS_P99_MS:
-            reasons.append(f"scheduler lateness p99 {lateness_p99:.0f} ms > {MAX_LATENESS_P99_MS:.0f} ms")
-        if lag_p99 > MAX_LOOP_LAG_P99_MS:
-            reasons.append(f"event-loop lag p99 {lag_p99:.0f} ms > {MAX_LOOP_LAG_P99_MS:.0f} ms")
-        if media_lag is not None and media_lag[0] > 0 and media_lag[1] > media_lag[0] / 100:
-            reasons.append("media thread lag p99 > 20 ms")
-        return {
-            "cpu_percent": round(self.cpu_s / max(1e-6, self.held_s) * 100, 1),
-            "lateness_p99_ms": round(lateness_p99, 3),
-            "loop_lag_p99_ms": round(lag_p99, 3),
-            "bound": bool(reasons),
-            "reason": "; ".join(reasons),
-        }
+        data = self.snapshot()
+        data.media_lag = media_lag
+        return data.generator()
 
     def client(self, failed: int, attempted: int, alive: int, active: int) -> ClientFigures:
-        marks = self.media_marks
-        received = marks[-1][0] - marks[0][0] if len(marks) > 1 else 0
-        expected = marks[-1][1] - marks[0][1] if len(marks) > 1 else 0
-        lost = marks[-1][2] - marks[0][2] if len(marks) > 1 else 0
-        return {
-            "join_response": self.summary("join_response"),
-            "ping_rtt": self.summary("ping_rtt"),
-            "joined": len([v for window in self.values("join_response") for v in window]),
-            "failed": failed,
-            "attempted": attempted,
-            "alive": alive,
-            "active": active,
-            "packets_received": max(0, received),
-            "packets_expected": max(0, expected),
-            "packets_lost": max(0, lost),
-            "loss_ratio": round(max(0, lost) / expected, 6) if expected > 0 else 0.0,
-        }
+        return self.snapshot().client(failed, attempted, alive, active)
 
 
 def server_figures(

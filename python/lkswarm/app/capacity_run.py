@@ -5,6 +5,10 @@ ends the search as its last level would: the levels measured so far are
 analysed and every output is written; the report says it was interrupted.
 A core sweep (``--server-cpus 0.5,1,2``) is one search per limit, each on a
 fresh embedded server, and the report's ``capacity.sweep`` holds their results.
+
+The load is one open-plan engine in this process (`lkswarm.app.capacity_port.EnginePort`)
+or, with ``ray`` set, one per Ray actor (`lkswarm.app.ray_capacity`); the controller,
+the server, the scrapes and the analysis are the same for both.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import uvloop
 
 from lkswarm.app.capacity import Controller, LevelTiming, Shape, engine_config
+from lkswarm.app.capacity_port import EnginePort, LoadPort
 from lkswarm.app.cpu_limit import CpuLimit, limit_cpu
 from lkswarm.app.runner import build_engine, resolve_url, run_until_stopped, server_cpu_s
 from lkswarm.app.server import LocalServer
@@ -60,6 +65,9 @@ class CapacityOptions:
     target_cpu: float = 0.7
     timeout_s: float = 3600.0
     extra_server_config: dict[str, Any] = field(default_factory=dict)
+    ray: str | None = None  # a Ray address (local, auto, ray://...): the load on Ray actors
+    workers: int | None = None  # with ray: the number of actors (None: one per CPU of the cluster)
+    workers_per_node: int | None = None  # with ray: at most this many actors on one node
 
 
 @dataclass(slots=True)
@@ -109,6 +117,7 @@ def check_capacity_options(options: CapacityOptions, config: RunConfig) -> Searc
         raise ConfigError("--server-cpus limits the embedded server; leave out --url (or limit your server yourself)")
     if options.max_hold_s < options.hold_s:
         raise ConfigError("--max-hold must be at least --hold")
+    _check_spread(options, config)
     return Search(
         start,
         options.maximum,
@@ -118,6 +127,30 @@ def check_capacity_options(options: CapacityOptions, config: RunConfig) -> Searc
         max_probes=options.max_probes,
         granularity=granularity,
     )
+
+
+def _check_spread(options: CapacityOptions, config: RunConfig) -> None:
+    """``--ray``, ``--workers`` and ``--workers-per-node`` of a search (usage errors)."""
+    if options.ray is None:
+        if options.workers is not None or options.workers_per_node is not None:
+            raise ConfigError(
+                "capacity --workers and --workers-per-node spread the load over Ray actors: add --ray local "
+                "(or auto, or ray://HOST:10001)"
+            )
+        return
+    from lkswarm.app.ray_engine import check_ray_run
+
+    check_ray_run(config, options.ray)
+    if options.workers is not None and options.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if options.workers_per_node is not None and options.workers_per_node < 1:
+        raise ConfigError("--workers-per-node must be at least 1")
+    rooms = shape_of(config, options.grow).rooms
+    if options.grow != "rooms" and options.workers is not None and options.workers > rooms:
+        raise ConfigError(
+            f"--workers {options.workers}: the search's rooms are split among the actors, so it needs at least "
+            f"as many rooms as actors (it has {rooms}; add --rooms)"
+        )
 
 
 def run_capacity(
@@ -198,7 +231,6 @@ def _one_search(
             if on_server is not None:
                 on_server(local, limit)
         run_config = engine_config(config, shape, options.maximum, options.timeout_s)
-        engine = build_engine(run_config, credentials, url, observers, open_plan=True)
         metrics_url = config.server_metrics or (local.metrics_url if local is not None else None)
         timing = LevelTiming(
             config.rate,
@@ -209,29 +241,44 @@ def _one_search(
             options.confidence,
         )
         server = local
-        controller = Controller(
-            engine,
-            shape,
-            specs,
-            timing,
-            metrics_url=metrics_url,
-            server_pid=lambda: server.pid if server is not None else None,
-            server_alive=lambda: server is None or server.running(),
-            on_level=on_level or (lambda level: None),
-            on_level_start=on_level_start or (lambda planned: None),
-        )
+
+        def controller_for(port: LoadPort) -> Controller:
+            return Controller(
+                port,
+                run_config.rooms,
+                shape,
+                specs,
+                timing,
+                metrics_url=metrics_url,
+                server_pid=lambda: server.pid if server is not None else None,
+                server_alive=lambda: server is None or server.running(),
+                on_level=on_level or (lambda level: None),
+                on_level_start=on_level_start or (lambda planned: None),
+            )
+
         scraped_before = scrape(metrics_url) if metrics_url else "no --server-metrics URL"
         server_cpu_before_s = server_cpu_s(local)
         started = time.perf_counter()
-        record = uvloop.run(_drive(engine, controller, search))
+        if options.ray is None:
+            engine = build_engine(run_config, credentials, url, observers, open_plan=True)
+            controller = controller_for(EnginePort(engine))
+            record = uvloop.run(_drive(engine, controller, search))
+        else:
+            from lkswarm.app.ray_capacity import search_on_ray
+
+            spread = (options.ray, options.workers, options.workers_per_node)
+            merged, controller = search_on_ray(run_config, credentials, url, controller_for, search, spread)
         wall_s = time.perf_counter() - started
         scraped_after = scrape(metrics_url) if metrics_url else scraped_before
         server_use = None
         if server_cpu_before_s is not None and (server_cpu_after_s := server_cpu_s(local)) is not None:
             server_use = EmbeddedServerUse(server_cpu_after_s - server_cpu_before_s, wall_s)
-        report = as_json(
-            build_report(record, server_use, server_metrics=server_section(scraped_before, scraped_after, wall_s))
-        )
+        server_figures = server_section(scraped_before, scraped_after, wall_s)
+        if options.ray is None:
+            report = as_json(build_report(record, server_use, server_metrics=server_figures))
+        else:
+            report = merged
+            report["server"] = server_figures
     finally:
         if local is not None:
             local.stop()

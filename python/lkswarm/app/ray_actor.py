@@ -1,4 +1,5 @@
-"""One generator on a Ray cluster: the actor of ``lkswarm run --ray`` (driven by `lkswarm.app.ray_engine`).
+"""One generator on a Ray cluster: the actor of ``lkswarm run --ray`` (driven by `lkswarm.app.ray_engine`),
+and `CapacityActor`, the share of a ``capacity --ray`` search's load (driven by `lkswarm.app.ray_capacity`).
 
 Theory of operation
 -------------------
@@ -37,7 +38,10 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from lkswarm.app.runner import RunResult, run_scenario
+import uvloop
+
+from lkswarm.app.capacity_port import EnginePort
+from lkswarm.app.runner import RunResult, build_engine, run_scenario
 from lkswarm.app.shares import sample_payload
 from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
@@ -45,8 +49,14 @@ from lkswarm.engine.engine import Engine
 from lkswarm.engine.timeline import Observer, RunInfo, Snapshot
 from lkswarm.errors import LkswarmError
 from lkswarm.metrics import process_cpu_s
+from lkswarm.report.build import build_report
+from lkswarm.report.schema import as_json
 
 MAX_CONCURRENCY = 4  # run, and the driver's calls beside it (sample, stop, go)
+PORT_CALLS = frozenset(
+    ("add_arrivals", "add_departures", "population", "open_hold", "hold_boundary", "read_hold", "close_hold")
+)
+CALL_TIMEOUT_S = 20.0  # a port call on the run's loop; past it the actor is taken for hung
 
 
 def node_bind_ip(configured: str, node_ip: str, server_url: str) -> str:
@@ -153,16 +163,7 @@ class GeneratorActor:
             index, count = (int(n) for n in job["worker"])
             observers: list[Observer] = [_Samples(self, bool(job.get("rolling")), bool(job.get("exposition")))]
             cpu_before = process_cpu_s(os.getpid())
-            result = _in_own_thread(
-                lambda: run_scenario(
-                    config,
-                    credentials,
-                    observers=observers,
-                    worker=(index, count),
-                    start_gate=gate.start_gate,
-                    on_engine=gate.on_engine,
-                )
-            )
+            result = _in_own_thread(lambda: self._share(config, credentials, (index, count), observers))
         except (LkswarmError, ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError
             return {"error": credentials.redact(f"{type(exc).__name__}: {exc}")}
         finally:
@@ -176,6 +177,20 @@ class GeneratorActor:
             "process_cpu_s": cpu_s,
             "media_bind_ip": bind_ip,
         }
+
+    def _share(
+        self, config: RunConfig, credentials: Credentials, worker: tuple[int, int], observers: list[Observer]
+    ) -> RunResult:
+        """The share's run, in a thread of its own (a `CapacityActor` runs an open-plan engine instead)."""
+        gate = self._gate
+        return run_scenario(
+            config,
+            credentials,
+            observers=observers,
+            worker=worker,
+            start_gate=gate.start_gate,
+            on_engine=gate.on_engine,
+        )
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Whether the actor got to its start gate within ``timeout_s`` (False: its run ended before)."""
@@ -193,6 +208,43 @@ class GeneratorActor:
     def stop(self, signal_name: str) -> None:
         """As a stop signal to a one-process run: the run ends as at its duration; a second SIGINT aborts."""
         self._gate.stop(signal_name)
+
+
+class CapacityActor(GeneratorActor):
+    """One share of a capacity search's load (``capacity --ray``): an open-plan engine, driven through ``call``.
+
+    Its run is an open-plan engine's, started at the common time origin as a run's share is; the driver's
+    `lkswarm.app.ray_capacity.RayPort` then adds its arrivals and departures and reads its hold windows by
+    ``call``, which runs the `lkswarm.app.capacity_port.EnginePort` method of that name on the run's own loop.
+    The run ends on ``call("finish")`` and returns the engine's report."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._port: EnginePort | None = None
+
+    def _share(
+        self, config: RunConfig, credentials: Credentials, worker: tuple[int, int], observers: list[Observer]
+    ) -> RunResult:
+        gate = self._gate
+        engine = build_engine(
+            config, credentials, str(config.url), observers, worker=worker, start_gate=gate.start_gate, open_plan=True
+        )
+        gate.on_engine(engine)
+        self._port = EnginePort(engine)
+        record = uvloop.run(engine.run())
+        return RunResult(as_json(build_report(record)))
+
+    def call(self, name: str, *args: Any) -> Any:
+        """Port method ``name`` (one of PORT_CALLS, or "finish") on the run's loop; its result."""
+        port, loop = self._port, self._gate.loop
+        if port is None or loop is None:
+            raise LkswarmError(f"{name}: the engine is not running")
+        if name == "finish":
+            loop.call_soon_threadsafe(port.finish)
+            return None
+        if name not in PORT_CALLS:
+            raise LkswarmError(f"{name} is not a port call")
+        return asyncio.run_coroutine_threadsafe(getattr(port, name)(*args), loop).result(CALL_TIMEOUT_S)
 
 
 def _node_ip() -> str:

@@ -52,6 +52,7 @@ from lkswarm.app.server import LocalServer
 from lkswarm.app.shares import StopSignals, crashed_report, merged_result, read_sample, unstarted_report
 from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
+from lkswarm.engine.plan import Arrival
 from lkswarm.engine.timeline import Snapshot, combine_snapshots
 from lkswarm.errors import ConfigError, LkswarmError
 from lkswarm.observe.prometheus import BackgroundMetricsServer, Exposition, combine_expositions, render_metrics
@@ -205,7 +206,7 @@ def run_on_ray(
         count = plan_actors(workers, cpus, config.rooms, workers_per_node)
         if on_plan is not None:
             on_plan(count, len(cpus))
-        return _Driver(ray, config, credentials, count, workers_per_node).run(
+        return RayDriver(ray, config, credentials, count, workers_per_node).run(
             on_server=on_server, thresholds=thresholds, prometheus=prometheus, on_sample=on_sample
         )
     finally:
@@ -213,8 +214,13 @@ def run_on_ray(
             ray.shutdown()
 
 
-class _Driver:
-    """One Ray run from the driver's side: place, set up, start, follow, collect."""
+class RayDriver:
+    """One Ray run from the driver's side: place, set up, start, follow, collect.
+
+    `lkswarm.app.ray_capacity` drives a capacity search with it: its own actor class, its own following,
+    and each share's plan as the search made it (``share_plan``) for the stand-in of an actor that died."""
+
+    actor_class: type = GeneratorActor
 
     def __init__(
         self, ray: ModuleType, config: RunConfig, credentials: Credentials, count: int, per_node: int | None
@@ -298,7 +304,7 @@ class _Driver:
     def _launch(self, group: Any, *, rolling: bool, exposition: bool) -> None:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        remote = self.ray.remote(num_cpus=1, max_concurrency=MAX_CONCURRENCY, max_restarts=0)(GeneratorActor)
+        remote = self.ray.remote(num_cpus=1, max_concurrency=MAX_CONCURRENCY, max_restarts=0)(self.actor_class)
         secret = self.ray.put(self.credentials.api_secret)  # the object store, never an argument (see ray_actor)
         job_config = self.config.model_dump(mode="json")
         for index in range(self.count):
@@ -485,6 +491,10 @@ class _Driver:
 
         return BackgroundMetricsServer(address, render)
 
+    def share_plan(self, index: int) -> list[Arrival] | None:
+        """Actor ``index``'s arrivals, for its stand-in report; None: its share of the configured plan."""
+        return None
+
     def _merge(
         self, url: str | None, embedded: bool, started_at: datetime, thresholds: list[Threshold] | None
     ) -> RunResult:
@@ -498,12 +508,13 @@ class _Driver:
             share = by_index.get(index)
             result = share.result if share is not None else None
             if not started or (share is not None and share.cancelled):
-                report = as_json(unstarted_report(config, index, count, started_at))
+                report = as_json(unstarted_report(config, index, count, started_at, plan=self.share_plan(index)))
             elif result is None:
                 detail = share.error if share is not None and share.error else f"actor {index} never started"
                 at_s = max(0.0, (share.ended_at or 0.0) - (self.go_at or 0.0)) if share and share.ready else 0.0
                 detail = self.credentials.redact(detail)
-                report = as_json(crashed_report(config, index, count, detail, started_at, at_s=at_s))
+                plan = self.share_plan(index)
+                report = as_json(crashed_report(config, index, count, detail, started_at, at_s=at_s, plan=plan))
             else:
                 report = result["report"]
                 rows += result.get("track_rows") or []

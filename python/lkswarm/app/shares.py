@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import FrameType
 from typing import Any, cast
@@ -30,7 +30,7 @@ from typing import Any, cast
 from lkswarm.app.runner import STOP_SIGNALS, RunResult
 from lkswarm.config import RunConfig
 from lkswarm.engine.outcome import WORKER_CRASHED
-from lkswarm.engine.plan import worker_plan
+from lkswarm.engine.plan import Arrival, worker_plan
 from lkswarm.engine.record import MAX_FAILED_ROWS, FailedRow
 from lkswarm.engine.timeline import RunInfo, Snapshot, rolling_ms, snapshot_from_dict
 from lkswarm.errors import ConfigError
@@ -86,19 +86,29 @@ def one_stop_note(notes: list[str], signal_name: str, started: bool) -> list[str
 
 
 def crashed_report(
-    config: RunConfig, index: int, workers: int, detail: str, started_at: datetime, *, at_s: float = 0.0
+    config: RunConfig,
+    index: int,
+    workers: int,
+    detail: str,
+    started_at: datetime,
+    *,
+    at_s: float = 0.0,
+    plan: Sequence[Arrival] | None = None,
 ) -> Report:
     """A report in which every participant of worker ``index`` failed with ``worker_crashed`` at ``at_s``.
 
     Each is listed in ``failed_participants`` (the first MAX_FAILED_ROWS, in plan order, as a worker lists
-    its own), its detail being ``detail``: the worker and how it ended.
+    its own), its detail being ``detail``: the worker and how it ended. ``plan``: the worker's arrivals when
+    they are not its share of ``config``'s plan (a capacity search's, made as it went).
     """
-    return share_report(config, index, workers, started_at, crash_detail=detail, at_s=at_s)
+    return share_report(config, index, workers, started_at, crash_detail=detail, at_s=at_s, plan=plan)
 
 
-def unstarted_report(config: RunConfig, index: int, workers: int, started_at: datetime) -> Report:
+def unstarted_report(
+    config: RunConfig, index: int, workers: int, started_at: datetime, *, plan: Sequence[Arrival] | None = None
+) -> Report:
     """A report in which no participant of worker ``index`` was started (a stop signal came before the start)."""
-    return share_report(config, index, workers, started_at, crash_detail=None)
+    return share_report(config, index, workers, started_at, crash_detail=None, plan=plan)
 
 
 def share_report(
@@ -109,9 +119,11 @@ def share_report(
     *,
     crash_detail: str | None,
     at_s: float = 0.0,
+    plan: Sequence[Arrival] | None = None,
 ) -> Report:
     """Worker ``index``'s share of the plan, every participant failed (``crash_detail``) or not started (None)."""
-    plan = worker_plan(config, (index, workers))
+    if plan is None:
+        plan = worker_plan(config, (index, workers))
     rooms: dict[str, RoomRow] = {}
     failed_rows: list[FailedRowDict] = []
     for arrival in plan:

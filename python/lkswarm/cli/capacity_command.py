@@ -25,6 +25,7 @@ from lkswarm.cli.options import (
     PrometheusOpt,
     QuietOpt,
     RateOpt,
+    RayOpt,
     RoomsOpt,
     ScenarioOpt,
     ServerMetricsOpt,
@@ -34,6 +35,7 @@ from lkswarm.cli.options import (
     UrlOpt,
     VideoCodecOpt,
     VideoPublishersOpt,
+    WorkersPerNodeOpt,
     publishers_value,
 )
 from lkswarm.cli.output import fail, stderr, stdout
@@ -127,6 +129,30 @@ ServerConfigOpt = Annotated[
     ),
 ]
 TimeoutOpt = Annotated[str, typer.Option(help="Bound on the whole search.", rich_help_panel=SEARCH)]
+ActorsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--workers",
+        help="With --ray: the generator actors the load is spread over, rooms split among them, or 'auto'. "
+        "(default: one per CPU of the cluster, at most one per room)",
+        rich_help_panel=SEARCH,
+    ),
+]
+
+
+def _spread(ray: str | None, workers: str | None, per_node: int | None, prometheus: str | None) -> dict[str, Any]:
+    """``--ray``, ``--workers``, ``--workers-per-node`` as `CapacityOptions` fields (checked there)."""
+    if ray is None:
+        if workers is not None or per_node is not None:
+            raise ConfigError("capacity --workers and --workers-per-node spread the load over Ray actors: add --ray")
+        return {}
+    from lkswarm.app.ray_engine import import_ray, parse_actor_count, parse_ray_address
+
+    if prometheus is not None:
+        raise ConfigError("--prometheus is not served by a search on Ray yet: leave out one of them")
+    address = parse_ray_address(ray)
+    import_ray()
+    return {"ray": address, "workers": parse_actor_count(workers), "workers_per_node": per_node}
 
 
 def _ratio(text: str, flag: str) -> float:
@@ -175,6 +201,9 @@ def capacity(
     server_config: ServerConfigOpt = None,
     server_metrics: ServerMetricsOpt = None,
     timeout: TimeoutOpt = "1h",
+    ray: RayOpt = None,
+    workers: ActorsOpt = None,
+    workers_per_node: WorkersPerNodeOpt = None,
     json_path: JsonPathOpt = None,
     csv_dir: CsvDirOpt = None,
     html_path: HtmlPathOpt = None,
@@ -233,6 +262,7 @@ def capacity(
             target_cpu=_ratio(target_cpu, "--target-cpu"),
             timeout_s=parse_duration_s(timeout),
             extra_server_config=extra,
+            **_spread(ray, workers, workers_per_node, prometheus),
         )
         if not 0.5 <= confidence < 1:
             raise ConfigError(f"--confidence {confidence:g} must lie in [0.5, 1)")

@@ -1,0 +1,214 @@
+"""The capacity controller's seam (`LoadPort`): hold windows merged exactly, and one search driven through a port
+in one process or through `RayPort` over two actors reaching the same levels. No socket, no Ray."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection, Sequence
+from typing import Any, cast
+
+import pytest
+
+from lkswarm.app import capacity
+from lkswarm.app.capacity import Controller, LevelTiming, Shape
+from lkswarm.app.capacity_level import HoldData, merge_holds
+from lkswarm.app.capacity_port import LoadPort, Population
+from lkswarm.app.ray_capacity import RayPort
+from lkswarm.app.ray_engine import ActorShare
+from lkswarm.app.shares import StopSignals
+from lkswarm.capacity.schema import Level
+from lkswarm.capacity.search import Search
+from lkswarm.capacity.slo import parse_slo
+from lkswarm.engine.plan import Arrival
+
+ROOM_LIMIT = 5  # the fake server refuses a room's sixth participant
+
+
+def hold(values: dict[str, list[float]], marks: list[tuple[int, int, int]], **kw: Any) -> HoldData:
+    return HoldData(subwindows=[values], media_marks=marks, **kw)
+
+
+def test_merged_holds_concatenate_values_per_sub_window_and_sum_packet_counts() -> None:
+    a = HoldData(
+        subwindows=[{"ping_rtt": [1.0, 2.0]}, {"ping_rtt": [3.0]}],
+        media_marks=[(10, 11, 1), (20, 22, 2), (30, 33, 3)],
+        held_s=10.0,
+        cpu_s=1.0,
+        media_lag=(100, 0),
+        has_media=True,
+    )
+    b = HoldData(
+        subwindows=[{"ping_rtt": [4.0], "join_response": [50.0]}, {}],
+        media_marks=[(1, 1, 0), (2, 2, 0), (3, 4, 1)],
+        held_s=10.2,
+        cpu_s=2.0,
+        media_lag=(50, 1),
+        has_media=True,
+    )
+    merged = merge_holds([a, b])
+    assert merged.values("ping_rtt") == [[1.0, 2.0, 4.0], [3.0]]
+    assert merged.values("join_response") == [[50.0], []]
+    assert merged.media_marks == [(11, 12, 1), (22, 24, 2), (33, 37, 4)]
+    assert merged.media_trials() == [(1, 12), (2, 13)]
+    assert (merged.held_s, merged.cpu_s, merged.media_lag) == (10.2, 3.0, (150, 1))
+    client = merged.client(failed=0, attempted=4, alive=4, active=4)
+    assert client["ping_rtt"]["count"] == 4 and client["packets_lost"] == 3
+    assert merge_holds([a]) is a
+
+
+def test_one_saturated_generator_binds_the_merged_hold() -> None:
+    calm = hold({"lateness": [1.0] * 100}, [], held_s=10.0, cpu_s=5.0)
+    saturated = hold({"lateness": [50.0] * 100}, [], held_s=10.0, cpu_s=9.0)
+    generator = merge_holds([calm, saturated]).generator()
+    assert generator["bound"] is True
+    assert generator["reason"] == "generator 1: scheduler lateness p99 50 ms > 10 ms"
+    assert generator["cpu_percent"] == 140.0  # 50 % + 90 %: the generators' CPU adds up
+    assert generator["lateness_p99_ms"] == 50.0
+    assert merge_holds([calm, calm]).generator()["bound"] is False
+
+
+class FakeLoad:
+    """A `LoadPort` with participants that join at once, a room limit, and ping values that depend on who
+    is live: the same population gives the same values, however it is split."""
+
+    def __init__(self) -> None:
+        self.live: dict[int, int] = {}  # index -> room
+        self.ended: set[int] = set()
+        self.failed = 0
+        self.rooms_seen: set[int] = set()
+        self._open = False
+        self._t0 = time.perf_counter()
+
+    async def started(self) -> None:
+        return None
+
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def stopped(self) -> str:
+        return ""
+
+    async def add_arrivals(self, arrivals: Sequence[Arrival]) -> None:
+        for arrival in arrivals:
+            self.rooms_seen.add(arrival.room_index)
+            if sum(1 for room in self.live.values() if room == arrival.room_index) >= ROOM_LIMIT:
+                self.failed += 1
+                self.ended.add(arrival.index)
+            else:
+                self.live[arrival.index] = arrival.room_index
+
+    async def add_departures(self, at_s: float, indices: Sequence[int]) -> None:
+        for index in indices:
+            if self.live.pop(index, None) is not None:
+                self.ended.add(index)
+
+    async def population(self, watched: Collection[int]) -> Population:
+        ended = frozenset(i for i in watched if i in self.ended)
+        return Population(live=len(self.live), failed=self.failed, ended=ended)
+
+    async def open_hold(self) -> None:
+        self._open = True
+
+    async def hold_boundary(self) -> None:
+        return None
+
+    async def read_hold(self) -> HoldData:
+        pings = [float(10 + (i + k) % 7) for i in sorted(self.live) for k in range(3)]  # 3 per participant
+        return hold({"ping_rtt": pings}, [], held_s=0.2)
+
+    async def close_hold(self) -> HoldData:
+        self._open = False
+        return await self.read_hold()
+
+    def finish(self) -> None:
+        return None
+
+
+class FakeRef:
+    def __init__(self, load: FakeLoad, name: str, args: tuple[Any, ...]) -> None:
+        self.load, self.name, self.args = load, name, args
+
+    def result(self) -> Any:
+        if self.load is None:
+            raise RuntimeError("The actor died unexpectedly before finishing this task.")
+        return asyncio.run(getattr(self.load, self.name)(*self.args))
+
+
+class FakeMethod:
+    def __init__(self, load: FakeLoad | None) -> None:
+        self.load = load
+
+    def remote(self, name: str, *args: Any) -> FakeRef:
+        return FakeRef(cast(FakeLoad, self.load), name, args)
+
+
+class FakeHandle:
+    def __init__(self, load: FakeLoad | None) -> None:
+        self.call = FakeMethod(load)
+
+
+class FakeRay:
+    killed: list[Any]
+
+    def __init__(self) -> None:
+        self.killed = []
+
+    def get(self, ref: FakeRef, timeout: float | None = None) -> Any:
+        return ref.result()
+
+    def kill(self, handle: Any, no_restart: bool = True) -> None:
+        self.killed.append(handle)
+
+
+def ray_port(loads: list[FakeLoad | None]) -> tuple[RayPort, FakeRay]:
+    fake = FakeRay()
+    shares = [ActorShare(i, FakeHandle(load), ready=True) for i, load in enumerate(loads)]
+    port = RayPort(cast(Any, fake), shares, StopSignals(lambda sig: None))
+    port.go_at = 0.0
+    return port, fake
+
+
+def search_through(port: LoadPort, monkeypatch: pytest.MonkeyPatch) -> tuple[list[Level], Search]:
+    monkeypatch.setattr(capacity, "COOL_DOWN_S", 0.0)
+    shape = Shape("subscribers", rooms=2, per_room=2, publishers=0)
+    slos = [parse_slo("failed_ratio<1%"), parse_slo("ping_rtt.p50<100ms")]
+    timing = LevelTiming(rate=1000.0, settle_s=0.0, hold_s=0.2, max_hold_s=0.2, probe_churn_per_s=0.0, confidence=0.95)
+    controller = Controller(port, 2, shape, slos, timing)
+    search = Search(4, 16, growth=2.0, step=None, width=0.05, max_probes=6, granularity=2)
+    asyncio.run(controller.run(search))
+    return controller.levels, search
+
+
+def test_a_search_through_two_actors_reaches_the_levels_of_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    one, _ = search_through(FakeLoad(), monkeypatch)
+    loads = [FakeLoad(), FakeLoad()]
+    port, _ = ray_port(list(loads))
+    two, _ = search_through(port, monkeypatch)
+    # Rooms of 2, 4 and 8 (over the limit of 5), then bisection: 6 fails, 5 is the most a room holds.
+    assert [(lv["participants"], lv["verdict"]) for lv in one] == [
+        (4, "PASS"),
+        (8, "PASS"),
+        (16, "FAIL"),
+        (12, "FAIL"),
+        (10, "PASS"),
+    ]
+    assert [(lv["participants"], lv["verdict"]) for lv in two] == [(lv["participants"], lv["verdict"]) for lv in one]
+    for a, b in zip(one, two, strict=True):
+        assert a["client"]["ping_rtt"] == b["client"]["ping_rtt"]  # the merged values are the same multiset
+        assert (a["client"]["failed"], a["client"]["attempted"], a["client"]["alive"]) == (
+            b["client"]["failed"],
+            b["client"]["attempted"],
+            b["client"]["alive"],
+        )
+    assert loads[0].rooms_seen == {0} and loads[1].rooms_seen == {1}  # each actor owns its rooms only
+    assert all(a.room_index % 2 == actor for actor, plan in port.plans.items() for a in plan)
+
+
+def test_an_actor_that_dies_stops_the_load_and_aborts_the_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    port, fake = ray_port([FakeLoad(), None])
+    levels, _ = search_through(port, monkeypatch)
+    assert [lv["verdict"] for lv in levels] == ["ABORTED"]
+    assert "actor 1" in levels[0]["reason"] and "stopped answering" in levels[0]["reason"]
+    assert port.stopped() == levels[0]["reason"]
+    assert len(fake.killed) == 1
