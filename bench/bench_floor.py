@@ -1,0 +1,256 @@
+"""The physical floor under the live receive path, and the live cost per packet as a ratio to it (issue #24).
+
+All in one run, on the same machine, so that the ratios hold however busy the machine is:
+
+1. **floor**: a bare Rust receiver (``bench/floor``, its own crate) reads the same packet stream as a
+   live run over the same number of UDP sockets, and does nothing with the packets. A sender in
+   another process replays an audio-like stream: every 20 ms one 100-byte datagram to each of 300
+   sockets, in one burst, as the SFU forwards one publisher's packet to 300 subscribers. Two
+   receivers: ``recvmmsg`` (batch 32) over level-triggered epoll, and io_uring (multishot
+   ``recvmsg`` over a ring of provided buffers; recorded as refused where the kernel or seccomp
+   refuses it). Both wake at most every 4 ms, as the hub does in steady state; the same receivers
+   with no coalescing are recorded beside them. CPU is the receiver process's getrusage per packet.
+2. **live**: the media suite's ``participants_per_core`` shape against the embedded livekit-server
+   (1 room, 300 participants, 1 audio publisher, 40 s): generator CPU over the steady-state seconds
+   (every participant ACTIVE) divided by the packets received in them, from the report's timeline.
+   Floor and live runs are interleaved, floor, live, floor, live, floor, live, floor, so drift hits both alike;
+   a live run in which not every participant became ACTIVE has no steady state and is left out of the median.
+3. **against the server**: LiveKit's audio benchmark shape, 10 audio publishers to 70 subscribers for
+   60 s (``bench_vs_lk.run_one``): generator CPU over the embedded server's CPU; and generator cores
+   per 1,000 ACTIVE audio participants, from the live runs' steady state and from this shape.
+4. **lk over lkswarm** on both vs-lk workloads (``bench_vs_lk.head_to_head``) when ``lk`` is installed.
+
+Usage: ``python bench/bench_floor.py`` (prints JSON); ``python bench/run_all.py floor`` records it.
+``--ab TREE_A TREE_B`` measures only the live cost per packet of two checkouts' ``python/`` directories
+(each with its own built ``_core``), interleaved A,B,B,A,...: ``--ab /tmp/new/python /tmp/old/python --rounds 4``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PYTHON = sys.executable
+FLOOR_CRATE = BENCH / "floor"
+TARGET_DIR = Path(os.environ.get("LKSWARM_FLOOR_TARGET", Path.home() / ".cache" / "lkswarm" / "target-floor"))
+SOCKETS = 300
+RATE = 50
+SIZE = 100
+HUB_COALESCE_MS = 4  # rust/src/media/hub.rs: COALESCE, the least time between wakeups in steady state
+sys.path.insert(0, str(BENCH))
+
+
+def build_floor() -> Path:
+    env = dict(os.environ, CARGO_TARGET_DIR=str(TARGET_DIR))
+    subprocess.run(
+        ["cargo", "build", "--release", "--quiet"],
+        check=True,
+        cwd=FLOOR_CRATE,
+        env=env,
+        capture_output=True,
+        timeout=600,
+    )
+    return TARGET_DIR / "release" / "floor"
+
+
+def floor_run(
+    binary: Path, variant: str, coalesce_ms: float, warmup_s: float = 3, measure_s: float = 15
+) -> dict[str, Any]:
+    """One receiver run fed by a sender process; the receiver's JSON line."""
+    receiver = subprocess.Popen(
+        [str(binary), "recv", "--variant", variant, "--sockets", str(SOCKETS), "--warmup-s", str(warmup_s),
+         "--measure-s", str(measure_s), "--coalesce-ms", str(coalesce_ms)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    sender = None
+    try:
+        assert receiver.stdout is not None
+        ports = json.loads(receiver.stdout.readline())["ports"]
+        sender = subprocess.Popen(
+            [str(binary), "send", "--ports", ",".join(map(str, ports)), "--rate", str(RATE), "--size", str(SIZE),
+             "--seconds", str(warmup_s + measure_s + 1)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        out, _ = receiver.communicate(timeout=warmup_s + measure_s + 30)
+        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        sender.wait(timeout=30)
+        return result
+    finally:
+        for process in (receiver, sender):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def live_run(participants: int = 300, duration_s: int = 40, python_path: str | None = None) -> dict[str, Any]:
+    """The media suite's participants_per_core shape; generator CPU per received packet in steady state.
+    ``python_path`` runs another checkout's package (PYTHONPATH, with its own built ``_core``)."""
+    env = dict(os.environ, PYTHONPATH=python_path) if python_path else None
+    with tempfile.TemporaryDirectory() as tmp:
+        report_path = Path(tmp) / "r.json"
+        cmd = [
+            PYTHON, "-m", "lkswarm", "run", "--rooms", "1", "--participants", str(participants),
+            "--audio-publishers", "1", "--rate", "50", "--duration", f"{duration_s}s", "--no-verify-rooms",
+            "--quiet", "--json", str(report_path),
+        ]  # fmt: skip
+        subprocess.run(cmd, check=False, timeout=duration_s + 120, capture_output=True, cwd=ROOT, env=env)
+        report: dict[str, Any] = json.loads(report_path.read_text())
+    timeline = report["timeline"]
+    t_s, active = timeline["t_s"], timeline["active"]
+    cpu_percent, pps = timeline["cpu_percent"], timeline["media_packets_per_s"]
+    seconds = cpu_s = packets = 0.0
+    for i in range(1, len(t_s)):
+        if active[i - 1] == participants and active[i] == participants:
+            interval_s = t_s[i] - t_s[i - 1]
+            seconds += interval_s
+            cpu_s += interval_s * cpu_percent[i] / 100
+            packets += interval_s * pps[i]
+    machine = report.get("machine", {})
+    generator = report["generator"]
+    return {
+        "participants": participants,
+        "active_at_end": report["participants"]["active_at_end"],
+        "steady_state_s": round(seconds, 1),
+        "steady_cpu_s": round(cpu_s, 3),
+        "steady_packets": round(packets),
+        "ns_per_packet": round(cpu_s * 1e9 / packets, 1) if packets else None,
+        "steady_cores": round(cpu_s / seconds, 4) if seconds else None,
+        "packets_received": report["media"]["packets_received"],
+        "loss_ratio": report["media"]["loss_ratio"],
+        "generator_cpu_s": generator["cpu_s"],
+        "generator_valid": generator["valid"],
+        "media_lag_p99_ms": (generator.get("media_lag_ms") or {}).get("p99"),
+        "embedded_server_cpu_s": machine.get("embedded_server_cpu_s"),
+    }
+
+
+def audio_shape(duration_s: int = 60) -> dict[str, Any]:
+    """LiveKit's audio benchmark shape, 10 audio publishers -> 70 subscribers: generator over server CPU."""
+    from bench_vs_lk import run_one
+
+    row = run_one("lkswarm", {"audio_publishers": 10, "video_publishers": 0, "subscribers": 70}, duration_s)
+    active = row["server_census"]["active"]
+    cores = row["cpu_s"] / row["wall_s"] if row["wall_s"] else 0.0
+    return {
+        "shape": "10 audio publishers -> 70 subscribers, 1 room, 60 s, 10 joins/s",
+        "generator_cpu_s": row["cpu_s"],
+        "server_cpu_s": row["server_cpu_s"],
+        "generator_over_server_cpu": round(row["cpu_s"] / row["server_cpu_s"], 3) if row["server_cpu_s"] else None,
+        "active_seen_by_server": active,
+        "valid": row["valid"],
+        "loss_ratio": (row.get("lkswarm_report") or {}).get("media_loss_ratio"),
+        "packets_received": row["packets_received"],
+        "cpu_us_per_packet_received": row["cpu_us_per_packet_received"],
+        # The whole run (joining ramp included), CPU-s over wall-s, per 1,000 participants the server saw ACTIVE.
+        "generator_cores_per_1000_active": round(cores * 1000 / active, 3) if active else None,
+        "run": row,
+    }
+
+
+def lk_over_lkswarm() -> dict[str, Any]:
+    from bench_vs_lk import head_to_head, lk_binary
+
+    if lk_binary() is None:
+        return {"skipped": "lk is not installed (.venv/bin/lk, built by `make bench`): lk over lkswarm not measured"}
+    result = head_to_head(duration_s=60)
+    return {
+        name: {"cores_ratio_lk_over_lkswarm": w["cores_ratio_lk_over_lkswarm"], "valid": w["valid"]}
+        for name, w in result["workloads"].items()
+    } | {"runs": result}
+
+
+def main(rounds: int = 3) -> dict[str, Any]:
+    binary = build_floor()
+    variants = ("recvmmsg", "io_uring")
+    floors: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    bare: dict[str, dict[str, Any]] = {}
+    lives: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for v in variants:  # no coalescing, once: the cost of one wakeup per few packets
+        bare[v] = floor_run(binary, v, coalesce_ms=0, measure_s=10)
+    for k in range(rounds + 1):  # floor, live, floor, live, floor
+        for v in variants:
+            floors[v].append(floor_run(binary, v, coalesce_ms=HUB_COALESCE_MS))
+        if k < rounds:
+            lives.append(live_run())
+    refused = {
+        v: runs[0]["io_uring"] for v, runs in floors.items() if str(runs[0].get("io_uring", "")).startswith("refused")
+    }
+    floor_ns = {
+        v: round(statistics.median(r["ns_per_packet"] for r in runs), 1)
+        for v, runs in floors.items()
+        if v not in refused
+    }
+    live_values = [r["ns_per_packet"] for r in lives if r["ns_per_packet"]]
+    live_ns = round(statistics.median(live_values), 1) if live_values else None
+    steady_cores = [
+        r["steady_cores"] / r["active_at_end"] * 1000 for r in lives if r["steady_cores"] and r["active_at_end"]
+    ]
+    audio = audio_shape()
+    lk = lk_over_lkswarm()
+    return {
+        "floor_ns_per_packet": floor_ns | {v: refused[v] for v in refused},
+        "floor_no_coalescing_ns_per_packet": {v: r.get("ns_per_packet", r.get("io_uring")) for v, r in bare.items()},
+        "live_ns_per_packet": live_ns,
+        "ratio_live_over_floor": {v: round(live_ns / ns, 2) for v, ns in floor_ns.items()} if live_ns else None,
+        "generator_over_server_cpu_audio_10_to_70": audio["generator_over_server_cpu"],
+        "generator_cores_per_1000_active": {
+            "live_300_steady_state": round(statistics.median(steady_cores), 3) if steady_cores else None,
+            "audio_10_to_70_whole_run": audio["generator_cores_per_1000_active"],
+        },
+        "lk_over_lkswarm": lk,
+        "shape": {
+            "floor": f"{SOCKETS} sockets x {RATE} pps of {SIZE} B, one burst to all sockets every {1000 // RATE} ms",
+            "floor_coalesce_ms": HUB_COALESCE_MS,
+            "live": "1 room, 300 participants, 1 audio publisher, 40 s, embedded livekit-server",
+        },
+        "floor_runs": floors,
+        "floor_no_coalescing_runs": bare,
+        "live_runs": lives,
+        "audio_shape": audio,
+        "suite_wall_s": round(time.perf_counter() - started, 1),
+        "note": (
+            "live ns/packet is the whole generator process (Python main thread, media thread, signal) over the "
+            "steady-state seconds; the floor is one receiver thread that does nothing with the packets; the "
+            "sender's and the kernel's softirq work on loopback is charged to the sending process in both cases"
+        ),
+    }
+
+
+def ab_live(tree_a: str, tree_b: str, rounds: int) -> dict[str, Any]:
+    """The live cost per packet of two checkouts' ``python/`` directories, interleaved A,B,B,A,..."""
+    sides = {"A": tree_a, "B": tree_b}
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+    for k in range(rounds):
+        for side in ("A", "B") if k % 2 == 0 else ("B", "A"):
+            runs[side].append(live_run(python_path=sides[side]))
+    ns = {side: [r["ns_per_packet"] for r in runs[side] if r["ns_per_packet"]] for side in sides}
+    median = {side: round(statistics.median(v), 1) if v else None for side, v in ns.items()}
+    return {
+        "a": tree_a,
+        "b": tree_b,
+        "rounds": rounds,
+        "live_ns_per_packet": median,
+        "ratio_a_over_b": round(median["A"] / median["B"], 3) if median["A"] and median["B"] else None,
+        "spread": {side: [min(v), max(v)] if v else None for side, v in ns.items()},
+        "runs": runs,
+    }
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ab", nargs=2, metavar=("TREE_A", "TREE_B"), help="two checkouts' python/ directories")
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args()
+    print(json.dumps(ab_live(args.ab[0], args.ab[1], args.rounds) if args.ab else main(), indent=2))
