@@ -108,6 +108,14 @@ def _header(report: dict[str, Any]) -> str:
         f"{config.get('rooms', '?')} room(s) × {config.get('participants', '?')} participant(s), "
         f"{config.get('rate', '?')} joins/s"
     )
+    capacity = report.get("capacity")
+    if capacity:  # the engine's config is sized for --max, not the search: show the search's own shape
+        start, search = capacity.get("shape") or {}, capacity.get("search") or {}
+        shape = (
+            f"capacity search growing {capacity.get('grow', '?')} from {start.get('rooms', '?')} room(s) × "
+            f"{start.get('participants_per_room', '?')} participant(s), up to {search.get('max', '?')}, "
+            f"{start.get('rate', '?')} joins/s"
+        )
     summary = [
         ("target", url or "(unknown)"),
         ("started at", report.get("started_at", "")),

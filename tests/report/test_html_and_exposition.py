@@ -1,5 +1,6 @@
-"""Data-message and data-track rates reach every live surface: the timeline, the Prometheus exposition
-(summed across worker processes) and the HTML report's data tables and plot."""
+"""What the HTML report and Prometheus show: data-message and data-track rates on every live surface (the
+timeline, the Prometheus exposition summed across worker processes, the HTML data tables and plot), and a
+capacity report's header."""
 
 from __future__ import annotations
 
@@ -51,3 +52,19 @@ def test_the_data_plot_draws_data_track_rates_alone_too() -> None:
     assert figure is not None, why
     assert [trace["name"] for trace in figure["data"]] == ["data-track frames/s sent", "data-track packets/s received"]
     assert data_over_time({"timeline": {"t_s": [1.0]}})[0] is None
+
+
+def test_a_capacity_report_header_shows_the_search_not_the_engine_sizing() -> None:
+    from lkswarm.report.html_page import _header
+
+    report: dict[str, Any] = {
+        "config": {"rooms": 1, "participants": 2048, "rate": 20},
+        "capacity": {
+            "grow": "subscribers",
+            "shape": {"rooms": 1, "participants_per_room": 8, "rate": 20.0},
+            "search": {"max": 2048},
+        },
+    }
+    header = _header(report)
+    assert "capacity search growing subscribers from 1 room(s) × 8 participant(s), up to 2048" in header
+    assert "× 2048 participant(s)" not in header
