@@ -381,8 +381,15 @@ def update_readme(latest: dict[str, dict[str, Any]]) -> None:
         return
     machine_line = ""
     if latest:
-        m = next(iter(latest.values()))["machine"]
-        machine_line = f"Measured on {m['cpu']}, {m['cores']} cores, Python {m['python']}.\n\n"
+        # Suites are recorded on different days, possibly on different machines: name each machine's suites.
+        machines: dict[str, list[str]] = {}
+        for suite, entry in latest.items():
+            m = entry["machine"]
+            cores = m.get("cores", m.get("cpus", "?"))
+            name = f"{m.get('cpu', 'an unrecorded CPU')}, {cores} cores, Python {m.get('python', '?')}"
+            machines.setdefault(name, []).append(suite)
+        parts = [f"{name} ({', '.join(suites)})" for name, suites in machines.items()]
+        machine_line = "Measured on " + "; ".join(parts) + ".\n\n"
     block = f"{start}\n{machine_line}" + "\n".join(table_rows(latest)) + f"\n{end}"
     readme.write_text(text[: text.index(start)] + block + text[text.index(end) + len(end) :])
 
