@@ -350,6 +350,14 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
             f"{r['server_cpu_us_per_forwarded_message']} µs ({r['ratio_generator_over_server']}×) | "
             f"≤ {r['goal_ratio']}× | {latest['data']['file']} |"
         )
+    if "media-ab-sctp" in latest:
+        r, f = latest["media-ab-sctp"]["result"], latest["media-ab-sctp"]["file"]
+        spread = r["participants_per_core_spread"]
+        rows.append(
+            f"| media A/B | ACTIVE audio participants per core, this tree over {r['b']} | "
+            f"{r['participants_per_core_ratio_a_over_b']}× (runs {spread['A'][0]}–{spread['A'][1]} vs "
+            f"{spread['B'][0]}–{spread['B'][1]}) | within noise | {f} |"
+        )
     if "floor" in latest:
         r, f = latest["floor"]["result"], latest["floor"]["file"]
         floor, ratio = r["floor_ns_per_packet"], r["ratio_live_over_floor"] or {}
