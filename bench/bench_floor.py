@@ -32,7 +32,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -94,26 +93,10 @@ def floor_run(
 def live_run(participants: int = 300, duration_s: int = 40, python_path: str | None = None) -> dict[str, Any]:
     """The media suite's participants_per_core shape; generator CPU per received packet in steady state.
     ``python_path`` runs another checkout's package (PYTHONPATH, with its own built ``_core``)."""
-    env = dict(os.environ, PYTHONPATH=python_path) if python_path else None
-    with tempfile.TemporaryDirectory() as tmp:
-        report_path = Path(tmp) / "r.json"
-        cmd = [
-            PYTHON, "-m", "lkswarm", "run", "--rooms", "1", "--participants", str(participants),
-            "--audio-publishers", "1", "--rate", "50", "--duration", f"{duration_s}s", "--no-verify-rooms",
-            "--quiet", "--json", str(report_path),
-        ]  # fmt: skip
-        subprocess.run(cmd, check=False, timeout=duration_s + 120, capture_output=True, cwd=ROOT, env=env)
-        report: dict[str, Any] = json.loads(report_path.read_text())
-    timeline = report["timeline"]
-    t_s, active = timeline["t_s"], timeline["active"]
-    cpu_percent, pps = timeline["cpu_percent"], timeline["media_packets_per_s"]
-    seconds = cpu_s = packets = 0.0
-    for i in range(1, len(t_s)):
-        if active[i - 1] == participants and active[i] == participants:
-            interval_s = t_s[i] - t_s[i - 1]
-            seconds += interval_s
-            cpu_s += interval_s * cpu_percent[i] / 100
-            packets += interval_s * pps[i]
+    from bench_media import scale_run_report, steady_state_totals
+
+    report = scale_run_report(participants, duration_s, python_path)
+    seconds, cpu_s, packets = steady_state_totals(report, participants)
     machine = report.get("machine", {})
     generator = report["generator"]
     return {

@@ -146,21 +146,28 @@ def hub_handoff_ns(count: int = 200_000) -> float:
 def steady_state(report: dict[str, Any], participants: int) -> tuple[float, float]:
     """(seconds, generator CPU seconds) over the timeline intervals in which every participant was
     ACTIVE from start to end: the capacity figure, without set-up and joining."""
+    seconds, cpu_s, _ = steady_state_totals(report, participants)
+    return seconds, cpu_s
+
+
+def steady_state_totals(report: dict[str, Any], participants: int) -> tuple[float, float, float]:
+    """`steady_state`, and the media packets received over those same intervals."""
     timeline = report["timeline"]
-    t_s, active, cpu_percent = timeline["t_s"], timeline["active"], timeline["cpu_percent"]
-    seconds = cpu_s = 0.0
+    t_s, active = timeline["t_s"], timeline["active"]
+    cpu_percent, pps = timeline["cpu_percent"], timeline["media_packets_per_s"]
+    seconds = cpu_s = packets = 0.0
     for i in range(1, len(t_s)):
         if active[i - 1] == participants and active[i] == participants:
             interval_s = t_s[i] - t_s[i - 1]
             seconds += interval_s
             cpu_s += interval_s * cpu_percent[i] / 100
-    return seconds, cpu_s
+            packets += interval_s * pps[i]
+    return seconds, cpu_s, packets
 
 
-def participants_per_core(
-    participants: int = 300, duration_s: int = 40, python_path: str | None = None
-) -> dict[str, Any]:
-    """One scale run; ``python_path`` runs another checkout's package (PYTHONPATH) instead of this one."""
+def scale_run_report(participants: int = 300, duration_s: int = 40, python_path: str | None = None) -> dict[str, Any]:
+    """The report of one scale run (1 room, 1 audio publisher, against the embedded server); ``python_path``
+    runs another checkout's package (PYTHONPATH, with its own built ``_core``) instead of this one."""
     env = dict(os.environ, PYTHONPATH=python_path) if python_path else None
     with tempfile.TemporaryDirectory() as tmp:
         report_path = Path(tmp) / "r.json"
@@ -169,8 +176,16 @@ def participants_per_core(
             "--audio-publishers", "1", "--rate", "50", "--duration", f"{duration_s}s", "--no-verify-rooms",
             "--quiet", "--json", str(report_path),
         ]  # fmt: skip
-        subprocess.run(cmd, check=False, timeout=duration_s + 120, capture_output=True, env=env)
+        subprocess.run(cmd, check=False, timeout=duration_s + 120, capture_output=True, cwd=ROOT, env=env)
         report: dict[str, Any] = json.loads(report_path.read_text())
+    return report
+
+
+def participants_per_core(
+    participants: int = 300, duration_s: int = 40, python_path: str | None = None
+) -> dict[str, Any]:
+    """One scale run; ``python_path`` runs another checkout's package (PYTHONPATH) instead of this one."""
+    report = scale_run_report(participants, duration_s, python_path)
     generator = report["generator"]
     active = report["participants"]["active_at_end"]
     seconds = report["duration_s"]

@@ -144,10 +144,16 @@ fn a_single_pc_peer_sends_probes_and_accounts_what_the_server_sends() {
     let summary = looper.peer.data().summary();
     let bot = summary.received.iter().find(|f| f.sender == "bot").expect("bot flow");
     assert_eq!(bot.channel, "_reliable");
-    assert_eq!((bot.received, bot.duplicates, bot.expected, bot.missing, bot.foreign), (20, 1, 20, 1, false));
-    assert_eq!(bot.payload_bytes, 800);
+    assert_eq!(
+        (bot.counts.received, bot.counts.duplicates, bot.counts.expected, bot.counts.missing, bot.counts.foreign),
+        (20, 1, 20, 1, false)
+    );
+    assert_eq!(bot.counts.payload_bytes, 800);
     let sdk = summary.received.iter().find(|f| f.sender == "sdk").expect("sdk flow");
-    assert_eq!((sdk.channel.as_str(), sdk.received, sdk.payload_bytes, sdk.foreign), ("_lossy", 1, 2, true));
+    assert_eq!(
+        (sdk.channel.as_str(), sdk.counts.received, sdk.counts.payload_bytes, sdk.counts.foreign),
+        ("_lossy", 1, 2, true)
+    );
     assert_eq!((summary.other, summary.malformed), (1, 0));
     let latency = looper.peer.data().latency.as_ref().unwrap();
     assert_eq!(latency.count(), 20);
@@ -188,8 +194,8 @@ fn a_dual_pc_publisher_offer_with_only_channels_reaches_a_subscriber() {
     assert!(sent > 300, "{sent} lossy messages sent");
     let summary = b.data().summary();
     assert_eq!(summary.received.len(), 1, "{summary:?}");
-    let flow = &summary.received[0];
-    assert_eq!((flow.sender.as_str(), flow.channel.as_str(), flow.foreign), ("pub-1", "_lossy", false));
+    let (from, flow) = (&summary.received[0], &summary.received[0].counts);
+    assert_eq!((from.sender.as_str(), from.channel.as_str(), flow.foreign), ("pub-1", "_lossy", false));
     // Everything sent before the last millisecond arrived, once, with nothing missing in between.
     assert!(flow.received + 2 >= sent && flow.received <= sent, "{} of {sent}", flow.received);
     assert_eq!((flow.duplicates, flow.missing, flow.payload_bytes), (0, 0, 1_000 * flow.received));
@@ -237,7 +243,7 @@ fn writes_over_the_send_budget_are_counted_blocked_not_sent() {
     // The first message is due at once: 201 in 200 ms.
     assert_eq!(sent.sent[0] + sent.send_blocked + sent.send_skipped, 201, "{sent:?}");
     let received = b.data().summary();
-    let flow = &received.received[0];
+    let flow = &received.received[0].counts;
     // Reliable and ordered: every message sent arrives, and blocked ones left no gap.
     assert_eq!((flow.received, flow.missing, flow.duplicates), (sent.sent[0], 0, 0), "{flow:?}");
 }
@@ -254,7 +260,7 @@ fn cost_per_message() {
         let started = std::time::Instant::now();
         run_pair(&mut a, &mut b, &mut now, 5_000);
         let elapsed = started.elapsed();
-        let received = b.data().summary().received[0].received;
+        let received = b.data().summary().received[0].counts.received;
         let blocked = a.data().summary().send_blocked;
         eprintln!(
             "{size} B: {received} messages received ({blocked} blocked), {:.1} µs per message (both ends, loop included)",

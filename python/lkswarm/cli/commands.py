@@ -79,7 +79,7 @@ from lkswarm.cli.options import (
     WorkersPerNodeOpt,
     publishers_value,
 )
-from lkswarm.cli.output import exit_code, fail, print_report, stderr, stdout, unfold_help
+from lkswarm.cli.output import combined_live_view, exit_code, fail, print_report, stderr, stdout, unfold_help
 from lkswarm.cli.reports import announce_outputs, write_outputs
 from lkswarm.cli.reports import register as register_report_commands
 from lkswarm.errors import ConfigError, LkswarmError
@@ -354,11 +354,8 @@ def _run_workers_with_view(
     """``run --workers N``: the workers' merged run, with one live view of them all on a terminal."""
     from lkswarm.app.workers import run_workers
 
-    combined_view = None
-    if not quiet and stderr.is_terminal:
-        from lkswarm.observe.live import LiveView
-
-        combined_view = LiveView(stderr)
+    combined_view = combined_live_view(quiet)
+    if combined_view is not None:
         combined_view.open(config.duration_s)
     try:
         return run_workers(

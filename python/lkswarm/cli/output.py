@@ -9,13 +9,16 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rich.markup
 import typer
 import typer.rich_utils
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from lkswarm.observe.live import LiveView
 
 UNFOLDED_WIDTH = 1000  # columns off a terminal: wide enough that no summary line or table wraps
 # --help off a terminal: typer's panels pad every line to the full width, so not 1000; at this width
@@ -38,6 +41,15 @@ def unfold_help() -> None:
 
 stderr = Console(stderr=True, soft_wrap=True, width=_width(sys.stderr))
 stdout = Console(width=_width(sys.stdout))
+
+
+def combined_live_view(quiet: bool) -> LiveView | None:
+    """One live view of several generators' samples (``--workers``, ``--ray``), on a terminal unless quiet."""
+    if quiet or not stderr.is_terminal:
+        return None
+    from lkswarm.observe.live import LiveView
+
+    return LiveView(stderr)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

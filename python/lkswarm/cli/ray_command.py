@@ -7,7 +7,7 @@ from typing import Any
 
 from lkswarm.app.server import LocalServer
 from lkswarm.auth import Credentials
-from lkswarm.cli.output import stderr, stdout
+from lkswarm.cli.output import combined_live_view, stdout
 from lkswarm.config import RunConfig
 from lkswarm.errors import ConfigError
 
@@ -45,11 +45,7 @@ def run_ray_with_view(
     """``run --ray ADDRESS``: the actors' merged run, with one live view of them all on a terminal."""
     from lkswarm.app.ray_engine import parse_actor_count, run_on_ray
 
-    combined_view = None
-    if not quiet and stderr.is_terminal:
-        from lkswarm.observe.live import LiveView
-
-        combined_view = LiveView(stderr)
+    combined_view = combined_live_view(quiet)
 
     def on_plan(actors: int, nodes: int) -> None:
         if not quiet:

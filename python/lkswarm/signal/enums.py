@@ -9,7 +9,18 @@ from enum import IntEnum
 CLIENT_PROTOCOL = 16
 
 
-class DisconnectReason(IntEnum):
+class _Reason(IntEnum):
+    """A reason enum whose values a newer server may extend: `name_of` names an unknown one too."""
+
+    @classmethod
+    def name_of(cls, value: int) -> str:
+        try:
+            return cls(value).name
+        except ValueError:
+            return f"REASON_{value}"
+
+
+class DisconnectReason(_Reason):
     UNKNOWN_REASON = 0
     CLIENT_INITIATED = 1
     DUPLICATE_IDENTITY = 2
@@ -28,15 +39,8 @@ class DisconnectReason(IntEnum):
     MEDIA_FAILURE = 15
     AGENT_ERROR = 16
 
-    @classmethod
-    def name_of(cls, value: int) -> str:
-        try:
-            return cls(value).name
-        except ValueError:
-            return f"REASON_{value}"
 
-
-class RequestResponseReason(IntEnum):
+class RequestResponseReason(_Reason):
     """RequestResponse.Reason: why the server refused a request (data tracks: publish/unpublish)."""
 
     OK = 0
@@ -51,13 +55,6 @@ class RequestResponseReason(IntEnum):
     DUPLICATE_HANDLE = 9
     DUPLICATE_NAME = 10
     INVALID_REQUEST = 11
-
-    @classmethod
-    def name_of(cls, value: int) -> str:
-        try:
-            return cls(value).name
-        except ValueError:
-            return f"REASON_{value}"
 
 
 class LeaveAction(IntEnum):

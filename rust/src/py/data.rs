@@ -6,7 +6,20 @@ use pyo3::types::{PyDict, PyList};
 
 use crate::error::Error;
 use crate::media::data::packet::Kind;
+use crate::media::data::stats::FlowCounts;
 use crate::media::data::DataSummary;
+
+/// One flow's figures into its dict (`received`, `bytes`, `duplicates`, `out_of_order`, `missing`,
+/// `expected`, `foreign`), for data messages and data tracks alike.
+pub fn set_flow_counts(dict: &Bound<'_, PyDict>, counts: &FlowCounts) -> PyResult<()> {
+    dict.set_item("received", counts.received)?;
+    dict.set_item("bytes", counts.payload_bytes)?;
+    dict.set_item("duplicates", counts.duplicates)?;
+    dict.set_item("out_of_order", counts.out_of_order)?;
+    dict.set_item("missing", counts.missing)?;
+    dict.set_item("expected", counts.expected)?;
+    dict.set_item("foreign", counts.foreign)
+}
 
 /// A non-negative, finite number of seconds, as a duration (`what` names the argument).
 pub fn seconds(value_s: f64, what: &str) -> Result<std::time::Duration, Error> {
@@ -59,13 +72,7 @@ pub fn data_dict<'py>(py: Python<'py>, data: &DataSummary) -> PyResult<Bound<'py
         let f = PyDict::new(py);
         f.set_item("sender", &flow.sender)?;
         f.set_item("channel", &flow.channel)?;
-        f.set_item("received", flow.received)?;
-        f.set_item("bytes", flow.payload_bytes)?;
-        f.set_item("duplicates", flow.duplicates)?;
-        f.set_item("out_of_order", flow.out_of_order)?;
-        f.set_item("missing", flow.missing)?;
-        f.set_item("expected", flow.expected)?;
-        f.set_item("foreign", flow.foreign)?;
+        set_flow_counts(&f, &flow.counts)?;
         received.append(f)?;
     }
     dict.set_item("received", received)?;

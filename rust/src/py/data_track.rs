@@ -39,13 +39,7 @@ pub fn track_dict<'py>(py: Python<'py>, track: &TrackSummary) -> PyResult<Bound<
         f.set_item("handle", flow.handle)?;
         f.set_item("publisher", &flow.publisher)?;
         f.set_item("track_sid", &flow.track_sid)?;
-        f.set_item("received", flow.received)?;
-        f.set_item("bytes", flow.payload_bytes)?;
-        f.set_item("duplicates", flow.duplicates)?;
-        f.set_item("out_of_order", flow.out_of_order)?;
-        f.set_item("missing", flow.missing)?;
-        f.set_item("expected", flow.expected)?;
-        f.set_item("foreign", flow.foreign)?;
+        super::data::set_flow_counts(&f, &flow.counts)?;
         received.append(f)?;
     }
     dict.set_item("received", received)?;

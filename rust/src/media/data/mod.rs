@@ -34,7 +34,7 @@ use packet::{parse_data_packet, read_probe, Kind};
 pub use sender::unix_now_us;
 use sender::{DataSender, ResendCounts};
 use slow_reader::{SlowReader, SlowReaderCounts};
-use stats::ReceiveStats;
+use stats::{FlowCounts, ReceiveStats};
 use track::{TrackSender, DATA_TRACK_LABEL};
 use track_stats::TrackReceive;
 
@@ -153,13 +153,7 @@ impl DataState {
 pub struct FlowSummary {
     pub sender: String,
     pub channel: String,
-    pub received: u64,
-    pub payload_bytes: u64,
-    pub duplicates: u64,
-    pub out_of_order: u64,
-    pub missing: u64,
-    pub expected: u64,
-    pub foreign: bool,
+    pub counts: FlowCounts,
 }
 
 /// A peer's data figures, detached from the peer (`MediaHub.peer_stats()["data"]`).
@@ -193,13 +187,7 @@ impl DataState {
             .map(|(sender, channel, f)| FlowSummary {
                 sender: sender.to_string(),
                 channel: channel.to_string(),
-                received: f.received,
-                payload_bytes: f.payload_bytes,
-                duplicates: f.duplicates,
-                out_of_order: f.out_of_order,
-                missing: f.missing(),
-                expected: f.expected(),
-                foreign: f.foreign,
+                counts: f.into(),
             })
             .collect();
         received.sort_by(|a, b| (&a.sender, &a.channel).cmp(&(&b.sender, &b.channel)));

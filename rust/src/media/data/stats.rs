@@ -22,6 +22,34 @@ const WINDOW: u64 = 1024;
 /// (sender, channel) flows kept per peer.
 pub const MAX_FLOWS: usize = 4096;
 
+/// One flow's figures as reported: what `FlowStats` counted, with `expected` and `missing` worked out.
+/// Shared by data messages (`FlowSummary`) and data tracks (`TrackFlowSummary`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlowCounts {
+    pub received: u64,
+    pub payload_bytes: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub missing: u64,
+    pub expected: u64,
+    /// Without our stamp (another client's): counted, with no loss, order or latency figures.
+    pub foreign: bool,
+}
+
+impl From<&FlowStats> for FlowCounts {
+    fn from(stats: &FlowStats) -> Self {
+        FlowCounts {
+            received: stats.received,
+            payload_bytes: stats.payload_bytes,
+            duplicates: stats.duplicates,
+            out_of_order: stats.out_of_order,
+            missing: stats.missing(),
+            expected: stats.expected(),
+            foreign: stats.foreign,
+        }
+    }
+}
+
 /// One (sender identity, channel label) flow.
 #[derive(Debug, Clone, Default)]
 pub struct FlowStats {

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::stats::FlowStats;
+use super::stats::{FlowCounts, FlowStats};
 use super::track::{parse_packet, TrackSender};
 use crate::media::lag::LagHistogram;
 
@@ -166,14 +166,8 @@ pub struct TrackFlowSummary {
     /// "" for a handle no map named.
     pub publisher: String,
     pub track_sid: String,
-    pub received: u64,
-    pub payload_bytes: u64,
-    pub duplicates: u64,
-    pub out_of_order: u64,
-    pub missing: u64,
-    pub expected: u64,
-    /// No lkswarm user timestamp (another client's frames): no latency.
-    pub foreign: bool,
+    /// `foreign`: no lkswarm user timestamp (another client's frames), so no latency.
+    pub counts: FlowCounts,
 }
 
 /// A peer's data-track figures, detached from the peer.
@@ -202,19 +196,7 @@ pub fn summarize(sender: &TrackSender, receive: &TrackReceive) -> TrackSummary {
                 .target
                 .as_ref()
                 .map_or((String::new(), String::new()), |t| (t.publisher_identity.clone(), t.track_sid.clone()));
-            let stats = &flow.stats;
-            TrackFlowSummary {
-                handle: flow.handle,
-                publisher,
-                track_sid,
-                received: stats.received,
-                payload_bytes: stats.payload_bytes,
-                duplicates: stats.duplicates,
-                out_of_order: stats.out_of_order,
-                missing: stats.missing(),
-                expected: stats.expected(),
-                foreign: stats.foreign,
-            }
+            TrackFlowSummary { handle: flow.handle, publisher, track_sid, counts: (&flow.stats).into() }
         })
         .collect();
     TrackSummary {
