@@ -58,6 +58,9 @@ MIN_SUBWINDOW_S = 2.0
 SUBWINDOWS_PER_HOLD = 6
 CHURN_GAP_S = 0.5
 
+# A retry of a hold-edge scrape that timed out (see `Controller._scrape_hold_edge`).
+PATIENT_SCRAPE_TIMEOUT_S = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class Shape:
@@ -289,10 +292,20 @@ class Controller:
                 return
             await asyncio.sleep(0.25)
 
+    async def _scrape_hold_edge(self) -> Scrape | str | None:
+        """The server's counters at a hold's edge. A server held to a fraction of a core (--server-cpus) may
+        answer /metrics slower than a scrape's timeout: one patient retry, so the level keeps its server side."""
+        if not self.metrics_url:
+            return None
+        scraped = await asyncio.to_thread(scrape, self.metrics_url)
+        if isinstance(scraped, str):
+            scraped = await asyncio.to_thread(scrape, self.metrics_url, PATIENT_SCRAPE_TIMEOUT_S)
+        return scraped
+
     async def _hold(
         self,
     ) -> tuple[HoldData, dict[str, SloResult], Scrape | str | None, Scrape | str | None, float | None]:
-        before = await asyncio.to_thread(scrape, self.metrics_url) if self.metrics_url else None
+        before = await self._scrape_hold_edge()
         pid = self.server_pid()
         proc_before = process_cpu_s(pid) if pid is not None else None
         self._churned.clear()
@@ -309,7 +322,7 @@ class Controller:
                 break
             planned_s = min(self.timing.max_hold_s, planned_s + self.timing.hold_s / 2)
         window = await self.port.close_hold()
-        after = await asyncio.to_thread(scrape, self.metrics_url) if self.metrics_url else None
+        after = await self._scrape_hold_edge()
         proc_after = process_cpu_s(pid) if pid is not None else None
         proc_cores = None
         if proc_before is not None and proc_after is not None and window.held_s > 0:
