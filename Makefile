@@ -11,6 +11,8 @@ export PYO3_PYTHON := $(abspath $(BIN)/python)
 SERVER_VERSION := v1.13.5
 LK_VERSION := v2.18.2
 RUST_SOURCES := Cargo.toml rustfmt.toml $(shell find rust protos -type f \( -name '*.rs' -o -name '*.proto' \) 2>/dev/null)
+# The patched str0m Cargo.toml's [patch.crates-io] points at (rust/patches/str0m-0.25.0.diff).
+STR0M := .build/str0m-0.25.0/.lkswarm-patch
 PY_DIRS := python tests bench protos
 
 .PHONY: help build run test lint format bench fuzz clean
@@ -32,7 +34,10 @@ $(VENV)/.deps.stamp: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -r $(VENV)/requirements.txt
 	touch $@
 
-$(VENV)/.ext.stamp: $(RUST_SOURCES) $(VENV)/.deps.stamp
+$(STR0M): rust/patches/str0m-0.25.0.diff rust/patches/prepare-str0m
+	rust/patches/prepare-str0m
+
+$(VENV)/.ext.stamp: $(RUST_SOURCES) $(STR0M) $(VENV)/.deps.stamp
 	@command -v cargo >/dev/null || { echo "error: the Rust toolchain (cargo) is required; install it with rustup" >&2; exit 1; }
 	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release --quiet
 	touch $@
@@ -78,4 +83,4 @@ bench: build lk ## Build lk (the benchmarks' anchor), run the benchmarks and rec
 	$(BIN)/python bench/run_all.py
 
 clean: ## Remove the venv and build outputs (the $$HOME caches stay)
-	rm -rf $(VENV) python/lkswarm/*.so .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) python/lkswarm/*.so .pytest_cache .mypy_cache .ruff_cache .build

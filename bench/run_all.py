@@ -197,6 +197,7 @@ COMMANDS = {
     "single-pc": "python bench/bench_single_pc.py",
     "data": "python bench/bench_data.py",
     "floor": "python bench/bench_floor.py",
+    "floor-ab": "python bench/bench_floor.py --ab <this tree>/python <git archive of the base>/python --rounds 4",
     "ray": "python bench/bench_ray.py",
 }
 
@@ -255,7 +256,7 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
         rows.append(
             f"| media | CPU per received RTP packet (SRTP + parse + accounting): lkswarm / aiortc | "
             f"{ns['lkswarm']} / {ns['aiortc']} ns ({r['receive_ratio_vs_aiortc']}× less) | "
-            f"≥ 20× less, ≤ 1000 ns | {f} |"
+            f"– (the 20× target is withdrawn, #24: it measured the crypto library) | {f} |"
         )
         if "aes_256_gcm_open_alone" in ns:
             rows.append(
@@ -297,7 +298,8 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
                 f"| vs lk | {name.replace('_', ' ')}, 60 s: generator CPU-s over wall s, lkswarm / lk (ACTIVE seen "
                 f"by the server; packets received) | {ours['cpu_s']} / {ours['wall_s']} s vs {lk['cpu_s']} / "
                 f"{lk['wall_s']} s ({seen}; {packets}); lk uses {cores}× lkswarm's CPU per participant-second, "
-                f"{w['cpu_per_packet_ratio_lk_over_lkswarm'] or '–'}× per packet{verdict} | ≥ 10× | {f} |"
+                f"{w['cpu_per_packet_ratio_lk_over_lkswarm'] or '–'}× per packet{verdict} | "
+                f"{'≥ 5×' if name.startswith('video') else '≥ 6×'} (aim 10×) | {f} |"
             )
             rows.append(
                 f"| vs lk | {name.replace('_', ' ')}: max RSS of the tool's process tree lkswarm / lk; server CPU-s "
@@ -371,6 +373,24 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
             f"| floor | generator CPU over server CPU, 10 audio publishers -> 70 subscribers; generator cores per "
             f"1,000 ACTIVE audio participants | {r['generator_over_server_cpu_audio_10_to_70']}; "
             f"{cores['live_300_steady_state']} | ≤ 0.3 | {f} |"
+        )
+        lk = r.get("lk_over_lkswarm") or {}
+        if "audio_2_to_100" in lk and "video_1_to_50" in lk:
+            audio, video = lk["audio_2_to_100"], lk["video_1_to_50"]
+            valid = "" if audio["valid"] and video["valid"] else " (INVALID: see the file)"
+            rows.append(
+                f"| floor | lk over lkswarm in cores, same run: audio 2 -> 100 / video 1 -> 50, 60 s | "
+                f"{audio['cores_ratio_lk_over_lkswarm']}× / {video['cores_ratio_lk_over_lkswarm']}×{valid} | "
+                f"≥ 6× / ≥ 5× (aim 10×) | {f} |"
+            )
+    if "floor-ab" in latest:
+        r, f = latest["floor-ab"]["result"], latest["floor-ab"]["file"]
+        spread = r["spread"]
+        rows.append(
+            f"| floor A/B | live CPU per received packet (300 participants, 1 audio publisher), this tree over "
+            f"{r['b_commit']} | {r['live_ns_per_packet']['A']} / {r['live_ns_per_packet']['B']} ns "
+            f"({r['ratio_a_over_b']}×; runs {spread['A'][0]}–{spread['A'][1]} vs {spread['B'][0]}–{spread['B'][1]}) "
+            f"| ≤ 0.5× | {f} |"
         )
     if "fuzz" in latest:
         r = latest["fuzz"]["result"]

@@ -21,6 +21,10 @@ from pathlib import Path
 
 # (group, pattern over the whole stack); the first that matches any frame, in this order, wins.
 GROUPS: list[tuple[str, str]] = [
+    (
+        "kernel: io_uring (multishot recvmsg, batched sends, the wait)",
+        r"io_uring|io_recvmsg|io_sendmsg|__io_|io_poll|io_issue",
+    ),
     ("kernel: recvmmsg (one per ready socket)", r"recvmmsg"),
     ("kernel: sendto (RTCP, STUN out)", r"sendto|sendmsg"),
     ("kernel: epoll_wait, nap, scheduling", r"epoll_wait|nanosleep|finish_task_switch|__schedule"),

@@ -160,7 +160,15 @@ class PeerFailed:
 class MediaHub:
     """The light media tier: PeerConnections, their UDP sockets and a worker thread (rust/src/media/)."""
 
-    def __new__(cls, bind_ip: str = "127.0.0.1") -> MediaHub: ...
+    def __new__(cls, bind_ip: str = "127.0.0.1", io: str | None = None) -> MediaHub:
+        """``io`` forces the I/O backend ("io_uring" or "epoll"); None: ``LKSWARM_MEDIA_IO`` if set, else
+        io_uring where the kernel allows it, else epoll."""
+    @property
+    def io_backend(self) -> str:
+        """The media thread's I/O backend: "io_uring" or "epoll"."""
+    @property
+    def io_fallback(self) -> str | None:
+        """Why io_uring was refused (one line), when the hub fell back to epoll on its own."""
     def set_library(
         self,
         audio: Sequence[tuple[bytes, bool]] | None,
@@ -273,7 +281,8 @@ class MediaHub:
         """Closes the peer's sockets and returns its final figures, as ``peer_stats``."""
     def totals(self) -> dict[str, int]:
         """Running totals over every peer the hub has had, including ``data_sent``,
-        ``data_received`` and ``data_bytes_received`` (payload bytes)."""
+        ``data_received`` and ``data_bytes_received`` (payload bytes), and ``syscalls``: the media
+        thread's waits, naps, receives and sends (io_uring: ``io_uring_enter`` calls)."""
     def timer_lag(self) -> list[tuple[int, int]]: ...
     def timer_lag_above(self, limit_s: float) -> tuple[int, int]: ...
     @property

@@ -11,6 +11,8 @@ from fakes import fake_run
 from lkswarm.engine.engine import Engine
 from lkswarm.engine.participant import ParticipantDriver, refusal_detail, timer_delay_s
 from lkswarm.signal import codec
+from lkswarm.signal.enums import ConnectionQuality
+from lkswarm.signal.events import QualityReported
 from lkswarm.signal.session import SignalSession
 
 
@@ -118,3 +120,19 @@ def test_an_http_refusal_keeps_its_cause_and_drops_tokens_and_markup() -> None:
     )
     assert refusal_detail(page) == "404 Not Found Not Found"
     assert len(refusal_detail("x " * 500)) == 200
+
+
+def test_the_driver_keeps_the_last_and_the_worst_quality_the_server_told_it() -> None:
+    driver = make_driver()
+    assert driver.server_quality is None
+    for quality, score in [
+        (ConnectionQuality.EXCELLENT, 4.5),
+        (ConnectionQuality.LOST, 3.9),  # LOST ranks below POOR although its value is higher
+        (ConnectionQuality.POOR, 2.1),
+        (ConnectionQuality.EXCELLENT, 4.4),
+    ]:
+        driver._on_session_event(QualityReported(quality, score), 1.0)
+    quality = driver.server_quality
+    assert quality is not None
+    assert (quality.last, quality.last_score) == (ConnectionQuality.EXCELLENT, 4.4)
+    assert (quality.worst, quality.worst_score, quality.reports) == (ConnectionQuality.LOST, 2.1, 4)

@@ -66,6 +66,22 @@ def test_frames_a_stalled_media_thread_skipped_are_counted_and_warned_about() ->
     assert "skipped 50 frame(s) (5.00% of those due)" in warning and "media thread" in warning
 
 
+def test_the_hub_section_names_the_io_backend_its_fallback_and_system_calls_per_datagram() -> None:
+    totals = MediaTotals(hub_wakeups=10, hub_timeouts=4)
+    assert totals.report()["hub"] == {"wakeups": 10, "timeouts": 4}  # a run without the light tier's hub
+    totals.hub_io, totals.hub_syscalls, totals.hub_datagrams_received = "io_uring", 30, 400
+    assert totals.report()["hub"] == {
+        "wakeups": 10,
+        "timeouts": 4,
+        "io": "io_uring",
+        "syscalls": 30,
+        "syscalls_per_datagram": 0.075,
+    }
+    totals.hub_io, totals.hub_io_fallback = "epoll", "io_uring_setup: Operation not permitted (os error 1)"
+    hub = totals.report()["hub"]
+    assert (hub["io"], hub["io_fallback"]) == ("epoll", "io_uring_setup: Operation not permitted (os error 1)")
+
+
 def test_the_media_thread_lag_buckets_replay_into_an_hdr_histogram() -> None:
     totals = MediaTotals()
     record_buckets_us(totals.timer_lag, [(500, 98), (30_720, 1), (45_000, 1)])

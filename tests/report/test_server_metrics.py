@@ -50,3 +50,51 @@ def test_loss_is_placed_at_the_server_only_when_the_evidence_says_so() -> None:
     assert loss_at_server_warning(media, {"available": False}, rcvbuf_errors=0) is None
     assert loss_at_server_warning({"loss_ratio": 0.001}, server, rcvbuf_errors=0) is None
     assert loss_at_server_warning(media, {**server, "loss_in_ratio": 0.05}, rcvbuf_errors=0) is None
+
+
+HEALTH_BEFORE = (
+    BEFORE
+    + """\
+livekit_rtt_ms_bucket{direction="outgoing",source="MICROPHONE",type="AUDIO",country="",le="50"} 4
+livekit_rtt_ms_bucket{direction="outgoing",source="MICROPHONE",type="AUDIO",country="",le="+Inf"} 4
+livekit_rtt_ms_sum{direction="outgoing",source="MICROPHONE",type="AUDIO",country=""} 8
+livekit_rtt_ms_count{direction="outgoing",source="MICROPHONE",type="AUDIO",country=""} 4
+livekit_quality_rating_bucket{le="0"} 0
+livekit_quality_rating_bucket{le="1"} 1
+livekit_quality_rating_bucket{le="2"} 5
+livekit_quality_rating_bucket{le="+Inf"} 5
+livekit_quality_score_sum 20
+livekit_quality_score_count 5
+"""
+)
+HEALTH_AFTER = (
+    AFTER
+    + """livekit_packet_loss_total{direction="outgoing",source="MICROPHONE",type="AUDIO",country=""} 21
+livekit_rtt_ms_sum{direction="outgoing",source="MICROPHONE",type="AUDIO",country=""} 38
+livekit_rtt_ms_count{direction="outgoing",source="MICROPHONE",type="AUDIO",country=""} 14
+livekit_rtt_ms_sum{direction="incoming",source="MICROPHONE",type="AUDIO",country=""} 900
+livekit_rtt_ms_count{direction="incoming",source="MICROPHONE",type="AUDIO",country=""} 1
+livekit_quality_rating_bucket{le="0"} 1
+livekit_quality_rating_bucket{le="1"} 3
+livekit_quality_rating_bucket{le="2"} 25
+livekit_quality_rating_bucket{le="+Inf"} 26
+livekit_quality_score_sum 109
+livekit_quality_score_count 26
+"""
+)
+
+
+def test_the_subscribers_health_as_the_server_saw_it_between_the_scrapes() -> None:
+    section = server_section(parse_exposition(HEALTH_BEFORE), parse_exposition(HEALTH_AFTER), wall_s=10.0)
+    assert section["loss_out_ratio"] == round(21 / 2100, 6)
+    # Only the down tracks' RTT (direction outgoing), and only what the run added: 30 ms over 10 reports.
+    assert (section["rtt_out_samples"], section["rtt_out_ms_mean"]) == (10, 3.0)
+    # Cumulative buckets become one count per rating: le=0 POOR, le=1 GOOD, le=2 EXCELLENT, +Inf LOST.
+    assert section["quality_samples"] == {"poor": 1, "good": 1, "excellent": 18, "lost": 1}
+    assert section["quality_score_mean"] == round(89 / 21, 4)
+
+
+def test_no_rtt_or_quality_observed_is_none_not_zero() -> None:
+    section = server_section(parse_exposition(BEFORE), parse_exposition(AFTER), wall_s=10.0)
+    assert section["rtt_out_samples"] == 0 and section["rtt_out_ms_mean"] is None
+    assert section["quality_score_mean"] is None and sum(section["quality_samples"].values()) == 0

@@ -8,7 +8,7 @@ import pytest
 
 from lkswarm._core import schema_descriptor_set
 from lkswarm.signal import codec
-from lkswarm.signal.enums import DisconnectReason, LeaveAction
+from lkswarm.signal.enums import ConnectionQuality, DisconnectReason, LeaveAction
 from lkswarm.signal.events import (
     AnswerReceived,
     Failed,
@@ -18,6 +18,7 @@ from lkswarm.signal.events import (
     OfferReceived,
     ParticipantsChanged,
     PongReceived,
+    QualityReported,
     RemoteTrackPublished,
     RequestFailed,
     RoomMoved,
@@ -324,3 +325,34 @@ def test_every_request_variant_can_be_sent() -> None:
         session.send_request({field.name: value})
         [frame] = session.frames_to_send()
         assert codec.peek_request(frame) == field.name
+
+
+def quality_frame(*entries: tuple[str, str, float]) -> bytes:
+    updates = [{"participantSid": sid, "quality": quality, "score": score} for sid, quality, score in entries]
+    return codec.encode_response({"connectionQuality": {"updates": updates}})
+
+
+def test_the_servers_estimate_of_our_own_connection_is_reported() -> None:
+    session = joined_session()
+    session.receive_frame(quality_frame(("PA_me", "GOOD", 3.5), ("PA_b", "LOST", 1.0)), 101.0)
+    [event] = session.events_received()
+    assert event == QualityReported(ConnectionQuality.GOOD, pytest.approx(3.5))
+    # Found wherever it stands in the list (the server puts the recipient first, but need not).
+    session.receive_frame(quality_frame(("PA_b", "POOR", 2.0), ("PA_me", "EXCELLENT", 4.5)), 106.0)
+    assert session.events_received() == [QualityReported(ConnectionQuality.EXCELLENT, 4.5)]
+
+
+def test_quality_updates_about_others_only_report_nothing() -> None:
+    """A subscription's update names only the publisher; it says nothing of our receiver."""
+    session = joined_session()
+    session.receive_frame(quality_frame(("PA_b", "LOST", 1.0)), 101.0)
+    session.receive_frame(codec.encode_response({"connectionQuality": {}}), 102.0)
+    assert session.events_received() == []
+    assert session.messages_received["connection_quality"] == 2
+
+
+def test_quality_in_json_frames() -> None:
+    session = joined_session(json_mode=True)
+    text = codec.encode_response_json({"connectionQuality": {"updates": [{"participantSid": "PA_me", "score": 2.5}]}})
+    session.receive_frame(text, 101.0)
+    assert session.events_received() == [QualityReported(ConnectionQuality.POOR, 2.5)]  # POOR is proto3's default

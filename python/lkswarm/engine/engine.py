@@ -314,7 +314,7 @@ class Engine:
     def _row(driver: ParticipantDriver, active_at_end: bool) -> ParticipantRow:
         joined = driver.joined_at
         join_ms = (joined - driver.intended_start) * 1000 if joined is not None else None
-        return ParticipantRow(driver.room, join_ms, driver.outcome, active_at_end)
+        return ParticipantRow(driver.room, join_ms, driver.outcome, active_at_end, driver.server_quality)
 
     def _live_counts(self) -> tuple[int, int, int, dict[str, int]]:
         """(started, joined, alive, outcome counts) right now, for a Prometheus scrape."""

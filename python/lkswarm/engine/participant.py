@@ -34,6 +34,7 @@ from lkswarm.auth import mint_token
 from lkswarm.engine.outcome import COMPLETED, Outcome
 from lkswarm.engine.ports import MediaLeg, RunContext
 from lkswarm.engine.reconnect import ReconnectEpisode
+from lkswarm.engine.record import ServerQuality
 from lkswarm.errors import MediaError, SignalError
 from lkswarm.net.ws_driver import WebSocketProtocol, open_websocket
 from lkswarm.signal.enums import CLIENT_PROTOCOL, DisconnectReason, LeaveAction, ReconnectReason
@@ -42,6 +43,7 @@ from lkswarm.signal.events import (
     Joined,
     LeaveRequested,
     PongReceived,
+    QualityReported,
     SessionEvent,
 )
 from lkswarm.signal.join_request import join_request_mapping, rtc_v1_path, wrap_join_request
@@ -132,6 +134,7 @@ class ParticipantDriver:
         "resumes",
         "room",
         "seat",
+        "server_quality",
         "session",
     )
 
@@ -157,6 +160,7 @@ class ParticipantDriver:
         self.outcome: Outcome | None = None  # None while running
         self.resumes = 0
         self.session: SignalSession | None = None
+        self.server_quality: ServerQuality | None = None  # what the server told us of our own connection
         # The media half, attached by the engine from the tier that claims this participant (None: signal only).
         self.leg: MediaLeg | None = None
         self._connection: WebSocketProtocol | None = None
@@ -417,6 +421,11 @@ class ParticipantDriver:
         elif isinstance(event, PongReceived):
             metrics.record("ping_rtt", event.rtt_ms)
             self.owner.on_pong(self)
+        elif isinstance(event, QualityReported):
+            if self.server_quality is None:
+                self.server_quality = ServerQuality.first(event.quality, event.score)
+            else:
+                self.server_quality.add(event.quality, event.score)
         elif isinstance(event, LeaveRequested):
             counters[f"leave_{LeaveAction(event.action).name.lower()}"] += 1
             if event.action == LeaveAction.RESUME:

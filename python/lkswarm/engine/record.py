@@ -15,6 +15,7 @@ from lkswarm.config import RunConfig
 from lkswarm.engine.outcome import Outcome
 from lkswarm.engine.ports import TierTotals
 from lkswarm.metrics import PhaseMetrics
+from lkswarm.signal.enums import QUALITY_BEST_FIRST
 
 MAX_FAILED_ROWS = 1000  # failed participants listed one by one in the report
 DETAIL_CHARS = 200  # of a failed participant's detail, in its row
@@ -63,6 +64,37 @@ class Tally:
         return {str(outcome): count for outcome, count in self.outcomes.items()}
 
 
+def quality_rank(quality: int) -> int:
+    """0 for EXCELLENT up to 3 for LOST; a value a newer server added ranks below LOST, so it is never hidden."""
+    return QUALITY_BEST_FIRST.index(quality) if quality in QUALITY_BEST_FIRST else len(QUALITY_BEST_FIRST)
+
+
+@dataclass(slots=True)
+class ServerQuality:
+    """What livekit-server told one participant about its own connection: the last and the worst estimate.
+
+    The worst quality and the lowest score are kept apart: the server scores each of a participant's
+    tracks and reports the lowest quality, so a lower score can come with the same quality.
+    """
+
+    last: int  # a `ConnectionQuality` value
+    last_score: float  # MOS, 1.0 to 4.5
+    worst: int
+    worst_score: float
+    reports: int = 1
+
+    @classmethod
+    def first(cls, quality: int, score: float) -> ServerQuality:
+        return cls(quality, score, quality, score)
+
+    def add(self, quality: int, score: float) -> None:
+        self.last, self.last_score = quality, score
+        if quality_rank(quality) > quality_rank(self.worst):
+            self.worst = quality
+        self.worst_score = min(self.worst_score, score)
+        self.reports += 1
+
+
 @dataclass(slots=True, frozen=True)
 class ParticipantRow:
     """One started participant at the end of the run: what the report's room table needs."""
@@ -71,6 +103,7 @@ class ParticipantRow:
     join_ms: float | None  # from its intended start to its JoinResponse; None if it never joined
     outcome: Outcome | None  # None: still alive when the engine stopped it (it then completed)
     active_at_end: bool
+    quality: ServerQuality | None = None  # None: the server never told it its own connection quality
 
 
 @dataclass(slots=True)

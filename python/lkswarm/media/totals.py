@@ -38,6 +38,12 @@ class MediaTotals:
     cpu_s: float = 0.0  # the media thread's CPU is part of the generator's (the TierTotals port)
     hub_wakeups: int = 0  # media thread loop iterations and peer timeouts served (where its CPU goes)
     hub_timeouts: int = 0
+    # The media thread's I/O backend ("io_uring" or "epoll"), why io_uring was refused if it was, and the
+    # system calls it made (waits, naps, receives, sends): over the datagrams it read, the backend's cost.
+    hub_io: str = ""
+    hub_io_fallback: str | None = None
+    hub_syscalls: int = 0
+    hub_datagrams_received: int = 0
     # How late the media thread served its deadlines (µs values); reported under generator.media_lag_ms.
     timer_lag: HdrHistogram = field(default_factory=new_histogram)
     data: DataTotals = field(default_factory=DataTotals)  # the report's ``data`` section
@@ -63,8 +69,19 @@ class MediaTotals:
             "foreign_datagrams": self.foreign_datagrams,
             "keyframe_requests": self.keyframe_requests,
             "ice_restarts": self.ice_restarts,
-            "hub": {"wakeups": self.hub_wakeups, "timeouts": self.hub_timeouts},
+            "hub": self.hub_report(),
         }
+
+    def hub_report(self) -> dict[str, Any]:
+        hub: dict[str, Any] = {"wakeups": self.hub_wakeups, "timeouts": self.hub_timeouts}
+        if self.hub_io:
+            hub["io"] = self.hub_io
+            if self.hub_io_fallback:
+                hub["io_fallback"] = self.hub_io_fallback
+            hub["syscalls"] = self.hub_syscalls
+            received = self.hub_datagrams_received
+            hub["syscalls_per_datagram"] = round(self.hub_syscalls / received, 4) if received else 0.0
+        return hub
 
     def warnings(self) -> list[str]:
         out: list[str] = self.data.warnings()

@@ -6,6 +6,14 @@ A run scrapes it before and after; the report's ``server`` section is the differ
 LiveKit exports no CPU load of its own: the server's cores are the rate of the
 standard ``process_cpu_seconds_total``. What could not be read is said, never guessed.
 
+The subscribers' side, as the server sees it, comes from their RTCP receiver reports:
+each down track's stats window (every 5 s) records the loss the subscriber reported
+(``livekit_packet_loss_*``, direction ``outgoing``) and the RTT the server measured
+from the report's LSR and DLSR (``livekit_rtt_ms``, outgoing; none is recorded until
+a report answers a sender report, nor while the RTT rounds to 0 ms). Every 5 s the
+server also rates each ACTIVE participant by its worst track (``livekit_quality_*``,
+no direction: publishers too).
+
 The server folds each participant's packet counts into these counters every
 few seconds, not per packet: a 15 s run's ``packets_out`` read about 70 % of
 what its subscribers received. Compare rates over runs of a minute or more,
@@ -39,6 +47,8 @@ SERIES: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("plis_out", "livekit_pli_total", {"direction": "outgoing"}),
     ("cpu_s", "process_cpu_seconds_total", {}),
 )
+# livekit_quality_rating's bucket bounds are ConnectionQuality values: le="0" POOR, "1" GOOD, "2" EXCELLENT, +Inf LOST.
+QUALITY_RATING_BUCKETS = (("poor", "0"), ("good", "1"), ("excellent", "2"), ("lost", "+Inf"))
 GAUGES: tuple[tuple[str, str], ...] = (
     ("rss_bytes", "process_resident_memory_bytes"),
     ("participants", "livekit_participant_total"),
@@ -61,6 +71,10 @@ class Scrape:
 
     def has(self, name: str) -> bool:
         return any(sample_name == name for sample_name, _, _ in self.samples)
+
+    def bucket(self, name: str, le: str, match: dict[str, str]) -> float:
+        """A histogram's cumulative count of observations at most ``le`` (its ``_bucket`` series)."""
+        return self.total(f"{name}_bucket", {**match, "le": le})
 
 
 def parse_exposition(text: str) -> Scrape:
@@ -112,4 +126,33 @@ def server_section(before: Scrape | str, after: Scrape | str, wall_s: float) -> 
         round(out["packets_lost_in"] / (out["packets_in"] + out["packets_lost_in"]), 6) if out["packets_in"] else 0.0
     )
     out["retransmit_share"] = round(out["packets_out_retransmit"] / sent, 6) if sent else 0.0
+    out["loss_out_ratio"] = round(out["packets_lost_out"] / sent, 6) if sent else 0.0
+    out.update(_subscriber_health(before, after))
     return out
+
+
+def _gained(before: Scrape, after: Scrape, name: str, match: dict[str, str]) -> float:
+    return max(0.0, after.total(name, match) - before.total(name, match))
+
+
+def _subscriber_health(before: Scrape, after: Scrape) -> dict[str, Any]:
+    """The RTT the server measured to its subscribers and the quality it rated participants, between the scrapes."""
+    outgoing = {"direction": "outgoing"}
+    rtt_samples = _gained(before, after, "livekit_rtt_ms_count", outgoing)
+    score_samples = _gained(before, after, "livekit_quality_score_count", {})
+    ratings: dict[str, int] = {}
+    below = 0.0  # the cumulative count of the bucket below
+    for name, le in QUALITY_RATING_BUCKETS:
+        upto = after.bucket("livekit_quality_rating", le, {}) - before.bucket("livekit_quality_rating", le, {})
+        ratings[name] = max(0, round(upto - below))
+        below = upto
+    return {
+        "rtt_out_samples": round(rtt_samples),
+        "rtt_out_ms_mean": round(_gained(before, after, "livekit_rtt_ms_sum", outgoing) / rtt_samples, 3)
+        if rtt_samples
+        else None,
+        "quality_samples": ratings,
+        "quality_score_mean": round(_gained(before, after, "livekit_quality_score_sum", {}) / score_samples, 4)
+        if score_samples
+        else None,
+    }

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
 import collections
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, cast
 
 from lkswarm.engine.outcome import OutcomeKind
-from lkswarm.engine.record import RunRecord
+from lkswarm.engine.record import ParticipantRow, RunRecord
 from lkswarm.media.totals import MediaTotals
 from lkswarm.metrics import (
     MAX_LATENESS_P99_MS,
@@ -20,6 +21,7 @@ from lkswarm.metrics import (
 from lkswarm.probe.totals import ProbeTotals
 from lkswarm.report.schema import (
     SCHEMA,
+    ConnectionQualityFigures,
     FailedRow,
     Generator,
     Interrupted,
@@ -36,6 +38,7 @@ from lkswarm.report.schema import (
     outcomes_section,
     participants_section,
 )
+from lkswarm.signal.enums import QUALITY_BEST_FIRST, ConnectionQuality
 
 __all__ = ["SCHEMA", "build_report", "empty_room_row", "room_table"]
 
@@ -101,6 +104,45 @@ def _encoded_histograms(record: RunRecord, media: MediaTotals | None) -> dict[st
     return out
 
 
+# The upper bounds of livekit-server's own ``livekit_quality_score`` buckets (pkg/telemetry/prometheus/quality.go),
+# so the report's bins read against the server's histogram.
+QUALITY_SCORE_BOUNDS = (1.0, 2.0, 2.5, 3.0, 3.25, 3.5, 3.75, 4.0, 4.25, 4.5)
+QUALITY_SCORE_BINS = tuple(
+    f"{lo:g}-{hi:g}" for lo, hi in zip((0.0, *QUALITY_SCORE_BOUNDS), QUALITY_SCORE_BOUNDS, strict=False)
+)
+
+
+def _quality_name(quality: int) -> str:
+    """``excellent``; ``quality_7`` for a value a newer server added."""
+    try:
+        return ConnectionQuality(quality).name.lower()
+    except ValueError:
+        return f"quality_{quality}"
+
+
+def connection_quality_section(rows: Iterable[ParticipantRow]) -> ConnectionQualityFigures:
+    """``signal.connection_quality``: participants by the last and the worst quality the server told them."""
+    names = [_quality_name(q) for q in QUALITY_BEST_FIRST]
+    worst = dict.fromkeys(names, 0)
+    last = dict.fromkeys(names, 0)
+    bins = dict.fromkeys(QUALITY_SCORE_BINS, 0)
+    told = [row.quality for row in rows if row.quality is not None]
+    for quality in told:
+        worst_name, last_name = _quality_name(quality.worst), _quality_name(quality.last)
+        worst[worst_name] = worst.get(worst_name, 0) + 1  # get: a quality a newer server added has no key yet
+        last[last_name] = last.get(last_name, 0) + 1
+        at = min(bisect.bisect_left(QUALITY_SCORE_BOUNDS, quality.worst_score), len(QUALITY_SCORE_BINS) - 1)
+        bins[QUALITY_SCORE_BINS[at]] += 1
+    return {
+        "participants": len(told),
+        "reports": sum(quality.reports for quality in told),
+        "worst": worst,
+        "last": last,
+        "worst_score_bins": bins,
+        "min_score": round(min(q.worst_score for q in told), 4) if told else None,
+    }
+
+
 def _signal(record: RunRecord) -> Signal:
     messages = record.messages_received
     counters = record.counters
@@ -119,6 +161,7 @@ def _signal(record: RunRecord) -> Signal:
         "speaker_updates": messages.get("speakers_changed", 0),
         "leave_requests": {k[len("leave_") :]: v for k, v in counters.items() if k.startswith("leave_")},
         "paths": _signal_paths(counters),
+        "connection_quality": connection_quality_section(record.participants),
     }
 
 

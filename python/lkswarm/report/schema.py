@@ -91,6 +91,26 @@ class SignalPaths(TypedDict):
     v0: SignalPathFigures
 
 
+class ConnectionQualityFigures(TypedDict):
+    """What livekit-server told each participant about its own connection (``connection_quality`` updates).
+
+    The server scores every track every 5 s, a subscriber's down tracks from its RTCP receiver reports (loss,
+    RTT, jitter), and rates a participant by its worst track. It sends an update when someone new becomes
+    ACTIVE or someone's quality changes, so a participant hears of its own connection at least once and then
+    of every change. A participant is counted once in ``worst`` (the worst quality it was told) and once in
+    ``last``; quality names are ``excellent``, ``good``, ``poor`` and ``lost``.
+    """
+
+    participants: int  # participants told their own quality at least once
+    reports: int  # updates about their own connection, all participants
+    worst: dict[str, int]  # quality name -> participants
+    last: dict[str, int]  # quality name -> participants
+    # Each participant's lowest score (MOS, 1.0 to 4.5) in the bins of the server's ``livekit_quality_score``:
+    # "4.25-4.5" counts scores above 4.25 and at most 4.5. EXCELLENT is a MOS above about 4.02.
+    worst_score_bins: dict[str, int]
+    min_score: float | None  # the lowest score any participant was told; None when none was told any
+
+
 class Signal(TypedDict, total=False):
     """Signaling figures; empty (``{}``) in a crashed worker's report."""
 
@@ -108,6 +128,7 @@ class Signal(TypedDict, total=False):
     speaker_updates: int
     leave_requests: dict[str, int]  # by leave action
     paths: SignalPaths  # by signaling path (lkswarm.signal.paths)
+    connection_quality: ConnectionQualityFigures  # the server's estimate of each participant's own connection
 
 
 class Generator(TypedDict):

@@ -89,6 +89,24 @@ class TrackSource(IntEnum):
     SCREEN_SHARE_AUDIO = 4
 
 
+class ConnectionQuality(IntEnum):
+    """The server's estimate of a connection (livekit.ConnectionQuality); the values are not in order of worth."""
+
+    POOR = 0
+    GOOD = 1
+    EXCELLENT = 2
+    LOST = 3
+
+
+# From best to worst, as livekit-server ranks them (livekit/protocol utils/connectionquality.go).
+QUALITY_BEST_FIRST = (
+    ConnectionQuality.EXCELLENT,
+    ConnectionQuality.GOOD,
+    ConnectionQuality.POOR,
+    ConnectionQuality.LOST,
+)
+
+
 class ReconnectReason(IntEnum):
     RR_UNKNOWN = 0
     RR_SIGNAL_DISCONNECTED = 1

@@ -93,6 +93,16 @@ class PongReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class QualityReported:
+    """The server's estimate of our own connection (the ConnectionQualityInfo about us in a ``connection_quality``).
+
+    ``quality`` is a `ConnectionQuality` value; ``score`` its MOS, 1.0 to 4.5."""
+
+    quality: int
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
 class LeaveRequested:
     """The server asked us to leave; ``action`` is a `LeaveAction`."""
 
@@ -176,6 +186,7 @@ SessionEvent = (
     | TrackSubscribed
     | RemoteTrackPublished
     | PongReceived
+    | QualityReported
     | LeaveRequested
     | TokenRefreshed
     | RoomMoved

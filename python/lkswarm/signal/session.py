@@ -51,6 +51,7 @@ from lkswarm.signal.events import (
     OfferReceived,
     ParticipantsChanged,
     PongReceived,
+    QualityReported,
     RemoteDataTrackPublished,
     RemoteTrackPublished,
     RequestFailed,
@@ -84,6 +85,7 @@ HANDLED_RESPONSES = frozenset(
         "publish_data_track_response",
         "unpublish_data_track_response",
         "data_track_subscriber_handles",
+        "connection_quality",
     }
 )
 
@@ -91,7 +93,6 @@ IGNORED_RESPONSES: dict[str, str] = {
     "mute": "server-side mutes of our synthetic tracks do not change what is measured",
     "speakers_changed": "speaker activity is driven by the scenario, not read back",
     "room_update": "room membership is tracked from ParticipantUpdate, which carries identities",
-    "connection_quality": "the server's quality estimate is not a generator metric",
     "stream_state_update": "paused/active stream state is visible in the media counters",
     "subscribed_quality_update": "synthetic publishers keep sending every layer they announced",
     "subscription_permission_update": "scenarios do not restrict subscription permissions",
@@ -417,6 +418,15 @@ class SignalSession:
         if sent_at is not None:
             self.last_rtt_ms = (now - sent_at) * 1000
             self._events.append(PongReceived(self.last_rtt_ms))
+
+    def _on_connection_quality(self, update: codec.MessageView, _now: float) -> None:
+        # Only the entry about ourselves is the server's verdict on our receiver; the others are other
+        # participants' connections. The server lists the recipient first (room.go connectionQualityWorker),
+        # so the scan usually stops at once.
+        for info in update.updates:
+            if info.participant_sid == self.participant_sid:
+                self._events.append(QualityReported(info.quality, info.score))
+                return
 
     def _on_leave(self, leave: codec.MessageView, _now: float) -> None:
         self._events.append(LeaveRequested(leave.reason, leave.action, leave.can_reconnect))

@@ -1,12 +1,13 @@
-//! The I/O shell of the media tier: UDP sockets, an epoll loop and a timer heap,
+//! The I/O shell of the media tier: UDP sockets, an I/O loop and a timer heap,
 //! on one worker thread that never touches Python.
 //!
 //! Theory of operation
 //! -------------------
 //! A `Hub` owns every `MediaPeer` of a generator process and one UDP socket per
 //! PeerConnection (bound to `bind_ip:0`): one for a single-PC (`/rtc/v1`) peer, one for a
-//! dual-PC subscriber and a second once it publishes. Its worker thread waits in epoll (mio)
-//! until a socket is readable or the earliest peer deadline passes, then, under
+//! dual-PC subscriber and a second once it publishes. Its worker thread waits (in io_uring, or
+//! in epoll where io_uring is refused: `hub/io.rs`) until a datagram arrives or the earliest
+//! peer deadline passes, then, under
 //! the state lock: reads each ready socket until it would block and feeds the
 //! datagrams to their peer; wakes every peer whose deadline passed; and for
 //! each touched peer drains str0m's output, sending its datagrams from the
@@ -14,8 +15,8 @@
 //!
 //! Python (the signaling side) calls in with short critical sections: adding
 //! a peer, applying SDP, adding candidates, collecting events and stats. Each
-//! call services the touched peer at once and pokes the worker through a mio
-//! `Waker`, so a new deadline is never missed. No Python object exists per
+//! call services the touched peer at once and pokes the worker (a mio `Waker`, or an eventfd
+//! the io_uring ring reads), so a new deadline is never missed. No Python object exists per
 //! packet; Python sees only state changes and totals.
 //!
 //! Wakeups are batched once every peer is connected. Each datagram is its own wakeup otherwise:
@@ -40,12 +41,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
-use mio::{Interest, Poll, Registry, Token, Waker};
+use mio::Token;
 use str0m::config::DtlsCert;
 
 use super::clip::MediaLibrary;
@@ -59,11 +60,13 @@ use crate::error::Error;
 
 mod data;
 mod data_track;
+mod io;
+mod uring;
 mod worker;
 
+use io::{Driver, IoHandle};
+pub use io::{IoChoice, MediaIo, MEDIA_IO_ENV};
 use worker::{run_worker, service};
-
-const WAKER_TOKEN: Token = Token(usize::MAX);
 /// What Python learns about a peer, stamped with seconds since the hub started.
 #[derive(Debug, Clone)]
 pub struct HubEvent {
@@ -99,9 +102,15 @@ pub struct HubTotals {
     pub bytes_received: u64,
     pub packets_expected: u64,
     pub packets_lost: u64,
-    /// Worker loop iterations (epoll returns) and peer timeouts served: where the hub's CPU goes.
+    /// Worker loop iterations (returns from epoll or io_uring waits) and peer timeouts served: where the
+    /// hub's CPU goes.
     pub wakeups: u64,
     pub timeouts: u64,
+    /// The I/O backend the worker runs (`Hub::io` also says why not io_uring, if it was refused).
+    pub io: MediaIo,
+    /// System calls the hub made to wait, sleep, receive and send (io_uring: `io_uring_enter`s):
+    /// over `datagrams_received`, what the backend costs per packet.
+    pub syscalls: u64,
     /// Data-channel probe messages sent, and messages / payload bytes received (`media::data`).
     pub data_sent: u64,
     pub data_received: u64,
@@ -198,12 +207,17 @@ struct State {
     /// A socket refused `SO_TIMESTAMPNS`: arrival times are then read times, so the worker never
     /// naps (a nap would show up as jitter).
     untimestamped: bool,
+    /// See `HubTotals::syscalls`.
+    syscalls: u64,
+    /// io_uring only: sockets whose multishot receive the worker is to start, and to cancel.
+    uring_arm: Vec<Token>,
+    uring_cancel: Vec<Token>,
 }
 
 struct Shared {
     state: Mutex<State>,
-    registry: Registry,
-    waker: Waker,
+    io: IoHandle,
+    choice: IoChoice,
     stop: AtomicBool,
     anchor: Instant,
     bind_ip: IpAddr,
@@ -227,16 +241,45 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Starts the worker thread. `bind_ip` is where PeerConnection sockets listen.
+    /// Starts the worker thread. `bind_ip` is where PeerConnection sockets listen. The I/O
+    /// backend is the one `LKSWARM_MEDIA_IO` names, else the best available (`io.rs`).
     pub fn start(bind_ip: IpAddr) -> crate::Result<Hub> {
-        Self::start_inner(bind_ip).map_err(Error::media)
+        Self::start_with(bind_ip, None)
     }
 
-    fn start_inner(bind_ip: IpAddr) -> Result<Hub, String> {
-        let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
-        let registry = poll.registry().try_clone().map_err(|e| format!("epoll: {e}"))?;
-        let waker = Waker::new(poll.registry(), WAKER_TOKEN).map_err(|e| format!("eventfd: {e}"))?;
+    /// `start`, with the I/O backend forced (`io`), or chosen as `start` does (None).
+    pub fn start_with(bind_ip: IpAddr, io: Option<MediaIo>) -> crate::Result<Hub> {
+        Self::start_inner(bind_ip, io).map_err(Error::media)
+    }
+
+    fn start_inner(bind_ip: IpAddr, io: Option<MediaIo>) -> Result<Hub, String> {
+        let forced = io::requested(io)?;
         let cert = super::shared_certificate()?;
+        // The backend is opened on the worker thread, which alone may drive an io_uring ring;
+        // its other half (`IoHandle`) comes back here for `Shared`, and `Shared` goes back.
+        let (opened_tx, opened_rx) = mpsc::channel::<Result<(IoHandle, IoChoice), String>>();
+        let (shared_tx, shared_rx) = mpsc::channel::<Arc<Shared>>();
+        let worker = std::thread::Builder::new()
+            .name("lkswarm-media".into())
+            .spawn(move || {
+                let driver = match io::open(forced, bind_ip) {
+                    Ok((driver, handle, choice)) => {
+                        let _ = opened_tx.send(Ok((handle, choice)));
+                        driver
+                    }
+                    Err(error) => {
+                        let _ = opened_tx.send(Err(error));
+                        return;
+                    }
+                };
+                let Ok(shared) = shared_rx.recv() else { return };
+                match driver {
+                    Driver::Epoll(poll) => run_worker(&shared, poll),
+                    Driver::Uring(uring) => uring.run(&shared),
+                }
+            })
+            .map_err(|e| format!("cannot start the media thread: {e}"))?;
+        let (handle, choice) = opened_rx.recv().map_err(|_| "the media thread ended at start".to_string())??;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 slots: IdMap::default(),
@@ -255,20 +298,19 @@ impl Hub {
                 retired_data_track_latency: LagHistogram::default(),
                 connecting: 0,
                 untimestamped: false,
+                syscalls: 0,
+                uring_arm: Vec::new(),
+                uring_cancel: Vec::new(),
             }),
-            registry,
-            waker,
+            io: handle,
+            choice,
             stop: AtomicBool::new(false),
             anchor: Instant::now(),
             bind_ip,
             cert,
             library: Mutex::new(MediaLibrary::default()),
         });
-        let worker_shared = Arc::clone(&shared);
-        let worker = std::thread::Builder::new()
-            .name("lkswarm-media".into())
-            .spawn(move || run_worker(&worker_shared, poll))
-            .map_err(|e| format!("cannot start the media thread: {e}"))?;
+        shared_tx.send(Arc::clone(&shared)).map_err(|_| "the media thread ended at start".to_string())?;
         Ok(Hub { shared, worker: Mutex::new(Some(worker)) })
     }
 
@@ -295,11 +337,11 @@ impl Hub {
         let peer = guarded(|| MediaPeer::new(&self.shared.cert, local, library, config, now))??;
         let id = state.next_peer;
         state.next_peer += 1;
-        let socket = register(&self.shared.registry, &mut state, id, 0, socket, local)?;
+        let socket = register(&self.shared.io, &mut state, id, 0, socket, local)?;
         state.slots.insert(id, Slot { peer, sockets: vec![socket], deadline: Deadline::new(now), connecting: false });
-        service(&self.shared, &mut state, id, now); // arms the connect deadline and str0m's first timer
+        service(&self.shared, &mut state, id, now, None); // arms the connect deadline and str0m's first timer
         drop(state);
-        let _ = self.shared.waker.wake(); // the worker may be waiting on a later deadline
+        self.shared.io.wake(); // the worker may be waiting on a later deadline
         Ok((id, local.port()))
     }
 
@@ -322,9 +364,9 @@ impl Hub {
                 Err("panic in the media tier".into())
             }
         };
-        service(&self.shared, &mut state, id, now);
+        service(&self.shared, &mut state, id, now, None);
         drop(state);
-        let _ = self.shared.waker.wake();
+        self.shared.io.wake();
         result
     }
 
@@ -402,7 +444,7 @@ impl Hub {
         let offer =
             self.with_peer(id, |peer, now| peer.create_publisher_offer(local, &cert, audio_cid, video_cid, data, now))?;
         let mut state = self.shared.lock();
-        let socket = register(&self.shared.registry, &mut state, id, 1, socket, local)?;
+        let socket = register(&self.shared.io, &mut state, id, 1, socket, local)?;
         if let Some(slot) = state.slots.get_mut(&id) {
             slot.sockets.push(socket);
         }
@@ -424,7 +466,7 @@ impl Hub {
             state.retired_data_track_latency.merge(latency);
         }
         for socket in &mut slot.sockets {
-            let _ = self.shared.registry.deregister(&mut socket.socket);
+            self.shared.io.deregister(&mut state, socket.token, &mut socket.socket);
             state.owners.remove(&socket.token);
         }
         Some(summary)
@@ -441,6 +483,8 @@ impl Hub {
         totals.peers = state.slots.len() as u64;
         totals.wakeups = state.wakeups;
         totals.timeouts = state.timeouts;
+        totals.io = self.shared.choice.backend;
+        totals.syscalls = state.syscalls;
         totals.subscribers_connected = 0;
         for slot in state.slots.values() {
             totals.add_peer(&slot.peer);
@@ -469,6 +513,11 @@ impl Hub {
         self.shared.lock().slots.len()
     }
 
+    /// The I/O backend the worker runs, and why not io_uring if it was refused.
+    pub fn io(&self) -> IoChoice {
+        self.shared.choice.clone()
+    }
+
     pub fn send_errors(&self) -> u64 {
         self.shared.lock().send_errors
     }
@@ -476,7 +525,7 @@ impl Hub {
     /// Stops the worker and drops every peer (closing their sockets).
     pub fn close(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        let _ = self.shared.waker.wake();
+        self.shared.io.wake();
         let worker = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(worker) = worker {
             let _ = worker.join();
@@ -502,7 +551,7 @@ struct PcSocket {
 }
 
 fn register(
-    registry: &Registry,
+    io: &IoHandle,
     state: &mut State,
     id: u32,
     index: usize,
@@ -514,8 +563,11 @@ fn register(
     if enable_receive_timestamps(socket.as_raw_fd()).is_err() {
         state.untimestamped = true;
     }
-    registry.register(&mut socket, token, Interest::READABLE).map_err(|e| format!("epoll register: {e}"))?;
     state.owners.insert(token, (id, index));
+    if let Err(error) = io.register(state, token, &mut socket) {
+        state.owners.remove(&token);
+        return Err(error);
+    }
     Ok(PcSocket { socket, token, local })
 }
 

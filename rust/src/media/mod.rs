@@ -13,6 +13,7 @@ pub mod recv;
 mod rtp_sink;
 pub mod rxstats;
 pub mod sdp;
+pub mod send;
 mod transport;
 pub mod types;
 

@@ -21,7 +21,7 @@ pub const RECV_BATCH: usize = 8;
 /// Room for one datagram; RTP on a 1500-byte MTU fits with margin.
 pub const RECV_BUFFER_BYTES: usize = 2048;
 /// Room for the control messages of one datagram: a `timespec` timestamp, with margin.
-const CONTROL_BYTES: usize = 64;
+pub const CONTROL_BYTES: usize = 64;
 
 /// One received datagram's length, source and kernel receive time.
 #[derive(Debug, Clone, Copy, Default)]
@@ -141,6 +141,33 @@ fn kernel_timestamp(header: &libc::msghdr) -> Option<Duration> {
         }
     }
     None
+}
+
+/// The kernel receive time among control messages delivered as raw bytes (io_uring's multishot
+/// `recvmsg` puts them inside the provided buffer, at no particular alignment).
+pub fn control_timestamp(control: &[u8]) -> Option<Duration> {
+    // Copied into storage aligned for `cmsghdr`, which the CMSG macros read field by field.
+    let mut aligned = [0u64; CONTROL_BYTES / 8];
+    let len = control.len().min(CONTROL_BYTES);
+    // SAFETY: `aligned` has room for CONTROL_BYTES >= len bytes; the regions do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(control.as_ptr(), aligned.as_mut_ptr().cast::<u8>(), len) };
+    // SAFETY: all-zero is a valid msghdr.
+    let mut header: libc::msghdr = unsafe { zeroed() };
+    header.msg_control = aligned.as_mut_ptr().cast();
+    header.msg_controllen = len as _;
+    kernel_timestamp(&header)
+}
+
+/// A source address delivered as raw `sockaddr` bytes (io_uring's multishot `recvmsg`).
+pub fn socket_addr_from_bytes(name: &[u8]) -> Option<SocketAddr> {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
+    let len = name.len().min(size_of::<libc::sockaddr_storage>());
+    // SAFETY: `storage` has room for len bytes; the regions do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(name.as_ptr(), (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(), len)
+    };
+    socket_addr(&storage)
 }
 
 fn socket_addr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {

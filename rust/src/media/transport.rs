@@ -2,12 +2,15 @@
 //! connect deadline, and str0m's input clock.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::config::DtlsCert;
 use str0m::{Candidate, Rtc, RtcConfig};
 
 use super::clip::VideoCodec;
+
+/// How often a receiver sends TWCC feedback: libwebrtc's starting interval (see `config`).
+const TWCC_FEEDBACK_INTERVAL: Duration = Duration::from_millis(100);
 
 pub(super) struct Transport {
     pub(super) rtc: Rtc,
@@ -79,6 +82,9 @@ impl Transport {
             .set_dtls_cert(cert.clone())
             .clear_codecs()
             .enable_opus(true, false)
+            // libwebrtc's receiver starts at 100 ms (and adapts between 50 and 250 ms by bitrate);
+            // str0m's own 50 ms doubles the feedback, and with it this receiver's timer wakes.
+            .set_twcc_feedback_interval(TWCC_FEEDBACK_INTERVAL)
     }
 
     fn new(config: RtcConfig, local: SocketAddr, now: Instant) -> Result<Self, String> {

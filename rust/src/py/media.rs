@@ -17,7 +17,7 @@ use super::events::{pc_from_signal_target, PyHubEvent};
 use crate::error::Error;
 use crate::media::clip::{Clip, ClipFrame, MediaLibrary, VideoCodec};
 use crate::media::data::sender::{Burst, DataPublish};
-use crate::media::hub::{Hub, PeerSummary};
+use crate::media::hub::{Hub, MediaIo, PeerSummary};
 use crate::media::peer::PeerConfig;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -75,12 +75,33 @@ fn summary_dict<'py>(py: Python<'py>, summary: &PeerSummary) -> PyResult<Bound<'
 
 #[pymethods]
 impl PyMediaHub {
+    /// ``io`` forces the I/O backend (``"io_uring"`` or ``"epoll"``); None: ``LKSWARM_MEDIA_IO``
+    /// if set, else io_uring where the kernel allows it, else epoll (``io_fallback`` says why).
     #[new]
-    #[pyo3(signature = (bind_ip = "127.0.0.1"))]
-    fn new(py: Python<'_>, bind_ip: &str) -> PyResult<Self> {
+    #[pyo3(signature = (bind_ip = "127.0.0.1", io = None))]
+    fn new(py: Python<'_>, bind_ip: &str, io: Option<&str>) -> PyResult<Self> {
         let ip: IpAddr = bind_ip.parse().map_err(|_| Error::media(format!("bad bind address {bind_ip:?}"))).py()?;
-        let hub = py.detach(|| Hub::start(ip)).py()?;
+        let io = io
+            .map(|name| {
+                MediaIo::from_name(name)
+                    .ok_or_else(|| Error::media(format!("unknown media I/O {name:?} (io_uring or epoll)")))
+            })
+            .transpose()
+            .py()?;
+        let hub = py.detach(|| Hub::start_with(ip, io)).py()?;
         Ok(PyMediaHub { hub })
+    }
+
+    /// The I/O backend the media thread runs: ``"io_uring"`` or ``"epoll"``.
+    #[getter]
+    fn io_backend(&self) -> &'static str {
+        self.hub.io().backend.name()
+    }
+
+    /// Why io_uring was refused and the hub fell back to epoll, in one line; None otherwise.
+    #[getter]
+    fn io_fallback(&self) -> Option<String> {
+        self.hub.io().fallback
     }
 
     /// Loads the pre-encoded clips every publisher loops.
@@ -339,6 +360,7 @@ impl PyMediaHub {
         dict.set_item("packets_lost", t.packets_lost)?;
         dict.set_item("wakeups", t.wakeups)?;
         dict.set_item("timeouts", t.timeouts)?;
+        dict.set_item("syscalls", t.syscalls)?;
         dict.set_item("data_sent", t.data_sent)?;
         dict.set_item("data_received", t.data_received)?;
         dict.set_item("data_bytes_received", t.data_bytes_received)?;

@@ -341,6 +341,15 @@ impl MediaPeer {
             }
             None => (String::new(), None),
         };
+        if kind == Some(MediaKind::Audio) {
+            // NACK audio as browsers do, which is not at all (libwebrtc negotiates no audio NACK).
+            // str0m would otherwise wake this receiver every 33 ms to look for losses to NACK, each
+            // a timer run and a full poll: about as many wakes as audio packets. Loss is still
+            // counted and reported, and RTCP receiver reports and TWCC feedback go on as before.
+            if let Some(stream) = self.primary.rtc.direct_api().stream_rx(&ssrc) {
+                stream.suppress_nack(true);
+            }
+        }
         let (kind, clock_rate) = match kind {
             Some(MediaKind::Video) => ("video", 90_000),
             _ => ("audio", 48_000),
