@@ -212,3 +212,35 @@ def test_an_actor_that_dies_stops_the_load_and_aborts_the_level(monkeypatch: pyt
     assert "actor 1" in levels[0]["reason"] and "stopped answering" in levels[0]["reason"]
     assert port.stopped() == levels[0]["reason"]
     assert len(fake.killed) == 1
+
+
+class PlanOrderLoad(FakeLoad):
+    """A `FakeLoad` that refuses an arrival starting before the last one planned, as the engine's open plan does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starts: list[float] = []
+
+    async def add_arrivals(self, arrivals: Sequence[Arrival]) -> None:
+        for arrival in arrivals:
+            assert not self.starts or arrival.start_s >= self.starts[-1], "a start precedes the plan's end"
+            self.starts.append(arrival.start_s)
+        await super().add_arrivals(arrivals)
+
+
+def test_growth_right_after_a_churn_plans_no_start_before_the_churn_replacement() -> None:
+    # The replacement joins CHURN_GAP_S after its predecessor left, so it is planned in the future; a level's
+    # growth that follows at once must not plan starts before it (the engine refuses that: a gate failed on it).
+    load = PlanOrderLoad()
+    shape = Shape("subscribers", rooms=1, per_room=4, publishers=0)
+    timing = LevelTiming(rate=1000.0, settle_s=0.0, hold_s=0.2, max_hold_s=0.2, probe_churn_per_s=0.0, confidence=0.95)
+    controller = Controller(load, 1, shape, [parse_slo("failed_ratio<1%")], timing)
+
+    async def churn_then_grow() -> None:
+        await controller._grow_to(2)
+        await controller._churn_one()
+        await controller._grow_to(4)
+
+    asyncio.run(churn_then_grow())
+    assert len(load.starts) == 2 + 1 + 2
+    assert load.starts == sorted(load.starts)

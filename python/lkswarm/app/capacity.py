@@ -215,7 +215,9 @@ class Controller:
         """Plans the arrivals that bring each room to its target; returns the ramp's last start (run s)."""
         assert self._rooms is not None
         await self._reconcile()
-        now_s = self.port.elapsed_s() + 0.05
+        # Never before an arrival already planned: a churn replacement may start later than now (it waits
+        # CHURN_GAP_S after its predecessor), and an open plan's starts must not go backwards.
+        now_s = max(self.port.elapsed_s() + 0.05, self._last_start_s)
         arrivals: list[Arrival] = []
         for room, target in enumerate(self.shape.room_targets(participants)):
             for _ in range(max(0, target - self._rooms.occupancy[room])):
