@@ -3,20 +3,13 @@
 //! the worker's receive path (epoll + recvmmsg, or io_uring multishot recvmsg) and send path.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lkswarm_core::media::clip::{Clip, ClipFrame, MediaLibrary};
+mod common;
+
+use common::audio_library as library;
 use lkswarm_core::media::hub::{Hub, MediaIo};
 use lkswarm_core::media::peer::{PeerConfig, PeerEvent};
-
-fn library() -> MediaLibrary {
-    let frames = (0..50u8)
-        .map(|i| ClipFrame { data: Arc::from(vec![0xf8, i, 1, 2, 3, 4, 5, 6, 7, 8].as_slice()), keyframe: true })
-        .collect();
-    let audio = Clip::new(frames, Duration::from_millis(20), 48_000).unwrap();
-    MediaLibrary { audio: Some(Arc::new(audio)), ..MediaLibrary::default() }
-}
 
 fn loopback(io: MediaIo) {
     let localhost: IpAddr = "127.0.0.1".parse().unwrap();

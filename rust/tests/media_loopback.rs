@@ -6,18 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::audio_library as library;
 use lkswarm_core::media::clip::{Clip, ClipFrame, MediaLibrary, VideoCodec};
 use lkswarm_core::media::peer::{MediaPeer, PeerConfig, PeerEvent};
 use lkswarm_core::media::shared_certificate;
 use lkswarm_core::media::types::{Datagram, Pc};
-
-fn library() -> MediaLibrary {
-    let frames = (0..50u8)
-        .map(|i| ClipFrame { data: Arc::from(vec![0xf8, i, 1, 2, 3, 4, 5, 6, 7, 8].as_slice()), keyframe: true })
-        .collect();
-    let audio = Clip::new(frames, Duration::from_millis(20), 48_000).unwrap();
-    MediaLibrary { audio: Some(Arc::new(audio)), ..MediaLibrary::default() }
-}
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))

@@ -4,8 +4,10 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lkswarm_core::media::clip::{Clip, ClipFrame, MediaLibrary};
 use lkswarm_core::media::peer::MediaPeer;
 use lkswarm_core::media::types::Datagram;
 use str0m::format::Codec;
@@ -15,6 +17,15 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 
 pub fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A library of one looped audio clip: 50 frames of 20 ms, each a 10-byte Opus-like payload.
+pub fn audio_library() -> MediaLibrary {
+    let frames = (0..50u8)
+        .map(|i| ClipFrame { data: Arc::from(vec![0xf8, i, 1, 2, 3, 4, 5, 6, 7, 8].as_slice()), keyframe: true })
+        .collect();
+    let audio = Clip::new(frames, Duration::from_millis(20), 48_000).unwrap();
+    MediaLibrary { audio: Some(Arc::new(audio)), ..MediaLibrary::default() }
 }
 
 /// A str0m answerer with Opus and VP8, reachable at `at`.

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use mio::Token;
 
-use super::worker::{arrival, feed, fire_deadlines, plan_wait, service, Outbox, Touched};
+use super::worker::{arrival, feed, fire_deadlines, nap_then_plan, service, Outbox, Touched};
 use super::{Shared, State};
 use crate::media::recv::{control_timestamp, socket_addr_from_bytes, CONTROL_BYTES, RECV_BUFFER_BYTES};
 use crate::media::send::c_socket_addr;
@@ -305,13 +305,7 @@ impl Uring {
         let wake = self.wake_entry();
         self.push(&wake);
         while !shared.stop.load(Ordering::SeqCst) {
-            let (mut timeout, nap) = plan_wait(shared, last_wakeup);
-            let mut syscalls = 1;
-            if !nap.is_zero() {
-                std::thread::sleep(nap);
-                timeout = timeout.saturating_sub(nap);
-                syscalls += 1;
-            }
+            let (timeout, mut syscalls) = nap_then_plan(shared, last_wakeup);
             self.wait(if self.deferred.is_empty() { timeout } else { Duration::ZERO });
             let mut state = shared.lock();
             let now = Instant::now();

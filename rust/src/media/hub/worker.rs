@@ -134,6 +134,19 @@ pub(super) fn plan_wait(shared: &Shared, last_wakeup: Instant) -> (Duration, Dur
     (until_deadline, nap_before_wait(steady, now.duration_since(last_wakeup), until_deadline))
 }
 
+/// Naps as `plan_wait` says, then returns how long the worker may still block and the system calls spent
+/// so far (the wait's own, and the nap's); both loops start each round with it.
+pub(super) fn nap_then_plan(shared: &Shared, last_wakeup: Instant) -> (Duration, u64) {
+    let (mut timeout, nap) = plan_wait(shared, last_wakeup);
+    let mut syscalls = 1;
+    if !nap.is_zero() {
+        std::thread::sleep(nap);
+        timeout = timeout.saturating_sub(nap);
+        syscalls += 1;
+    }
+    (timeout, syscalls)
+}
+
 /// Hands one received datagram to its peer, at its kernel arrival time.
 pub(super) fn feed(
     peer: &mut MediaPeer,
@@ -185,13 +198,7 @@ pub(super) fn run_worker(shared: &Shared, mut poll: Poll) {
     let mut touched = Touched::default();
     let mut last_wakeup = Instant::now();
     while !shared.stop.load(Ordering::SeqCst) {
-        let (mut timeout, nap) = plan_wait(shared, last_wakeup);
-        let mut syscalls = 1;
-        if !nap.is_zero() {
-            std::thread::sleep(nap);
-            timeout = timeout.saturating_sub(nap);
-            syscalls += 1;
-        }
+        let (timeout, mut syscalls) = nap_then_plan(shared, last_wakeup);
         if let Err(error) = poll.poll(&mut events, Some(timeout)) {
             if error.kind() != ErrorKind::Interrupted {
                 std::thread::sleep(Duration::from_millis(1));
