@@ -33,12 +33,14 @@ GROUPS: list[tuple[str, str]] = [
     ("str0m: timers at the hub's deadline (Input::Timeout)", r"do_handle_timeout|Session::handle_timeout"),
     (
         "str0m: RTP/RTCP receive (demux, register, NACK/TWCC state)",
-        r"handle_rtp|handle_rtcp|do_handle_receive|mid_ssrc_rx|update_register|NackRegister",
+        r"handle_rtp|handle_rtcp|do_handle_receive|mid_ssrc_rx|update_register|NackRegister"
+        r"|handle_external_rtp|account_external|update_max_seq",
     ),
     (
         "str0m: poll_output drain (events, transmits, next timeout)",
         r"do_poll_output|poll_timeout|Dtls::poll_output|MediaPeer::drain|queue_state|poll_remb",
     ),
+    ("own SRTP path: parse, replay window, RTP accounting (peer/own_srtp.rs, srtp_rx/)", r"own_srtp|srtp_rx|RxStats"),
     ("hub: loop, service, per-datagram hand-off", r"lkswarm_core::media|__rust_begin_short_backtrace"),
     ("kernel: other (interrupts, exits)", r"\[k\]"),
 ]

@@ -72,6 +72,11 @@ fn a_receiving_peer_sends_the_receiver_reports_and_twcc_feedback_a_sender_needs(
     let track = peer.rx_tracks().next().expect("the subscriber received the audio track");
     assert!(track.stats.packets > 300, "{} packets", track.stats.packets);
     assert_eq!(track.stats.lost(), 0);
+    // After its first packet the stream is received on the own SRTP path (peer/own_srtp.rs), so
+    // everything below is the feedback str0m derives from `handle_external_rtp` receipts.
+    let own = peer.counters.srtp_own_packets;
+    assert!(own + 1 >= track.stats.packets, "{own} of {} packets on the own SRTP path", track.stats.packets);
+    assert_eq!((peer.counters.srtp_own_replayed, peer.counters.srtp_own_auth_failed), (0, 0));
 
     // Receiver reports: the sender learns a loss fraction and how far the receiver got. (The round
     // trip from LSR/DLSR needs the wall clock to move with `now`, which this 1 ms-step loop does not;

@@ -12,6 +12,35 @@ from lkswarm.metrics import new_histogram, summarize
 
 
 @dataclass(slots=True)
+class SrtpReceiveTotals:
+    """Which path received the subscribers' SRTP: our own (a steady stream's packets after its first,
+    ``peer/own_srtp.rs``) or str0m's (first packets, RTX, RTCP-era corner cases, or a peer whose DTLS
+    negotiated no AES-GCM profile), and what the own path dropped."""
+
+    own_packets: int = 0
+    replayed: int = 0  # replays, and duplicates str0m's register already had
+    auth_failed: int = 0
+    peers_off: dict[str, int] = field(default_factory=dict)  # why a peer used str0m only -> peers
+
+    def account(self, stats: dict[str, Any]) -> None:
+        self.own_packets += stats.get("srtp_own_packets", 0)
+        self.replayed += stats.get("srtp_own_replayed", 0)
+        self.auth_failed += stats.get("srtp_own_auth_failed", 0)
+        reason = stats.get("srtp_own_off")
+        if reason:
+            self.peers_off[reason] = self.peers_off.get(reason, 0) + 1
+
+    def report(self, packets_received: int) -> dict[str, Any]:
+        return {
+            "own_packets": self.own_packets,
+            "str0m_packets": max(0, packets_received - self.own_packets),
+            "replayed": self.replayed,
+            "auth_failed": self.auth_failed,
+            "peers_off": dict(sorted(self.peers_off.items())),
+        }
+
+
+@dataclass(slots=True)
 class MediaTotals:
     """Media figures of the whole run, gathered from every peer at the end."""
 
@@ -47,6 +76,7 @@ class MediaTotals:
     # How late the media thread served its deadlines (µs values); reported under generator.media_lag_ms.
     timer_lag: HdrHistogram = field(default_factory=new_histogram)
     data: DataTotals = field(default_factory=DataTotals)  # the report's ``data`` section
+    srtp_receive: SrtpReceiveTotals = field(default_factory=SrtpReceiveTotals)
 
     def report(self) -> dict[str, Any]:
         expected = self.packets_expected
@@ -70,6 +100,7 @@ class MediaTotals:
             "keyframe_requests": self.keyframe_requests,
             "ice_restarts": self.ice_restarts,
             "hub": self.hub_report(),
+            "srtp_receive": self.srtp_receive.report(self.packets_received),
         }
 
     def hub_report(self) -> dict[str, Any]:

@@ -36,7 +36,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -55,7 +54,7 @@ use super::deadline::Deadline;
 use super::lag::LagHistogram;
 use super::peer::{MediaPeer, PeerConfig, PeerEvent, RxTrack};
 use super::recv::enable_receive_timestamps;
-use super::types::{Datagram, Pc, PeerCounters};
+use super::types::{Datagram, IdHasher, IdMap, Pc, PeerCounters};
 use crate::error::Error;
 
 mod data;
@@ -87,6 +86,8 @@ pub struct PeerSummary {
     pub single_pc: bool,
     /// Data-channel load (`media::data`).
     pub data: DataSummary,
+    /// Why this peer received every SRTP packet through str0m, if it did (`peer/own_srtp.rs`).
+    pub srtp_own_off: Option<&'static str>,
 }
 
 /// Hub-wide running totals: live peers plus everything removed peers had counted.
@@ -141,38 +142,6 @@ impl HubTotals {
         self.data_track_received += data.track_received.totals().0;
     }
 }
-
-/// Peer ids and socket tokens are small sequential integers: a multiplicative hash (rustc's FxHash
-/// scheme) spreads them well enough for `HashMap`, at a fraction of the cost of SipHash, which the
-/// worker paid for two lookups per received datagram.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-}
-
-type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 struct Slot {
     peer: MediaPeer,
@@ -584,5 +553,6 @@ fn summarize(peer: &MediaPeer) -> PeerSummary {
         failed: peer.is_failed(),
         single_pc: peer.is_single(),
         data: peer.data().summary(),
+        srtp_own_off: peer.own_srtp_off_reason(),
     }
 }

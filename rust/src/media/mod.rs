@@ -14,6 +14,7 @@ mod rtp_sink;
 pub mod rxstats;
 pub mod sdp;
 pub mod send;
+pub mod srtp_rx;
 mod transport;
 pub mod types;
 

@@ -70,10 +70,12 @@ use super::publish::Publisher;
 use super::rxstats::RxStats;
 use super::sdp::{candidate_from_init, msid_tracks_by_mid};
 use super::transport::Transport;
+use super::types::IdMap;
 
 mod data;
 mod data_track;
 mod io;
+mod own_srtp;
 mod restart;
 mod single;
 
@@ -189,7 +191,8 @@ pub struct MediaPeer {
     publishing: Option<Publisher>,
     /// The clips a publisher offer may use; the `Publisher` takes its own handle.
     library: MediaLibrary,
-    rx: HashMap<Ssrc, RxTrack>,
+    /// By SSRC: looked up for every received packet.
+    rx: IdMap<Ssrc, RxTrack>,
     /// Receive accounting of tracks whose section now carries another track (kept for the summary).
     retired_rx: Vec<RxTrack>,
     /// The latest datagram's arrival (the kernel's time): a received data message's arrival. Kept as
@@ -205,6 +208,8 @@ pub struct MediaPeer {
     pub counters: PeerCounters,
     /// Data-channel load: open channels, the probe schedule, receive accounting (`data`).
     data: DataState,
+    /// The subscriber's own SRTP receive path for steady streams (`own_srtp`).
+    own_srtp: own_srtp::OwnSrtp,
 }
 
 impl MediaPeer {
@@ -230,7 +235,7 @@ impl MediaPeer {
             restart: None,
             publishing: None,
             library,
-            rx: HashMap::new(),
+            rx: IdMap::default(),
             retired_rx: Vec::new(),
             last_arrival: None,
             tracks_by_mid: HashMap::new(),
@@ -240,6 +245,7 @@ impl MediaPeer {
             config,
             counters: PeerCounters::default(),
             data: DataState::default(),
+            own_srtp: own_srtp::OwnSrtp::default(),
         })
     }
 
@@ -329,6 +335,7 @@ impl MediaPeer {
                         if let Some(track) = self.rx.remove(&ssrc) {
                             self.retired_rx.push(track);
                         }
+                        self.forget_own_srtp(ssrc);
                     }
                 }
                 None => {}

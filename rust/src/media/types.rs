@@ -1,6 +1,8 @@
 //! Plain values shared by the peer (`peer`) and the publisher's media (`publish`), so neither
 //! module depends on the other: which PeerConnection, a datagram to send, and the peer's counters.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 
 /// Which PeerConnection of a participant.
@@ -42,4 +44,42 @@ pub struct PeerCounters {
     pub keyframe_requests: u64,
     /// ICE restarts begun on the primary PeerConnection (after signal resumes).
     pub ice_restarts: u64,
+    /// RTP packets received on the own SRTP path (`peer/own_srtp.rs`), and the packets it
+    /// dropped: replays (or duplicates str0m's register already had) and failed authentication.
+    pub srtp_own_packets: u64,
+    pub srtp_own_replayed: u64,
+    pub srtp_own_auth_failed: u64,
 }
+
+/// Peer ids and socket tokens (small sequential integers) and a peer's SSRCs (a handful, chosen by
+/// the server under test): a multiplicative hash (rustc's FxHash scheme) spreads them well enough
+/// for `HashMap`, at a fraction of the cost of SipHash, which the media thread paid for lookups on
+/// every received datagram.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;

@@ -49,6 +49,10 @@ fn summary_dict<'py>(py: Python<'py>, summary: &PeerSummary) -> PyResult<Bound<'
     dict.set_item("frames_skipped", c.frames_skipped)?;
     dict.set_item("keyframe_requests", c.keyframe_requests)?;
     dict.set_item("ice_restarts", c.ice_restarts)?;
+    dict.set_item("srtp_own_packets", c.srtp_own_packets)?;
+    dict.set_item("srtp_own_replayed", c.srtp_own_replayed)?;
+    dict.set_item("srtp_own_auth_failed", c.srtp_own_auth_failed)?;
+    dict.set_item("srtp_own_off", summary.srtp_own_off)?;
     dict.set_item("subscriber_connected", summary.subscriber_connected)?;
     dict.set_item("publisher_connected", summary.publisher_connected)?;
     dict.set_item("failed", summary.failed)?;

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use str0m::media::MediaKind;
+use str0m::media::{MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, RtcError};
 
@@ -53,6 +53,9 @@ impl MediaPeer {
         destination: SocketAddr,
         data: &[u8],
     ) {
+        if self.receive_own_srtp(pc, now, data) {
+            return;
+        }
         let Ok(receive) = Receive::new(Protocol::Udp, source, destination, data) else {
             self.counters.foreign_datagrams += 1;
             return;
@@ -329,17 +332,20 @@ impl MediaPeer {
         let arrival_s = now.duration_since(self.primary.created_at).as_secs_f64();
         let header = &packet.header;
         if let Some(track) = self.rx.get_mut(&ssrc) {
-            // The per-packet path: one lookup, then RFC 3550 accounting.
+            // A tracked stream's packet that str0m received (during an ICE restart, say): RFC 3550
+            // accounting, and the own SRTP path re-seeded from str0m's sequence number.
             track.stats.record(header.sequence_number, header.timestamp, arrival_s, packet.payload.len());
+            let mid = Mid::from(track.mid.as_str());
+            self.track_own_srtp(ssrc, packet.seq_no, mid);
             return;
         }
         let (mid, kind) = match self.primary.rtc.direct_api().stream_rx(&ssrc) {
             Some(stream) => {
                 let mid = stream.mid();
                 let kind = self.primary.rtc.media(mid).map(|m| m.kind());
-                (mid.to_string(), kind)
+                (Some(mid), kind)
             }
-            None => (String::new(), None),
+            None => (None, None),
         };
         if kind == Some(MediaKind::Audio) {
             // NACK audio as browsers do, which is not at all (libwebrtc negotiates no audio NACK).
@@ -356,6 +362,11 @@ impl MediaPeer {
         };
         let codec = self.primary.rtc.codec_config().find(|p| p.pt() == header.payload_type);
         let codec = codec.map_or_else(|| format!("{kind}/unknown"), |p| format!("{kind}/{}", p.spec().codec));
+        if let Some(mid) = mid {
+            // Later packets of this stream take the own SRTP path (own_srtp.rs).
+            self.track_own_srtp(ssrc, packet.seq_no, mid);
+        }
+        let mid = mid.map(|m| m.to_string()).unwrap_or_default();
         let track_id = self.tracks_by_mid.get(&mid).cloned().unwrap_or_default();
         self.events.push((now, PeerEvent::FirstPacket { track_id: track_id.clone(), kind }));
         let mut stats = RxStats::new(clock_rate);

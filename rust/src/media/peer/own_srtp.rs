@@ -1,0 +1,191 @@
+//! The subscriber's own SRTP receive path (issue #24): a steady stream's RTP skips str0m's
+//! receive machinery.
+//!
+//! Theory of operation
+//! -------------------
+//! str0m receives the first packet of every stream (`on_rtp`): it maps the SSRC to its section,
+//! creates the stream's registers and hands us the packet with its extended sequence number.
+//! From then on the stream is *tracked* here: a datagram of a tracked SSRC is parsed, checked
+//! against the replay window and opened (AES-GCM, aws-lc-rs) by `srtp_rx::SrtpReceiver` with the
+//! keys str0m exported from DTLS, counted in our `RxStats`, and handed to str0m only as a
+//! receipt (`Rtc::handle_external_rtp`: sequence number, RTP time, transport-wide sequence
+//! number) so its receiver reports, NACKs, TWCC feedback and pause detection go on as before.
+//! No `RtpHeader`, no payload copy, no `RtpPacket` event, usually no poll.
+//!
+//! Everything else keeps str0m's path: RTCP, STUN, DTLS, RTX and other unknown SSRCs, a stream
+//! whose section was given to another track (its next packet must start the new track's
+//! accounting), packets during an ICE restart (which waits for the first RTP), a payload type
+//! str0m refuses as a main stream's, a header we cannot parse, and every packet of a peer
+//! whose DTLS negotiated a profile other than AEAD-AES-GCM or that runs with
+//! `LKSWARM_SRTP_RX=str0m` (the A/B switch). A packet that fails authentication or replays is
+//! dropped and counted, as str0m would drop it.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use str0m::rtp::{Extension, ExternalRtp, ExternalRtpReceipt, SeqNo, Ssrc};
+use str0m::Rtc;
+
+use super::{MediaPeer, Pc};
+use crate::media::srtp_rx::{peek_ssrc, GcmProfile, SrtpReceiver, SrtpRxError};
+
+/// The environment variable that selects the receive path: `own` (the default) or `str0m`.
+pub const SRTP_RX_ENV: &str = "LKSWARM_SRTP_RX";
+
+/// Whether this process receives steady SRTP on its own path (`LKSWARM_SRTP_RX`, read once).
+fn own_path_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var(SRTP_RX_ENV).map_or(true, |v| v.trim() != "str0m"))
+}
+
+/// The receiver once DTLS has exported keys, or why there is none.
+#[derive(Default)]
+pub(super) enum OwnSrtp {
+    /// No stream tracked yet (DTLS keys are read when the first is).
+    #[default]
+    NotYet,
+    On(Box<OwnReceiver>),
+    /// This peer receives everything through str0m; the reason is for the report.
+    Off(&'static str),
+}
+
+pub(super) struct OwnReceiver {
+    receiver: SrtpReceiver,
+    /// Reused for every packet's plaintext: no allocation per packet.
+    plaintext: Vec<u8>,
+    /// The negotiated transport-wide-cc extension id. BUNDLE gives an id one meaning across all
+    /// sections, and str0m parses every packet with its session-wide map, so one id serves every
+    /// stream, even one whose section did not negotiate the extension (livekit-server's audio
+    /// sections may not): the first section that has it names it.
+    twcc_ext_id: Option<u8>,
+}
+
+impl OwnSrtp {
+    fn start(rtc: &mut Rtc) -> OwnSrtp {
+        if !own_path_enabled() {
+            return OwnSrtp::Off("disabled by LKSWARM_SRTP_RX=str0m");
+        }
+        let api = rtc.direct_api();
+        let Some(keying) = api.srtp_receive_keying() else {
+            return OwnSrtp::Off("DTLS negotiated an SRTP profile other than AEAD-AES-GCM");
+        };
+        let profile = match keying.master_key.len() {
+            16 => GcmProfile::Aes128,
+            _ => GcmProfile::Aes256,
+        };
+        match SrtpReceiver::new(profile, &keying.master_key, &keying.master_salt) {
+            Ok(receiver) => {
+                OwnSrtp::On(Box::new(OwnReceiver { receiver, plaintext: Vec::with_capacity(1500), twcc_ext_id: None }))
+            }
+            Err(_) => OwnSrtp::Off("the exported SRTP keys were refused"),
+        }
+    }
+}
+
+impl MediaPeer {
+    /// Starts tracking `ssrc` after str0m delivered its packet `seq_no` (of section `mid`), or
+    /// re-seeds it when str0m delivered one of a tracked stream (its register moved).
+    pub(super) fn track_own_srtp(&mut self, ssrc: Ssrc, seq_no: SeqNo, mid: str0m::media::Mid) {
+        if matches!(self.own_srtp, OwnSrtp::NotYet) {
+            self.own_srtp = OwnSrtp::start(&mut self.primary.rtc);
+        }
+        let OwnSrtp::On(own) = &mut self.own_srtp else { return };
+        let twcc_ext_id =
+            self.primary.rtc.media(mid).and_then(|m| m.remote_extmap().id_of(Extension::TransportSequenceNumber));
+        match (own.twcc_ext_id, twcc_ext_id) {
+            // Two sections name different ids (BUNDLE forbids it): this stream stays with str0m.
+            (Some(known), Some(id)) if known != id => return,
+            (None, Some(id)) => own.twcc_ext_id = Some(id),
+            _ => {}
+        }
+        if own.receiver.is_tracked(*ssrc) {
+            own.receiver.forget(*ssrc);
+        }
+        own.receiver.track(*ssrc, *seq_no);
+    }
+
+    /// Stops tracking `ssrc` (its section now carries another track).
+    pub(super) fn forget_own_srtp(&mut self, ssrc: Ssrc) {
+        if let OwnSrtp::On(own) = &mut self.own_srtp {
+            own.receiver.forget(*ssrc);
+        }
+    }
+
+    /// Receives one datagram of the primary PeerConnection on the own path if it is SRTP of a
+    /// tracked stream; false when str0m should have it (see the module doc). Borrows field by
+    /// field so the stream's accounting is looked up once.
+    pub(super) fn receive_own_srtp(&mut self, pc: Pc, now: Instant, data: &[u8]) -> bool {
+        if pc != Pc::Subscriber || self.restart.is_some() {
+            return false;
+        }
+        let OwnSrtp::On(own) = &mut self.own_srtp else { return false };
+        let Some(ssrc) = peek_ssrc(data) else { return false };
+        if !own.receiver.is_tracked(ssrc) {
+            return false;
+        }
+        let Some(track) = self.rx.get_mut(&Ssrc::from(ssrc)) else {
+            // The section now carries another track: str0m's path starts its accounting.
+            own.receiver.forget(ssrc);
+            return false;
+        };
+        let opened = match own.receiver.open(data, &mut own.plaintext, own.twcc_ext_id) {
+            Ok(opened) => opened,
+            Err(error @ (SrtpRxError::Replayed | SrtpRxError::AuthFailed)) => {
+                let counter = match error {
+                    SrtpRxError::Replayed => &mut self.counters.srtp_own_replayed,
+                    _ => &mut self.counters.srtp_own_auth_failed,
+                };
+                *counter += 1;
+                self.primary.datagrams_received += 1;
+                self.last_arrival = Some(now);
+                return true;
+            }
+            // Not ours to judge (a header we cannot parse, an SSRC forgotten meanwhile): str0m's.
+            Err(_) => return false,
+        };
+        let transport = &mut self.primary;
+        let at = transport.advance_clock(now);
+        let receipt = ExternalRtp {
+            ssrc: opened.ssrc.into(),
+            seq_no: opened.index.into(),
+            payload_type: opened.payload_type.into(),
+            timestamp: opened.timestamp,
+            transport_cc: opened.transport_cc,
+            payload_len: opened.payload_len,
+        };
+        let result = transport.rtc.handle_external_rtp(at, &receipt);
+        if matches!(result, Ok(ExternalRtpReceipt::Refused)) {
+            // Not a main stream str0m knows (any more): it decrypts this one itself.
+            own.receiver.forget(ssrc);
+            return false;
+        }
+        transport.datagrams_received += 1;
+        self.last_arrival = Some(now);
+        match result {
+            Ok(ExternalRtpReceipt::Accounted) => {
+                self.counters.srtp_own_packets += 1;
+                let arrival_s = at.duration_since(transport.created_at).as_secs_f64();
+                track.stats.record(opened.sequence, opened.timestamp, arrival_s, opened.payload_len);
+                match transport.rtc.quiet_timeout() {
+                    Some(timeout) => transport.next_timeout = timeout,
+                    None => {
+                        // A timer ran or a paused stream resumed: str0m has output to hand out.
+                        transport.undrained = true;
+                        self.drain_to_outbox(pc, at);
+                    }
+                }
+            }
+            Ok(_) => self.counters.srtp_own_replayed += 1, // str0m's register had it already
+            Err(error) => self.on_rtc_error(pc, at, error),
+        }
+        true
+    }
+
+    /// Why this peer received all SRTP through str0m, if it did after tracking was attempted.
+    pub fn own_srtp_off_reason(&self) -> Option<&'static str> {
+        match self.own_srtp {
+            OwnSrtp::Off(reason) => Some(reason),
+            _ => None,
+        }
+    }
+}
