@@ -19,6 +19,11 @@ The native module raises `CodecError` itself (see ``rust/src/py/errors.rs``).
 from __future__ import annotations
 
 
+def one_line(error: BaseException) -> str:
+    """An exception as one line for a report or the console: its type and its message, whitespace folded."""
+    return f"{type(error).__name__}: {' '.join(str(error).split()) or 'no message'}"
+
+
 class LkswarmError(Exception):
     """Root of every lkswarm error."""
 

@@ -222,3 +222,53 @@ def test_a_server_that_dies_mid_search_ends_it_with_the_levels_so_far(credential
     assert section["limiting"] == "aborted"
     participants = report["participants"]
     assert sum(participants["outcomes"].values()) == participants["scheduled"]
+
+
+# Installed through PYTHONPATH as `sitecustomize`, which Python imports at start-up: the search's controller
+# measures its first level, then fails on the second as a bug in it would.
+BREAK_THE_SECOND_LEVEL = """
+from lkswarm.app.capacity import Controller
+
+_measure = Controller.measure
+_calls = []
+
+
+async def _measure_then_break(self, planned):
+    _calls.append(planned)
+    if len(_calls) == 2:
+        raise RuntimeError("injected controller failure")
+    return await _measure(self, planned)
+
+
+Controller.measure = _measure_then_break
+"""
+
+
+def test_a_search_whose_controller_fails_keeps_its_report_and_says_why_in_one_line(
+    credentials: Credentials, tmp_path: Path
+) -> None:
+    injected = tmp_path / "inject"
+    injected.mkdir()
+    (injected / "sitecustomize.py").write_text(BREAK_THE_SECOND_LEVEL)
+    env = _env(credentials)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(injected), env.get("PYTHONPATH")) if p)
+    process = subprocess.run(
+        [*LKSWARM, *GROWING_AUDIO_ROOM, "--json", str(tmp_path / "capacity.json"), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 1, process.stderr[-2000:]
+    assert "Traceback" not in process.stderr + process.stdout
+    assert "error: the capacity search stopped early: RuntimeError: injected controller failure" in process.stderr
+    report = json.loads((tmp_path / "capacity.json").read_text())
+    section = report["capacity"]
+    assert [level["verdict"] for level in section["levels"]] == ["PASS"]
+    assert section["search"]["stopped"] == "error"
+    assert section["search"]["error"] == "RuntimeError: injected controller failure"
+    assert section["value"] == section["levels"][0]["participants"] and section["bound"] == "lower"
+    assert section["summary"].startswith("The search stopped early on an error")
+    participants = report["participants"]
+    assert sum(participants["outcomes"].values()) == participants["scheduled"]
+    assert credentials.api_secret not in json.dumps(report) + process.stderr

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import pytest
 
-from lkswarm.app import capacity
+from lkswarm.app import capacity, capacity_run
 from lkswarm.app.capacity import Controller, LevelTiming, Shape
 from lkswarm.app.capacity_level import HoldData, merge_holds
 from lkswarm.app.capacity_port import LoadPort, Population
@@ -244,3 +244,43 @@ def test_growth_right_after_a_churn_plans_no_start_before_the_churn_replacement(
     asyncio.run(churn_then_grow())
     assert len(load.starts) == 2 + 1 + 2
     assert load.starts == sorted(load.starts)
+
+
+class _EngineUntilFinished:
+    """The engine's side of `_drive`: runs until `finish`, then returns its record."""
+
+    interrupted = None
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+        self.finished = 0
+
+    async def run(self) -> str:
+        await self.done.wait()
+        return "the engine's record"
+
+    def finish(self) -> None:
+        self.finished += 1
+        self.done.set()
+
+
+class _ControllerThatBreaksAfterOneLevel:
+    async def run(self, search: Search) -> None:
+        planned = search.next_level()
+        assert planned is not None
+        search.record(planned.participants, "PASS")
+        raise RuntimeError("the port broke:\n  a multi-line\tdetail")
+
+
+def test_a_failing_controller_stops_the_search_not_the_run_and_the_levels_so_far_stand() -> None:
+    """A bug in the controller used to propagate out of `_drive` with the engine still running and no report:
+    a 30-minute search lost everything it had measured."""
+    engine = _EngineUntilFinished()
+    search = Search(10, 100, growth=2.0)
+    record, error = asyncio.run(
+        capacity_run._drive(engine, cast(Controller, _ControllerThatBreaksAfterOneLevel()), search)
+    )
+    assert record == "the engine's record" and engine.finished == 1
+    assert error == "RuntimeError: the port broke: a multi-line detail"
+    assert search.done and search.stopped_because == "error"
+    assert (search.lower, search.upper) == (10, None) and len(search.history) == 1

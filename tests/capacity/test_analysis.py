@@ -224,6 +224,21 @@ def test_an_exact_interval_is_limited_by_the_worst_failing_slo_at_the_upper_leve
     assert section["summary"] == ""
 
 
+def test_a_search_stopped_by_an_error_reports_only_a_lower_bound_from_the_levels_it_measured() -> None:
+    search = Search(100, 2000, growth=1.5, width=0.05)
+    levels: list[Level] = []
+    for _ in range(7):  # 100 150 225 338 507 PASS, 761 FAIL, 634 FAIL; then the driver fails
+        planned = search.next_level()
+        assert planned is not None
+        levels.append(linear_search_level(len(levels), planned))
+        search.record(planned.participants, levels[-1]["verdict"])
+    search.stop_on_error()
+    section = run_analysis(levels, search)
+    assert section["search"]["stopped"] == "error" and search.next_level() is None
+    # 507 passed and 634 failed, but the bisection never narrowed them: the capacity is at least 507.
+    assert section["value"] == 507 and section["interval"] == (507, 634) and section["bound"] == "lower"
+
+
 def test_limiting_of_names_the_fail_with_the_worst_observed_over_limit() -> None:
     slos = failing_slos(603)
     slos["join_response.p95"] = slo_result("FAIL", 5000.0, 1000.0)  # now 5x: worse than failed_ratio's 4x

@@ -26,6 +26,12 @@ def test_no_passing_level_or_a_dead_server_exits_1() -> None:
     assert capacity_exit_code(_report(40, "aborted"), None) == 1
 
 
+def test_a_search_stopped_by_an_error_exits_1_even_with_a_capacity_found() -> None:
+    report = _report(40)
+    report["capacity"]["search"] = {"error": "RuntimeError: the port broke"}
+    assert capacity_exit_code(report, None) == 1
+
+
 def test_a_stopped_search_exits_with_its_signal() -> None:
     assert capacity_exit_code(_report(40, interrupted="SIGINT"), None) == 130
     assert capacity_exit_code(_report(40, interrupted="SIGTERM"), 1000) == 143

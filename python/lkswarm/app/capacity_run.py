@@ -34,7 +34,7 @@ from lkswarm.capacity.search import Search
 from lkswarm.capacity.slo import parse_slo
 from lkswarm.config import RunConfig
 from lkswarm.engine.timeline import Observer
-from lkswarm.errors import ConfigError
+from lkswarm.errors import ConfigError, one_line
 from lkswarm.observe.server_metrics import scrape, server_section
 from lkswarm.report.build import EmbeddedServerUse, build_report
 from lkswarm.report.capacity_text import summary_paragraph
@@ -259,15 +259,16 @@ def _one_search(
         scraped_before = scrape(metrics_url) if metrics_url else "no --server-metrics URL"
         server_cpu_before_s = server_cpu_s(local)
         started = time.perf_counter()
+        error: str | None = None
         if options.ray is None:
             engine = build_engine(run_config, credentials, url, observers, open_plan=True)
             controller = controller_for(EnginePort(engine))
-            record = uvloop.run(_drive(engine, controller, search))
+            record, error = uvloop.run(_drive(engine, controller, search))
         else:
             from lkswarm.app.ray_capacity import search_on_ray
 
             spread = (options.ray, options.workers, options.workers_per_node)
-            merged, controller = search_on_ray(run_config, credentials, url, controller_for, search, spread)
+            merged, controller, error = search_on_ray(run_config, credentials, url, controller_for, search, spread)
         wall_s = time.perf_counter() - started
         scraped_after = scrape(metrics_url) if metrics_url else scraped_before
         server_use = None
@@ -299,23 +300,35 @@ def _one_search(
         notes=notes,
     )
     section["summary"] = summary_paragraph(section)
+    if error is not None:
+        section["search"]["error"] = error
+        section["summary"] = f"The search stopped early on an error ({error}); what it measured: {section['summary']}"
     report["capacity"] = section
     return CapacityResult(report, section)
 
 
-async def _drive(engine: Any, controller: Controller, search: Search) -> Any:
-    """Runs the engine and the controller together; the engine's record once the search (or a signal) ends."""
+async def _drive(engine: Any, controller: Controller, search: Search) -> tuple[Any, str | None]:
+    """Runs the engine and the controller together: the engine's record once the search (or a signal) ends,
+    and the controller's error in one line if it failed.
+
+    A failing controller (a bug, or a port that broke) stops the search, not the run: the engine finishes
+    as at a normal end, the levels measured so far are analysed and every output is written, with the
+    error in the report and on the console, and a non-zero exit. A 30-minute search keeps what it measured."""
     engine_task = asyncio.get_running_loop().create_task(run_until_stopped(engine))
     control_task = asyncio.get_running_loop().create_task(controller.run(search))
     done, _ = await asyncio.wait({engine_task, control_task}, return_when=asyncio.FIRST_COMPLETED)
+    error: str | None = None
     if control_task in done:
-        control_task.result()  # a bug in the controller must surface, not pass for a finished search
+        failure = control_task.exception()
+        if failure is not None:
+            error = one_line(failure)
+            search.stop_on_error()
         engine.finish()
     else:
         control_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await control_task
-    return await engine_task
+    return await engine_task, error
 
 
 def _shape_dict(config: RunConfig, shape: Shape) -> dict[str, object]:

@@ -54,6 +54,7 @@ from lkswarm.auth import Credentials
 from lkswarm.capacity.search import Search
 from lkswarm.config import RunConfig
 from lkswarm.engine.plan import Arrival
+from lkswarm.errors import one_line
 
 Spread = tuple[str, int | None, int | None]  # (Ray address, actors or None, per node or None)
 
@@ -185,8 +186,11 @@ class CapacityDriver(RayDriver):
 
     def search(
         self, url: str, controller_for: Callable[[LoadPort], Controller], search: Search
-    ) -> tuple[dict[str, Any], Controller]:
+    ) -> tuple[dict[str, Any], Controller, str | None]:
+        """The merged report, the controller (its levels) and, if the controller failed, its error in one
+        line: as in one process (`capacity_run._drive`), that stops the search, not the run."""
         started_at = datetime.now(UTC)
+        error: str | None = None
         self.port = RayPort(self.ray, self.shares, self.stops)
         controller = controller_for(self.port)
         group = None
@@ -197,7 +201,11 @@ class CapacityDriver(RayDriver):
             self._await_ready()
             if self._start():
                 self.port.go_at = self.go_at
-                uvloop.run(controller.run(search))
+                try:
+                    uvloop.run(controller.run(search))
+                except Exception as failure:  # a bug or a broken port: keep what was measured
+                    error = one_line(failure)
+                    search.stop_on_error()
                 self.port.finish()
                 self._await_reports()
             else:
@@ -206,7 +214,7 @@ class CapacityDriver(RayDriver):
             self.stops.restore()
             self._release(group)
         result = self._merge(url, False, started_at, None)  # the caller says where the server was
-        return result.report, controller
+        return result.report, controller, error
 
     def _await_reports(self) -> None:
         """Collects every live actor's report once the search has finished their engines."""
@@ -227,8 +235,9 @@ def search_on_ray(
     controller_for: Callable[[LoadPort], Controller],
     search: Search,
     spread: Spread,
-) -> tuple[dict[str, Any], Controller]:
-    """Runs ``search`` with its load on Ray actors; the merged report and the controller (with its levels).
+) -> tuple[dict[str, Any], Controller, str | None]:
+    """Runs ``search`` with its load on Ray actors; the merged report, the controller (with its levels) and the
+    controller's error in one line if it failed.
 
     ``config`` is the search's open-plan configuration (`lkswarm.app.capacity.engine_config`)."""
     address, workers, per_node = spread

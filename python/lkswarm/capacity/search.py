@@ -124,7 +124,7 @@ class Search:
     @property
     def stopped_because(self) -> str:
         """'' while running; then "width reached", "max passed", "first level failed", "generator-bound",
-        "probes exhausted", "aborted" or "confirm failed"."""
+        "probes exhausted", "aborted", "confirm failed" or "error"."""
         return self._stopped_because
 
     @property
@@ -140,6 +140,12 @@ class Search:
     def next_level(self) -> Planned | None:
         """The level to measure next, or None when the search is done."""
         return self._pending
+
+    def stop_on_error(self) -> None:
+        """Ends the search now because its driver failed: the levels recorded so far stand, and the interval
+        is only what they showed (``stopped_because`` is "error")."""
+        self._pending = None
+        self._stopped_because = "error"
 
     # -- what the caller tells ---------------------------------------------------------------
 

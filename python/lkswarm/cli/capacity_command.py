@@ -296,6 +296,8 @@ def capacity(
     outputs = write_outputs(report, json_path=json_path, html_path=html_path, csv_dir=csv_dir)
     if not quiet:
         print_capacity(report)
+    if error := (report["capacity"].get("search") or {}).get("error"):
+        stderr.print(f"error: the capacity search stopped early: {error}", highlight=False, markup=False)
     output_failed = announce_outputs(outputs, quiet=quiet)
     raise typer.Exit(output_failed if output_failed is not None else capacity_exit_code(report, require))
 
@@ -363,13 +365,14 @@ class SearchProgress:
 
 
 def capacity_exit_code(report: dict[str, Any], require: int | None) -> int:
-    """0 found, 99 below --require, 1 no level passed or the server died, 128 + N stopped by signal N."""
+    """0 found, 99 below --require, 1 no level passed, the server died or the search stopped on an error,
+    128 + N stopped by signal N."""
     from lkswarm.cli.output import exit_code
 
     if report.get("interrupted"):
         return exit_code(report)
     section = report["capacity"]
-    if section["value"] is None or section["limiting"] == "aborted":
+    if section["value"] is None or section["limiting"] == "aborted" or (section.get("search") or {}).get("error"):
         return EXIT_NOT_FOUND
     if require is not None and section["value"] < require:
         return EXIT_REQUIRE_FAILED
