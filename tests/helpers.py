@@ -42,6 +42,23 @@ def run_cli(
     return out.returncode, report, out.stderr
 
 
+def run_av_room(url: str, credentials: Credentials, tmp_path: Path, participants: int) -> dict[str, Any]:
+    """One room of ``participants`` for 12 s, 2 audio publishers and 1 simulcast video publisher to everyone
+    else; the run's report, once it is checked clean: exit 0, everyone ACTIVE, every track received, no loss."""
+    args = ["--url", url, "--rooms", "1", "--participants", str(participants), "--rate", "20"]
+    args += ["--duration", "12s", "--audio-publishers", "2", "--video-publishers", "1"]
+    code, report, stderr = run_cli(args, credentials, tmp_path, timeout_s=90)
+    p = report["participants"]
+    assert code == 0, (stderr, p["outcomes"], p["failures"], report["failed_participants"][:3])
+    assert_outcomes_reconcile(report)
+    assert p["active_at_end"] == participants, p
+    media = report["media"]
+    assert media["tracks_received"] == participants * 3 - 3 and media["tracks_missing"] == 0, media
+    assert media["packets_received"] > 1_000, media
+    assert media["packets_lost"] == 0 and media["loss_ratio"] == 0.0, media
+    return report
+
+
 def assert_outcomes_reconcile(report: dict[str, Any]) -> None:
     p = report["participants"]
     assert sum(p["outcomes"].values()) == p["scheduled"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import assert_outcomes_reconcile, run_cli
+from helpers import run_av_room
 from lkswarm import _core
 from lkswarm.app.server import LocalServer
 from lkswarm.auth import Credentials
@@ -42,18 +42,8 @@ def test_each_io_backend_carries_the_scenario_without_loss_and_the_report_names_
     if backend == "io_uring" and (refused := io_uring_refused()) is not None:
         pytest.skip(f"io_uring refused here: {refused}")
     monkeypatch.setenv("LKSWARM_MEDIA_IO", backend)
-    args = ["--url", livekit_server.url, "--rooms", "1", "--participants", str(PARTICIPANTS), "--rate", "20"]
-    args += ["--duration", "12s", "--audio-publishers", "2", "--video-publishers", "1"]
-    code, report, stderr = run_cli(args, credentials, tmp_path, timeout_s=90)
-    p = report["participants"]
-    assert code == 0, (stderr, p["outcomes"], p["failures"], report["failed_participants"][:3])
-    assert_outcomes_reconcile(report)
-    assert p["active_at_end"] == PARTICIPANTS, p
-    media = report["media"]
-    assert media["tracks_received"] == PARTICIPANTS * 3 - 3 and media["tracks_missing"] == 0, media
-    assert media["packets_received"] > 1_000, media
-    assert media["packets_lost"] == 0 and media["loss_ratio"] == 0.0, media
-    hub = media["hub"]
+    report = run_av_room(livekit_server.url, credentials, tmp_path, PARTICIPANTS)
+    hub = report["media"]["hub"]
     assert hub["io"] == backend and "io_fallback" not in hub, hub
     # Every wakeup makes at least its wait; batching keeps the total below one call per datagram.
     assert hub["syscalls"] >= hub["wakeups"] > 0, hub

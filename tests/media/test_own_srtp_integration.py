@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import assert_outcomes_reconcile, run_cli
+from helpers import run_av_room
 from lkswarm.app.server import LocalServer
 from lkswarm.auth import Credentials
 
@@ -31,16 +31,7 @@ def test_each_srtp_receive_path_carries_audio_and_video_without_loss_and_the_rep
     path: str,
 ) -> None:
     monkeypatch.setenv("LKSWARM_SRTP_RX", path)
-    args = ["--url", livekit_server.url, "--rooms", "1", "--participants", str(PARTICIPANTS), "--rate", "20"]
-    args += ["--duration", "12s", "--audio-publishers", "2", "--video-publishers", "1"]
-    code, report, stderr = run_cli(args, credentials, tmp_path, timeout_s=90)
-    p = report["participants"]
-    assert code == 0, (stderr, p["outcomes"], p["failures"], report["failed_participants"][:3])
-    assert_outcomes_reconcile(report)
-    assert p["active_at_end"] == PARTICIPANTS, p
-    media = report["media"]
-    assert media["tracks_received"] == PARTICIPANTS * 3 - 3 and media["tracks_missing"] == 0, media
-    assert media["packets_received"] > 1_000 and media["packets_lost"] == 0, media
+    media = run_av_room(livekit_server.url, credentials, tmp_path, PARTICIPANTS)["media"]
     srtp = media["srtp_receive"]
     assert srtp["replayed"] == 0 and srtp["auth_failed"] == 0, srtp
     assert srtp["own_packets"] + srtp["str0m_packets"] == media["packets_received"], srtp

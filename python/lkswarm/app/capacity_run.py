@@ -299,10 +299,9 @@ def _one_search(
         confidence=options.confidence,
         notes=notes,
     )
-    section["summary"] = summary_paragraph(section)
     if error is not None:
         section["search"]["error"] = error
-        section["summary"] = f"The search stopped early on an error ({error}); what it measured: {section['summary']}"
+    section["summary"] = summary_paragraph(section)
     report["capacity"] = section
     return CapacityResult(report, section)
 

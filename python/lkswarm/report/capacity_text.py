@@ -188,7 +188,14 @@ def _nothing_passed(section: CapacitySection) -> str:
 
 
 def summary_paragraph(section: CapacitySection) -> str:
-    """The console verdict: what the server holds, what gave way first, and what that costs in cores."""
+    """The console verdict: what the server holds, what gave way first, and what that costs in cores; first,
+    why the search stopped early if its own driver failed."""
+    error = (section.get("search") or {}).get("error")
+    verdict = _verdict(section)
+    return f"The search stopped early on an error ({error}); what it measured: {verdict}" if error else verdict
+
+
+def _verdict(section: CapacitySection) -> str:
     value = section.get("value")
     if value is None or section["bound"] == "none":
         return _nothing_passed(section)

@@ -98,10 +98,7 @@ impl MediaPeer {
             (None, Some(id)) => own.twcc_ext_id = Some(id),
             _ => {}
         }
-        if own.receiver.is_tracked(*ssrc) {
-            own.receiver.forget(*ssrc);
-        }
-        own.receiver.track(*ssrc, *seq_no);
+        own.receiver.track(*ssrc, *seq_no); // a tracked SSRC starts over from str0m's packet
     }
 
     /// Stops tracking `ssrc` (its section now carries another track).
