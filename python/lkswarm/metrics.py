@@ -71,6 +71,23 @@ def record_buckets_us(histogram: HdrHistogram, buckets: list[tuple[int, int]]) -
         histogram.record_value(min(_HIGHEST_US, max(_LOWEST_US, value_us)), count)
 
 
+def mean_of(histogram: HdrHistogram) -> float:
+    """``get_mean_value``'s figure (each count at the middle of its bucket) from the non-empty counts only.
+    hdrh's own walks every bucket below the maximum through its iterator: about 235,000 Python steps for a
+    histogram of this range holding one long value, which made building a run's report a quarter of a
+    second of CPU. Here: one pass over the counts array."""
+    total_count: int = histogram.get_total_count()
+    if not total_count:
+        return 0.0
+    total: int = 0
+    for index, count in enumerate(histogram.counts):
+        if count:
+            value = histogram.get_value_from_index(index)
+            lowest = histogram.get_lowest_equivalent_value(value)
+            total += count * (lowest + ((histogram.get_highest_equivalent_value(value) - lowest + 1) >> 1))
+    return float(total) / total_count
+
+
 def summarize(histogram: HdrHistogram) -> dict[str, Any]:
     """count, min, p50, p90, p99, p99.9, max and mean in milliseconds (zeros when empty)."""
     count = histogram.get_total_count()
@@ -88,7 +105,7 @@ def summarize(histogram: HdrHistogram) -> dict[str, Any]:
         "p99": at(99),
         "p999": at(99.9),
         "max": round(histogram.get_max_value() / 1000, 3),
-        "mean": round(histogram.get_mean_value() / 1000, 3),
+        "mean": round(mean_of(histogram) / 1000, 3),
     }
 
 

@@ -49,14 +49,14 @@ impl ServerSide for FeedbackReader {
     }
 }
 
-#[test]
-fn a_receiving_peer_sends_the_receiver_reports_and_twcc_feedback_a_sender_needs() {
+/// Runs `ms` of audio from a str0m sender built by `server` to our subscriber; returns the peer
+/// (its counters and receive stats), the sender's feedback and the audio section's mid.
+fn run_audio(server: str0m::RtcConfig, ms: u32) -> (MediaPeer, FeedbackReader, str0m::media::Mid) {
     let mut now = Instant::now();
     let config = PeerConfig { connect_timeout: Duration::from_secs(5), ..PeerConfig::default() };
     let mut peer = MediaPeer::new(&shared_certificate().unwrap(), addr(32_001), library(), config, now).unwrap();
     let server_addr = addr(32_002);
-    let mut server =
-        Rtc::builder().enable_opus(true, false).set_stats_interval(Some(Duration::from_millis(500))).build(now);
+    let mut server = server.enable_opus(true, false).set_stats_interval(Some(Duration::from_millis(500))).build(now);
     server.add_local_candidate(Candidate::host(server_addr, "udp").unwrap());
     let mut api = server.sdp_api();
     let mid = api.add_media(MediaKind::Audio, Direction::SendOnly, Some("s".into()), Some("TR_a".into()), None);
@@ -66,25 +66,37 @@ fn a_receiving_peer_sends_the_receiver_reports_and_twcc_feedback_a_sender_needs(
     let mut side = FeedbackReader::default();
     side.sender.audio = Some((mid, 0));
 
-    run(&mut peer, &mut server, server_addr, &mut now, 8_000, &mut side);
+    run(&mut peer, &mut server, server_addr, &mut now, ms, &mut side);
 
     assert!(peer.is_connected(Pc::Subscriber));
     let track = peer.rx_tracks().next().expect("the subscriber received the audio track");
     assert!(track.stats.packets > 300, "{} packets", track.stats.packets);
     assert_eq!(track.stats.lost(), 0);
     // After its first packet the stream is received on the own SRTP path (peer/own_srtp.rs), so
-    // everything below is the feedback str0m derives from `handle_external_rtp` receipts.
+    // the feedback checked by the callers is what str0m derives from `handle_external_rtp` receipts.
     let own = peer.counters.srtp_own_packets;
     assert!(own + 1 >= track.stats.packets, "{own} of {} packets on the own SRTP path", track.stats.packets);
-    assert_eq!((peer.counters.srtp_own_replayed, peer.counters.srtp_own_auth_failed), (0, 0));
+    let dropped = (peer.counters.srtp_own_replayed, peer.counters.srtp_own_auth_failed);
+    assert_eq!((dropped, peer.counters.srtp_receipts_refused), ((0, 0), 0));
+    (peer, side, mid)
+}
+
+/// The receiver-report figures the sender received, in order: (max sequence number, lost).
+fn receiver_reports(side: &FeedbackReader, mid: str0m::media::Mid) -> Vec<(u64, u64)> {
+    let remote = side.egress.iter().filter(|s| s.mid == mid).filter_map(|s| s.remote.as_ref());
+    remote.map(|r| (*r.maximum_sequence_number, r.packets_lost)).collect()
+}
+
+#[test]
+fn a_receiving_peer_sends_the_receiver_reports_and_twcc_feedback_a_sender_needs() {
+    let (_peer, side, mid) = run_audio(Rtc::builder(), 8_000);
 
     // Receiver reports: the sender learns a loss fraction and how far the receiver got. (The round
     // trip from LSR/DLSR needs the wall clock to move with `now`, which this 1 ms-step loop does not;
     // tests/media/test_server_health_integration.py checks the RTT livekit-server derives from them.)
-    let reports = side.egress.iter().filter(|s| s.mid == mid && s.remote.is_some()).count();
-    assert!(reports >= 2, "{reports} egress stats with receiver-report figures in 8 s");
-    let last = side.egress.iter().rev().find(|s| s.mid == mid && s.remote.is_some()).unwrap();
-    assert_eq!(last.remote.as_ref().unwrap().packets_lost, 0);
+    let reports = receiver_reports(&side, mid);
+    assert!(reports.len() >= 2, "{} egress stats with receiver-report figures in 8 s", reports.len());
+    assert_eq!(reports.last().unwrap().1, 0);
 
     // TWCC feedback: the sender's transport-wide loss is known (and nil) only if feedback came.
     let with_twcc = side.peer.iter().filter(|s| s.egress_loss_fraction.is_some()).count();
@@ -92,4 +104,23 @@ fn a_receiving_peer_sends_the_receiver_reports_and_twcc_feedback_a_sender_needs(
     assert!(side.peer.iter().rev().take(5).all(|s| s.egress_loss_fraction == Some(0.0)));
     // The transport-wide round trip the sender derives from that feedback.
     assert!(side.peer.last().unwrap().rtt.is_some());
+}
+
+/// livekit-server's audio carries no transport-wide sequence number, so the own path defers its
+/// receipts and hands them to str0m in runs, before str0m's timers (peer/own_srtp.rs). The
+/// receiver reports must still be current: each counts every packet that arrived before it.
+#[test]
+fn deferred_receipts_of_audio_without_twcc_still_give_current_receiver_reports() {
+    // Audio reports go every 5 s (str0m's interval, as libwebrtc's): 21 s hold four.
+    let (_peer, side, mid) = run_audio(Rtc::builder().clear_extension_map(), 21_000);
+    assert!(side.peer.iter().all(|s| s.egress_loss_fraction.is_none()), "no TWCC was negotiated");
+
+    let mut reports = receiver_reports(&side, mid);
+    reports.dedup(); // the sender's stats repeat the last report every 500 ms
+    assert!(reports.len() >= 4, "{reports:?}: too few receiver reports in 21 s");
+    assert!(reports.iter().all(|&(_, lost)| lost == 0), "{reports:?}");
+    // 5 s of 20 ms packets between reports: a report one deferred run (32 packets) stale would
+    // show as a step off by as much.
+    let steps: Vec<u64> = reports.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(steps.iter().all(|&step| (248..=252).contains(&step)), "{steps:?}");
 }

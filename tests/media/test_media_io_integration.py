@@ -67,3 +67,21 @@ def test_unforced_the_hub_takes_io_uring_where_it_can_and_says_why_not_otherwise
     with pytest.raises(Exception, match="expected io_uring, epoll or auto"):
         monkeypatch.setenv("LKSWARM_MEDIA_IO", "kqueue")
         _core.MediaHub("127.0.0.1")
+
+
+def test_the_hub_event_descriptor_is_readable_exactly_while_events_wait() -> None:
+    """Python takes the hub's events when its descriptor turns readable (media/tier.py), not on a poll, so
+    an event must make it readable and taking the events must clear it, or the loop would spin or stall."""
+    import select
+
+    hub = _core.MediaHub("127.0.0.1")
+    try:
+        fd = hub.events_fd()
+        assert select.select([fd], [], [], 0)[0] == [], "readable before any event"
+        hub.add_peer(connect_timeout_s=0.2)  # no offer ever comes: it fails at its connect deadline
+        assert select.select([fd], [], [], 5.0)[0] == [fd], "no wake-up for the peer's failure"
+        events = hub.take_events()
+        assert [type(event).__name__ for event in events] == ["PeerFailed"], events
+        assert select.select([fd], [], [], 0.3)[0] == [], "still readable after the events were taken"
+    finally:
+        hub.close()

@@ -120,6 +120,7 @@ class ParticipantDriver:
         "_retry",
         "_stopping",
         "_timer",
+        "_timer_at",
         "_waiting_media",
         "ctx",
         "identity",
@@ -165,6 +166,7 @@ class ParticipantDriver:
         self.leg: MediaLeg | None = None
         self._connection: WebSocketProtocol | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None  # the session deadline `_timer` is armed for
         self._done: asyncio.Future[None] | None = None
         self._stopping = False
         self._generation = 0  # bumps per connection; events of older connections are ignored
@@ -524,8 +526,11 @@ class ParticipantDriver:
             return
         deadline = session.get_timer()
         if self._timer is not None:
+            if deadline == self._timer_at:
+                return  # most frames move no deadline (the next ping comes before the silence limit)
             self._timer.cancel()
             self._timer = None
+        self._timer_at = deadline
         if deadline is not None:
             self._timer = asyncio.get_running_loop().call_later(
                 timer_delay_s(deadline, time.perf_counter()), self._on_timer

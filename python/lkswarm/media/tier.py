@@ -25,9 +25,10 @@ over: its old peer is removed from the hub and every per-join state is reset;
 ACTIVE is counted once per participant, but ``active`` says whether the
 current PeerConnection is connected.
 
-`LightTier` polls the hub's events every `EVENT_POLL_S` on the loop. Event
-times are stamped by the hub when they happen, so the poll interval delays
-reactions but not the measured latencies.
+`LightTier` takes the hub's events when the hub's event descriptor turns
+readable (``loop.add_reader``; the hub signals it when its event list stops
+being empty), so a steady run with no events never wakes the loop for them.
+Event times are stamped by the hub when they happen.
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ from lkswarm.signal.events import (
 )
 from lkswarm.signal.requests import VideoLayer, add_audio_track, add_video_track, track_setting
 
-EVENT_POLL_S = 0.02
 # Layout tiles: (VideoQuality, width, height) the subscriber asks the SFU for.
 TILE_SIZES = {"main": ("HIGH", 1280, 720), "grid": ("MEDIUM", 640, 360), "thumb": ("LOW", 320, 180)}
 MISSING_EXAMPLES = 5  # (subscriber, track) pairs with no packets named in the report
@@ -92,7 +92,7 @@ class LightTier(LegFilters["LightLeg"]):
         # they close so their packets and data count too; collect() adds the live peers to them.
         self.ended = MediaTotals(data=DataTotals(publish_channel=run.config.data_channel))
         self._clock_offset_s = 0.0
-        self._pump: asyncio.Task[None] | None = None
+        self._events_fd: int | None = None  # registered with the loop's readers while the hub runs
         self.track_subscribed_ms: dict[str, HdrHistogram] = {}  # kind -> histogram (see MediaTotals)
 
     def claims(self, index: int) -> bool:
@@ -112,12 +112,8 @@ class LightTier(LegFilters["LightLeg"]):
             hub.set_library(clips.audio, layers, video_codec=clips.video_codec)
         self._clock_offset_s = time.perf_counter() - hub.now_s()
         self.hub = hub
-        self._pump = asyncio.get_running_loop().create_task(self._pump_events())
-
-    async def _pump_events(self) -> None:
-        while self.hub is not None:
-            await asyncio.sleep(EVENT_POLL_S)
-            self.dispatch()
+        self._events_fd = hub.events_fd()
+        asyncio.get_running_loop().add_reader(self._events_fd, self.dispatch)
 
     def dispatch(self) -> None:
         hub = self.hub
@@ -190,9 +186,9 @@ class LightTier(LegFilters["LightLeg"]):
         return totals
 
     async def close(self) -> None:
-        if self._pump is not None:
-            self._pump.cancel()
-            await asyncio.gather(self._pump, return_exceptions=True)
+        if self._events_fd is not None:
+            asyncio.get_running_loop().remove_reader(self._events_fd)
+            self._events_fd = None
         if self.hub is not None:
             hub, self.hub = self.hub, None
             await asyncio.to_thread(hub.close)

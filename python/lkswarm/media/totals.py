@@ -20,12 +20,16 @@ class SrtpReceiveTotals:
     own_packets: int = 0
     replayed: int = 0  # replays, and duplicates str0m's register already had
     auth_failed: int = 0
+    # Own-path packets whose receipt str0m refused when it was handed over (deferred; the stream
+    # went away meanwhile): counted here, missing from str0m's receiver reports.
+    receipts_refused: int = 0
     peers_off: dict[str, int] = field(default_factory=dict)  # why a peer used str0m only -> peers
 
     def account(self, stats: dict[str, Any]) -> None:
         self.own_packets += stats.get("srtp_own_packets", 0)
         self.replayed += stats.get("srtp_own_replayed", 0)
         self.auth_failed += stats.get("srtp_own_auth_failed", 0)
+        self.receipts_refused += stats.get("srtp_receipts_refused", 0)
         reason = stats.get("srtp_own_off")
         if reason:
             self.peers_off[reason] = self.peers_off.get(reason, 0) + 1
@@ -36,6 +40,7 @@ class SrtpReceiveTotals:
             "str0m_packets": max(0, packets_received - self.own_packets),
             "replayed": self.replayed,
             "auth_failed": self.auth_failed,
+            "receipts_refused": self.receipts_refused,
             "peers_off": dict(sorted(self.peers_off.items())),
         }
 

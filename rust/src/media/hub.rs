@@ -60,6 +60,7 @@ use crate::error::Error;
 mod data;
 mod data_track;
 mod io;
+mod ready;
 mod uring;
 mod worker;
 
@@ -192,6 +193,8 @@ struct Shared {
     bind_ip: IpAddr,
     cert: DtlsCert,
     library: Mutex<MediaLibrary>,
+    /// Readable while `State::events` is non-empty (`ready`).
+    events_ready: ready::EventsReady,
 }
 
 impl Shared {
@@ -249,6 +252,8 @@ impl Hub {
             })
             .map_err(|e| format!("cannot start the media thread: {e}"))?;
         let (handle, choice) = opened_rx.recv().map_err(|_| "the media thread ended at start".to_string())??;
+        let events_ready =
+            ready::EventsReady::new().map_err(|e| format!("cannot create the hub's event descriptor: {e}"))?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 slots: IdMap::default(),
@@ -273,6 +278,7 @@ impl Hub {
             }),
             io: handle,
             choice,
+            events_ready,
             stop: AtomicBool::new(false),
             anchor: Instant::now(),
             bind_ip,
@@ -475,7 +481,14 @@ impl Hub {
     }
 
     pub fn take_events(&self) -> Vec<HubEvent> {
-        std::mem::take(&mut self.shared.lock().events)
+        let mut state = self.shared.lock();
+        self.shared.events_ready.clear(); // under the lock: a later push signals again
+        std::mem::take(&mut state.events)
+    }
+
+    /// A descriptor that is readable while events wait for `take_events` (see `hub/ready.rs`).
+    pub fn events_fd(&self) -> std::os::fd::RawFd {
+        self.shared.events_ready.fd()
     }
 
     pub fn peer_count(&self) -> usize {

@@ -80,7 +80,7 @@ mod restart;
 mod single;
 
 /// The values the peer's API speaks, defined apart so `publish` needs nothing of this module.
-pub use super::types::{Datagram, Pc, PeerCounters};
+pub use super::types::{Datagram, Pc, PeerCounters, Received};
 
 /// Something the owner of the peer must hear about.
 #[derive(Debug, Clone, PartialEq)]
@@ -380,6 +380,7 @@ impl MediaPeer {
             return Err("server offered on a single-PC session".into());
         }
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("unparsable subscriber offer: {e}"))?;
+        self.flush_receipts(); // an offer may retire receive streams: account theirs first
         self.map_tracks(msid_tracks_by_mid(sdp));
         let credentials = self.local_ice_credentials();
         let answer =

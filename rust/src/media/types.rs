@@ -21,6 +21,15 @@ impl Pc {
     }
 }
 
+/// What one received datagram asks of its caller (the hub).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Nothing to send, no event, the same deadline: the hub need not service the peer.
+    Quiet,
+    /// Output, events or a moved deadline may be waiting: service the peer (`MediaPeer::poll`).
+    Service,
+}
+
 /// A datagram for the caller to send from `source` (a local address of this peer).
 #[derive(Debug, Clone)]
 pub struct Datagram {
@@ -49,6 +58,9 @@ pub struct PeerCounters {
     pub srtp_own_packets: u64,
     pub srtp_own_replayed: u64,
     pub srtp_own_auth_failed: u64,
+    /// Own-path packets whose receipt str0m refused (its stream went away meanwhile): counted
+    /// by us, missing from str0m's receiver reports.
+    pub srtp_receipts_refused: u64,
 }
 
 /// Peer ids and socket tokens (small sequential integers) and a peer's SSRCs (a handful, chosen by

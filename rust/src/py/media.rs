@@ -52,6 +52,7 @@ fn summary_dict<'py>(py: Python<'py>, summary: &PeerSummary) -> PyResult<Bound<'
     dict.set_item("srtp_own_packets", c.srtp_own_packets)?;
     dict.set_item("srtp_own_replayed", c.srtp_own_replayed)?;
     dict.set_item("srtp_own_auth_failed", c.srtp_own_auth_failed)?;
+    dict.set_item("srtp_receipts_refused", c.srtp_receipts_refused)?;
     dict.set_item("srtp_own_off", summary.srtp_own_off)?;
     dict.set_item("subscriber_connected", summary.subscriber_connected)?;
     dict.set_item("publisher_connected", summary.publisher_connected)?;
@@ -335,6 +336,12 @@ impl PyMediaHub {
     fn take_events(&self, py: Python<'_>) -> Vec<PyHubEvent> {
         let events = py.detach(|| self.hub.take_events());
         events.into_iter().map(PyHubEvent::from).collect()
+    }
+
+    /// A descriptor that is readable while events wait for ``take_events`` (for
+    /// ``loop.add_reader``; owned by the hub, valid until ``close``).
+    fn events_fd(&self) -> i32 {
+        self.hub.events_fd()
     }
 
     /// Current figures of one peer, or None if unknown.

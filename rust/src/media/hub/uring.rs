@@ -29,7 +29,7 @@ use super::worker::{arrival, feed, fire_deadlines, nap_then_plan, service, Outbo
 use super::{Shared, State};
 use crate::media::recv::{control_timestamp, socket_addr_from_bytes, CONTROL_BYTES, RECV_BUFFER_BYTES};
 use crate::media::send::c_socket_addr;
-use crate::media::types::Datagram;
+use crate::media::types::{Datagram, Received};
 
 /// Submission queue entries; the completion queue has twice as many (the kernel keeps any
 /// overflow, `IORING_FEAT_NODROP`).
@@ -467,8 +467,9 @@ fn deliver(
     let Some(local) = slot.sockets.get(index).map(|socket| socket.local) else { return };
     let Some(source) = socket_addr_from_bytes(out.name_data()) else { return }; // not IPv4/IPv6: never ours
     let arrived_at = arrival(now, wall_now, control_timestamp(out.control_data()));
-    feed(&mut slot.peer, now, arrived_at, source, local, out.payload_data());
-    touched.insert(id);
+    if feed(&mut slot.peer, now, arrived_at, source, local, out.payload_data()) == Received::Service {
+        touched.insert(id);
+    }
 }
 
 #[cfg(test)]

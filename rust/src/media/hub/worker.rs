@@ -20,7 +20,7 @@ use crate::media::deadline::Fired;
 use crate::media::peer::MediaPeer;
 use crate::media::recv::{recv_batch, RecvBatch};
 use crate::media::send::send_batch;
-use crate::media::types::Datagram;
+use crate::media::types::{Datagram, Received};
 
 /// The peers a wakeup touched, to service once each.
 pub(super) type Touched = HashSet<u32, BuildHasherDefault<IdHasher>>;
@@ -103,8 +103,12 @@ pub(super) fn service(shared: &Shared, state: &mut State, id: u32, now: Instant,
         }
         None => {}
     }
+    let had_events = !state.events.is_empty();
     for (at, event) in slot.peer.take_events() {
         state.events.push(HubEvent { peer: id, at_s: shared.seconds(at), event });
+    }
+    if !had_events && !state.events.is_empty() {
+        shared.events_ready.signal();
     }
     if slot.deadline.set(wake) {
         state.heap.push(Reverse((wake, id)));
@@ -147,7 +151,8 @@ pub(super) fn nap_then_plan(shared: &Shared, last_wakeup: Instant) -> (Duration,
     (timeout, syscalls)
 }
 
-/// Hands one received datagram to its peer, at its kernel arrival time.
+/// Hands one received datagram to its peer, at its kernel arrival time; says whether the peer
+/// must be serviced for it (see `Received`).
 pub(super) fn feed(
     peer: &mut MediaPeer,
     now: Instant,
@@ -155,9 +160,13 @@ pub(super) fn feed(
     source: SocketAddr,
     local: SocketAddr,
     data: &[u8],
-) {
-    if catch_unwind(AssertUnwindSafe(|| peer.handle_datagram(arrived_at, source, local, data))).is_err() {
-        peer.fail(now, "internal_error", "panic in the media tier".into());
+) -> Received {
+    match catch_unwind(AssertUnwindSafe(|| peer.handle_datagram(arrived_at, source, local, data))) {
+        Ok(received) => received,
+        Err(_) => {
+            peer.fail(now, "internal_error", "panic in the media tier".into());
+            Received::Service
+        }
     }
 }
 
@@ -216,13 +225,17 @@ pub(super) fn run_worker(shared: &Shared, mut poll: Poll) {
             let Some(slot) = state.slots.get_mut(&id) else { continue };
             let Some(socket) = slot.sockets.get(index) else { continue };
             let (local, fd) = (socket.local, socket.socket.as_raw_fd());
+            let mut received = Received::Quiet;
             loop {
                 syscalls += 1;
                 match recv_batch(fd, &mut batch) {
                     Ok(_) => {
                         for (data, source, kernel_time) in batch.datagrams() {
                             let Some(source) = source else { continue }; // not IPv4/IPv6: never ours
-                            feed(&mut slot.peer, now, arrival(now, wall_now, kernel_time), source, local, data);
+                            let arrived_at = arrival(now, wall_now, kernel_time);
+                            if feed(&mut slot.peer, now, arrived_at, source, local, data) == Received::Service {
+                                received = Received::Service;
+                            }
                         }
                         if batch.drained() {
                             break; // a short batch emptied the queue: no WouldBlock call needed
@@ -233,7 +246,9 @@ pub(super) fn run_worker(shared: &Shared, mut poll: Poll) {
                     Err(_) => break, // e.g. ICMP port unreachable surfaced as ECONNREFUSED
                 }
             }
-            touched.insert(id);
+            if received == Received::Service {
+                touched.insert(id);
+            }
         }
         state.syscalls += syscalls;
         fire_deadlines(&mut state, now, &mut touched);

@@ -10,7 +10,7 @@ use str0m::media::{MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, RtcError};
 
-use super::{Datagram, MediaPeer, Pc, PeerCounters, PeerEvent, RxTrack};
+use super::{Datagram, MediaPeer, Pc, PeerCounters, PeerEvent, Received, RxTrack};
 use crate::media::publish::{Publisher, Write};
 use crate::media::rxstats::RxStats;
 use crate::media::transport::Transport;
@@ -28,20 +28,27 @@ impl MediaPeer {
     }
 
     /// Feeds one received datagram that arrived at `now` (the kernel's receive time where the
-    /// caller has it). Garbage is counted and dropped, never fatal.
-    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+    /// caller has it). Garbage is counted and dropped, never fatal. Says whether the caller must
+    /// `poll` the peer for it: a steady packet on the own SRTP path usually needs nothing.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> Received {
         self.counters.datagrams_received += 1;
         if self.failed {
-            return;
+            return Received::Service;
         }
         let Some(pc) = self.pc_for(destination) else {
             self.counters.foreign_datagrams += 1;
-            return;
+            return Received::Service;
         };
         if self.hold_for_slow_reader(pc, now, source, destination, data) {
-            return;
+            return Received::Service;
         }
-        self.feed_datagram(pc, now, source, destination, data);
+        self.feed_datagram(pc, now, source, destination, data)
     }
 
     /// Hands one datagram of `pc` to its `Rtc`.
@@ -52,13 +59,16 @@ impl MediaPeer {
         source: SocketAddr,
         destination: SocketAddr,
         data: &[u8],
-    ) {
-        if self.receive_own_srtp(pc, now, data) {
-            return;
+    ) -> Received {
+        if let Some(received) = self.receive_own_srtp(pc, now, data) {
+            return received;
+        }
+        if pc == Pc::Subscriber {
+            self.flush_receipts(); // str0m sees this datagram after the receipts before it
         }
         let Ok(receive) = Receive::new(Protocol::Udp, source, destination, data) else {
             self.counters.foreign_datagrams += 1;
-            return;
+            return Received::Service;
         };
         let transport = self.transport_mut(pc).expect("pc_for found it");
         transport.datagrams_received += 1;
@@ -76,6 +86,7 @@ impl MediaPeer {
             self.on_rtc_error(pc, now, error);
         }
         self.drain_to_outbox(pc, now);
+        Received::Service
     }
 
     pub(super) fn drain_to_outbox(&mut self, pc: Pc, now: Instant) {
@@ -107,6 +118,11 @@ impl MediaPeer {
                 transport.own_checks_at = None;
             }
             if transport.next_timeout <= now || own_checks_due {
+                if pc == Pc::Subscriber {
+                    // str0m's timers read what the deferred receipts account (reports, pause check).
+                    self.flush_receipts();
+                }
+                let Some(transport) = self.transport_mut(pc) else { continue };
                 transport.undrained = true;
                 let input_at = transport.advance_clock(now);
                 if let Err(error) = transport.rtc.handle_input(Input::Timeout(input_at)) {

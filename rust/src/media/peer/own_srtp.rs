@@ -12,6 +12,17 @@
 //! number) so its receiver reports, NACKs, TWCC feedback and pause detection go on as before.
 //! No `RtpHeader`, no payload copy, no `RtpPacket` event, usually no poll.
 //!
+//! Receipts without a transport-wide sequence number (livekit-server's audio: no TWCC, and
+//! NACK-suppressed) are *deferred*: they feed only str0m's receiver reports and pause check,
+//! which str0m reads when one of its timers runs. So they wait here, with their arrival times,
+//! and are handed over in one run (`flush_receipts`) before str0m next has any input of this
+//! PeerConnection (a timer, a datagram on its path) or when `RECEIPT_BATCH` are waiting. One
+//! run touches the peer's `Rtc` once instead of once per packet, whose cache misses were most of
+//! the receipt's cost; and a deferred packet changes nothing the hub must re-arm, so the hub
+//! skips servicing the peer (`receive_own_srtp` answers `Received::Quiet`). A receipt with a
+//! transport-wide sequence number may move str0m's TWCC feedback timer, so it goes at once,
+//! after any deferred ones (order within a stream is kept).
+//!
 //! Everything else keeps str0m's path: RTCP, STUN, DTLS, RTX and other unknown SSRCs, a stream
 //! whose section was given to another track (its next packet must start the new track's
 //! accounting), packets during an ICE restart (which waits for the first RTP), a payload type
@@ -28,6 +39,12 @@ use str0m::Rtc;
 
 use super::{MediaPeer, Pc};
 use crate::media::srtp_rx::{peek_ssrc, GcmProfile, SrtpReceiver, SrtpRxError};
+use crate::media::types::Received;
+
+/// The most receipts deferred before they are handed to str0m in one run: 32 packets of one
+/// 50 packet/s audio stream are 640 ms, under str0m's pause threshold, and usually a timer
+/// (receiver report, ICE) flushes sooner.
+const RECEIPT_BATCH: usize = 32;
 
 /// The environment variable that selects the receive path: `own` (the default) or `str0m`.
 pub const SRTP_RX_ENV: &str = "LKSWARM_SRTP_RX";
@@ -58,6 +75,8 @@ pub(super) struct OwnReceiver {
     /// stream, even one whose section did not negotiate the extension (livekit-server's audio
     /// sections may not): the first section that has it names it.
     twcc_ext_id: Option<u8>,
+    /// Receipts not yet handed to str0m, in arrival order, with the time str0m is to be given.
+    deferred: Vec<(Instant, ExternalRtp)>,
 }
 
 impl OwnSrtp {
@@ -74,9 +93,12 @@ impl OwnSrtp {
             _ => GcmProfile::Aes256,
         };
         match SrtpReceiver::new(profile, &keying.master_key, &keying.master_salt) {
-            Ok(receiver) => {
-                OwnSrtp::On(Box::new(OwnReceiver { receiver, plaintext: Vec::with_capacity(1500), twcc_ext_id: None }))
-            }
+            Ok(receiver) => OwnSrtp::On(Box::new(OwnReceiver {
+                receiver,
+                plaintext: Vec::with_capacity(1500),
+                twcc_ext_id: None,
+                deferred: Vec::with_capacity(RECEIPT_BATCH),
+            })),
             Err(_) => OwnSrtp::Off("the exported SRTP keys were refused"),
         }
     }
@@ -103,27 +125,28 @@ impl MediaPeer {
 
     /// Stops tracking `ssrc` (its section now carries another track).
     pub(super) fn forget_own_srtp(&mut self, ssrc: Ssrc) {
+        self.flush_receipts(); // its deferred receipts belong to the old track
         if let OwnSrtp::On(own) = &mut self.own_srtp {
             own.receiver.forget(*ssrc);
         }
     }
 
     /// Receives one datagram of the primary PeerConnection on the own path if it is SRTP of a
-    /// tracked stream; false when str0m should have it (see the module doc). Borrows field by
+    /// tracked stream; `None` when str0m should have it (see the module doc). Borrows field by
     /// field so the stream's accounting is looked up once.
-    pub(super) fn receive_own_srtp(&mut self, pc: Pc, now: Instant, data: &[u8]) -> bool {
+    pub(super) fn receive_own_srtp(&mut self, pc: Pc, now: Instant, data: &[u8]) -> Option<Received> {
         if pc != Pc::Subscriber || self.restart.is_some() {
-            return false;
+            return None;
         }
-        let OwnSrtp::On(own) = &mut self.own_srtp else { return false };
-        let Some(ssrc) = peek_ssrc(data) else { return false };
+        let OwnSrtp::On(own) = &mut self.own_srtp else { return None };
+        let ssrc = peek_ssrc(data)?;
         if !own.receiver.is_tracked(ssrc) {
-            return false;
+            return None;
         }
         let Some(track) = self.rx.get_mut(&Ssrc::from(ssrc)) else {
             // The section now carries another track: str0m's path starts its accounting.
             own.receiver.forget(ssrc);
-            return false;
+            return None;
         };
         let opened = match own.receiver.open(data, &mut own.plaintext, own.twcc_ext_id) {
             Ok(opened) => opened,
@@ -135,10 +158,10 @@ impl MediaPeer {
                 *counter += 1;
                 self.primary.datagrams_received += 1;
                 self.last_arrival = Some(now);
-                return true;
+                return Some(Received::Quiet);
             }
             // Not ours to judge (a header we cannot parse, an SSRC forgotten meanwhile): str0m's.
-            Err(_) => return false,
+            Err(_) => return None,
         };
         let transport = &mut self.primary;
         let at = transport.advance_clock(now);
@@ -150,32 +173,61 @@ impl MediaPeer {
             transport_cc: opened.transport_cc,
             payload_len: opened.payload_len,
         };
-        let result = transport.rtc.handle_external_rtp(at, &receipt);
-        if matches!(result, Ok(ExternalRtpReceipt::Refused)) {
-            // Not a main stream str0m knows (any more): it decrypts this one itself.
-            own.receiver.forget(ssrc);
-            return false;
-        }
         transport.datagrams_received += 1;
         self.last_arrival = Some(now);
-        match result {
-            Ok(ExternalRtpReceipt::Accounted) => {
-                self.counters.srtp_own_packets += 1;
-                let arrival_s = at.duration_since(transport.created_at).as_secs_f64();
-                track.stats.record(opened.sequence, opened.timestamp, arrival_s, opened.payload_len);
-                match transport.rtc.quiet_timeout() {
-                    Some(timeout) => transport.next_timeout = timeout,
-                    None => {
-                        // A timer ran or a paused stream resumed: str0m has output to hand out.
-                        transport.undrained = true;
-                        self.drain_to_outbox(pc, at);
-                    }
-                }
-            }
-            Ok(_) => self.counters.srtp_own_replayed += 1, // str0m's register had it already
-            Err(error) => self.on_rtc_error(pc, at, error),
+        self.counters.srtp_own_packets += 1;
+        let arrival_s = at.duration_since(transport.created_at).as_secs_f64();
+        track.stats.record(opened.sequence, opened.timestamp, arrival_s, opened.payload_len);
+        own.deferred.push((at, receipt));
+        if receipt.transport_cc.is_none() && own.deferred.len() < RECEIPT_BATCH {
+            return Some(Received::Quiet);
         }
-        true
+        Some(self.flush_receipts())
+    }
+
+    /// Hands str0m the deferred receipts in arrival order (see the module doc), then takes its
+    /// next timeout, or drains it when a receipt left output (a timer ran, a paused stream
+    /// resumed). Called before str0m has any other input of the primary PeerConnection.
+    /// `Received::Quiet` when nothing changed that the hub must act on (no output, the same
+    /// deadline).
+    pub(super) fn flush_receipts(&mut self) -> Received {
+        let OwnSrtp::On(own) = &mut self.own_srtp else { return Received::Quiet };
+        let Some(&(last_at, _)) = own.deferred.last() else { return Received::Quiet };
+        let transport = &mut self.primary;
+        let timeout_before = transport.next_timeout;
+        let mut error = None;
+        for (at, receipt) in own.deferred.drain(..) {
+            match transport.rtc.handle_external_rtp(at, &receipt) {
+                Ok(ExternalRtpReceipt::Accounted) => {}
+                // No longer a main stream str0m knows: its next packets go through str0m. This
+                // one was authenticated and counted here; only str0m's reports miss it.
+                Ok(ExternalRtpReceipt::Refused) => {
+                    own.receiver.forget(*receipt.ssrc);
+                    self.counters.srtp_receipts_refused += 1;
+                }
+                Ok(_) => self.counters.srtp_own_replayed += 1, // str0m's register had it already
+                Err(e) => error = Some((at, e)),
+            }
+        }
+        if let Some((at, error)) = error {
+            self.on_rtc_error(Pc::Subscriber, at, error);
+            if self.failed {
+                return Received::Service;
+            }
+        }
+        let transport = &mut self.primary;
+        match transport.rtc.quiet_timeout() {
+            Some(timeout) if timeout == timeout_before => Received::Quiet,
+            Some(timeout) => {
+                transport.next_timeout = timeout; // TWCC feedback moved it earlier: re-arm
+                Received::Service
+            }
+            None => {
+                transport.undrained = true;
+                self.drain_to_outbox(Pc::Subscriber, last_at);
+                Received::Service
+            }
+        }
     }
 
     /// Why this peer received all SRTP through str0m, if it did after tracking was attempted.

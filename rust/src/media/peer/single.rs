@@ -125,6 +125,7 @@ impl MediaPeer {
         sdp: &str,
         mid_to_track_id: Option<&HashMap<String, String>>,
     ) -> Result<Option<Offer>, String> {
+        self.flush_receipts(); // an answer may retire receive streams: account theirs first
         let Some(single) = &mut self.single else { return Err("not a single-PC peer".into()) };
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("unparsable answer: {e}"))?;
         let pending = self.pending_offer.take().ok_or("an answer arrived with no offer pending")?;
@@ -162,6 +163,7 @@ impl MediaPeer {
         if self.failed {
             return Err("the peer has failed".into());
         }
+        self.flush_receipts();
         let Some(single) = &mut self.single else {
             return Err("not a single-PC peer: the server restarts ICE on the subscriber PeerConnection".into());
         };
@@ -218,6 +220,7 @@ impl MediaPeer {
     /// Offers `audios` and `videos` more recvonly sections plus those asked for while an offer was
     /// pending; with none at all, a plain re-offer (see the module doc).
     fn offer_receive_sections(&mut self, audios: u32, videos: u32) -> Result<Offer, String> {
+        self.flush_receipts();
         let Some(single) = &mut self.single else { return Err("not a single-PC peer".into()) };
         let (audios, videos) = (audios + single.wanted.0, videos + single.wanted.1);
         let free = single.recv_mids.iter().copied().find(|mid| {
