@@ -22,7 +22,12 @@ All in one run, on the same machine, so that the ratios hold however busy the ma
 
 Usage: ``python bench/bench_floor.py`` (prints JSON); ``python bench/run_all.py floor`` records it.
 ``--ab TREE_A TREE_B`` measures only the live cost per packet of two checkouts' ``python/`` directories
-(each with its own built ``_core``), interleaved A,B,B,A,...: ``--ab /tmp/new/python /tmp/old/python --rounds 4``.
+(each with its own built ``_core``), interleaved A,B,B,A,...: ``--ab /tmp/new/python /tmp/old/python --rounds 4``;
+``--record BASE_COMMIT`` writes it to ``bench/results/<date>-floor-ab.json``. Copy this tree's ``python/`` first: a
+run reads it live, so editing the tree meanwhile breaks a run. The base: ``git worktree add /tmp/old BASE_COMMIT``,
+then there ``cargo build --release --features python --lib`` (its own ``CARGO_TARGET_DIR``;
+``rust/patches/prepare-str0m`` first where the base has one) and copy ``liblkswarm_core.so`` to
+``python/lkswarm/_core.abi3.so``.
 """
 
 from __future__ import annotations
@@ -229,11 +234,38 @@ def ab_live(tree_a: str, tree_b: str, rounds: int) -> dict[str, Any]:
     }
 
 
+def record_ab(tree_a: str, tree_b: str, rounds: int, base_commit: str) -> Path:
+    """`ab_live`, recorded as ``bench/results/<today>-floor-ab.json`` (issue #24's A/B: this tree over the
+    commit the issue started from), with what was compared."""
+    import datetime
+
+    from run_all import write_result
+
+    result = ab_live(tree_a, tree_b, rounds)
+    result.update(
+        a="this tree (python/, its built _core)",
+        b=f"{base_commit}, built the same way (its own _core)",
+        b_commit=base_commit,
+        note=(
+            "Issue #24's 'live cost halved' A/B: interleaved A,B,B,A,... on the media suite's live shape (1 room, "
+            "300 participants, 1 audio publisher, 40 s, embedded livekit-server); ns per packet is the whole "
+            "generator process's CPU over the steady-state seconds over the packets received in them."
+        ),
+    )
+    return write_result("floor-ab", result, datetime.date.today().isoformat())
+
+
 if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ab", nargs=2, metavar=("TREE_A", "TREE_B"), help="two checkouts' python/ directories")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--record", metavar="BASE_COMMIT", help="with --ab: record it in bench/results/ (TREE_B is BASE_COMMIT)"
+    )
     args = parser.parse_args()
-    print(json.dumps(ab_live(args.ab[0], args.ab[1], args.rounds) if args.ab else main(), indent=2))
+    if args.ab and args.record:
+        print(record_ab(args.ab[0], args.ab[1], args.rounds, args.record))
+    else:
+        print(json.dumps(ab_live(args.ab[0], args.ab[1], args.rounds) if args.ab else main(), indent=2))

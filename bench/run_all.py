@@ -197,7 +197,7 @@ COMMANDS = {
     "single-pc": "python bench/bench_single_pc.py",
     "data": "python bench/bench_data.py",
     "floor": "python bench/bench_floor.py",
-    "floor-ab": "python bench/bench_floor.py --ab <this tree>/python <git archive of the base>/python --rounds 4",
+    "floor-ab": "python bench/bench_floor.py --ab <this tree>/python <the base>/python --rounds 4 --record <base>",
     "ray": "python bench/bench_ray.py",
 }
 
