@@ -73,9 +73,9 @@ def record_buckets_us(histogram: HdrHistogram, buckets: list[tuple[int, int]]) -
 
 def mean_of(histogram: HdrHistogram) -> float:
     """``get_mean_value``'s figure (each count at the middle of its bucket) from the non-empty counts only.
-    hdrh's own walks every bucket below the maximum through its iterator: about 235,000 Python steps for a
-    histogram of this range holding one long value, which made building a run's report a quarter of a
-    second of CPU. Here: one pass over the counts array."""
+    hdrh's own walks every bucket below the maximum through its iterator: about 23,500 steps (26 ms) for a
+    histogram of this range holding one hour-long value, and a run's report takes ten means, a quarter of a
+    second of CPU. Here: one pass over the counts array (under 2 ms)."""
     total_count: int = histogram.get_total_count()
     if not total_count:
         return 0.0
