@@ -90,6 +90,37 @@ def test_v0_and_v1_participants_of_one_room_receive_each_others_tracks(
     assert report["latency_ms"]["active_v1"]["count"] == 4 and report["latency_ms"]["active_v0"]["count"] == 4
 
 
+@pytest.mark.parametrize("signal_path", ["v0", "v1"])
+def test_simulcast_subscribers_get_the_high_layer(
+    livekit_server: LocalServer, credentials: Credentials, signal_path: str
+) -> None:
+    """One simulcast publisher (q, h and f: 180p, 360p, 720p) and 4 subscribers that ask for nothing: the
+    server forwards its default, the high layer, so each subscriber receives most of what the publisher sends.
+
+    On v1 this failed while our offers carried ``a=msid`` in recvonly sections: the server took one of them
+    for the pending track's section and read its absent rids over ``q;h;f``, so every rid mapped to layer 0
+    and a subscriber got one of the three streams at random (often the 180p one, about a tenth of the
+    bytes). The three layers' bytes split about 1:4:10 here, so the high layer alone is about two thirds."""
+    config = RunConfig(
+        url=livekit_server.url,
+        rooms=1,
+        participants=5,
+        rate=20,
+        duration_s=12,
+        video_publishers=1,
+        signal_path=signal_path,
+        run_tag=os.urandom(3).hex(),
+    )
+    report = run_engine(config, credentials, livekit_server.url)
+    p = report["participants"]
+    assert p["outcomes"]["completed"] == 5 and p["active_at_end"] == 5, (p["failures"], p["failure_details"])
+    media = report["media"]
+    assert media["tracks_received"] == 4 and media["loss_ratio"] == 0.0, media
+    share = media["bytes_received"] / 4 / media["bytes_sent"]
+    # Forwarding starts at the first key frame after subscribing (up to a second into a 12 s run).
+    assert share > 0.45, f"each subscriber received {share:.2f} of the publisher's bytes: not the high layer"
+
+
 def test_the_official_sdk_and_v1_participants_receive_each_others_media(
     livekit_server: LocalServer, credentials: Credentials
 ) -> None:
