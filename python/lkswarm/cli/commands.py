@@ -408,7 +408,7 @@ _CLICK_EXCEPTION: type[Any] = _CLICK_TYPES["ClickException"]
 def main() -> None:
     """Entry point of the ``lkswarm`` script."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    unfold_help()
+    unfold_help(sys.argv)
     try:
         # Not standalone: click's usage errors come back here and get one line, not a box.
         code = app(standalone_mode=False)

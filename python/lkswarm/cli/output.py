@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import rich.markup
 import typer
-import typer.rich_utils
 from rich.console import Console
 from rich.table import Table
 
@@ -33,8 +32,16 @@ def _width(stream: Any, off_terminal: int = UNFOLDED_WIDTH) -> int | None:
     return off_terminal
 
 
-def unfold_help() -> None:
-    """Typer's --help off a terminal: no folding at 80 columns either (unless TERMINAL_WIDTH says)."""
+def unfold_help(argv: list[str]) -> None:
+    """Typer's --help off a terminal: no folding at 80 columns either (unless TERMINAL_WIDTH says).
+
+    Only where help is printed (``--help``, or no arguments at all): typer's help renderer imports rich's
+    markdown, pretty and traceback modules and pygments, about 30 ms that a run does not need.
+    """
+    if len(argv) > 1 and "--help" not in argv:
+        return
+    import typer.rich_utils
+
     if typer.rich_utils.MAX_WIDTH is None:
         typer.rich_utils.MAX_WIDTH = _width(sys.stdout, HELP_WIDTH)
 

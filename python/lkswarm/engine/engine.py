@@ -121,6 +121,9 @@ class Engine:
         self._t0 = 0.0
         self.interrupted: dict[str, Any] | None = None  # {"signal", "at_s"} when a stop ended the run early
         self._stop_requested = asyncio.Event()
+        # Set when the run may be over before its duration: a stop, or everyone ended once scheduling is
+        # done. The run's main wait sleeps on it instead of polling (a wakeup ten times a second).
+        self._may_end = asyncio.Event()
         self._aborting = False
 
     @property
@@ -143,6 +146,8 @@ class Engine:
         detail = self.run_context.credentials.redact(detail) if detail else ""
         self.run_context.counters[f"signal_path_outcome:{driver.path}:{outcome.kind.value}"] += 1
         self.tally.outcome(driver.identity, driver.room, outcome, detail, time.perf_counter() - self._t0)
+        if self.tally.alive == 0:
+            self._may_end.set()
 
     def on_joined(self, driver: ParticipantDriver, event: Joined) -> None:
         self.tally.joined += 1
@@ -159,10 +164,12 @@ class Engine:
             at_s = max(0.0, time.perf_counter() - self._t0) if self._t0 else 0.0
             self.interrupted = {"signal": signal_name, "at_s": round(at_s, 3)}
         self._stop_requested.set()
+        self._may_end.set()
 
     def finish(self) -> None:
         """Ends the run now, as its duration would (not an interruption): for an open plan's owner."""
         self._stop_requested.set()
+        self._may_end.set()
 
     def elapsed_s(self) -> float:
         """Seconds since the run's time origin (0 before it is fixed)."""
@@ -246,8 +253,9 @@ class Engine:
         while time.perf_counter() < end_at and not self._stop_requested.is_set():
             if self._scheduling_done and self.tally.alive == 0:
                 break  # everyone has already ended (e.g. the server is unreachable)
+            self._may_end.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_requested.wait(), min(0.1, max(0.0, end_at - time.perf_counter())))
+                await asyncio.wait_for(self._may_end.wait(), max(0.0, end_at - time.perf_counter()))
         for task in background:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 # A broken schedule must not pass for a run whose participants were simply not started.
@@ -340,6 +348,7 @@ class Engine:
                 await self._arrivals_added.wait()
         finally:
             self._scheduling_done = True
+            self._may_end.set()
 
     def _start(self, arrival: Arrival, intended: float) -> None:
         if arrival.index in self._left_before_start:
