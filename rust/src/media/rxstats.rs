@@ -40,6 +40,12 @@ impl RxStats {
     }
 
     /// Accounts one new packet.
+    /// Whether `seq16` comes right after the highest sequence number received: no gap opens and
+    /// nothing arrives out of order.
+    pub fn follows_in_order(&self, seq16: u16) -> bool {
+        self.started && seq16 == self.last_seq16.wrapping_add(1)
+    }
+
     pub fn record(&mut self, seq16: u16, rtp_timestamp: u32, arrival_s: f64, payload_len: usize) {
         self.packets += 1;
         self.bytes += payload_len as u64;

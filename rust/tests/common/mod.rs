@@ -56,6 +56,19 @@ pub fn run(
     steps: u32,
     side: &mut dyn ServerSide,
 ) {
+    run_losing(peer, server, server_addr, now, steps, side, &mut |_| false);
+}
+
+/// As `run`, but the wire loses every datagram to the peer for which `lose` says so.
+pub fn run_losing(
+    peer: &mut MediaPeer,
+    server: &mut Rtc,
+    server_addr: SocketAddr,
+    now: &mut Instant,
+    steps: u32,
+    side: &mut dyn ServerSide,
+    lose: &mut dyn FnMut(&Datagram) -> bool,
+) {
     let mut wire: Vec<Datagram> = Vec::new();
     for _ in 0..steps {
         *now += Duration::from_millis(1);
@@ -70,7 +83,7 @@ pub fn run(
                 let receive =
                     Receive::new(Protocol::Udp, datagram.source, datagram.destination, &datagram.contents).unwrap();
                 server.handle_input(Input::Receive(at, receive)).unwrap();
-            } else {
+            } else if !lose(&datagram) {
                 peer.handle_datagram(at, datagram.source, datagram.destination, &datagram.contents);
             }
         }

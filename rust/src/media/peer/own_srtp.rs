@@ -12,16 +12,19 @@
 //! number) so its receiver reports, NACKs, TWCC feedback and pause detection go on as before.
 //! No `RtpHeader`, no payload copy, no `RtpPacket` event, usually no poll.
 //!
-//! Receipts without a transport-wide sequence number (livekit-server's audio: no TWCC, and
-//! NACK-suppressed) are *deferred*: they feed only str0m's receiver reports and pause check,
-//! which str0m reads when one of its timers runs. So they wait here, with their arrival times,
-//! and are handed over in one run (`flush_receipts`) before str0m next has any input of this
-//! PeerConnection (a timer, a datagram on its path) or when `RECEIPT_BATCH` are waiting. One
-//! run touches the peer's `Rtc` once instead of once per packet, whose cache misses were most of
-//! the receipt's cost; and a deferred packet changes nothing the hub must re-arm, so the hub
-//! skips servicing the peer (`receive_own_srtp` answers `Received::Quiet`). A receipt with a
-//! transport-wide sequence number may move str0m's TWCC feedback timer, so it goes at once,
-//! after any deferred ones (order within a stream is kept).
+//! Receipts that can move no str0m timer are *deferred*: they feed str0m's registers (receiver
+//! reports, NACK, TWCC feedback, the pause check), which str0m reads only when one of its timers
+//! runs. So they wait here, with their arrival times, and are handed over in one run
+//! (`flush_receipts`) before str0m next has any input of this PeerConnection (a timer, a datagram
+//! on its path) or when `RECEIPT_BATCH` are waiting. One run touches the peer's `Rtc` once instead
+//! of once per packet, whose cache misses were most of the receipt's cost; and a deferred packet
+//! changes nothing the hub must re-arm, so the hub skips servicing the peer (`receive_own_srtp`
+//! answers `Received::Quiet`). A receipt may wait when it arrives in order (a gap arms str0m's
+//! NACK timer, so a packet after one goes at once, with those before it) and either has no
+//! transport-wide sequence number (livekit-server's audio) or has one while str0m's TWCC feedback
+//! is already due (`twcc_armed`: the first receipt after a feedback sets that timer, so it goes at
+//! once). Order within a stream is kept, and str0m sees every receipt at its arrival time, so its
+//! reports, NACKs and feedback are what immediate receipts would have made.
 //!
 //! Everything else keeps str0m's path: RTCP, STUN, DTLS, RTX and other unknown SSRCs, a stream
 //! whose section was given to another track (its next packet must start the new track's
@@ -77,6 +80,9 @@ pub(super) struct OwnReceiver {
     twcc_ext_id: Option<u8>,
     /// Receipts not yet handed to str0m, in arrival order, with the time str0m is to be given.
     deferred: Vec<(Instant, ExternalRtp)>,
+    /// str0m's TWCC feedback is known to be due (its timer armed) since the last hand-over; false
+    /// once str0m has any other input, which may send the feedback.
+    twcc_armed: bool,
 }
 
 impl OwnSrtp {
@@ -98,6 +104,7 @@ impl OwnSrtp {
                 plaintext: Vec::with_capacity(1500),
                 twcc_ext_id: None,
                 deferred: Vec::with_capacity(RECEIPT_BATCH),
+                twcc_armed: false,
             })),
             Err(_) => OwnSrtp::Off("the exported SRTP keys were refused"),
         }
@@ -177,20 +184,33 @@ impl MediaPeer {
         self.last_arrival = Some(now);
         self.counters.srtp_own_packets += 1;
         let arrival_s = at.duration_since(transport.created_at).as_secs_f64();
+        let in_order = track.stats.follows_in_order(opened.sequence);
         track.stats.record(opened.sequence, opened.timestamp, arrival_s, opened.payload_len);
         own.deferred.push((at, receipt));
-        if receipt.transport_cc.is_none() && own.deferred.len() < RECEIPT_BATCH {
+        let moves_no_timer = in_order && (receipt.transport_cc.is_none() || own.twcc_armed);
+        if moves_no_timer && own.deferred.len() < RECEIPT_BATCH {
             return Some(Received::Quiet);
         }
-        Some(self.flush_receipts())
+        Some(self.hand_over_receipts())
     }
 
-    /// Hands str0m the deferred receipts in arrival order (see the module doc), then takes its
-    /// next timeout, or drains it when a receipt left output (a timer ran, a paused stream
-    /// resumed). Called before str0m has any other input of the primary PeerConnection.
+    /// Hands str0m the deferred receipts before it has any other input of the primary
+    /// PeerConnection (see `hand_over_receipts`). That input may send the TWCC feedback, so the
+    /// next receipt with a transport-wide number goes at once, to arm its timer again.
+    pub(super) fn flush_receipts(&mut self) -> Received {
+        let received = self.hand_over_receipts();
+        if let OwnSrtp::On(own) = &mut self.own_srtp {
+            own.twcc_armed = false;
+        }
+        received
+    }
+
+    /// Hands str0m the deferred receipts in arrival order (see the module doc), notes whether
+    /// its TWCC feedback is now due, then takes its next timeout, or drains it when a receipt left
+    /// output (a timer ran, a paused stream resumed, a gap armed the NACK timer at once).
     /// `Received::Quiet` when nothing changed that the hub must act on (no output, the same
     /// deadline).
-    pub(super) fn flush_receipts(&mut self) -> Received {
+    fn hand_over_receipts(&mut self) -> Received {
         let OwnSrtp::On(own) = &mut self.own_srtp else { return Received::Quiet };
         let Some(&(last_at, _)) = own.deferred.last() else { return Received::Quiet };
         let transport = &mut self.primary;
@@ -216,6 +236,9 @@ impl MediaPeer {
             }
         }
         let transport = &mut self.primary;
+        if let OwnSrtp::On(own) = &mut self.own_srtp {
+            own.twcc_armed = transport.rtc.twcc_feedback_pending();
+        }
         match transport.rtc.quiet_timeout() {
             Some(timeout) if timeout == timeout_before => Received::Quiet,
             Some(timeout) => {
