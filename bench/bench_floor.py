@@ -23,7 +23,8 @@ All in one run, on the same machine, so that the ratios hold however busy the ma
 Usage: ``python bench/bench_floor.py`` (prints JSON); ``python bench/run_all.py floor`` records it.
 ``--ab TREE_A TREE_B`` measures only the live cost per packet of two checkouts' ``python/`` directories
 (each with its own built ``_core``), interleaved A,B,B,A,...: ``--ab /tmp/new/python /tmp/old/python --rounds 4``;
-``--record BASE_COMMIT`` writes it to ``bench/results/<date>-floor-ab.json``. Copy this tree's ``python/`` first: a
+``--record BASE_COMMIT`` writes it to ``bench/results/<date>-floor-ab.json`` (``--name NAME``: ``<date>-NAME.json``,
+for a regression check against a later base). Copy this tree's ``python/`` first: a
 run reads it live, so editing the tree meanwhile breaks a run. The base: ``git worktree add /tmp/old BASE_COMMIT``,
 then there ``cargo build --release --features python --lib`` (its own ``CARGO_TARGET_DIR``;
 ``rust/patches/prepare-str0m`` first where the base has one) and copy ``liblkswarm_core.so`` to
@@ -234,9 +235,10 @@ def ab_live(tree_a: str, tree_b: str, rounds: int) -> dict[str, Any]:
     }
 
 
-def record_ab(tree_a: str, tree_b: str, rounds: int, base_commit: str) -> Path:
-    """`ab_live`, recorded as ``bench/results/<today>-floor-ab.json`` (issue #24's A/B: this tree over the
-    commit the issue started from), with what was compared."""
+def record_ab(tree_a: str, tree_b: str, rounds: int, base_commit: str, name: str = "floor-ab") -> Path:
+    """`ab_live`, recorded as ``bench/results/<today>-<name>.json`` (by default issue #24's A/B: this tree over
+    the commit the issue started from; another name for a regression check against a later base), with what
+    was compared."""
     import datetime
 
     from run_all import write_result
@@ -247,12 +249,15 @@ def record_ab(tree_a: str, tree_b: str, rounds: int, base_commit: str) -> Path:
         b=f"{base_commit}, built the same way (its own _core)",
         b_commit=base_commit,
         note=(
-            "Issue #24's 'live cost halved' A/B: interleaved A,B,B,A,... on the media suite's live shape (1 room, "
+            ("Issue #24's 'live cost halved' A/B" if name == "floor-ab" else f"An A/B against {base_commit}")
+            + ": interleaved A,B,B,A,... on the media suite's live shape (1 room, "
             "300 participants, 1 audio publisher, 40 s, embedded livekit-server); ns per packet is the whole "
             "generator process's CPU over the steady-state seconds over the packets received in them."
         ),
     )
-    return write_result("floor-ab", result, datetime.date.today().isoformat())
+    command = f"python bench/bench_floor.py --ab <this tree>/python <{base_commit}>/python --rounds {rounds}"
+    command += f" --record {base_commit} --name {name}"
+    return write_result(name, result, datetime.date.today().isoformat(), command)
 
 
 if __name__ == "__main__":
@@ -264,8 +269,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--record", metavar="BASE_COMMIT", help="with --ab: record it in bench/results/ (TREE_B is BASE_COMMIT)"
     )
+    parser.add_argument("--name", default="floor-ab", help="with --record: the result's name (<date>-<name>.json)")
     args = parser.parse_args()
     if args.ab and args.record:
-        print(record_ab(args.ab[0], args.ab[1], args.rounds, args.record))
+        print(record_ab(args.ab[0], args.ab[1], args.rounds, args.record, args.name))
     else:
         print(json.dumps(ab_live(args.ab[0], args.ab[1], args.rounds) if args.ab else main(), indent=2))

@@ -202,10 +202,18 @@ COMMANDS = {
 }
 
 
-def write_result(suite: str, result: dict[str, Any], today: str) -> Path:
+def write_result(suite: str, result: dict[str, Any], today: str, command: str | None = None) -> Path:
+    """Records ``result`` as ``bench/results/<today>-<suite>.json``; ``command`` says how to repeat it (by
+    default the suite's entry in COMMANDS)."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{today}-{suite}.json"
-    record = {"suite": suite, "date": today, "machine": machine(), "command": COMMANDS[suite], "result": result}
+    record = {
+        "suite": suite,
+        "date": today,
+        "machine": machine(),
+        "command": command or COMMANDS[suite],
+        "result": result,
+    }
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
 
