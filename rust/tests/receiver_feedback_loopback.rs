@@ -50,20 +50,37 @@ impl ServerSide for FeedbackReader {
     }
 }
 
-/// Runs `ms` of audio from a str0m sender built by `server` to our subscriber; returns the peer
-/// (its counters and receive stats), the sender's feedback and the audio section's mid.
-fn run_audio(server: str0m::RtcConfig, ms: u32) -> (MediaPeer, FeedbackReader, str0m::media::Mid) {
-    let mut now = Instant::now();
+/// Our dual-PC subscriber and a str0m server (built from `server`, with stats every 500 ms) that
+/// sends it one `kind` section, negotiated but not yet connected.
+struct Wired {
+    now: Instant,
+    peer: MediaPeer,
+    server: Rtc,
+    server_addr: std::net::SocketAddr,
+    mid: str0m::media::Mid,
+}
+
+/// Wires up a `Wired` on `port` (ours) and `port + 1` (the server's).
+fn wire_up(server: str0m::RtcConfig, kind: MediaKind, port: u16) -> Wired {
+    let now = Instant::now();
     let config = PeerConfig { connect_timeout: Duration::from_secs(5), ..PeerConfig::default() };
-    let mut peer = MediaPeer::new(&shared_certificate().unwrap(), addr(32_001), library(), config, now).unwrap();
-    let server_addr = addr(32_002);
-    let mut server = server.enable_opus(true, false).set_stats_interval(Some(Duration::from_millis(500))).build(now);
+    let mut peer = MediaPeer::new(&shared_certificate().unwrap(), addr(port), library(), config, now).unwrap();
+    let server_addr = addr(port + 1);
+    let mut server = server.set_stats_interval(Some(Duration::from_millis(500))).build(now);
     server.add_local_candidate(Candidate::host(server_addr, "udp").unwrap());
     let mut api = server.sdp_api();
-    let mid = api.add_media(MediaKind::Audio, Direction::SendOnly, Some("s".into()), Some("TR_a".into()), None);
+    let mid = api.add_media(kind, Direction::SendOnly, Some("s".into()), Some("TR_s".into()), None);
     let (offer, pending) = api.apply().unwrap();
     let answer = peer.accept_offer(&offer.to_sdp_string()).unwrap();
     server.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
+    Wired { now, peer, server, server_addr, mid }
+}
+
+/// Runs `ms` of audio from a str0m sender built by `server` to our subscriber; returns the peer
+/// (its counters and receive stats), the sender's feedback and the audio section's mid.
+fn run_audio(server: str0m::RtcConfig, ms: u32) -> (MediaPeer, FeedbackReader, str0m::media::Mid) {
+    let Wired { mut now, mut peer, mut server, server_addr, mid } =
+        wire_up(server.enable_opus(true, false), MediaKind::Audio, 32_001);
     let mut side = FeedbackReader::default();
     side.sender.audio = Some((mid, 0));
 
@@ -163,18 +180,8 @@ impl ServerSide for VideoSender {
 /// Runs `ms` of VP8 from a str0m sender to our subscriber, losing the datagrams to the peer that
 /// `lose` picks; returns the peer and the sender's stats.
 fn run_video(ms: u32, lose: &mut dyn FnMut(&Datagram) -> bool) -> (MediaPeer, VideoSender) {
-    let mut now = Instant::now();
-    let config = PeerConfig { connect_timeout: Duration::from_secs(5), ..PeerConfig::default() };
-    let mut peer = MediaPeer::new(&shared_certificate().unwrap(), addr(32_011), library(), config, now).unwrap();
-    let server_addr = addr(32_012);
-    let builder = Rtc::builder().clear_codecs().enable_vp8(true);
-    let mut server = builder.set_stats_interval(Some(Duration::from_millis(500))).build(now);
-    server.add_local_candidate(Candidate::host(server_addr, "udp").unwrap());
-    let mut api = server.sdp_api();
-    let mid = api.add_media(MediaKind::Video, Direction::SendOnly, Some("s".into()), Some("TR_v".into()), None);
-    let (offer, pending) = api.apply().unwrap();
-    let answer = peer.accept_offer(&offer.to_sdp_string()).unwrap();
-    server.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
+    let Wired { mut now, mut peer, mut server, server_addr, mid } =
+        wire_up(Rtc::builder().clear_codecs().enable_vp8(true), MediaKind::Video, 32_011);
     let mut side = VideoSender { video: Some((mid, 0)), ..VideoSender::default() };
     run_losing(&mut peer, &mut server, server_addr, &mut now, ms, &mut side, lose);
     assert!(peer.is_connected(Pc::Subscriber));

@@ -420,7 +420,7 @@ impl MediaPeer {
         let (talk_spurts, seed) = (self.config.talk_spurts, self.config.seed);
         self.publishing = Some(Publisher::new(self.library.clone(), audio_mid, video_mid, talk_spurts, seed, now));
         self.publisher = Some(transport);
-        Ok(crate::media::sdp::offer_sdp_string(&offer.to_sdp_string()))
+        Ok(crate::media::sdp::offer_sdp_string(&offer))
     }
 
     /// Refuses to offer a track whose clips are not loaded.

@@ -1,6 +1,7 @@
 //! The little SDP reading str0m does not expose: which track each m-line carries, and livekit's
 //! trickle candidates.
 
+use str0m::change::SdpOffer;
 use str0m::Candidate;
 
 /// `(mid, track id)` for every m-section with an `a=msid:<stream> <track>` line.
@@ -42,7 +43,12 @@ pub fn msid_tracks_by_mid(sdp: &str) -> Vec<(String, String)> {
 /// over the real ones. Every rid then maps to spatial layer 0, so subscribers get one of the
 /// three simulcast streams at random instead of the one the allocator chose. A single-PC offer
 /// has recvonly sections, so it hit this on every simulcast publish.
-pub fn offer_sdp_string(offer: &str) -> String {
+pub fn offer_sdp_string(offer: &SdpOffer) -> String {
+    without_unsent_msid(&offer.to_sdp_string())
+}
+
+/// `offer` without `a=msid` lines in m-sections that neither send nor send and receive.
+fn without_unsent_msid(offer: &str) -> String {
     let mut out = String::with_capacity(offer.len());
     let mut section: Vec<&str> = Vec::new();
     for line in offer.split_inclusive('\n') {
@@ -99,7 +105,7 @@ mod tests {
                      m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=inactive\r\na=msid:z w\r\n\
                      m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:3\r\na=sendrecv\r\na=msid:s mic\r\n\
                      m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:4\r\n";
-        let sent = offer_sdp_string(offer);
+        let sent = without_unsent_msid(offer);
         assert_eq!(msid_tracks_by_mid(&sent), vec![("0".into(), "cam".into()), ("3".into(), "mic".into())]);
         assert_eq!(sent.replace("a=msid:x y\r\n", "").len(), sent.len(), "{sent}");
         let expected = offer.replace("a=msid:x y\r\n", "").replace("a=msid:z w\r\n", "");

@@ -113,7 +113,7 @@ impl MediaPeer {
             let (talk_spurts, seed) = (self.config.talk_spurts, self.config.seed);
             self.publishing = Some(Publisher::new(self.library.clone(), audio_mid, video_mid, talk_spurts, seed, now));
         }
-        Ok((offer_sdp_string(&offer.to_sdp_string()), id))
+        Ok((offer_sdp_string(&offer), id))
     }
 
     /// Applies the server's answer to our pending offer. Each mid's track is the answer's `a=msid`
@@ -197,7 +197,7 @@ impl MediaPeer {
         single.offers += 1;
         let id = single.offers;
         self.begin_restart(super::restart::Phase::Answer, Some(now));
-        Ok((offer_sdp_string(&offer.to_sdp_string()), id))
+        Ok((offer_sdp_string(&offer), id))
     }
 
     /// The server's `media_sections_requirement`: `audios` and `videos` more recvonly sections, or
@@ -258,7 +258,7 @@ impl MediaPeer {
         single.wanted = (0, 0);
         single.renegotiate = false;
         single.offers += 1;
-        Ok((offer_sdp_string(&offer.to_sdp_string()), single.offers))
+        Ok((offer_sdp_string(&offer), single.offers))
     }
 }
 
