@@ -9,7 +9,8 @@ import pytest
 import lkswarm.engine.engine as engine_module
 from fakes import fake_run
 from lkswarm.engine.engine import Engine
-from lkswarm.engine.participant import ParticipantDriver, refusal_detail, timer_delay_s
+from lkswarm.engine.participant import ParticipantDriver, refusal_detail, timer_at
+from lkswarm.metrics import LOOP_GRID_MS, loop_grid_time
 from lkswarm.signal import codec
 from lkswarm.signal.enums import ConnectionQuality
 from lkswarm.signal.events import QualityReported
@@ -67,15 +68,27 @@ def test_frames_for_a_closed_connection_are_not_sent() -> None:
     assert connection.sent == []
 
 
-def test_timer_delays_round_up_to_whole_milliseconds_so_libuv_never_fires_early() -> None:
-    # libuv rounds a delay to the nearest millisecond: 0.4 ms became 0 and the driver spun on
-    # its timer until the deadline passed. Every delay is now whole milliseconds, never shorter.
-    for delay_s in (0.0001, 0.0004, 0.0009, 0.0015, 0.0031, 4.9996):
-        rounded_s = timer_delay_s(100.0 + delay_s, 100.0)
-        assert rounded_s >= delay_s
-        assert rounded_s - delay_s <= 0.001 + 1e-9
-        assert abs(rounded_s * 1000 - round(rounded_s * 1000)) < 1e-6
-    assert timer_delay_s(99.0, 100.0) == 0.0  # overdue: at once
+def test_timers_fire_on_the_shared_loop_grid_never_before_their_deadline() -> None:
+    # Every participant's timer is due on an instant of one grid of the loop's clock, in whole
+    # milliseconds, so that uvloop fires all due on it in one pass whenever they were armed; a
+    # deadline is never moved earlier (only by the loop clock's own millisecond truncation).
+    loop_now_s, now = 1000.0123, 55.5  # the loop's clock and perf_counter differ in origin
+    for delay_s in (0.0, 0.0004, 0.0009, 0.0312, 0.05, 0.0501, 4.9996):
+        at = timer_at(now + delay_s, now, loop_now_s)
+        assert at >= loop_now_s + delay_s - 1e-9
+        assert at - (loop_now_s + delay_s) <= LOOP_GRID_MS / 1000 + 1e-9
+        at_ms = round(at * 1000)
+        assert abs(at * 1000 - at_ms) < 1e-6 and at_ms % LOOP_GRID_MS == 0
+    assert timer_at(now - 1.0, now, loop_now_s) == loop_grid_time(loop_now_s)  # overdue: the next instant
+    # Two participants whose deadlines fall in one grid step share the instant.
+    assert timer_at(now + 0.011, now, loop_now_s) == timer_at(now + 0.020, now + 0.001, loop_now_s + 0.001)
+
+
+def test_loop_grid_instants_are_whole_multiples_of_the_step() -> None:
+    assert loop_grid_time(12.35) == 12.35  # already on the grid: not pushed a step later by float error
+    assert loop_grid_time(12.3501) == 12.4
+    assert loop_grid_time(0.0) == 0.0
+    assert loop_grid_time(7.001, 10) == 7.01
 
 
 def test_the_room_check_names_a_view_that_holds_a_replaced_sid(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,8 +5,8 @@ Theory of operation
 `ParticipantDriver.run` opens ``/rtc`` at the participant's intended start and
 then lives on callbacks: each WebSocket event feeds the session, the session's
 frames are written, its events are turned into metrics, and its single timer
-is re-armed with ``loop.call_later``. No task runs per participant after the
-connection is open.
+is re-armed with ``loop.call_at`` on the loop grid (`timer_at`), which all
+participants share. No task runs per participant after the connection is open.
 
 Outcome: every driver ends in exactly one `Outcome`: completed (alive when the run
 ended), left (the server's leave with DISCONNECT, with its reason) or failed (with
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import math
 import re
 import time
 import urllib.parse
@@ -36,6 +35,7 @@ from lkswarm.engine.ports import MediaLeg, RunContext
 from lkswarm.engine.reconnect import ReconnectEpisode
 from lkswarm.engine.record import ServerQuality
 from lkswarm.errors import MediaError, SignalError
+from lkswarm.metrics import loop_grid_time
 from lkswarm.net.ws_driver import WebSocketProtocol, open_websocket
 from lkswarm.signal.enums import CLIENT_PROTOCOL, DisconnectReason, LeaveAction, ReconnectReason
 from lkswarm.signal.events import (
@@ -93,15 +93,15 @@ def refusal_detail(body: str) -> str:
     return text if len(text) <= REJECTED_DETAIL_CHARS else text[: REJECTED_DETAIL_CHARS - 1] + "…"
 
 
-def timer_delay_s(deadline: float, now: float) -> float:
-    """The delay to hand ``call_later`` for ``deadline``, rounded up to whole milliseconds.
+def timer_at(deadline: float, now: float, loop_now_s: float) -> float:
+    """The loop time to hand ``call_at`` for ``deadline`` (on perf_counter, as ``now`` is): the first
+    instant of the loop grid (`loop_grid_time`) at or after it.
 
-    libuv keeps timers in milliseconds and rounds the delay to the nearest one, so a deadline
-    0.4 ms away fired at once, found nothing due and re-armed, again and again until the deadline
-    passed: about 17 wasted wake-ups per ping, 878 timer callbacks a second for 300 participants
-    that send 51 pings a second. Rounding up costs at most a millisecond of lateness.
+    Participants' timers (pings, above all) share the grid, and the loop-lag tick, so that one wake-up
+    of the loop serves all that are due; a timer fires at most one grid step late, never early by more
+    than the loop clock's millisecond.
     """
-    return math.ceil(max(0.0, deadline - now) * 1000) / 1000
+    return loop_grid_time(loop_now_s + max(0.0, deadline - now))
 
 
 class ParticipantDriver:
@@ -532,9 +532,8 @@ class ParticipantDriver:
             self._timer = None
         self._timer_at = deadline
         if deadline is not None:
-            self._timer = asyncio.get_running_loop().call_later(
-                timer_delay_s(deadline, time.perf_counter()), self._on_timer
-            )
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(timer_at(deadline, time.perf_counter(), loop.time()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

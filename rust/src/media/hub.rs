@@ -21,11 +21,12 @@
 //!
 //! Wakeups are batched once every peer is connected. Each datagram is its own wakeup otherwise:
 //! thousands a second, each a context switch that cost about 5.6 us, a sixth of the thread's CPU.
-//! So in steady state the worker lets `COALESCE` pass between wakeups, reading everything that
-//! queued meanwhile in one round, but never naps past a peer's deadline: media frames and str0m's
-//! timers are served on time. Arrival times come from the kernel (`recv.rs`), so the batching
+//! So in steady state the worker wakes on a grid of instants `COALESCE` apart, reading everything
+//! that queued meanwhile in one round; a peer's deadline (a media frame, a str0m timer) is served
+//! on the first instant at or after it, never later, so all deadlines of a step share one wakeup
+//! (`worker::plan`). Arrival times come from the kernel (`recv.rs`), so the batching
 //! shows in neither jitter nor TWCC. While any peer is still in its ICE/DTLS handshake there is
-//! no nap, so `latency_ms.active` never includes one.
+//! no nap and no grid, so `latency_ms.active` never includes one.
 //!
 //! The heap keeps one live entry per peer (`deadline.rs` says how). str0m
 //! moves a receiver's deadline on nearly every packet; pushing each move (lazy

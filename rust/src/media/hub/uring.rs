@@ -318,7 +318,7 @@ impl Uring {
                 syscalls += self.push(&opcode::AsyncCancel::new(token.0 as u64).build().user_data(CANCEL));
             }
             self.complete(&mut state, now, wall_now, &mut touched, &mut rearm);
-            fire_deadlines(&mut state, now, &mut touched);
+            fire_deadlines(&mut state, now, shared.anchor, &mut touched);
             for id in touched.iter().copied() {
                 service(shared, &mut state, id, now, Some(&mut outbox));
             }

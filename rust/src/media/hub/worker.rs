@@ -38,19 +38,38 @@ const MIN_NAP: Duration = Duration::from_micros(100);
 /// Kernel timestamps older than this (a clock step) are not believed.
 const MAX_QUEUED: Duration = Duration::from_secs(1);
 
-/// How long the worker sleeps before it waits in epoll: what is left of `COALESCE` since its last
-/// wakeup, cut short by the earliest deadline, and nothing unless the hub is `steady` (no peer
-/// connecting, every socket with kernel timestamps).
-fn nap_before_wait(steady: bool, since_last_wakeup: Duration, until_deadline: Duration) -> Duration {
+/// The first instant of the hub's wakeup grid at or after `at`: `anchor` plus a whole number of
+/// `COALESCE` steps.
+fn on_grid(anchor: Instant, at: Instant) -> Instant {
+    let step = COALESCE.as_nanos();
+    let steps = at.saturating_duration_since(anchor).as_nanos().div_ceil(step);
+    anchor + Duration::from_nanos(u64::try_from(steps * step).unwrap_or(u64::MAX))
+}
+
+/// The wait the worker plans at `now`: how long it may block (until the earliest deadline, at
+/// most `MAX_WAIT`) and how much of that it first naps.
+///
+/// While any peer is connecting (`steady` false) it naps nothing and blocks until the earliest
+/// deadline itself. In steady state it wakes only on instants of a grid `COALESCE` apart (from
+/// `anchor`): it naps until the first instant after its last wakeup, and a deadline is served on
+/// the first instant at or after it. Deadlines of all peers then share wakeups: served at their
+/// own instants, the str0m timers of a hundred audio receivers (TWCC feedback, reports) and the
+/// publishers' frames cut each nap short, and the worker woke 2-3 times per `COALESCE`.
+fn plan(
+    steady: bool,
+    now: Instant,
+    last_wakeup: Instant,
+    earliest: Option<Instant>,
+    anchor: Instant,
+) -> (Duration, Duration) {
+    let until = |at: Instant| at.saturating_duration_since(now).min(MAX_WAIT);
     if !steady {
-        return Duration::ZERO;
+        return (earliest.map_or(MAX_WAIT, until), Duration::ZERO);
     }
-    let nap = COALESCE.saturating_sub(since_last_wakeup).min(until_deadline);
-    if nap < MIN_NAP {
-        Duration::ZERO
-    } else {
-        nap
-    }
+    let timeout = earliest.map_or(MAX_WAIT, |at| until(on_grid(anchor, at)));
+    // Past the next instant by less than `MIN_NAP`: that one is this wakeup's, not the next.
+    let nap = until(on_grid(anchor, last_wakeup + MIN_NAP)).min(timeout);
+    (timeout, if nap < MIN_NAP { Duration::ZERO } else { nap })
 }
 
 /// When a datagram arrived, on the monotonic clock: `now` less its time in the socket queue, which
@@ -127,15 +146,14 @@ pub(super) fn service(shared: &Shared, state: &mut State, id: u32, now: Instant,
     state.scratch = scratch;
 }
 
-/// How long the worker may block next (until the earliest deadline, at most `MAX_WAIT`) and how
-/// much of that it first naps (`nap_before_wait`); the two backends share it.
+/// How long the worker may block next and how much of that it first naps (`plan`); the two
+/// backends share it.
 pub(super) fn plan_wait(shared: &Shared, last_wakeup: Instant) -> (Duration, Duration) {
     let state = shared.lock();
-    let now = Instant::now();
-    let until_deadline =
-        state.heap.peek().map_or(MAX_WAIT, |Reverse((at, _))| at.saturating_duration_since(now).min(MAX_WAIT));
+    let earliest = state.heap.peek().map(|Reverse((at, _))| *at);
     let steady = state.connecting == 0 && !state.untimestamped;
-    (until_deadline, nap_before_wait(steady, now.duration_since(last_wakeup), until_deadline))
+    drop(state);
+    plan(steady, Instant::now(), last_wakeup, earliest, shared.anchor)
 }
 
 /// Naps as `plan_wait` says, then returns how long the worker may still block and the system calls spent
@@ -171,7 +189,11 @@ pub(super) fn feed(
 }
 
 /// Wakes every peer whose deadline has passed, recording how late; adds them to `touched`.
-pub(super) fn fire_deadlines(state: &mut State, now: Instant, touched: &mut Touched) {
+///
+/// In steady state a deadline is due on its grid instant (`plan`), so lateness counts from there:
+/// the timer lag says how far the worker fell behind its plan, never the planned wait for the grid.
+pub(super) fn fire_deadlines(state: &mut State, now: Instant, anchor: Instant, touched: &mut Touched) {
+    let steady = state.connecting == 0 && !state.untimestamped;
     let mut state_timeouts = 0;
     while let Some(Reverse((at, id))) = state.heap.peek().copied() {
         if at > now {
@@ -187,7 +209,7 @@ pub(super) fn fire_deadlines(state: &mut State, now: Instant, touched: &mut Touc
             }
             Fired::Due => {}
         }
-        let wanted = slot.deadline.wake();
+        let wanted = if steady { on_grid(anchor, slot.deadline.wake()) } else { slot.deadline.wake() };
         let peer = &mut slot.peer;
         state_timeouts += 1;
         if catch_unwind(AssertUnwindSafe(|| peer.handle_timeout(now))).is_err() {
@@ -251,7 +273,7 @@ pub(super) fn run_worker(shared: &Shared, mut poll: Poll) {
             }
         }
         state.syscalls += syscalls;
-        fire_deadlines(&mut state, now, &mut touched);
+        fire_deadlines(&mut state, now, shared.anchor, &mut touched);
         for id in touched.iter().copied() {
             service(shared, &mut state, id, now, None);
         }
@@ -262,18 +284,47 @@ pub(super) fn run_worker(shared: &Shared, mut poll: Poll) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn no_nap_while_a_peer_is_connecting() {
-        assert_eq!(nap_before_wait(false, Duration::ZERO, MAX_WAIT), Duration::ZERO);
+    fn ms(base: Instant, n: u64) -> Instant {
+        base + Duration::from_millis(n)
     }
 
     #[test]
-    fn in_steady_state_wakeups_are_coalesce_apart_but_never_past_a_deadline() {
-        assert_eq!(nap_before_wait(true, Duration::from_millis(1), MAX_WAIT), Duration::from_millis(3));
-        assert_eq!(nap_before_wait(true, Duration::from_millis(1), Duration::from_millis(2)), Duration::from_millis(2));
-        assert_eq!(nap_before_wait(true, Duration::from_millis(9), MAX_WAIT), Duration::ZERO);
-        assert_eq!(nap_before_wait(true, Duration::from_millis(1), Duration::ZERO), Duration::ZERO);
-        assert_eq!(nap_before_wait(true, Duration::from_micros(3_950), MAX_WAIT), Duration::ZERO);
+    fn no_nap_while_a_peer_is_connecting_and_deadlines_are_served_at_their_own_instant() {
+        let anchor = Instant::now();
+        let (now, deadline) = (ms(anchor, 10) + Duration::from_micros(300), ms(anchor, 11));
+        assert_eq!(plan(false, now, now, Some(deadline), anchor), (Duration::from_micros(700), Duration::ZERO));
+        assert_eq!(plan(false, now, now, None, anchor), (MAX_WAIT, Duration::ZERO));
+    }
+
+    #[test]
+    fn in_steady_state_wakeups_fall_on_the_grid_and_deadlines_on_the_instant_at_or_after_them() {
+        let anchor = Instant::now();
+        let at = |us: u64| anchor + Duration::from_micros(us);
+        // Woken at 8.2 ms: naps to the next instant, 12 ms.
+        assert_eq!(plan(true, at(8_200), at(8_200), None, anchor), (MAX_WAIT, Duration::from_micros(3_800)));
+        // A deadline at 9.5 ms is served at 12 ms with the rest, not at its own instant.
+        let due = Some(at(9_500));
+        assert_eq!(
+            plan(true, at(8_200), at(8_200), due, anchor),
+            (Duration::from_micros(3_800), Duration::from_micros(3_800))
+        );
+        // A deadline on an instant is served on it; an overdue one at once.
+        assert_eq!(plan(true, at(8_200), at(8_200), Some(at(12_000)), anchor).0, Duration::from_micros(3_800));
+        assert_eq!(plan(true, at(8_200), at(8_200), Some(at(7_000)), anchor), (Duration::ZERO, Duration::ZERO));
+        // Woken by a datagram just before an instant: that instant is this wakeup's; it naps to the next.
+        assert_eq!(plan(true, at(11_950), at(11_950), None, anchor).1, Duration::from_micros(4_050));
+        // Planning late in the step: only the rest of it is napped; under `MIN_NAP`, none.
+        assert_eq!(plan(true, at(11_000), at(8_200), None, anchor).1, Duration::from_millis(1));
+        assert_eq!(plan(true, at(11_950), at(8_200), None, anchor).1, Duration::ZERO);
+    }
+
+    #[test]
+    fn grid_instants_are_whole_steps_from_the_anchor() {
+        let anchor = Instant::now();
+        assert_eq!(on_grid(anchor, anchor), anchor);
+        assert_eq!(on_grid(anchor, ms(anchor, 8)), ms(anchor, 8));
+        assert_eq!(on_grid(anchor, ms(anchor, 8) + Duration::from_nanos(1)), ms(anchor, 12));
+        assert_eq!(on_grid(anchor, anchor - Duration::from_millis(3)), anchor); // before the hub: its start
     }
 
     #[test]
