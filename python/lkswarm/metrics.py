@@ -213,6 +213,8 @@ def percentile(sorted_values: list[float], p: float) -> float:
 #: pings and the lag tick took about 91 wake-ups of the loop a second, each costing ~60 µs of
 #: Python and libuv whatever it served. A ping or a timeout up to 50 ms late changes nothing.
 LOOP_GRID_MS = 50
+#: uvloop's clock is whole milliseconds (libuv's ``uv_now``): its ``time()`` may be this far behind.
+LOOP_CLOCK_RESOLUTION_S = 0.001
 
 
 def loop_grid_time(loop_time_s: float, grid_ms: int = LOOP_GRID_MS) -> float:
@@ -226,10 +228,13 @@ def loop_grid_time(loop_time_s: float, grid_ms: int = LOOP_GRID_MS) -> float:
 
 
 class LoopLagMonitor:
-    """Measures how late the event loop runs a callback scheduled on every instant of the loop grid.
+    """Measures how late the event loop runs a callback scheduled on the instants of the loop grid.
 
     The tick shares the grid with the participants' timers (`loop_grid_time`), so it costs no
-    wake-up of its own; ``interval_s`` is the grid's step.
+    wake-up of its own; ``interval_s`` is the grid's step. After a tick, the next is due on the first
+    instant at least half a step away (a tick that ran half a step late or more skips one). Lateness is
+    read on perf_counter against the due instant carried over from the loop's clock, which under
+    uvloop may be up to a millisecond behind: a lag can read up to 1 ms low (and is never below 0).
     """
 
     def __init__(self, metrics: PhaseMetrics, interval_s: float = LOOP_GRID_MS / 1000) -> None:

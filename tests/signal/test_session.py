@@ -107,6 +107,19 @@ def test_ping_pong_measures_rtt_from_precise_send_time() -> None:
     assert codec.decode_request(frame).ping_req.rtt == 4  # our last RTT is reported to the server
 
 
+def test_pings_keep_their_cadence_when_the_timer_runs_late() -> None:
+    # The driver's timers run on a 50 ms grid: a ping due at 105.0 goes at 105.04, and the next is
+    # still due at 110.0, not 110.04. A timer that ran an interval or more late restarts the cadence.
+    session = joined_session(100.0)
+    session.handle_timer(105.04)
+    assert len(session.frames_to_send()) == 1
+    assert session.get_timer() == pytest.approx(110.0)
+    session.receive_frame(codec.encode_response({"refreshToken": "token-2"}), 109.0)  # alive
+    session.handle_timer(116.0)  # a loop stalled past a whole interval: the next ping counts from now
+    assert len(session.frames_to_send()) == 1
+    assert session.get_timer() == pytest.approx(121.0)
+
+
 def test_silence_past_ping_timeout_fails() -> None:
     session = joined_session(100.0)
     session.handle_timer(105.0)

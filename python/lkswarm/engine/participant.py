@@ -35,7 +35,7 @@ from lkswarm.engine.ports import MediaLeg, RunContext
 from lkswarm.engine.reconnect import ReconnectEpisode
 from lkswarm.engine.record import ServerQuality
 from lkswarm.errors import MediaError, SignalError
-from lkswarm.metrics import loop_grid_time
+from lkswarm.metrics import LOOP_CLOCK_RESOLUTION_S, loop_grid_time
 from lkswarm.net.ws_driver import WebSocketProtocol, open_websocket
 from lkswarm.signal.enums import CLIENT_PROTOCOL, DisconnectReason, LeaveAction, ReconnectReason
 from lkswarm.signal.events import (
@@ -98,10 +98,11 @@ def timer_at(deadline: float, now: float, loop_now_s: float) -> float:
     instant of the loop grid (`loop_grid_time`) at or after it.
 
     Participants' timers (pings, above all) share the grid, and the loop-lag tick, so that one wake-up
-    of the loop serves all that are due; a timer fires at most one grid step late, never early by more
-    than the loop clock's millisecond.
+    of the loop serves all that are due; a timer fires at most one grid step late. uvloop's clock
+    drops the fraction of its millisecond (``loop_now_s`` may be up to 1 ms behind ``now``), so the
+    deadline is padded by that millisecond: a timer is never due before its deadline.
     """
-    return loop_grid_time(loop_now_s + max(0.0, deadline - now))
+    return loop_grid_time(loop_now_s + max(0.0, deadline - now) + LOOP_CLOCK_RESOLUTION_S)
 
 
 class ParticipantDriver:

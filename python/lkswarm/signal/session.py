@@ -211,7 +211,12 @@ class SignalSession:
             self._fail("ping_timeout", f"no frame for {self.ping_timeout_s:.0f} s")
             return
         if self._next_ping_at is not None and now >= self._next_ping_at:
+            due_at = self._next_ping_at
             self.send_ping(now)
+            # The cadence runs from when the ping was due, not from when the driver's timer ran (up to
+            # a grid step later): counted from the run, every interval would grow by that step.
+            if now - due_at < self.ping_interval_s:
+                self._next_ping_at = due_at + self.ping_interval_s
 
     def get_timer(self) -> float | None:
         if self.state is SessionState.ENDED:

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use mio::Token;
 
-use super::worker::{arrival, feed, fire_deadlines, nap_then_plan, service, Outbox, Touched};
+use super::worker::{arrival, feed, fire_deadlines, nap_then_plan, service, Outbox, Round, Touched};
 use super::{Shared, State};
 use crate::media::recv::{control_timestamp, socket_addr_from_bytes, CONTROL_BYTES, RECV_BUFFER_BYTES};
 use crate::media::send::c_socket_addr;
@@ -305,7 +305,7 @@ impl Uring {
         let wake = self.wake_entry();
         self.push(&wake);
         while !shared.stop.load(Ordering::SeqCst) {
-            let (timeout, mut syscalls) = nap_then_plan(shared, last_wakeup);
+            let Round { timeout, mut syscalls, grid } = nap_then_plan(shared, last_wakeup);
             self.wait(if self.deferred.is_empty() { timeout } else { Duration::ZERO });
             let mut state = shared.lock();
             let now = Instant::now();
@@ -318,7 +318,7 @@ impl Uring {
                 syscalls += self.push(&opcode::AsyncCancel::new(token.0 as u64).build().user_data(CANCEL));
             }
             self.complete(&mut state, now, wall_now, &mut touched, &mut rearm);
-            fire_deadlines(&mut state, now, shared.anchor, &mut touched);
+            fire_deadlines(&mut state, now, grid, &mut touched);
             for id in touched.iter().copied() {
                 service(shared, &mut state, id, now, Some(&mut outbox));
             }

@@ -50,11 +50,13 @@ fn on_grid(anchor: Instant, at: Instant) -> Instant {
 /// most `MAX_WAIT`) and how much of that it first naps.
 ///
 /// While any peer is connecting (`steady` false) it naps nothing and blocks until the earliest
-/// deadline itself. In steady state it wakes only on instants of a grid `COALESCE` apart (from
-/// `anchor`): it naps until the first instant after its last wakeup, and a deadline is served on
-/// the first instant at or after it. Deadlines of all peers then share wakeups: served at their
+/// deadline itself. In steady state it plans its wakeups on a grid of instants `COALESCE` apart
+/// (from `anchor`): it naps until the first instant after its last wakeup, and a deadline is served
+/// on the first instant at or after it. Deadlines of all peers then share wakeups: served at their
 /// own instants, the str0m timers of a hundred audio receivers (TWCC feedback, reports) and the
-/// publishers' frames cut each nap short, and the worker woke 2-3 times per `COALESCE`.
+/// publishers' frames cut each nap short, and the worker woke 2-3 times per `COALESCE`. (A datagram
+/// that arrives while the worker blocks after its nap, or a poke from Python, still wakes it at
+/// once, off the grid; with traffic flowing, the wait after a nap seldom blocks at all.)
 fn plan(
     steady: bool,
     now: Instant,
@@ -146,27 +148,39 @@ pub(super) fn service(shared: &Shared, state: &mut State, id: u32, now: Instant,
     state.scratch = scratch;
 }
 
-/// How long the worker may block next and how much of that it first naps (`plan`); the two
-/// backends share it.
-pub(super) fn plan_wait(shared: &Shared, last_wakeup: Instant) -> (Duration, Duration) {
+/// How long the worker may block next, how much of that it first naps (`plan`), and whether it planned
+/// on the grid (`steady`); the two backends share it.
+pub(super) fn plan_wait(shared: &Shared, last_wakeup: Instant) -> (Duration, Duration, bool) {
     let state = shared.lock();
     let earliest = state.heap.peek().map(|Reverse((at, _))| *at);
     let steady = state.connecting == 0 && !state.untimestamped;
     drop(state);
-    plan(steady, Instant::now(), last_wakeup, earliest, shared.anchor)
+    let (timeout, nap) = plan(steady, Instant::now(), last_wakeup, earliest, shared.anchor);
+    (timeout, nap, steady)
 }
 
-/// Naps as `plan_wait` says, then returns how long the worker may still block and the system calls spent
-/// so far (the wait's own, and the nap's); both loops start each round with it.
-pub(super) fn nap_then_plan(shared: &Shared, last_wakeup: Instant) -> (Duration, u64) {
-    let (mut timeout, nap) = plan_wait(shared, last_wakeup);
+/// One round of the worker, as planned before its wait.
+pub(super) struct Round {
+    /// How long the worker may still block.
+    pub timeout: Duration,
+    /// The system calls spent so far: the wait's own, and the nap's.
+    pub syscalls: u64,
+    /// The grid's anchor when the round was planned in steady state, so that `fire_deadlines` measures
+    /// lateness from the instants this round planned for, even if a peer was added meanwhile.
+    pub grid: Option<Instant>,
+}
+
+/// Naps as `plan_wait` says and returns the rest of the round's plan; both loops start each round
+/// with it.
+pub(super) fn nap_then_plan(shared: &Shared, last_wakeup: Instant) -> Round {
+    let (mut timeout, nap, steady) = plan_wait(shared, last_wakeup);
     let mut syscalls = 1;
     if !nap.is_zero() {
         std::thread::sleep(nap);
         timeout = timeout.saturating_sub(nap);
         syscalls += 1;
     }
-    (timeout, syscalls)
+    Round { timeout, syscalls, grid: steady.then_some(shared.anchor) }
 }
 
 /// Hands one received datagram to its peer, at its kernel arrival time; says whether the peer
@@ -190,10 +204,10 @@ pub(super) fn feed(
 
 /// Wakes every peer whose deadline has passed, recording how late; adds them to `touched`.
 ///
-/// In steady state a deadline is due on its grid instant (`plan`), so lateness counts from there:
-/// the timer lag says how far the worker fell behind its plan, never the planned wait for the grid.
-pub(super) fn fire_deadlines(state: &mut State, now: Instant, anchor: Instant, touched: &mut Touched) {
-    let steady = state.connecting == 0 && !state.untimestamped;
+/// In a round planned on the grid (`Round::grid`) a deadline was due on its grid instant (`plan`), so
+/// lateness counts from there: the timer lag says how far the worker fell behind its plan, never the
+/// planned wait for the grid.
+pub(super) fn fire_deadlines(state: &mut State, now: Instant, grid: Option<Instant>, touched: &mut Touched) {
     let mut state_timeouts = 0;
     while let Some(Reverse((at, id))) = state.heap.peek().copied() {
         if at > now {
@@ -209,7 +223,7 @@ pub(super) fn fire_deadlines(state: &mut State, now: Instant, anchor: Instant, t
             }
             Fired::Due => {}
         }
-        let wanted = if steady { on_grid(anchor, slot.deadline.wake()) } else { slot.deadline.wake() };
+        let wanted = grid.map_or(slot.deadline.wake(), |anchor| on_grid(anchor, slot.deadline.wake()));
         let peer = &mut slot.peer;
         state_timeouts += 1;
         if catch_unwind(AssertUnwindSafe(|| peer.handle_timeout(now))).is_err() {
@@ -229,7 +243,7 @@ pub(super) fn run_worker(shared: &Shared, mut poll: Poll) {
     let mut touched = Touched::default();
     let mut last_wakeup = Instant::now();
     while !shared.stop.load(Ordering::SeqCst) {
-        let (timeout, mut syscalls) = nap_then_plan(shared, last_wakeup);
+        let Round { timeout, mut syscalls, grid } = nap_then_plan(shared, last_wakeup);
         if let Err(error) = poll.poll(&mut events, Some(timeout)) {
             if error.kind() != ErrorKind::Interrupted {
                 std::thread::sleep(Duration::from_millis(1));
@@ -273,7 +287,7 @@ pub(super) fn run_worker(shared: &Shared, mut poll: Poll) {
             }
         }
         state.syscalls += syscalls;
-        fire_deadlines(&mut state, now, shared.anchor, &mut touched);
+        fire_deadlines(&mut state, now, grid, &mut touched);
         for id in touched.iter().copied() {
             service(shared, &mut state, id, now, None);
         }
