@@ -25,8 +25,8 @@
 //! everything that queued meanwhile in one round; a peer's deadline (a media frame, a str0m timer)
 //! is served on the first instant at or after it, never later, so all deadlines of a step share one
 //! wakeup (`worker::plan`; a datagram that arrives while the worker blocks still wakes it at once).
-//! Audio frames, 20 ms apart, keep one phase of the grid; video frames (33.3 ms) leave 0-4 ms late. Arrival times come from the kernel (`recv.rs`), so the batching
-//! shows in neither jitter nor TWCC. While any peer is still in its ICE/DTLS handshake there is
+//! Audio frames, 20 ms apart, keep one phase of the grid; video frames (33.3 ms) leave 0-4 ms late.
+//! Arrival times come from the kernel (`recv.rs`), so the batching shows in neither jitter nor TWCC. While any peer is still in its ICE/DTLS handshake there is
 //! no nap and no grid, so `latency_ms.active` never includes one.
 //!
 //! The heap keeps one live entry per peer (`deadline.rs` says how). str0m

@@ -148,17 +148,6 @@ pub(super) fn service(shared: &Shared, state: &mut State, id: u32, now: Instant,
     state.scratch = scratch;
 }
 
-/// How long the worker may block next, how much of that it first naps (`plan`), and whether it planned
-/// on the grid (`steady`); the two backends share it.
-pub(super) fn plan_wait(shared: &Shared, last_wakeup: Instant) -> (Duration, Duration, bool) {
-    let state = shared.lock();
-    let earliest = state.heap.peek().map(|Reverse((at, _))| *at);
-    let steady = state.connecting == 0 && !state.untimestamped;
-    drop(state);
-    let (timeout, nap) = plan(steady, Instant::now(), last_wakeup, earliest, shared.anchor);
-    (timeout, nap, steady)
-}
-
 /// One round of the worker, as planned before its wait.
 pub(super) struct Round {
     /// How long the worker may still block.
@@ -170,10 +159,14 @@ pub(super) struct Round {
     pub grid: Option<Instant>,
 }
 
-/// Naps as `plan_wait` says and returns the rest of the round's plan; both loops start each round
-/// with it.
+/// Plans the round (`plan`, from the earliest deadline and whether the hub is steady), naps as it
+/// says and returns the rest of the plan; both loops start each round with it.
 pub(super) fn nap_then_plan(shared: &Shared, last_wakeup: Instant) -> Round {
-    let (mut timeout, nap, steady) = plan_wait(shared, last_wakeup);
+    let state = shared.lock();
+    let earliest = state.heap.peek().map(|Reverse((at, _))| *at);
+    let steady = state.connecting == 0 && !state.untimestamped;
+    drop(state);
+    let (mut timeout, nap) = plan(steady, Instant::now(), last_wakeup, earliest, shared.anchor);
     let mut syscalls = 1;
     if !nap.is_zero() {
         std::thread::sleep(nap);
