@@ -1,8 +1,14 @@
-"""The loop grid: participants' timers and the loop-lag tick fire on shared instants of the loop's clock."""
+"""The loop grid: participants' timers and the loop-lag tick fire on shared instants of the loop's clock.
+
+What the code controls is asserted exactly: every tick is armed for a whole multiple of the grid's
+step. What the machine controls is asserted one-sided only (a tick never runs before its instant, a
+stall is seen), because a busy CI runner may run any tick late by any amount.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import uvloop
@@ -10,19 +16,26 @@ import uvloop
 from lkswarm.metrics import LOOP_CLOCK_RESOLUTION_S, LOOP_GRID_MS, LoopLagMonitor, PhaseMetrics
 
 
-def test_the_lag_tick_runs_on_grid_instants_never_early_and_measures_a_stall() -> None:
+def test_the_lag_tick_is_armed_on_grid_instants_never_runs_early_and_measures_a_stall() -> None:
     metrics = PhaseMetrics()
-    ticks: list[tuple[float, float]] = []  # (the loop's clock at the tick in ms, its unclamped lateness in s)
+    armed_ms: list[float] = []  # the loop-clock instant each tick was armed for, in ms
+    ran: list[tuple[float, float]] = []  # (the loop's clock when a tick ran in s, the instant it was armed for in s)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         monitor = LoopLagMonitor(metrics)
-        original_tick = monitor._tick
+        original_tick, original_schedule = monitor._tick, monitor._schedule
+
+        def schedule() -> None:
+            original_schedule()
+            assert monitor._handle is not None
+            armed_ms.append(monitor._handle.when() * 1000)
 
         def tick() -> None:
-            ticks.append((loop.time() * 1000, time.perf_counter() - monitor._expected))
+            ran.append((loop.time(), armed_ms[-1] / 1000))
             original_tick()
 
+        monitor._schedule = schedule  # type: ignore[method-assign]
         monitor._tick = tick  # type: ignore[method-assign]
         monitor.start()
         await asyncio.sleep(0.32)
@@ -31,12 +44,11 @@ def test_the_lag_tick_runs_on_grid_instants_never_early_and_measures_a_stall() -
         monitor.stop()
 
     uvloop.run(main())
-    assert len(ticks) >= 5
-    assert metrics.loop_lag.get_total_count() == len(ticks)
-    # Never before its instant, beyond the loop clock's dropped millisecond.
-    assert min(lateness_s for _, lateness_s in ticks) >= -LOOP_CLOCK_RESOLUTION_S - 1e-4
-    # All but the stalled one (and one more, for a busy machine) run within 10 ms after a grid instant.
-    on_time = [t_ms for t_ms, lateness_s in ticks if lateness_s < 0.010]
-    assert len(on_time) >= len(ticks) - 2
-    assert all(t_ms % LOOP_GRID_MS <= 10 for t_ms in on_time)
+    assert len(ran) >= 3
+    assert metrics.loop_lag.get_total_count() == len(ran)
+    # Armed on whole multiples of the step, a step or more apart.
+    assert all(abs(when_ms - round(when_ms)) < 1e-3 and round(when_ms) % LOOP_GRID_MS == 0 for when_ms in armed_ms)
+    assert all(round(b) - round(a) >= LOOP_GRID_MS for a, b in itertools.pairwise(armed_ms))
+    # Never run before the instant it was armed for, beyond the loop clock's dropped millisecond.
+    assert all(ran_s >= when_s - LOOP_CLOCK_RESOLUTION_S for ran_s, when_s in ran)
     assert metrics.loop_lag.get_max_value() >= 100  # the stall is seen (in ms)
