@@ -71,21 +71,43 @@ def record_buckets_us(histogram: HdrHistogram, buckets: list[tuple[int, int]]) -
         histogram.record_value(min(_HIGHEST_US, max(_LOWEST_US, value_us)), count)
 
 
-def mean_of(histogram: HdrHistogram) -> float:
-    """``get_mean_value``'s figure (each count at the middle of its bucket) from the non-empty counts only.
-    hdrh's own walks every bucket below the maximum through its iterator: about 23,500 steps (26 ms) for a
-    histogram of this range holding one hour-long value, and a run's report takes ten means, a quarter of a
-    second of CPU. Here: one pass over the counts array (under 2 ms)."""
+def nonzero_counts(histogram: HdrHistogram) -> list[tuple[int, int]]:
+    """The (counts-array index, count) pairs that are not zero, in order of value.
+
+    Only the counts up to the maximum's index are read, in one slice of the ctypes array (a C copy):
+    hdrh's own percentile and mean walk every index below in Python, through its iterator, about
+    23,500 steps for a histogram of this range holding one hour-long value."""
+    if not histogram.get_total_count():
+        return []
+    end = min(histogram.get_counts_array_index(histogram.get_max_value()) + 1, len(histogram.counts))
+    return [(index, count) for index, count in enumerate(histogram.counts[:end]) if count]
+
+
+def mean_of(histogram: HdrHistogram, counts: list[tuple[int, int]] | None = None) -> float:
+    """``get_mean_value``'s figure (each count at the middle of its bucket), from the non-empty counts."""
     total_count: int = histogram.get_total_count()
     if not total_count:
         return 0.0
     total: int = 0
-    for index, count in enumerate(histogram.counts):
-        if count:
-            value = histogram.get_value_from_index(index)
-            lowest = histogram.get_lowest_equivalent_value(value)
-            total += count * (lowest + ((histogram.get_highest_equivalent_value(value) - lowest + 1) >> 1))
+    for index, count in nonzero_counts(histogram) if counts is None else counts:
+        value = histogram.get_value_from_index(index)
+        lowest = histogram.get_lowest_equivalent_value(value)
+        total += count * (lowest + ((histogram.get_highest_equivalent_value(value) - lowest + 1) >> 1))
     return float(total) / total_count
+
+
+def value_at_percentile(histogram: HdrHistogram, percentile: float, counts: list[tuple[int, int]] | None = None) -> int:
+    """``get_value_at_percentile``'s value, walking only the non-empty counts."""
+    target = histogram.get_target_count_at_percentile(percentile)
+    running = 0
+    for index, count in nonzero_counts(histogram) if counts is None else counts:
+        running += count
+        if running >= target:
+            value = histogram.get_value_from_index(index)
+            if percentile:
+                return int(histogram.get_highest_equivalent_value(value))
+            return int(histogram.get_lowest_equivalent_value(value))
+    return 0
 
 
 def summarize(histogram: HdrHistogram) -> dict[str, Any]:
@@ -93,9 +115,10 @@ def summarize(histogram: HdrHistogram) -> dict[str, Any]:
     count = histogram.get_total_count()
     if count == 0:
         return {"count": 0, "min": 0.0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "p999": 0.0, "max": 0.0, "mean": 0.0}
+    counts = nonzero_counts(histogram)
 
     def at(p: float) -> float:
-        return round(float(histogram.get_value_at_percentile(p)) / 1000, 3)
+        return round(float(value_at_percentile(histogram, p, counts)) / 1000, 3)
 
     return {
         "count": count,
@@ -105,7 +128,7 @@ def summarize(histogram: HdrHistogram) -> dict[str, Any]:
         "p99": at(99),
         "p999": at(99.9),
         "max": round(histogram.get_max_value() / 1000, 3),
-        "mean": round(mean_of(histogram) / 1000, 3),
+        "mean": round(mean_of(histogram, counts) / 1000, 3),
     }
 
 

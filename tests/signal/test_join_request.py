@@ -83,3 +83,16 @@ def test_the_request_targets_escape_the_padding_and_keep_the_token() -> None:
 def test_an_unknown_compression_is_refused() -> None:
     with pytest.raises(ValueError, match="gzip, none"):
         wrap_join_request(join_request_mapping(auto_subscribe=True), "zlib")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln-_", "a token with spaces+plus/slash&amp=", "ünïcode", ""],
+)
+def test_the_request_targets_are_exactly_what_urlencode_writes(token: str) -> None:
+    # The fast path (a JWT, a base64url value) and the general one both match urlencode byte for byte.
+    value = wrap_join_request(join_request_mapping(auto_subscribe=True), "gzip")
+    for join_request in (value, value + "==", "x y/z"):
+        expected = urllib.parse.urlencode({"access_token": token, "join_request": join_request})
+        assert rtc_v1_path(token, join_request) == "/rtc/v1?" + expected
+        assert validate_v1_path(token, join_request) == "/rtc/v1/validate?" + expected

@@ -8,9 +8,7 @@ import secrets
 import signal
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,6 +88,10 @@ def check_signal_path(config: RunConfig, credentials: Credentials, url: str) -> 
     """
     if "v1" not in dict(config.signal_path_weights):
         return
+    # urllib.request brings http.client and email (about 10 ms of start-up): imported when first used.
+    import urllib.error
+    import urllib.request
+
     token = mint_token(credentials, identity=f"{config.identity_prefix}-preflight", room=config.room_name(0))
     request = wrap_join_request(join_request_mapping(auto_subscribe=config.auto_subscribe, protocol=config.protocol))
     target = http_base(url) + validate_v1_path(token, request)

@@ -29,8 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -270,6 +268,11 @@ class LocalServer:
         raise ServerError(f"livekit-server did not become ready within {timeout_s:.0f} s: {self.log_tail()}")
 
     def healthy(self) -> bool:
+        # Imported here: urllib.request brings http.client and email (about 10 ms), which a run
+        # against an external server (`--url`) never needs.
+        import urllib.error
+        import urllib.request
+
         try:
             with urllib.request.urlopen(self.http_url + "/", timeout=1.0) as response:
                 return bool(response.status == 200)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import urllib.error
-import urllib.request
 from typing import Any
 
 from lkswarm.auth import Credentials, mint_token
@@ -35,6 +33,10 @@ class RoomService:
         self.tls = tls
 
     def _call(self, method: str, body: dict[str, Any], room: str | None) -> dict[str, Any]:
+        # urllib.request brings http.client and email (about 10 ms of start-up): imported when first used.
+        import urllib.error
+        import urllib.request
+
         token = mint_token(
             self.credentials,
             identity="lkswarm-admin",

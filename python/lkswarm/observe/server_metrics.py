@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import math
 import re
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +96,10 @@ def parse_exposition(text: str) -> Scrape:
 
 def scrape(url: str, timeout_s: float = SCRAPE_TIMEOUT_S) -> Scrape | str:
     """The endpoint's samples, or why they could not be read (one line)."""
+    # urllib.request brings http.client and email (about 10 ms of start-up): imported when first used.
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             text = response.read(16 * 1024 * 1024).decode("utf-8", "replace")

@@ -12,6 +12,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from lkswarm.errors import ReportError
+from lkswarm.metrics import nonzero_counts, value_at_percentile
 
 NO_TIMELINE = "no timeline in this report (written by an lkswarm without timeline sampling)"
 # Phases drawn on the latency distribution plot, when the report has samples of them.
@@ -47,12 +48,13 @@ def _percentile_curve(histogram: HdrHistogram) -> tuple[list[float], list[float]
     xs: list[float] = []
     ys: list[float] = []
     labels: list[str] = []
+    counts = nonzero_counts(histogram)
     for percentile in _PERCENTILES:
         x = 1 / (1 - percentile / 100)
         if x > x_limit:
             break
         xs.append(round(x, 3))
-        ys.append(histogram.get_value_at_percentile(percentile) / 1000)
+        ys.append(value_at_percentile(histogram, percentile, counts) / 1000)
         labels.append(f"p{percentile:g}")
     xs.append(round(x_limit, 3))
     ys.append(histogram.get_max_value() / 1000)

@@ -27,7 +27,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from lkswarm.errors import ConfigError
-from lkswarm.metrics import PHASES, mean_of
+from lkswarm.metrics import PHASES, mean_of, value_at_percentile
 
 _EXPR = re.compile(
     r"^\s*(?P<key>[A-Za-z_][\w.]*?)\s*(?P<op><=|>=|==|!=|<|>)\s*"
@@ -142,7 +142,7 @@ def _histogram_value(report: dict[str, Any], phase: str, stat: str) -> float | N
         return float(histogram.get_max_value()) / 1000
     if stat == "mean":
         return mean_of(histogram) / 1000
-    return float(histogram.get_value_at_percentile(float(stat[1:]))) / 1000
+    return float(value_at_percentile(histogram, float(stat[1:]))) / 1000
 
 
 def read_key(report: dict[str, Any], key: str) -> float | None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import re
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -89,14 +90,28 @@ def wrap_join_request(mapping: dict[str, Any], compression: Compression = "gzip"
     return base64.urlsafe_b64encode(wrapped).decode("ascii")
 
 
+# What ``quote_plus`` leaves as it is, plus the base64 padding ``=``: a JWT and a base64url value.
+_UNRESERVED_OR_PADDING = re.compile(r"[A-Za-z0-9_.~=-]*")
+
+
+def _form_value(value: str) -> str:
+    """``urlencode``'s escaping of one value (``quote_plus``). A token or a base64url join request needs
+    only its padding escaped, done here in one pass in C: ``quote_plus`` builds a list of the value's
+    characters, about 80 µs for a join request that carries an SDP offer."""
+    if _UNRESERVED_OR_PADDING.fullmatch(value):
+        return value.replace("=", "%3D")
+    return urllib.parse.quote_plus(value, safe="")
+
+
 def rtc_v1_path(token: str, join_request: str) -> str:
-    """The ``/rtc/v1`` request target. ``urlencode`` escapes the padding ``=``; the server's form decoding undoes it."""
-    return "/rtc/v1?" + urllib.parse.urlencode({"access_token": token, "join_request": join_request})
+    """The ``/rtc/v1`` request target, as ``urlencode`` writes it: the padding ``=`` escaped; the
+    server's form decoding undoes it."""
+    return f"/rtc/v1?access_token={_form_value(token)}&join_request={_form_value(join_request)}"
 
 
 def validate_v1_path(token: str, join_request: str) -> str:
     """The ``/rtc/v1/validate`` target: the server checks the token and the request and creates no participant."""
-    return "/rtc/v1/validate?" + urllib.parse.urlencode({"access_token": token, "join_request": join_request})
+    return f"/rtc/v1/validate?access_token={_form_value(token)}&join_request={_form_value(join_request)}"
 
 
 __all__ = [
