@@ -147,16 +147,27 @@ impl HubTotals {
 }
 
 struct Slot {
-    peer: MediaPeer,
+    /// Boxed: a `MediaPeer` is about 23 KB (two `Rtc`s), and inline it made every bucket of `slots`
+    /// that size, so finding a datagram's peer by id missed the cache on the key alone.
+    peer: Box<MediaPeer>,
     sockets: Vec<PcSocket>,
     deadline: Deadline,
     /// Counted in `State::connecting`.
     connecting: bool,
 }
 
+/// Whose a socket is: its peer, its index among the peer's sockets, and its address, kept here so
+/// that a datagram's delivery reads no more of the peer's slot than the peer.
+#[derive(Clone, Copy)]
+struct Owner {
+    peer: u32,
+    index: usize,
+    local: SocketAddr,
+}
+
 struct State {
     slots: IdMap<u32, Slot>,
-    owners: IdMap<Token, (u32, usize)>,
+    owners: IdMap<Token, Owner>,
     heap: BinaryHeap<Reverse<(Instant, u32)>>,
     events: Vec<HubEvent>,
     next_peer: u32,
@@ -315,7 +326,10 @@ impl Hub {
         let id = state.next_peer;
         state.next_peer += 1;
         let socket = register(&self.shared.io, &mut state, id, 0, socket, local)?;
-        state.slots.insert(id, Slot { peer, sockets: vec![socket], deadline: Deadline::new(now), connecting: false });
+        state.slots.insert(
+            id,
+            Slot { peer: Box::new(peer), sockets: vec![socket], deadline: Deadline::new(now), connecting: false },
+        );
         service(&self.shared, &mut state, id, now, None); // arms the connect deadline and str0m's first timer
         drop(state);
         self.shared.io.wake(); // the worker may be waiting on a later deadline
@@ -547,7 +561,7 @@ fn register(
     if enable_receive_timestamps(socket.as_raw_fd()).is_err() {
         state.untimestamped = true;
     }
-    state.owners.insert(token, (id, index));
+    state.owners.insert(token, Owner { peer: id, index, local });
     if let Err(error) = io.register(state, token, &mut socket) {
         state.owners.remove(&token);
         return Err(error);

@@ -26,7 +26,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use mio::Token;
 
 use super::worker::{arrival, feed, fire_deadlines, nap_then_plan, service, Outbox, Round, Touched};
-use super::{Shared, State};
+use super::{Owner, Shared, State};
 use crate::media::recv::{control_timestamp, socket_addr_from_bytes, CONTROL_BYTES, RECV_BUFFER_BYTES};
 use crate::media::send::c_socket_addr;
 use crate::media::types::{Datagram, Received};
@@ -352,7 +352,7 @@ impl Uring {
 
     /// The receive to (re-)arm for the socket tagged `tag`, if it still belongs to a peer.
     fn socket_recv(&self, state: &State, tag: u64) -> Option<squeue::Entry> {
-        let &(id, index) = state.owners.get(&Token(tag as usize))?;
+        let &Owner { peer: id, index, .. } = state.owners.get(&Token(tag as usize))?;
         let socket = state.slots.get(&id)?.sockets.get(index)?;
         Some(self.recv_entry(socket.socket.as_raw_fd(), tag))
     }
@@ -462,9 +462,8 @@ fn deliver(
     touched: &mut Touched,
 ) {
     let Ok(out) = types::RecvMsgOut::parse(bytes, template) else { return };
-    let Some(&(id, index)) = state.owners.get(&Token(tag as usize)) else { return };
+    let Some(&Owner { peer: id, local, .. }) = state.owners.get(&Token(tag as usize)) else { return };
     let Some(slot) = state.slots.get_mut(&id) else { return };
-    let Some(local) = slot.sockets.get(index).map(|socket| socket.local) else { return };
     let Some(source) = socket_addr_from_bytes(out.name_data()) else { return }; // not IPv4/IPv6: never ours
     let arrived_at = arrival(now, wall_now, control_timestamp(out.control_data()));
     if feed(&mut slot.peer, now, arrived_at, source, local, out.payload_data()) == Received::Service {

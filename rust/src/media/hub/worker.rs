@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::{Events, Poll};
 
-use super::{HubEvent, IdHasher, Shared, State};
+use super::{HubEvent, IdHasher, Owner, Shared, State};
 use crate::media::deadline::Fired;
 use crate::media::peer::MediaPeer;
 use crate::media::recv::{recv_batch, RecvBatch};
@@ -195,6 +195,14 @@ pub(super) fn feed(
     }
 }
 
+/// How late a deadline `wake` is served at `now`: from the deadline itself, or in a round planned on
+/// the grid (`grid`, its anchor) from the grid instant it was due on. A datagram may wake the worker
+/// between the deadline and that instant: the deadline is then served early, with no lag.
+fn timer_lag(now: Instant, wake: Instant, grid: Option<Instant>) -> Duration {
+    let wanted = grid.map_or(wake, |anchor| on_grid(anchor, wake));
+    now.saturating_duration_since(wanted)
+}
+
 /// Wakes every peer whose deadline has passed, recording how late; adds them to `touched`.
 ///
 /// In a round planned on the grid (`Round::grid`) a deadline was due on its grid instant (`plan`), so
@@ -216,14 +224,14 @@ pub(super) fn fire_deadlines(state: &mut State, now: Instant, grid: Option<Insta
             }
             Fired::Due => {}
         }
-        let wanted = grid.map_or(slot.deadline.wake(), |anchor| on_grid(anchor, slot.deadline.wake()));
+        let lag = timer_lag(now, slot.deadline.wake(), grid);
         let peer = &mut slot.peer;
         state_timeouts += 1;
         if catch_unwind(AssertUnwindSafe(|| peer.handle_timeout(now))).is_err() {
             peer.fail(now, "internal_error", "panic in the media tier".into());
         }
         touched.insert(id);
-        state.timer_lag.record(now.saturating_duration_since(wanted));
+        state.timer_lag.record(lag);
     }
     state.timeouts += state_timeouts;
 }
@@ -250,7 +258,7 @@ pub(super) fn run_worker(shared: &Shared, mut poll: Poll) {
         state.wakeups += 1;
         touched.clear();
         for event in events.iter() {
-            let Some(&(id, index)) = state.owners.get(&event.token()) else { continue };
+            let Some(&Owner { peer: id, index, .. }) = state.owners.get(&event.token()) else { continue };
             let Some(slot) = state.slots.get_mut(&id) else { continue };
             let Some(socket) = slot.sockets.get(index) else { continue };
             let (local, fd) = (socket.local, socket.socket.as_raw_fd());
@@ -323,6 +331,20 @@ mod tests {
         // Planning late in the step: only the rest of it is napped; under `MIN_NAP`, none.
         assert_eq!(plan(true, at(11_000), at(8_200), None, anchor).1, Duration::from_millis(1));
         assert_eq!(plan(true, at(11_950), at(8_200), None, anchor).1, Duration::ZERO);
+    }
+
+    #[test]
+    fn timer_lag_counts_from_the_grid_instant_in_a_planned_round_and_from_the_deadline_otherwise() {
+        let anchor = Instant::now();
+        let at = |us: u64| anchor + Duration::from_micros(us);
+        // A deadline at 9.5 ms, due on the 12 ms instant: served at 12.3 ms it is 0.3 ms late.
+        assert_eq!(timer_lag(at(12_300), at(9_500), Some(anchor)), Duration::from_micros(300));
+        // Served early, by a datagram's wakeup at 10 ms: no lag, never a negative one.
+        assert_eq!(timer_lag(at(10_000), at(9_500), Some(anchor)), Duration::ZERO);
+        // A deadline on an instant counts from itself.
+        assert_eq!(timer_lag(at(12_300), at(12_000), Some(anchor)), Duration::from_micros(300));
+        // Not on the grid (a peer was connecting): from the deadline.
+        assert_eq!(timer_lag(at(12_300), at(9_500), None), Duration::from_micros(2_800));
     }
 
     #[test]
