@@ -130,7 +130,7 @@ def audio_shape(duration_s: int = 60) -> dict[str, Any]:
     active = row["server_census"]["active"]
     cores = row["cpu_s"] / row["wall_s"] if row["wall_s"] else 0.0
     return {
-        "shape": "10 audio publishers -> 70 subscribers, 1 room, 60 s, 10 joins/s",
+        "shape": "10 audio publishers -> 70 subscribers, 1 room, 10 joins/s, held 60 s after the ramp",
         "generator_cpu_s": row["cpu_s"],
         "server_cpu_s": row["server_cpu_s"],
         "generator_over_server_cpu": round(row["cpu_s"] / row["server_cpu_s"], 3) if row["server_cpu_s"] else None,

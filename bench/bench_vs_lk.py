@@ -11,8 +11,10 @@ every run we record:
   burns less CPU by holding fewer participants shows it.
 
 Workloads (issue #8): (a) 1 room, 2 audio publishers + 100 subscribers; (b) 1 simulcast video publisher +
-50 subscribers; both 60 s at 10 joins/s. `scale` adds LiveKit's audio benchmark shape: 10 audio publishers
--> N subscribers at rising N, held 60 s, for both tools, with the server's CPU per subscriber.
+50 subscribers; both at 10 joins/s, every participant held 60 s after the last has joined (lk's
+``--duration``; lkswarm's run is longer by the ramp, `lkswarm_duration_s`). `scale` adds LiveKit's audio
+benchmark shape: 10 audio publishers -> N subscribers at rising N, held 60 s, for both tools, with the
+server's CPU per subscriber.
 
 Usage: ``python bench/bench_vs_lk.py [head-to-head|scale] [--duration S]`` (prints JSON); ``make bench``
 records both. The API secret reaches the tools through the environment only, never their argv.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import resource
 import secrets
@@ -161,8 +164,19 @@ def command_for(tool: str, workload: dict[str, int], duration_s: int, url: str, 
     return [
         PYTHON, "-m", "lkswarm", "run", "--url", url, "--rooms", "1", "--participants", str(total),
         "--audio-publishers", str(pubs_audio), "--video-publishers", str(pubs_video), "--rate", str(JOIN_RATE),
-        "--duration", f"{duration_s}s", "--quiet", "--no-verify-rooms", "--json", str(out),
+        "--duration", f"{lkswarm_duration_s(total, duration_s)}s", "--quiet", "--no-verify-rooms", "--json", str(out),
     ]  # fmt: skip
+
+
+def lkswarm_duration_s(participants: int, hold_s: int) -> int:
+    """lkswarm's ``--duration`` for the same hold as ``lk --duration hold_s``.
+
+    lk's duration starts once its last tester has joined (its runs last the ramp plus the duration: 70 s for
+    102 participants at 10 a second, 65 s for 51), lkswarm's at its first join. Given the ramp on top, lkswarm
+    holds everyone as long as lk does: both receive about the same packets, and neither tool's fixed costs
+    (start-up, joins) are spread over a longer run than the other's.
+    """
+    return hold_s + math.ceil(participants / JOIN_RATE)
 
 
 def byte_compile_lkswarm() -> None:
