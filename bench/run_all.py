@@ -387,7 +387,7 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
             audio, video = lk["audio_2_to_100"], lk["video_1_to_50"]
             valid = "" if audio["valid"] and video["valid"] else " (INVALID: see the file)"
             rows.append(
-                f"| floor | lk over lkswarm in cores, same run: audio 2 -> 100 / video 1 -> 50, 60 s | "
+                f"| floor | lk over lkswarm in cores, same run: audio 2 -> 100 / video 1 -> 50, each held 60 s | "
                 f"{audio['cores_ratio_lk_over_lkswarm']}× / {video['cores_ratio_lk_over_lkswarm']}×{valid} | "
                 f"≥ 6× / ≥ 5× (aim 10×) | {f} |"
             )
