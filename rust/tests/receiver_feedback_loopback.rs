@@ -230,3 +230,38 @@ fn a_lost_video_packet_is_nacked_and_repaired_and_none_is_nacked_without_loss() 
     let track = peer.rx_tracks().next().unwrap();
     assert_eq!(track.stats.lost(), 0, "the lost packets were repaired (RTX)");
 }
+
+/// livekit-server can send a downtrack's first packets out of order, so a packet from just before
+/// the one str0m received first may arrive after it. str0m's receive register starts at its
+/// stream's first packet and refuses anything older, so the own path refuses it too: counted as
+/// `srtp_own_before_first`, not as received, and never handed to str0m as a receipt (its register
+/// would call it a duplicate; CI once saw that counted as a replay).
+#[test]
+fn a_packet_from_before_the_streams_first_arriving_late_is_refused_and_counted_as_such() {
+    let Wired { mut now, mut peer, mut server, server_addr, mid } =
+        wire_up(Rtc::builder().clear_codecs().enable_vp8(true), MediaKind::Video, 32_021);
+    let mut side = VideoSender { video: Some((mid, 0)), ..VideoSender::default() };
+    let mut held: Option<Datagram> = None;
+    let mut hold_the_first = |datagram: &Datagram| {
+        let hold = held.is_none() && is_rtp(datagram);
+        if hold {
+            held = Some(datagram.clone());
+        }
+        hold
+    };
+    // Long enough for the stream's second packet to go through str0m and the own path to take
+    // the ones after it; short enough that the first is still inside the 128-packet window.
+    run_losing(&mut peer, &mut server, server_addr, &mut now, 400, &mut side, &mut hold_the_first);
+    let late = held.expect("the stream's first RTP datagram");
+    let own_packets = peer.counters.srtp_own_packets;
+    assert!((1..100).contains(&own_packets), "{own_packets} own-path packets: tracked, the first within the window");
+
+    peer.handle_datagram(now, late.source, late.destination, &late.contents);
+    assert_eq!(peer.counters.srtp_own_before_first, 1);
+    assert_eq!(peer.counters.srtp_own_packets, own_packets, "not counted as received");
+    run(&mut peer, &mut server, server_addr, &mut now, 1_000, &mut side);
+    assert_eq!(peer.counters.srtp_own_replayed, 0, "no receipt that str0m's register refused");
+    let track = peer.rx_tracks().next().expect("the subscriber received the video track");
+    assert_eq!(track.stats.packets, peer.counters.srtp_own_packets + 1, "str0m's first, then the own path's");
+    assert_eq!(track.stats.lost(), 0, "the stream starts at its first received packet");
+}

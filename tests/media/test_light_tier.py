@@ -85,7 +85,13 @@ def test_the_hub_section_names_the_io_backend_its_fallback_and_system_calls_per_
 def test_the_srtp_receive_section_says_which_path_carried_the_packets_and_why_a_peer_had_no_own_path() -> None:
     totals = MediaTotals(packets_received=1_000)
     totals.srtp_receive.account(
-        {"srtp_own_packets": 900, "srtp_own_replayed": 2, "srtp_own_auth_failed": 1, "srtp_receipts_refused": 3}
+        {
+            "srtp_own_packets": 900,
+            "srtp_own_replayed": 2,
+            "srtp_own_auth_failed": 1,
+            "srtp_own_before_first": 4,
+            "srtp_receipts_refused": 3,
+        }
     )
     off = "DTLS negotiated an SRTP profile other than AEAD-AES-GCM"
     totals.srtp_receive.account({"srtp_own_packets": 0, "srtp_own_off": off})
@@ -95,6 +101,7 @@ def test_the_srtp_receive_section_says_which_path_carried_the_packets_and_why_a_
         "str0m_packets": 100,
         "replayed": 2,
         "auth_failed": 1,
+        "before_first": 4,
         "receipts_refused": 3,
         "peers_off": {off: 1},
     }

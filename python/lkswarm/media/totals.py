@@ -20,6 +20,9 @@ class SrtpReceiveTotals:
     own_packets: int = 0
     replayed: int = 0  # replays, and duplicates str0m's register already had
     auth_failed: int = 0
+    # Late packets older than their stream's first: str0m's receive register refuses them (it starts
+    # at the first packet), so they are not counted as received on either path.
+    before_first: int = 0
     # Own-path packets whose receipt str0m refused when it was handed over (deferred; the stream
     # went away meanwhile): counted here, missing from str0m's receiver reports.
     receipts_refused: int = 0
@@ -29,6 +32,7 @@ class SrtpReceiveTotals:
         self.own_packets += stats.get("srtp_own_packets", 0)
         self.replayed += stats.get("srtp_own_replayed", 0)
         self.auth_failed += stats.get("srtp_own_auth_failed", 0)
+        self.before_first += stats.get("srtp_own_before_first", 0)
         self.receipts_refused += stats.get("srtp_receipts_refused", 0)
         reason = stats.get("srtp_own_off")
         if reason:
@@ -40,6 +44,7 @@ class SrtpReceiveTotals:
             "str0m_packets": max(0, packets_received - self.own_packets),
             "replayed": self.replayed,
             "auth_failed": self.auth_failed,
+            "before_first": self.before_first,
             "receipts_refused": self.receipts_refused,
             "peers_off": dict(sorted(self.peers_off.items())),
         }

@@ -52,6 +52,7 @@ fn summary_dict<'py>(py: Python<'py>, summary: &PeerSummary) -> PyResult<Bound<'
     dict.set_item("srtp_own_packets", c.srtp_own_packets)?;
     dict.set_item("srtp_own_replayed", c.srtp_own_replayed)?;
     dict.set_item("srtp_own_auth_failed", c.srtp_own_auth_failed)?;
+    dict.set_item("srtp_own_before_first", c.srtp_own_before_first)?;
     dict.set_item("srtp_receipts_refused", c.srtp_receipts_refused)?;
     dict.set_item("srtp_own_off", summary.srtp_own_off)?;
     dict.set_item("subscriber_connected", summary.subscriber_connected)?;

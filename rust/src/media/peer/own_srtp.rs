@@ -32,7 +32,11 @@
 //! str0m refuses as a main stream's, a header we cannot parse, and every packet of a peer
 //! whose DTLS negotiated a profile other than AEAD-AES-GCM or that runs with
 //! `LKSWARM_SRTP_RX=str0m` (the A/B switch). A packet that fails authentication or replays is
-//! dropped and counted, as str0m would drop it.
+//! dropped and counted, as str0m would drop it; so is one older than its stream's first packet,
+//! which str0m's register refuses (a downtrack's head can arrive out of order).
+//!
+//! str0m delivering a packet of a tracked stream (an ICE restart's, say) marks it seen in the
+//! window rather than starting the window over: the packets received here stay seen.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -127,7 +131,7 @@ impl MediaPeer {
             (None, Some(id)) => own.twcc_ext_id = Some(id),
             _ => {}
         }
-        own.receiver.track(*ssrc, *seq_no); // a tracked SSRC starts over from str0m's packet
+        own.receiver.track(*ssrc, *seq_no); // a tracked SSRC marks str0m's packet seen
     }
 
     /// Stops tracking `ssrc` (its section now carries another track).
@@ -157,9 +161,10 @@ impl MediaPeer {
         };
         let opened = match own.receiver.open(data, &mut own.plaintext, own.twcc_ext_id) {
             Ok(opened) => opened,
-            Err(error @ (SrtpRxError::Replayed | SrtpRxError::AuthFailed)) => {
+            Err(error @ (SrtpRxError::Replayed | SrtpRxError::AuthFailed | SrtpRxError::BeforeFirst)) => {
                 let counter = match error {
                     SrtpRxError::Replayed => &mut self.counters.srtp_own_replayed,
+                    SrtpRxError::BeforeFirst => &mut self.counters.srtp_own_before_first,
                     _ => &mut self.counters.srtp_own_auth_failed,
                 };
                 *counter += 1;

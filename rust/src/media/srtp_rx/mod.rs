@@ -82,6 +82,8 @@ pub enum SrtpRxError {
     UnknownSsrc,
     /// Its index was already received, or is older than the 128-packet window.
     Replayed,
+    /// Its index is older than the packet the stream was tracked from (see `track`).
+    BeforeFirst,
     /// The AEAD tag did not verify (forged, corrupted, or under another key or index).
     AuthFailed,
     /// Key or salt of the wrong length for the profile, or the 2^48-packet index space is spent.
@@ -94,6 +96,7 @@ impl fmt::Display for SrtpRxError {
             SrtpRxError::Malformed => "malformed RTP packet",
             SrtpRxError::UnknownSsrc => "SSRC not tracked",
             SrtpRxError::Replayed => "replayed or too old for the replay window",
+            SrtpRxError::BeforeFirst => "older than the stream's first packet",
             SrtpRxError::AuthFailed => "SRTP authentication failed",
             SrtpRxError::BadKey => "unusable SRTP key",
         })
@@ -149,12 +152,14 @@ impl SrtpReceiver {
 
     /// Starts accepting `ssrc`, whose packet with index `received_index` (ROC << 16 | SEQ) was
     /// already received and authenticated elsewhere (str0m): s_l and the ROC start there and that
-    /// index counts as seen. Tracking a tracked SSRC starts it over.
+    /// index counts as seen. Packets older than it are refused (`BeforeFirst`), as str0m's receive
+    /// register refuses them: libsrtp would take one still inside the window, but a packet str0m
+    /// will not account must not be counted here. Tracking a tracked SSRC marks `received_index`
+    /// as seen, moving the window up to it when it is newer.
     pub fn track(&mut self, ssrc: u32, received_index: u64) {
-        let state = StreamState::new(ssrc, received_index);
         match self.streams.iter_mut().find(|s| s.ssrc == ssrc) {
-            Some(existing) => *existing = state,
-            None => self.streams.push(state),
+            Some(existing) => existing.mark_received(received_index),
+            None => self.streams.push(StreamState::new(ssrc, received_index)),
         }
     }
 

@@ -21,6 +21,11 @@ pub(super) struct Candidate {
 #[derive(Debug, Clone)]
 pub(super) struct StreamState {
     pub ssrc: u32,
+    /// The index the stream was tracked from, its first packet. str0m's receive register starts at
+    /// a stream's first packet and refuses anything older; so does this path, so that a packet
+    /// the register would refuse is never counted here as received. livekit-server can send the
+    /// head of a downtrack out of order: a packet just before the first may arrive after it.
+    first_index: u64,
     highest_index: u64,
     /// Bit k set: index `highest_index - k` was received. Bit 0 is `highest_index` itself.
     seen: u128,
@@ -29,7 +34,19 @@ pub(super) struct StreamState {
 impl StreamState {
     /// A stream whose packet `received_index` was already received and authenticated.
     pub fn new(ssrc: u32, received_index: u64) -> Self {
-        StreamState { ssrc, highest_index: received_index & MAX_INDEX, seen: 1 }
+        let index = received_index & MAX_INDEX;
+        StreamState { ssrc, first_index: index, highest_index: index, seen: 1 }
+    }
+
+    /// Records `index` as received elsewhere (str0m delivered it): the window moves up to it when
+    /// it is newer, or marks it seen; one older than the window changes nothing. The packets this
+    /// path received stay seen, so a duplicate of one is still refused.
+    pub fn mark_received(&mut self, index: u64) {
+        let index = index & MAX_INDEX;
+        let delta = index as i64 - self.highest_index as i64;
+        if delta > -(WINDOW_PACKETS as i64) {
+            self.accept(Candidate { index, delta });
+        }
     }
 
     /// The index a packet with `sequence` has, and whether the replay list lets it through.
@@ -40,6 +57,9 @@ impl StreamState {
         if index > MAX_INDEX {
             // 2^48 packets under one key: RFC 3711 §9.2 requires a new one.
             return Err(SrtpRxError::BadKey);
+        }
+        if index < self.first_index {
+            return Err(SrtpRxError::BeforeFirst);
         }
         // Both below 2^48: the difference fits an i64 exactly.
         let delta = index as i64 - self.highest_index as i64;
@@ -129,8 +149,36 @@ mod tests {
     }
 
     #[test]
+    fn packets_older_than_the_first_are_refused_as_str0m_refuses_them() {
+        let mut stream = StreamState::new(1, 1_000);
+        assert_eq!(stream.check(999), Err(SrtpRxError::BeforeFirst), "late, from before the first");
+        assert_eq!(accept(&mut stream, 1_002), 1_002);
+        assert_eq!(accept(&mut stream, 1_001), 1_001, "late, but after the first");
+        assert_eq!(stream.check(990), Err(SrtpRxError::BeforeFirst));
+        let mut wrapped = StreamState::new(1, ROC_1 + 2);
+        assert_eq!(wrapped.check(65_535), Err(SrtpRxError::BeforeFirst), "from before the wrap");
+        assert_eq!(accept(&mut wrapped, 3), ROC_1 + 3);
+    }
+
+    #[test]
+    fn marking_keeps_what_was_seen_and_moves_up() {
+        let mut stream = StreamState::new(1, 1_000);
+        assert_eq!(accept(&mut stream, 1_005), 1_005);
+        stream.mark_received(1_003); // str0m delivered a late one (say, during an ICE restart)
+        assert_eq!(stream.check(1_003), Err(SrtpRxError::Replayed));
+        assert_eq!(stream.check(1_005), Err(SrtpRxError::Replayed), "still seen: not started over");
+        assert_eq!(accept(&mut stream, 1_004), 1_004);
+        stream.mark_received(ROC_1 + 10); // str0m carried the stream across a wrap
+        assert_eq!(stream.check(10), Err(SrtpRxError::Replayed));
+        assert_eq!(accept(&mut stream, 11), ROC_1 + 11, "the ROC follows the mark");
+        stream.mark_received(1_006); // older than the window: nothing changes
+        assert_eq!(accept(&mut stream, 12), ROC_1 + 12);
+    }
+
+    #[test]
     fn a_check_alone_moves_nothing() {
-        let stream = StreamState::new(1, 65_534);
+        let mut stream = StreamState::new(1, 65_530);
+        assert_eq!(accept(&mut stream, 65_534), 65_534);
         let candidate = stream.check(1).unwrap();
         assert_eq!(candidate.index, ROC_1 + 1);
         assert_eq!(stream.check(65_533).map(|c| c.index), Ok(65_533), "s_l still 65534");
@@ -157,7 +205,8 @@ mod tests {
 
     #[test]
     fn the_index_space_ends_at_2_to_the_48() {
-        let stream = StreamState::new(1, MAX_INDEX);
+        let mut stream = StreamState::new(1, MAX_INDEX - 10);
+        stream.mark_received(MAX_INDEX);
         assert_eq!(stream.check(0), Err(SrtpRxError::BadKey));
         assert_eq!(stream.check(65_534).map(|c| c.index), Ok(MAX_INDEX - 1));
     }

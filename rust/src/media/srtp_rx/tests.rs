@@ -103,7 +103,8 @@ fn replays_and_packets_older_than_the_window_are_refused() {
 #[test]
 fn a_forged_packet_moves_nothing() {
     let (mut receiver, sealer) = pair(GcmProfile::Aes128);
-    receiver.track(SSRC, 10);
+    receiver.track(SSRC, 5);
+    assert_eq!(open_at(&mut receiver, &sealer, 10, 10), Ok(10));
     let mut plaintext = Vec::new();
     let mut tag_flipped = sealer.seal(&rtp(SSRC, 11, b"opus"), 11);
     *tag_flipped.last_mut().unwrap() ^= 1;
@@ -172,7 +173,10 @@ fn ssrcs_are_tracked_forgotten_and_retracked() {
     assert!(receiver.is_tracked(SSRC) && receiver.is_tracked(0x5566_7788));
     assert_eq!(open_at(&mut receiver, &sealer, 1, 1), Ok(1));
     receiver.track(SSRC, ROC_1 + 5);
-    assert_eq!(open_at(&mut receiver, &sealer, 6, ROC_1 + 6), Ok(ROC_1 + 6), "re-tracking starts over");
+    assert_eq!(open_at(&mut receiver, &sealer, 6, ROC_1 + 6), Ok(ROC_1 + 6), "re-tracking moves the window up");
+    receiver.track(SSRC, ROC_1 + 4);
+    assert_eq!(open_at(&mut receiver, &sealer, 4, ROC_1 + 4), Err(SrtpRxError::Replayed), "and marks what it names");
+    assert_eq!(open_at(&mut receiver, &sealer, 3, ROC_1 + 3), Ok(ROC_1 + 3));
     receiver.forget(SSRC);
     assert!(!receiver.is_tracked(SSRC) && receiver.is_tracked(0x5566_7788));
     assert_eq!(open_at(&mut receiver, &sealer, 7, ROC_1 + 7), Err(SrtpRxError::UnknownSsrc));
