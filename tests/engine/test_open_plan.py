@@ -83,7 +83,7 @@ def test_a_departure_added_later_but_due_sooner_is_not_held_up_by_an_earlier_pla
         return waited_s, live
 
     waited_s, live = asyncio.run(main())
-    assert waited_s < 0.5
+    assert waited_s < 5.0, "held up by the departure planned for 20 s"  # a loaded machine may take a second
     assert live == [0]
 
 

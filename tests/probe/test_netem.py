@@ -196,6 +196,7 @@ def test_rate_limited_probes_suffer_and_the_light_tier_does_not(credentials: Cre
 
 
 @pytest.mark.skipif(unsupported_reason(DELAY) is not None, reason=f"probe impairment: {unsupported_reason(DELAY)}")
+@pytest.mark.integration  # it starts an embedded server
 def test_netem_delay_shows_in_end_to_end_latency(credentials: Credentials, tmp_path: Path) -> None:
     """60 ms each way: probe-to-probe media crosses the pair twice, so e2e p50 rises to at least 120 ms."""
     args = ["--participants", "4", "--probes", "2", "--rate", "10", "--duration", "20s"]
