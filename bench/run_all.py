@@ -226,6 +226,81 @@ def latest_results() -> dict[str, dict[str, Any]]:
     return latest
 
 
+def vs_lk_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
+    """The head-to-head rows: lkswarm on its default path and on lk's, against lk."""
+    rows: list[str] = []
+    if not ("vs-lk" in latest and "workloads" in latest["vs-lk"]["result"]):
+        return rows
+    r = latest["vs-lk"]["result"]
+    f = latest["vs-lk"]["file"]
+    from bench_vs_lk import cores_ratio
+
+    for name, w in r["workloads"].items():
+        ours, lk = w["runs"]["lkswarm"], w["runs"]["lk"]
+        seen = f"{ours['server_census']['active']} / {lk['server_census']['active']}"
+        packets = f"{ours['packets_received']:,} / {lk['packets_received']:,}"
+        verdict = "" if w["valid"] else " INVALID: the server did not see everyone ACTIVE and every track"
+        if "LFS" in r.get("lk_media", "LFS"):
+            verdict += " (lk built with LFS placeholder media)"
+        cores = cores_ratio(ours, lk)
+        same_path = w["runs"].get("lkswarm_rtc")  # recorded since 2026-12-05: lkswarm on lk's /rtc
+        on_lk_path = (
+            f", lkswarm on /rtc/v1; on lk's signaling path (/rtc, two PeerConnections) {same_path['cpu_s']} / "
+            f"{same_path['wall_s']} s, lk uses {cores_ratio(same_path, lk)}×"
+            if same_path
+            else ""
+        )
+        rows.append(
+            f"| vs lk | {name.replace('_', ' ')}, 60 s: generator CPU-s over wall s, lkswarm / lk (ACTIVE seen "
+            f"by the server; packets received) | {ours['cpu_s']} / {ours['wall_s']} s vs {lk['cpu_s']} / "
+            f"{lk['wall_s']} s ({seen}; {packets}); lk uses {cores}× lkswarm's CPU per participant-second, "
+            f"{w['cpu_per_packet_ratio_lk_over_lkswarm'] or '–'}× per packet{on_lk_path}"
+            f"{verdict} | {'≥ 5×' if name.startswith('video') else '≥ 6×'} (aim 10×) | {f} |"
+        )
+        rows.append(
+            f"| vs lk | {name.replace('_', ' ')}: max RSS of the tool's process tree lkswarm / lk; server CPU-s "
+            f"| {ours['max_rss_mib']} / {lk['max_rss_mib']} MiB; {ours['server_cpu_s']} / {lk['server_cpu_s']} s "
+            f"| – | {f} |"
+        )
+    return rows
+
+
+def floor_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
+    """The floor suite's rows: live over the bare receiver, generator over server, lk over lkswarm."""
+    rows: list[str] = []
+    if "floor" not in latest:
+        return rows
+    r, f = latest["floor"]["result"], latest["floor"]["file"]
+    floor, ratio = r["floor_ns_per_packet"], r["ratio_live_over_floor"] or {}
+    rows.append(
+        f"| floor | live CPU per received packet (300 participants, 1 audio publisher) over a bare receiver's: "
+        f"recvmmsg / io_uring | {r['live_ns_per_packet']} ns over {floor.get('recvmmsg')} / "
+        f"{floor.get('io_uring')} ns ({ratio.get('recvmmsg', '–')}× / {ratio.get('io_uring', '–')}×) | – | {f} |"
+    )
+    cores = r["generator_cores_per_1000_active"]
+    rows.append(
+        f"| floor | generator CPU over server CPU, 10 audio publishers -> 70 subscribers; generator cores per "
+        f"1,000 ACTIVE audio participants | {r['generator_over_server_cpu_audio_10_to_70']}; "
+        f"{cores['live_300_steady_state']} | ≤ 0.3 | {f} |"
+    )
+    lk = r.get("lk_over_lkswarm") or {}
+    if "audio_2_to_100" in lk and "video_1_to_50" in lk:
+        audio, video = lk["audio_2_to_100"], lk["video_1_to_50"]
+        valid = "" if audio["valid"] and video["valid"] else " (INVALID: see the file)"
+        key = "cores_ratio_lk_over_lkswarm_same_path"  # recorded since 2026-12-05: both on lk's /rtc
+        same, v1 = (
+            (f"{audio[key]}× / {video[key]}× with both on /rtc (lk's path); ", " with lkswarm on /rtc/v1")
+            if key in audio
+            else ("", "")
+        )
+        rows.append(
+            f"| floor | lk over lkswarm in cores, same run: audio 2 -> 100 / video 1 -> 50, each held 60 s | "
+            f"{same}{audio['cores_ratio_lk_over_lkswarm']}× / {video['cores_ratio_lk_over_lkswarm']}×{v1}{valid} | "
+            f"≥ 6× / ≥ 5× (aim 10×) | {f} |"
+        )
+    return rows
+
+
 def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
     rows = ["| suite | figure | result | target | file |", "|---|---|---|---|---|"]
     if "codec" in latest:
@@ -289,31 +364,7 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
             f"ramp included: {sc['participants_per_core_whole_run']}) | ≥ 2000 | {f} |"
         )
         rows.append(f"| media | RSS per media participant | {sc['rss_kib_per_participant']} KiB | ≤ 200 KiB | {f} |")
-    if "vs-lk" in latest and "workloads" in latest["vs-lk"]["result"]:
-        r = latest["vs-lk"]["result"]
-        f = latest["vs-lk"]["file"]
-        from bench_vs_lk import cores_ratio
-
-        for name, w in r["workloads"].items():
-            ours, lk = w["runs"]["lkswarm"], w["runs"]["lk"]
-            seen = f"{ours['server_census']['active']} / {lk['server_census']['active']}"
-            packets = f"{ours['packets_received']:,} / {lk['packets_received']:,}"
-            verdict = "" if w["valid"] else " INVALID: the server did not see everyone ACTIVE and every track"
-            if "LFS" in r.get("lk_media", "LFS"):
-                verdict += " (lk built with LFS placeholder media)"
-            cores = cores_ratio(ours, lk)
-            rows.append(
-                f"| vs lk | {name.replace('_', ' ')}, 60 s: generator CPU-s over wall s, lkswarm / lk (ACTIVE seen "
-                f"by the server; packets received) | {ours['cpu_s']} / {ours['wall_s']} s vs {lk['cpu_s']} / "
-                f"{lk['wall_s']} s ({seen}; {packets}); lk uses {cores}× lkswarm's CPU per participant-second, "
-                f"{w['cpu_per_packet_ratio_lk_over_lkswarm'] or '–'}× per packet{verdict} | "
-                f"{'≥ 5×' if name.startswith('video') else '≥ 6×'} (aim 10×) | {f} |"
-            )
-            rows.append(
-                f"| vs lk | {name.replace('_', ' ')}: max RSS of the tool's process tree lkswarm / lk; server CPU-s "
-                f"| {ours['max_rss_mib']} / {lk['max_rss_mib']} MiB; {ours['server_cpu_s']} / {lk['server_cpu_s']} s "
-                f"| – | {f} |"
-            )
+    rows += vs_lk_rows(latest)
     if "scale" in latest:
         r = latest["scale"]["result"]
         f = latest["scale"]["file"]
@@ -368,29 +419,7 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
             f"{r['participants_per_core_ratio_a_over_b']}× (runs {spread['A'][0]}–{spread['A'][1]} vs "
             f"{spread['B'][0]}–{spread['B'][1]}) | within noise | {f} |"
         )
-    if "floor" in latest:
-        r, f = latest["floor"]["result"], latest["floor"]["file"]
-        floor, ratio = r["floor_ns_per_packet"], r["ratio_live_over_floor"] or {}
-        rows.append(
-            f"| floor | live CPU per received packet (300 participants, 1 audio publisher) over a bare receiver's: "
-            f"recvmmsg / io_uring | {r['live_ns_per_packet']} ns over {floor.get('recvmmsg')} / "
-            f"{floor.get('io_uring')} ns ({ratio.get('recvmmsg', '–')}× / {ratio.get('io_uring', '–')}×) | – | {f} |"
-        )
-        cores = r["generator_cores_per_1000_active"]
-        rows.append(
-            f"| floor | generator CPU over server CPU, 10 audio publishers -> 70 subscribers; generator cores per "
-            f"1,000 ACTIVE audio participants | {r['generator_over_server_cpu_audio_10_to_70']}; "
-            f"{cores['live_300_steady_state']} | ≤ 0.3 | {f} |"
-        )
-        lk = r.get("lk_over_lkswarm") or {}
-        if "audio_2_to_100" in lk and "video_1_to_50" in lk:
-            audio, video = lk["audio_2_to_100"], lk["video_1_to_50"]
-            valid = "" if audio["valid"] and video["valid"] else " (INVALID: see the file)"
-            rows.append(
-                f"| floor | lk over lkswarm in cores, same run: audio 2 -> 100 / video 1 -> 50, each held 60 s | "
-                f"{audio['cores_ratio_lk_over_lkswarm']}× / {video['cores_ratio_lk_over_lkswarm']}×{valid} | "
-                f"≥ 6× / ≥ 5× (aim 10×) | {f} |"
-            )
+    rows += floor_rows(latest)
     if "floor-ab" in latest:
         r, f = latest["floor-ab"]["result"], latest["floor-ab"]["file"]
         spread = r["spread"]
