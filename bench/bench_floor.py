@@ -106,6 +106,7 @@ def live_run(participants: int = 300, duration_s: int = 40, python_path: str | N
     seconds, cpu_s, packets = steady_state_totals(report, participants)
     machine = report.get("machine", {})
     generator = report["generator"]
+    active = max(1, report["participants"]["active_at_end"])
     return {
         "participants": participants,
         "active_at_end": report["participants"]["active_at_end"],
@@ -120,6 +121,8 @@ def live_run(participants: int = 300, duration_s: int = 40, python_path: str | N
         "generator_valid": generator["valid"],
         "media_lag_p99_ms": (generator.get("media_lag_ms") or {}).get("p99"),
         "embedded_server_cpu_s": machine.get("embedded_server_cpu_s"),
+        # #24's "no regressions": RSS per media participant stays <= 200 KiB (the media suite's figure).
+        "rss_kib_per_participant": round((generator["rss_end_mb"] - generator["rss_ready_mb"]) * 1024 / active),
     }
 
 
@@ -158,6 +161,7 @@ def lk_over_lkswarm() -> dict[str, Any]:
         name: {
             "cores_ratio_lk_over_lkswarm_same_path": w["cores_ratio_lk_over_lkswarm_same_path"],
             "cores_ratio_lk_over_lkswarm": w["cores_ratio_lk_over_lkswarm"],
+            "cores_ratio_per_round": w["cores_ratio_per_round"],
             "valid": w["valid"],
         }
         for name, w in result["workloads"].items()

@@ -13,11 +13,12 @@ every run we record:
 Workloads (issue #8): (a) 1 room, 2 audio publishers + 100 subscribers; (b) 1 simulcast video publisher +
 50 subscribers; both at 10 joins/s, every participant held 60 s after the last has joined (lk's
 ``--duration``; lkswarm's run is longer by the ramp, `lkswarm_duration_s`). lkswarm runs each workload twice:
-on its default signaling path and on lk's (`LKSWARM_RUNS`). `scale` adds LiveKit's audio
+on its default signaling path and on lk's (`LKSWARM_RUNS`). Each tool runs each workload 3 times, interleaved;
+the ratios are of each tool's median run. `scale` adds LiveKit's audio
 benchmark shape: 10 audio publishers -> N subscribers at rising N, held 60 s, for both tools, with the
 server's CPU per subscriber.
 
-Usage: ``python bench/bench_vs_lk.py [head-to-head|scale] [--duration S]`` (prints JSON); ``make bench``
+Usage: ``python bench/bench_vs_lk.py [head-to-head|scale] [--duration S] [--rounds N]`` (prints JSON); ``make bench``
 records both. The API secret reaches the tools through the environment only, never their argv.
 """
 
@@ -275,18 +276,32 @@ def cores_ratio(ours: dict[str, Any], theirs: dict[str, Any]) -> float | None:
     return round(float(theirs["cpu_s"] / theirs["wall_s"]) / float(ours["cpu_s"] / ours["wall_s"]), 2)
 
 
-def head_to_head(duration_s: int) -> dict[str, Any]:
+def median_run(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median cores (CPU-s over wall-s); the lower middle for an even count."""
+    ranked = sorted(rows, key=lambda row: row["cpu_s"] / row["wall_s"] if row["wall_s"] else 0.0)
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def head_to_head(duration_s: int, rounds: int = 3) -> dict[str, Any]:
+    """Each workload ``rounds`` times per tool, interleaved (the order rotates every round), because one
+    run of either tool moves by 20 % with the machine's load; the ratios are of each tool's median run."""
     if lk_binary() is None:
         return {"skipped": f"lk {LK_VERSION} is not installed (.venv/bin/lk); see README, Performance"}
+    tools = ["lkswarm", "lkswarm_rtc", "lk"]
     results: dict[str, Any] = {}
     for name, workload in WORKLOADS.items():
-        runs = {tool: run_one(tool, workload, duration_s) for tool in ("lkswarm", "lkswarm_rtc", "lk")}
+        rounds_run: dict[str, list[dict[str, Any]]] = {tool: [] for tool in tools}
+        for k in range(rounds):
+            for tool in tools[k % len(tools) :] + tools[: k % len(tools)]:
+                rounds_run[tool].append(run_one(tool, workload, duration_s))
+        runs = {tool: median_run(rows) for tool, rows in rounds_run.items()}
         ours, same_path, theirs = runs["lkswarm"], runs["lkswarm_rtc"], runs["lk"]
         per_packet = (ours["cpu_us_per_packet_received"], theirs["cpu_us_per_packet_received"])
         results[name] = {
-            "workload": workload | {"duration_s": duration_s, "join_rate_per_s": JOIN_RATE},
-            "valid": ours["valid"] and same_path["valid"] and theirs["valid"],
+            "workload": workload | {"duration_s": duration_s, "join_rate_per_s": JOIN_RATE, "rounds": rounds},
+            "valid": all(row["valid"] for rows in rounds_run.values() for row in rows),
             "runs": runs,
+            "rounds": rounds_run,
             # Both tools on /rtc with two PeerConnections (LKSWARM_RUNS): the like-for-like figure.
             "cores_ratio_lk_over_lkswarm_same_path": cores_ratio(same_path, theirs),
             "cpu_per_packet_ratio_lk_over_lkswarm": (
@@ -296,6 +311,11 @@ def head_to_head(duration_s: int) -> dict[str, Any]:
             # CPU over each tool's own wall time: lk's --duration starts after its joining ramp, so it
             # runs about 10 s longer than lkswarm for the same --duration, and raw CPU-s would flatter us.
             "cores_ratio_lk_over_lkswarm": cores_ratio(ours, theirs),
+            # Round by round (run k of each tool), to show the spread the medians hide.
+            "cores_ratio_per_round": {
+                path: [cores_ratio(a, b) for a, b in zip(rounds_run[tool], rounds_run["lk"], strict=True)]
+                for path, tool in (("same_path", "lkswarm_rtc"), ("default_path", "lkswarm"))
+            },
             "rss_ratio_lk_over_lkswarm": (
                 round(theirs["max_rss_mib"] / ours["max_rss_mib"], 2) if ours["max_rss_mib"] else None
             ),
@@ -344,8 +364,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("suite", choices=["head-to-head", "scale"])
     parser.add_argument("--duration", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=3, help="head-to-head: runs of each tool per workload")
     args = parser.parse_args()
-    result = head_to_head(args.duration) if args.suite == "head-to-head" else scale(args.duration)
+    result = head_to_head(args.duration, args.rounds) if args.suite == "head-to-head" else scale(args.duration)
     print(json.dumps(result, indent=2))
 
 
