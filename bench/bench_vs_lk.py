@@ -282,6 +282,23 @@ def median_run(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return ranked[(len(ranked) - 1) // 2]
 
 
+def per_server_cpu_ratio(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> float | None:
+    """lk's CPU per CPU-second of its server over lkswarm's, each the median over its rounds.
+
+    A run's tool CPU over its server's CPU in the same run cancels most of how fast the machine was that
+    minute (on a shared machine both slow down together), so this moves far less between runs than the
+    cores ratio. It is not the target's figure: lk's participants cost the server more than ours (about
+    1.25x on audio), which this charges against lk.
+    """
+
+    def median_share(rows: list[dict[str, Any]]) -> float | None:
+        shares = sorted(row["cpu_s"] / row["server_cpu_s"] for row in rows if row["server_cpu_s"])
+        return shares[(len(shares) - 1) // 2] if shares else None
+
+    mine, lks = median_share(ours), median_share(theirs)
+    return round(lks / mine, 2) if mine and lks else None
+
+
 def head_to_head(duration_s: int, rounds: int = 3) -> dict[str, Any]:
     """Each workload ``rounds`` times per tool, interleaved (the order rotates every round), because one
     run of either tool moves by 20 % with the machine's load; the ratios are of each tool's median run."""
@@ -314,6 +331,10 @@ def head_to_head(duration_s: int, rounds: int = 3) -> dict[str, Any]:
             # Round by round (run k of each tool), to show the spread the medians hide.
             "cores_ratio_per_round": {
                 path: [cores_ratio(a, b) for a, b in zip(rounds_run[tool], rounds_run["lk"], strict=True)]
+                for path, tool in (("same_path", "lkswarm_rtc"), ("default_path", "lkswarm"))
+            },
+            "per_server_cpu_ratio_lk_over_lkswarm": {
+                path: per_server_cpu_ratio(rounds_run[tool], rounds_run["lk"])
                 for path, tool in (("same_path", "lkswarm_rtc"), ("default_path", "lkswarm"))
             },
             "rss_ratio_lk_over_lkswarm": (

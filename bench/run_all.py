@@ -265,6 +265,22 @@ def vs_lk_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
     return rows
 
 
+def per_round_note(head_to_head: dict[str, Any]) -> str:
+    """The head-to-head's rounds, for the row: like-for-like ratios round by round, and per server CPU-s."""
+    from bench_vs_lk import per_server_cpu_ratio
+
+    workloads = head_to_head.get("workloads", {})
+    if not all("rounds" in w for w in workloads.values()):
+        return ""  # recorded before the head-to-head ran rounds (2026-12-05)
+    notes = []
+    for name, w in workloads.items():
+        rounds = w["rounds"]
+        per_round = ", ".join(f"{r}×" for r in w["cores_ratio_per_round"]["same_path"])
+        per_server = per_server_cpu_ratio(rounds["lkswarm_rtc"], rounds["lk"])
+        notes.append(f"{name.split('_')[0]}: rounds {per_round}, per server CPU-s {per_server}×")
+    return f" (like for like, {len(next(iter(workloads.values()))['rounds']['lk'])} rounds: {'; '.join(notes)})"
+
+
 def floor_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
     """The floor suite's rows: live over the bare receiver, generator over server, lk over lkswarm."""
     rows: list[str] = []
@@ -295,8 +311,8 @@ def floor_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
         )
         rows.append(
             f"| floor | lk over lkswarm in cores, same run: audio 2 -> 100 / video 1 -> 50, each held 60 s | "
-            f"{same}{audio['cores_ratio_lk_over_lkswarm']}× / {video['cores_ratio_lk_over_lkswarm']}×{v1}{valid} | "
-            f"≥ 6× / ≥ 5× (aim 10×) | {f} |"
+            f"{same}{audio['cores_ratio_lk_over_lkswarm']}× / {video['cores_ratio_lk_over_lkswarm']}×{v1}{valid}"
+            f"{per_round_note(lk['runs'])} | ≥ 6× / ≥ 5× (aim 10×) | {f} |"
         )
     return rows
 

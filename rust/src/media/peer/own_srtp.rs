@@ -46,7 +46,7 @@ use str0m::Rtc;
 
 use super::{MediaPeer, Pc};
 use crate::media::srtp_rx::{peek_ssrc, GcmProfile, SrtpReceiver, SrtpRxError};
-use crate::media::types::Received;
+use crate::media::types::{PeerCounters, Received};
 
 /// The most receipts deferred before they are handed to str0m in one run: 32 packets of one
 /// 50 packet/s audio stream are 640 ms, under str0m's pause threshold, and usually a timer
@@ -115,6 +115,17 @@ impl OwnSrtp {
     }
 }
 
+/// The counter of a packet the own path drops, as str0m would: a replay, a failed authentication,
+/// or one older than its stream's first. `None` for a refusal that is str0m's to judge.
+fn drop_counter(counters: &mut PeerCounters, error: SrtpRxError) -> Option<&mut u64> {
+    match error {
+        SrtpRxError::Replayed => Some(&mut counters.srtp_own_replayed),
+        SrtpRxError::AuthFailed => Some(&mut counters.srtp_own_auth_failed),
+        SrtpRxError::BeforeFirst => Some(&mut counters.srtp_own_before_first),
+        SrtpRxError::Malformed | SrtpRxError::UnknownSsrc | SrtpRxError::BadKey => None,
+    }
+}
+
 impl MediaPeer {
     /// Starts tracking `ssrc` after str0m delivered its packet `seq_no` (of section `mid`), or
     /// re-seeds it when str0m delivered one of a tracked stream (its register moved).
@@ -161,19 +172,14 @@ impl MediaPeer {
         };
         let opened = match own.receiver.open(data, &mut own.plaintext, own.twcc_ext_id) {
             Ok(opened) => opened,
-            Err(error @ (SrtpRxError::Replayed | SrtpRxError::AuthFailed | SrtpRxError::BeforeFirst)) => {
-                let counter = match error {
-                    SrtpRxError::Replayed => &mut self.counters.srtp_own_replayed,
-                    SrtpRxError::BeforeFirst => &mut self.counters.srtp_own_before_first,
-                    _ => &mut self.counters.srtp_own_auth_failed,
-                };
-                *counter += 1;
+            Err(error) => {
+                // `None`: not ours to judge (a header we cannot parse, an SSRC forgotten
+                // meanwhile), so str0m's path has the packet.
+                *drop_counter(&mut self.counters, error)? += 1;
                 self.primary.datagrams_received += 1;
                 self.last_arrival = Some(now);
                 return Some(Received::Quiet);
             }
-            // Not ours to judge (a header we cannot parse, an SSRC forgotten meanwhile): str0m's.
-            Err(_) => return None,
         };
         let transport = &mut self.primary;
         let at = transport.advance_clock(now);
