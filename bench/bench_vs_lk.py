@@ -32,6 +32,7 @@ import os
 import resource
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -158,6 +159,8 @@ def lk_packets_received(output: str) -> int:
 # about 15 % more (2026-12-05-single-pc.json: its re-offer rounds), so only the second run compares the tools
 # on the same protocol work; the first says what a user running lkswarm's default pays.
 LKSWARM_RUNS: dict[str, list[str]] = {"lkswarm": [], "lkswarm_rtc": ["--signal-path", "v0"]}
+# Which lkswarm run each path's ratios read.
+PATH_RUNS = (("same_path", "lkswarm_rtc"), ("default_path", "lkswarm"))
 
 
 def command_for(tool: str, workload: dict[str, int], duration_s: int, url: str, room: str, out: Path) -> list[str]:
@@ -292,8 +295,8 @@ def per_server_cpu_ratio(ours: list[dict[str, Any]], theirs: list[dict[str, Any]
     """
 
     def median_share(rows: list[dict[str, Any]]) -> float | None:
-        shares = sorted(row["cpu_s"] / row["server_cpu_s"] for row in rows if row["server_cpu_s"])
-        return shares[(len(shares) - 1) // 2] if shares else None
+        shares = [row["cpu_s"] / row["server_cpu_s"] for row in rows if row["server_cpu_s"]]
+        return statistics.median_low(shares) if shares else None
 
     mine, lks = median_share(ours), median_share(theirs)
     return round(lks / mine, 2) if mine and lks else None
@@ -331,11 +334,10 @@ def head_to_head(duration_s: int, rounds: int = 3) -> dict[str, Any]:
             # Round by round (run k of each tool), to show the spread the medians hide.
             "cores_ratio_per_round": {
                 path: [cores_ratio(a, b) for a, b in zip(rounds_run[tool], rounds_run["lk"], strict=True)]
-                for path, tool in (("same_path", "lkswarm_rtc"), ("default_path", "lkswarm"))
+                for path, tool in PATH_RUNS
             },
             "per_server_cpu_ratio_lk_over_lkswarm": {
-                path: per_server_cpu_ratio(rounds_run[tool], rounds_run["lk"])
-                for path, tool in (("same_path", "lkswarm_rtc"), ("default_path", "lkswarm"))
+                path: per_server_cpu_ratio(rounds_run[tool], rounds_run["lk"]) for path, tool in PATH_RUNS
             },
             "rss_ratio_lk_over_lkswarm": (
                 round(theirs["max_rss_mib"] / ours["max_rss_mib"], 2) if ours["max_rss_mib"] else None
