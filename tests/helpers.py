@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,18 @@ LKSWARM = [sys.executable, "-m", "lkswarm"]
 
 
 def run_cli(
-    args: list[str], credentials: Credentials, tmp_path: Path, timeout_s: float = 180
+    args: list[str],
+    credentials: Credentials,
+    tmp_path: Path,
+    timeout_s: float = 180,
+    prefix: Sequence[str] = (),
 ) -> tuple[int, dict[str, Any], str]:
+    """``lkswarm run args``, run as ``prefix + lkswarm run ...`` (a wrapper such as seccomp_io_uring.py)."""
     report_path = tmp_path / "report.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
     env.update(LIVEKIT_API_KEY=credentials.api_key, LIVEKIT_API_SECRET=credentials.api_secret)
     out = subprocess.run(
-        [*LKSWARM, "run", *args, "--json", str(report_path), "--quiet"],
+        [*prefix, *LKSWARM, "run", *args, "--json", str(report_path), "--quiet"],
         capture_output=True,
         text=True,
         env=env,
@@ -42,12 +48,15 @@ def run_cli(
     return out.returncode, report, out.stderr
 
 
-def run_av_room(url: str, credentials: Credentials, tmp_path: Path, participants: int) -> dict[str, Any]:
+def run_av_room(
+    url: str, credentials: Credentials, tmp_path: Path, participants: int, prefix: Sequence[str] = ()
+) -> dict[str, Any]:
     """One room of ``participants`` for 12 s, 2 audio publishers and 1 simulcast video publisher to everyone
-    else; the run's report, once it is checked clean: exit 0, everyone ACTIVE, every track received, no loss."""
+    else; the run's report, once it is checked clean: exit 0, everyone ACTIVE, every track received, no loss.
+    ``prefix`` runs the CLI under a wrapper (`run_cli`)."""
     args = ["--url", url, "--rooms", "1", "--participants", str(participants), "--rate", "20"]
     args += ["--duration", "12s", "--audio-publishers", "2", "--video-publishers", "1"]
-    code, report, stderr = run_cli(args, credentials, tmp_path, timeout_s=90)
+    code, report, stderr = run_cli(args, credentials, tmp_path, timeout_s=90, prefix=prefix)
     p = report["participants"]
     assert code == 0, (stderr, p["outcomes"], p["failures"], report["failed_participants"][:3])
     assert_outcomes_reconcile(report)

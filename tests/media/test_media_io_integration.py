@@ -3,11 +3,16 @@
 The hub's worker reads and sends with io_uring (multishot ``recvmsg`` over provided buffers, sends in one
 submission) where the kernel allows it, else with epoll, ``recvmmsg`` and ``sendmmsg``
 (rust/src/media/hub/io.rs). ``LKSWARM_MEDIA_IO`` forces one, so each runs the same short scenario here:
-the report must name the backend it ran, lose nothing, and count its system calls per datagram.
+the report must name the backend it ran, lose nothing, and count its system calls per datagram. Where
+io_uring is refused, the way Docker's default seccomp profile refuses it, the same scenario runs unforced
+under a seccomp filter that refuses it so (tests/seccomp_io_uring.py): the hub must fall back to epoll on
+its own and the report say why.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +25,9 @@ from lkswarm.auth import Credentials
 pytestmark = pytest.mark.integration
 
 PARTICIPANTS = 8  # 2 audio publishers and 1 video publisher to every other participant
+#: Runs a command with io_uring_setup, io_uring_enter and io_uring_register failing with EPERM.
+UNDER_DOCKER_SECCOMP = [sys.executable, str(Path(__file__).parents[1] / "seccomp_io_uring.py"), "--"]
+SECCOMP_REFUSAL = "io_uring_setup: Operation not permitted (os error 1)"
 
 
 def io_uring_refused() -> str | None:
@@ -85,3 +93,35 @@ def test_the_hub_event_descriptor_is_readable_exactly_while_events_wait() -> Non
         assert select.select([fd], [], [], 0.3)[0] == [], "still readable after the events were taken"
     finally:
         hub.close()
+
+
+def test_a_hub_under_dockers_seccomp_refusal_falls_back_to_epoll_and_forcing_io_uring_is_an_error() -> None:
+    probe = (
+        "from lkswarm import _core\n"
+        "hub = _core.MediaHub('127.0.0.1'); print(hub.io_backend, '|', hub.io_fallback); hub.close()\n"
+        "try:\n"
+        "    _core.MediaHub('127.0.0.1', io='io_uring')\n"
+        "except Exception as error:\n"
+        "    print(type(error).__name__, '|', error)\n"
+    )
+    out = subprocess.run(
+        [*UNDER_DOCKER_SECCOMP, sys.executable, "-c", probe], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    unforced, forced = out.stdout.splitlines()
+    assert unforced == f"epoll | {SECCOMP_REFUSAL}"
+    assert forced == f"MediaError | io_uring was asked for and refused: {SECCOMP_REFUSAL}"
+
+
+def test_where_seccomp_refuses_io_uring_the_run_falls_back_to_epoll_loses_nothing_and_the_report_says_why(
+    livekit_server: LocalServer,
+    credentials: Credentials,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("LKSWARM_MEDIA_IO", raising=False)
+    report = run_av_room(livekit_server.url, credentials, tmp_path, PARTICIPANTS, prefix=UNDER_DOCKER_SECCOMP)
+    hub = report["media"]["hub"]
+    assert (hub["io"], hub["io_fallback"]) == ("epoll", SECCOMP_REFUSAL), hub
+    assert any(f"io_uring was refused ({SECCOMP_REFUSAL})" in note for note in report["notes"]), report["notes"]
+    assert hub["syscalls"] >= hub["wakeups"] > 0, hub

@@ -48,6 +48,10 @@ EVICTION_NOTE = (
     "whatever it sends over signaling. Signal-only participants therefore live at most about 60 s; this is "
     "the server's documented behaviour, not a generator error. Use the media tier for longer runs."
 )
+IO_FALLBACK_NOTE = (
+    "the media thread read and sent with epoll, recvmmsg and sendmmsg: io_uring was refused ({reason}). "
+    "Docker's default seccomp profile refuses it; the run is complete either way."
+)
 INSECURE_WARNING = (
     "TLS verification is off (--insecure): the server's certificate and host name were not checked, so these "
     "results may come from a server other than the one named."
@@ -314,6 +318,8 @@ def build_report(
         )
     if left.get("JOIN_FAILURE"):
         notes.append(EVICTION_NOTE.format(count=left["JOIN_FAILURE"]))
+    if media_totals is not None and media_totals.hub_io_fallback:
+        notes.append(IO_FALLBACK_NOTE.format(reason=media_totals.hub_io_fallback))
     after_end = counters["failed_after_end"]
     if after_end:
         reasons = ", ".join(
