@@ -15,8 +15,8 @@ Workloads (issue #8): (a) 1 room, 2 audio publishers + 100 subscribers; (b) 1 si
 ``--duration``; lkswarm's run is longer by the ramp, `lkswarm_duration_s`). lkswarm runs each workload twice:
 on its default signaling path and on lk's (`LKSWARM_RUNS`). Each tool runs each workload 3 times, interleaved;
 the ratios are of each tool's median run. `scale` adds LiveKit's audio
-benchmark shape: 10 audio publishers -> N subscribers at rising N, held 60 s, for both tools, with the
-server's CPU per subscriber.
+benchmark shape: 10 audio publishers -> N subscribers at rising N, held 60 s, for both tools (lkswarm on
+both paths), with the server's CPU per subscriber.
 
 Usage: ``python bench/bench_vs_lk.py [head-to-head|scale] [--duration S] [--rounds N]`` (prints JSON); ``make bench``
 records both. The API secret reaches the tools through the environment only, never their argv.
@@ -357,8 +357,10 @@ def scale(duration_s: int, subscriber_steps: tuple[int, ...] = (40, 90, 190)) ->
     """LiveKit's audio benchmark shape at rising N: 10 audio publishers -> N subscribers, for each tool.
 
     A step counts as held when the server's census 10 s before the end saw every planned participant ACTIVE.
+    lkswarm runs on both signaling paths (`LKSWARM_RUNS`): `lkswarm_rtc` on lk's, `/rtc` with two
+    PeerConnections, so that its row and lk's load the server alike (`/rtc/v1` costs it about 15 % more).
     """
-    tools = ["lkswarm"] + (["lk"] if lk_binary() is not None else [])
+    tools = [*LKSWARM_RUNS] + (["lk"] if lk_binary() is not None else [])
     steps: dict[str, list[dict[str, Any]]] = {tool: [] for tool in tools}
     largest: dict[str, int] = {tool: 0 for tool in tools}
     for tool in tools:
@@ -375,6 +377,7 @@ def scale(duration_s: int, subscriber_steps: tuple[int, ...] = (40, 90, 190)) ->
     binary = lk_binary()
     return {
         "shape": "10 audio publishers -> N subscribers, one room (LiveKit's audio benchmark)",
+        "lkswarm_runs": {tool: " ".join(args) or "default signaling path" for tool, args in LKSWARM_RUNS.items()},
         "lk_media": lk_media(binary) if binary is not None else None,
         "duration_s": duration_s,
         "largest_held": largest,
