@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{addr, run, run_losing, OpusSender, ServerSide};
+use common::{addr, is_rtp, run, run_losing, OpusSender, ServerSide};
 use lkswarm_core::media::clip::{Clip, ClipFrame, MediaLibrary};
 use lkswarm_core::media::peer::{MediaPeer, PeerConfig};
 use lkswarm_core::media::shared_certificate;
@@ -186,13 +186,6 @@ fn run_video(ms: u32, lose: &mut dyn FnMut(&Datagram) -> bool) -> (MediaPeer, Vi
     run_losing(&mut peer, &mut server, server_addr, &mut now, ms, &mut side, lose);
     assert!(peer.is_connected(Pc::Subscriber));
     (peer, side)
-}
-
-/// An SRTP datagram (RFC 7983: first byte 128-191) that is RTP, not RTCP (payload types 72-76
-/// with the marker bit are RTCP's 200-204).
-fn is_rtp(datagram: &Datagram) -> bool {
-    let bytes = &datagram.contents;
-    bytes.len() > 12 && (128..192).contains(&bytes[0]) && !(72..=76).contains(&(bytes[1] & 0x7f))
 }
 
 /// str0m's NACK timer runs only while a packet is missing (patch item 7), and video receipts on

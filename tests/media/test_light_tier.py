@@ -91,6 +91,7 @@ def test_the_srtp_receive_section_says_which_path_carried_the_packets_and_why_a_
             "srtp_own_auth_failed": 1,
             "srtp_own_before_first": 4,
             "srtp_receipts_refused": 3,
+            "srtp_str0m_dropped": {"duplicates": 5, "padding_only": 7},
         }
     )
     off = "DTLS negotiated an SRTP profile other than AEAD-AES-GCM"
@@ -104,6 +105,15 @@ def test_the_srtp_receive_section_says_which_path_carried_the_packets_and_why_a_
         "before_first": 4,
         "receipts_refused": 3,
         "peers_off": {off: 1},
+        "str0m_dropped": {
+            "unknown_stream": 0,
+            "before_keys": 0,
+            "unknown_payload_type": 0,
+            "duplicates": 5,
+            "auth_failed": 0,
+            "malformed": 0,
+            "padding_only": 7,
+        },
     }
 
 

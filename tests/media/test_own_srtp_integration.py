@@ -16,6 +16,7 @@ import pytest
 from helpers import run_av_room
 from lkswarm.app.server import LocalServer
 from lkswarm.auth import Credentials
+from lkswarm.media.totals import STR0M_DROP_REASONS
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +35,12 @@ def test_each_srtp_receive_path_carries_audio_and_video_without_loss_and_the_rep
     media = run_av_room(livekit_server.url, credentials, tmp_path, PARTICIPANTS)["media"]
     srtp = media["srtp_receive"]
     assert srtp["replayed"] == 0 and srtp["auth_failed"] == 0, srtp
+    # What str0m's path consumed without media, by reason: nothing forged, malformed or of unknown codec
+    # on loopback. Duplicates, unknown streams and RTX padding (the server's probes) may occur.
+    dropped = srtp["str0m_dropped"]
+    assert set(dropped) == set(STR0M_DROP_REASONS), dropped
+    assert dropped["auth_failed"] == dropped["malformed"] == dropped["unknown_payload_type"] == 0, dropped
+    print(path, srtp)
     assert srtp["own_packets"] + srtp["str0m_packets"] == media["packets_received"], srtp
     if path == "own":
         # Only each stream's first packet (and any RTX) is str0m's.

@@ -10,6 +10,17 @@ from hdrh.histogram import HdrHistogram
 from lkswarm.media.data import DataTotals
 from lkswarm.metrics import new_histogram, summarize
 
+#: Why str0m's receive path consumed an RTP datagram without delivering media (``Rtc::rtp_receive_drops``).
+STR0M_DROP_REASONS = (
+    "unknown_stream",
+    "before_keys",
+    "unknown_payload_type",
+    "duplicates",
+    "auth_failed",
+    "malformed",
+    "padding_only",
+)
+
 
 @dataclass(slots=True)
 class SrtpReceiveTotals:
@@ -27,6 +38,10 @@ class SrtpReceiveTotals:
     # went away meanwhile): counted here, missing from str0m's receiver reports.
     receipts_refused: int = 0
     peers_off: dict[str, int] = field(default_factory=dict)  # why a peer used str0m only -> peers
+    # What str0m's path consumed without delivering media, by reason (its duplicates, failed
+    # authentication, unknown streams or payload types, malformed packets, RTX padding): the packets the
+    # own path left to str0m are accounted as the own path's are.
+    str0m_dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STR0M_DROP_REASONS, 0))
 
     def account(self, stats: dict[str, Any]) -> None:
         self.own_packets += stats.get("srtp_own_packets", 0)
@@ -37,6 +52,8 @@ class SrtpReceiveTotals:
         reason = stats.get("srtp_own_off")
         if reason:
             self.peers_off[reason] = self.peers_off.get(reason, 0) + 1
+        for drop, count in (stats.get("srtp_str0m_dropped") or {}).items():
+            self.str0m_dropped[drop] = self.str0m_dropped.get(drop, 0) + count
 
     def report(self, packets_received: int) -> dict[str, Any]:
         return {
@@ -47,6 +64,7 @@ class SrtpReceiveTotals:
             "before_first": self.before_first,
             "receipts_refused": self.receipts_refused,
             "peers_off": dict(sorted(self.peers_off.items())),
+            "str0m_dropped": dict(self.str0m_dropped),
         }
 
 

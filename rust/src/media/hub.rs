@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::Token;
 use str0m::config::DtlsCert;
+use str0m::rtp::RtpReceiveDrops;
 
 use super::clip::MediaLibrary;
 use super::data::DataSummary;
@@ -91,6 +92,8 @@ pub struct PeerSummary {
     pub data: DataSummary,
     /// Why this peer received every SRTP packet through str0m, if it did (`peer/own_srtp.rs`).
     pub srtp_own_off: Option<&'static str>,
+    /// RTP that str0m's receive path consumed without delivering media, by reason.
+    pub str0m_rtp_drops: RtpReceiveDrops,
 }
 
 /// Hub-wide running totals: live peers plus everything removed peers had counted.
@@ -583,5 +586,6 @@ fn summarize(peer: &MediaPeer) -> PeerSummary {
         single_pc: peer.is_single(),
         data: peer.data().summary(),
         srtp_own_off: peer.own_srtp_off_reason(),
+        str0m_rtp_drops: peer.str0m_rtp_drops(),
     }
 }

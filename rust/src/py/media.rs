@@ -55,6 +55,20 @@ fn summary_dict<'py>(py: Python<'py>, summary: &PeerSummary) -> PyResult<Bound<'
     dict.set_item("srtp_own_before_first", c.srtp_own_before_first)?;
     dict.set_item("srtp_receipts_refused", c.srtp_receipts_refused)?;
     dict.set_item("srtp_own_off", summary.srtp_own_off)?;
+    let d = &summary.str0m_rtp_drops;
+    let str0m_dropped = PyDict::new(py);
+    for (reason, count) in [
+        ("unknown_stream", d.unknown_stream),
+        ("before_keys", d.before_keys),
+        ("unknown_payload_type", d.unknown_payload_type),
+        ("duplicates", d.duplicates),
+        ("auth_failed", d.auth_failed),
+        ("malformed", d.malformed),
+        ("padding_only", d.padding_only),
+    ] {
+        str0m_dropped.set_item(reason, count)?;
+    }
+    dict.set_item("srtp_str0m_dropped", str0m_dropped)?;
     dict.set_item("subscriber_connected", summary.subscriber_connected)?;
     dict.set_item("publisher_connected", summary.publisher_connected)?;
     dict.set_item("failed", summary.failed)?;

@@ -69,6 +69,21 @@ pub fn run_losing(
     side: &mut dyn ServerSide,
     lose: &mut dyn FnMut(&Datagram) -> bool,
 ) {
+    let mut rewire = |datagram: &Datagram| if lose(datagram) { Vec::new() } else { vec![datagram.clone()] };
+    run_rewiring(peer, server, server_addr, now, steps, side, &mut rewire);
+}
+
+/// As `run`, but the peer receives, in place of each datagram sent to it, what `rewire` makes of
+/// it: nothing (lost), the datagram, several copies, or something else (forged).
+pub fn run_rewiring(
+    peer: &mut MediaPeer,
+    server: &mut Rtc,
+    server_addr: SocketAddr,
+    now: &mut Instant,
+    steps: u32,
+    side: &mut dyn ServerSide,
+    rewire: &mut dyn FnMut(&Datagram) -> Vec<Datagram>,
+) {
     let mut wire: Vec<Datagram> = Vec::new();
     for _ in 0..steps {
         *now += Duration::from_millis(1);
@@ -83,12 +98,21 @@ pub fn run_losing(
                 let receive =
                     Receive::new(Protocol::Udp, datagram.source, datagram.destination, &datagram.contents).unwrap();
                 server.handle_input(Input::Receive(at, receive)).unwrap();
-            } else if !lose(&datagram) {
-                peer.handle_datagram(at, datagram.source, datagram.destination, &datagram.contents);
+            } else {
+                for delivered in rewire(&datagram) {
+                    peer.handle_datagram(at, delivered.source, delivered.destination, &delivered.contents);
+                }
             }
         }
         drain_server(server, &mut wire, side, at);
     }
+}
+
+/// An SRTP datagram (RFC 7983: first byte 128-191) that is RTP, not RTCP (payload types 72-76
+/// with the marker bit are RTCP's 200-204).
+pub fn is_rtp(datagram: &Datagram) -> bool {
+    let bytes = &datagram.contents;
+    bytes.len() > 12 && (128..192).contains(&bytes[0]) && !(72..=76).contains(&(bytes[1] & 0x7f))
 }
 
 fn drain_server(server: &mut Rtc, wire: &mut Vec<Datagram>, side: &mut dyn ServerSide, now: Instant) {

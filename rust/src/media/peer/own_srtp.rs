@@ -41,7 +41,7 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use str0m::rtp::{Extension, ExternalRtp, ExternalRtpReceipt, SeqNo, Ssrc};
+use str0m::rtp::{Extension, ExternalRtp, ExternalRtpReceipt, RtpReceiveDrops, SeqNo, Ssrc};
 use str0m::Rtc;
 
 use super::{MediaPeer, Pc};
@@ -262,6 +262,24 @@ impl MediaPeer {
                 Received::Service
             }
         }
+    }
+
+    /// What str0m's receive path consumed without delivering media, over both PeerConnections
+    /// (patch item 9): the refusals of the packets the own path left to str0m, which the own path
+    /// counts for its own in `counters`.
+    pub fn str0m_rtp_drops(&self) -> RtpReceiveDrops {
+        let mut total = self.primary.rtc.rtp_receive_drops();
+        if let Some(publisher) = &self.publisher {
+            let more = publisher.rtc.rtp_receive_drops();
+            total.unknown_stream += more.unknown_stream;
+            total.before_keys += more.before_keys;
+            total.unknown_payload_type += more.unknown_payload_type;
+            total.duplicates += more.duplicates;
+            total.auth_failed += more.auth_failed;
+            total.malformed += more.malformed;
+            total.padding_only += more.padding_only;
+        }
+        total
     }
 
     /// Why this peer received all SRTP through str0m, if it did after tracking was attempted.
