@@ -50,7 +50,8 @@ EVICTION_NOTE = (
 )
 IO_FALLBACK_NOTE = (
     "the media thread read and sent with epoll, recvmmsg and sendmmsg: io_uring was refused ({reason}). "
-    "Docker's default seccomp profile refuses it; the run is complete either way."
+    "Docker's default seccomp profile refuses it, and kernels before 6.0 lack its multishot recvmsg; the run "
+    "is complete either way."
 )
 INSECURE_WARNING = (
     "TLS verification is off (--insecure): the server's certificate and host name were not checked, so these "
