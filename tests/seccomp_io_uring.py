@@ -73,16 +73,15 @@ def refuse_io_uring() -> None:
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
     fprog = SockFprog(len(program) // 8, ctypes.cast(filters, ctypes.c_void_p))
-    for option, args in (
-        (PR_SET_NO_NEW_PRIVS, (ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))),
-        (
-            PR_SET_SECCOMP,
-            (ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(fprog), ctypes.c_ulong(0), ctypes.c_ulong(0)),
-        ),
-    ):
-        if libc.prctl(option, *args) != 0:
+
+    def prctl(option: int, *args: object) -> None:
+        unused = [ctypes.c_ulong(0)] * (4 - len(args))  # prctl takes four arguments after the option
+        if libc.prctl(option, *args, *unused) != 0:
             error = ctypes.get_errno()
             raise OSError(error, f"prctl({option}): {os.strerror(error)}")
+
+    prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1))
+    prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(fprog))
 
 
 def main(argv: list[str]) -> None:
