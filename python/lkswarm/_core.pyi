@@ -169,6 +169,9 @@ class MediaHub:
     @property
     def io_fallback(self) -> str | None:
         """Why io_uring was refused (one line), when the hub fell back to epoll on its own."""
+    @property
+    def thread_cpu_s(self) -> float | None:
+        """CPU seconds the media thread has used (all of them once closed); None without a thread clock."""
     def set_library(
         self,
         audio: Sequence[tuple[bytes, bool]] | None,

@@ -322,3 +322,20 @@ def test_under_a_file_size_limit_existing_outputs_survive(tmp_path: Path) -> Non
     )
     assert_one_error_line(done.returncode, done.stderr, EXIT_OUTPUT_FAILED, "cannot write --json")
     assert json.loads(old_json.read_text()) == synthetic_report(1)
+
+
+def test_the_summary_splits_the_generator_cpu_into_the_media_thread_and_the_rest(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Where a generator's CPU goes (media thread, or Python and signaling) is the first question of sizing."""
+    from lkswarm.cli.output import print_report
+
+    report = synthetic_report(2)
+    report["generator"]["cpu_s"] = 1.4
+    report["media"]["hub"] = {"wakeups": 10, "timeouts": 4, "io": "io_uring", "thread_cpu_s": 0.871}
+    print_report(report)
+    assert "generator: cpu 1.40 s (media thread 0.87 s), max rss" in capsys.readouterr().out
+    del report["media"]["hub"]["thread_cpu_s"]  # no thread clock: no split, never a made-up one
+    print_report(report)
+    out = capsys.readouterr().out
+    assert "generator: cpu 1.40 s, max rss" in out and "media thread 0" not in out

@@ -80,6 +80,9 @@ def test_the_hub_section_names_the_io_backend_its_fallback_and_system_calls_per_
     totals.hub_io, totals.hub_io_fallback = "epoll", "io_uring_setup: Operation not permitted (os error 1)"
     hub = totals.report()["hub"]
     assert (hub["io"], hub["io_fallback"]) == ("epoll", "io_uring_setup: Operation not permitted (os error 1)")
+    assert "thread_cpu_s" not in hub  # no thread clock: absent, never a made-up 0
+    totals.hub_thread_cpu_s = 0.4567
+    assert totals.report()["hub"]["thread_cpu_s"] == 0.457
 
 
 def test_the_srtp_receive_section_says_which_path_carried_the_packets_and_why_a_peer_had_no_own_path() -> None:

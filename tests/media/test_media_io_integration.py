@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,8 @@ def test_each_io_backend_carries_the_scenario_without_loss_and_the_report_names_
     # Every wakeup makes at least its wait; batching keeps the total below one call per datagram.
     assert hub["syscalls"] >= hub["wakeups"] > 0, hub
     assert hub["syscalls_per_datagram"] > 0, hub
+    # The media thread's CPU, a part of the whole process's (which started before the hub and ended after).
+    assert 0 < hub["thread_cpu_s"] < report["generator"]["cpu_s"], (hub, report["generator"]["cpu_s"])
     print(backend, hub)
 
 
@@ -75,6 +78,29 @@ def test_unforced_the_hub_takes_io_uring_where_it_can_and_says_why_not_otherwise
     with pytest.raises(Exception, match="expected io_uring, epoll or auto"):
         monkeypatch.setenv("LKSWARM_MEDIA_IO", "kqueue")
         _core.MediaHub("127.0.0.1")
+
+
+def test_the_media_thread_cpu_clock_reads_while_it_runs_and_keeps_its_total_after_close() -> None:
+    """The report splits the generator's CPU into the media thread's and the rest (Python's): the hub reads
+    its thread's clock from the caller's thread, and after close the total the thread stored as it ended."""
+    hub = _core.MediaHub("127.0.0.1")
+    closed = False
+    try:
+        running = hub.thread_cpu_s
+        assert running is not None and running >= 0.0
+        for _ in range(20):  # a peer's connect deadline makes the thread work a little
+            hub.add_peer(connect_timeout_s=0.05)
+        time.sleep(0.3)
+        later = hub.thread_cpu_s
+        assert later is not None and later >= running
+        hub.close()
+        closed = True
+        final = hub.thread_cpu_s
+        assert final is not None and final >= later, (running, later, final)
+        assert hub.thread_cpu_s == final  # the stored total: the ended thread's clock is never read again
+    finally:
+        if not closed:
+            hub.close()
 
 
 def test_the_hub_event_descriptor_is_readable_exactly_while_events_wait() -> None:

@@ -160,9 +160,12 @@ def print_report(report: dict[str, Any]) -> None:
         )
     g = report["generator"]
     media_lag = g.get("media_lag_ms") or {}
+    media_thread_cpu_s = ((report.get("media") or {}).get("hub") or {}).get("thread_cpu_s")
     if "cpu_s" in g:  # a crashed worker's report has no generator figures
         stdout.print(
-            f"generator: cpu {g['cpu_s']:.2f} s, max rss {g['max_rss_mb']:.0f} MB, "
+            f"generator: cpu {g['cpu_s']:.2f} s"
+            + (f" (media thread {media_thread_cpu_s:.2f} s)" if media_thread_cpu_s is not None else "")
+            + f", max rss {g['max_rss_mb']:.0f} MB, "
             f"loop lag p99 {g['loop_lag_ms']['p99']:.1f} ms, "
             + (f"media thread lag p99 {media_lag['p99']:.1f} ms, " if media_lag.get("count") else "")
             + f"late starts {g['late_starts']}"

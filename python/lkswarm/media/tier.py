@@ -181,6 +181,7 @@ class LightTier(LegFilters["LightLeg"]):
         running = hub.totals()
         totals.hub_wakeups, totals.hub_timeouts = running["wakeups"], running["timeouts"]
         totals.hub_io, totals.hub_io_fallback = hub.io_backend, hub.io_fallback
+        totals.hub_thread_cpu_s = hub.thread_cpu_s
         totals.hub_syscalls, totals.hub_datagrams_received = running["syscalls"], running["datagrams_received"]
         record_buckets_us(totals.timer_lag, hub.timer_lag())
         return totals

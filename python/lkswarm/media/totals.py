@@ -101,6 +101,7 @@ class MediaTotals:
     hub_io_fallback: str | None = None
     hub_syscalls: int = 0
     hub_datagrams_received: int = 0
+    hub_thread_cpu_s: float | None = None  # the media thread's CPU-s, of ``cpu_s``'s whole process (None: no clock)
     # How late the media thread served its deadlines (µs values); reported under generator.media_lag_ms.
     timer_lag: HdrHistogram = field(default_factory=new_histogram)
     data: DataTotals = field(default_factory=DataTotals)  # the report's ``data`` section
@@ -140,6 +141,9 @@ class MediaTotals:
             hub["syscalls"] = self.hub_syscalls
             received = self.hub_datagrams_received
             hub["syscalls_per_datagram"] = round(self.hub_syscalls / received, 4) if received else 0.0
+        if self.hub_thread_cpu_s is not None:
+            # The media thread's share of the generator's CPU; the rest is Python's (and signaling's).
+            hub["thread_cpu_s"] = round(self.hub_thread_cpu_s, 3)
         return hub
 
     def warnings(self) -> list[str]:

@@ -60,6 +60,7 @@ use super::recv::enable_receive_timestamps;
 use super::types::{Datagram, IdHasher, IdMap, Pc, PeerCounters};
 use crate::error::Error;
 
+mod cpu;
 mod data;
 mod data_track;
 mod io;
@@ -67,6 +68,7 @@ mod ready;
 mod uring;
 mod worker;
 
+use cpu::ThreadCpu;
 use io::{Driver, IoHandle};
 pub use io::{IoChoice, MediaIo, MEDIA_IO_ENV};
 use worker::{run_worker, service};
@@ -211,6 +213,8 @@ struct Shared {
     library: Mutex<MediaLibrary>,
     /// Readable while `State::events` is non-empty (`ready`).
     events_ready: ready::EventsReady,
+    /// The worker thread's CPU time (`Hub::thread_cpu_s`).
+    cpu: ThreadCpu,
 }
 
 impl Shared {
@@ -265,6 +269,7 @@ impl Hub {
                     Driver::Epoll(poll) => run_worker(&shared, poll),
                     Driver::Uring(uring) => uring.run(&shared),
                 }
+                shared.cpu.record_end();
             })
             .map_err(|e| format!("cannot start the media thread: {e}"))?;
         let (handle, choice) = opened_rx.recv().map_err(|_| "the media thread ended at start".to_string())??;
@@ -295,6 +300,7 @@ impl Hub {
             io: handle,
             choice,
             events_ready,
+            cpu: ThreadCpu::of(&worker),
             stop: AtomicBool::new(false),
             anchor: Instant::now(),
             bind_ip,
@@ -517,6 +523,12 @@ impl Hub {
     /// The I/O backend the worker runs, and why not io_uring if it was refused.
     pub fn io(&self) -> IoChoice {
         self.shared.choice.clone()
+    }
+
+    /// CPU seconds the media thread has used (all of them after `close`); None where the system
+    /// gave no thread clock.
+    pub fn thread_cpu_s(&self) -> Option<f64> {
+        self.shared.cpu.seconds()
     }
 
     pub fn send_errors(&self) -> u64 {

@@ -124,6 +124,13 @@ impl PyMediaHub {
         self.hub.io().fallback
     }
 
+    /// CPU seconds the media thread has used so far (all of them once closed); None where the
+    /// system gives no per-thread clock.
+    #[getter]
+    fn thread_cpu_s(&self) -> Option<f64> {
+        self.hub.thread_cpu_s()
+    }
+
     /// Loads the pre-encoded clips every publisher loops.
     #[pyo3(signature = (audio, video_layers, audio_frame_s = 0.02, video_frame_s = 1.0 / 30.0, video_codec = "vp8"))]
     fn set_library(
