@@ -20,8 +20,16 @@ All in one run, on the same machine, so that the ratios hold however busy the ma
    per 1,000 ACTIVE audio participants, from the live runs' steady state and from this shape.
 4. **lk over lkswarm** on both vs-lk workloads (``bench_vs_lk.head_to_head``) when ``lk`` is installed: with
    lkswarm on lk's signaling path (/rtc, two PeerConnections), the like-for-like figure, and on its default.
+5. **the ceiling** of that ratio, per vs-lk workload: the floor receiver again, shaped like the workload
+   (one socket per subscriber, the packets per second and bytes per packet lkswarm received in its median
+   run) and opening every datagram with AES-256-GCM (``--open``), the one step no receiver that counts
+   honestly skips. lk's CPU over that floor's, for the packets lkswarm received, is the most any generator
+   could be ahead of lk; lk's over the floor plus lkswarm's Python share (its CPU less the media thread's,
+   ``media.hub.thread_cpu_s``) is the most lkswarm could be with its media thread at the floor.
 
 Usage: ``python bench/bench_floor.py`` (prints JSON); ``python bench/run_all.py floor`` records it.
+``--ceiling --rounds N`` runs only sections 4 and 5 (N rounds of lk) and records them as
+``bench/results/<date>-floor-ceiling.json``.
 ``--ab TREE_A TREE_B`` measures only the live cost per packet of two checkouts' ``python/`` directories
 (each with its own built ``_core``), interleaved A,B,B,A,...: ``--ab /tmp/new/python /tmp/old/python --rounds 4``;
 ``--record BASE_COMMIT`` writes it to ``bench/results/<date>-floor-ab.json`` (``--name NAME``: ``<date>-NAME.json``,
@@ -69,12 +77,21 @@ def build_floor() -> Path:
 
 
 def floor_run(
-    binary: Path, variant: str, coalesce_ms: float, warmup_s: float = 3, measure_s: float = 15
+    binary: Path,
+    variant: str,
+    coalesce_ms: float,
+    warmup_s: float = 3,
+    measure_s: float = 15,
+    shape: tuple[int, int, int] = (SOCKETS, RATE, SIZE),
+    open_aead: bool = False,
 ) -> dict[str, Any]:
-    """One receiver run fed by a sender process; the receiver's JSON line."""
+    """One receiver run fed by a sender process; the receiver's JSON line. ``shape``: (sockets, packets per
+    second per socket, bytes per datagram); ``open_aead``: seal and open every datagram (AES-256-GCM)."""
+    sockets, rate, size = shape
+    opened = ["--open"] if open_aead else []
     receiver = subprocess.Popen(
-        [str(binary), "recv", "--variant", variant, "--sockets", str(SOCKETS), "--warmup-s", str(warmup_s),
-         "--measure-s", str(measure_s), "--coalesce-ms", str(coalesce_ms)],
+        [str(binary), "recv", "--variant", variant, "--sockets", str(sockets), "--warmup-s", str(warmup_s),
+         "--measure-s", str(measure_s), "--coalesce-ms", str(coalesce_ms), *opened],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     sender = None
@@ -82,8 +99,8 @@ def floor_run(
         assert receiver.stdout is not None
         ports = json.loads(receiver.stdout.readline())["ports"]
         sender = subprocess.Popen(
-            [str(binary), "send", "--ports", ",".join(map(str, ports)), "--rate", str(RATE), "--size", str(SIZE),
-             "--seconds", str(warmup_s + measure_s + 1)],
+            [str(binary), "send", "--ports", ",".join(map(str, ports)), "--rate", str(rate), "--size", str(size),
+             "--seconds", str(warmup_s + measure_s + 1), *opened],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         out, _ = receiver.communicate(timeout=warmup_s + measure_s + 30)
@@ -149,12 +166,12 @@ def audio_shape(duration_s: int = 60) -> dict[str, Any]:
     }
 
 
-def lk_over_lkswarm() -> dict[str, Any]:
+def lk_over_lkswarm(rounds: int = 3) -> dict[str, Any]:
     from bench_vs_lk import head_to_head, lk_binary
 
     if lk_binary() is None:
         return {"skipped": "lk is not installed (.venv/bin/lk, built by `make bench`): lk over lkswarm not measured"}
-    result = head_to_head(duration_s=60)
+    result = head_to_head(duration_s=60, rounds=rounds)
     # `_same_path`: lkswarm on /rtc with two PeerConnections, as lk joins (bench_vs_lk.LKSWARM_RUNS); the
     # other figure is lkswarm's default path, /rtc/v1.
     return {
@@ -166,6 +183,68 @@ def lk_over_lkswarm() -> dict[str, Any]:
         }
         for name, w in result["workloads"].items()
     } | {"runs": result}
+
+
+def workload_ceiling(binary: Path, workload: dict[str, Any], rounds: int = 3) -> dict[str, Any]:
+    """Section 5 for one vs-lk workload (a ``head_to_head`` entry): how far ahead of lk a generator could be."""
+    ours, theirs = workload["runs"]["lkswarm_rtc"], workload["runs"]["lk"]
+    subscribers, hold_s = workload["workload"]["subscribers"], workload["workload"]["duration_s"]
+    packets = ours["packets_received"]
+    if not (packets and ours.get("bytes_received") and theirs["cpu_s"] and theirs["wall_s"]):
+        return {"skipped": "lkswarm's or lk's run received nothing"}
+    # Packets per subscriber-second over the hold (the ramp's packets count too: a little above the steady rate).
+    shape = (subscribers, max(1, round(packets / subscribers / hold_s)), round(ours["bytes_received"] / packets))
+    runs = [floor_run(binary, "io_uring", HUB_COALESCE_MS, shape=shape, open_aead=True) for _ in range(rounds)]
+    if str(runs[0].get("io_uring", "")).startswith("refused"):
+        return {"skipped": f"io_uring {runs[0]['io_uring']}"}
+    floor_ns = statistics.median(r["ns_per_packet"] for r in runs)
+    # Everything in the cores the target counts (CPU-s over each tool's wall-s), for lkswarm's packets.
+    lk_cores = theirs["cpu_s"] / theirs["wall_s"]
+    floor_cores = floor_ns * packets / 1e9 / ours["wall_s"]
+    media_cpu_s = ours.get("media_thread_cpu_s")
+    python_cpu_s = ours["cpu_s"] - media_cpu_s if media_cpu_s is not None else None
+    out: dict[str, Any] = {
+        "floor_shape": {"sockets": shape[0], "pps_per_socket": shape[1], "bytes": shape[2], "open": "aes-256-gcm"},
+        "floor_open_ns_per_packet": round(floor_ns, 1),
+        "lk_ns_per_packet": round(theirs["cpu_s"] * 1e9 / theirs["packets_received"], 1)
+        if theirs["packets_received"]
+        else None,
+        "lkswarm_ns_per_packet": round(ours["cpu_s"] * 1e9 / packets, 1),
+        # No generator that reads and authenticates every packet can be further ahead of lk than this.
+        "ceiling_lk_over_floor": round(lk_cores / floor_cores, 2),
+        "floor_runs": runs,
+    }
+    if media_cpu_s is not None and python_cpu_s is not None:
+        out |= {
+            "lkswarm_media_thread_ns_per_packet": round(media_cpu_s * 1e9 / packets, 1),
+            "lkswarm_python_ns_per_packet": round(python_cpu_s * 1e9 / packets, 1),
+            "media_thread_over_floor": round(media_cpu_s * 1e9 / packets / floor_ns, 2),
+            # lkswarm with its Python side as measured and its media thread at the floor.
+            "ceiling_with_python_as_is": round(lk_cores / (floor_cores + python_cpu_s / ours["wall_s"]), 2),
+        }
+    return out
+
+
+def ceilings(binary: Path, lk: dict[str, Any]) -> dict[str, Any]:
+    workloads = (lk.get("runs") or {}).get("workloads")
+    if not workloads:
+        return {"skipped": lk.get("skipped", "no lk runs")}
+    return {name: workload_ceiling(binary, w) for name, w in workloads.items()}
+
+
+def record_ceiling(rounds: int) -> Path:
+    """Sections 4 and 5 alone (``--ceiling``), recorded as ``bench/results/<today>-floor-ceiling.json``."""
+    import datetime
+
+    from run_all import write_result
+
+    binary = build_floor()
+    started = time.perf_counter()
+    lk = lk_over_lkswarm(rounds)
+    result = {"ceiling": ceilings(binary, lk), "lk_over_lkswarm": lk, "suite_wall_s": 0.0}
+    result["suite_wall_s"] = round(time.perf_counter() - started, 1)
+    command = f"python bench/bench_floor.py --ceiling --rounds {rounds}"
+    return write_result("floor-ceiling", result, datetime.date.today().isoformat(), command)
 
 
 def main(rounds: int = 3) -> dict[str, Any]:
@@ -197,6 +276,7 @@ def main(rounds: int = 3) -> dict[str, Any]:
     ]
     audio = audio_shape()
     lk = lk_over_lkswarm()
+    ceiling = ceilings(binary, lk)
     return {
         "floor_ns_per_packet": floor_ns | {v: refused[v] for v in refused},
         "floor_no_coalescing_ns_per_packet": {v: r.get("ns_per_packet", r.get("io_uring")) for v, r in bare.items()},
@@ -208,6 +288,7 @@ def main(rounds: int = 3) -> dict[str, Any]:
             "audio_10_to_70_whole_run": audio["generator_cores_per_1000_active"],
         },
         "lk_over_lkswarm": lk,
+        "ceiling": ceiling,
         "shape": {
             "floor": f"{SOCKETS} sockets x {RATE} pps of {SIZE} B, one burst to all sockets every {1000 // RATE} ms",
             "floor_coalesce_ms": HUB_COALESCE_MS,
@@ -281,8 +362,13 @@ if __name__ == "__main__":
         "--record", metavar="BASE_COMMIT", help="with --ab: record it in bench/results/ (TREE_B is BASE_COMMIT)"
     )
     parser.add_argument("--name", default="floor-ab", help="with --record: the result's name (<date>-<name>.json)")
+    parser.add_argument(
+        "--ceiling", action="store_true", help="lk over lkswarm and its ceiling only, recorded (--rounds: lk rounds)"
+    )
     args = parser.parse_args()
-    if args.ab and args.record:
+    if args.ceiling:
+        print(record_ceiling(args.rounds))
+    elif args.ab and args.record:
         print(record_ab(args.ab[0], args.ab[1], args.rounds, args.record, args.name))
     else:
         print(json.dumps(ab_live(args.ab[0], args.ab[1], args.rounds) if args.ab else main(), indent=2))

@@ -256,7 +256,11 @@ def run_one(tool: str, workload: dict[str, int], duration_s: int) -> dict[str, A
     # nothing is cheap for the wrong reason.
     row["valid"] = seen["active"] >= planned and seen["tracks_published"] >= publishers
     if report is not None:
-        row["packets_received"] = report.get("media", {}).get("packets_received", 0)
+        media = report.get("media", {})
+        row["packets_received"] = media.get("packets_received", 0)
+        row["bytes_received"] = media.get("bytes_received", 0)
+        # The media thread's CPU-s (report media.hub.thread_cpu_s); the rest of cpu_s is Python's.
+        row["media_thread_cpu_s"] = media.get("hub", {}).get("thread_cpu_s")
         row["lkswarm_report"] = {
             "active_at_end": report["participants"]["active_at_end"],
             "outcomes": report["participants"]["outcomes"],

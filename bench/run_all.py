@@ -197,6 +197,7 @@ COMMANDS = {
     "single-pc": "python bench/bench_single_pc.py",
     "data": "python bench/bench_data.py",
     "floor": "python bench/bench_floor.py",
+    "floor-ceiling": "python bench/bench_floor.py --ceiling --rounds 3",
     "floor-ab": "python bench/bench_floor.py --ab <this tree>/python <the base>/python --rounds 4 --record <base>",
     "ray": "python bench/bench_ray.py",
 }
@@ -315,6 +316,35 @@ def floor_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
             f"{per_round_note(lk['runs'])} | ≥ 6× / ≥ 5× (aim 10×) | {f} |"
         )
     return rows
+
+
+def ceiling_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
+    """lk over lkswarm beside its ceilings (bench_floor's section 5), from the newer of the floor suite and
+    ``--ceiling``'s recording (``floor-ceiling``)."""
+    recorded = [
+        latest[suite] for suite in ("floor", "floor-ceiling") if "ceiling" in latest.get(suite, {}).get("result", {})
+    ]
+    if not recorded:
+        return []
+    record = max(recorded, key=lambda r: r["date"])
+    ceiling, lk = record["result"]["ceiling"], record["result"]["lk_over_lkswarm"]
+    names = ("audio_2_to_100", "video_1_to_50")
+    if not all(name in ceiling and "ceiling_lk_over_floor" in ceiling[name] and name in lk for name in names):
+        return []
+    audio, video = (ceiling[name] for name in names)
+
+    def pair(key: str) -> str:
+        return f"{audio.get(key, '–')}× / {video.get(key, '–')}×"
+
+    ratios = " / ".join(f"{lk[name]['cores_ratio_lk_over_lkswarm_same_path']}×" for name in names)
+    return [
+        f"| floor | lk over lkswarm in cores (both on /rtc), audio 2 -> 100 / video 1 -> 50, beside its ceilings in the "
+        f"same run: lk over a receiver that only reads and authenticates (AES-256-GCM) each packet; over that "
+        f"receiver plus lkswarm's Python share | {ratios}{per_round_note(lk['runs'])}; ceilings "
+        f"{pair('ceiling_lk_over_floor')}; with Python as measured {pair('ceiling_with_python_as_is')} (media "
+        f"thread over the floor {audio.get('media_thread_over_floor')}× / {video.get('media_thread_over_floor')}×) "
+        f"| ≥ 6× / ≥ 5× | {record['file']} |"
+    ]
 
 
 def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
@@ -436,6 +466,7 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
             f"{spread['B'][0]}–{spread['B'][1]}) | within noise | {f} |"
         )
     rows += floor_rows(latest)
+    rows += ceiling_rows(latest)
     if "floor-ab" in latest:
         r, f = latest["floor-ab"]["result"], latest["floor-ab"]["file"]
         spread = r["spread"]

@@ -10,6 +10,12 @@
 //! from another process: every 1/rate seconds one datagram of `size` bytes to every port, in one
 //! burst, as an SFU forwards one publisher's packet to all of a room's subscribers.
 //!
+//! `--open` (on both sides): the sender seals every datagram with AES-256-GCM (its first 12 bytes,
+//! an RTP fixed header, are the associated data and the nonce; a 16-byte tag ends it) and the
+//! receiver opens each one in place, with aws-lc-rs as the product's SRTP receive path does: the
+//! floor of a receiver that authenticates what it counts. Datagrams that fail are counted
+//! (`auth_failed`; 0 unless something is wrong).
+//!
 //! The two receivers:
 //! - `recvmmsg`: level-triggered epoll over the sockets; per ready socket one `recvmmsg` of up to
 //!   32 datagrams (with the source address, as the hub reads them);
@@ -25,10 +31,17 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+
 const BATCH: usize = 32;
 const BUFFER_BYTES: usize = 2048;
 const RING_ENTRIES: u16 = 4096;
 const BUFFER_GROUP: u16 = 7;
+/// `--open`'s key. Not a secret: the sender and the receiver are this binary, on loopback.
+const BENCH_KEY: [u8; 32] = [0x5a; 32];
+/// An RTP fixed header: the associated data, and here also the nonce (it holds a per-tick counter).
+const HEADER_BYTES: usize = NONCE_LEN;
+const TAG_BYTES: usize = 16;
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
@@ -52,6 +65,30 @@ struct Counts {
     bytes: u64,
     wakeups: u64,
     syscalls: u64,
+    auth_failed: u64,
+}
+
+fn bench_key() -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &BENCH_KEY).expect("a 32-byte AES-256-GCM key"))
+}
+
+/// Opens one sealed datagram in place; false when it is too short or does not authenticate.
+fn open_datagram(key: &LessSafeKey, datagram: &mut [u8]) -> bool {
+    if datagram.len() < HEADER_BYTES + TAG_BYTES {
+        return false;
+    }
+    let (header, sealed) = datagram.split_at_mut(HEADER_BYTES);
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(header);
+    key.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(&*header), sealed).is_ok()
+}
+
+/// The `--open` part of a receiver's JSON line.
+fn open_fields(key: Option<&LessSafeKey>, counts: &Counts) -> String {
+    match key {
+        Some(_) => format!(", \"open\": \"aes-256-gcm\", \"auth_failed\": {}", counts.auth_failed),
+        None => String::new(),
+    }
 }
 
 /// The measurement window: counts before it are the warm-up's and are discarded.
@@ -148,7 +185,7 @@ fn emit(line: &str) {
 
 // -- recvmmsg over epoll ------------------------------------------------------------------------
 
-fn recv_mmsg(sockets: &[UdpSocket], window: &mut Window) -> io::Result<String> {
+fn recv_mmsg(sockets: &[UdpSocket], window: &mut Window, key: Option<&LessSafeKey>) -> io::Result<String> {
     // SAFETY: plain epoll calls on descriptors we own; the event buffer outlives every call.
     let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if epoll < 0 {
@@ -201,12 +238,18 @@ fn recv_mmsg(sockets: &[UdpSocket], window: &mut Window) -> io::Result<String> {
             if got > 0 {
                 counts.packets += got as u64;
                 counts.bytes += headers[..got as usize].iter().map(|h| h.msg_len as u64).sum::<u64>();
+                if let Some(key) = key {
+                    for (buffer, header) in buffers.iter_mut().zip(&headers[..got as usize]) {
+                        counts.auth_failed += u64::from(!open_datagram(key, &mut buffer[..header.msg_len as usize]));
+                    }
+                }
             }
         }
     }
     // SAFETY: closing the descriptor we created.
     unsafe { libc::close(epoll) };
-    Ok(window.report("recvmmsg", sockets.len(), &counts, &format!(", \"batch\": {BATCH}")))
+    let extra = format!(", \"batch\": {BATCH}{}", open_fields(key, &counts));
+    Ok(window.report("recvmmsg", sockets.len(), &counts, &extra))
 }
 
 // -- io_uring -----------------------------------------------------------------------------------
@@ -245,8 +288,8 @@ impl BufRing {
         Ok(this)
     }
 
-    fn buffer(&self, bid: u16) -> &[u8] {
-        &self.memory[bid as usize * BUFFER_BYTES..(bid as usize + 1) * BUFFER_BYTES]
+    fn buffer(&mut self, bid: u16) -> &mut [u8] {
+        &mut self.memory[bid as usize * BUFFER_BYTES..(bid as usize + 1) * BUFFER_BYTES]
     }
 
     fn push(&mut self, bid: u16) {
@@ -284,7 +327,7 @@ fn build_ring() -> io::Result<(io_uring::IoUring, &'static str)> {
     }
 }
 
-fn recv_uring(sockets: &[UdpSocket], window: &mut Window) -> io::Result<String> {
+fn recv_uring(sockets: &[UdpSocket], window: &mut Window, key: Option<&LessSafeKey>) -> io::Result<String> {
     use io_uring::{cqueue, opcode, types};
 
     let (mut ring, setup) = match build_ring() {
@@ -368,10 +411,16 @@ fn recv_uring(sockets: &[UdpSocket], window: &mut Window) -> io::Result<String> 
             }
             if multishot {
                 if let Some(bid) = cqueue::buffer_select(flags) {
-                    let data = &buffers.buffer(bid)[..result as usize];
+                    let buffer = buffers.buffer(bid);
+                    let data = &buffer[..result as usize];
                     if let Ok(out) = types::RecvMsgOut::parse(data, &template) {
+                        let payload = out.payload_data();
+                        let (start, len) = (payload.as_ptr() as usize - data.as_ptr() as usize, payload.len());
                         counts.packets += 1;
-                        counts.bytes += out.payload_data().len() as u64;
+                        counts.bytes += len as u64;
+                        if let Some(key) = key {
+                            counts.auth_failed += u64::from(!open_datagram(key, &mut buffer[start..start + len]));
+                        }
                     }
                     buffers.push(bid);
                     recycled = true;
@@ -382,6 +431,10 @@ fn recv_uring(sockets: &[UdpSocket], window: &mut Window) -> io::Result<String> 
             } else {
                 counts.packets += 1;
                 counts.bytes += result as u64;
+                if let Some(key) = key {
+                    let datagram = &mut plain_buffers[index][..result as usize];
+                    counts.auth_failed += u64::from(!open_datagram(key, datagram));
+                }
                 rearm.push(index);
             }
         }
@@ -398,6 +451,7 @@ fn recv_uring(sockets: &[UdpSocket], window: &mut Window) -> io::Result<String> 
     drop(ring);
     let mode = if multishot { "multishot recvmsg, provided buffer ring" } else { "plain recvmsg per socket" };
     let mut extra = format!(", \"io_uring\": \"ok\", \"mode\": \"{mode}\", \"setup\": \"{setup}\"");
+    extra.push_str(&open_fields(key, &counts));
     if let Err(error) = registered {
         extra.push_str(&format!(", \"buf_ring\": \"refused: {error}\""));
     }
@@ -409,9 +463,10 @@ fn recv_uring(sockets: &[UdpSocket], window: &mut Window) -> io::Result<String> 
 
 // -- sender -------------------------------------------------------------------------------------
 
-fn send(ports: &[u16], rate: f64, size: usize, seconds: f64) -> io::Result<()> {
+fn send(ports: &[u16], rate: f64, size: usize, seconds: f64, key: Option<&LessSafeKey>) -> io::Result<()> {
     let socket = UdpSocket::bind("127.0.0.1:0")?;
-    let mut payload = vec![0u8; size.max(2)];
+    let minimum = if key.is_some() { HEADER_BYTES + TAG_BYTES } else { 2 };
+    let mut payload = vec![0u8; size.max(minimum)];
     payload[0] = 0x80; // RTP v2
     payload[1] = 0x6f; // PT 111 (Opus)
                        // SAFETY: all-zero is a valid sockaddr_in.
@@ -450,6 +505,9 @@ fn send(ports: &[u16], rate: f64, size: usize, seconds: f64) -> io::Result<()> {
         let seq = (tick as u16).to_be_bytes();
         payload[2] = seq[0];
         payload[3] = seq[1];
+        if let Some(key) = key {
+            seal_tick(key, &mut payload, tick);
+        }
         for chunk in headers.chunks_mut(256) {
             let mut offset = 0;
             let mut attempts = 0;
@@ -475,6 +533,22 @@ fn send(ports: &[u16], rate: f64, size: usize, seconds: f64) -> io::Result<()> {
     Ok(())
 }
 
+/// Seals the datagram for one tick in place: bytes 4..12 of the header carry the tick (a fresh nonce
+/// each time), the body is zeros, the tag its last 16 bytes. The iovecs point at this buffer, so it
+/// is rewritten, never reallocated.
+fn seal_tick(key: &LessSafeKey, datagram: &mut [u8], tick: u64) {
+    datagram[4..HEADER_BYTES].copy_from_slice(&tick.to_be_bytes());
+    let (header, rest) = datagram.split_at_mut(HEADER_BYTES);
+    let (body, tag_out) = rest.split_at_mut(rest.len() - TAG_BYTES);
+    body.fill(0);
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(header);
+    let tag = key
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&*header), body)
+        .expect("sealing a datagram shorter than 2^32 blocks");
+    tag_out.copy_from_slice(tag.as_ref());
+}
+
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -484,12 +558,13 @@ fn main() -> io::Result<()> {
             let warmup: f64 = arg(&args, "--warmup-s", "2").parse().expect("--warmup-s");
             let measure: f64 = arg(&args, "--measure-s", "15").parse().expect("--measure-s");
             let coalesce: f64 = arg(&args, "--coalesce-ms", "0").parse().expect("--coalesce-ms");
+            let key = args.iter().any(|a| a == "--open").then(bench_key);
             let sockets = bind_sockets(count)?;
             print_ports(&sockets)?;
             let mut window = Window::new(warmup, measure, coalesce);
             let line = match variant.as_str() {
-                "recvmmsg" => recv_mmsg(&sockets, &mut window)?,
-                "io_uring" => recv_uring(&sockets, &mut window)?,
+                "recvmmsg" => recv_mmsg(&sockets, &mut window, key.as_ref())?,
+                "io_uring" => recv_uring(&sockets, &mut window, key.as_ref())?,
                 other => panic!("unknown variant {other}"),
             };
             emit(&line);
@@ -503,11 +578,12 @@ fn main() -> io::Result<()> {
             let rate: f64 = arg(&args, "--rate", "50").parse().expect("--rate");
             let size: usize = arg(&args, "--size", "100").parse().expect("--size");
             let seconds: f64 = arg(&args, "--seconds", "10").parse().expect("--seconds");
-            send(&ports, rate, size, seconds.min(600.0))?;
+            let key = args.iter().any(|a| a == "--open").then(bench_key);
+            send(&ports, rate, size, seconds.min(600.0), key.as_ref())?;
         }
         _ => {
-            eprintln!("usage: floor recv --variant recvmmsg|io_uring --sockets N --warmup-s W --measure-s S [--coalesce-ms C]");
-            eprintln!("       floor send --ports P1,P2,... --rate 50 --size 100 --seconds T");
+            eprintln!("usage: floor recv --variant recvmmsg|io_uring --sockets N --warmup-s W --measure-s S [--coalesce-ms C] [--open]");
+            eprintln!("       floor send --ports P1,P2,... --rate 50 --size 100 --seconds T [--open]");
             std::process::exit(2);
         }
     }
