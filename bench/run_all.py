@@ -338,8 +338,8 @@ def ceiling_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
 
     ratios = " / ".join(f"{lk[name]['cores_ratio_lk_over_lkswarm_same_path']}×" for name in names)
     return [
-        f"| floor | lk over lkswarm in cores (both on /rtc), audio 2 -> 100 / video 1 -> 50, beside its ceilings in the "
-        f"same run: lk over a receiver that only reads and authenticates (AES-256-GCM) each packet; over that "
+        f"| floor | lk over lkswarm in cores (both on /rtc), audio 2 -> 100 / video 1 -> 50, beside its ceilings in "
+        f"the same run: lk over a receiver that only reads and authenticates (AES-256-GCM) each packet; over that "
         f"receiver plus lkswarm's Python share | {ratios}{per_round_note(lk['runs'])}; ceilings "
         f"{pair('ceiling_lk_over_floor')}; with Python as measured {pair('ceiling_with_python_as_is')} (media "
         f"thread over the floor {audio.get('media_thread_over_floor')}× / {video.get('media_thread_over_floor')}×) "
