@@ -250,6 +250,18 @@ def loop_grid_time(loop_time_s: float, grid_ms: int = LOOP_GRID_MS) -> float:
     return -(-ms // grid_ms) * grid_ms / 1000
 
 
+def timer_at(deadline: float, now: float, loop_now_s: float) -> float:
+    """The loop time to hand ``call_at`` for ``deadline`` (on perf_counter, as ``now`` is): the first
+    instant of the loop grid (`loop_grid_time`) at or after it.
+
+    Participants' timers (pings, above all) share the grid, and the loop-lag tick, so that one wake-up
+    of the loop serves all that are due; a timer fires at most one grid step late. uvloop's clock
+    drops the fraction of its millisecond (``loop_now_s`` may be up to 1 ms behind ``now``), so the
+    deadline is padded by that millisecond: a timer is never due before its deadline.
+    """
+    return loop_grid_time(loop_now_s + max(0.0, deadline - now) + LOOP_CLOCK_RESOLUTION_S)
+
+
 class LoopLagMonitor:
     """Measures how late the event loop runs a callback scheduled on the instants of the loop grid.
 

@@ -13,11 +13,11 @@ from livekit.protocol import rtc
 
 from lkswarm.app.server import LocalServer, check_port_free
 from lkswarm.auth import Credentials, mint_token
-from lkswarm.engine.participant import rtc_path
 from lkswarm.errors import PortInUseError
 from lkswarm.net.twirp import RoomService
 from lkswarm.net.ws_driver import Endpoint, WebSocketProtocol, open_websocket
 from lkswarm.signal.codec import decode_response, encode_leave
+from lkswarm.signal.join_request import rtc_path
 from lkswarm.signal.websocket import Closed, Event, Message, Rejected
 
 

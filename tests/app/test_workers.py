@@ -19,6 +19,7 @@ from helpers import assert_outcomes_reconcile, run_cli
 from lkswarm.app import workers as workers_module
 from lkswarm.app.runner import build_engine
 from lkswarm.app.server import LocalServer, free_port
+from lkswarm.app.worker_job import run_worker_job
 from lkswarm.app.workers import check_workers, crashed_report, parse_workers, run_workers, unstarted_report
 from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
@@ -83,8 +84,8 @@ def test_the_live_view_combines_the_workers_latest_samples() -> None:
 def test_the_internal_worker_command_rejects_a_bad_job_in_one_line(tmp_path: Path) -> None:
     job = tmp_path / "job.json"
     job.write_text('{"worker": [0, 1], "config": {"rooms": -1}}')
-    assert workers_module.run_worker_job(job) == 2
-    assert workers_module.run_worker_job(tmp_path / "missing.json") == 2
+    assert run_worker_job(job) == 2
+    assert run_worker_job(tmp_path / "missing.json") == 2
 
 
 def test_a_crashed_workers_participants_are_each_counted_as_failed(tmp_path: Path) -> None:

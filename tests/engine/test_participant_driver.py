@@ -9,8 +9,8 @@ import pytest
 import lkswarm.engine.engine as engine_module
 from fakes import fake_run
 from lkswarm.engine.engine import Engine
-from lkswarm.engine.participant import ParticipantDriver, refusal_detail, timer_at
-from lkswarm.metrics import LOOP_CLOCK_RESOLUTION_S, LOOP_GRID_MS, loop_grid_time
+from lkswarm.engine.participant import ParticipantDriver, refusal_detail
+from lkswarm.metrics import LOOP_CLOCK_RESOLUTION_S, LOOP_GRID_MS, loop_grid_time, timer_at
 from lkswarm.signal import codec
 from lkswarm.signal.enums import ConnectionQuality
 from lkswarm.signal.events import QualityReported

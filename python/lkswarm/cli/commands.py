@@ -374,8 +374,8 @@ def _run_workers_with_view(
 
 @app.command(hidden=True)
 def worker(job: Annotated[Path, typer.Argument(help="The job file the parent wrote.")]) -> None:
-    """One generator process of `lkswarm run --workers N` (internal; see lkswarm.app.workers)."""
-    from lkswarm.app.workers import run_worker_job
+    """One generator process of `lkswarm run --workers N` (internal; see lkswarm.app.worker_job)."""
+    from lkswarm.app.worker_job import run_worker_job
 
     raise typer.Exit(run_worker_job(job))
 

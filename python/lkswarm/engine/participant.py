@@ -5,7 +5,7 @@ Theory of operation
 `ParticipantDriver.run` opens ``/rtc`` at the participant's intended start and
 then lives on callbacks: each WebSocket event feeds the session, the session's
 frames are written, its events are turned into metrics, and its single timer
-is re-armed with ``loop.call_at`` on the loop grid (`timer_at`), which all
+is re-armed with ``loop.call_at`` on the loop grid (`lkswarm.metrics.timer_at`), which all
 participants share. No task runs per participant after the connection is open.
 
 Outcome: every driver ends in exactly one `Outcome`: completed (alive when the run
@@ -24,20 +24,18 @@ import asyncio
 import html
 import re
 import time
-import urllib.parse
 from collections.abc import Callable
 from typing import Protocol
 
-from lkswarm import __version__
 from lkswarm.auth import mint_token
 from lkswarm.engine.outcome import COMPLETED, Outcome
 from lkswarm.engine.ports import MediaLeg, RunContext
 from lkswarm.engine.reconnect import ReconnectEpisode
 from lkswarm.engine.record import ServerQuality
 from lkswarm.errors import MediaError, SignalError
-from lkswarm.metrics import LOOP_CLOCK_RESOLUTION_S, loop_grid_time
+from lkswarm.metrics import timer_at
 from lkswarm.net.ws_driver import WebSocketProtocol, open_websocket
-from lkswarm.signal.enums import CLIENT_PROTOCOL, DisconnectReason, LeaveAction, ReconnectReason
+from lkswarm.signal.enums import DisconnectReason, LeaveAction
 from lkswarm.signal.events import (
     Failed,
     Joined,
@@ -46,7 +44,7 @@ from lkswarm.signal.events import (
     QualityReported,
     SessionEvent,
 )
-from lkswarm.signal.join_request import join_request_mapping, rtc_v1_path, wrap_join_request
+from lkswarm.signal.join_request import join_request_mapping, rtc_path, rtc_v1_path, wrap_join_request
 from lkswarm.signal.paths import signal_path_for
 from lkswarm.signal.session import SessionState, SignalSession
 from lkswarm.signal.websocket import Closed, Event, Message, Opened, Rejected
@@ -67,23 +65,6 @@ class DriverOwner(Protocol):
     def on_pong(self, driver: ParticipantDriver) -> None: ...
 
 
-def rtc_path(
-    token: str, *, auto_subscribe: bool = True, protocol: int = CLIENT_PROTOCOL, resume_sid: str | None = None
-) -> str:
-    """The ``/rtc`` request target: query-parameter join (or resume, with ``reconnect=1&sid=``)."""
-    query = {
-        "access_token": token,
-        "auto_subscribe": "1" if auto_subscribe else "0",
-        "sdk": "python",
-        "version": __version__,
-        "protocol": str(protocol),
-        "adaptive_stream": "0",
-    }
-    if resume_sid is not None:
-        query.update(reconnect="1", sid=resume_sid, reconnect_reason=str(int(ReconnectReason.RR_SIGNAL_DISCONNECTED)))
-    return "/rtc?" + urllib.parse.urlencode(query)
-
-
 def refusal_detail(body: str) -> str:
     """One line of an HTTP refusal's body: tags stripped (a proxy's HTML error page), white space folded, and any
     access token (a bearer credential, which livekit-server quotes back) replaced, so the cause that follows
@@ -91,18 +72,6 @@ def refusal_detail(body: str) -> str:
     text = _JWT.sub("<token>", _TAG.sub(" ", body))
     text = " ".join(html.unescape(text).split())
     return text if len(text) <= REJECTED_DETAIL_CHARS else text[: REJECTED_DETAIL_CHARS - 1] + "…"
-
-
-def timer_at(deadline: float, now: float, loop_now_s: float) -> float:
-    """The loop time to hand ``call_at`` for ``deadline`` (on perf_counter, as ``now`` is): the first
-    instant of the loop grid (`loop_grid_time`) at or after it.
-
-    Participants' timers (pings, above all) share the grid, and the loop-lag tick, so that one wake-up
-    of the loop serves all that are due; a timer fires at most one grid step late. uvloop's clock
-    drops the fraction of its millisecond (``loop_now_s`` may be up to 1 ms behind ``now``), so the
-    deadline is padded by that millisecond: a timer is never due before its deadline.
-    """
-    return loop_grid_time(loop_now_s + max(0.0, deadline - now) + LOOP_CLOCK_RESOLUTION_S)
 
 
 class ParticipantDriver:

@@ -18,6 +18,9 @@ read: the media follows on the signal connection). ``subscriber_allow_pause`` is
 left unset, which v1.13.5 reads as false, as ``/rtc`` does under the default
 configuration.
 
+`rtc_path` builds the older ``/rtc`` target, whose query parameters carry the
+same join (or a resume) for the path with two PeerConnections.
+
 Everything here is pure: mappings in, strings out. The codec encodes the messages
 from our own schema (``protos/livekit/join.proto``).
 """
@@ -101,6 +104,23 @@ def _form_value(value: str) -> str:
     if _UNRESERVED_OR_PADDING.fullmatch(value):
         return value.replace("=", "%3D")
     return urllib.parse.quote_plus(value, safe="")
+
+
+def rtc_path(
+    token: str, *, auto_subscribe: bool = True, protocol: int = CLIENT_PROTOCOL, resume_sid: str | None = None
+) -> str:
+    """The ``/rtc`` request target: query-parameter join (or resume, with ``reconnect=1&sid=``)."""
+    query = {
+        "access_token": token,
+        "auto_subscribe": "1" if auto_subscribe else "0",
+        "sdk": "python",
+        "version": __version__,
+        "protocol": str(protocol),
+        "adaptive_stream": "0",
+    }
+    if resume_sid is not None:
+        query.update(reconnect="1", sid=resume_sid, reconnect_reason=str(int(ReconnectReason.RR_SIGNAL_DISCONNECTED)))
+    return "/rtc?" + urllib.parse.urlencode(query)
 
 
 def rtc_v1_path(token: str, join_request: str) -> str:
