@@ -78,9 +78,8 @@ fn open_datagram(key: &LessSafeKey, datagram: &mut [u8]) -> bool {
         return false;
     }
     let (header, sealed) = datagram.split_at_mut(HEADER_BYTES);
-    let mut nonce = [0u8; NONCE_LEN];
-    nonce.copy_from_slice(header);
-    key.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(&*header), sealed).is_ok()
+    let Ok(nonce) = Nonce::try_assume_unique_for_key(header) else { return false };
+    key.open_in_place(nonce, Aad::from(&*header), sealed).is_ok()
 }
 
 /// The `--open` part of a receiver's JSON line.
@@ -541,10 +540,9 @@ fn seal_tick(key: &LessSafeKey, datagram: &mut [u8], tick: u64) {
     let (header, rest) = datagram.split_at_mut(HEADER_BYTES);
     let (body, tag_out) = rest.split_at_mut(rest.len() - TAG_BYTES);
     body.fill(0);
-    let mut nonce = [0u8; NONCE_LEN];
-    nonce.copy_from_slice(header);
+    let nonce = Nonce::try_assume_unique_for_key(header).expect("the header is one nonce long");
     let tag = key
-        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&*header), body)
+        .seal_in_place_separate_tag(nonce, Aad::from(&*header), body)
         .expect("sealing a datagram shorter than 2^32 blocks");
     tag_out.copy_from_slice(tag.as_ref());
 }
