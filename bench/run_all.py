@@ -170,6 +170,12 @@ def scale_suite() -> dict[str, Any]:
     return scale(duration_s=60)
 
 
+def startup_suite() -> dict[str, Any]:
+    from bench_startup import measure
+
+    return measure(rounds=7, other=None)
+
+
 SUITES: dict[str, Callable[[], dict[str, Any]]] = {
     "codec": codec_suite,
     "signal-path": signal_path_suite,
@@ -183,6 +189,7 @@ SUITES: dict[str, Callable[[], dict[str, Any]]] = {
     "data": data_suite,
     "floor": floor_suite,
     "ray": ray_suite,
+    "startup": startup_suite,
 }
 
 COMMANDS = {
@@ -200,6 +207,7 @@ COMMANDS = {
     "floor-ceiling": "python bench/bench_floor.py --ceiling --rounds 3",
     "floor-ab": "python bench/bench_floor.py --ab <this tree>/python <the base>/python --rounds 4 --record <base>",
     "ray": "python bench/bench_ray.py",
+    "startup": "python bench/bench_startup.py --rounds 7 --record startup",
 }
 
 
@@ -347,6 +355,23 @@ def ceiling_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
+def startup_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
+    """A process's start-up (bench_startup.py), beside the checkout it was compared with when there was one."""
+    if "startup" not in latest or "this_tree" not in latest["startup"]["result"]:
+        return []
+    r, f = latest["startup"]["result"], latest["startup"]["file"]
+    names = ("interpreter", "imports", "worker", "tiny_run")
+
+    def figures(side: str) -> str:
+        return " / ".join(str(r[side]["cpu_ms"].get(name, "–")) for name in names)
+
+    before = f" (before: {figures('other')}; tiny run {r['this_over_other']['tiny_run']}×)" if "other" in r else ""
+    return [
+        f"| startup | CPU before the first participant, ms: interpreter / a run's imports / a `--workers` child's "
+        f"start / a whole 1-participant, 1 s run | {figures('this_tree')}{before} | – | {f} |"
+    ]
+
+
 def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
     rows = ["| suite | figure | result | target | file |", "|---|---|---|---|---|"]
     if "codec" in latest:
@@ -476,6 +501,7 @@ def table_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
             f"({r['ratio_a_over_b']}×; runs {spread['A'][0]}–{spread['A'][1]} vs {spread['B'][0]}–{spread['B'][1]}) "
             f"| ≤ 0.5× | {f} |"
         )
+    rows += startup_rows(latest)
     if "fuzz" in latest:
         r = latest["fuzz"]["result"]
         rows.append(

@@ -1,14 +1,17 @@
-"""The resolved scenario of one run (validated by pydantic; the report echoes it)."""
+"""The resolved scenario of one run: `RunConfig`, its fields checked by their declared rules
+(`lkswarm.fields`); the report echoes it."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import ssl
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from lkswarm.errors import ConfigError
+from lkswarm.fields import FieldError, check_keys, declare, json_fields, validate_fields
 from lkswarm.impairment import parse_impairment
 from lkswarm.signal.enums import CLIENT_PROTOCOL
 from lkswarm.signal.paths import DEFAULT_SIGNAL_PATH, SignalPath, parse_signal_path
@@ -28,20 +31,6 @@ def parse_duration_s(text: str | float) -> float:
     return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
-class Stage(BaseModel):
-    """One k6-style stage: move the live population linearly to ``target`` over ``duration_s``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    duration_s: float = Field(gt=0, description="stage length (seconds, or 30s / 2m in files)")
-    target: int = Field(ge=0, le=1_000_000, description="live participants (all rooms) at the end of the stage")
-
-    @field_validator("duration_s", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> float:
-        return _duration_field(value)
-
-
 def _duration_field(value: object) -> float:
     if isinstance(value, str | int | float) and not isinstance(value, bool):
         return parse_duration_s(value)
@@ -59,181 +48,186 @@ def _check_ca_file(path: str) -> None:
         raise ValueError(f"{path}: {exc.strerror or exc}") from None
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One k6-style stage: move the live population linearly to ``target`` over ``duration_s``."""
+
+    # stage length (seconds, or 30s / 2m in files)
+    duration_s: float = declare(dataclasses.MISSING, "float", gt=0, before=_duration_field)
+    # live participants (all rooms) at the end of the stage
+    target: int = declare(dataclasses.MISSING, "int", ge=0, le=1_000_000)
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Stage:
+        """A stage from a scenario file's table (unknown keys refused)."""
+        check_keys(cls, data)
+        for key in ("duration_s", "target"):
+            if key not in data:
+                raise FieldError((key,), "missing")
+        return cls(**data)
+
+
+def _stages(value: object) -> tuple[Stage, ...]:
+    """``stages`` as given (a list of tables or `Stage`s), as a tuple of stages; errors name the index."""
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"must be a list of stages, not {value!r}")
+    stages = []
+    for index, item in enumerate(value):
+        if isinstance(item, Stage):
+            stages.append(item)
+        elif isinstance(item, Mapping):
+            try:
+                stages.append(Stage.from_mapping(item))
+            except FieldError as exc:
+                raise exc.under((index,)) from None
+        else:
+            raise FieldError((index,), f"must be a table with duration_s and target, not {item!r}")
+    return tuple(stages)
+
+
+def _duration_or_none(value: object) -> float | None:
+    return None if value is None else _duration_field(value)
+
+
+def _check_probe_impair(value: str) -> None:
+    parse_impairment(value)  # raises ValueError naming the bad part
+
+
+def _check_data_to(value: str) -> None:
+    if value != "all" and not (value.isdigit() and int(value) > 0):
+        raise ValueError(f"data_to must be all or a number of destination identities > 0, not {value!r}")
+
+
+def _check_layout(value: str) -> None:
+    if not LAYOUT.match(value):
+        raise ValueError(f"layout must be speaker or grid:N (N = 1..99), not {value!r}")
+
+
+def _signal_path(value: object) -> object:
+    if isinstance(value, str):
+        parse_signal_path(value)  # raises ValueError naming the bad part
+        return value.replace(" ", "")
+    return value
+
+
 MIN_DATA_PAYLOAD_BYTES = 20  # our stamp: magic, send time, counter (lkswarm.media.data)
 MAX_DATA_TRACK_FRAME_BYTES = 15_000  # one packet per frame; the JS SDK packetizes at a 16,000 B MTU
 MAX_DATA_PAYLOAD_BYTES = 64_000  # livekit-server reads a data channel message into 65,535 bytes; the SDKs cap at 64,000
 LAYOUT = re.compile(r"^(speaker|grid:[1-9][0-9]?)$")
 
 
-class RunConfig(BaseModel):
-    """Everything a run needs; the CLI and scenario files fill it in."""
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; the CLI and scenario files fill it in. Each field's rule is declared
+    beside it (`lkswarm.fields.declare`) and checked on construction, then the rules between fields."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Server URL; None starts an embedded local server
+    url: str | None = declare(None, "str", optional=True)
+    # the server's Prometheus /metrics URL (the embedded server's is known)
+    server_metrics: str | None = declare(None, "str", optional=True)
+    rooms: int = declare(1, "int", ge=1, le=100_000)
+    participants: int = declare(10, "int", ge=1, le=1_000_000)  # per room
+    rate: float = declare(20.0, "float", gt=0)  # joins started per second
+    arrival: Literal["constant", "poisson"] = declare("constant", "choice", choices=("constant", "poisson"))
+    duration_s: float = declare(10.0, "float", gt=0, before=_duration_field)
+    # signaling only: no PeerConnections (evicted after 60 s)
+    signal_only: bool = declare(False, "bool")
+    audio_publishers: int = declare(0, "int", ge=0)  # per room ("all": every seat)
+    video_publishers: int = declare(0, "int", ge=0)  # per room ("all": every seat)
+    data_publishers: int = declare(0, "int", ge=0)  # data-message publishers per room (the first seats)
+    data_rate: float = declare(1.0, "float", gt=0, le=1000)  # data messages per second per data publisher
+    # payload bytes of each data message (livekit-server reads at most 64,000 B per message)
+    data_size: int = declare(200, "int", ge=MIN_DATA_PAYLOAD_BYTES, le=MAX_DATA_PAYLOAD_BYTES)
+    # reliable (ordered, retransmitted) or lossy (unordered, no retransmission)
+    data_channel: Literal["reliable", "lossy"] = declare("reliable", "choice", choices=("reliable", "lossy"))
+    data_topic: str = declare("", "str", max_length=256)  # the UserPacket topic of each data message
+    # destinations of each data message: all (the room) or N (that many identities)
+    data_to: str = declare("all", "str", check=_check_data_to)
+    # extra data messages each publisher sends back to back every data_burst_every
+    data_burst: int = declare(0, "int", ge=0, le=10_000)
+    data_burst_every_s: float = declare(10.0, "float", gt=0, before=_duration_field)  # between a publisher's bursts
+    # receivers per room (the last seats) that stop draining their data channels
+    data_slow_readers: int = declare(0, "int", ge=0)
+    data_slow_pause_s: float = declare(3.0, "float", gt=0, before=_duration_field)  # how long a slow reader stops
+    data_slow_every_s: float = declare(10.0, "float", gt=0, before=_duration_field)  # a slow reader pauses this often
+    data_tracks: int = declare(0, "int", ge=0, le=1000)  # data-track publishers per room (the first seats)
+    data_track_rate: float = declare(30.0, "float", gt=0, le=1000)  # frames per second per data track
+    # payload bytes of each data-track frame, sent as one packet (at most 15,000 B)
+    data_track_size: int = declare(64, "int", ge=0, le=MAX_DATA_TRACK_FRAME_BYTES)
+    simulcast: bool = declare(True, "bool")  # publish video as 3 simulcast layers (q, h, f)
+    talk_spurts: bool = declare(False, "bool")  # audio follows ITU-T P.59 talk spurts instead of a tone
+    probes: int = declare(0, "int", ge=0)  # probe participants (aiortc, real codecs) per run
+    probe_fraction: float = declare(0.0, "float", ge=0.0, le=1.0)  # fraction of participants that are probes
+    # impairment of the probes' media, e.g. loss=2%,delay=40ms,jitter=10ms,rate=1mbit
+    probe_impair: str | None = declare(None, "str", optional=True, check=_check_probe_impair)
+    media_connect_timeout_s: float = declare(30.0, "float", gt=0)  # ICE + DTLS deadline per PeerConnection
+    media_bind_ip: str = declare("127.0.0.1", "str")  # local address of the PeerConnection sockets
+    json_frames: bool = declare(False, "bool")  # send text (protojson) frames instead of binary
+    # v1 (/rtc/v1, one PeerConnection), v0 (/rtc, two), auto (v1, falling back to v0 on a 404, as today's
+    # SDKs do) or a mix such as v1:70,v0:30
+    signal_path: str = declare(DEFAULT_SIGNAL_PATH, "str", before=_signal_path)
+    # compression of the /rtc/v1 join_request (gzip, as the JS SDK, or none)
+    join_request_compression: Literal["gzip", "none"] = declare("gzip", "choice", choices=("gzip", "none"))
+    # largest signal frame or message accepted; the process buffers at most 4 of them at once
+    max_frame_bytes: int = declare(DEFAULT_MAX_FRAME_BYTES, "int", ge=MIN_MAX_FRAME_BYTES, le=MAX_MAX_FRAME_BYTES)
+    auto_subscribe: bool = declare(True, "bool")
+    protocol: int = declare(CLIENT_PROTOCOL, "int", ge=0)
+    join_timeout_s: float = declare(15.0, "float", gt=0)
+    room_prefix: str = declare("lkswarm", "str")
+    identity_prefix: str = declare("p", "str")
+    seed: int | None = declare(None, "int", optional=True)
+    resume_on_disconnect: bool = declare(False, "bool")  # resume (reconnect=1) when the WebSocket drops
+    run_tag: str = declare("", "str")  # suffix that makes room names and identities unique per run
+    verify_rooms: bool = declare(True, "bool")  # compare each participant's room view with ListParticipants
+    # wss:// and https:// without certificate or host name verification (reported)
+    insecure: bool = declare(False, "bool")
+    # PEM CA bundle trusted besides the system's roots, for wss:// and https://
+    ca_file: str | None = declare(None, "str", optional=True, check=_check_ca_file)
 
-    url: str | None = Field(default=None, description="Server URL; None starts an embedded local server")
-    server_metrics: str | None = Field(
-        default=None, description="the server's Prometheus /metrics URL (the embedded server's is known)"
-    )
-    rooms: int = Field(default=1, ge=1, le=100_000)
-    participants: int = Field(default=10, ge=1, le=1_000_000, description="participants per room")
-    rate: float = Field(default=20.0, gt=0, description="joins started per second")
-    arrival: Literal["constant", "poisson"] = "constant"
-    duration_s: float = Field(default=10.0, gt=0)
-    signal_only: bool = Field(default=False, description="signaling only: no PeerConnections (evicted after 60 s)")
-    audio_publishers: int = Field(default=0, ge=0, description="audio publishers per room")
-    video_publishers: int = Field(default=0, ge=0, description="video publishers per room")
-    data_publishers: int = Field(default=0, ge=0, description="data-message publishers per room (the first seats)")
-    data_rate: float = Field(default=1.0, gt=0, le=1000, description="data messages per second per data publisher")
-    data_size: int = Field(
-        default=200,
-        ge=MIN_DATA_PAYLOAD_BYTES,
-        le=MAX_DATA_PAYLOAD_BYTES,
-        description="payload bytes of each data message (livekit-server reads at most 64,000 B per message)",
-    )
-    data_channel: Literal["reliable", "lossy"] = Field(
-        default="reliable", description="reliable (ordered, retransmitted) or lossy (unordered, no retransmission)"
-    )
-    data_topic: str = Field(default="", max_length=256, description="the UserPacket topic of each data message")
-    data_to: str = Field(
-        default="all", description="destinations of each data message: all (the room) or N (that many identities)"
-    )
-    data_burst: int = Field(
-        default=0,
-        ge=0,
-        le=10_000,
-        description="extra data messages each publisher sends back to back every data_burst_every",
-    )
-    data_burst_every_s: float = Field(default=10.0, gt=0, description="seconds between a data publisher's bursts")
-    data_slow_readers: int = Field(
-        default=0, ge=0, description="receivers per room (the last seats) that stop draining their data channels"
-    )
-    data_slow_pause_s: float = Field(default=3.0, gt=0, description="how long a slow reader stops draining, seconds")
-    data_slow_every_s: float = Field(default=10.0, gt=0, description="a slow reader pauses once per this many seconds")
-    data_tracks: int = Field(default=0, ge=0, le=1000, description="data-track publishers per room (the first seats)")
-    data_track_rate: float = Field(default=30.0, gt=0, le=1000, description="frames per second per data track")
-    data_track_size: int = Field(
-        default=64,
-        ge=0,
-        le=MAX_DATA_TRACK_FRAME_BYTES,
-        description="payload bytes of each data-track frame, sent as one packet (at most 15,000 B)",
-    )
-    simulcast: bool = Field(default=True, description="publish video as 3 simulcast layers (q, h, f)")
-    talk_spurts: bool = Field(default=False, description="audio follows ITU-T P.59 talk spurts instead of a tone")
-    probes: int = Field(default=0, ge=0, description="probe participants (aiortc, real codecs) per run")
-    probe_fraction: float = Field(default=0.0, ge=0.0, le=1.0, description="fraction of participants that are probes")
-    probe_impair: str | None = Field(
-        default=None, description="impairment of the probes' media, e.g. loss=2%,delay=40ms,jitter=10ms,rate=1mbit"
-    )
-    media_connect_timeout_s: float = Field(default=30.0, gt=0, description="ICE + DTLS deadline per PeerConnection")
-    media_bind_ip: str = Field(default="127.0.0.1", description="local address of the PeerConnection sockets")
-    json_frames: bool = Field(default=False, description="send text (protojson) frames instead of binary")
-    signal_path: str = Field(
-        default=DEFAULT_SIGNAL_PATH,
-        description="v1 (/rtc/v1, one PeerConnection), v0 (/rtc, two), auto (v1, falling back to v0 on a 404, "
-        "as today's SDKs do) or a mix such as v1:70,v0:30",
-    )
-    join_request_compression: Literal["gzip", "none"] = Field(
-        default="gzip", description="compression of the /rtc/v1 join_request (gzip, as the JS SDK, or none)"
-    )
-    max_frame_bytes: int = Field(
-        default=DEFAULT_MAX_FRAME_BYTES,
-        ge=MIN_MAX_FRAME_BYTES,
-        le=MAX_MAX_FRAME_BYTES,
-        description="largest signal frame or message accepted; the process buffers at most 4 of them at once",
-    )
-    auto_subscribe: bool = True
-    protocol: int = Field(default=CLIENT_PROTOCOL, ge=0)
-    join_timeout_s: float = Field(default=15.0, gt=0)
-    room_prefix: str = "lkswarm"
-    identity_prefix: str = "p"
-    seed: int | None = None
-    resume_on_disconnect: bool = Field(default=False, description="resume (reconnect=1) when the WebSocket drops")
-    run_tag: str = Field(default="", description="suffix that makes room names and identities unique per run")
-    verify_rooms: bool = Field(default=True, description="compare each participant's room view with ListParticipants")
-    insecure: bool = Field(
-        default=False, description="wss:// and https:// without certificate or host name verification (reported)"
-    )
-    ca_file: str | None = Field(
-        default=None, description="PEM CA bundle trusted besides the system's roots, for wss:// and https://"
-    )
+    stages: tuple[Stage, ...] = declare((), "any", before=_stages)  # k6-style stages; they set the run length
+    churn_rate: float = declare(0.0, "float", ge=0)  # participants replaced per second while the load holds
+    # at this time every joined participant drops its WebSocket and resumes
+    reconnect_storm_at_s: float | None = declare(None, "float", optional=True, gt=0, before=_duration_or_none)
+    # resume: drop the WebSocket and resume (reconnect=1); rejoin: join afresh, with new PeerConnections, as
+    # the server's leave(RECONNECT) asks
+    reconnect_storm_mode: Literal["resume", "rejoin"] = declare("resume", "choice", choices=("resume", "rejoin"))
+    # the storm's drops spread evenly over this window (0: all at one instant)
+    reconnect_storm_window_s: float = declare(0.0, "float", ge=0, before=_duration_field)
+    layout: str | None = declare(None, "str", optional=True, check=_check_layout)  # speaker or grid:N
+    video_codec: Literal["vp8", "h264"] = declare(
+        "vp8", "choice", choices=("vp8", "h264")
+    )  # vp8, or h264 (constrained baseline)
 
-    stages: tuple[Stage, ...] = Field(default=(), description="k6-style stages; they set the run length")
-    churn_rate: float = Field(default=0.0, ge=0, description="participants replaced per second while the load holds")
-    reconnect_storm_at_s: float | None = Field(
-        default=None, gt=0, description="at this time every joined participant drops its WebSocket and resumes"
-    )
-    reconnect_storm_mode: Literal["resume", "rejoin"] = Field(
-        default="resume",
-        description="resume: drop the WebSocket and resume (reconnect=1); rejoin: join afresh, with new "
-        "PeerConnections, as the server's leave(RECONNECT) asks",
-    )
-    reconnect_storm_window_s: float = Field(
-        default=0.0, ge=0, description="the storm's drops spread evenly over this window (0: all at one instant)"
-    )
-    layout: str | None = Field(default=None, description="subscriber video layout: speaker or grid:N")
-    video_codec: Literal["vp8", "h264"] = Field(
-        default="vp8", description="published video codec: vp8, or h264 (constrained baseline)"
-    )
+    def __post_init__(self) -> None:
+        # ``audio_publishers = "all"`` (or video, or data) means every seat of a room publishes.
+        for key in ("audio_publishers", "video_publishers", "data_publishers"):
+            if getattr(self, key) == "all":
+                object.__setattr__(self, key, self.participants)
+        validate_fields(self)
+        try:
+            self._check_together()
+        except ValueError as exc:
+            raise FieldError((), str(exc)) from None
 
-    @model_validator(mode="before")
     @classmethod
-    def _all_publish(cls, data: object) -> object:
-        """``audio_publishers = "all"`` (or video) means every seat of a room publishes."""
-        if isinstance(data, dict):
-            for key in ("audio_publishers", "video_publishers", "data_publishers"):
-                if data.get(key) == "all":
-                    data = {**data, key: data.get("participants", 10)}
-        return data
+    def from_mapping(cls, data: Mapping[str, Any]) -> RunConfig:
+        """A configuration from a scenario file's keys, flags or a job's JSON (unknown keys refused)."""
+        check_keys(cls, data)
+        return cls(**data)
 
-    @field_validator(
-        "duration_s",
-        "reconnect_storm_at_s",
-        "reconnect_storm_window_s",
-        "data_burst_every_s",
-        "data_slow_pause_s",
-        "data_slow_every_s",
-        mode="before",
-    )
-    @classmethod
-    def _duration(cls, value: object) -> float | None:
-        return None if value is None else _duration_field(value)
+    def replace(self, **changes: Any) -> RunConfig:
+        """This configuration with ``changes`` (checked again, as a new one is)."""
+        return dataclasses.replace(self, **changes)
 
-    @field_validator("probe_impair")
-    @classmethod
-    def _probe_impair(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_impairment(value)  # raises ValueError naming the bad part
-        return value
+    def to_json(self) -> dict[str, Any]:
+        """Every field as JSON-ready data (the report's ``config``; a worker's job rebuilds it with `from_mapping`)."""
+        return json_fields(self)
 
-    @field_validator("ca_file")
-    @classmethod
-    def _ca_file(cls, value: str | None) -> str | None:
-        if value is not None:
-            _check_ca_file(value)
-        return value
-
-    @field_validator("signal_path")
-    @classmethod
-    def _signal_path(cls, value: str) -> str:
-        parse_signal_path(value)  # raises ValueError naming the bad part
-        return value.replace(" ", "")
-
-    @field_validator("data_to")
-    @classmethod
-    def _data_to(cls, value: str) -> str:
-        if value != "all" and not (value.isdigit() and int(value) > 0):
-            raise ValueError(f"data_to must be all or a number of destination identities > 0, not {value!r}")
-        return value
-
-    @field_validator("layout")
-    @classmethod
-    def _layout(cls, value: str | None) -> str | None:
-        if value is not None and not LAYOUT.match(value):
-            raise ValueError(f"layout must be speaker or grid:N (N = 1..99), not {value!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _stages_set_duration(self) -> RunConfig:
+    def _check_together(self) -> None:
+        """The rules between fields (after each field's own)."""
         if self.stages:
             object.__setattr__(self, "duration_s", sum(stage.duration_s for stage in self.stages))
         if self.reconnect_storm_at_s is not None and self.reconnect_storm_at_s >= self.duration_s:
@@ -277,7 +271,6 @@ class RunConfig(BaseModel):
                 f"{publishers} publishers per room (audio {self.audio_publishers} + video {self.video_publishers}) "
                 f"but only {self.participants} participants per room; use 'all' to make everyone publish"
             )
-        return self
 
     @property
     def total_participants(self) -> int:

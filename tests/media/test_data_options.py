@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
 from lkswarm.config import RunConfig
+from lkswarm.fields import FieldError
 from lkswarm.media.data import DataTotals, is_slow_reader
 from lkswarm.report.merge import _merged_data
 
@@ -69,7 +69,7 @@ def test_slow_reader_figures_merge_by_sum_and_their_peak_by_max() -> None:
     ],
 )
 def test_bad_option_values_are_refused_in_one_line(fields: dict[str, Any], words: str) -> None:
-    with pytest.raises(ValidationError, match=words):
+    with pytest.raises(FieldError, match=words):
         RunConfig(participants=6, **fields)
 
 

@@ -169,7 +169,7 @@ def data_leg(data_to: str = "all") -> tuple[LightLeg, RecordingHub]:
     from lkswarm.config import RunConfig
 
     config = RunConfig(url="ws://127.0.0.1:7880", participants=3, data_publishers=1, data_rate=20, data_size=500)
-    config = config.model_copy(update={"data_topic": "t", "data_to": data_to})
+    config = config.replace(data_topic="t", data_to=data_to)
     host = FakeHost(fake_run(config), "p0", room="room", seat=0)
     host.session = SignalSession("p0", "token", join_timeout_s=15)
     host.session.others = {"p2": "PA_2", "p1": "PA_1"}

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from helpers import assert_outcomes_reconcile, run_cli
 from lkswarm.app.server import server_config
 from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
+from lkswarm.fields import FieldError
 from lkswarm.impairment import Impairment, parse_impairment, qdisc_commands
 from lkswarm.probe.netns import _class_stats, _qdisc_stats, _subnet_prefix, unsupported_reason
 
@@ -113,7 +113,7 @@ def test_each_probe_gets_an_address_in_a_subnet_that_fits() -> None:
 
 def test_config_validates_the_impairment() -> None:
     assert RunConfig(probes=1, probe_impair="delay=20ms").probe_impair == "delay=20ms"
-    with pytest.raises(ValidationError, match="rate needs a unit"):
+    with pytest.raises(FieldError, match="rate needs a unit"):
         RunConfig(probes=1, probe_impair="rate=5")
 
 

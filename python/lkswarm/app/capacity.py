@@ -383,4 +383,4 @@ def engine_config(base: RunConfig, shape: Shape, maximum: int, timeout_s: float)
     if shape.grow == "publishers":
         kind = "video_publishers" if base.video_publishers > 0 else "audio_publishers"
         update[kind] = max(per_room, 1)
-    return base.model_copy(update=update)
+    return base.replace(**update)

@@ -215,7 +215,7 @@ def _one_search(
     shape = shape_of(config, options.grow)
     specs, notes = slo_specs(options, config)
     if not config.run_tag:
-        config = config.model_copy(update={"run_tag": secrets.token_hex(3)})
+        config = config.replace(run_tag=secrets.token_hex(3))
     url = resolve_url(config)
     if cpus is not None and url is not None:
         raise ConfigError("--server-cpus limits the embedded server; leave out --url (or limit your server yourself)")

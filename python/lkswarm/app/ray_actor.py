@@ -157,14 +157,14 @@ class GeneratorActor:
         credentials = Credentials(str(job["api_key"]), str(ray.get(secret[0])))
         gate = self._gate
         try:
-            config = RunConfig(**job["config"])
+            config = RunConfig.from_mapping(job["config"])
             bind_ip = node_bind_ip(config.media_bind_ip, _node_ip(), str(config.url))
-            config = config.model_copy(update={"media_bind_ip": bind_ip})
+            config = config.replace(media_bind_ip=bind_ip)
             index, count = (int(n) for n in job["worker"])
             observers: list[Observer] = [_Samples(self, bool(job.get("rolling")), bool(job.get("exposition")))]
             cpu_before = process_cpu_s(os.getpid())
             result = _in_own_thread(lambda: self._share(config, credentials, (index, count), observers))
-        except (LkswarmError, ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError
+        except (LkswarmError, ValueError, OSError) as exc:  # a FieldError is a ValueError
             return {"error": credentials.redact(f"{type(exc).__name__}: {exc}")}
         finally:
             gate.ready.set()

@@ -242,7 +242,7 @@ def search_on_ray(
     ``config`` is the search's open-plan configuration (`lkswarm.app.capacity.engine_config`)."""
     address, workers, per_node = spread
     ray = import_ray()
-    config = config.model_copy(update={"url": url})
+    config = config.replace(url=url)
     connected = connect(ray, address)
     try:
         count = plan_actors(workers, node_cpus(ray), config.rooms, per_node)

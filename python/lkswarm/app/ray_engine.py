@@ -199,7 +199,7 @@ def run_on_ray(
     check_ray_run(config, address)
     ray = import_ray()
     if not config.run_tag:
-        config = config.model_copy(update={"run_tag": os.urandom(3).hex()})
+        config = config.replace(run_tag=os.urandom(3).hex())
     connected = connect(ray, address)
     try:
         cpus = node_cpus(ray)
@@ -259,7 +259,7 @@ class RayDriver:
                 if on_server is not None:
                     on_server(local)
             check_signal_path(self.config, self.credentials, url)
-            self.config = self.config.model_copy(update={"url": url})
+            self.config = self.config.replace(url=url)
             group = self._place()
             self._launch(group, rolling=on_sample is not None, exposition=prometheus is not None)
             self._await_ready()
@@ -306,7 +306,7 @@ class RayDriver:
 
         remote = self.ray.remote(num_cpus=1, max_concurrency=MAX_CONCURRENCY, max_restarts=0)(self.actor_class)
         secret = self.ray.put(self.credentials.api_secret)  # the object store, never an argument (see ray_actor)
-        job_config = self.config.model_dump(mode="json")
+        job_config = self.config.to_json()
         for index in range(self.count):
             strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=index)
             handle = remote.options(scheduling_strategy=strategy).remote()

@@ -209,7 +209,7 @@ def run_scenario(
     ``on_engine`` gets the engine before it runs (a Ray actor stops it from another thread).
     """
     if not config.run_tag:
-        config = config.model_copy(update={"run_tag": secrets.token_hex(3)})
+        config = config.replace(run_tag=secrets.token_hex(3))
     url = resolve_url(config)
     network = open_probe_network(config)  # before the server: it must bind the namespace's gateway
     local: LocalServer | None = None

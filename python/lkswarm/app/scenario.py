@@ -28,10 +28,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from lkswarm.config import RunConfig
 from lkswarm.errors import ConfigError
+from lkswarm.fields import FieldError
 
 ALIASES = {
     "duration": "duration_s",
@@ -70,12 +69,11 @@ def _normalise(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def first_error(exc: ValidationError) -> str:
-    """``key.path: message`` of a pydantic error, with our aliases spelled as the file spells them."""
-    error = exc.errors()[0]
+def first_error(exc: FieldError) -> str:
+    """``key.path: message`` of a field's error, with our aliases spelled as the file spells them."""
     reverse = {v: k for k, v in ALIASES.items()}
-    where = ".".join(reverse.get(str(x), str(x)) for x in error["loc"]) or "scenario"
-    return f"{where}: {error['msg'].removeprefix('Value error, ')}"
+    where = ".".join(reverse.get(str(x), str(x)) for x in exc.loc) or "scenario"
+    return f"{where}: {exc.msg}"
 
 
 def parse_scenario(text: str, source: str) -> Scenario:
@@ -98,8 +96,8 @@ def parse_scenario(text: str, source: str) -> Scenario:
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     try:
-        RunConfig(**scenario.fields)  # validate the file on its own, so errors name its keys
-    except ValidationError as exc:
+        RunConfig.from_mapping(scenario.fields)  # validate the file on its own, so errors name its keys
+    except FieldError as exc:
         raise ConfigError(f"{source}: {first_error(exc)}") from None
     return scenario
 
@@ -145,8 +143,8 @@ def merge_flags(base: Scenario, flags: dict[str, Any]) -> dict[str, Any]:
 def scenario_config(scenario: Path | None, preset: str | None, flags: dict[str, Any]) -> tuple[Scenario, RunConfig]:
     """The base scenario (a file, a preset or none) and the config of it with ``flags`` over its keys.
 
-    Raises ConfigError (both a file and a preset) or pydantic's ValidationError (a bad value)."""
+    Raises ConfigError (both a file and a preset) or FieldError (a bad value)."""
     if scenario is not None and preset is not None:
         raise ConfigError("give a scenario file or --preset, not both")
     base = load_scenario(scenario) if scenario is not None else load_preset(preset) if preset else Scenario()
-    return base, RunConfig(**merge_flags(base, flags))
+    return base, RunConfig.from_mapping(merge_flags(base, flags))

@@ -275,7 +275,7 @@ def merged_result(
 ) -> RunResult:
     """The shares' reports merged into the run's one report (thresholds evaluated on it)."""
     merged = merge_reports(reports)
-    merged["config"] = config.model_dump(mode="json")
+    merged["config"] = config.to_json()
     merged["workers"] = summaries
     merged["target"] = target
     if interrupted is not None:

@@ -45,8 +45,8 @@ def run_worker_job(job_path: Path) -> int:
     try:
         job = json.loads(job_path.read_text())
         index, workers = (int(n) for n in job["worker"])
-        config = RunConfig(**job["config"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+        config = RunConfig.from_mapping(job["config"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a FieldError is a ValueError
         print(f"lkswarm worker: {job_path} is not a job written by `lkswarm run --workers`: {exc}", file=sys.stderr)
         return 2
     parent_pid = job.get("parent_pid")

@@ -158,7 +158,7 @@ def run_workers(
     """
     check_workers(config, workers)
     if not config.run_tag:
-        config = config.model_copy(update={"run_tag": secrets.token_hex(3)})
+        config = config.replace(run_tag=secrets.token_hex(3))
     url = resolve_url(config)
     local: LocalServer | None = None
     procs: list[WorkerProcess] = []
@@ -231,7 +231,7 @@ def _spawn_all(
     stream_exposition: bool,
 ) -> None:
     """Starts the worker processes (appended to ``procs`` one by one, so a failure leaves them stoppable)."""
-    job_config = config.model_copy(update={"url": url}).model_dump(mode="json")
+    job_config = config.replace(url=url).to_json()
     env = {**os.environ, "LIVEKIT_API_KEY": credentials.api_key, "LIVEKIT_API_SECRET": credentials.api_secret}
     env.pop("LIVEKIT_URL", None)  # the job's url is the one to use
     for index in range(workers):

@@ -7,8 +7,6 @@ import sys
 from typing import Annotated, Any, ClassVar
 
 import typer
-from pydantic import ValidationError
-from rich.table import Table
 
 from lkswarm.auth import Credentials
 from lkswarm.cli.options import (
@@ -41,6 +39,7 @@ from lkswarm.cli.options import (
 from lkswarm.cli.output import fail, stderr, stdout
 from lkswarm.config import parse_duration_s
 from lkswarm.errors import ConfigError, LkswarmError
+from lkswarm.fields import FieldError
 
 SEARCH = "Search"
 EXIT_FOUND = 0
@@ -274,7 +273,7 @@ def capacity(
 
             check_bindable(prometheus)
             exporter = PrometheusExporter(prometheus)
-    except ValidationError as exc:
+    except FieldError as exc:
         raise fail(f"invalid option: {first_error(exc)}", 2) from None
     except (LkswarmError, ValueError) as exc:
         raise fail(str(exc), 2) from None
@@ -380,6 +379,8 @@ def capacity_exit_code(report: dict[str, Any], require: int | None) -> int:
 
 
 def print_capacity(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
     from lkswarm.report.capacity_text import levels_table
 
     rows = levels_table(report["capacity"])

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
-from rich.table import Table
 
 from lkswarm import __version__
 from lkswarm.app.server import DEFAULT_PORT, DEFAULT_UDP_PORT, LocalServer
@@ -83,6 +81,7 @@ from lkswarm.cli.output import combined_live_view, exit_code, fail, print_report
 from lkswarm.cli.reports import announce_outputs, write_outputs
 from lkswarm.cli.reports import register as register_report_commands
 from lkswarm.errors import ConfigError, LkswarmError
+from lkswarm.fields import FieldError
 
 app = typer.Typer(
     help="Load generator and signaling benchmark for LiveKit.",
@@ -289,14 +288,14 @@ def run(
             check_bindable(prometheus)  # a taken port is a usage error now, not a failed run later
             if worker_count == 1:  # with workers, the parent serves their sum there
                 observers.append(PrometheusExporter(prometheus))
-    except ValidationError as exc:
+    except FieldError as exc:
         raise fail(f"invalid option: {first_error(exc)}", 2) from None
     except LkswarmError as exc:
         raise fail(str(exc), 2) from None
     if not quiet and stderr.is_terminal and worker_count == 1:
         from lkswarm.observe.live import LiveView
 
-        observers.append(LiveView(stderr))
+        observers.append(LiveView(stderr.console))
 
     def announce(local: LocalServer) -> None:
         if not quiet:
@@ -383,6 +382,8 @@ def worker(job: Annotated[Path, typer.Argument(help="The job file the parent wro
 @app.command()
 def presets() -> None:
     """List the shipped scenarios (run one with `lkswarm run --preset NAME`)."""
+    from rich.table import Table
+
     from lkswarm.app.scenario import load_preset, preset_names
 
     table = Table(title="presets (lkswarm run --preset NAME; flags override their keys)")

@@ -11,12 +11,11 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
-import rich.markup
 import typer
-from rich.console import Console
-from rich.table import Table
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from lkswarm.observe.live import LiveView
 
 UNFOLDED_WIDTH = 1000  # columns off a terminal: wide enough that no summary line or table wraps
@@ -46,8 +45,35 @@ def unfold_help(argv: list[str]) -> None:
         typer.rich_utils.MAX_WIDTH = _width(sys.stdout, HELP_WIDTH)
 
 
-stderr = Console(stderr=True, soft_wrap=True, width=_width(sys.stderr))
-stdout = Console(width=_width(sys.stdout))
+class LazyConsole:
+    """A rich ``Console``, built (and rich imported) on first use.
+
+    A quiet run prints nothing unless it fails, and importing rich costs about 40 ms of CPU at every start;
+    so neither console exists until something is printed. Attributes are the console's; `console` is the
+    console itself, for what needs a real one (rich's ``Live``).
+    """
+
+    def __init__(self, *, to_stderr: bool) -> None:
+        self._to_stderr = to_stderr
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            if self._to_stderr:
+                self._console = Console(stderr=True, soft_wrap=True, width=_width(sys.stderr))
+            else:
+                self._console = Console(width=_width(sys.stdout))
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+stderr = LazyConsole(to_stderr=True)
+stdout = LazyConsole(to_stderr=False)
 
 
 def combined_live_view(quiet: bool) -> LiveView | None:
@@ -56,11 +82,13 @@ def combined_live_view(quiet: bool) -> LiveView | None:
         return None
     from lkswarm.observe.live import LiveView
 
-    return LiveView(stderr)
+    return LiveView(stderr.console)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     # The message may quote a tool's output or a user's text: print it literally, never as markup.
+    import rich.markup
+
     stderr.print(f"[bold red]error:[/] {rich.markup.escape(message)}", highlight=False)
     return typer.Exit(code)
 
@@ -118,6 +146,8 @@ def signal_paths_line(paths: dict[str, Any]) -> str:
 
 def print_report(report: dict[str, Any]) -> None:
     p = report["participants"]
+    from rich.table import Table
+
     table = Table(title=f"lkswarm: {p['joined']}/{p['scheduled']} joined in {report['duration_s']:.1f} s")
     for column in ("phase", "count", "p50", "p90", "p99", "p99.9", "max"):
         table.add_column(column, justify="left" if column == "phase" else "right")

@@ -340,7 +340,7 @@ def assemble_report(
     report: Report = {
         "schema": SCHEMA,
         "version": __version__,
-        "config": config.model_dump(mode="json"),
+        "config": config.to_json(),
         "started_at": started_at.isoformat(),
         "duration_s": duration_s,
         "participants": participants,
