@@ -75,6 +75,7 @@ def test_the_hub_section_names_the_io_backend_its_fallback_and_system_calls_per_
         "timeouts": 4,
         "io": "io_uring",
         "syscalls": 30,
+        "datagrams_received": 400,
         "syscalls_per_datagram": 0.075,
     }
     totals.hub_io, totals.hub_io_fallback = "epoll", "io_uring_setup: Operation not permitted (os error 1)"

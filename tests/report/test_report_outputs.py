@@ -274,6 +274,20 @@ def test_merge_of_probe_sections_adds_counts_and_bounds_what_does_not_add() -> N
     assert probes["audio"]["marker_latency_ms"]["count"] == 20 and probes["audio"]["marker_latency_ms"]["p99"] == 80.0
 
 
+def test_merge_divides_the_hubs_summed_system_calls_by_their_summed_datagrams() -> None:
+    """A worker that read ten datagrams must not weigh as much as one that read a million."""
+    a, b = synthetic_report(1), synthetic_report(2)
+    for report, (syscalls, datagrams) in ((a, (10, 10)), (b, (75_000, 1_000_000))):
+        hub = {"io": "io_uring", "syscalls": syscalls, "datagrams_received": datagrams}
+        report["media"]["hub"] = hub | {"syscalls_per_datagram": round(syscalls / datagrams, 4)}
+    hub = merge_reports([a, b])["media"]["hub"]
+    assert (hub["syscalls"], hub["datagrams_received"]) == (75_010, 1_000_010)
+    assert hub["syscalls_per_datagram"] == round(75_010 / 1_000_010, 4)  # 0.075, not the average 0.5375
+    for report in (a, b):  # reports from before the count: their average, as before
+        del report["media"]["hub"]["datagrams_received"]
+    assert merge_reports([a, b])["media"]["hub"]["syscalls_per_datagram"] == 0.5375
+
+
 def test_merge_rejects_other_schemas_and_mismatched_timelines() -> None:
     with pytest.raises(ReportError, match=re.escape("report 2 has schema 'lkswarm.report/0'")):
         merge_reports([synthetic_report(1), {**synthetic_report(2), "schema": "lkswarm.report/0"}])

@@ -140,6 +140,8 @@ class MediaTotals:
                 hub["io_fallback"] = self.hub_io_fallback
             hub["syscalls"] = self.hub_syscalls
             received = self.hub_datagrams_received
+            # The count beside the ratio, so that a merge of several workers divides their sums.
+            hub["datagrams_received"] = received
             hub["syscalls_per_datagram"] = round(self.hub_syscalls / received, 4) if received else 0.0
         if self.hub_thread_cpu_s is not None:
             # The media thread's share of the generator's CPU; the rest is Python's (and signaling's).

@@ -181,6 +181,11 @@ class _Merger:
             for key in dict.fromkeys(k for m in media_list for k in m)
             if key not in ("loss_ratio", "jitter_ms", "track_subscribed_ms")
         }
+        hub = merged.get("hub")
+        if isinstance(hub, dict) and hub.get("datagrams_received"):
+            # The workers' sums divided, not the average of their ratios (which weighs a worker that read
+            # ten datagrams as one that read a million). Older reports carry no count: their average stays.
+            hub["syscalls_per_datagram"] = round(hub.get("syscalls", 0) / hub["datagrams_received"], 4)
         expected = merged.get("packets_expected") or 0
         merged["loss_ratio"] = round((merged.get("packets_lost") or 0) / expected, 6) if expected else 0.0
         # Exact when every input carries its "jitter" histogram (older reports carried none).
