@@ -46,9 +46,11 @@ def test_the_lag_tick_is_armed_on_grid_instants_never_runs_early_and_measures_a_
     uvloop.run(main())
     assert len(ran) >= 3
     assert metrics.loop_lag.get_total_count() == len(ran)
-    # Armed on whole multiples of the step, a step or more apart.
-    assert all(abs(when_ms - round(when_ms)) < 1e-3 and round(when_ms) % LOOP_GRID_MS == 0 for when_ms in armed_ms)
-    assert all(round(b) - round(a) >= LOOP_GRID_MS for a, b in itertools.pairwise(armed_ms))
+    # Armed on whole multiples of the step, a step or more apart; or a millisecond after one: uvloop reads
+    # its clock twice when it arms a timer (in `call_at`, and again as the timer starts), and a
+    # millisecond that ends between the two reads arms it that much late (1 in ~1,000 here).
+    assert all(abs(when_ms - round(when_ms)) < 1e-3 and round(when_ms) % LOOP_GRID_MS in (0, 1) for when_ms in armed_ms)
+    assert all(round(b) - round(a) >= LOOP_GRID_MS - 1 for a, b in itertools.pairwise(armed_ms))
     # Never run before the instant it was armed for, beyond the loop clock's dropped millisecond.
     assert all(ran_s >= when_s - LOOP_CLOCK_RESOLUTION_S for ran_s, when_s in ran)
     assert metrics.loop_lag.get_max_value() >= 100  # the stall is seen (in ms)

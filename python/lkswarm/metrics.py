@@ -244,7 +244,9 @@ def loop_grid_time(loop_time_s: float, grid_ms: int = LOOP_GRID_MS) -> float:
     """The first grid instant at or after ``loop_time_s`` (the loop's clock, seconds).
 
     Computed in whole milliseconds, so that uvloop, which keeps timers in milliseconds, gives every
-    timer armed for one instant the same due time, whenever it was armed.
+    timer armed for one instant the same due time, whenever it was armed. (Rarely a millisecond
+    later: uvloop reads its clock in ``call_at`` and again as the timer starts, and a millisecond
+    that ends between the two reads moves the due time by one; never earlier.)
     """
     ms = math.ceil(loop_time_s * 1000 - 1e-6)
     return -(-ms // grid_ms) * grid_ms / 1000

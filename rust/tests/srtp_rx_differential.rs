@@ -62,7 +62,8 @@ fn check_packet(receiver: &mut SrtpReceiver, seen: &mut HashSet<u32>, packet: &V
     let ours = receiver.open(&srtp, &mut plaintext, Some(twcc_id));
     let expected = match libsrtp {
         "ok" => return check_opened(ours, &plaintext, packet),
-        "replay" | "replay_old" => SrtpRxError::Replayed,
+        "replay" => SrtpRxError::Replayed,
+        "replay_old" => SrtpRxError::TooOld,
         "auth" => SrtpRxError::AuthFailed,
         "malformed" => SrtpRxError::Malformed,
         other => panic!("unknown libsrtp outcome {other}"),

@@ -92,6 +92,7 @@ def test_the_srtp_receive_section_says_which_path_carried_the_packets_and_why_a_
         {
             "srtp_own_packets": 900,
             "srtp_own_replayed": 2,
+            "srtp_own_too_old": 3,
             "srtp_own_auth_failed": 1,
             "srtp_own_before_first": 4,
             "srtp_receipts_refused": 3,
@@ -105,6 +106,7 @@ def test_the_srtp_receive_section_says_which_path_carried_the_packets_and_why_a_
         "own_packets": 900,
         "str0m_packets": 100,
         "replayed": 2,
+        "too_old": 3,
         "auth_failed": 1,
         "before_first": 4,
         "receipts_refused": 3,

@@ -34,7 +34,7 @@ def test_each_srtp_receive_path_carries_audio_and_video_without_loss_and_the_rep
     monkeypatch.setenv("LKSWARM_SRTP_RX", path)
     media = run_av_room(livekit_server.url, credentials, tmp_path, PARTICIPANTS)["media"]
     srtp = media["srtp_receive"]
-    assert srtp["replayed"] == 0 and srtp["auth_failed"] == 0, srtp
+    assert srtp["replayed"] == 0 and srtp["too_old"] == 0 and srtp["auth_failed"] == 0, srtp
     # What str0m's path consumed without media, by reason: nothing forged, malformed or of unknown codec
     # on loopback. Duplicates, unknown streams and RTX padding (the server's probes) may occur.
     dropped = srtp["str0m_dropped"]

@@ -30,6 +30,9 @@ class SrtpReceiveTotals:
 
     own_packets: int = 0
     replayed: int = 0  # replays, and duplicates str0m's register already had
+    # Older than the 128-packet replay window: dropped unopened, as libsrtp drops them (a packet that late
+    # is the network's reordering, not an attack; counted apart so that a report tells the two apart).
+    too_old: int = 0
     auth_failed: int = 0
     # Late packets older than their stream's first: str0m's receive register refuses them (it starts
     # at the first packet), so they are not counted as received on either path.
@@ -46,6 +49,7 @@ class SrtpReceiveTotals:
     def account(self, stats: dict[str, Any]) -> None:
         self.own_packets += stats.get("srtp_own_packets", 0)
         self.replayed += stats.get("srtp_own_replayed", 0)
+        self.too_old += stats.get("srtp_own_too_old", 0)
         self.auth_failed += stats.get("srtp_own_auth_failed", 0)
         self.before_first += stats.get("srtp_own_before_first", 0)
         self.receipts_refused += stats.get("srtp_receipts_refused", 0)
@@ -60,6 +64,7 @@ class SrtpReceiveTotals:
             "own_packets": self.own_packets,
             "str0m_packets": max(0, packets_received - self.own_packets),
             "replayed": self.replayed,
+            "too_old": self.too_old,
             "auth_failed": self.auth_failed,
             "before_first": self.before_first,
             "receipts_refused": self.receipts_refused,

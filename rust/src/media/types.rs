@@ -54,10 +54,12 @@ pub struct PeerCounters {
     /// ICE restarts begun on the primary PeerConnection (after signal resumes).
     pub ice_restarts: u64,
     /// RTP packets received on the own SRTP path (`peer/own_srtp.rs`), and the packets it
-    /// dropped: replays (or duplicates str0m's register already had), failed authentication, and
-    /// late packets older than their stream's first (str0m's register refuses them too).
+    /// dropped: replays (or duplicates str0m's register already had), packets older than the replay
+    /// window, failed authentication, and late packets older than their stream's first (str0m's
+    /// register refuses them too).
     pub srtp_own_packets: u64,
     pub srtp_own_replayed: u64,
+    pub srtp_own_too_old: u64,
     pub srtp_own_auth_failed: u64,
     pub srtp_own_before_first: u64,
     /// Own-path packets whose receipt str0m refused (its stream went away meanwhile): counted

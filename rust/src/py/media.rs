@@ -51,6 +51,7 @@ fn summary_dict<'py>(py: Python<'py>, summary: &PeerSummary) -> PyResult<Bound<'
     dict.set_item("ice_restarts", c.ice_restarts)?;
     dict.set_item("srtp_own_packets", c.srtp_own_packets)?;
     dict.set_item("srtp_own_replayed", c.srtp_own_replayed)?;
+    dict.set_item("srtp_own_too_old", c.srtp_own_too_old)?;
     dict.set_item("srtp_own_auth_failed", c.srtp_own_auth_failed)?;
     dict.set_item("srtp_own_before_first", c.srtp_own_before_first)?;
     dict.set_item("srtp_receipts_refused", c.srtp_receipts_refused)?;

@@ -115,11 +115,13 @@ impl OwnSrtp {
     }
 }
 
-/// The counter of a packet the own path drops, as str0m would: a replay, a failed authentication,
-/// or one older than its stream's first. `None` for a refusal that is str0m's to judge.
+/// The counter of a packet the own path drops, as str0m would: a replay, one older than the replay
+/// window, a failed authentication, or one older than its stream's first. `None` for a refusal that
+/// is str0m's to judge.
 fn drop_counter(counters: &mut PeerCounters, error: SrtpRxError) -> Option<&mut u64> {
     match error {
         SrtpRxError::Replayed => Some(&mut counters.srtp_own_replayed),
+        SrtpRxError::TooOld => Some(&mut counters.srtp_own_too_old),
         SrtpRxError::AuthFailed => Some(&mut counters.srtp_own_auth_failed),
         SrtpRxError::BeforeFirst => Some(&mut counters.srtp_own_before_first),
         SrtpRxError::Malformed | SrtpRxError::UnknownSsrc | SrtpRxError::BadKey => None,

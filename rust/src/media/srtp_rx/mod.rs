@@ -80,8 +80,12 @@ pub enum SrtpRxError {
     Malformed,
     /// An SSRC this receiver was not told to `track`.
     UnknownSsrc,
-    /// Its index was already received, or is older than the 128-packet window.
+    /// Its index was already received (a replay, or a duplicate the network made).
     Replayed,
+    /// Its index is older than the 128-packet replay window: it cannot be told from a replay, so it
+    /// is dropped unopened, as libsrtp drops it (`srtp_err_status_replay_old`); on a real network a
+    /// packet this late is reordering, not an attack.
+    TooOld,
     /// Its index is older than the packet the stream was tracked from (see `track`).
     BeforeFirst,
     /// The AEAD tag did not verify (forged, corrupted, or under another key or index).
@@ -95,7 +99,8 @@ impl fmt::Display for SrtpRxError {
         f.write_str(match self {
             SrtpRxError::Malformed => "malformed RTP packet",
             SrtpRxError::UnknownSsrc => "SSRC not tracked",
-            SrtpRxError::Replayed => "replayed or too old for the replay window",
+            SrtpRxError::Replayed => "replayed",
+            SrtpRxError::TooOld => "older than the replay window",
             SrtpRxError::BeforeFirst => "older than the stream's first packet",
             SrtpRxError::AuthFailed => "SRTP authentication failed",
             SrtpRxError::BadKey => "unusable SRTP key",

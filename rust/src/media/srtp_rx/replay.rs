@@ -67,7 +67,10 @@ impl StreamState {
             return Ok(Candidate { index, delta });
         }
         let age = delta.unsigned_abs();
-        if age >= WINDOW_PACKETS || self.seen & (1u128 << age) != 0 {
+        if age >= WINDOW_PACKETS {
+            return Err(SrtpRxError::TooOld);
+        }
+        if self.seen & (1u128 << age) != 0 {
             return Err(SrtpRxError::Replayed);
         }
         Ok(Candidate { index, delta })
@@ -139,7 +142,7 @@ mod tests {
         let mut stream = StreamState::new(1, 1_000);
         assert_eq!(stream.check(1_000), Err(SrtpRxError::Replayed), "the tracked packet was seen");
         assert_eq!(accept(&mut stream, 1_200), 1_200);
-        assert_eq!(stream.check(1_072), Err(SrtpRxError::Replayed), "128 back: too old");
+        assert_eq!(stream.check(1_072), Err(SrtpRxError::TooOld), "128 back: too old");
         assert_eq!(accept(&mut stream, 1_073), 1_073, "127 back, unseen");
         assert_eq!(stream.check(1_073), Err(SrtpRxError::Replayed), "now seen");
         assert_eq!(accept(&mut stream, 1_199), 1_199);
@@ -200,7 +203,7 @@ mod tests {
         let mut stream = StreamState::new(1, 10);
         assert_eq!(accept(&mut stream, 10 + 500), 510);
         assert_eq!(accept(&mut stream, 509), 509);
-        assert_eq!(stream.check(10), Err(SrtpRxError::Replayed), "too old");
+        assert_eq!(stream.check(10), Err(SrtpRxError::TooOld), "too old");
     }
 
     #[test]
