@@ -75,9 +75,10 @@ def measure(rounds: int, other: str | None) -> dict[str, Any]:
     cpu: dict[str, dict[str, list[float]]] = {side: {} for side in sides}
     failed: list[str] = []
     with tempfile.TemporaryDirectory() as tmp, LocalServer(credentials) as server:
+        measured = commands(server.url, Path(tmp))
         for k in range(rounds):
             for side in sides if k % 2 == 0 else reversed(list(sides)):
-                for name, (command, expected) in commands(server.url, Path(tmp)).items():
+                for name, (command, expected) in measured.items():
                     seconds, code = _cpu_s(command, sides[side])
                     if code != expected:
                         failed.append(f"{side} {name}: exit {code}")

@@ -10,18 +10,31 @@ import pytest
 
 from lkswarm.config import RunConfig, Stage
 from lkswarm.errors import ConfigError
-from lkswarm.fields import FieldError, Rule, check_keys, declare, json_fields, validate_fields
+from lkswarm.fields import (
+    FieldError,
+    Rule,
+    as_any,
+    as_bool,
+    as_choice,
+    as_float,
+    as_int,
+    as_str,
+    declare,
+    from_mapping,
+    json_fields,
+    validate_fields,
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Record:
-    count: int = declare(1, "int", ge=0, le=10)
-    share: float = declare(0.5, "float", gt=0, le=1)
-    on: bool = declare(False, "bool")
-    name: str = declare("x", "str", max_length=3)
-    mode: str = declare("a", "choice", choices=("a", "b"))
-    limit: int | None = declare(None, "int", optional=True, ge=1)
-    items: tuple[int, ...] = declare((), "any", before=tuple)
+    count: int = declare(1, as_int, ge=0, le=10)
+    share: float = declare(0.5, as_float, gt=0, le=1)
+    on: bool = declare(False, as_bool)
+    name: str = declare("x", as_str, max_length=3)
+    mode: str = declare("a", as_choice, choices=("a", "b"))
+    limit: int | None = declare(None, as_int, optional=True, ge=1)
+    items: tuple[int, ...] = declare((), as_any, before=tuple)
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -74,7 +87,7 @@ def test_a_broken_rule_names_its_key(changes: dict[str, Any], loc: tuple[str, ..
 
 def test_unknown_keys_and_nested_errors_are_located() -> None:
     with pytest.raises(FieldError, match=r"^colour: not a known setting$"):
-        check_keys(_Record, {"count": 1, "colour": "red"})
+        from_mapping(_Record, {"count": 1, "colour": "red"})
     with pytest.raises(FieldError) as caught:
         RunConfig(stages=[{"duration_s": "2s", "target": 3}, {"duration_s": "1s", "target": -1}])
     assert caught.value.loc == ("stages", 1, "target")
@@ -89,7 +102,7 @@ def test_unknown_keys_and_nested_errors_are_located() -> None:
 
 
 def test_rule_bounds_apply_after_the_conversion() -> None:
-    rule = Rule("float", gt=0, before=lambda value: {"1m": 60.0}.get(value, value))
+    rule = Rule(as_float, gt=0, before=lambda value: {"1m": 60.0}.get(value, value))
     assert rule.apply("1m") == 60.0
     with pytest.raises(ValueError, match="greater than 0"):
         rule.apply(0)

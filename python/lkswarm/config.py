@@ -11,7 +11,19 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from lkswarm.errors import ConfigError
-from lkswarm.fields import FieldError, check_keys, declare, json_fields, validate_fields
+from lkswarm.fields import (
+    FieldError,
+    as_any,
+    as_bool,
+    as_choice,
+    as_float,
+    as_int,
+    as_str,
+    declare,
+    from_mapping,
+    json_fields,
+    validate_fields,
+)
 from lkswarm.impairment import parse_impairment
 from lkswarm.signal.enums import CLIENT_PROTOCOL
 from lkswarm.signal.paths import DEFAULT_SIGNAL_PATH, SignalPath, parse_signal_path
@@ -53,21 +65,12 @@ class Stage:
     """One k6-style stage: move the live population linearly to ``target`` over ``duration_s``."""
 
     # stage length (seconds, or 30s / 2m in files)
-    duration_s: float = declare(dataclasses.MISSING, "float", gt=0, before=_duration_field)
+    duration_s: float = declare(dataclasses.MISSING, as_float, gt=0, before=_duration_field)
     # live participants (all rooms) at the end of the stage
-    target: int = declare(dataclasses.MISSING, "int", ge=0, le=1_000_000)
+    target: int = declare(dataclasses.MISSING, as_int, ge=0, le=1_000_000)
 
     def __post_init__(self) -> None:
         validate_fields(self)
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> Stage:
-        """A stage from a scenario file's table (unknown keys refused)."""
-        check_keys(cls, data)
-        for key in ("duration_s", "target"):
-            if key not in data:
-                raise FieldError((key,), "missing")
-        return cls(**data)
 
 
 def _stages(value: object) -> tuple[Stage, ...]:
@@ -80,16 +83,12 @@ def _stages(value: object) -> tuple[Stage, ...]:
             stages.append(item)
         elif isinstance(item, Mapping):
             try:
-                stages.append(Stage.from_mapping(item))
+                stages.append(from_mapping(Stage, item))
             except FieldError as exc:
                 raise exc.under((index,)) from None
         else:
             raise FieldError((index,), f"must be a table with duration_s and target, not {item!r}")
     return tuple(stages)
-
-
-def _duration_or_none(value: object) -> float | None:
-    return None if value is None else _duration_field(value)
 
 
 def _check_probe_impair(value: str) -> None:
@@ -125,80 +124,80 @@ class RunConfig:
     beside it (`lkswarm.fields.declare`) and checked on construction, then the rules between fields."""
 
     # Server URL; None starts an embedded local server
-    url: str | None = declare(None, "str", optional=True)
+    url: str | None = declare(None, as_str, optional=True)
     # the server's Prometheus /metrics URL (the embedded server's is known)
-    server_metrics: str | None = declare(None, "str", optional=True)
-    rooms: int = declare(1, "int", ge=1, le=100_000)
-    participants: int = declare(10, "int", ge=1, le=1_000_000)  # per room
-    rate: float = declare(20.0, "float", gt=0)  # joins started per second
-    arrival: Literal["constant", "poisson"] = declare("constant", "choice", choices=("constant", "poisson"))
-    duration_s: float = declare(10.0, "float", gt=0, before=_duration_field)
+    server_metrics: str | None = declare(None, as_str, optional=True)
+    rooms: int = declare(1, as_int, ge=1, le=100_000)
+    participants: int = declare(10, as_int, ge=1, le=1_000_000)  # per room
+    rate: float = declare(20.0, as_float, gt=0)  # joins started per second
+    arrival: Literal["constant", "poisson"] = declare("constant", as_choice, choices=("constant", "poisson"))
+    duration_s: float = declare(10.0, as_float, gt=0, before=_duration_field)
     # signaling only: no PeerConnections (evicted after 60 s)
-    signal_only: bool = declare(False, "bool")
-    audio_publishers: int = declare(0, "int", ge=0)  # per room ("all": every seat)
-    video_publishers: int = declare(0, "int", ge=0)  # per room ("all": every seat)
-    data_publishers: int = declare(0, "int", ge=0)  # data-message publishers per room (the first seats)
-    data_rate: float = declare(1.0, "float", gt=0, le=1000)  # data messages per second per data publisher
+    signal_only: bool = declare(False, as_bool)
+    audio_publishers: int = declare(0, as_int, ge=0)  # per room ("all": every seat)
+    video_publishers: int = declare(0, as_int, ge=0)  # per room ("all": every seat)
+    data_publishers: int = declare(0, as_int, ge=0)  # data-message publishers per room (the first seats)
+    data_rate: float = declare(1.0, as_float, gt=0, le=1000)  # data messages per second per data publisher
     # payload bytes of each data message (livekit-server reads at most 64,000 B per message)
-    data_size: int = declare(200, "int", ge=MIN_DATA_PAYLOAD_BYTES, le=MAX_DATA_PAYLOAD_BYTES)
+    data_size: int = declare(200, as_int, ge=MIN_DATA_PAYLOAD_BYTES, le=MAX_DATA_PAYLOAD_BYTES)
     # reliable (ordered, retransmitted) or lossy (unordered, no retransmission)
-    data_channel: Literal["reliable", "lossy"] = declare("reliable", "choice", choices=("reliable", "lossy"))
-    data_topic: str = declare("", "str", max_length=256)  # the UserPacket topic of each data message
+    data_channel: Literal["reliable", "lossy"] = declare("reliable", as_choice, choices=("reliable", "lossy"))
+    data_topic: str = declare("", as_str, max_length=256)  # the UserPacket topic of each data message
     # destinations of each data message: all (the room) or N (that many identities)
-    data_to: str = declare("all", "str", check=_check_data_to)
+    data_to: str = declare("all", as_str, check=_check_data_to)
     # extra data messages each publisher sends back to back every data_burst_every
-    data_burst: int = declare(0, "int", ge=0, le=10_000)
-    data_burst_every_s: float = declare(10.0, "float", gt=0, before=_duration_field)  # between a publisher's bursts
+    data_burst: int = declare(0, as_int, ge=0, le=10_000)
+    data_burst_every_s: float = declare(10.0, as_float, gt=0, before=_duration_field)  # between a publisher's bursts
     # receivers per room (the last seats) that stop draining their data channels
-    data_slow_readers: int = declare(0, "int", ge=0)
-    data_slow_pause_s: float = declare(3.0, "float", gt=0, before=_duration_field)  # how long a slow reader stops
-    data_slow_every_s: float = declare(10.0, "float", gt=0, before=_duration_field)  # a slow reader pauses this often
-    data_tracks: int = declare(0, "int", ge=0, le=1000)  # data-track publishers per room (the first seats)
-    data_track_rate: float = declare(30.0, "float", gt=0, le=1000)  # frames per second per data track
+    data_slow_readers: int = declare(0, as_int, ge=0)
+    data_slow_pause_s: float = declare(3.0, as_float, gt=0, before=_duration_field)  # how long a slow reader stops
+    data_slow_every_s: float = declare(10.0, as_float, gt=0, before=_duration_field)  # a slow reader pauses this often
+    data_tracks: int = declare(0, as_int, ge=0, le=1000)  # data-track publishers per room (the first seats)
+    data_track_rate: float = declare(30.0, as_float, gt=0, le=1000)  # frames per second per data track
     # payload bytes of each data-track frame, sent as one packet (at most 15,000 B)
-    data_track_size: int = declare(64, "int", ge=0, le=MAX_DATA_TRACK_FRAME_BYTES)
-    simulcast: bool = declare(True, "bool")  # publish video as 3 simulcast layers (q, h, f)
-    talk_spurts: bool = declare(False, "bool")  # audio follows ITU-T P.59 talk spurts instead of a tone
-    probes: int = declare(0, "int", ge=0)  # probe participants (aiortc, real codecs) per run
-    probe_fraction: float = declare(0.0, "float", ge=0.0, le=1.0)  # fraction of participants that are probes
+    data_track_size: int = declare(64, as_int, ge=0, le=MAX_DATA_TRACK_FRAME_BYTES)
+    simulcast: bool = declare(True, as_bool)  # publish video as 3 simulcast layers (q, h, f)
+    talk_spurts: bool = declare(False, as_bool)  # audio follows ITU-T P.59 talk spurts instead of a tone
+    probes: int = declare(0, as_int, ge=0)  # probe participants (aiortc, real codecs) per run
+    probe_fraction: float = declare(0.0, as_float, ge=0.0, le=1.0)  # fraction of participants that are probes
     # impairment of the probes' media, e.g. loss=2%,delay=40ms,jitter=10ms,rate=1mbit
-    probe_impair: str | None = declare(None, "str", optional=True, check=_check_probe_impair)
-    media_connect_timeout_s: float = declare(30.0, "float", gt=0)  # ICE + DTLS deadline per PeerConnection
-    media_bind_ip: str = declare("127.0.0.1", "str")  # local address of the PeerConnection sockets
-    json_frames: bool = declare(False, "bool")  # send text (protojson) frames instead of binary
+    probe_impair: str | None = declare(None, as_str, optional=True, check=_check_probe_impair)
+    media_connect_timeout_s: float = declare(30.0, as_float, gt=0)  # ICE + DTLS deadline per PeerConnection
+    media_bind_ip: str = declare("127.0.0.1", as_str)  # local address of the PeerConnection sockets
+    json_frames: bool = declare(False, as_bool)  # send text (protojson) frames instead of binary
     # v1 (/rtc/v1, one PeerConnection), v0 (/rtc, two), auto (v1, falling back to v0 on a 404, as today's
     # SDKs do) or a mix such as v1:70,v0:30
-    signal_path: str = declare(DEFAULT_SIGNAL_PATH, "str", before=_signal_path)
+    signal_path: str = declare(DEFAULT_SIGNAL_PATH, as_str, before=_signal_path)
     # compression of the /rtc/v1 join_request (gzip, as the JS SDK, or none)
-    join_request_compression: Literal["gzip", "none"] = declare("gzip", "choice", choices=("gzip", "none"))
+    join_request_compression: Literal["gzip", "none"] = declare("gzip", as_choice, choices=("gzip", "none"))
     # largest signal frame or message accepted; the process buffers at most 4 of them at once
-    max_frame_bytes: int = declare(DEFAULT_MAX_FRAME_BYTES, "int", ge=MIN_MAX_FRAME_BYTES, le=MAX_MAX_FRAME_BYTES)
-    auto_subscribe: bool = declare(True, "bool")
-    protocol: int = declare(CLIENT_PROTOCOL, "int", ge=0)
-    join_timeout_s: float = declare(15.0, "float", gt=0)
-    room_prefix: str = declare("lkswarm", "str")
-    identity_prefix: str = declare("p", "str")
-    seed: int | None = declare(None, "int", optional=True)
-    resume_on_disconnect: bool = declare(False, "bool")  # resume (reconnect=1) when the WebSocket drops
-    run_tag: str = declare("", "str")  # suffix that makes room names and identities unique per run
-    verify_rooms: bool = declare(True, "bool")  # compare each participant's room view with ListParticipants
+    max_frame_bytes: int = declare(DEFAULT_MAX_FRAME_BYTES, as_int, ge=MIN_MAX_FRAME_BYTES, le=MAX_MAX_FRAME_BYTES)
+    auto_subscribe: bool = declare(True, as_bool)
+    protocol: int = declare(CLIENT_PROTOCOL, as_int, ge=0)
+    join_timeout_s: float = declare(15.0, as_float, gt=0)
+    room_prefix: str = declare("lkswarm", as_str)
+    identity_prefix: str = declare("p", as_str)
+    seed: int | None = declare(None, as_int, optional=True)
+    resume_on_disconnect: bool = declare(False, as_bool)  # resume (reconnect=1) when the WebSocket drops
+    run_tag: str = declare("", as_str)  # suffix that makes room names and identities unique per run
+    verify_rooms: bool = declare(True, as_bool)  # compare each participant's room view with ListParticipants
     # wss:// and https:// without certificate or host name verification (reported)
-    insecure: bool = declare(False, "bool")
+    insecure: bool = declare(False, as_bool)
     # PEM CA bundle trusted besides the system's roots, for wss:// and https://
-    ca_file: str | None = declare(None, "str", optional=True, check=_check_ca_file)
+    ca_file: str | None = declare(None, as_str, optional=True, check=_check_ca_file)
 
-    stages: tuple[Stage, ...] = declare((), "any", before=_stages)  # k6-style stages; they set the run length
-    churn_rate: float = declare(0.0, "float", ge=0)  # participants replaced per second while the load holds
+    stages: tuple[Stage, ...] = declare((), as_any, before=_stages)  # k6-style stages; they set the run length
+    churn_rate: float = declare(0.0, as_float, ge=0)  # participants replaced per second while the load holds
     # at this time every joined participant drops its WebSocket and resumes
-    reconnect_storm_at_s: float | None = declare(None, "float", optional=True, gt=0, before=_duration_or_none)
+    reconnect_storm_at_s: float | None = declare(None, as_float, optional=True, gt=0, before=_duration_field)
     # resume: drop the WebSocket and resume (reconnect=1); rejoin: join afresh, with new PeerConnections, as
     # the server's leave(RECONNECT) asks
-    reconnect_storm_mode: Literal["resume", "rejoin"] = declare("resume", "choice", choices=("resume", "rejoin"))
+    reconnect_storm_mode: Literal["resume", "rejoin"] = declare("resume", as_choice, choices=("resume", "rejoin"))
     # the storm's drops spread evenly over this window (0: all at one instant)
-    reconnect_storm_window_s: float = declare(0.0, "float", ge=0, before=_duration_field)
-    layout: str | None = declare(None, "str", optional=True, check=_check_layout)  # speaker or grid:N
+    reconnect_storm_window_s: float = declare(0.0, as_float, ge=0, before=_duration_field)
+    layout: str | None = declare(None, as_str, optional=True, check=_check_layout)  # speaker or grid:N
     video_codec: Literal["vp8", "h264"] = declare(
-        "vp8", "choice", choices=("vp8", "h264")
+        "vp8", as_choice, choices=("vp8", "h264")
     )  # vp8, or h264 (constrained baseline)
 
     def __post_init__(self) -> None:
@@ -215,8 +214,7 @@ class RunConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> RunConfig:
         """A configuration from a scenario file's keys, flags or a job's JSON (unknown keys refused)."""
-        check_keys(cls, data)
-        return cls(**data)
+        return from_mapping(cls, data)
 
     def replace(self, **changes: Any) -> RunConfig:
         """This configuration with ``changes`` (checked again, as a new one is)."""

@@ -1,10 +1,10 @@
 """Declared, checked fields of the run's frozen dataclasses (`lkswarm.config`).
 
-Each field carries a `Rule` in its metadata: its kind (integer, number, flag, text or one of a few
-words), bounds, a conversion run before the kind's check (a duration like ``30s``) and a check run
-after it. `validate_fields` applies the rules in declaration order, from ``__post_init__``, and
-writes the converted values back; the first broken rule is a `FieldError` naming the key, which the
-CLI and scenario files show as ``key: message``.
+Each field carries a `Rule` in its metadata: its kind (`as_int`, `as_float`, `as_bool`, `as_str`,
+`as_choice` of a few words, or `as_any`), bounds, a conversion run before the kind's check (a
+duration like ``30s``) and a check run after it. `validate_fields` applies the rules in declaration
+order, from ``__post_init__``, and writes the converted values back; the first broken rule is a
+`FieldError` naming the key, which the CLI and scenario files show as ``key: message``.
 
 Why not pydantic, which did this before: importing it and building the two models cost about 80 ms of
 CPU at every start (``import lkswarm.config``: 132 ms, now 53), which every ``--workers`` process and
@@ -17,11 +17,14 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from lkswarm.errors import ConfigError
 
 Path = tuple[str | int, ...]
+T = TypeVar("T")
+# Converts a field's value to its kind, or raises ValueError with the message for the user.
+Kind = Callable[["Rule", Any], Any]
 
 # Spellings of a flag accepted from text (scenario files use TOML booleans; these come from flags or JSON).
 _TRUE = frozenset({"true", "yes", "on", "1"})
@@ -44,10 +47,11 @@ class FieldError(ConfigError):
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """What one field accepts. ``kind`` is ``int``, ``float``, ``bool``, ``str``, ``choice`` (one of
-    ``choices``) or ``any`` (``before`` does all the work); ``optional`` lets None through unchecked."""
+    """What one field accepts. ``kind`` converts the value or refuses it: one of the ``as_*`` functions
+    below (`as_choice` takes one of ``choices``; with `as_any`, ``before`` does all the work);
+    ``optional`` lets None through unchecked."""
 
-    kind: str
+    kind: Kind
     optional: bool = False
     gt: float | None = None
     ge: float | None = None
@@ -63,7 +67,7 @@ class Rule:
             return None
         if self.before is not None:
             value = self.before(value)
-        value = _KINDS[self.kind](self, value)
+        value = self.kind(self, value)
         self._bounds(value)
         if self.check is not None:
             self.check(value)
@@ -80,7 +84,7 @@ class Rule:
             raise ValueError(f"must be at most {self.max_length} characters, not {len(value)}")
 
 
-def _as_int(_rule: Rule, value: Any) -> int:
+def as_int(_rule: Rule, value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, float) and value.is_integer():
@@ -90,7 +94,7 @@ def _as_int(_rule: Rule, value: Any) -> int:
     raise ValueError(f"must be a whole number, not {value!r}")
 
 
-def _as_float(_rule: Rule, value: Any) -> float:
+def as_float(_rule: Rule, value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"must be a number, not {value!r}")
     try:
@@ -102,7 +106,7 @@ def _as_float(_rule: Rule, value: Any) -> float:
     return number
 
 
-def _as_bool(_rule: Rule, value: Any) -> bool:
+def as_bool(_rule: Rule, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):
@@ -112,34 +116,28 @@ def _as_bool(_rule: Rule, value: Any) -> bool:
     raise ValueError(f"must be true or false, not {value!r}")
 
 
-def _as_str(_rule: Rule, value: Any) -> str:
+def as_str(_rule: Rule, value: Any) -> str:
     if isinstance(value, str):
         return value
     raise ValueError(f"must be text, not {value!r}")
 
 
-def _as_choice(rule: Rule, value: Any) -> str:
+def as_choice(rule: Rule, value: Any) -> str:
     if isinstance(value, str) and value in rule.choices:
         return value
     words = " or ".join(repr(choice) for choice in rule.choices)
     raise ValueError(f"must be {words}, not {value!r}")
 
 
-_KINDS: dict[str, Callable[[Rule, Any], Any]] = {
-    "int": _as_int,
-    "float": _as_float,
-    "bool": _as_bool,
-    "str": _as_str,
-    "choice": _as_choice,
-    "any": lambda _rule, value: value,
-}
+def as_any(_rule: Rule, value: Any) -> Any:
+    return value
 
 
-def declare(default: Any, kind: str, **rule: Any) -> Any:
+def declare(default: Any, kind: Kind, **rule: Any) -> Any:
     """A dataclass field of ``kind`` with ``default`` (``dataclasses.MISSING``: required) and the rest of its
     `Rule` (keywords as `Rule`'s).
 
-    Typed ``Any`` so that ``rooms: int = declare(1, "int", ge=1)`` type-checks, as pydantic's ``Field`` does.
+    Typed ``Any`` so that ``rooms: int = declare(1, as_int, ge=1)`` type-checks, as pydantic's ``Field`` does.
     """
     return dataclasses.field(default=default, metadata={"rule": Rule(kind, **rule)})
 
@@ -161,12 +159,19 @@ def validate_fields(record: Any) -> None:
             object.__setattr__(record, field.name, converted)
 
 
-def check_keys(cls: type, data: Mapping[str, Any]) -> None:
-    """Refuses a key that is no field of ``cls`` (a typo in a scenario file must not pass unnoticed)."""
-    names = {field.name for field in dataclasses.fields(cls)}
+def from_mapping(cls: type[T], data: Mapping[str, Any]) -> T:
+    """``cls`` built from a scenario file's table, flags or a job's JSON: a key that is no field of it is
+    refused (a typo must not pass unnoticed), as is a required field that is absent, each as a `FieldError`."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    names = {field.name for field in fields}
     for key in data:
         if key not in names:
             raise FieldError((key,), "not a known setting")
+    for field in fields:
+        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        if required and field.name not in data:
+            raise FieldError((field.name,), "missing")
+    return cls(**data)
 
 
 def json_fields(record: Any) -> dict[str, Any]:
