@@ -7,6 +7,8 @@ from typing_extensions import Buffer
 
 __version__: str
 build_profile: str
+#: Why str0m's receive path consumed an RTP datagram without delivering media (the report's keys).
+STR0M_DROP_REASONS: tuple[str, ...]
 
 @final
 class MessageView:

@@ -7,19 +7,13 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from lkswarm import _core
 from lkswarm.media.data import DataTotals
 from lkswarm.metrics import new_histogram, summarize
 
-#: Why str0m's receive path consumed an RTP datagram without delivering media (``Rtc::rtp_receive_drops``).
-STR0M_DROP_REASONS = (
-    "unknown_stream",
-    "before_keys",
-    "unknown_payload_type",
-    "duplicates",
-    "auth_failed",
-    "malformed",
-    "padding_only",
-)
+#: Why str0m's receive path consumed an RTP datagram without delivering media (``Rtc::rtp_receive_drops``):
+#: one list, kept in Rust (``peer/own_srtp.rs``).
+STR0M_DROP_REASONS = _core.STR0M_DROP_REASONS
 
 
 @dataclass(slots=True)

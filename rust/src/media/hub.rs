@@ -49,13 +49,12 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::Token;
 use str0m::config::DtlsCert;
-use str0m::rtp::RtpReceiveDrops;
 
 use super::clip::MediaLibrary;
 use super::data::DataSummary;
 use super::deadline::Deadline;
 use super::lag::LagHistogram;
-use super::peer::{MediaPeer, PeerConfig, PeerEvent, RxTrack};
+use super::peer::{MediaPeer, PeerConfig, PeerEvent, RxTrack, Str0mDrops};
 use super::recv::enable_receive_timestamps;
 use super::types::{Datagram, IdHasher, IdMap, Pc, PeerCounters};
 use crate::error::Error;
@@ -95,7 +94,7 @@ pub struct PeerSummary {
     /// Why this peer received every SRTP packet through str0m, if it did (`peer/own_srtp.rs`).
     pub srtp_own_off: Option<&'static str>,
     /// RTP that str0m's receive path consumed without delivering media, by reason.
-    pub str0m_rtp_drops: RtpReceiveDrops,
+    pub str0m_rtp_drops: Str0mDrops,
 }
 
 /// Hub-wide running totals: live peers plus everything removed peers had counted.

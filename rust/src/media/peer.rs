@@ -81,6 +81,7 @@ mod single;
 
 /// The values the peer's API speaks, defined apart so `publish` needs nothing of this module.
 pub use super::types::{Datagram, Pc, PeerCounters, Received};
+pub use own_srtp::{str0m_drop_reasons, str0m_drops_by_reason, Str0mDrops};
 
 /// Something the owner of the peer must hear about.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::data::{data_dict, kind_from_name, seconds};
 use super::errors::IntoPyResult;
@@ -18,10 +18,12 @@ use crate::error::Error;
 use crate::media::clip::{Clip, ClipFrame, MediaLibrary, VideoCodec};
 use crate::media::data::sender::{Burst, DataPublish};
 use crate::media::hub::{Hub, MediaIo, PeerSummary};
-use crate::media::peer::PeerConfig;
+use crate::media::peer::{str0m_drop_reasons, PeerConfig};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyMediaHub>()?;
+    // The one list of str0m's receive-drop reasons: the report's `str0m_dropped` keys.
+    m.add("STR0M_DROP_REASONS", PyTuple::new(m.py(), str0m_drop_reasons())?)?;
     Ok(())
 }
 
@@ -56,17 +58,8 @@ fn summary_dict<'py>(py: Python<'py>, summary: &PeerSummary) -> PyResult<Bound<'
     dict.set_item("srtp_own_before_first", c.srtp_own_before_first)?;
     dict.set_item("srtp_receipts_refused", c.srtp_receipts_refused)?;
     dict.set_item("srtp_own_off", summary.srtp_own_off)?;
-    let d = &summary.str0m_rtp_drops;
     let str0m_dropped = PyDict::new(py);
-    for (reason, count) in [
-        ("unknown_stream", d.unknown_stream),
-        ("before_keys", d.before_keys),
-        ("unknown_payload_type", d.unknown_payload_type),
-        ("duplicates", d.duplicates),
-        ("auth_failed", d.auth_failed),
-        ("malformed", d.malformed),
-        ("padding_only", d.padding_only),
-    ] {
+    for (reason, count) in summary.str0m_rtp_drops {
         str0m_dropped.set_item(reason, count)?;
     }
     dict.set_item("srtp_str0m_dropped", str0m_dropped)?;

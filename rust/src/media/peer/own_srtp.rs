@@ -48,6 +48,29 @@ use super::{MediaPeer, Pc};
 use crate::media::srtp_rx::{peek_ssrc, GcmProfile, SrtpReceiver, SrtpRxError};
 use crate::media::types::{PeerCounters, Received};
 
+/// Why str0m's receive path consumed an RTP datagram without delivering media, by the name the
+/// report gives each reason (`media.srtp_receive.str0m_dropped`). The one list of the reasons: the
+/// Python side reads the names from `_core.STR0M_DROP_REASONS`.
+pub type Str0mDrops = [(&'static str, u64); 7];
+
+/// `drops` (`Rtc::rtp_receive_drops`, patch item 9) as named counts.
+pub fn str0m_drops_by_reason(drops: &RtpReceiveDrops) -> Str0mDrops {
+    [
+        ("unknown_stream", drops.unknown_stream),
+        ("before_keys", drops.before_keys),
+        ("unknown_payload_type", drops.unknown_payload_type),
+        ("duplicates", drops.duplicates),
+        ("auth_failed", drops.auth_failed),
+        ("malformed", drops.malformed),
+        ("padding_only", drops.padding_only),
+    ]
+}
+
+/// The reasons' names, in the report's order.
+pub fn str0m_drop_reasons() -> [&'static str; 7] {
+    str0m_drops_by_reason(&RtpReceiveDrops::default()).map(|(reason, _)| reason)
+}
+
 /// The most receipts deferred before they are handed to str0m in one run: 32 packets of one
 /// 50 packet/s audio stream are 640 ms, under str0m's pause threshold, and usually a timer
 /// (receiver report, ICE) flushes sooner.
@@ -267,19 +290,15 @@ impl MediaPeer {
     }
 
     /// What str0m's receive path consumed without delivering media, over both PeerConnections
-    /// (patch item 9): the refusals of the packets the own path left to str0m, which the own path
-    /// counts for its own in `counters`.
-    pub fn str0m_rtp_drops(&self) -> RtpReceiveDrops {
-        let mut total = self.primary.rtc.rtp_receive_drops();
+    /// (patch item 9), by reason: the refusals of the packets the own path left to str0m, which
+    /// the own path counts for its own in `counters`.
+    pub fn str0m_rtp_drops(&self) -> Str0mDrops {
+        let mut total = str0m_drops_by_reason(&self.primary.rtc.rtp_receive_drops());
         if let Some(publisher) = &self.publisher {
-            let more = publisher.rtc.rtp_receive_drops();
-            total.unknown_stream += more.unknown_stream;
-            total.before_keys += more.before_keys;
-            total.unknown_payload_type += more.unknown_payload_type;
-            total.duplicates += more.duplicates;
-            total.auth_failed += more.auth_failed;
-            total.malformed += more.malformed;
-            total.padding_only += more.padding_only;
+            let more = str0m_drops_by_reason(&publisher.rtc.rtp_receive_drops());
+            for ((_, count), (_, more)) in total.iter_mut().zip(more) {
+                *count += more;
+            }
         }
         total
     }
