@@ -2,8 +2,9 @@
 keeps its own loop), bounded in lifetime:
 
 - `HttpRelay` logs each request line (``GET /rtc/v1?… HTTP/1.1``), can answer ``/rtc/v1`` itself with a 404
-  (a server older than single-PC signaling) or replace its ``join_request`` (a corrupt one), and otherwise
-  pipes the bytes both ways untouched (the signaling-path tests);
+  (a server older than single-PC signaling), replace its ``join_request`` (a corrupt one) or answer the
+  RoomService's ``/twirp/`` calls with a page of its own (a gateway's), and otherwise pipes the bytes both
+  ways untouched (the signaling-path and room-check tests);
 - `TlsRelay` terminates TLS and pipes the plain bytes (the ``wss://`` tests).
 """
 
@@ -108,10 +109,18 @@ class HttpRelay(ThreadedRelay):
 
     name = "http-relay"
 
-    def __init__(self, target_port: int, *, deny_v1: bool = False, join_request: str | None = None) -> None:
+    def __init__(
+        self,
+        target_port: int,
+        *,
+        deny_v1: bool = False,
+        join_request: str | None = None,
+        twirp_answer: bytes | None = None,
+    ) -> None:
         super().__init__(target_port)
         self.deny_v1 = deny_v1  # answer GET /rtc/v1 with 404, as a server without the path does
         self.join_request = join_request  # replace every join_request value with this
+        self.twirp_answer = twirp_answer  # a whole HTTP response for every /twirp/ request, instead of the server's
         self.request_lines: list[str] = []
 
     @property
@@ -130,6 +139,11 @@ class HttpRelay(ThreadedRelay):
         target = request_line.split(b" ")[1] if request_line.count(b" ") >= 2 else b""
         if self.deny_v1 and target.startswith(b"/rtc/v1"):
             client_writer.write(NOT_FOUND)
+            await client_writer.drain()
+            client_writer.close()
+            return
+        if self.twirp_answer is not None and target.startswith(b"/twirp/"):
+            client_writer.write(self.twirp_answer)
             await client_writer.drain()
             client_writer.close()
             return

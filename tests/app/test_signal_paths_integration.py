@@ -2,7 +2,9 @@
 
 Signal-level: the ``/rtc/v1`` join, ``auto``'s fallback when ``/rtc/v1`` answers 404, a mix reported by
 path, a corrupt ``join_request`` (400 with the server's words) and ``v1`` against a server without the path
-(a one-line usage error before the run). The single-PC media tests are in test_single_pc_integration.py.
+(a one-line usage error before the run), and a room check at the end answered by a gateway's page instead of
+Twirp's JSON (a reason in the report, no participant lost). The single-PC media tests are in
+test_single_pc_integration.py.
 """
 
 from __future__ import annotations
@@ -108,3 +110,25 @@ def test_v1_against_a_server_without_it_is_a_one_line_usage_error(
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "has no /rtc/v1" in lines[0] and "--signal-path auto or v0" in lines[0], lines
     assert not any(line.startswith("GET /rtc/v1?") for line in relay.request_lines)  # no participant tried
+
+
+GATEWAY_PAGE = b"<html><body>502 Bad Gateway</body></html>"
+GATEWAY_ANSWER = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+    % (len(GATEWAY_PAGE), GATEWAY_PAGE)
+)
+
+
+def test_a_room_check_answered_by_a_gateway_page_costs_no_participant_and_no_report(
+    livekit_server: LocalServer, credentials: Credentials
+) -> None:
+    """The room check at the end reads ListParticipants; a 200 whose body is not Twirp's JSON (a proxy's page)
+    used to escape the run as a JSONDecodeError after every outcome was decided, and the run lost its report."""
+    with HttpRelay(livekit_server.port, twirp_answer=GATEWAY_ANSWER) as relay:
+        report = run_engine(signal_config(relay.url, rooms=1, participants=4, duration_s=2), credentials, relay.url)
+    assert report["participants"]["outcomes"]["completed"] == 4, report["participants"]
+    assert_outcomes_reconcile(report)
+    error = report["room_check"]["error"]
+    assert error.startswith("bad_response: ListParticipants: not JSON: '<html>"), error
+    assert any(w.startswith("the room check at the end could not run: bad_response") for w in report["warnings"])
+    assert any("/twirp/livekit.RoomService/ListParticipants" in line for line in relay.request_lines)

@@ -270,8 +270,13 @@ class Engine:
         self.rss_end_mb = current_rss_mb()  # every live participant still connected
         if interrupted_by is not None:
             room_check: dict[str, Any] = {"skipped": True, "reason": f"the run was stopped ({interrupted_by})"}
+        elif not config.verify_rooms:
+            room_check = {"skipped": True}
         else:
-            room_check = await self._verify_rooms() if config.verify_rooms else {"skipped": True}
+            try:
+                room_check = await self._verify_rooms()
+            except Exception as exc:  # the check only reads; its failure must not cost the run its report
+                room_check = {"error": f"internal error in the room check: {exc!r}"[:300]}
         alive_at_end = sum(1 for d in self.drivers if d.ended_alive and not d.outcome)
         totals: list[TierTotals] = [await tier.collect() for tier in self.tiers]
         active_at_end = {d.index for d in self.drivers if not d.outcome and d.leg is not None and d.leg.active}

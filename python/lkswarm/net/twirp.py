@@ -19,6 +19,12 @@ def http_base(url: str) -> str:
     return url.rstrip("/")
 
 
+def _excerpt(raw: bytes) -> str:
+    """The start of an answer's body, for a one-line error."""
+    text = raw[:80].decode(errors="replace").replace("\n", " ")
+    return repr(text + ("..." if len(raw) > 80 else ""))
+
+
 class RoomService:
     """Synchronous RoomService calls; run them in a thread from async code."""
 
@@ -34,6 +40,7 @@ class RoomService:
 
     def _call(self, method: str, body: dict[str, Any], room: str | None) -> dict[str, Any]:
         # urllib.request brings http.client and email (about 10 ms of start-up): imported when first used.
+        import http.client
         import urllib.error
         import urllib.request
 
@@ -55,23 +62,37 @@ class RoomService:
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.tls) as response:
-                result: dict[str, Any] = json.loads(response.read() or b"{}")
-                return result
+                raw = response.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:300]
             raise SignalError(f"http_{exc.code}", f"{method}: {self.credentials.redact(detail)}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise SignalError("unreachable", f"{method}: {exc}") from None
+        except http.client.HTTPException as exc:  # the server died mid-answer (IncompleteRead, BadStatusLine)
+            raise SignalError("bad_response", f"{method}: {type(exc).__name__}: {exc}"[:300]) from None
+        # A 200 that is not Twirp's JSON object (a proxy's or gateway's HTML page, a truncated body) is the
+        # server's answer being wrong, not a crash of ours: one line, like every other refusal.
+        try:
+            result = json.loads(raw or b"{}")
+        except ValueError:
+            raise SignalError("bad_response", f"{method}: not JSON: {_excerpt(raw)}") from None
+        if not isinstance(result, dict):
+            raise SignalError("bad_response", f"{method}: not a JSON object: {_excerpt(raw)}")
+        return result
 
     def list_participants(self, room: str) -> list[dict[str, Any]]:
         """Participants of ``room`` as Twirp JSON (snake_case names, enums as names)."""
-        participants: list[dict[str, Any]] = self._call("ListParticipants", {"room": room}, room).get(
-            "participants", []
-        )
+        participants = self._call("ListParticipants", {"room": room}, room).get("participants", [])
+        if not isinstance(participants, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("identity"), str) for p in participants
+        ):
+            raise SignalError("bad_response", f"ListParticipants: not a list of participants: {participants!r}"[:300])
         return participants
 
     def list_rooms(self) -> list[dict[str, Any]]:
-        rooms: list[dict[str, Any]] = self._call("ListRooms", {}, None).get("rooms", [])
+        rooms = self._call("ListRooms", {}, None).get("rooms", [])
+        if not isinstance(rooms, list) or not all(isinstance(r, dict) for r in rooms):
+            raise SignalError("bad_response", f"ListRooms: not a list of rooms: {rooms!r}"[:300])
         return rooms
 
     def delete_room(self, room: str) -> None:

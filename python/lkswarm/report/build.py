@@ -338,6 +338,8 @@ def build_report(
             f"duration of {config.duration_s:g} s: participants alive then completed, joins in flight failed as "
             "interrupted, arrivals still planned were not started"
         )
+    if room_check.get("error"):
+        warnings.append(f"the room check at the end could not run: {room_check['error']}")
     if room_check.get("mismatched"):
         warnings.append(
             f"{room_check['mismatched']} participant(s) saw a room different from ListParticipants at the end"
