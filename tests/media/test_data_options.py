@@ -58,6 +58,26 @@ def test_slow_reader_figures_merge_by_sum_and_their_peak_by_max() -> None:
     assert slow["max_held_bytes"] == 90_000
 
 
+def test_skipped_sends_other_packets_and_untracked_flows_reach_the_report_and_its_warnings() -> None:
+    """Counted on the media thread (``peer_stats()["data"]``), these figures were never read into the report:
+    a stalled media thread's skipped messages left no trace but a lower send rate."""
+    totals = DataTotals()
+    track = {"send_skipped": 7, "received": []}
+    publisher = peer_data([], sent={"reliable": 90, "lossy": 0}, send_skipped=30, track=track)
+    totals.account("pub", "r", publisher)
+    totals.account("crowded", "r", peer_data([flow("pub", 90, 0)], other=4, senders_overflow=12))
+    section = totals.report({"count": 0})
+    assert (section["send_skipped"], section["other_packets"], section["flows_overflow"]) == (30, 4, 12)
+    assert section["tracks"]["send_skipped"] == 7
+    warnings = totals.warnings()
+    assert any(w.startswith("30 data message(s) fell due while the media thread was stalled") for w in warnings)
+    assert any(w.startswith("7 data-track frame(s) fell due while the media thread was stalled") for w in warnings)
+    assert any(w.startswith("12 data message(s) came from (sender, channel) flows past the 4,096") for w in warnings)
+    assert DataTotals().warnings() == [], "a clean run warns of nothing"
+    merged = _merged_data([section, section], {"count": 0}, {"count": 0})
+    assert (merged["send_skipped"], merged["other_packets"], merged["flows_overflow"]) == (60, 8, 24)
+
+
 @pytest.mark.parametrize(
     ("fields", "words"),
     [

@@ -103,6 +103,14 @@ class DataTotals:
     publishers: int = 0
     tracks: DataTrackTotals = field(default_factory=DataTrackTotals)  # data tracks (lkswarm.media.data_track)
     burst_messages: int = 0  # sent in bursts (--data-burst), among messages_sent
+    # Due while the media thread was stalled past its catch-up bound, and skipped rather than sent in a burst
+    # (``media/data/sender.rs``): the publishers sent fewer messages than their rate asked for.
+    send_skipped: int = 0
+    # DataPackets of another kind than user (chat, RPC, transcription, ...): not messages of ours or an SDK's.
+    other_packets: int = 0
+    # Messages of (sender, channel) flows past the 4,096 a receiver tracks: in no flow's figures, so not in
+    # messages_received either.
+    flows_overflow: int = 0
     resend: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESEND_KEYS, 0))
     slow_readers: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(SLOW_READER_KEYS + SLOW_READER_RECEIVE_KEYS, 0)
@@ -119,6 +127,9 @@ class DataTotals:
         if any((data.get("sent") or {}).values()):
             self.publishers += 1
         self.burst_messages += data.get("send_burst", 0)
+        self.send_skipped += data.get("send_skipped", 0)
+        self.other_packets += data.get("other", 0)
+        self.flows_overflow += data.get("senders_overflow", 0)
         for key in RESEND_KEYS:
             self.resend[key] += data.get(key, 0)
         slow = data.get("slow_reader")
@@ -178,6 +189,9 @@ class DataTotals:
             "latency_ms": latency,
             "channels": by_channel,
             "burst_messages": self.burst_messages,
+            "send_skipped": self.send_skipped,
+            "other_packets": self.other_packets,
+            "flows_overflow": self.flows_overflow,
             # After a resume: reliable messages written again past the server's last sequence (and those no
             # longer kept, which are lost).
             "resend": dict(self.resend),
@@ -191,6 +205,21 @@ class DataTotals:
 
     def warnings(self) -> list[str]:
         out = []
+        if self.send_skipped:
+            out.append(
+                f"{self.send_skipped} data message(s) fell due while the media thread was stalled and were skipped, "
+                "not sent: the publishers sent fewer messages than --data-rate asked for"
+            )
+        if self.tracks.send_skipped:
+            out.append(
+                f"{self.tracks.send_skipped} data-track frame(s) fell due while the media thread was stalled and "
+                "were skipped, not sent"
+            )
+        if self.flows_overflow:
+            out.append(
+                f"{self.flows_overflow} data message(s) came from (sender, channel) flows past the 4,096 a receiver "
+                "tracks: counted here only, not in messages_received"
+            )
         if self.tracks.malformed:
             out.append(
                 f"{self.tracks.malformed} data-track packet(s) could not be read, e.g. "

@@ -206,6 +206,7 @@ class DataTrackTotals:
             "frames_sent": self.frames_sent,
             "bytes_sent": self.bytes_sent,
             "send_blocked": self.send_blocked,
+            "send_skipped": self.send_skipped,
             "frames_received": self.frames_received,
             "frames_expected": expected,
             "lost": self.lost,
@@ -224,7 +225,9 @@ class DataTrackTotals:
         }
 
     def used(self) -> bool:
-        return bool(self.frames_sent or self.frames_received or self.unknown_handle or self.malformed)
+        return bool(
+            self.frames_sent or self.send_skipped or self.frames_received or self.unknown_handle or self.malformed
+        )
 
 
 __all__ = [
