@@ -73,6 +73,11 @@ def assert_outcomes_reconcile(report: dict[str, Any]) -> None:
     assert sum(p["outcomes"].values()) == p["scheduled"]
     assert sum(p["failures"].values()) == p["outcomes"]["failed"]
     assert sum(p["left_reasons"].values()) == p["outcomes"]["left"]
+    rooms = report.get("rooms") or []
+    if rooms:  # the per-room table counts each participant's outcome once too
+        assert sum(row["scheduled"] for row in rooms) == p["scheduled"], rooms
+        for kind in ("completed", "left", "failed"):
+            assert sum(row[kind] for row in rooms) == p["outcomes"][kind], (kind, rooms)
 
 
 def run_engine(config: RunConfig, credentials: Credentials, url: str, setup: Any = None) -> dict[str, Any]:

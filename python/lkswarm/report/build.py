@@ -85,8 +85,8 @@ def room_table(record: RunRecord) -> list[RoomRow]:
         if participant.join_ms is not None:
             row["joined"] += 1
             joins[participant.room].append(participant.join_ms)
-        if participant.outcome is not None:
-            count_outcome(row, participant.outcome.kind)
+        # None: alive when the run ended; the engine completes it after the rows are taken (ParticipantRow).
+        count_outcome(row, participant.outcome.kind if participant.outcome is not None else OutcomeKind.COMPLETED)
         if participant.active_at_end:
             active_at_end[participant.room] += 1
     for name, row in rows.items():
