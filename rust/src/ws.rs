@@ -61,8 +61,11 @@ pub fn parse_frames(buf: &[u8], max_len: u64, out: &mut Vec<Frame>) -> Result<us
         if length > max_len {
             return Err(FrameError::TooBig { length, limit: max_len });
         }
-        // `length <= max_len` fits in usize on 64-bit targets.
-        let total = header + length as usize;
+        // A caller's `max_len` near u64::MAX lets a declared length through whose frame cannot exist in
+        // memory: refused like any frame over the limit, rather than wrapping the sum.
+        let Some(total) = usize::try_from(length).ok().and_then(|length| length.checked_add(header)) else {
+            return Err(FrameError::TooBig { length, limit: max_len });
+        };
         if rest.len() < total {
             return Ok(pos);
         }
@@ -160,6 +163,22 @@ mod tests {
             Err(FrameError::TooBig { length: 1 << 32, limit: 1000 })
         );
         assert_eq!(parse_frames(&[0xc2, 0], 1000, &mut frames), Err(FrameError::ReservedBits));
+    }
+
+    #[test]
+    fn a_length_that_would_wrap_is_too_big_even_under_an_unbounded_limit() {
+        // Masked, so the header is 14 bytes and 2^64 - 2 + 14 wraps; unmasked 2^64 - 10 + 10 wraps to 0.
+        for (b1, length) in [(0xff_u8, u64::MAX - 1), (0x7f, u64::MAX - 9)] {
+            let mut frame = vec![0x82, b1];
+            frame.extend_from_slice(&length.to_be_bytes());
+            frame.extend_from_slice(&[0; 3]);
+            let mut frames = Vec::new();
+            assert_eq!(
+                parse_frames(&frame, u64::MAX, &mut frames),
+                Err(FrameError::TooBig { length, limit: u64::MAX })
+            );
+            assert!(frames.is_empty());
+        }
     }
 
     #[test]

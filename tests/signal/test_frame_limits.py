@@ -279,3 +279,14 @@ def test_the_driver_shares_one_budget_per_limit() -> None:
     assert shared_budget(DEFAULT_MAX_FRAME_BYTES).total_bytes == BUDGET_FRAMES * (
         DEFAULT_MAX_FRAME_BYTES + MAX_HEADER_BYTES
     )
+
+
+@pytest.mark.parametrize(("second_byte", "length"), [(0xFF, 2**64 - 2), (0x7F, 2**64 - 10)])
+def test_the_native_parser_refuses_a_length_that_would_wrap_even_without_a_limit(second_byte: int, length: int) -> None:
+    """Called directly with a limit near 2^64 (the product caps max_frame_bytes far below), a declared length whose
+    header-plus-payload sum wraps used to panic (masked) or loop forever (unmasked) instead of refusing."""
+    from lkswarm._core import ws_parse_frames
+
+    header = bytes([0x82, second_byte]) + length.to_bytes(8, "big") + bytes(3)
+    with pytest.raises(ValueError, match=f"frame of {length} bytes exceeds"):
+        ws_parse_frames(header, 2**64 - 1)
