@@ -23,8 +23,16 @@ pub fn set_flow_counts(dict: &Bound<'_, PyDict>, counts: &FlowCounts) -> PyResul
 
 /// A non-negative, finite number of seconds, as a duration (`what` names the argument).
 pub fn seconds(value_s: f64, what: &str) -> Result<std::time::Duration, Error> {
+    // A duration from Python is added to an `Instant`, which panics past about 2^63 ns of uptime: anything
+    // longer than this (over 31 years) is a mistake, refused here rather than failing a peer later.
+    if value_s > MAX_SECONDS {
+        return Err(Error::media(format!("{what}: at most {MAX_SECONDS:e} s, got {value_s:e}")));
+    }
     std::time::Duration::try_from_secs_f64(value_s).map_err(|e| Error::media(format!("{what}: {e} ({value_s})")))
 }
+
+/// The longest duration a hub method takes from Python.
+pub const MAX_SECONDS: f64 = 1e9;
 
 /// "reliable" or "lossy", as `data_publish` takes it.
 pub fn kind_from_name(channel: &str) -> Result<Kind, Error> {

@@ -34,8 +34,7 @@ pub struct PyMediaHub {
 
 fn clip_from(frames: Vec<(Vec<u8>, bool)>, interval_s: f64, clock_rate: u32) -> PyResult<Arc<Clip>> {
     let frames = frames.into_iter().map(|(data, keyframe)| ClipFrame { data: Arc::from(data), keyframe }).collect();
-    let interval =
-        Duration::try_from_secs_f64(interval_s).map_err(|e| Error::media(format!("frame interval: {e}"))).py()?;
+    let interval = seconds(interval_s, "frame interval").py()?;
     Clip::new(frames, interval, clock_rate).map(Arc::new).map_err(Error::media).py()
 }
 
@@ -171,9 +170,7 @@ impl PyMediaHub {
         connect_timeout_s: f64,
         single_pc: bool,
     ) -> PyResult<(u32, u16)> {
-        let connect_timeout = Duration::try_from_secs_f64(connect_timeout_s)
-            .map_err(|e| Error::media(format!("connect timeout: {e}")))
-            .py()?;
+        let connect_timeout = seconds(connect_timeout_s, "connect timeout").py()?;
         let config = PeerConfig { connect_timeout, talk_spurts, seed, single_pc };
         py.detach(|| self.hub.add_peer(config)).py()
     }

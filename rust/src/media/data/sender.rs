@@ -173,6 +173,11 @@ impl DataSender {
         if spec.size_bytes < PROBE_HEADER_BYTES {
             return Err(format!("size_bytes must be at least {PROBE_HEADER_BYTES}, got {}", spec.size_bytes));
         }
+        // Before the encoding below sizes its buffer to it: a huge size would abort the process on the
+        // allocation. The packet's framing adds to the payload, so this check is not the whole one.
+        if spec.size_bytes > MAX_PACKET_BYTES {
+            return Err(format!("a {} B payload is over the {MAX_PACKET_BYTES} B message limit", spec.size_bytes));
+        }
         let fields = self.fields(&spec, u32::MAX, &[0; 16]);
         encode_user_packet(&mut self.buf, &fields, spec.size_bytes, |_| {});
         if self.buf.len() > MAX_PACKET_BYTES {
@@ -428,6 +433,9 @@ mod tests {
         assert!(sender.publish(spec(Kind::Lossy, 0.0), None).is_err());
         assert!(sender.publish(DataPublish { size_bytes: 19, ..spec(Kind::Lossy, 1.0) }, None).is_err());
         assert!(sender.publish(DataPublish { size_bytes: 64_000, ..spec(Kind::Lossy, 1.0) }, None).is_err());
+        // Refused before the encoding sizes a buffer to it (the allocation would abort the process).
+        let huge = DataPublish { size_bytes: 1 << 45, ..spec(Kind::Lossy, 1.0) };
+        assert!(sender.publish(huge, None).unwrap_err().contains("over the 64000 B message limit"));
         assert!(sender.publish(DataPublish { size_bytes: 63_900, ..spec(Kind::Lossy, 1.0) }, None).is_ok());
     }
 

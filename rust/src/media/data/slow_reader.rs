@@ -59,12 +59,18 @@ pub struct SlowReader {
     pub counts: SlowReaderCounts,
 }
 
+/// The shortest pause a slow reader takes (and so, its period being longer, the shortest period).
+pub const MIN_PAUSE: Duration = Duration::from_millis(1);
+
 impl SlowReader {
     /// Pauses of `pause` every `every` (a pause shorter than the period), the first at `first_at`.
     pub fn new(pause: Duration, every: Duration, first_at: Instant) -> Result<Self, String> {
-        if pause.is_zero() || pause >= every {
+        // At least a millisecond: `is_paused` steps over the periods a stall slept through one by one,
+        // on the datagram path, so a nanosecond period would spin the media thread.
+        if pause < MIN_PAUSE || pause >= every {
             return Err(format!(
-                "a slow reader's pause ({pause:?}) must be positive and shorter than its period ({every:?})"
+                "a slow reader's pause ({pause:?}) must be at least {MIN_PAUSE:?} and shorter than its period \
+                 ({every:?})"
             ));
         }
         Ok(SlowReader {
@@ -174,5 +180,8 @@ mod tests {
         assert_eq!(reader.counts.pauses, 1);
         assert!(SlowReader::new(Duration::from_secs(2), Duration::from_secs(2), t0).is_err());
         assert!(SlowReader::new(Duration::ZERO, Duration::from_secs(2), t0).is_err());
+        // A nanosecond pause and period would spin `is_paused` over every period slept through.
+        assert!(SlowReader::new(Duration::from_nanos(1), Duration::from_nanos(2), t0).is_err());
+        assert!(SlowReader::new(MIN_PAUSE, MIN_PAUSE * 2, t0).is_ok());
     }
 }

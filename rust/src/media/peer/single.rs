@@ -40,6 +40,11 @@ use crate::media::sdp::{msid_tracks_by_mid, offer_sdp_string};
 /// Receive sections of each kind in the join offer, as the JS SDK makes them (RTCEngine.ts:113-114).
 const JOIN_RECV_SECTIONS: usize = 3;
 
+/// Receive sections a single-PC peer holds at most. Each of a room's tracks needs one; the server's
+/// request is a uint32 off the wire, and each section is built (and its SDP written) under the hub's
+/// lock, so a request past this is refused rather than stalling every peer of the process.
+pub const MAX_RECEIVE_SECTIONS: usize = 4096;
+
 /// What a single-PC peer tracks of its offers.
 #[derive(Debug, Default)]
 pub(in crate::media) struct SingleState {
@@ -207,6 +212,13 @@ impl MediaPeer {
         let Some(single) = &mut self.single else { return Err("not a single-PC peer".into()) };
         if single.offers == 0 {
             return Err("no join offer was made".into());
+        }
+        let held = single.recv_mids.len() as u64 + u64::from(single.wanted.0) + u64::from(single.wanted.1);
+        if held + u64::from(audios) + u64::from(videos) > MAX_RECEIVE_SECTIONS as u64 {
+            return Err(format!(
+                "the server asked for {audios} audio and {videos} video receive sections more than the {held} \
+                 held; a peer holds at most {MAX_RECEIVE_SECTIONS}"
+            ));
         }
         if self.pending_offer.is_some() {
             single.wanted.0 += audios;
@@ -482,6 +494,22 @@ mod tests {
         assert_eq!(count(&reoffer, "m=audio"), count(&offer, "m=audio") + 2);
         assert_eq!(count(&reoffer, "m=video"), count(&offer, "m=video") + 1);
         assert_eq!(count(&reoffer, "a=recvonly"), count(&offer, "a=recvonly") + 3);
+    }
+
+    #[test]
+    fn a_request_past_the_sections_a_peer_holds_is_refused_whole() {
+        let (mut peer, mut server) = (single_peer(), server());
+        let (offer, _) = peer.create_join_offer(None, None, Instant::now()).unwrap();
+        // Pending: a request accumulates, and one that would pass the cap is refused before it does.
+        let error = peer.reoffer(u32::MAX, u32::MAX).unwrap_err();
+        assert!(error.contains("a peer holds at most 4096"), "{error}");
+        peer.accept_single_answer(&answer(&mut server, &offer), None).unwrap();
+        let held = peer.single.as_ref().unwrap().recv_mids.len();
+        let error = peer.reoffer(u32::try_from(MAX_RECEIVE_SECTIONS - held).unwrap(), 1).unwrap_err();
+        assert!(error.contains(&format!("more than the {held} held")), "{error}");
+        // Nothing of a refused request is kept: the next plain re-offer has the same sections.
+        let (reoffer, _) = peer.reoffer(1, 0).unwrap().unwrap();
+        assert_eq!(count(&reoffer, "m=audio"), count(&offer, "m=audio") + 1);
     }
 
     #[test]
