@@ -18,7 +18,7 @@ from lkswarm.app.ray_capacity import RayPort
 from lkswarm.app.ray_engine import ActorShare
 from lkswarm.app.shares import StopSignals
 from lkswarm.capacity.schema import Level
-from lkswarm.capacity.search import Search
+from lkswarm.capacity.search import Planned, Search
 from lkswarm.capacity.slo import parse_slo
 from lkswarm.engine.plan import Arrival
 
@@ -284,3 +284,49 @@ def test_a_failing_controller_stops_the_search_not_the_run_and_the_levels_so_far
     assert error == "RuntimeError: the port broke: a multi-line detail"
     assert search.done and search.stopped_because == "error"
     assert (search.lower, search.upper) == (10, None) and len(search.history) == 1
+
+
+class JoinsNeverDoneLoad(FakeLoad):
+    """Every participant told to leave is still joining: it ends failed (`not_joined_by_end`), as the engine
+    ends one stopped before its JoinResponse."""
+
+    async def add_departures(self, at_s: float, indices: Sequence[int]) -> None:
+        for index in indices:
+            if self.live.pop(index, None) is not None:
+                self.ended.add(index)
+                self.failed += 1
+
+
+def test_a_fresh_level_is_not_charged_with_the_failures_of_the_population_it_tore_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh (bisection) level tears the grown population down first; those who were still joining end
+    failed. The level read the failure count before the teardown, so they counted against it while its
+    attempted total did not hold them: a level that lost no one of its own failed on failed_ratio."""
+    monkeypatch.setattr(capacity, "COOL_DOWN_S", 0.0)
+    shape = Shape("subscribers", rooms=2, per_room=4, publishers=0)
+    timing = LevelTiming(rate=1000.0, settle_s=0.0, hold_s=0.2, max_hold_s=0.2, probe_churn_per_s=0.0, confidence=0.95)
+    controller = Controller(JoinsNeverDoneLoad(), 2, shape, [parse_slo("failed_ratio<1%")], timing)
+
+    async def grown_then_fresh() -> list[Level]:
+        controller.search_started_at = time.perf_counter()
+        levels = [await controller.measure(Planned(8, "bracket", False))]
+        levels.append(await controller.measure(Planned(4, "bisect", True)))
+        return levels
+
+    grown, fresh = asyncio.run(grown_then_fresh())
+    assert grown["client"]["failed"] == 0 and grown["verdict"] == "PASS"
+    assert fresh["client"]["failed"] == 0, fresh["client"]
+    assert fresh["verdict"] == "PASS", fresh["reason"]
+
+
+def test_a_p99_9_slo_is_judged_on_its_phase() -> None:
+    """``ping_rtt.p99.9`` was looked up as the phase ``ping_rtt.p99``: never any samples, always INCONCLUSIVE,
+    so no level could pass."""
+    timing = LevelTiming(rate=1000.0, settle_s=0.0, hold_s=0.2, max_hold_s=0.2, probe_churn_per_s=0.0, confidence=0.95)
+    slos = [parse_slo("ping_rtt.p99.9<100ms"), parse_slo("ping_rtt.p99<100ms")]
+    controller = Controller(FakeLoad(), 1, Shape("subscribers", rooms=1, per_room=4, publishers=0), slos, timing)
+    window = HoldData(subwindows=[{"ping_rtt": [10.0] * 6000}, {"ping_rtt": [10.0] * 6000}])
+    results = controller._judge(window)
+    assert results["ping_rtt.p99.9"]["verdict"] == "PASS", results["ping_rtt.p99.9"]
+    assert results["ping_rtt.p99"]["verdict"] == "PASS"

@@ -186,6 +186,17 @@ def test_thresholds_read_any_percentile_from_the_histogram() -> None:
     json.dumps(report)
 
 
+def test_a_p99_9_threshold_reads_the_histogram() -> None:
+    """The percentile's own dot made the key four parts long: the histogram was never read and the threshold
+    failed whatever the latency."""
+    report = _report_with_join_samples([float(v) for v in range(1, 1001)])
+    assert read_key(report, parse_threshold("join_response.p99.9<2s").key) == pytest.approx(999, rel=0.01)
+    evaluate(report, parse_thresholds(["join_response.p99.9<2s", "join_response.p99.9<500ms"]))
+    assert [r["passed"] for r in report["thresholds"]] == [True, False]  # type: ignore[index]
+    summary_only = {"latency_ms": {"join_response": {"count": 3, "p999": 42.0}}}
+    assert read_key(summary_only, "latency_ms.join_response.p99.9") == 42.0
+
+
 def test_reconnect_merges_resume_and_rejoin_samples() -> None:
     """One preset threshold serves both storm modes: `reconnect` reads resume and rejoin together."""
 

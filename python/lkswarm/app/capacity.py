@@ -43,7 +43,7 @@ from lkswarm.app.capacity_level import HoldData, server_figures
 from lkswarm.app.capacity_port import LoadPort, Population
 from lkswarm.capacity.schema import Level, LevelVerdict, SloResult, SloSpec
 from lkswarm.capacity.search import Planned, Search
-from lkswarm.capacity.slo import combine, judge, judge_count
+from lkswarm.capacity.slo import combine, judge, judge_count, phase_of
 from lkswarm.config import RunConfig
 from lkswarm.engine.plan import Arrival, Rooms
 from lkswarm.metrics import process_cpu_s
@@ -148,9 +148,11 @@ class Controller:
 
     async def measure(self, planned: Planned) -> Level:
         ramp_from = self._t()
-        failed_before = (await self.port.population(())).failed
         if planned.fresh and self._seats:
             await self._teardown()
+        # After the teardown: a participant told to leave before it joined ends failed (not_joined_by_end), and
+        # that failure is the old population's, not this level's, whose attempted count does not hold it.
+        failed_before = (await self.port.population(())).failed
         attempted_before = self._next_index
         live_before = len(self._seats)
         ramp_end_s = await self._grow_to(planned.participants)
@@ -334,8 +336,9 @@ class Controller:
     async def _hold_for(self, duration_s: float, subwindow_s: float) -> None:
         end = time.perf_counter() + max(0.0, duration_s)
         next_boundary = time.perf_counter() + subwindow_s
-        next_churn = time.perf_counter()
         churn_every_s = 1.0 / self.timing.probe_churn_per_s if self.timing.probe_churn_per_s > 0 else math.inf
+        # `--probe-churn 0` churns no one (the first churn used to come at the hold's start whatever the rate).
+        next_churn = time.perf_counter() if churn_every_s < math.inf else math.inf
         while time.perf_counter() < end and not self._ended():
             now = time.perf_counter()
             if now >= next_churn:
@@ -363,8 +366,7 @@ class Controller:
             if key == "media.loss_ratio":
                 results[key] = judge(spec, None, window.media_trials(), confidence)
             else:
-                phase = key.rsplit(".", 1)[0]
-                results[key] = judge(spec, window.values(phase), None, confidence)
+                results[key] = judge(spec, window.values(phase_of(key)), None, confidence)
         return results
 
 

@@ -87,6 +87,11 @@ def percentile_of(key: str) -> float:
     return float(key.rsplit(".p", 1)[1])
 
 
+def phase_of(key: str) -> str:
+    """The phase of a latency key: "ping_rtt.p99.9" -> "ping_rtt" (the percentile may hold a dot itself)."""
+    return key.rsplit(".p", 1)[0]
+
+
 def nearest_rank(values: Sequence[float], q: float) -> float:
     """The nearest-rank q-th percentile (the ceil(q/100 * n)-th smallest value); `values` not empty."""
     ordered = sorted(values)

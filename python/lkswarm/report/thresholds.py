@@ -152,8 +152,8 @@ def read_key(report: dict[str, Any], key: str) -> float | None:
         scheduled = p.get("scheduled", 0)
         return p.get("outcomes", {}).get("failed", 0) / scheduled if scheduled else None
     parts = key.split(".")
-    if parts[0] == "latency_ms" and len(parts) == 3:
-        phase, stat = parts[1], parts[2]
+    if parts[0] == "latency_ms" and len(parts) >= 3:
+        phase, stat = parts[1], ".".join(parts[2:])  # a percentile may hold a dot itself: p99.9
         value = _histogram_value(report, phase, stat)
         if value is not None:
             return value
