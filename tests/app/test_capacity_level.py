@@ -112,6 +112,22 @@ def test_media_trials_are_lost_and_expected_packets_per_sub_window(clock: Clock)
     assert window.has_media
 
 
+def test_a_verdict_read_before_the_close_judges_the_last_sub_window_s_packets_too(clock: Clock) -> None:
+    """The controller judges the hold (``read_hold``) before it closes it; the last sub-window then had no
+    closing mark, so its loss was never judged: by default the last 10 s of a 60 s hold."""
+    metrics = PhaseMetrics()
+    light = FakeTier(MediaCounts(0, 0, 0))
+    window = window_of(metrics, [light])
+    window.open()
+    light.advance(1000, 1000, 0)
+    window.boundary()
+    light.advance(800, 1000, 200)  # all the loss comes late
+    assert window.snapshot().media_trials() == [(0, 1000), (200, 1000)]
+    assert window.media_marks == [(0, 0, 0), (1000, 1000, 0)], "reading marks nothing: the close still does"
+    window.close()
+    assert window.media_trials() == [(0, 1000), (200, 1000)]
+
+
 def test_client_figures_are_the_hold_s_alone(clock: Clock) -> None:
     window, _ = held_level(clock)
     figures = window.client(failed=2, attempted=40, alive=38, active=37)

@@ -216,10 +216,15 @@ class HoldWindow:
         return any(tier.running_counts() is not None for tier in self.tiers)
 
     def snapshot(self) -> HoldData:
-        """The hold so far (or whole, once closed) as plain data; the lists are copies."""
+        """The hold so far (or whole, once closed) as plain data; the lists are copies. Before the close, the
+        current sub-window's media are marked as of now, so that a verdict read then judges its packets too
+        (the hold's last boundary falls at its end, after the verdict, so its last sub-window had no trial)."""
+        marks = list(self.media_marks)
+        if marks and not self.closed_at and len(self.subwindows) > len(marks) - 1:
+            marks.append(self._media_counts())
         return HoldData(
             subwindows=[{phase: list(values) for phase, values in window.items()} for window in self.subwindows],
-            media_marks=list(self.media_marks),
+            media_marks=marks,
             held_s=self.held_s,
             cpu_s=self.cpu_s,
             media_lag=self.media_lag,
