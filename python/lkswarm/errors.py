@@ -71,5 +71,9 @@ class MediaError(LkswarmError, RuntimeError):
     """The media tier refused a request: unparsable SDP, no free UDP port, an unknown peer, ..."""
 
 
+class ClusterError(LkswarmError, ConnectionError):
+    """The distributed engine's cluster (Ray) could not be joined or started."""
+
+
 class ReportError(LkswarmError):
     """A report file that is missing, not JSON, of another schema, or cannot be merged or written."""

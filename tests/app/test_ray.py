@@ -23,7 +23,7 @@ from lkswarm.app.ray_engine import (
 from lkswarm.auth import Credentials
 from lkswarm.cli.commands import app
 from lkswarm.config import RunConfig
-from lkswarm.errors import ConfigError
+from lkswarm.errors import ClusterError, ConfigError
 
 
 def test_ray_addresses_are_local_auto_or_a_ray_client_url() -> None:
@@ -122,6 +122,36 @@ def test_too_few_cluster_cpus_are_refused_before_anything_starts(
     monkeypatch.setattr(ray_engine, "RayDriver", None)  # nothing past the count may run
     with pytest.raises(ConfigError, match="--workers 3: the Ray cluster has 2 CPU"):
         run_on_ray(RunConfig(rooms=4), credentials, address="local", workers=3)
+
+
+class _NoCluster(types.ModuleType):
+    """Ray with no cluster to join: ``init`` raises as Ray 2.60 does for ``auto`` with nothing running."""
+
+    def __init__(self) -> None:
+        super().__init__("ray")
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **_: Any) -> None:
+        raise ConnectionError(
+            "Could not find any running Ray instance. Please specify the one to connect to by setting `--address`"
+            " flag or `RAY_ADDRESS` environment variable.\nmore detail"
+        )
+
+
+def test_a_cluster_that_cannot_be_joined_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's ConnectionError is no LkswarmError: `run --ray auto` and `capacity --ray auto` without a cluster
+    ended in a traceback."""
+    monkeypatch.setattr(ray_engine, "import_ray", _NoCluster)
+    with pytest.raises(ClusterError, match=r"^--ray auto: could not join the Ray cluster: Could not find any"):
+        ray_engine.connect(_NoCluster(), "auto")
+    runner = CliRunner()
+    for command in (["run"], ["capacity", "--max", "10"]):
+        result = runner.invoke(app, [*command, "--ray", "auto", "--url", "ws://127.0.0.1:9", "--quiet"])
+        assert result.exit_code == 1, (command, result.output, result.exception)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and "could not join the Ray cluster" in lines[0], (command, result.output)
 
 
 def test_the_actor_class_has_no_coroutine_method() -> None:

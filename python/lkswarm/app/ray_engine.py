@@ -54,7 +54,7 @@ from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
 from lkswarm.engine.plan import Arrival
 from lkswarm.engine.timeline import Snapshot, combine_snapshots
-from lkswarm.errors import ConfigError, LkswarmError
+from lkswarm.errors import ClusterError, ConfigError, LkswarmError
 from lkswarm.observe.prometheus import BackgroundMetricsServer, Exposition, combine_expositions, render_metrics
 from lkswarm.report.schema import as_json
 from lkswarm.report.thresholds import Threshold
@@ -168,10 +168,14 @@ def connect(ray: ModuleType, address: str) -> bool:
     if ray.is_initialized():
         return False
     quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
-    if address == "local":
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
-    else:
-        ray.init(address=address, **quiet)
+    try:
+        if address == "local":
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
+        else:
+            ray.init(address=address, **quiet)
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, gRPC's errors...: one line, no traceback
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ClusterError(f"--ray {address}: could not join the Ray cluster: {first_line}") from None
     return True
 
 

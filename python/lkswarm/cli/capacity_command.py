@@ -289,6 +289,8 @@ def capacity(
             on_level_start=progress.on_level_start,
             on_server=progress.on_server,
         )
+    except ConfigError as exc:  # a usage error only the cluster could reveal (too few CPUs for --workers)
+        raise fail(str(exc), 2) from None
     except LkswarmError as exc:
         raise fail(str(exc)) from None
     report = result.report
