@@ -286,6 +286,37 @@ def test_a_failing_controller_stops_the_search_not_the_run_and_the_levels_so_far
     assert (search.lower, search.upper) == (10, None) and len(search.history) == 1
 
 
+class _ControllerThatNeverEnds:
+    async def run(self, search: Search) -> None:
+        planned = search.next_level()
+        assert planned is not None
+        search.record(planned.participants, "PASS")
+        await asyncio.sleep(3600)
+
+
+class _EngineThatEndsAtItsTimeBound(_EngineUntilFinished):
+    async def run(self) -> str:
+        await asyncio.sleep(0.05)
+        return "the engine's record"
+
+
+def test_a_search_whose_run_ends_first_is_stopped_early_and_a_timeout_says_so() -> None:
+    """The run's time bound (--timeout) ended the engine before the search: the controller was cancelled with
+    no reason recorded, and the summary claimed the search had stopped at --max, with exit 0."""
+    search = Search(10, 100, growth=2.0)
+    engine = _EngineThatEndsAtItsTimeBound()
+    record, error = asyncio.run(capacity_run._drive(engine, cast(Controller, _ControllerThatNeverEnds()), search))
+    assert record == "the engine's record"
+    assert error == "its time bound (--timeout) ran out before it finished"
+    assert search.done and search.stopped_because == "stopped"
+    assert (search.lower, search.upper) == (10, None)
+    signalled = Search(10, 100, growth=2.0)
+    engine = _EngineThatEndsAtItsTimeBound()
+    engine.interrupted = {"signal": "SIGINT", "at_s": 1.0}  # type: ignore[assignment]
+    _, error = asyncio.run(capacity_run._drive(engine, cast(Controller, _ControllerThatNeverEnds()), signalled))
+    assert error is None and signalled.stopped_because == "stopped"  # the signal's own exit code says it
+
+
 class JoinsNeverDoneLoad(FakeLoad):
     """Every participant told to leave is still joining: it ends failed (`not_joined_by_end`), as the engine
     ends one stopped before its JoinResponse."""

@@ -184,6 +184,24 @@ def test_summary_when_max_passed_says_where_the_search_stopped() -> None:
     assert "generator" not in text and "server at 1.2 cores at 225" in text
 
 
+def test_summary_of_a_search_that_ended_early_does_not_claim_it_reached_max() -> None:
+    """A search ended by a dead server, a stop or its --timeout used to read 'the search stopped at --max'."""
+    aborted = max_passed()
+    aborted["levels"][-1].update(verdict="ABORTED", reason="the server died")
+    aborted["search"]["stopped"] = "aborted"
+    text = summary_paragraph(aborted)
+    assert "the search stopped early (the server died) before it found the limit" in text, text
+    assert "--max" not in text
+    stopped = max_passed()
+    stopped["search"]["stopped"] = "stopped"
+    assert "the search stopped early (the run was stopped) before it found the limit" in summary_paragraph(stopped)
+    timed_out = max_passed()
+    timed_out["search"].update(stopped="stopped", error="its time bound (--timeout) ran out before it finished")
+    text = summary_paragraph(timed_out)
+    assert text.startswith("The search stopped early on an error (its time bound (--timeout) ran out"), text
+    assert "the search stopped early before it found the limit" in text and "--max 225" not in text
+
+
 def test_summary_when_nothing_passed_gives_the_first_levels_reason() -> None:
     text = summary_paragraph(nothing_passed())
     assert text.startswith("No level passed: failed_ratio 3 % > 0.5 % <blink> (at 100 participants in 1 room")

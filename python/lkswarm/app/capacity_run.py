@@ -323,10 +323,14 @@ async def _drive(engine: Any, controller: Controller, search: Search) -> tuple[A
             error = one_line(failure)
             search.stop_on_error()
         engine.finish()
-    else:
+    else:  # the run ended first: a stop signal, or the search's time bound (--timeout)
         control_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await control_task
+        if not search.done:
+            search.stop_early()
+            if engine.interrupted is None:
+                error = "its time bound (--timeout) ran out before it finished"
     return await engine_task, error
 
 

@@ -254,7 +254,7 @@ def analyse(
     # Censored: --max passed, the generator saturated, or the search was cut short (the server died, or the
     # search's own driver failed): the capacity is at least the last PASS, and the level above it says
     # nothing about the server's limit.
-    censored = upper is None or generator_bound or stopped in ("aborted", "error")
+    censored = upper is None or generator_bound or stopped in ("aborted", "error", "stopped")
     bound = "none" if lower is None else "lower" if censored else "exact"
     measured = _measured(levels)
     cores_fit = _cores_vs_egress(measured)

@@ -124,7 +124,7 @@ class Search:
     @property
     def stopped_because(self) -> str:
         """'' while running; then "width reached", "max passed", "first level failed", "generator-bound",
-        "probes exhausted", "aborted", "confirm failed" or "error"."""
+        "probes exhausted", "aborted", "confirm failed", "error" or "stopped" (the run ended first)."""
         return self._stopped_because
 
     @property
@@ -146,6 +146,13 @@ class Search:
         is only what they showed (``stopped_because`` is "error")."""
         self._pending = None
         self._stopped_because = "error"
+
+    def stop_early(self) -> None:
+        """Ends the search because the run under it ended first (a stop signal, its time bound): the levels
+        recorded so far stand, and the interval is only what they showed (``stopped_because`` is "stopped")."""
+        if self._pending is not None:
+            self._pending = None
+            self._stopped_because = "stopped"
 
     # -- what the caller tells ---------------------------------------------------------------
 

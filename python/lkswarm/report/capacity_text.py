@@ -171,8 +171,22 @@ def _lower_bound_head(section: CapacitySection, value: int, shape: str) -> str:
         reason = generator["reason"] if generator is not None else "generator guard"
         head = f"Holds at least {value:,} participants{shape}"
         return f"{head}: the generator saturated first ({reason}); {GENERATOR_ADVICE}"
-    stop = section["search"].get("max") or value
+    search = section["search"]
+    if search.get("stopped") in ("aborted", "error", "stopped"):
+        why = "" if search.get("error") else f" ({_early_stop_words(section)})"
+        return f"Holds at least {value:,} participants{shape}; the search stopped early{why} before it found the limit"
+    stop = search.get("max") or value
     return f"Holds at least {value:,} participants{shape}; the search stopped at --max {stop}"
+
+
+def _early_stop_words(section: CapacitySection) -> str:
+    """Why a search ended before its own rules ended it: the aborted level's reason, or a stop (an error is
+    said by the summary paragraph's opening)."""
+    search = section["search"]
+    if search.get("stopped") == "aborted":
+        aborted = next((level for level in reversed(section["levels"]) if level["verdict"] == "ABORTED"), None)
+        return str(aborted["reason"]) if aborted is not None and aborted["reason"] else "a level was aborted"
+    return "the run was stopped"
 
 
 def _nothing_passed(section: CapacitySection) -> str:
