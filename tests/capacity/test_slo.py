@@ -13,6 +13,7 @@ from lkswarm.capacity.slo import (
     binomial_bounds,
     combine,
     judge,
+    judge_count,
     min_samples,
     nearest_rank,
     parse_slo,
@@ -227,3 +228,12 @@ def test_combine() -> None:
     assert "join_response.p95 1.4 s > 1 s" in reason
     assert "failed_ratio 2% > 0.5%" in reason
     assert combine({})[0] == "INCONCLUSIVE"
+
+
+def test_an_slo_is_strict_as_written() -> None:
+    """`<` means under the limit: 1 failure in 200 is 0.5 %, which `failed_ratio<0.5%` refuses (it passed)."""
+    spec = parse_slo("failed_ratio<0.5%")
+    assert judge_count(spec, 1, 200, 0.95)["verdict"] == "FAIL"
+    assert judge_count(spec, 1, 201, 0.95)["verdict"] == "PASS"
+    latency = judge(parse_slo("ping_rtt.p50<100ms"), [[100.0] * 10], None, 0.95)
+    assert latency["exceeding"] == 10, "a value at the limit is not under it"

@@ -390,3 +390,14 @@ def test_csv_tables_of_a_report_with_timeline_rooms_and_failures(tmp_path: Path)
     (tmp_path / "file").write_text("")
     with pytest.raises(ReportError, match="cannot write CSV tables"):
         write_csv_tables(report, tmp_path / "file" / "sub")
+
+
+def test_a_merge_is_saturated_if_any_part_was_and_valid_only_if_every_part_was() -> None:
+    """Booleans merged with all(): one worker whose probes saturated gave a merged report that said they had not."""
+    parts = [synthetic_report(seed) for seed in (1, 2)]
+    parts[0]["probes"] = {"saturated": False, "frames_decoded": 10}
+    parts[1]["probes"] = {"saturated": True, "frames_decoded": 5}
+    parts[0]["generator"]["valid"], parts[1]["generator"]["valid"] = True, False
+    merged = merge_reports(parts)
+    assert merged["probes"]["saturated"] is True and merged["probes"]["frames_decoded"] == 15
+    assert merged["generator"]["valid"] is False

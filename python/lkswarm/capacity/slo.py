@@ -164,7 +164,7 @@ def judge(
         exceeding, samples = sum(f for f, _ in windows), sum(t for _, t in windows)
         allowed = limit
         observed = exceeding / samples if samples else None
-        breached = sum(1 for f, t in windows if f / t > limit)
+        breached = sum(1 for f, t in windows if f / t >= limit)
         headroom = None if observed is None else 1.0 - observed / limit
         subwindows = len(windows)
     else:
@@ -172,10 +172,10 @@ def judge(
         chunks = [chunk for chunk in (values_by_subwindow or []) if chunk]
         pooled = [value for chunk in chunks for value in chunk]
         samples = len(pooled)
-        exceeding = sum(1 for value in pooled if value > limit)
+        exceeding = sum(1 for value in pooled if value >= limit)  # `<` is strict: a value at the limit breaks it
         allowed = 1.0 - q / 100.0
         observed = nearest_rank(pooled, q) if pooled else None
-        breached = sum(1 for chunk in chunks if nearest_rank(chunk, q) > limit)
+        breached = sum(1 for chunk in chunks if nearest_rank(chunk, q) >= limit)
         # An observed 0 ms has unbounded headroom; report none rather than infinity (JSON has no inf).
         headroom = limit / observed - 1.0 if observed else None
         subwindows = len(chunks)
@@ -207,7 +207,8 @@ def judge_count(spec: SloSpec, failures: int, trials: int, confidence: float) ->
     limit = spec["limit"]
     observed = failures / trials if trials > 0 else None
     low, high = binomial_bounds(failures, trials, confidence)
-    verdict: Verdict = "INCONCLUSIVE" if observed is None else "PASS" if observed <= limit else "FAIL"
+    # `failed_ratio<0.5%` is strict, as written: 1 failure in 200 is 0.5 %, not under it.
+    verdict: Verdict = "INCONCLUSIVE" if observed is None else "PASS" if observed < limit else "FAIL"
     return {
         "verdict": verdict,
         "observed": observed,

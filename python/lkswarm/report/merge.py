@@ -95,18 +95,26 @@ def _merged_data(
     return merged
 
 
+#: Booleans that say something went wrong in a part (``probes.saturated``): true in a merge if any part's is.
+#: Every other boolean (``generator.valid``, ``passed``) is true only if every part's is.
+FAULT_FLAGS = frozenset({"saturated"})
+
+
 def _deep_add(items: list[Any], key: str = "") -> Any:
     """Numbers add, mappings merge key by key, lists concatenate, anything else keeps the first value.
 
     Figures that do not add go by their name: minima and maxima stay extremes, ratios take the worst
-    input's (an upper bound), means the inputs' plain average, and latency summaries are bounded.
+    input's (an upper bound), means the inputs' plain average, latency summaries are bounded, and a
+    boolean is true only if every input's is, a fault flag (`FAULT_FLAGS`) if any input's is.
     """
     present = [item for item in items if item is not None]
     if not present:
         return None
     first = present[0]
     if isinstance(first, bool):
-        return all(bool(item) for item in present)
+        if key in FAULT_FLAGS:  # one saturated part makes the whole saturated
+            return any(bool(item) for item in present)
+        return all(bool(item) for item in present)  # valid, passed: every part must be
     if isinstance(first, int | float):
         numbers = _numbers(present)
         if key == "min" or key.startswith("min_") or key.endswith("_min"):
