@@ -66,6 +66,26 @@ def test_frames_a_stalled_media_thread_skipped_are_counted_and_warned_about() ->
     assert "skipped 50 frame(s) (5.00% of those due)" in warning and "media thread" in warning
 
 
+def test_packets_of_streams_past_the_cap_are_counted_and_warned_about() -> None:
+    """A server that keeps changing SSRCs would grow each peer's per-stream state forever; past 1,024 streams a
+    peer counts the packets of new ones instead of accounting them, and the report says so."""
+    totals = MediaTotals()
+    stats = {
+        "datagrams_sent": 0,
+        "bytes_sent": 0,
+        "frames_sent": 0,
+        "frames_skipped": 0,
+        "foreign_datagrams": 0,
+        "keyframe_requests": 0,
+        "rtp_past_stream_cap": 37,
+        "tracks": [],
+    }
+    light_leg(make_host()).account(stats, totals)
+    assert totals.report()["rtp_past_stream_cap"] == 37
+    [warning] = totals.warnings()
+    assert warning.startswith("37 RTP packet(s) came on SSRCs first seen after a subscriber had already accounted")
+
+
 def test_the_hub_section_names_the_io_backend_its_fallback_and_system_calls_per_datagram() -> None:
     totals = MediaTotals(hub_wakeups=10, hub_timeouts=4)
     assert totals.report()["hub"] == {"wakeups": 10, "timeouts": 4}  # a run without the light tier's hub

@@ -447,6 +447,7 @@ class LightLeg(SignalingLeg):
         totals.foreign_datagrams += stats["foreign_datagrams"]
         totals.keyframe_requests += stats["keyframe_requests"]
         totals.ice_restarts += stats.get("ice_restarts", 0)
+        totals.rtp_past_stream_cap += stats.get("rtp_past_stream_cap", 0)
         totals.srtp_receive.account(stats)
         if "data" in stats:
             totals.data.account(self.driver.identity, self.driver.room, stats["data"])

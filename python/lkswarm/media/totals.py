@@ -82,6 +82,9 @@ class MediaTotals:
     foreign_datagrams: int = 0
     keyframe_requests: int = 0
     ice_restarts: int = 0  # begun after resumes: the server's restart offer (dual PC) or ours (single PC)
+    # RTP packets of SSRCs first seen after a peer had accounted 1,024 streams (a server that keeps changing
+    # SSRCs): counted, in no track's figures (``peer/io.rs`` MAX_RX_STREAMS).
+    rtp_past_stream_cap: int = 0
     tracks_received: int = 0
     tracks_missing: int = 0
     tracks_by_codec: dict[str, int] = field(default_factory=dict)  # received tracks per mime type
@@ -127,6 +130,7 @@ class MediaTotals:
             "foreign_datagrams": self.foreign_datagrams,
             "keyframe_requests": self.keyframe_requests,
             "ice_restarts": self.ice_restarts,
+            "rtp_past_stream_cap": self.rtp_past_stream_cap,
             "hub": self.hub_report(),
             "srtp_receive": self.srtp_receive.report(self.packets_received),
         }
@@ -157,6 +161,12 @@ class MediaTotals:
             out.append(
                 f"{self.tracks_missing} (subscriber, track) pair(s) received no packets although the track was "
                 f"published at the end, e.g. {examples}; see media.missing_examples"
+            )
+        if self.rtp_past_stream_cap:
+            out.append(
+                f"{self.rtp_past_stream_cap} RTP packet(s) came on SSRCs first seen after a subscriber had already "
+                "accounted 1,024 streams (the server kept changing SSRCs): counted in media.rtp_past_stream_cap, "
+                "in no track's figures"
             )
         if self.frames_skipped:
             share = self.frames_skipped / max(1, self.frames_skipped + self.frames_sent)

@@ -53,6 +53,9 @@ pub struct PeerCounters {
     pub keyframe_requests: u64,
     /// ICE restarts begun on the primary PeerConnection (after signal resumes).
     pub ice_restarts: u64,
+    /// RTP packets of SSRCs first seen after the peer already accounted `peer::io::MAX_RX_STREAMS`
+    /// streams (a server that keeps changing SSRCs): counted here, in no track's figures.
+    pub rtp_past_stream_cap: u64,
     /// RTP packets received on the own SRTP path (`peer/own_srtp.rs`), and the packets it
     /// dropped: replays (or duplicates str0m's register already had), packets older than the replay
     /// window, failed authentication, and late packets older than their stream's first (str0m's

@@ -50,6 +50,7 @@ fn summary_dict<'py>(py: Python<'py>, summary: &PeerSummary) -> PyResult<Bound<'
     dict.set_item("frames_skipped", c.frames_skipped)?;
     dict.set_item("keyframe_requests", c.keyframe_requests)?;
     dict.set_item("ice_restarts", c.ice_restarts)?;
+    dict.set_item("rtp_past_stream_cap", c.rtp_past_stream_cap)?;
     dict.set_item("srtp_own_packets", c.srtp_own_packets)?;
     dict.set_item("srtp_own_replayed", c.srtp_own_replayed)?;
     dict.set_item("srtp_own_too_old", c.srtp_own_too_old)?;

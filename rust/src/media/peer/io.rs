@@ -15,6 +15,10 @@ use crate::media::publish::{Publisher, Write};
 use crate::media::rxstats::RxStats;
 use crate::media::transport::Transport;
 
+/// Received RTP streams (SSRCs) a peer accounts, at most; a room's tracks with their retransmission
+/// streams and a few SSRC changes each stay far below it.
+pub const MAX_RX_STREAMS: usize = 1024;
+
 impl MediaPeer {
     /// Which of this peer's PeerConnections owns the local address `destination`.
     pub fn pc_for(&self, destination: SocketAddr) -> Option<Pc> {
@@ -353,6 +357,12 @@ impl MediaPeer {
             track.stats.record(header.sequence_number, header.timestamp, arrival_s, packet.payload.len());
             let mid = Mid::from(track.mid.as_str());
             self.track_own_srtp(ssrc, packet.seq_no, mid);
+            return;
+        }
+        if self.rx.len() + self.retired_rx.len() >= MAX_RX_STREAMS {
+            // Every SSRC gets its statistics and its own SRTP state, kept to the end for the report:
+            // a server that keeps changing SSRCs must not grow them (and the per-packet scans) forever.
+            self.counters.rtp_past_stream_cap += 1;
             return;
         }
         let (mid, kind) = match self.primary.rtc.direct_api().stream_rx(&ssrc) {
