@@ -29,6 +29,10 @@ CASES: list[tuple[list[str], str]] = [
     (["--grow", "bogus"], "--grow must be subscribers, rooms or publishers, not 'bogus'"),
     (["--start", "50", "--max", "10"], "--start 50 and --max 10 must satisfy"),
     (["--hold", "60s", "--max-hold", "30s"], "--max-hold must be at least --hold"),
+    (["--hold", "0s"], "--hold must be longer than 0 s"),  # a hold of 0 spun forever, deaf to signals
+    (["--timeout", "0s"], "--timeout must be longer than 0 s"),
+    (["--require", "-1"], "--require -1 must be at least 1 participant"),
+    (["--probe-churn", "-1"], "--probe-churn must be at least 0 joins/s"),
     (["--server-config", "{bad"], "--server-config is not JSON"),
     (["--server-config", "[1, 2]"], "--server-config must be a JSON object"),
     (["--server-cpus", "abc"], "--server-cpus: 'abc' is not a number of cores"),

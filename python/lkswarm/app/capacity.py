@@ -324,7 +324,8 @@ class Controller:
             inconclusive = any(r["verdict"] == "INCONCLUSIVE" for r in results.values())
             if not inconclusive or planned_s >= self.timing.max_hold_s:
                 break
-            planned_s = min(self.timing.max_hold_s, planned_s + self.timing.hold_s / 2)
+            # Each extension adds at least a sub-window, so the hold reaches --max-hold whatever --hold is.
+            planned_s = min(self.timing.max_hold_s, planned_s + max(self.timing.hold_s / 2, subwindow_s))
         window = await self.port.close_hold()
         after = await self._scrape_hold_edge()
         proc_after = process_cpu_s(pid) if pid is not None else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -115,8 +116,17 @@ def check_capacity_options(options: CapacityOptions, config: RunConfig) -> Searc
         raise ConfigError(f"--start {start} leaves fewer participants per room than the {shape.publishers} publishers")
     if options.server_cpus and resolve_url(config) is not None:
         raise ConfigError("--server-cpus limits the embedded server; leave out --url (or limit your server yourself)")
+    if options.hold_s <= 0:
+        # A level is judged on its hold; none at all also left the hold's extension step at 0 (it never ended).
+        raise ConfigError(f"--hold must be longer than 0 s, not {options.hold_s:g}")
     if options.max_hold_s < options.hold_s:
         raise ConfigError("--max-hold must be at least --hold")
+    if options.settle_s is not None and options.settle_s < 0:
+        raise ConfigError(f"--settle must be auto or at least 0 s, not {options.settle_s:g}")
+    if options.timeout_s <= 0:
+        raise ConfigError(f"--timeout must be longer than 0 s, not {options.timeout_s:g}")
+    if not (math.isfinite(options.probe_churn_per_s) and options.probe_churn_per_s >= 0):
+        raise ConfigError(f"--probe-churn must be at least 0 joins/s, not {options.probe_churn_per_s:g}")
     _check_spread(options, config)
     return Search(
         start,

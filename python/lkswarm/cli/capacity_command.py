@@ -265,6 +265,8 @@ def capacity(
         )
         if not 0.5 <= confidence < 1:
             raise ConfigError(f"--confidence {confidence:g} must lie in [0.5, 1)")
+        if require is not None and require < 1:
+            raise ConfigError(f"--require {require} must be at least 1 participant")
         check_capacity_options(options, config)
         check_output_paths(json_path=json_path, html_path=html_path, csv_dir=csv_dir)
         exporter = None
