@@ -177,7 +177,7 @@ class RunConfig:
     join_timeout_s: float = declare(15.0, as_float, gt=0)
     room_prefix: str = declare("lkswarm", as_str)
     identity_prefix: str = declare("p", as_str)
-    seed: int | None = declare(None, as_int, optional=True)
+    seed: int | None = declare(None, as_int, optional=True, ge=0, le=2**63 - 1)
     resume_on_disconnect: bool = declare(False, as_bool)  # resume (reconnect=1) when the WebSocket drops
     run_tag: str = declare("", as_str)  # suffix that makes room names and identities unique per run
     verify_rooms: bool = declare(True, as_bool)  # compare each participant's room view with ListParticipants

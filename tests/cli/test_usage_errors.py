@@ -32,6 +32,17 @@ def test_a_bad_url_is_a_usage_error() -> None:
     assert_usage_error(run("--url", "ht!tp://::bad", "--duration", "1s"), "not a LiveKit URL")
 
 
+@pytest.mark.parametrize("url", ["ws://127.0.0.1:99999", "ws://127.0.0.1:port", "ws://127.0.0.1:0"])
+def test_a_url_with_a_bad_port_is_a_usage_error(url: str) -> None:
+    """urllib's own ValueError for a port out of range used to end the command in a traceback."""
+    assert_usage_error(run("--url", url, "--duration", "1s"), "not a LiveKit URL", url)
+
+
+def test_a_negative_seed_is_a_usage_error() -> None:
+    """It used to reach the media hub as a u64 and kill every participant, reported as the server's fault."""
+    assert_usage_error(run("--url", "ws://127.0.0.1:1", "--seed", "-1", "--duration", "1s"), "seed: must be at least 0")
+
+
 def test_more_publishers_than_participants_is_refused() -> None:
     out = run("--url", "ws://127.0.0.1:1", "--participants", "2", "--audio-publishers", "3", "--duration", "1s")
     assert_usage_error(out, "3 publishers per room", "only 2 participants")

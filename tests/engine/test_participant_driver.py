@@ -151,3 +151,29 @@ def test_the_driver_keeps_the_last_and_the_worst_quality_the_server_told_it() ->
     assert quality is not None
     assert (quality.last, quality.last_score) == (ConnectionQuality.EXCELLENT, 4.4)
     assert (quality.worst, quality.worst_score, quality.reports) == (ConnectionQuality.LOST, 2.1, 4)
+
+
+class _LegThatBreaks:
+    """The media half of a /rtc/v1 join, failing with something that is not a MediaError (a bug of ours)."""
+
+    single_pc_capable = True
+
+    def prepare_join(self, now: float) -> object:
+        raise OverflowError("can't convert negative int to unsigned")
+
+    def close(self) -> None:
+        return None
+
+
+def test_an_unexpected_error_in_the_media_join_fails_the_participant_with_it() -> None:
+    """A non-MediaError from the media half's join (a bad --seed reached the hub as an OverflowError) killed the
+    connect task: the participant was later failed as 'not joined by end' with a made-up cause, the server's."""
+    driver = make_driver()
+    driver.path = "v1"
+    driver.leg = _LegThatBreaks()  # type: ignore[assignment]
+
+    async def connect() -> None:
+        await driver._connect(resume=False)
+
+    asyncio.run(connect())
+    assert driver.outcome is not None and driver.outcome.reason == "internal_error", driver.outcome

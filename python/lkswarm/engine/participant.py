@@ -162,11 +162,14 @@ class ParticipantDriver:
         loop = asyncio.get_running_loop()
         self._done = loop.create_future()
         config = self.ctx.config
-        token = mint_token(self.ctx.credentials, identity=self.identity, room=self.room)
-        self.session = SignalSession(
-            self.identity, token, json_mode=config.json_frames, join_timeout_s=config.join_timeout_s
-        )
-        await self._connect(resume=False)
+        try:
+            token = mint_token(self.ctx.credentials, identity=self.identity, room=self.room)
+            self.session = SignalSession(
+                self.identity, token, json_mode=config.json_frames, join_timeout_s=config.join_timeout_s
+            )
+            await self._connect(resume=False)
+        except Exception as exc:  # a task that died here left the participant to be failed as 'not joined by end'
+            self.finish(Outcome.failed("internal_error"), repr(exc))
         await self._done
 
     def _rtc_path(self, resume: bool, now: float) -> str:
@@ -207,6 +210,9 @@ class ParticipantDriver:
             target = self._rtc_path(resume, now)
         except MediaError as exc:
             self.finish(Outcome.failed("media_setup"), str(exc))
+            return
+        except Exception as exc:  # our own bug (the media half's join): this participant fails with it, counted
+            self.finish(Outcome.failed("internal_error"), repr(exc))
             return
         try:
             connection = await open_websocket(

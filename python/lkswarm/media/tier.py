@@ -255,7 +255,7 @@ class LightLeg(SignalingLeg):
     def _add_peer(self, hub: _core.MediaHub, *, single_pc: bool) -> int:
         """Creates this participant's peer in the hub (seeded by run and index) and registers it."""
         config = self.run.config
-        seed = (config.seed or 0) * 1_000_003 + self.driver.index
+        seed = ((config.seed or 0) * 1_000_003 + self.driver.index) % 2**64  # the hub's seed is a u64
         self.peer_id, self.local_port = hub.add_peer(
             seed=seed,
             talk_spurts=config.talk_spurts,

@@ -77,7 +77,13 @@ class Endpoint:
         scheme = {"http": "ws", "https": "wss"}.get(parsed.scheme, parsed.scheme)
         if scheme not in ("ws", "wss") or not parsed.hostname:
             raise ConfigError(f"not a LiveKit URL: {url!r} (expected ws://host:port or wss://host)")
-        port = parsed.port or (443 if scheme == "wss" else 80)
+        try:
+            given = parsed.port
+        except ValueError as exc:  # urllib's own words: "Port out of range 0-65535", "Port could not be cast..."
+            raise ConfigError(f"not a LiveKit URL: {url!r} ({exc})") from None
+        port = given if given is not None else 443 if scheme == "wss" else 80
+        if port == 0:  # `:0` used to read as no port at all: port 80
+            raise ConfigError(f"not a LiveKit URL: {url!r} (port 0)")
         return cls(scheme, parsed.hostname, port, tls)
 
     @property
