@@ -77,3 +77,16 @@ def test_a_prometheus_port_already_taken_is_a_usage_error() -> None:
         port = taken.getsockname()[1]
         out = run("--url", "ws://127.0.0.1:1", "--prometheus", f"127.0.0.1:{port}", "--duration", "1s")
     assert_usage_error(out, "cannot listen there")
+
+
+@pytest.mark.parametrize("args", [["--port", "70000"], ["--udp-port", "-5"], ["--port", "0"]])
+def test_a_server_port_out_of_range_is_a_usage_error_naming_the_command(args: list[str]) -> None:
+    """A traceback (bind's OverflowError) or, for 0, a 30 s wait for a server that could not start; the hint
+    read 'see lkswarm -m lkswarm server --help' under python -m."""
+    out = subprocess.run([*LKSWARM, "server", *args], capture_output=True, text=True, timeout=60)
+    assert_usage_error(out, "is not in the range 1<=x<=65535", "(see lkswarm server --help)")
+
+
+def test_the_ray_option_s_help_names_the_extra() -> None:
+    out = subprocess.run([*LKSWARM, "run", "--help"], capture_output=True, text=True, timeout=60)
+    assert "'lkswarm[ray]'" in " ".join(out.stdout.split()).replace("│", "").replace("  ", " ")

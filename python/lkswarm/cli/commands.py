@@ -80,7 +80,7 @@ from lkswarm.cli.options import (
 from lkswarm.cli.output import combined_live_view, exit_code, fail, print_report, stderr, stdout, unfold_help
 from lkswarm.cli.reports import announce_outputs, write_outputs
 from lkswarm.cli.reports import register as register_report_commands
-from lkswarm.errors import ConfigError, LkswarmError
+from lkswarm.errors import ConfigError, LkswarmError, PortInUseError
 from lkswarm.fields import FieldError
 
 app = typer.Typer(
@@ -110,8 +110,8 @@ def main_options(
 
 @app.command()
 def server(
-    port: Annotated[int, typer.Option(help="Signaling (HTTP/WebSocket) port.")] = DEFAULT_PORT,
-    udp_port: Annotated[int, typer.Option(help="Single UDP port for media.")] = DEFAULT_UDP_PORT,
+    port: Annotated[int, typer.Option(help="Signaling (HTTP/WebSocket) port.", min=1, max=65535)] = DEFAULT_PORT,
+    udp_port: Annotated[int, typer.Option(help="Single UDP port for media.", min=1, max=65535)] = DEFAULT_UDP_PORT,
     api_key: ApiKey = None,
     api_secret: ApiSecret = None,
     show_secret: Annotated[bool, typer.Option(help="Also print the API secret.")] = False,
@@ -125,6 +125,8 @@ def server(
         except KeyboardInterrupt:
             local.stop()
             raise typer.Exit(130) from None
+    except PortInUseError as exc:  # the user's choice of port: a usage error, as a taken --prometheus port is
+        raise fail(str(exc), 2) from None
     except LkswarmError as exc:
         raise fail(str(exc)) from None
     # Ctrl-C and SIGTERM only set a flag: the loop below then stops the server cleanly.
@@ -416,7 +418,12 @@ def main() -> None:
     except _USAGE_ERROR as exc:
         if not exc.format_message():  # no_args_is_help: the help went out already
             sys.exit(2)
-        command = f" {exc.ctx.command_path.split(' ', 1)[1]}" if exc.ctx and " " in exc.ctx.command_path else ""
+        # The subcommand's own names, not click's program name ("python -m lkswarm" under -m).
+        names, ctx = [], exc.ctx
+        while ctx is not None and ctx.parent is not None:
+            names.append(ctx.info_name)
+            ctx = ctx.parent
+        command = "".join(f" {name}" for name in reversed(names))
         stderr.print(f"[bold red]error:[/] {exc.format_message()} (see lkswarm{command} --help)", highlight=False)
         sys.exit(2)
     except typer.Abort:

@@ -288,7 +288,7 @@ RayOpt = Annotated[
         metavar="ADDRESS",
         help="Run on Ray actors: 'local' (a Ray instance on this machine, for this run), 'auto' (the cluster this "
         "machine belongs to) or ray://HOST:10001. --workers is then the number of actors (default: one per CPU "
-        "of the cluster). Needs pip install 'lkswarm[ray]'.",
+        "of the cluster). Needs pip install 'lkswarm\\[ray]'.",
         rich_help_panel=BEHAVIOUR,
     ),
 ]
