@@ -15,6 +15,7 @@ import pytest
 from lkswarm import __version__
 from lkswarm.app.server import LocalServer, free_port
 from lkswarm.auth import Credentials
+from report_samples import synthetic_report
 
 LKSWARM = [sys.executable, "-m", "lkswarm"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,3 +193,30 @@ def test_bad_options_are_one_line_errors_with_exit_2() -> None:
         assert out.returncode == 2, (args, out.stderr)
         assert "Traceback" not in out.stderr
         assert out.stderr.strip().count("\n") == 0, out.stderr
+
+
+def test_quiet_still_says_in_one_line_why_a_run_failed() -> None:
+    """--quiet is 'errors only': a run in which nobody joined printed nothing and exited 1."""
+    out = subprocess.run(
+        [*LKSWARM, "run", "--url", "ws://127.0.0.1:1", "--participants", "2", "--duration", "1s", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+    )
+    assert out.returncode == 1, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: 2 of 2 participants failed, 0 not started; connect_failed 2")
+    assert out.stdout == ""
+
+
+def test_the_quiet_error_line_names_failed_thresholds_and_nothing_for_a_clean_run() -> None:
+    from lkswarm.cli.output import failure_line
+
+    report = synthetic_report(1)
+    report["thresholds"] = [
+        {"expr": "join_response.p95<1ms", "actual": 12.5, "passed": False},
+        {"expr": "failed==0", "actual": 0, "passed": True},
+    ]
+    assert failure_line(report, 99) == "1 threshold(s) failed: join_response.p95<1ms (actual 12.5)"
+    assert failure_line(report, 0) is None

@@ -77,7 +77,16 @@ from lkswarm.cli.options import (
     WorkersPerNodeOpt,
     publishers_value,
 )
-from lkswarm.cli.output import combined_live_view, exit_code, fail, print_report, stderr, stdout, unfold_help
+from lkswarm.cli.output import (
+    combined_live_view,
+    exit_code,
+    fail,
+    failure_line,
+    print_report,
+    stderr,
+    stdout,
+    unfold_help,
+)
 from lkswarm.cli.reports import announce_outputs, write_outputs
 from lkswarm.cli.reports import register as register_report_commands
 from lkswarm.errors import ConfigError, LkswarmError, PortInUseError
@@ -337,10 +346,13 @@ def run(
     except LkswarmError as exc:
         raise fail(str(exc)) from None
     report = result.report
+    code = exit_code(report)
     if not quiet:
         print_report(report)
+    elif (line := failure_line(report, code)) is not None:  # --quiet is "errors only", not silence
+        stderr.print(f"error: {line}", highlight=False, markup=False)
     output_failed = announce_outputs(outputs, quiet=quiet)  # an output that failed: one error line, exit 3
-    raise typer.Exit(output_failed if output_failed is not None else exit_code(report))
+    raise typer.Exit(output_failed if output_failed is not None else code)
 
 
 def _run_workers_with_view(

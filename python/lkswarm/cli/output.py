@@ -107,6 +107,28 @@ def exit_code(report: dict[str, Any]) -> int:
     return 1 if outcomes["failed"] or outcomes["not_started"] else 0
 
 
+def failure_line(report: dict[str, Any], code: int) -> str | None:
+    """Why the run exits ``code`` (1 or 99), in one line: what ``--quiet`` still prints ("errors only")."""
+    if code == 99:
+        failed = [t for t in report.get("thresholds") or [] if not t.get("passed")]
+        shown = ", ".join(f"{t['expr']} (actual {t['actual']})" for t in failed[:3])
+        return f"{len(failed)} threshold(s) failed: {shown}"
+    if code != 1:
+        return None
+    p = report["participants"]
+    o = p["outcomes"]
+    if not (o["failed"] or o["not_started"] or (p["started"] and not p["joined"])):
+        return None
+    reasons = sorted(p["failures"].items(), key=lambda item: -item[1])
+    if reasons:
+        reason, count = reasons[0]
+        detail = p["failure_details"].get(f"failed:{reason}", "")
+        first = f"; {reason} {count}" + (f": {detail}" if detail else "")
+    else:
+        first = ""
+    return f"{o['failed']} of {p['scheduled']} participants failed, {o['not_started']} not started{first}"
+
+
 def data_line(data: dict[str, Any]) -> str:
     """``data: sent 1,500, received 28,500 of 28,500 expected (delivery 100.00 %), e2e p50 / p99 …``."""
     delivery = data.get("delivery_ratio")
