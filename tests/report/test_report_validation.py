@@ -196,6 +196,10 @@ def test_keys_the_schema_does_not_name_are_accepted_and_added_keys_may_be_missin
         (lambda r: r["timeline"]["rss_mb"].__setitem__(2, "x"), "timeline.rss_mb[2]: expected a finite number or null"),
         (lambda r: r.update(interrupted={"signal": "SIGINT", "at_s": None}), "interrupted.at_s: expected a finite"),
         (lambda r: r.update(merged_from=[{"passed": True}]), "merged_from[0].started_at: missing"),
+        # Checked now: a histogram that does not decode failed the HTML only after the CSVs were written (exit 3),
+        # and series of unequal length were cut to the shortest in timeline.csv without a word.
+        (lambda r: r["histograms"].update(join_response="!!!notbase64"), "histograms.join_response: expected an"),
+        (lambda r: r["timeline"]["rss_mb"].pop(), "timeline.rss_mb: expected as many samples as timeline."),
     ],
 )
 def test_an_error_names_the_file_and_the_key_path(change: Callable[[dict[str, Any]], Any], message: str) -> None:
@@ -248,3 +252,15 @@ def test_find_duplicate_names_the_pair() -> None:
     assert find_duplicate([a, b, {**a, "notes": []}])[:2] == (0, 2)  # type: ignore[index]
     assert find_duplicate([merge_reports([a, b]), c, copy.deepcopy(b)])[:2] == (0, 2)  # type: ignore[index]
     assert find_duplicate([crashed(0), crashed(1)]) is None  # two workers of one run: one start, other rooms
+
+
+def test_merge_refuses_to_write_over_one_of_its_inputs(tmp_path: Path, good: Path, lkswarm: CliRun) -> None:
+    """`merge a.json b.json --json a.json` wrote the merge over a.json and exited 0: that report was gone."""
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(synthetic_report(2)))
+    before = other.read_text()
+    code, _, err = lkswarm("merge", good, other, "--json", other)
+    assert_one_error_line(code, err, 2, f"--json {other} is one of the reports to merge")
+    code, _, err = lkswarm("merge", good, other, "--html", tmp_path / "." / "other.json")
+    assert_one_error_line(code, err, 2, "is one of the reports to merge")
+    assert other.read_text() == before

@@ -49,6 +49,14 @@ CsvOut = Annotated[
 # -- before any work: can every output be written? ------------------------------------------------------
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (through links and relative parts); False when either is missing."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def check_output_paths(
     *, json_path: Path | None = None, html_path: Path | None = None, csv_dir: Path | None = None
 ) -> None:
@@ -292,6 +300,9 @@ def merge_command(
         check_output_paths(json_path=json_path, html_path=html_path, csv_dir=csv_dir)
     except ConfigError as exc:
         raise fail(str(exc), 2) from None
+    for flag, output in (("--json", json_path), ("--html", html_path)):
+        if output is not None and any(_same_file(output, path) for path in inputs):
+            raise fail(f"{flag} {output} is one of the reports to merge: writing it would lose that report", 2)
     from lkswarm.report.merge import find_duplicate, merge_reports
 
     try:

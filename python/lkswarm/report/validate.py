@@ -130,6 +130,7 @@ def validate_report(report: Any, where: str) -> dict[str, Any]:
         _check(checked["thresholds"], list[ThresholdRow], "thresholds")
         _check_summaries(checked)
         _check_timeline(checked.get("timeline"))
+        _check_histograms(checked["histograms"])
         _check_totals(checked["participants"])
     except _Invalid as bad:
         path = bad.path or "(top level)"
@@ -323,6 +324,30 @@ def _check_timeline(timeline: Any) -> None:
         for i, value in enumerate(series):
             if value is not None and not _is_finite_number(value):
                 raise _Invalid(f"{path}[{i}]", "a finite number or null", value)
+    # Parallel series: one sample each per interval of t_s (an empty one: this run had no such figure). A short
+    # series left blanks in timeline.csv, a short t_s cut the other series' samples, without a word.
+    lengths = {name: len(series) for name, series in timeline.items() if name != "interval_s" and series}
+    if lengths:
+        first = "t_s" if "t_s" in lengths else next(iter(lengths))
+        count = lengths[first]
+        for name, length in lengths.items():
+            if length != count:
+                path = _join("timeline", name)
+                raise _Invalid(path, f"as many samples as timeline.{first} ({count})", _Sum(length, "samples"))
+
+
+def _check_histograms(histograms: dict[str, Any]) -> None:
+    """``histograms``: each decodes (merge and the HTML report rebuild latency from them; one that does not
+    failed them only after other outputs were written)."""
+    from hdrh.histogram import HdrHistogram
+
+    for name, encoded in histograms.items():
+        try:
+            decoded = HdrHistogram.decode(encoded)
+        except Exception:  # hdrh raises bare exceptions of several kinds on bad input
+            decoded = None
+        if decoded is None:
+            raise _Invalid(_join("histograms", name), "an encoded HdrHistogram", encoded)
 
 
 def _check_totals(participants: dict[str, Any]) -> None:
