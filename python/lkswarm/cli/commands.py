@@ -308,6 +308,15 @@ def run(
 
         observers.append(LiveView(stderr.console))
 
+    if not quiet and workers == "auto":  # say what auto chose, above all when it chose fewer than the cores
+        cores = os.cpu_count() or 1
+        stderr.print(
+            f"--workers auto: {worker_count} generator process(es) (one per CPU core, {cores}, at most one per "
+            f"room, {config.rooms})",
+            highlight=False,
+            markup=False,
+        )
+
     def announce(local: LocalServer) -> None:
         if not quiet:
             stdout.print(f"started embedded livekit-server at {local.url}")
