@@ -113,9 +113,9 @@ def test_v1_against_a_server_without_it_is_a_one_line_usage_error(
 
 
 GATEWAY_PAGE = b"<html><body>502 Bad Gateway</body></html>"
-GATEWAY_ANSWER = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-    % (len(GATEWAY_PAGE), GATEWAY_PAGE)
+GATEWAY_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+    len(GATEWAY_PAGE),
+    GATEWAY_PAGE,
 )
 
 
