@@ -358,10 +358,12 @@ def run(
     code = exit_code(report)
     if not quiet:
         print_report(report)
-    elif (line := failure_line(report, code)) is not None:  # --quiet is "errors only", not silence
-        stderr.print(f"error: {line}", highlight=False, markup=False)
     output_failed = announce_outputs(outputs, quiet=quiet)  # an output that failed: one error line, exit 3
-    raise typer.Exit(output_failed if output_failed is not None else code)
+    if output_failed is not None:
+        raise typer.Exit(output_failed)
+    if quiet and (line := failure_line(report, code)) is not None:  # --quiet is "errors only", not silence
+        stderr.print(f"error: {line}", highlight=False, markup=False)
+    raise typer.Exit(code)
 
 
 def _run_workers_with_view(

@@ -139,7 +139,13 @@ impl DataState {
         let Some(flow) = self.received.flow(view.sender(), label, payload.len()) else { return };
         match read_probe(payload) {
             Some((sent_at_us, counter)) => {
-                flow.record_probe(counter, payload.len());
+                if !flow.record_probe(counter, payload.len()) {
+                    self.malformed += 1;
+                    if self.malformed_detail.is_empty() {
+                        self.malformed_detail = format!("{label}: probe counter {counter} is no sender's (>= 2^40)");
+                    }
+                    return;
+                }
                 let latency_us = arrived_at_us.saturating_sub(sent_at_us);
                 self.latency.get_or_insert_with(LagHistogram::default).record(Duration::from_micros(latency_us));
             }

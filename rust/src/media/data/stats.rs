@@ -21,6 +21,8 @@ use std::collections::HashMap;
 const WINDOW: u64 = 1024;
 /// (sender, channel) flows kept per peer.
 pub const MAX_FLOWS: usize = 4096;
+/// A probe counter at or above this is no sender's: 2^40 messages is 12 days at a million a second.
+pub const MAX_COUNTER: u64 = 1 << 40;
 
 /// One flow's figures as reported: what `FlowStats` counted, with `expected` and `missing` worked out.
 /// Shared by data messages (`FlowSummary`) and data tracks (`TrackFlowSummary`).
@@ -98,8 +100,14 @@ impl FlowStats {
         }
     }
 
-    /// Accounts one probe message carrying `counter`.
-    pub fn record_probe(&mut self, counter: u64, payload_bytes: usize) {
+    /// Accounts one probe message carrying `counter`; false, accounting nothing, for a counter no sender of
+    /// ours reaches (`MAX_COUNTER` and above: a forged or corrupt probe). Such a counter beside a real one
+    /// made `expected` wrap (0 and u64::MAX: 0 expected) or add up to 2^64 missing messages.
+    #[must_use]
+    pub fn record_probe(&mut self, counter: u64, payload_bytes: usize) -> bool {
+        if counter >= MAX_COUNTER {
+            return false;
+        }
         self.received += 1;
         self.payload_bytes += payload_bytes as u64;
         let Some(first) = self.first else {
@@ -107,7 +115,7 @@ impl FlowStats {
             self.highest = counter;
             self.seen[0] = 1;
             self.unique += 1;
-            return;
+            return true;
         };
         if counter < first {
             // Earlier than the first we saw (reordered start): widen the expected range.
@@ -117,13 +125,13 @@ impl FlowStats {
             self.advance(counter);
             self.seen[0] |= 1;
             self.unique += 1;
-            return;
+            return true;
         }
         let back = self.highest - counter;
         if back >= WINDOW {
             self.unique += 1;
             self.out_of_order += 1;
-            return;
+            return true;
         }
         let (word, mask) = self.bit(back);
         if self.seen[word] & mask != 0 {
@@ -133,6 +141,7 @@ impl FlowStats {
             self.unique += 1;
             self.out_of_order += 1;
         }
+        true
     }
 
     pub fn record_foreign(&mut self, payload_bytes: usize) {
@@ -200,9 +209,20 @@ mod tests {
     fn flow_of(counters: &[u64]) -> FlowStats {
         let mut flow = FlowStats::default();
         for &c in counters {
-            flow.record_probe(c, 10);
+            assert!(flow.record_probe(c, 10));
         }
         flow
+    }
+
+    #[test]
+    fn a_counter_no_sender_reaches_is_refused_and_accounts_nothing() {
+        // 0 and u64::MAX side by side made `expected` wrap to 0; 2^63 beside 0 made 2^63 messages missing.
+        let mut flow = flow_of(&[0, 1, 2]);
+        assert!(!flow.record_probe(u64::MAX, 10));
+        assert!(!flow.record_probe(1 << 63, 10));
+        assert!(!flow.record_probe(MAX_COUNTER, 10));
+        assert_eq!((flow.received, flow.expected(), flow.missing()), (3, 3, 0));
+        assert!(flow.record_probe(MAX_COUNTER - 1, 10), "the last counter a sender can reach");
     }
 
     #[test]

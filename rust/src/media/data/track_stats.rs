@@ -134,7 +134,10 @@ impl TrackReceive {
         };
         let flow = &mut self.flows[index];
         let sequence = flow.unwrap(view.sequence);
-        flow.stats.record_probe(sequence, view.payload.len());
+        if !flow.stats.record_probe(sequence, view.payload.len()) {
+            self.malformed += 1; // an unwrapped sequence past 2^40: 1,000 years of frames at 30 Hz
+            return;
+        }
         match view.user_timestamp_us {
             Some(sent_at_us) => {
                 let latency_us = arrived_at_us.saturating_sub(sent_at_us);
