@@ -309,13 +309,7 @@ def run(
         observers.append(LiveView(stderr.console))
 
     if not quiet and workers == "auto":  # say what auto chose, above all when it chose fewer than the cores
-        cores = os.cpu_count() or 1
-        stderr.print(
-            f"--workers auto: {worker_count} generator process(es) (one per CPU core, {cores}, at most one per "
-            f"room, {config.rooms})",
-            highlight=False,
-            markup=False,
-        )
+        _say_workers_auto(worker_count, config.rooms)
 
     def announce(local: LocalServer) -> None:
         if not quiet:
@@ -354,16 +348,29 @@ def run(
         raise fail(str(exc), 2) from None
     except LkswarmError as exc:
         raise fail(str(exc)) from None
-    report = result.report
+    raise typer.Exit(_summarize_run(result.report, outputs, quiet))
+
+
+def _say_workers_auto(worker_count: int, rooms: int) -> None:
+    stderr.print(
+        f"--workers auto: {worker_count} generator process(es) (one per CPU core, {os.cpu_count() or 1}, at most "
+        f"one per room, {rooms})",
+        highlight=False,
+        markup=False,
+    )
+
+
+def _summarize_run(report: dict[str, Any], outputs: Any, quiet: bool) -> int:
+    """Prints the summary (or, with --quiet, one error line if the run failed) and returns the exit code."""
     code = exit_code(report)
     if not quiet:
         print_report(report)
     output_failed = announce_outputs(outputs, quiet=quiet)  # an output that failed: one error line, exit 3
     if output_failed is not None:
-        raise typer.Exit(output_failed)
+        return output_failed
     if quiet and (line := failure_line(report, code)) is not None:  # --quiet is "errors only", not silence
         stderr.print(f"error: {line}", highlight=False, markup=False)
-    raise typer.Exit(code)
+    return code
 
 
 def _run_workers_with_view(
