@@ -80,7 +80,7 @@ def test_server_command_on_busy_port_names_it_without_traceback() -> None:
             env=clean_env(),
             timeout=60,
         )
-    assert out.returncode == 1
+    assert out.returncode == 2  # the user's choice of port: a usage error, as every other one
     assert str(port) in out.stderr and "in use" in out.stderr
     assert "Traceback" not in out.stderr + out.stdout
 
