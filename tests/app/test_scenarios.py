@@ -293,3 +293,16 @@ def test_presets_ship_inside_the_package() -> None:
 
     folder = Path(lkswarm.app.__file__).parent / "presets"
     assert {p.stem for p in folder.glob("*.toml")} == EXPECTED_PRESETS
+
+
+def test_a_loss_threshold_over_nothing_received_fails() -> None:
+    """loss_ratio read 0.0 when nothing was expected, so media.loss_ratio<1% passed a run that received nothing."""
+    from lkswarm.media.data import DataTotals
+    from lkswarm.media.totals import MediaTotals
+
+    nothing = MediaTotals().report()
+    assert nothing["loss_ratio"] is None
+    assert DataTotals().report({"count": 0})["loss_ratio"] is None
+    report = {**_report_with_join_samples([5.0]), "media": nothing}
+    evaluate(report, parse_thresholds(["media.loss_ratio<1%"]))
+    assert report["passed"] is False and report["thresholds"][0]["actual"] is None  # type: ignore[index]

@@ -107,6 +107,11 @@ def exit_code(report: dict[str, Any]) -> int:
     return 1 if outcomes["failed"] or outcomes["not_started"] else 0
 
 
+def _percent(ratio: float | None) -> str:
+    """``1.25 %``, or ``–`` where there was nothing to take a ratio of."""
+    return "–" if ratio is None else f"{ratio * 100:.2f} %"
+
+
 def failure_line(report: dict[str, Any], code: int) -> str | None:
     """Why the run exits ``code`` (1 or 99), in one line: what ``--quiet`` still prints ("errors only")."""
     if code == 99:
@@ -192,7 +197,7 @@ def print_report(report: dict[str, Any]) -> None:
     if m.get("packets_received") or m.get("packets_sent"):
         stdout.print(
             f"media: active at end {p['active_at_end']}, received {m['packets_received']} packets on "
-            f"{m['tracks_received']} tracks ({m['tracks_missing']} missing), loss {m['loss_ratio'] * 100:.2f} %, "
+            f"{m['tracks_received']} tracks ({m['tracks_missing']} missing), loss {_percent(m['loss_ratio'])}, "
             f"jitter p99 {m['jitter_ms']['p99']:.1f} ms, sent {m['packets_sent']} packets"
         )
         by_kind = m.get("track_subscribed_ms") or {}

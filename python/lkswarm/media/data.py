@@ -80,7 +80,7 @@ class ChannelFigures:
             "messages_expected": expected,
             "messages_missing": self.messages_missing,
             "delivery_ratio": round(min(1.0, unique / expected), 6) if expected else None,
-            "loss_ratio": round(self.messages_missing / expected, 6) if expected else 0.0,
+            "loss_ratio": round(self.messages_missing / expected, 6) if expected else None,  # None: nothing expected
             "duplicates": self.duplicates,
             "out_of_order": self.out_of_order,
             "bytes_sent": self.bytes_sent,

@@ -210,7 +210,7 @@ class DataTrackTotals:
             "frames_received": self.frames_received,
             "frames_expected": expected,
             "lost": self.lost,
-            "loss_ratio": round(self.lost / expected, 6) if expected else 0.0,
+            "loss_ratio": round(self.lost / expected, 6) if expected else None,  # None: nothing expected
             "delivery_ratio": round(min(1.0, unique / expected), 6) if expected else None,
             "out_of_order": self.out_of_order,
             "duplicates": self.duplicates,

@@ -120,7 +120,7 @@ class MediaTotals:
             "bytes_received": self.bytes_received,
             "packets_expected": expected,
             "packets_lost": self.packets_lost,
-            "loss_ratio": round(self.packets_lost / expected, 6) if expected else 0.0,
+            "loss_ratio": round(self.packets_lost / expected, 6) if expected else None,  # None: nothing expected
             "jitter_ms": summarize(self.jitter_ms),
             "track_subscribed_ms": {kind: summarize(h) for kind, h in sorted(self.track_subscribed_ms.items())},
             "tracks_received": self.tracks_received,

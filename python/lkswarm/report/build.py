@@ -255,7 +255,7 @@ LOSS_WORTH_NAMING = 0.01  # subscribers' loss above which the report says where 
 def loss_at_server_warning(media: dict[str, Any], server: dict[str, Any], rcvbuf_errors: int | None) -> str | None:
     """Subscribers lost packets, our sockets dropped none and the publishers' packets reached the server intact:
     the server lost them on the way out. Said only when the server's metrics and the kernel's counters show it."""
-    loss = media.get("loss_ratio", 0.0)
+    loss = media.get("loss_ratio") or 0.0  # None: nothing was expected
     if loss < LOSS_WORTH_NAMING or not server.get("available") or rcvbuf_errors is None or rcvbuf_errors > 0:
         return None
     if server.get("loss_in_ratio", 1.0) > LOSS_WORTH_NAMING / 10:

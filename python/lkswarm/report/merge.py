@@ -81,7 +81,7 @@ def _merged_data(
         expected = figures.get("messages_expected") or 0
         unique = (figures.get("messages_received") or 0) - (figures.get("duplicates") or 0)
         figures["delivery_ratio"] = round(min(1.0, unique / expected), 6) if expected else None
-        figures["loss_ratio"] = round((figures.get("messages_missing") or 0) / expected, 6) if expected else 0.0
+        figures["loss_ratio"] = round((figures.get("messages_missing") or 0) / expected, 6) if expected else None
     merged["latency_ms"] = latency
     merged["malformed_examples"] = (merged.get("malformed_examples") or [])[:5]
     tracks = merged.get("tracks")
@@ -89,7 +89,7 @@ def _merged_data(
         expected = tracks.get("frames_expected") or 0
         unique = (tracks.get("frames_received") or 0) - (tracks.get("duplicates") or 0)
         tracks["delivery_ratio"] = round(min(1.0, unique / expected), 6) if expected else None
-        tracks["loss_ratio"] = round((tracks.get("lost") or 0) / expected, 6) if expected else 0.0
+        tracks["loss_ratio"] = round((tracks.get("lost") or 0) / expected, 6) if expected else None
         tracks["latency_ms"] = track_latency or {}
         tracks["malformed_examples"] = (tracks.get("malformed_examples") or [])[:5]
     return merged
@@ -195,7 +195,7 @@ class _Merger:
             # ten datagrams as one that read a million). Older reports carry no count: their average stays.
             hub["syscalls_per_datagram"] = round(hub.get("syscalls", 0) / hub["datagrams_received"], 4)
         expected = merged.get("packets_expected") or 0
-        merged["loss_ratio"] = round((merged.get("packets_lost") or 0) / expected, 6) if expected else 0.0
+        merged["loss_ratio"] = round((merged.get("packets_lost") or 0) / expected, 6) if expected else None
         # Exact when every input carries its "jitter" histogram (older reports carried none).
         merged["jitter_ms"] = self.summary("jitter", [m.get("jitter_ms") for m in media_list], "media.jitter_ms")
         by_kind = [m.get("track_subscribed_ms") or {} for m in media_list]

@@ -68,7 +68,7 @@ class MediaFigures(TypedDict, total=False):
     bytes_received: int
     packets_expected: int
     packets_lost: int
-    loss_ratio: float
+    loss_ratio: float | None  # None: no packet was expected (nothing to measure loss on)
     tracks_received: int
     tracks_missing: int
     foreign_datagrams: int
