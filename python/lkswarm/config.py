@@ -220,6 +220,19 @@ class RunConfig:
         """This configuration with ``changes`` (checked again, as a new one is)."""
         return dataclasses.replace(self, **changes)
 
+    def pinned(self) -> RunConfig:
+        """This configuration with its run tag and seed drawn now where they were left to chance: every process
+        and tier that builds the run's plan (workers, Ray actors, probes, a crashed share's stand-in) must
+        build the same one, and the report's ``config`` then says how to run the same plan again."""
+        import secrets
+
+        changes: dict[str, Any] = {}
+        if not self.run_tag:
+            changes["run_tag"] = secrets.token_hex(3)
+        if self.seed is None:
+            changes["seed"] = secrets.randbits(31)
+        return self.replace(**changes) if changes else self
+
     def to_json(self) -> dict[str, Any]:
         """Every field as JSON-ready data (the report's ``config``; a worker's job rebuilds it with `from_mapping`)."""
         return json_fields(self)

@@ -49,6 +49,16 @@ def test_worker_slices_are_the_single_process_plan_split_by_room(credentials: Cr
         assert part and {a.room_index % 3 for a in part} == {k}, "a room never spans two workers"
 
 
+def test_a_run_left_to_chance_is_pinned_so_every_process_builds_one_plan() -> None:
+    """Without --seed each worker drew its own Poisson plan (199, 200, 200 arrivals from one configuration)."""
+    config = RunConfig(rooms=4, participants=50, rate=20, arrival="poisson", churn_rate=1, duration_s=20)
+    pinned = config.pinned()
+    assert pinned.seed is not None and pinned.run_tag and pinned.pinned() is pinned
+    assert build_plan(pinned) == build_plan(pinned)  # the parent's, a worker's, the probes'
+    given = config.replace(seed=7, run_tag="abc")
+    assert given.pinned() is given, "a seed and tag given are kept"
+
+
 def test_workers_option_is_checked_before_anything_starts() -> None:
     assert parse_workers(None, 4) == 1 and parse_workers("3", 4) == 3
     assert 1 <= parse_workers("auto", 2) <= 2

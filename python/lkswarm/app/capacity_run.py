@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -224,8 +223,7 @@ def _one_search(
     search = check_capacity_options(options, config)
     shape = shape_of(config, options.grow)
     specs, notes = slo_specs(options, config)
-    if not config.run_tag:
-        config = config.replace(run_tag=secrets.token_hex(3))
+    config = config.pinned()
     url = resolve_url(config)
     if cpus is not None and url is not None:
         raise ConfigError("--server-cpus limits the embedded server; leave out --url (or limit your server yourself)")

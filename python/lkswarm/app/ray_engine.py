@@ -202,8 +202,7 @@ def run_on_ray(
     """
     check_ray_run(config, address)
     ray = import_ray()
-    if not config.run_tag:
-        config = config.replace(run_tag=os.urandom(3).hex())
+    config = config.pinned()  # every actor builds the same plan (a Poisson plan's draws included)
     connected = connect(ray, address)
     try:
         cpus = node_cpus(ray)

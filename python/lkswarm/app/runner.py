@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import sys
 import time
@@ -208,8 +207,7 @@ def run_scenario(
     ``worker`` and ``start_gate`` make this process one of several (see `lkswarm.app.workers`).
     ``on_engine`` gets the engine before it runs (a Ray actor stops it from another thread).
     """
-    if not config.run_tag:
-        config = config.replace(run_tag=secrets.token_hex(3))
+    config = config.pinned()  # one run tag and one seed for the engine's plan and the probes'
     url = resolve_url(config)
     network = open_probe_network(config)  # before the server: it must bind the namespace's gateway
     local: LocalServer | None = None

@@ -63,7 +63,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import selectors
 import signal
 import subprocess
@@ -157,8 +156,7 @@ def run_workers(
     ends the run early and the merged report says so in ``interrupted`` (see `StopSignals`).
     """
     check_workers(config, workers)
-    if not config.run_tag:
-        config = config.replace(run_tag=secrets.token_hex(3))
+    config = config.pinned()  # every worker builds the same plan (a Poisson plan's draws included)
     url = resolve_url(config)
     local: LocalServer | None = None
     procs: list[WorkerProcess] = []

@@ -108,7 +108,7 @@ def exit_code(report: dict[str, Any]) -> int:
 
 
 def _percent(ratio: float | None) -> str:
-    """``1.25 %``, or ``–`` where there was nothing to take a ratio of."""
+    """``1.25 %``, or an en dash where there was nothing to take a ratio of."""
     return "–" if ratio is None else f"{ratio * 100:.2f} %"
 
 
