@@ -177,3 +177,22 @@ def test_an_unexpected_error_in_the_media_join_fails_the_participant_with_it() -
 
     asyncio.run(connect())
     assert driver.outcome is not None and driver.outcome.reason == "internal_error", driver.outcome
+
+
+def test_a_planned_departure_during_a_join_says_so_not_that_the_run_ended() -> None:
+    """A ramp-down's newest joiner, still waiting for its JoinResponse when its departure came, was failed as
+    not_joined_by_end, 'the run ended ...', while the run went on."""
+    driver = make_driver()
+    driver.stop(departure=True)
+    assert driver.outcome is not None and driver.outcome.reason == "not_joined_by_departure"
+    joined = make_driver()
+    joined.joined_at = 1.0
+    joined.stop(departure=True)
+    assert joined.outcome is not None and joined.outcome.kind.value == "completed"
+
+
+def test_a_storm_drop_of_a_participant_not_joined_does_nothing_and_says_so() -> None:
+    """The storm counted every target as dropped, also those mid-resume or stopping that force_* left alone."""
+    driver = make_driver()  # its session never joined
+    assert driver.force_resume() is False and driver.force_reconnect() is False
+    assert driver.ctx.counters["reconnects"] == 0

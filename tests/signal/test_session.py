@@ -220,6 +220,18 @@ def test_a_new_sid_for_a_known_identity_replaces_the_old_participant() -> None:
     assert session.events_received() == [] and session.live_remote_tracks() == {"TR_new"}
 
 
+def test_a_room_move_forgets_the_old_rooms_tracks() -> None:
+    """After room_moved the old room's publishers' tracks stayed 'live', so media.tracks_missing named them."""
+    session = joined_session()
+    bob = {"sid": "PA_bob", "identity": "bob", "state": "ACTIVE", "tracks": [{"sid": "TR_bob", "type": "AUDIO"}]}
+    session.receive_frame(codec.encode_response({"update": {"participants": [bob]}}), 101.0)
+    assert session.live_remote_tracks() == {"TR_bob"}
+    carol = {"sid": "PA_carol", "identity": "carol", "state": "ACTIVE", "tracks": [{"sid": "TR_c", "type": "AUDIO"}]}
+    moved = {"roomMoved": {"room": {"name": "room-b"}, "token": "t", "otherParticipants": [carol]}}
+    session.receive_frame(codec.encode_response(moved), 102.0)
+    assert session.live_remote_tracks() == {"TR_c"} and session.others == {"carol": "PA_carol"}
+
+
 def test_negotiation_and_track_events() -> None:
     session = joined_session()
     frames = [

@@ -150,7 +150,7 @@ class Controller:
         ramp_from = self._t()
         if planned.fresh and self._seats:
             await self._teardown()
-        # After the teardown: a participant told to leave before it joined ends failed (not_joined_by_end), and
+        # After the teardown: a participant told to leave before it joined ends failed (not_joined_by_departure), and
         # that failure is the old population's, not this level's, whose attempted count does not hold it.
         failed_before = (await self.port.population(())).failed
         attempted_before = self._next_index

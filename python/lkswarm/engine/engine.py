@@ -12,7 +12,9 @@ hidden (coordinated omission).
 
 The run lasts ``duration_s`` from the first intended start. Arrivals that
 fall after the end are ``not_started``. A planned departure leaves politely
-and counts as ``completed``; one that comes due before its participant has
+and counts as ``completed``, or, for a participant whose join is still in
+flight, as failed ``not_joined_by_departure`` (its join did not complete in
+its planned stay; the run had not ended); one that comes due before its participant has
 started (a late scheduler, or an open plan's teardown of arrivals still
 queued) keeps it from starting: it is ``not_started``, and counted in
 ``counters["departed_before_start"]``. With ``reconnect_storm_at_s`` every joined
@@ -268,6 +270,10 @@ class Engine:
         await self.sampler.stop()
         run_duration_s = time.perf_counter() - t0
         self.rss_end_mb = current_rss_mb()  # every live participant still connected
+        # Who is alive and ACTIVE at the end, taken now: the room check below takes up to 10 s, and a participant
+        # the server drops meanwhile (its 60 s rule for signal-only ones) completed, but was counted out of both.
+        alive_at_end = sum(1 for d in self.drivers if d.ended_alive and not d.outcome)
+        active_at_end = {d.index for d in self.drivers if not d.outcome and d.leg is not None and d.leg.active}
         if interrupted_by is not None:
             room_check: dict[str, Any] = {"skipped": True, "reason": f"the run was stopped ({interrupted_by})"}
         elif not config.verify_rooms:
@@ -277,9 +283,7 @@ class Engine:
                 room_check = await self._verify_rooms()
             except Exception as exc:  # the check only reads; its failure must not cost the run its report
                 room_check = {"error": f"internal error in the room check: {exc!r}"[:300]}
-        alive_at_end = sum(1 for d in self.drivers if d.ended_alive and not d.outcome)
         totals: list[TierTotals] = [await tier.collect() for tier in self.tiers]
-        active_at_end = {d.index for d in self.drivers if not d.outcome and d.leg is not None and d.leg.active}
         if self.tiers:
             self.counters["active_at_end"] = len(active_at_end)
         participants = [self._row(d, d.index in active_at_end) for d in self.drivers]
@@ -343,8 +347,9 @@ class Engine:
                     intended = t0 + arrival.start_s
                     if intended >= end_at:
                         return
-                    delay = intended - time.perf_counter()
-                    if delay > 0:
+                    # Never before its instant: uvloop rounds a sleep to its millisecond clock and can wake up to
+                    # a millisecond early (97 of 300 sleeps did here), so sleep again until the instant has come.
+                    while (delay := intended - time.perf_counter()) > 0:
                         await asyncio.sleep(delay)
                     self._start(arrival, intended)
                 if not self.open_plan:
@@ -411,7 +416,7 @@ class Engine:
                 self.counters["departed_before_start"] += 1
             elif not driver.outcome:
                 self.departed += 1
-                driver.stop()
+                driver.stop(departure=True)
 
     async def _reconnect_storm(self, at: float) -> None:
         """Every participant joined at ``at`` drops its WebSocket and resumes (reconnect=1) or joins afresh: all at
@@ -425,11 +430,9 @@ class Engine:
                 await asyncio.sleep(max(0.0, at + k * gap_s - time.perf_counter()))
             if driver.outcome or driver.joined_at is None:
                 continue  # it ended (or left) while the window ran
-            if rejoin:
-                driver.force_reconnect()
-            else:
-                driver.force_resume()
-            self.counters["storm_dropped"] += 1
+            dropped = driver.force_reconnect() if rejoin else driver.force_resume()
+            if dropped:  # one mid-resume or stopping was not dropped: not counted as if it were
+                self.counters["storm_dropped"] += 1
 
     async def _verify_rooms(self) -> dict[str, Any]:
         """Compares every live participant's room view with ListParticipants, waiting for updates to settle."""

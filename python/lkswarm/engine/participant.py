@@ -234,13 +234,17 @@ class ParticipantDriver:
             self._connection = connection
             self._flush()  # frames produced by events that beat this assignment
 
-    def stop(self) -> None:
-        """The run is over: a live participant completes, leaves politely and disconnects."""
+    def stop(self, *, departure: bool = False) -> None:
+        """The run is over (or, with ``departure``, this participant's planned stay): a live participant
+        completes, leaves politely and disconnects; one still joining fails with where its join was stuck."""
         self._stopping = True
         session = self.session
         if not self.outcome:
             if self.joined_at is not None:
                 self.finish(COMPLETED)
+            elif departure:
+                detail = f"its planned departure came {self._join_stage()}"
+                self.finish(Outcome.failed("not_joined_by_departure"), detail)
             else:
                 self.finish(Outcome.failed("not_joined_by_end"), f"the run ended {self._join_stage()}")
         if session is not None and self._connection is not None:
@@ -541,18 +545,22 @@ class ParticipantDriver:
         self._drop_connection()
         self.ctx.spawn(self._connect(resume=True))
 
-    def force_resume(self) -> None:
-        """Drops the WebSocket as a network fault would and resumes (the reconnect storm)."""
+    def force_resume(self) -> bool:
+        """Drops the WebSocket as a network fault would and resumes (the reconnect storm); False when this
+        participant is not joined now (mid-resume, stopping, ended), and nothing was done."""
         if self.outcome or self._stopping or self.session is None or self.session.state is not SessionState.JOINED:
-            return
+            return False
         self._start_resume()
+        return True
 
-    def force_reconnect(self) -> None:
-        """Starts a fresh join, as the server's leave(RECONNECT) asks; counted as a reconnect."""
+    def force_reconnect(self) -> bool:
+        """Starts a fresh join, as the server's leave(RECONNECT) asks; counted as a reconnect. False when this
+        participant is not joined now, and nothing was done."""
         if self.outcome or self._stopping or self.session is None or self.session.state is not SessionState.JOINED:
-            return
+            return False
         self.ctx.counters["reconnects"] += 1
         self._restart_join()
+        return True
 
     def _restart_join(self) -> None:
         session = self.session

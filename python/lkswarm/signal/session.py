@@ -447,6 +447,7 @@ class SignalSession:
             self.token = moved.token
         self.room_name = moved.room.name
         self.others.clear()
+        self.tracks_by_participant.clear()  # the old room's tracks are no longer ours to receive
         self._apply_participants(moved.other_participants, now)
         self._events.append(RoomMoved(self.room_name, moved.token))
 
