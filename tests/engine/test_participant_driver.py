@@ -196,3 +196,63 @@ def test_a_storm_drop_of_a_participant_not_joined_does_nothing_and_says_so() -> 
     driver = make_driver()  # its session never joined
     assert driver.force_resume() is False and driver.force_reconnect() is False
     assert driver.ctx.counters["reconnects"] == 0
+
+
+class _OpenConnection:
+    def __init__(self) -> None:
+        self.open = True
+
+    def is_open(self) -> bool:
+        return self.open
+
+    def send(self, frame: bytes | str) -> None:
+        return None
+
+    def close(self, code: int = 1000) -> None:
+        self.open = False
+
+
+def test_a_resume_the_server_never_answers_is_retried_until_the_episode_gives_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A resume attempt whose WebSocket opened but got no answer before join_timeout_s failed the participant
+    at once as resume_timeout: no backoff, no retry, none of the README's 12 attempts or 30 s."""
+    import time
+
+    import lkswarm.engine.participant as participant_module
+    import lkswarm.engine.reconnect as reconnect_module
+    from lkswarm.signal.websocket import Closed, Message, Opened
+
+    monkeypatch.setattr(reconnect_module, "MAX_ATTEMPTS", 3)
+    monkeypatch.setattr(reconnect_module, "BASE_S", 0.01)
+    opened = []
+
+    async def open_websocket(endpoint: object, target: str, on_event: object, **_: object) -> _OpenConnection:
+        opened.append(target)
+        loop = asyncio.get_running_loop()
+        loop.call_soon(on_event, Opened())
+        if len(opened) == 1:  # the first join is answered; every resume after it is not
+            join = {"join": {"participant": {"sid": "PA_1", "identity": "p0"}, "room": {"name": "room"}}}
+            loop.call_soon(on_event, Message(codec.encode_response(join)))
+        return _OpenConnection()
+
+    monkeypatch.setattr(participant_module, "open_websocket", open_websocket)
+
+    async def scenario() -> ParticipantDriver:
+        engine = Engine(fake_run())
+        run = engine.run_context
+        run.config = run.config.replace(resume_on_disconnect=True, join_timeout_s=0.2, signal_path="v0")
+        driver = ParticipantDriver(run, engine, 0, "room", "p0", time.perf_counter())
+        engine.drivers.append(driver)
+        engine.tally.alive += 1
+        task = asyncio.create_task(driver.run())
+        await asyncio.sleep(0.1)
+        assert driver.joined_at is not None
+        driver._on_ws_event(Closed(1006, "lost"), driver._generation)  # the network drops the connection
+        await asyncio.wait_for(task, 5)
+        return driver
+
+    driver = asyncio.run(scenario())
+    assert driver.outcome is not None and driver.outcome.reason == "reconnect_failed", driver.outcome
+    assert len(opened) == 1 + 3, opened  # the join, then three resume attempts, each timed out
+    assert driver.ctx.counters["reconnect_attempts_failed"] == 3

@@ -374,7 +374,8 @@ class ParticipantDriver:
         for event in session.events_received():
             self._on_session_event(event, now)
         self._flush()
-        if session.state is SessionState.ENDED and not self.outcome:
+        if session.state is SessionState.ENDED and not self.outcome and self._retry is None:
+            # (With a retry due, the session ended with one timed-out attempt of a reconnect: the next goes on.)
             self.finish(Outcome.parse(session.end_reason or "failed:session_ended"))
         elif not self.outcome:
             self._arm_timer()
@@ -416,7 +417,13 @@ class ParticipantDriver:
                 counters["reconnects"] += 1
                 self._restart_join()
         elif isinstance(event, Failed):
-            self.finish(Outcome.failed(event.reason), event.detail or self._failure_detail(event.reason))
+            detail = event.detail or self._failure_detail(event.reason)
+            if self._reconnect is not None and event.reason in ("join_timeout", "resume_timeout"):
+                # One attempt of a reconnect that the server never answered: retried after a backoff like any
+                # other failed attempt, until the episode gives up (reconnect_failed), as the README promises.
+                self._attempt_failed(event.reason == "resume_timeout", Outcome.failed(event.reason), detail)
+            else:
+                self.finish(Outcome.failed(event.reason), detail)
         elif leg is not None:
             self._media_step(lambda: leg.on_session_event(event, now))
 
@@ -569,13 +576,14 @@ class ParticipantDriver:
         self._waiting_media = False  # a fresh join: its new PeerConnections connect afresh (media_connected)
         self._begin_reconnect(self._rejoin_started)
         self._drop_connection()
-        self.session = SignalSession(
-            self.identity,
-            session.token,
-            json_mode=session.json_mode,
-            join_timeout_s=session.join_timeout_s,
-        )
+        self.session = self._fresh_session(session)
         self.ctx.spawn(self._connect(resume=False))
+
+    def _fresh_session(self, session: SignalSession) -> SignalSession:
+        """A new signal session for a fresh join, with ``session``'s token and settings."""
+        return SignalSession(
+            self.identity, session.token, json_mode=session.json_mode, join_timeout_s=session.join_timeout_s
+        )
 
     # -- reconnect episodes (lkswarm.engine.reconnect) -------------------------------------------
 
@@ -597,6 +605,8 @@ class ParticipantDriver:
         if episode is None or self._stopping or self.outcome:
             self.finish(outcome, detail)
             return
+        if self._retry is not None:
+            return  # the dead attempt's deadline passed during the backoff: the next attempt is already due
         now = time.perf_counter()
         self.ctx.counters["reconnect_attempts_failed"] += 1
         delay_s = episode.next_delay_s(now, f"{outcome.reason}: {detail}".rstrip(": "))
@@ -609,5 +619,7 @@ class ParticipantDriver:
         self._retry = None
         if self.outcome or self._stopping or self.session is None:
             return
+        if not resume and self.session.state is SessionState.ENDED:  # a join that timed out ended its session
+            self.session = self._fresh_session(self.session)
         self._drop_connection()
         self.ctx.spawn(self._connect(resume=resume))
