@@ -27,6 +27,16 @@ def test_prometheus_shows_data_tracks_summed_over_processes() -> None:
     assert "lkswarm_data_track_packets_received_total 510" in text
 
 
+def test_prometheus_writes_values_exactly_and_loss_as_a_gauge() -> None:
+    """Values went out as {:g}: 12,345,678 packets read 1.23457e+07. The running loss falls when a retransmission
+    fills a gap, so as a counter each fall read as a reset to rate() and increase()."""
+    text = render_metrics(Exposition(snapshot(media_packets_received=12_345_678, media_packets_lost=3, rss_mb=123.456)))
+    assert "lkswarm_media_packets_received_total 12345678" in text
+    assert "# TYPE lkswarm_media_packets_lost gauge" in text and "lkswarm_media_packets_lost 3" in text
+    assert "lkswarm_media_packets_lost_total" not in text
+    assert "e+0" not in text
+
+
 def test_the_html_data_section_has_the_tracks_and_the_slow_readers() -> None:
     latency = {"count": 3, "p50": 1.0, "p99": 2.0, "max": 2.0}
     report: dict[str, Any] = {

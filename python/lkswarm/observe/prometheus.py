@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import math
 import socket
 import threading
 from collections.abc import Callable, Sequence
@@ -119,6 +120,20 @@ def exposition_from_dict(snapshot: Snapshot, data: dict[str, Any]) -> Exposition
     return Exposition(snapshot, outcomes, phases)
 
 
+def _sample_value(value: float) -> str:
+    """A sample as the text format takes it, exactly: 12345678 packets, not ``{:g}``'s 1.23457e+07."""
+    if isinstance(value, bool):
+        return str(int(value))
+    number = float(value)
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "+Inf" if number > 0 else "-Inf"
+    if isinstance(value, int) or (number.is_integer() and abs(number) < 2**53):
+        return str(int(value))
+    return repr(number)  # the shortest form that reads back as the same float
+
+
 def _histogram_lines(name: str, phase: str, buckets: PhaseBuckets) -> list[str]:
     lines = [
         f'{name}_bucket{{phase="{phase}",le="{bound}"}} {count}'
@@ -142,7 +157,7 @@ def render_metrics(exposition: Exposition, extra: ExtraGauges | None = None) -> 
     def metric(name: str, kind: str, help_text: str, samples: Sequence[tuple[str, float]]) -> None:
         out.append(f"# HELP {name} {help_text}")
         out.append(f"# TYPE {name} {kind}")
-        out.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+        out.extend(f"{name}{labels} {_sample_value(value)}" for labels, value in samples)
 
     metric("lkswarm_participants_planned", "gauge", "Participants in the run's plan.", [("", snap.planned)])
     metric("lkswarm_participants_started_total", "counter", "Participants started.", [("", snap.started)])
@@ -154,7 +169,14 @@ def render_metrics(exposition: Exposition, extra: ExtraGauges | None = None) -> 
     metric(
         "lkswarm_media_packets_received_total", "counter", "RTP packets received.", [("", snap.media_packets_received)]
     )
-    metric("lkswarm_media_packets_lost_total", "counter", "RTP packets lost.", [("", snap.media_packets_lost)])
+    # A gauge, not a counter: the running loss (expected - received) falls when a late or retransmitted packet
+    # fills a gap, and a counter that falls reads as a reset to rate() and increase().
+    metric(
+        "lkswarm_media_packets_lost",
+        "gauge",
+        "RTP packets lost so far (expected - received; falls when a late or repaired packet fills a gap).",
+        [("", snap.media_packets_lost)],
+    )
     metric("lkswarm_data_messages_sent_total", "counter", "Data messages written.", [("", snap.data_sent)])
     metric(
         "lkswarm_data_messages_received_total",
