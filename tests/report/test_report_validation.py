@@ -264,3 +264,23 @@ def test_merge_refuses_to_write_over_one_of_its_inputs(tmp_path: Path, good: Pat
     code, _, err = lkswarm("merge", good, other, "--html", tmp_path / "." / "other.json")
     assert_one_error_line(code, err, 2, "is one of the reports to merge")
     assert other.read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("change", "outputs"),
+    [
+        (lambda r: r.update(data={**(r.get("data") or {}), "channels": [1]}), ["--html", "r.html"]),
+        (lambda r: r.update(data={**(r.get("data") or {}), "tracks": [1]}), ["--html", "r.html"]),
+        (lambda r: r.update(probes={"count": 2}), []),  # the printed summary
+    ],
+)
+def test_a_free_form_section_of_the_wrong_shape_is_one_line_not_a_traceback(
+    change: Callable[[dict[str, Any]], Any], outputs: list[str], tmp_path: Path, lkswarm: CliRun
+) -> None:
+    """Validation leaves data, probes and capacity free-form; rendering them indexed in and raised."""
+    report = copy.deepcopy(synthetic_report(1))
+    change(report)
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps(report))
+    code, _, err = lkswarm("report", path, *(str(tmp_path / o) if o.endswith(".html") else o for o in outputs))
+    assert_one_error_line(code, err, 1, f"{path}: a section does not have a report's shape (")

@@ -259,12 +259,24 @@ def report_command(
         report = load_report(run_json)
     except ReportError as exc:
         raise fail(str(exc), 2 if not run_json.exists() else 1) from None
-    outputs = write_outputs(report, json_path=json_path, html_path=html_path, csv_dir=csv_dir)
-    if json_path is None and html_path is None and csv_dir is None:
-        print_report(report)
+    try:
+        outputs = write_outputs(report, json_path=json_path, html_path=html_path, csv_dir=csv_dir)
+        if json_path is None and html_path is None and csv_dir is None:
+            print_report(report)
+    except _SHAPE_ERRORS as exc:
+        raise fail(f"{run_json}: a section does not have a report's shape ({_one_line(exc)})", 1) from None
     code = announce_outputs(outputs)
     if code is not None:
         raise typer.Exit(code)
+
+
+# What rendering a section of the wrong shape raises: validation checks the sections everything reads, not every
+# key of the free-form ones (``data``, ``probes``, ``capacity``) that the HTML and CSV tables index into.
+_SHAPE_ERRORS = (KeyError, TypeError, AttributeError, ValueError, IndexError)
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:200]
 
 
 def _check_inputs(inputs: list[Path]) -> None:
@@ -315,15 +327,18 @@ def merge_command(
         raise fail(f"{inputs[second]} and {inputs[first]} hold one run ({how}): merging it twice doubles its counts", 2)
     try:
         merged = merge_reports(reports)
+        p = merged["participants"]
+        outputs = write_outputs(merged, json_path=json_path, html_path=html_path, csv_dir=csv_dir)
     except ReportError as exc:
         raise fail(str(exc), 1) from None
-    p = merged["participants"]
+    except _SHAPE_ERRORS as exc:
+        raise fail(f"a section of one of the reports does not have a report's shape ({_one_line(exc)})", 1) from None
     stdout.print(
         f"merged {len(inputs)} reports: {p.get('joined', 0)}/{p.get('scheduled', 0)} joined, "
         f"join_response p99 {merged['latency_ms'].get('join_response', {}).get('p99', 0.0):.1f} ms",
         highlight=False,
     )
-    code = announce_outputs(write_outputs(merged, json_path=json_path, html_path=html_path, csv_dir=csv_dir))
+    code = announce_outputs(outputs)
     if code is not None:
         raise typer.Exit(code)
 
