@@ -25,3 +25,12 @@ def test_participants_alive_at_the_end_count_as_completed_in_their_room() -> Non
     assert (table["r2"]["completed"], table["r2"]["left"], table["r2"]["failed"]) == (1, 0, 1)
     assert table["r2"]["scheduled"] == 3, "one of r2's arrivals never started: scheduled, no outcome"
     assert (table["r1"]["active_at_end"], table["r2"]["active_at_end"]) == (1, 0)
+
+
+def test_a_room_where_nobody_joined_has_no_join_percentiles() -> None:
+    """They read 0 ms, which the CSV and HTML showed as a measured join time."""
+    rows = [ParticipantRow("r1", None, Outcome.failed("connect_failed"), False), ParticipantRow("r2", 20.0, None, True)]
+    record: Any = SimpleNamespace(room_names=["r1", "r2"], participants=rows)
+    table = {row["room"]: row for row in room_table(record)}
+    assert "join_p50_ms" not in table["r1"] and "join_p99_ms" not in table["r1"]
+    assert table["r2"]["join_p50_ms"] == 20.0

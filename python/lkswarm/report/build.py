@@ -92,8 +92,9 @@ def room_table(record: RunRecord) -> list[RoomRow]:
     for name, row in rows.items():
         row["active_at_end"] = active_at_end[name]
         values = sorted(joins[name])
-        row["join_p50_ms"] = round(percentile(values, 50), 3)
-        row["join_p99_ms"] = round(percentile(values, 99), 3)
+        if values:  # a room where nobody joined has no join percentiles (not a join time of 0 ms)
+            row["join_p50_ms"] = round(percentile(values, 50), 3)
+            row["join_p99_ms"] = round(percentile(values, 99), 3)
     return list(rows.values())
 
 

@@ -237,7 +237,7 @@ class _Merger:
             for key in dict.fromkeys(k for r in rows for k in r if k != "room"):
                 values = [r.get(key) for r in rows]
                 if key in _ROOM_PERCENTILES:
-                    row[key] = max((v for v in values if isinstance(v, int | float)), default=0.0)
+                    row[key] = max(v for v in values if isinstance(v, int | float))  # a key present has a number
                 else:
                     row[key] = _deep_add(values)
             merged.append(row)
