@@ -401,3 +401,19 @@ def test_a_merge_is_saturated_if_any_part_was_and_valid_only_if_every_part_was()
     merged = merge_reports(parts)
     assert merged["probes"]["saturated"] is True and merged["probes"]["frames_decoded"] == 15
     assert merged["generator"]["valid"] is False
+
+
+def test_failures_csv_says_how_many_failures_the_list_leaves_out() -> None:
+    """failures.csv stopped at the report's first 1,000 named failures without a word."""
+    from lkswarm.report.csv_tables import failure_rows
+
+    listed = [
+        {"identity": f"p{i}", "room": "r", "outcome": "failed:connect_failed", "detail": "", "at_s": 1.0}
+        for i in range(2)
+    ]
+    report = {"participants": {"outcomes": {"failed": 1500}}, "failed_participants": listed}
+    rows = failure_rows(report)
+    assert len(rows) == 3 and rows[-1]["outcome"] == "failed:(not listed)" and rows[-1]["count"] == 1498
+    assert sum(row["count"] for row in rows) == 1500
+    report["participants"]["outcomes"]["failed"] = 2
+    assert len(failure_rows(report)) == 2, "nothing left out, no extra row"

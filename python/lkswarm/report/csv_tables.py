@@ -61,7 +61,13 @@ def failure_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Named failed participants when the report has them, else one row per failure reason with its count."""
     named = report.get("failed_participants")
     if named is not None:
-        return [{**row, "count": 1} for row in named]
+        rows = [{**row, "count": 1} for row in named]
+        failed = ((report.get("participants") or {}).get("outcomes") or {}).get("failed", 0)
+        if failed > len(rows):  # the report lists the first ones only: say how many more, not nothing
+            rows.append(
+                {"outcome": "failed:(not listed)", "detail": "beyond the report's list", "count": failed - len(rows)}
+            )
+        return rows
     participants = report.get("participants") or {}
     details = participants.get("failure_details") or {}
     return [
