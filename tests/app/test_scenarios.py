@@ -139,6 +139,18 @@ def test_scenario_durations_accept_friendly_spellings() -> None:
     assert config.duration_s == 120 and config.reconnect_storm_at_s == 30 and config.reconnect_storm_window_s == 10
 
 
+def test_a_scenario_takes_the_flags_own_names() -> None:
+    """data_burst_every, data_slow_pause, data_slow_every and simulate_speakers, as `run --help` spells them,
+    were 'not a known setting' in a file, which wanted the internal data_burst_every_s and talk_spurts."""
+    text = (
+        'participants = 6\ndata_publishers = 1\ndata_burst = 3\ndata_burst_every = "2s"\ndata_slow_readers = 1\n'
+        'data_slow_pause = "500ms"\ndata_slow_every = "1m"\nsimulate_speakers = true\n'
+    )
+    config = RunConfig.from_mapping(parse_scenario(text, "s.toml").fields)
+    assert (config.data_burst_every_s, config.data_slow_pause_s, config.data_slow_every_s) == (2.0, 0.5, 60.0)
+    assert config.talk_spurts is True
+
+
 # -- thresholds -----------------------------------------------------------------------------
 
 

@@ -33,6 +33,8 @@ CASES: list[tuple[list[str], str]] = [
     (["--timeout", "0s"], "--timeout must be longer than 0 s"),
     (["--require", "-1"], "--require -1 must be at least 1 participant"),
     (["--probe-churn", "-1"], "--probe-churn must be at least 0 joins/s"),
+    # A search grows to --max: against LiveKit Cloud that needs permission, as a run of as many does.
+    (["--url", "wss://example.livekit.cloud", "--max", "100"], "refusing to run 100 participants against"),
     (["--server-config", "{bad"], "--server-config is not JSON"),
     (["--server-config", "[1, 2]"], "--server-config must be a JSON object"),
     (["--server-cpus", "abc"], "--server-cpus: 'abc' is not a number of cores"),

@@ -56,14 +56,19 @@ def resolve_url(config: RunConfig) -> str | None:
     return config.url or os.environ.get("LIVEKIT_URL") or None
 
 
-def check_cloud_guard(config: RunConfig, permitted: bool) -> None:
-    """Refuses big runs against LiveKit Cloud without an explicit --i-have-permission, as ``lk`` does."""
+def check_cloud_guard(config: RunConfig, permitted: bool, planned: int | None = None) -> None:
+    """Refuses big runs against LiveKit Cloud without an explicit --i-have-permission, as ``lk`` does.
+
+    ``planned``: the most participants the command may start (a capacity search's ``--max``); else the plan's."""
     url = resolve_url(config)
     if url is None or permitted:
         return
     host = urllib.parse.urlsplit(url if "://" in url else f"wss://{url}").hostname or ""
-    planned = len(build_plan(config))
-    if host.endswith(CLOUD_SUFFIX) and planned > CLOUD_MAX_PARTICIPANTS:
+    if not host.endswith(CLOUD_SUFFIX):
+        return
+    if planned is None:
+        planned = len(build_plan(config))
+    if planned > CLOUD_MAX_PARTICIPANTS:
         raise ConfigError(
             f"refusing to run {planned} participants against {host}: load tests on LiveKit Cloud above "
             f"{CLOUD_MAX_PARTICIPANTS} participants need LiveKit's permission (their terms forbid unannounced load, "

@@ -38,6 +38,11 @@ ALIASES = {
     "reconnect_storm_window": "reconnect_storm_window_s",
     "media_connect_timeout": "media_connect_timeout_s",
     "join_timeout": "join_timeout_s",
+    # The flags' own names, so that a file takes what `run --help` shows (README: "the same keys as the flags").
+    "data_burst_every": "data_burst_every_s",
+    "data_slow_pause": "data_slow_pause_s",
+    "data_slow_every": "data_slow_every_s",
+    "simulate_speakers": "talk_spurts",
 }
 META_KEYS = ("name", "description", "thresholds")
 

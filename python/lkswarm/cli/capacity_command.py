@@ -16,6 +16,7 @@ from lkswarm.cli.options import (
     CaFileOpt,
     CsvDirOpt,
     HtmlPathOpt,
+    IHavePermissionOpt,
     InsecureOpt,
     JsonPathOpt,
     ParticipantsOpt,
@@ -208,6 +209,7 @@ def capacity(
     html_path: HtmlPathOpt = None,
     prometheus: PrometheusOpt = None,
     quiet: QuietOpt = False,
+    i_have_permission: IHavePermissionOpt = False,
 ) -> None:
     """Find how many participants of a shape the server holds within its SLOs (see README, Capacity planning).
 
@@ -219,7 +221,7 @@ def capacity(
     """
     from lkswarm.app.capacity_run import CapacityOptions, check_capacity_options, run_capacity
     from lkswarm.app.cpu_limit import parse_cpus
-    from lkswarm.app.runner import check_url
+    from lkswarm.app.runner import check_cloud_guard, check_url
     from lkswarm.app.scenario import first_error, scenario_config
     from lkswarm.cli.reports import announce_outputs, check_output_paths, write_outputs
 
@@ -242,6 +244,7 @@ def capacity(
         _, config = scenario_config(scenario, preset, flags)
         credentials = Credentials.from_env(api_key, api_secret)
         check_url(config)
+        check_cloud_guard(config, i_have_permission, planned=maximum)  # a search may grow to --max
         extra = _server_config(server_config)
         options = CapacityOptions(
             grow=grow,

@@ -303,9 +303,7 @@ JsonPathOpt = Annotated[
 ]
 CsvDirOpt = Annotated[
     Path | None,
-    typer.Option(
-        "--csv", help="Write CSV tables (phases, rooms, tracks, failures, timeline) here.", rich_help_panel=OUTPUT
-    ),
+    typer.Option("--csv", help="Write the report's CSV tables here (README: Reports).", rich_help_panel=OUTPUT),
 ]
 HtmlPathOpt = Annotated[
     Path | None, typer.Option("--html", help="Write a single-file HTML report with plots.", rich_help_panel=OUTPUT)
