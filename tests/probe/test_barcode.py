@@ -135,6 +135,35 @@ def test_receive_stats_match_capture_times_count_freezes_and_skips() -> None:
     assert 40 <= e2e.get_min_value() / 1000 <= 60  # 0.05 - 0/15 s = 50 ms, at microsecond resolution
 
 
+def test_a_video_that_freezes_for_good_counts_one_freeze_to_the_end_unless_its_track_is_gone() -> None:
+    """5 s at 15 fps and then nothing until the run ends at 45 s read freezes 0 and 15 fps."""
+
+    def fed(track_sid: str = "TR_v") -> VideoReceiveStats:
+        from lkswarm.metrics import new_histogram
+
+        stats = VideoReceiveStats(CaptureRegistry(), new_histogram(), track_sid)
+        for k in range(76):  # 0 .. 5 s
+            stats.on_frame(av.VideoFrame(64, 64, "gray"), 1000.0 + k / 15)
+        return stats
+
+    frozen = fed()
+    frozen.close(1045.0, still_published=True)
+    assert (frozen.freezes, round(frozen.freeze_s)) == (1, 40)
+    assert 1.6 < frozen.frame_rate_fps < 1.8, frozen.frame_rate_fps  # 75 frame intervals over 45 s, not 15 fps
+    frozen.close(1046.0, still_published=True)
+    assert frozen.freezes == 1, "closed once"
+    unpublished = fed()
+    unpublished.close(1045.0, still_published=False)  # the publisher left: its silence is no freeze
+    assert unpublished.freezes == 0 and round(unpublished.frame_rate_fps) == 15
+    ended = fed()
+    ended.ended = True
+    ended.close(1045.0, still_published=True)
+    assert ended.freezes == 0
+    flowing = fed()
+    flowing.close(1005.2, still_published=True)  # the last frame 0.2 s ago: no freeze
+    assert flowing.freezes == 0
+
+
 def test_audio_markers_are_heard_once_per_period_and_holes_count_as_concealment() -> None:
     registry = CaptureRegistry()
     registry.slot_of_track["TR_a"] = 2

@@ -220,9 +220,12 @@ def warm_up() -> None:
 class VideoReceiveStats:
     """One subscribed video track as a probe decodes it."""
 
-    def __init__(self, registry: CaptureRegistry, e2e_ms: Any) -> None:
+    def __init__(self, registry: CaptureRegistry, e2e_ms: Any, track_sid: str = "") -> None:
         self.registry = registry
         self.e2e_ms = e2e_ms  # HdrHistogram shared by the subscribing probe
+        self.track_sid = track_sid  # livekit's track sid (aiortc's track id)
+        self.ended = False  # aiortc ended the track (unsubscribed, the PeerConnection closed)
+        self.closed_at: float | None = None  # when `close` took the run's end as this track's last instant
         self.frames_decoded = 0
         self.frames_identified = 0  # barcode read and capture time known
         self.frames_skipped = 0  # counter jumps: frames captured but never decoded here
@@ -262,9 +265,21 @@ class VideoReceiveStats:
                 self.frames_skipped += jump - 1
         self._last = identity
 
+    def close(self, now: float, still_published: bool) -> None:
+        """The run ends: a track still published whose frames stopped more than `FREEZE_GAP_S` ago is frozen
+        to the end. A freeze was counted only when the next frame came, so a video that froze for good
+        counted none, and its frame rate ran to its last frame only."""
+        if self.ended or not still_published or self.frames_decoded == 0 or self.closed_at is not None:
+            return
+        gap = now - self.last_at
+        if gap > FREEZE_GAP_S:
+            self.freezes += 1
+            self.freeze_s += gap
+            self.closed_at = now
+
     @property
     def frame_rate_fps(self) -> float:
-        span_s = self.last_at - self.first_at
+        span_s = (self.closed_at if self.closed_at is not None else self.last_at) - self.first_at
         return (self.frames_decoded - 1) / span_s if self.frames_decoded > 1 and span_s > 0 else 0.0
 
 

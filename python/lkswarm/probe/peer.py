@@ -238,12 +238,13 @@ class ProbePeer:
     async def _consume(self, track: MediaStreamTrack) -> None:
         """Takes every frame aiortc decodes for one subscribed track (its id is livekit's track sid)."""
         if track.kind == "video":
-            video = VideoReceiveStats(self.registry, self.e2e_ms)
+            video = VideoReceiveStats(self.registry, self.e2e_ms, track.id)
             self.video_rx.append(video)
             while True:
                 try:
                     frame = await track.recv()
                 except MediaStreamError:
+                    video.ended = True
                     return
                 if isinstance(frame, VideoFrame):
                     video.on_frame(frame, time.perf_counter())

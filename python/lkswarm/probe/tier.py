@@ -237,7 +237,13 @@ class ProbeTier(LegFilters["ProbeLeg"]):
         totals = ProbeTotals(probes=self.count)
         if loop is None:
             return totals
-        totals = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._collect_on_loop(), loop))
+        # What each probe's session says is still published, read here on the main loop that writes it.
+        published = [
+            frozenset(p.driver.session.live_remote_tracks()) if p.driver.session is not None else frozenset()
+            for p in self.participants
+        ]
+        collecting = self._collect_on_loop(published, time.perf_counter())
+        totals = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(collecting, loop))
         totals.wall_s = time.perf_counter() - self._started_at
         totals.failures = list(self.failures)
         totals.decode_errors = self.decode_errors.count
@@ -250,12 +256,13 @@ class ProbeTier(LegFilters["ProbeLeg"]):
         self.totals = totals
         return totals
 
-    async def _collect_on_loop(self) -> ProbeTotals:
+    async def _collect_on_loop(self, published: list[frozenset[str]], now: float) -> ProbeTotals:
         """Runs on the probe loop, where the figures are written, so the snapshot is consistent."""
         self.cpu.sample(is_probe_thread)
         totals = ProbeTotals(probes=self.count)
-        for participant in self.participants:
-            await collect_peer(totals, participant.driver.identity, participant.driver.room, participant.peer)
+        for participant, tracks in zip(self.participants, published, strict=True):
+            driver = participant.driver
+            await collect_peer(totals, driver.identity, driver.room, participant.peer, tracks, now)
         totals.cpu_s = self.cpu.total_s()
         totals.loop_cpu_s = self.cpu.total_s(lambda name: name == LOOP_THREAD_NAME)
         totals.loop_lag_ms.add(self.loop_lag)

@@ -143,8 +143,18 @@ class ProbeTotals:
         }
 
 
-async def collect_peer(totals: ProbeTotals, identity: str, room: str, peer: ProbePeer | None) -> None:
-    """Adds one probe's receive side to the totals (on the probe loop, where the figures are written)."""
+async def collect_peer(
+    totals: ProbeTotals,
+    identity: str,
+    room: str,
+    peer: ProbePeer | None,
+    published: frozenset[str] = frozenset(),
+    now: float | None = None,
+) -> None:
+    """Adds one probe's receive side to the totals (on the probe loop, where the figures are written).
+
+    ``published``: the track sids still published at the end, as this probe's session knows them; a video
+    track among them whose frames stopped is frozen until ``now`` (`VideoReceiveStats.close`)."""
     row: dict[str, Any] = {"identity": identity, "room": room, "outcome": "", "video_tracks": 0, "frames_decoded": 0}
     totals.per_probe.append(row)
     if peer is None:
@@ -159,6 +169,8 @@ async def collect_peer(totals: ProbeTotals, identity: str, room: str, peer: Prob
     totals.audio_packets_received += counters["audio"]["packets_received"]
     totals.audio_packets_lost += counters["audio"]["packets_lost"]
     for video in peer.video_rx:
+        if now is not None:
+            video.close(now, video.track_sid in published)
         totals.video_tracks += 1
         totals.frames_decoded += video.frames_decoded
         totals.frames_identified += video.frames_identified
