@@ -185,3 +185,28 @@ def test_events_of_a_peer_that_a_fresh_join_replaced_are_dropped() -> None:
     run.metrics = RecordingMetrics(calls)
     participant.on_peer_event(2, PeerConnected(0.0, SignalTarget.SUBSCRIBER))
     assert participant.active and calls == ["call", "announce", "active"] and run.counters["active"] == 1
+
+
+def test_a_closed_probe_keeps_the_packets_it_received_before_it_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe that failed or left before the end reported 0 packets and 0 lost (its PeerConnection was gone),
+    while its frames stayed in the totals: the loss ratios covered the surviving probes only."""
+    from lkswarm.probe.capture import CaptureRegistry
+    from lkswarm.probe.peer import ProbePeer
+
+    peer = ProbePeer(0, CaptureRegistry(), lambda event: None, connect_timeout_s=5.0)
+    counted = {
+        "audio": {"packets_received": 500, "packets_lost": 7},
+        "video": {"packets_received": 900, "packets_lost": 3},
+    }
+
+    async def live_counters() -> dict[str, dict[str, int]]:
+        return counted
+
+    async def scenario() -> dict[str, dict[str, int]]:
+        monkeypatch.setattr(peer, "receive_stats", live_counters)
+        await peer.close()
+        monkeypatch.undo()  # the real method, on a closed peer
+        return await peer.receive_stats()
+
+    assert asyncio.run(scenario()) == counted
+    assert peer.closed

@@ -97,6 +97,8 @@ class ProbePeer:
         self.e2e_ms = new_histogram()  # video capture -> decode, every track this probe decodes
         self.failed = False
         self.closed = False
+        self._closing = False
+        self._final_receive_stats: dict[str, dict[str, int]] | None = None  # taken as it closed
         self._has_remote = {TARGET_PUBLISHER: False, TARGET_SUBSCRIBER: False}
         self._pending: dict[int, list[RTCIceCandidate]] = {TARGET_PUBLISHER: [], TARGET_SUBSCRIBER: []}
         self._ops: asyncio.Queue[Callable[[], Awaitable[None]]] | None = None
@@ -261,6 +263,8 @@ class ProbePeer:
 
     async def receive_stats(self) -> dict[str, dict[str, int]]:
         """aiortc's RFC 3550 receive counters per kind: packets received and lost (after NACK recovery)."""
+        if self._final_receive_stats is not None:  # closed: what it had received when it closed
+            return self._final_receive_stats
         out = {kind: {"packets_received": 0, "packets_lost": 0} for kind in ("audio", "video")}
         pc = self.subscriber
         if pc is None or self.closed:
@@ -294,8 +298,13 @@ class ProbePeer:
         self._spawn(self.close())
 
     async def close(self) -> None:
-        if self.closed:
+        if self.closed or self._closing:
             return
+        self._closing = True
+        # Its counters die with the PeerConnection: a probe that failed or left before the end (likely the
+        # lossiest) kept its frames in the totals but dropped its packets and losses.
+        with contextlib.suppress(Exception):  # aiortc's stats of a half-torn-down connection: best effort
+            self._final_receive_stats = await asyncio.wait_for(self.receive_stats(), CLOSE_TIMEOUT_S)
         self.closed = True
         for timer in self._timers:
             timer.cancel()
