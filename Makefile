@@ -10,12 +10,15 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/lkswarm/target
 export PYO3_PYTHON := $(abspath $(BIN)/python)
 SERVER_VERSION := v1.13.5
 LK_VERSION := v2.18.2
-RUST_SOURCES := Cargo.toml rustfmt.toml $(shell find rust protos -type f \( -name '*.rs' -o -name '*.proto' \) 2>/dev/null)
+RUST_SOURCES := Cargo.toml Cargo.lock rustfmt.toml $(wildcard .cargo/config.toml) \
+  $(shell find rust protos -type f \( -name '*.rs' -o -name '*.proto' \) 2>/dev/null)
 # The patched str0m Cargo.toml's [patch.crates-io] points at (rust/patches/str0m-0.25.0.diff).
 STR0M := .build/str0m-0.25.0/.lkswarm-patch
 PY_DIRS := python tests bench protos
 
 .PHONY: help build run test lint format bench fuzz clean
+# One step at a time, even under make -j: the Go server build and the fat-LTO cargo build share 2 cores.
+.NOTPARALLEL:
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12

@@ -11,7 +11,7 @@ LiveKit's clips), and builds lk from that copy. Nothing else in lk changes, so i
 packetizes real frames exactly as it would its own. The frame rate of each layer is lk's (15, 20 and
 30 fps, lowest first: `createSpecs` in `embeds.go`); name and bitrate come from the file name.
 
-Usage: ``python bench/tools/lk_media.py [--out .venv/bin/lk] [--if-placeholder]`` (``make build`` runs
+Usage: ``python bench/tools/lk_media.py [--out .venv/bin/lk] [--if-placeholder]`` (``make bench`` runs
 it with ``--if-placeholder`` after building lk; the result is cached under ``~/.cache/lkswarm/gobin``).
 It needs Go, Debian's
 portaudio19-dev (lk's `portaudio_system` build tag) and the local module proxy that

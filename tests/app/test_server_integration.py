@@ -131,3 +131,24 @@ def test_server_stop_is_clean_with_participant_connected(credentials: Credential
         connection.close()
 
     uvloop.run(scenario())
+
+
+def test_a_server_that_dies_is_named_with_its_log_and_a_proxy_does_not_stall_its_start(
+    credentials: Credentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The readiness check went through an http_proxy of the environment (never ready with one set); a server
+    that died mid-run left only its participants' failures in the report."""
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # a proxy nobody answers on
+    monkeypatch.delenv("no_proxy", raising=False)
+    server = LocalServer(credentials)
+    server.start(timeout_s=30)
+    try:
+        assert server.death_note() is None
+        assert server._process is not None
+        server._process.kill()
+        server._process.wait(10)
+        note = server.death_note()
+        assert note is not None and note.startswith("the embedded livekit-server exited during the run (code -9): ")
+        assert "(no log)" not in note and credentials.api_secret not in note
+    finally:
+        server.stop()

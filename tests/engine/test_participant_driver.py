@@ -9,6 +9,7 @@ import pytest
 import lkswarm.engine.engine as engine_module
 from fakes import fake_run
 from lkswarm.engine.engine import Engine
+from lkswarm.engine.outcome import Outcome
 from lkswarm.engine.participant import ParticipantDriver, refusal_detail
 from lkswarm.metrics import LOOP_CLOCK_RESOLUTION_S, LOOP_GRID_MS, loop_grid_time, timer_at
 from lkswarm.signal import codec
@@ -256,3 +257,19 @@ def test_a_resume_the_server_never_answers_is_retried_until_the_episode_gives_up
     assert driver.outcome is not None and driver.outcome.reason == "reconnect_failed", driver.outcome
     assert len(opened) == 1 + 3, opened  # the join, then three resume attempts, each timed out
     assert driver.ctx.counters["reconnect_attempts_failed"] == 3
+
+
+def test_a_connect_that_runs_after_the_participant_ended_makes_nothing() -> None:
+    """A rejoin's or retry's connect task that ran after the participant finished made a hub peer and opened a
+    WebSocket for it anyway."""
+    driver = make_driver()
+    driver.path = "v1"
+    driver.leg = _LegThatBreaks()  # type: ignore[assignment]  # would raise if its join were prepared
+    driver.finish(Outcome.failed("ice_timeout"), "ended first")
+
+    async def connect() -> None:
+        await driver._connect(resume=False)
+
+    asyncio.run(connect())
+    assert driver.outcome is not None and driver.outcome.reason == "ice_timeout"
+    assert driver.ctx.counters["signal_path_connects:v1"] == 0

@@ -289,10 +289,12 @@ def _one_search(
             report = merged
             report["server"] = server_figures
     finally:
-        if local is not None:
-            local.stop()
-        if limit is not None:
-            limit.release()
+        try:  # the CPU limit first: a SIGSTOP duty cycle would stall the server's drain (and its SIGTERM)
+            if limit is not None:
+                limit.release()
+        finally:  # and a second Ctrl-C in one still stops the other
+            if local is not None:
+                local.stop()
     report["target"] = {"url": url, "embedded_server": local is not None}
     section = analyse(
         controller.levels,

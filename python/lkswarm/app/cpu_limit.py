@@ -108,11 +108,16 @@ def _cgroup_v2(pid: int, cpus: float, name: str) -> CpuLimit | None:
             _write(parent / "cgroup.subtree_control", "+cpu")
         group = parent / name
         group.mkdir(exist_ok=True)
-        _write(group / "cpu.max", f"{round(cpus * CFS_PERIOD_US)} {CFS_PERIOD_US}")
-        _write(group / "cgroup.procs", str(pid))
     except OSError:
         # Not delegated to us (the usual case outside systemd user slices), or the "no internal
         # processes" rule: fall through to the next way.
+        return None
+    try:
+        _write(group / "cpu.max", f"{round(cpus * CFS_PERIOD_US)} {CFS_PERIOD_US}")
+        _write(group / "cgroup.procs", str(pid))
+    except OSError:  # made, then refused (or the server already gone): leave no empty cgroup behind
+        with contextlib.suppress(OSError):
+            group.rmdir()
         return None
     return CpuLimit(cpus, "cgroup v2 cpu.max (CFS bandwidth control)", group)
 

@@ -252,11 +252,15 @@ def run_scenario(
                 else kernel_drops - rcvbuf_errors,
             )
         )
+        if local is not None and (died := local.death_note()) is not None:
+            report["warnings"].append(died)
     finally:
-        if local is not None:
-            local.stop()
-        if network is not None:
-            network.close()
+        try:
+            if local is not None:
+                local.stop()
+        finally:  # a second Ctrl-C during the server's stop must not leave the probes' namespace behind
+            if network is not None:
+                network.close()
     report["target"] = {"url": url, "embedded_server": local is not None}
     evaluate(report, thresholds or [])
     media = next((t for t in record.tiers if isinstance(t, MediaTotals)), None)

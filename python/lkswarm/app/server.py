@@ -264,8 +264,9 @@ class LocalServer:
             if self.healthy():
                 return
             time.sleep(0.05)
+        tail = self.log_tail()  # before stop(), which removes the log with its temporary folder
         self.stop()
-        raise ServerError(f"livekit-server did not become ready within {timeout_s:.0f} s: {self.log_tail()}")
+        raise ServerError(f"livekit-server did not become ready within {timeout_s:.0f} s: {tail}")
 
     def healthy(self) -> bool:
         # Imported here: urllib.request brings http.client and email (about 10 ms), which a run
@@ -273,14 +274,25 @@ class LocalServer:
         import urllib.error
         import urllib.request
 
+        # Straight to our own child on loopback: an http_proxy in the environment (urlopen honours it, and does
+        # not bypass 127.0.0.1 unless no_proxy says so) sent the check to the proxy and it never passed.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
-            with urllib.request.urlopen(self.http_url + "/", timeout=1.0) as response:
+            with opener.open(self.http_url + "/", timeout=1.0) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def death_note(self) -> str | None:
+        """One line when the server exited on its own (call before `stop`, which also removes its log), else
+        None: a run against a server that died mid-way otherwise showed only its participants' failures."""
+        if self._process is None or self._process.poll() is None:
+            return None
+        tail = " | ".join(self.log_tail(3).splitlines())
+        return f"the embedded livekit-server exited during the run (code {self._process.returncode}): {tail}"
 
     def log_tail(self, lines: int = 15) -> str:
         if self.log_path is None or not self.log_path.exists():

@@ -159,6 +159,7 @@ def run_workers(
     config = config.pinned()  # every worker builds the same plan (a Poisson plan's draws included)
     url = resolve_url(config)
     local: LocalServer | None = None
+    server_died: str | None = None
     procs: list[WorkerProcess] = []
     stops = StopSignals(lambda sig: _send_all(procs, sig))
     started_at = datetime.now(UTC)
@@ -191,6 +192,7 @@ def run_workers(
                 for worker in procs:
                     _stop(worker)
                 if local is not None:
+                    server_died = local.death_note()
                     local.stop()
                 if exporter is not None:
                     exporter.stop()
@@ -198,7 +200,7 @@ def run_workers(
             reports, rows, summaries, data_rows = _collect(config, credentials, workers, procs, go_at, started_at)
     finally:
         stops.restore()
-    return merged_result(
+    result = merged_result(
         reports,
         config,
         summaries=summaries,
@@ -209,6 +211,9 @@ def run_workers(
         track_rows=rows,
         data_rows=data_rows,
     )
+    if server_died is not None:
+        result.report["warnings"].append(server_died)
+    return result
 
 
 def _send_all(procs: list[WorkerProcess], sig: signal.Signals) -> None:

@@ -150,8 +150,9 @@ def server(
     try:
         while not stop.wait(0.5):
             if not local.running():
+                tail = local.log_tail()  # before stop() removes the log
                 local.stop()
-                raise fail(f"livekit-server exited unexpectedly: {local.log_tail()}")
+                raise fail(f"livekit-server exited unexpectedly: {tail}")
     finally:
         local.stop()
     stdout.print("livekit-server stopped.")

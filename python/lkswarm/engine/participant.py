@@ -192,6 +192,10 @@ class ParticipantDriver:
         return rtc_v1_path(session.token, wrap_join_request(request, config.join_request_compression))
 
     async def _connect(self, *, resume: bool) -> None:
+        if self.outcome or self._stopping:
+            # Spawned as a task (a rejoin, a retry): the participant may have ended before it ran, and then a
+            # media peer made for it would live, unowned, until the tier closed.
+            return
         session = self.session
         assert session is not None
         now = time.perf_counter()
