@@ -97,3 +97,14 @@ def test_durations_take_units() -> None:
     config = RunConfig(participants=6, data_publishers=1, data_burst=3, data_burst_every_s="2s",
                        data_slow_readers=1, data_slow_pause_s="500ms", data_slow_every_s="1m")  # fmt: skip
     assert (config.data_burst_every_s, config.data_slow_pause_s, config.data_slow_every_s) == (2.0, 0.5, 60.0)
+
+
+def test_a_participant_with_two_peers_is_one_publisher_and_one_slow_reader() -> None:
+    """A fresh join gives a participant a second peer; each peer counted as a publisher and a slow reader."""
+    totals = DataTotals()
+    for _ in range(2):  # the peer before the fresh join, and the one after
+        totals.account("pub", "r", peer_data([], sent={"reliable": 10, "lossy": 0}))
+        totals.account("slow", "r", peer_data([flow("pub", 10, 0)], slow_reader=SLOW))
+    section = totals.report({"count": 0})
+    assert section["publishers"] == 1 and section["slow_readers"]["readers"] == 1
+    assert section["messages_sent"] == 20 and section["slow_readers"]["pauses"] == 6  # the figures still add

@@ -48,6 +48,19 @@ def test_a_published_track_that_sent_nothing_is_named_in_the_report() -> None:
     assert MediaTotals().warnings() == []
 
 
+def test_a_track_received_by_both_peers_of_a_fresh_join_counts_once() -> None:
+    totals = MediaTotals()
+    track = {"track_id": "TR_a", "kind": "audio", "codec": "audio/opus", "packets": 50, "bytes": 5000}
+    track.update(expected=50, lost=0, jitter_ms=0.5)
+    stats = {"datagrams_sent": 0, "bytes_sent": 0, "frames_sent": 0, "frames_skipped": 0,
+             "foreign_datagrams": 0, "keyframe_requests": 0, "tracks": [track]}  # fmt: skip
+    leg = light_leg(make_host())
+    leg.account(stats, totals, closed=True)  # the peer before the fresh join
+    leg.account(stats, totals)  # and the one after
+    assert totals.tracks_received == 1 and totals.report()["tracks_by_codec"] == {"audio/opus": 1}
+    assert totals.packets_received == 100, "the packets of both peers still add"
+
+
 def test_frames_a_stalled_media_thread_skipped_are_counted_and_warned_about() -> None:
     """Skipped frames mean the server was offered less than planned: the report must say so, and why."""
     totals = MediaTotals()

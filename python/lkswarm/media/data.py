@@ -101,6 +101,10 @@ class DataTotals:
     malformed_examples: list[str] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)  # data.csv: one per (receiver, sender, channel)
     publishers: int = 0
+    # Who was counted: a participant's fresh join (leave RECONNECT, a rejoin storm) gives it a second peer,
+    # whose figures add up but which is not a second publisher or slow reader.
+    _publisher_ids: set[str] = field(default_factory=set)
+    _slow_reader_ids: set[str] = field(default_factory=set)
     tracks: DataTrackTotals = field(default_factory=DataTrackTotals)  # data tracks (lkswarm.media.data_track)
     burst_messages: int = 0  # sent in bursts (--data-burst), among messages_sent
     # Due while the media thread was stalled past its catch-up bound, and skipped rather than sent in a burst
@@ -124,7 +128,8 @@ class DataTotals:
             figures = self.channels.setdefault(channel, ChannelFigures())
             figures.messages_sent += count
             figures.bytes_sent += (data.get("bytes_sent") or {}).get(channel, 0)
-        if any((data.get("sent") or {}).values()):
+        if any((data.get("sent") or {}).values()) and identity not in self._publisher_ids:
+            self._publisher_ids.add(identity)
             self.publishers += 1
         self.burst_messages += data.get("send_burst", 0)
         self.send_skipped += data.get("send_skipped", 0)
@@ -134,7 +139,9 @@ class DataTotals:
             self.resend[key] += data.get(key, 0)
         slow = data.get("slow_reader")
         if slow is not None:
-            self.slow_readers["readers"] += 1
+            if identity not in self._slow_reader_ids:
+                self._slow_reader_ids.add(identity)
+                self.slow_readers["readers"] += 1
             for key in SLOW_READER_KEYS[1:-1]:
                 self.slow_readers[key] += slow.get(key, 0)
             self.slow_readers["max_held_bytes"] = max(

@@ -461,8 +461,12 @@ class LightLeg(SignalingLeg):
                 received[track["track_id"]] = track["codec"]
                 record_ms(totals.jitter_ms, track["jitter_ms"])
             totals.track_rows.append({"identity": self.driver.identity, "room": self.driver.room, **track})
-        totals.tracks_received += len(received)
-        for codec in received.values():
+        for track_id, codec in received.items():
+            pair = (self.driver.identity, track_id)
+            if pair in totals.received_pairs:
+                continue  # received again by this participant's peer of a fresh join: one (subscriber, track)
+            totals.received_pairs.add(pair)
+            totals.tracks_received += 1
             totals.tracks_by_codec[codec] = totals.tracks_by_codec.get(codec, 0) + 1
         session = self.driver.session
         if session is not None and not self.driver.outcome and not closed:

@@ -88,6 +88,8 @@ class MediaTotals:
     tracks_received: int = 0
     tracks_missing: int = 0
     tracks_by_codec: dict[str, int] = field(default_factory=dict)  # received tracks per mime type
+    # (subscriber, track) pairs counted in tracks_received: a fresh join's second peer receives the same tracks
+    received_pairs: set[tuple[str, str]] = field(default_factory=set)
     jitter_ms: HdrHistogram = field(default_factory=new_histogram)
     # latency_ms.track_subscribed split by the track's kind: a video track waits for a keyframe, whose
     # requests the server throttles (README, "Things the server does"), so the two have different modes.
