@@ -210,3 +210,11 @@ def test_a_closed_probe_keeps_the_packets_it_received_before_it_closed(monkeypat
 
     assert asyncio.run(scenario()) == counted
     assert peer.closed
+
+
+def test_probe_ratios_over_nothing_are_null_not_zero() -> None:
+    """Probes that decoded nothing read 0 % loss and 0 fps: `probes.video_loss_ratio<1%` passed them."""
+    report = ProbeTotals(probes=2).report()
+    assert report["frame_rate_fps"] == {"mean": None, "min": None}
+    assert report["video_loss_ratio"] is None
+    assert report["audio"]["loss_ratio"] is None and report["audio"]["concealment_ratio"] is None

@@ -112,6 +112,10 @@ def _percent(ratio: float | None) -> str:
     return "–" if ratio is None else f"{ratio * 100:.2f} %"
 
 
+def _fps(rate: float | None) -> str:
+    return "no frame rate" if rate is None else f"{rate:.1f} fps"
+
+
 def failure_line(report: dict[str, Any], code: int) -> str | None:
     """Why the run exits ``code`` (1 or 99), in one line: what ``--quiet`` still prints ("errors only")."""
     if code == 99:
@@ -211,8 +215,8 @@ def print_report(report: dict[str, Any]) -> None:
     if probes:
         stdout.print(
             f"probes: {probes['active_at_end']}/{probes['count']} active, {probes['frames_decoded']} frames decoded "
-            f"({probes['frame_rate_fps']['mean']:.1f} fps), {probes['freezes']} freezes, "
-            f"{probes['decode_errors']} decode errors, audio loss {probes['audio']['loss_ratio'] * 100:.2f} %, "
+            f"({_fps(probes['frame_rate_fps']['mean'])}), {probes['freezes']} freezes, "
+            f"{probes['decode_errors']} decode errors, audio loss {_percent(probes['audio']['loss_ratio'])}, "
             f"cpu {probes['cpu_s']:.1f} s"
         )
     g = report["generator"]

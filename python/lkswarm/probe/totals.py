@@ -109,24 +109,25 @@ class ProbeTotals:
             "frames_skipped": self.frames_skipped,
             "video_tracks": self.video_tracks,
             "frame_rate_fps": {
-                "mean": round(sum(rates) / len(rates), 2) if rates else 0.0,
-                "min": round(min(rates), 2) if rates else 0.0,
+                # None where no track had two frames: no rate was measured (a 0 read as a stalled video)
+                "mean": round(sum(rates) / len(rates), 2) if rates else None,
+                "min": round(min(rates), 2) if rates else None,
             },
             "freezes": self.freezes,
             "freeze_s": round(self.freeze_s, 3),
             "decode_errors": self.decode_errors,
             "video_packets_received": self.video_packets_received,
             "video_packets_lost": self.video_packets_lost,
-            "video_loss_ratio": round(self.video_packets_lost / video_packets, 6) if video_packets else 0.0,
+            "video_loss_ratio": round(self.video_packets_lost / video_packets, 6) if video_packets else None,
             "audio": {
                 "tracks": self.audio_tracks,
                 "frames_decoded": self.audio_frames_decoded,
                 "packets_received": self.audio_packets_received,
                 "packets_lost": self.audio_packets_lost,
-                "loss_ratio": round(self.audio_packets_lost / audio_packets, 6) if audio_packets else 0.0,
+                "loss_ratio": round(self.audio_packets_lost / audio_packets, 6) if audio_packets else None,
                 "concealed_ms": round(self.audio_concealed_samples * 1000 / AUDIO_RATE_HZ, 1),
                 "concealment_ratio": (
-                    round(self.audio_concealed_samples / audio_expected, 6) if audio_expected else 0.0
+                    round(self.audio_concealed_samples / audio_expected, 6) if audio_expected else None
                 ),
                 "markers_heard": self.audio_markers_heard,
                 "marker_latency_ms": summarize(self.audio_e2e_ms),
