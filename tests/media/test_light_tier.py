@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fakes import FakeHost, fake_run
 from lkswarm.media.tier import LightLeg, LightTier
 from lkswarm.media.totals import MediaTotals
@@ -17,6 +19,12 @@ def make_host() -> FakeHost:
 
 def light_leg(host: FakeHost) -> LightLeg:
     return LightTier(host.run).attach(host)
+
+
+def peer_stats(**figures: Any) -> dict[str, Any]:
+    """One peer's `MediaHub.peer_stats` as the leg accounts it: nothing sent or received, but ``figures``."""
+    zeros = dict.fromkeys(("datagrams_sent", "bytes_sent", "frames_sent", "frames_skipped", "foreign_datagrams"), 0)
+    return {**zeros, "keyframe_requests": 0, "tracks": [], **figures}
 
 
 def test_a_published_track_that_sent_nothing_is_named_in_the_report() -> None:
@@ -52,8 +60,7 @@ def test_a_track_received_by_both_peers_of_a_fresh_join_counts_once() -> None:
     totals = MediaTotals()
     track = {"track_id": "TR_a", "kind": "audio", "codec": "audio/opus", "packets": 50, "bytes": 5000}
     track.update(expected=50, lost=0, jitter_ms=0.5)
-    stats = {"datagrams_sent": 0, "bytes_sent": 0, "frames_sent": 0, "frames_skipped": 0,
-             "foreign_datagrams": 0, "keyframe_requests": 0, "tracks": [track]}  # fmt: skip
+    stats = peer_stats(tracks=[track])
     leg = light_leg(make_host())
     leg.account(stats, totals, closed=True)  # the peer before the fresh join
     leg.account(stats, totals)  # and the one after
@@ -64,15 +71,7 @@ def test_a_track_received_by_both_peers_of_a_fresh_join_counts_once() -> None:
 def test_frames_a_stalled_media_thread_skipped_are_counted_and_warned_about() -> None:
     """Skipped frames mean the server was offered less than planned: the report must say so, and why."""
     totals = MediaTotals()
-    stats = {
-        "datagrams_sent": 900,
-        "bytes_sent": 90_000,
-        "frames_sent": 950,
-        "frames_skipped": 50,
-        "foreign_datagrams": 0,
-        "keyframe_requests": 0,
-        "tracks": [],
-    }
+    stats = peer_stats(datagrams_sent=900, bytes_sent=90_000, frames_sent=950, frames_skipped=50)
     light_leg(make_host()).account(stats, totals)
     assert totals.report()["frames_skipped"] == 50
     [warning] = totals.warnings()
@@ -83,16 +82,7 @@ def test_packets_of_streams_past_the_cap_are_counted_and_warned_about() -> None:
     """A server that keeps changing SSRCs would grow each peer's per-stream state forever; past 1,024 streams a
     peer counts the packets of new ones instead of accounting them, and the report says so."""
     totals = MediaTotals()
-    stats = {
-        "datagrams_sent": 0,
-        "bytes_sent": 0,
-        "frames_sent": 0,
-        "frames_skipped": 0,
-        "foreign_datagrams": 0,
-        "keyframe_requests": 0,
-        "rtp_past_stream_cap": 37,
-        "tracks": [],
-    }
+    stats = peer_stats(rtp_past_stream_cap=37)
     light_leg(make_host()).account(stats, totals)
     assert totals.report()["rtp_past_stream_cap"] == 37
     [warning] = totals.warnings()
