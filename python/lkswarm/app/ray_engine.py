@@ -248,6 +248,7 @@ class RayDriver:
     ) -> RunResult:
         url = resolve_url(self.config)
         local: LocalServer | None = None
+        server_died: str | None = None
         started_at = datetime.now(UTC)
         exporter = None if prometheus is None else self._exporter(prometheus)
         group = None
@@ -274,10 +275,14 @@ class RayDriver:
             self.stops.restore()
             self._release(group)
             if local is not None:
+                server_died = local.death_note()  # before stop(), which removes its log
                 local.stop()
             if exporter is not None:
                 exporter.stop()
-        return self._merge(url, local is not None, started_at, thresholds)
+        result = self._merge(url, local is not None, started_at, thresholds)
+        if server_died is not None:
+            result.report["warnings"].append(server_died)
+        return result
 
     # -- placing and starting ------------------------------------------------------------
 
