@@ -27,7 +27,7 @@ from typing import Annotated, Any, TextIO
 import typer
 
 from lkswarm.cli.output import fail, print_report, stdout
-from lkswarm.errors import ConfigError, ReportError
+from lkswarm.errors import ConfigError, ReportError, one_line
 
 # The report modules (hdrh, plotly, the media tier's CSV writer) are imported inside the commands, so that
 # registering them keeps `lkswarm --help` fast.
@@ -264,7 +264,7 @@ def report_command(
         if json_path is None and html_path is None and csv_dir is None:
             print_report(report)
     except _SHAPE_ERRORS as exc:
-        raise fail(f"{run_json}: a section does not have a report's shape ({_one_line(exc)})", 1) from None
+        raise fail(f"{run_json}: a section does not have a report's shape ({one_line(exc)[:200]})", 1) from None
     code = announce_outputs(outputs)
     if code is not None:
         raise typer.Exit(code)
@@ -273,10 +273,6 @@ def report_command(
 # What rendering a section of the wrong shape raises: validation checks the sections everything reads, not every
 # key of the free-form ones (``data``, ``probes``, ``capacity``) that the HTML and CSV tables index into.
 _SHAPE_ERRORS = (KeyError, TypeError, AttributeError, ValueError, IndexError)
-
-
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:200]
 
 
 def _check_inputs(inputs: list[Path]) -> None:
@@ -332,7 +328,8 @@ def merge_command(
     except ReportError as exc:
         raise fail(str(exc), 1) from None
     except _SHAPE_ERRORS as exc:
-        raise fail(f"a section of one of the reports does not have a report's shape ({_one_line(exc)})", 1) from None
+        shape = one_line(exc)[:200]
+        raise fail(f"a section of one of the reports does not have a report's shape ({shape})", 1) from None
     stdout.print(
         f"merged {len(inputs)} reports: {p.get('joined', 0)}/{p.get('scheduled', 0)} joined, "
         f"join_response p99 {merged['latency_ms'].get('join_response', {}).get('p99', 0.0):.1f} ms",

@@ -100,10 +100,9 @@ class DataTotals:
     malformed: int = 0
     malformed_examples: list[str] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)  # data.csv: one per (receiver, sender, channel)
-    publishers: int = 0
     # Who was counted: a participant's fresh join (leave RECONNECT, a rejoin storm) gives it a second peer,
     # whose figures add up but which is not a second publisher or slow reader.
-    _publisher_ids: set[str] = field(default_factory=set)
+    publisher_ids: set[str] = field(default_factory=set)
     _slow_reader_ids: set[str] = field(default_factory=set)
     tracks: DataTrackTotals = field(default_factory=DataTrackTotals)  # data tracks (lkswarm.media.data_track)
     burst_messages: int = 0  # sent in bursts (--data-burst), among messages_sent
@@ -128,9 +127,8 @@ class DataTotals:
             figures = self.channels.setdefault(channel, ChannelFigures())
             figures.messages_sent += count
             figures.bytes_sent += (data.get("bytes_sent") or {}).get(channel, 0)
-        if any((data.get("sent") or {}).values()) and identity not in self._publisher_ids:
-            self._publisher_ids.add(identity)
-            self.publishers += 1
+        if any((data.get("sent") or {}).values()):
+            self.publisher_ids.add(identity)
         self.burst_messages += data.get("send_burst", 0)
         self.send_skipped += data.get("send_skipped", 0)
         self.other_packets += data.get("other", 0)
@@ -188,7 +186,7 @@ class DataTotals:
                 setattr(whole, name, getattr(whole, name) + getattr(figures, name))
         return {
             **whole.report(),
-            "publishers": self.publishers,
+            "publishers": len(self.publisher_ids),
             "foreign_messages": self.foreign_messages,
             "foreign_bytes": self.foreign_bytes,
             "malformed": self.malformed,
