@@ -69,6 +69,7 @@ def synthetic_report(
             "tracks_received": 20,
             "tracks_missing": 0,
             "foreign_datagrams": 0,
+            "datagrams_truncated": 0,
             "keyframe_requests": 1,
             "track_subscribed_ms": {kind: summarize(h) for kind, h in subscribed.items()},
         },

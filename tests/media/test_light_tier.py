@@ -23,7 +23,8 @@ def light_leg(host: FakeHost) -> LightLeg:
 
 def peer_stats(**figures: Any) -> dict[str, Any]:
     """One peer's `MediaHub.peer_stats` as the leg accounts it: nothing sent or received, but ``figures``."""
-    zeros = dict.fromkeys(("datagrams_sent", "bytes_sent", "frames_sent", "frames_skipped", "foreign_datagrams"), 0)
+    sent = ("datagrams_sent", "bytes_sent", "frames_sent", "frames_skipped")
+    zeros = dict.fromkeys((*sent, "foreign_datagrams", "datagrams_truncated"), 0)
     return {**zeros, "keyframe_requests": 0, "tracks": [], **figures}
 
 
@@ -42,6 +43,7 @@ def test_a_published_track_that_sent_nothing_is_named_in_the_report() -> None:
         "frames_sent": 0,
         "frames_skipped": 0,
         "foreign_datagrams": 0,
+        "datagrams_truncated": 0,
         "keyframe_requests": 0,
         "tracks": [{**heard, "jitter_ms": 0.5}],
     }
@@ -54,6 +56,17 @@ def test_a_published_track_that_sent_nothing_is_named_in_the_report() -> None:
     [warning] = totals.warnings()
     assert "p0 had nothing of pub-b's TR_silent" in warning
     assert MediaTotals().warnings() == []
+
+
+def test_truncated_datagrams_are_counted_and_warned_about() -> None:
+    """The kernel cut them to the receive buffer: dropped unread, so the report must say how many and why."""
+    totals = MediaTotals()
+    leg = light_leg(make_host())
+    leg.account(peer_stats(datagrams_truncated=2), totals)
+    leg.account(peer_stats(datagrams_truncated=1), totals)
+    assert totals.report()["datagrams_truncated"] == 3
+    [warning] = totals.warnings()
+    assert warning.startswith("3 datagram(s) were longer than the media thread's ~2 KB receive buffer")
 
 
 def test_a_track_received_by_both_peers_of_a_fresh_join_counts_once() -> None:

@@ -445,6 +445,7 @@ class LightLeg(SignalingLeg):
         totals.frames_sent += stats["frames_sent"]
         totals.frames_skipped += stats["frames_skipped"]
         totals.foreign_datagrams += stats["foreign_datagrams"]
+        totals.datagrams_truncated += stats["datagrams_truncated"]
         totals.keyframe_requests += stats["keyframe_requests"]
         totals.ice_restarts += stats.get("ice_restarts", 0)
         totals.rtp_past_stream_cap += stats.get("rtp_past_stream_cap", 0)

@@ -80,6 +80,7 @@ class MediaTotals:
     frames_sent: int = 0
     frames_skipped: int = 0  # publishers' frames dropped because the media thread fell behind
     foreign_datagrams: int = 0
+    datagrams_truncated: int = 0
     keyframe_requests: int = 0
     ice_restarts: int = 0  # begun after resumes: the server's restart offer (dual PC) or ours (single PC)
     # RTP packets of SSRCs first seen after a peer had accounted 1,024 streams (a server that keeps changing
@@ -130,6 +131,7 @@ class MediaTotals:
             "tracks_by_codec": dict(sorted(self.tracks_by_codec.items())),
             "missing_examples": self.missing_examples,
             "foreign_datagrams": self.foreign_datagrams,
+            "datagrams_truncated": self.datagrams_truncated,
             "keyframe_requests": self.keyframe_requests,
             "ice_restarts": self.ice_restarts,
             "rtp_past_stream_cap": self.rtp_past_stream_cap,
@@ -169,6 +171,12 @@ class MediaTotals:
                 f"{self.rtp_past_stream_cap} RTP packet(s) came on SSRCs first seen after a subscriber had already "
                 "accounted 1,024 streams (the server kept changing SSRCs): counted in media.rtp_past_stream_cap, "
                 "in no track's figures"
+            )
+        if self.datagrams_truncated:
+            out.append(
+                f"{self.datagrams_truncated} datagram(s) were longer than the media thread's ~2 KB receive buffer "
+                "and were dropped, counted in no other figure (media.datagrams_truncated): the server sent "
+                "datagrams larger than a WebRTC peer's MTU"
             )
         if self.frames_skipped:
             share = self.frames_skipped / max(1, self.frames_skipped + self.frames_sent)

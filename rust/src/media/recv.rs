@@ -27,6 +27,8 @@ pub const CONTROL_BYTES: usize = 64;
 #[derive(Debug, Clone, Copy, Default)]
 struct Received {
     len: usize,
+    /// Longer than its buffer (`MSG_TRUNC`): the bytes read are only a prefix.
+    truncated: bool,
     source: Option<SocketAddr>,
     kernel_time: Option<Duration>,
 }
@@ -59,6 +61,12 @@ impl RecvBatch {
             .iter()
             .zip(self.buffers.iter())
             .map(|(received, buffer)| (&buffer[..received.len], received.source, received.kernel_time))
+    }
+
+    /// Whether datagram `index` of the last batch was longer than its buffer, so that its bytes
+    /// are only a prefix (the caller drops and counts it: never fed as if whole).
+    pub fn truncated(&self, index: usize) -> bool {
+        self.received[..self.count].get(index).is_some_and(|received| received.truncated)
     }
 
     /// Whether the last batch was short, so the socket's queue was empty when it was read.
@@ -117,8 +125,9 @@ pub fn recv_batch(fd: RawFd, batch: &mut RecvBatch) -> io::Result<usize> {
     let count = count as usize;
     for i in 0..count {
         let len = (headers[i].msg_len as usize).min(RECV_BUFFER_BYTES);
+        let truncated = headers[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         let kernel_time = kernel_timestamp(&headers[i].msg_hdr);
-        batch.received[i] = Received { len, source: socket_addr(&names[i]), kernel_time };
+        batch.received[i] = Received { len, truncated, source: socket_addr(&names[i]), kernel_time };
     }
     batch.count = count;
     Ok(count)
@@ -193,6 +202,29 @@ mod tests {
     use super::*;
     use std::net::UdpSocket;
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_datagram_longer_than_its_buffer_is_marked_truncated() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver.set_nonblocking(true).unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(&[7; RECV_BUFFER_BYTES + 1], receiver.local_addr().unwrap()).unwrap();
+        sender.send_to(&[8; RECV_BUFFER_BYTES], receiver.local_addr().unwrap()).unwrap();
+        let mut batch = RecvBatch::default();
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            match recv_batch(receiver.as_raw_fd(), &mut batch) {
+                Ok(count) => got.extend((0..count).map(|i| batch.truncated(i))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && got.len() == 2 => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, vec![true, false]);
+        assert!(!batch.truncated(RECV_BATCH), "past the batch: not a datagram");
+    }
 
     #[test]
     fn a_short_batch_reads_every_queued_datagram_with_its_source() {

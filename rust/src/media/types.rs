@@ -43,6 +43,9 @@ pub struct Datagram {
 pub struct PeerCounters {
     pub datagrams_received: u64,
     pub foreign_datagrams: u64,
+    /// Datagrams longer than the receive buffer (`recv::RECV_BUFFER_BYTES`): only a prefix was read, so
+    /// they are dropped here, never fed to the peer (where they would read as authentication failures).
+    pub datagrams_truncated: u64,
     pub input_errors: u64,
     pub datagrams_sent: u64,
     pub bytes_sent: u64,

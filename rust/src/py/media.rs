@@ -43,6 +43,7 @@ fn summary_dict<'py>(py: Python<'py>, summary: &PeerSummary) -> PyResult<Bound<'
     let c = &summary.counters;
     dict.set_item("datagrams_received", c.datagrams_received)?;
     dict.set_item("foreign_datagrams", c.foreign_datagrams)?;
+    dict.set_item("datagrams_truncated", c.datagrams_truncated)?;
     dict.set_item("input_errors", c.input_errors)?;
     dict.set_item("datagrams_sent", c.datagrams_sent)?;
     dict.set_item("bytes_sent", c.bytes_sent)?;

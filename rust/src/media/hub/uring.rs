@@ -465,6 +465,11 @@ fn deliver(
     let Some(&Owner { peer: id, local, .. }) = state.owners.get(&Token(tag as usize)) else { return };
     let Some(slot) = state.slots.get_mut(&id) else { return };
     let Some(source) = socket_addr_from_bytes(out.name_data()) else { return }; // not IPv4/IPv6: never ours
+    if out.is_payload_truncated() {
+        slot.peer.handle_truncated_datagram();
+        touched.insert(id);
+        return;
+    }
     let arrived_at = arrival(now, wall_now, control_timestamp(out.control_data()));
     if feed(&mut slot.peer, now, arrived_at, source, local, out.payload_data()) == Received::Service {
         touched.insert(id);
@@ -546,6 +551,35 @@ mod tests {
             late.push(got.iter().map(|g| g.2.duration_since(sent_by).unwrap_or_default()).collect::<Vec<_>>());
         }
         panic!("no round was stamped on arrival; stamps after the sends: {late:?}");
+    }
+
+    #[test]
+    fn a_datagram_longer_than_a_provided_buffer_reads_as_truncated() {
+        let Some(mut uring) = ring() else { return };
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver.set_nonblocking(true).unwrap();
+        let entry = uring.recv_entry(receiver.as_raw_fd(), 5);
+        uring.push(&entry);
+        uring.ring.submit().unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(&[7; BUFFER_BYTES + 100], receiver.local_addr().unwrap()).unwrap();
+        sender.send_to(&[8; 100], receiver.local_addr().unwrap()).unwrap();
+        let mut truncated = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while truncated.len() < 2 && Instant::now() < deadline {
+            uring.wait(Duration::from_millis(50));
+            let Uring { ring, buffers, template, .. } = &mut uring;
+            for cqe in ring.completion() {
+                let bid = cqueue::buffer_select(cqe.flags()).expect("a provided buffer");
+                let length = usize::try_from(cqe.result()).expect("a datagram, not an error");
+                let out = types::RecvMsgOut::parse(&buffers.buffer(bid)[..length], template).unwrap();
+                truncated.push(out.is_payload_truncated());
+                buffers.push(bid);
+            }
+            buffers.publish();
+        }
+        assert_eq!(truncated, vec![true, false]);
+        uring.drain();
     }
 
     #[test]

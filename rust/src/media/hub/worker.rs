@@ -267,8 +267,13 @@ pub(super) fn run_worker(shared: &Shared, mut poll: Poll) {
                 syscalls += 1;
                 match recv_batch(fd, &mut batch) {
                     Ok(_) => {
-                        for (data, source, kernel_time) in batch.datagrams() {
+                        for (index, (data, source, kernel_time)) in batch.datagrams().enumerate() {
                             let Some(source) = source else { continue }; // not IPv4/IPv6: never ours
+                            if batch.truncated(index) {
+                                slot.peer.handle_truncated_datagram();
+                                received = Received::Service;
+                                continue;
+                            }
                             let arrived_at = arrival(now, wall_now, kernel_time);
                             if feed(&mut slot.peer, now, arrived_at, source, local, data) == Received::Service {
                                 received = Received::Service;

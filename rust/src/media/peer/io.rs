@@ -55,6 +55,12 @@ impl MediaPeer {
         self.feed_datagram(pc, now, source, destination, data)
     }
 
+    /// Counts a datagram the kernel cut to fit the receive buffer; its prefix is never fed.
+    pub fn handle_truncated_datagram(&mut self) {
+        self.counters.datagrams_received += 1;
+        self.counters.datagrams_truncated += 1;
+    }
+
     /// Hands one datagram of `pc` to its `Rtc`.
     pub(super) fn feed_datagram(
         &mut self,
