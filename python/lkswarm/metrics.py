@@ -38,6 +38,9 @@ PHASES = (
 # A run whose scheduler lateness or loop lag p99 exceeds these is saturated: its latencies include our queueing.
 MAX_LATENESS_P99_MS = 10.0
 MAX_LOOP_LAG_P99_MS = 20.0
+# One stall this long (a paused or starved generator) is invalid whatever the p99: a 24 s stall is one tick in
+# hundreds, yet every participant missed its pings and the server may have dropped them for our silence.
+MAX_LOOP_STALL_MS = 1000.0
 # The media thread serving its deadlines later than one audio frame (20 ms) at p99 sends frames late
 # and stamps arrivals late: receive jitter and loss then describe the generator, not the server.
 MAX_MEDIA_LAG_P99_MS = 20.0

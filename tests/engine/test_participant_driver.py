@@ -273,3 +273,147 @@ def test_a_connect_that_runs_after_the_participant_ended_makes_nothing() -> None
     asyncio.run(connect())
     assert driver.outcome is not None and driver.outcome.reason == "ice_timeout"
     assert driver.ctx.counters["signal_path_connects:v1"] == 0
+
+
+def _joined(driver_target: list[str], ping_timeout_s: int = 0) -> bytes:
+    join: dict[str, object] = {"participant": {"sid": "PA_1", "identity": "p0"}, "room": {"name": "room"}}
+    if ping_timeout_s:
+        join.update(ping_timeout=ping_timeout_s, ping_interval=ping_timeout_s)
+    return codec.encode_response({"join": join})
+
+
+def _answering_server(monkeypatch: pytest.MonkeyPatch, opened: list[str], *, ping_timeout_s: int = 0) -> None:
+    """A fake `open_websocket`: the first connection is answered with a JoinResponse, every resume with a
+    ReconnectResponse; after that the fake server says nothing (no pongs)."""
+    import lkswarm.engine.participant as participant_module
+    from lkswarm.signal.websocket import Message, Opened
+
+    async def open_websocket(endpoint: object, target: str, on_event: object, **_: object) -> _OpenConnection:
+        opened.append(target)
+        loop = asyncio.get_running_loop()
+        loop.call_soon(on_event, Opened())
+        answer = _joined(opened, ping_timeout_s) if len(opened) == 1 else codec.encode_response({"reconnect": {}})
+        loop.call_soon(on_event, Message(answer))
+        return _OpenConnection()
+
+    monkeypatch.setattr(participant_module, "open_websocket", open_websocket)
+
+
+def _running_driver(**config: object) -> tuple[Engine, ParticipantDriver]:
+    import time
+
+    engine = Engine(fake_run())
+    run = engine.run_context
+    run.config = run.config.replace(signal_path="v0", **config)
+    driver = ParticipantDriver(run, engine, 0, "room", "p0", time.perf_counter())
+    engine.drivers.append(driver)
+    engine.tally.alive += 1
+    return engine, driver
+
+
+def test_a_silent_connection_is_resumed_when_resumes_are_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A half-dead link (no close, no reset) ends in ping_timeout; with --resume-on-disconnect the SDKs resume
+    it, and so must we: it failed at once, resumes_attempted 0."""
+    opened: list[str] = []
+    _answering_server(monkeypatch, opened, ping_timeout_s=1)
+
+    async def scenario() -> ParticipantDriver:
+        _engine, driver = _running_driver(resume_on_disconnect=True)
+        task = asyncio.create_task(driver.run())
+        await asyncio.sleep(1.6)  # past the 1 s silence limit the JoinResponse set
+        driver.stop()
+        await asyncio.wait_for(task, 5)
+        return driver
+
+    driver = asyncio.run(scenario())
+    assert len(opened) == 2 and "reconnect=1" in opened[1], opened
+    assert driver.ctx.counters["resumes_attempted"] == 1 and driver.ctx.counters["resumes_succeeded"] == 1
+    assert driver.outcome is not None and driver.outcome.kind.value == "completed", driver.outcome
+
+
+def test_a_silent_connection_fails_with_ping_timeout_when_resumes_are_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[str] = []
+    _answering_server(monkeypatch, opened, ping_timeout_s=1)
+
+    async def scenario() -> ParticipantDriver:
+        _engine, driver = _running_driver(resume_on_disconnect=False)
+        await asyncio.wait_for(driver.run(), 5)
+        return driver
+
+    driver = asyncio.run(scenario())
+    assert driver.outcome is not None and driver.outcome.reason == "ping_timeout", driver.outcome
+    assert len(opened) == 1
+
+
+def test_the_resume_limit_counts_resumes_in_a_row_not_over_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rolling restart: each outage was recovered, yet the fourth failed at once with resume_limit."""
+    from lkswarm.engine.participant import MAX_RESUMES
+    from lkswarm.signal.websocket import Closed
+
+    opened: list[str] = []
+    _answering_server(monkeypatch, opened)
+
+    async def scenario() -> ParticipantDriver:
+        _engine, driver = _running_driver(resume_on_disconnect=True)
+        task = asyncio.create_task(driver.run())
+        await asyncio.sleep(0.05)
+        for _ in range(MAX_RESUMES + 2):
+            driver._on_ws_event(Closed(1006, "lost"), driver._generation)  # an outage, recovered below
+            await asyncio.sleep(0.05)
+        driver.stop()
+        await asyncio.wait_for(task, 5)
+        return driver
+
+    driver = asyncio.run(scenario())
+    assert driver.ctx.counters["resumes_succeeded"] == MAX_RESUMES + 2
+    assert driver.ctx.counters["reconnects_recovered"] == MAX_RESUMES + 2
+    assert driver.outcome is not None and driver.outcome.kind.value == "completed", driver.outcome
+
+
+def test_a_participant_still_reconnecting_when_the_run_ends_is_not_alive() -> None:
+    """The server was dead for the run's last 12 s; its participants read completed, alive and ACTIVE."""
+    from lkswarm.engine.reconnect import ReconnectEpisode
+
+    driver = make_driver()
+    driver.joined_at = 1.0
+    episode = ReconnectEpisode(0.0)
+    episode.next_delay_s(0.5, "connect_failed: refused")
+    driver._reconnect = episode
+    driver.settle_at_end()
+    assert driver.outcome is not None and driver.outcome.reason == "reconnecting_at_end"
+    assert not driver.ended_alive
+    [row] = driver.owner.tally.failed_rows  # type: ignore[attr-defined]
+    assert "into a reconnect" in row.detail and "last attempt: connect_failed: refused" in row.detail
+
+
+def test_a_fresh_join_keeps_the_count_of_messages_received_before_it() -> None:
+    driver = make_driver()
+    assert driver.session is not None
+    driver.session.messages_received.update({"join": 1, "update": 3})
+    fresh = driver._fresh_session(driver.session)
+    fresh.messages_received["join"] += 1
+    assert fresh.messages_received == {"join": 2, "update": 3}
+
+
+def test_a_timer_served_after_a_stall_reads_the_sockets_before_judging_silence() -> None:
+    """After a stall the loop runs expired timers before it polls: a silence decided then blamed the server
+    for frames that sat unread in our own sockets."""
+    import time
+
+    served: list[float] = []
+
+    class RecordingSession(SignalSession):
+        def handle_timer(self, now: float) -> None:
+            served.append(now)
+
+    async def scenario() -> tuple[int, int]:
+        driver = make_driver()
+        driver.session = RecordingSession("p0", "token", join_timeout_s=15)
+        driver._timer_at = time.perf_counter() - 2.0  # due two seconds ago: the loop was stalled
+        driver._on_timer()
+        deferred = len(served)
+        await asyncio.sleep(0.05)
+        return deferred, len(served)
+
+    deferred, later = asyncio.run(scenario())
+    assert (deferred, later) == (0, 1)

@@ -51,7 +51,12 @@ from lkswarm.signal.websocket import Closed, Event, Message, Opened, Rejected
 
 # livekit-server's 404 for a room that must exist beforehand: an answer of /rtc/v1, so no reason to fall back.
 ROOM_NOT_FOUND = "requested room does not exist"
-MAX_RESUMES = 3  # per participant, so a flapping server cannot loop us forever
+# Resumes in a row without getting back (a recovered episode starts the count again), so that a server that
+# accepts every resume and drops the connection at once cannot loop us forever; a rolling restart is not that.
+MAX_RESUMES = 3
+# A timer served this late means the event loop stalled (a paused or starved process): input may be waiting
+# unread in the sockets, so it is served once more after the loop has polled them, not judged from stale state.
+STALLED_TIMER_S = 0.5
 REJECTED_DETAIL_CHARS = 200  # of an HTTP refusal's body (once tokens and markup are out), in the outcome's detail
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _TAG = re.compile(r"<[^>]{0,200}>|<!--.*?-->", re.S)
@@ -272,6 +277,14 @@ class ParticipantDriver:
         """
         if self.outcome or self._ended_alive:
             return
+        if self._reconnect is not None:
+            # Joined once, but its connection was lost and it was not back when the run ended: not alive.
+            lost_s = time.perf_counter() - self._reconnect.started_at
+            detail = f"the run ended {lost_s:.1f} s into a reconnect that had not got it back"
+            if self._reconnect.last_error:
+                detail += f" (last attempt: {self._reconnect.last_error})"
+            self.finish(Outcome.failed("reconnecting_at_end"), detail)
+            return
         if self.joined_at is not None:
             self._ended_alive = True
             return
@@ -422,7 +435,10 @@ class ParticipantDriver:
                 self._restart_join()
         elif isinstance(event, Failed):
             detail = event.detail or self._failure_detail(event.reason)
-            if self._reconnect is not None and event.reason in ("join_timeout", "resume_timeout"):
+            if event.reason == "ping_timeout" and self.ctx.config.resume_on_disconnect and self._reconnect is None:
+                # A silent connection (no close, no reset: a half-dead link) is a lost one, as for the SDKs.
+                self._start_resume()
+            elif self._reconnect is not None and event.reason in ("join_timeout", "resume_timeout"):
                 # One attempt of a reconnect that the server never answered: retried after a backoff like any
                 # other failed attempt, until the episode gives up (reconnect_failed), as the README promises.
                 self._attempt_failed(event.reason == "resume_timeout", Outcome.failed(event.reason), detail)
@@ -527,6 +543,16 @@ class ParticipantDriver:
             self._timer = loop.call_at(timer_at(deadline, time.perf_counter(), loop.time()), self._on_timer)
 
     def _on_timer(self) -> None:
+        due_at = self._timer_at
+        if due_at is not None and time.perf_counter() - due_at > STALLED_TIMER_S:
+            # The loop serves expired timers before it polls the sockets: after a stall, frames the server sent
+            # meanwhile are still unread, and silence judged now would blame the server for our own stall. So
+            # the deadline is served a millisecond later, after a poll (`_arm_timer` keeps this timer for it).
+            self._timer = asyncio.get_running_loop().call_later(0.001, self._serve_timer)
+            return
+        self._serve_timer()
+
+    def _serve_timer(self) -> None:
         self._timer = None
         session = self.session
         if session is None or self.outcome:
@@ -547,13 +573,18 @@ class ParticipantDriver:
 
     def _start_resume(self) -> None:
         if self.resumes >= MAX_RESUMES:
-            self.finish(Outcome.failed("resume_limit"), f"{MAX_RESUMES} resumes")
+            detail = f"{MAX_RESUMES} resumes in a row, none of which got media or signaling back"
+            self.finish(Outcome.failed("resume_limit"), detail)
             return
         self.resumes += 1
         self.ctx.counters["resumes_attempted"] += 1
         self._resume_started = time.perf_counter()
         self._begin_reconnect(self._resume_started)
         self._drop_connection()
+        if self.session is not None:
+            # Resuming from now: a session that ended on a silent connection (ping_timeout) is not over, and the
+            # pump must not finish it before the spawned connect begins the resume.
+            self.session.begin_resume(self._resume_started)
         self.ctx.spawn(self._connect(resume=True))
 
     def force_resume(self) -> bool:
@@ -584,10 +615,13 @@ class ParticipantDriver:
         self.ctx.spawn(self._connect(resume=False))
 
     def _fresh_session(self, session: SignalSession) -> SignalSession:
-        """A new signal session for a fresh join, with ``session``'s token and settings."""
-        return SignalSession(
+        """A new signal session for a fresh join, with ``session``'s token and settings, and its count of the
+        messages received so far (the report counts every message of the run, not the last session's)."""
+        fresh = SignalSession(
             self.identity, session.token, json_mode=session.json_mode, join_timeout_s=session.join_timeout_s
         )
+        fresh.messages_received = session.messages_received
+        return fresh
 
     # -- reconnect episodes (lkswarm.engine.reconnect) -------------------------------------------
 
@@ -599,6 +633,7 @@ class ParticipantDriver:
     def _reconnected(self, now: float) -> None:
         """Back: media flows again (or, without media, the server answered). Ends the episode."""
         episode, self._reconnect = self._reconnect, None
+        self.resumes = 0  # back: the next outage gets its own resumes
         if episode is not None:
             self.ctx.counters["reconnects_recovered"] += 1
             self.ctx.metrics.record("recovery", (now - episode.started_at) * 1000)

@@ -14,6 +14,7 @@ from lkswarm.media.totals import MediaTotals
 from lkswarm.metrics import (
     MAX_LATENESS_P99_MS,
     MAX_LOOP_LAG_P99_MS,
+    MAX_LOOP_STALL_MS,
     MAX_MEDIA_LAG_P99_MS,
     percentile,
     summarize,
@@ -304,6 +305,13 @@ def build_report(
             f"event-loop lag p99 {loop_lag['p99']:.1f} ms > {MAX_LOOP_LAG_P99_MS:.0f} ms: the generator was "
             "saturated; its latency figures are not trustworthy."
         )
+    elif loop_lag["max"] >= MAX_LOOP_STALL_MS:
+        valid = False
+        warnings.append(
+            f"the event loop stalled for {loop_lag['max'] / 1000:.1f} s once (> {MAX_LOOP_STALL_MS / 1000:.0f} s): "
+            "the generator was paused or starved of CPU; participants that failed around then (ping_timeout) may "
+            "have failed for its silence, not the server's."
+        )
     media_lag = summarize(media_totals.timer_lag) if media_totals is not None else None
     if media_lag is not None and media_lag["p99"] > MAX_MEDIA_LAG_P99_MS:
         valid = False
@@ -320,6 +328,20 @@ def build_report(
         )
     if left.get("JOIN_FAILURE"):
         notes.append(EVICTION_NOTE.format(count=left["JOIN_FAILURE"]))
+    forced = {kind: record.messages_received.get(kind, 0) for kind in ("mute", "track_unpublished")}
+    if any(forced.values()):
+        warnings.append(
+            f"the server muted or unmuted our published tracks {forced['mute']} time(s) and unpublished "
+            f"{forced['track_unpublished']} of them (an admin's MutePublishedTrack, or publish permission revoked): "
+            "lkswarm's publishers keep sending regardless, so what subscribers received is less than planned."
+        )
+    removed = {reason: count for reason, count in left.items() if reason != "JOIN_FAILURE"}
+    if removed:
+        shown = ", ".join(f"{reason} {count}" for reason, count in sorted(removed.items(), key=lambda kv: -kv[1]))
+        warnings.append(
+            f"the server removed {sum(removed.values())} participant(s) ({shown}): they did not stay for the run, "
+            "so it did not hold the load it planned. Gate on it with --threshold left==0."
+        )
     if media_totals is not None and media_totals.hub_io_fallback:
         notes.append(IO_FALLBACK_NOTE.format(reason=media_totals.hub_io_fallback))
     after_end = counters["failed_after_end"]

@@ -90,7 +90,7 @@ HANDLED_RESPONSES = frozenset(
 )
 
 IGNORED_RESPONSES: dict[str, str] = {
-    "mute": "server-side mutes of our synthetic tracks do not change what is measured",
+    "mute": "synthetic publishers do not mute; the report counts the server's requests and warns of them",
     "speakers_changed": "speaker activity is driven by the scenario, not read back",
     "room_update": "room membership is tracked from ParticipantUpdate, which carries identities",
     "stream_state_update": "paused/active stream state is visible in the media counters",

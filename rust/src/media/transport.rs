@@ -48,18 +48,31 @@ impl Transport {
     }
 
     /// The subscriber PeerConnection: RTP mode (packets are counted, not depacketized), and every
-    /// video codec a publisher of the room may use, since the server offers the publisher's.
+    /// video codec a publisher of the room may use, since the server offers the publisher's: an
+    /// SDK or browser in the room may publish VP9, AV1 or H.265, and a receiver that refused them
+    /// would get `SE_CODEC_UNSUPPORTED` and none of that load.
     pub(super) fn subscriber(cert: &DtlsCert, local: SocketAddr, now: Instant) -> Result<Self, String> {
-        let config = Self::config(cert).enable_vp8(true).enable_h264(true).set_rtp_mode(true);
-        Self::new(config, local, now)
+        Self::new(Self::receiving_every_video_codec(cert), local, now)
     }
 
     /// The single PeerConnection of `/rtc/v1` (docs/single-pc-design.md §3): it receives like the
     /// subscriber (RTP mode, every video codec a publisher of the room may use) and sends like the
     /// publisher (the same send buffer), so its publisher packetizes itself.
     pub(super) fn single(cert: &DtlsCert, local: SocketAddr, now: Instant) -> Result<Self, String> {
-        let config = Self::config(cert).enable_vp8(true).enable_h264(true).set_rtp_mode(true);
+        let config = Self::receiving_every_video_codec(cert);
         Self::new(config.set_send_buffer_video(300), local, now)
+    }
+
+    /// RTP mode with every video codec livekit-server forwards: in RTP mode nothing depacketizes,
+    /// so a codec costs only its lines in the SDP.
+    fn receiving_every_video_codec(cert: &DtlsCert) -> RtcConfig {
+        Self::config(cert)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .enable_vp9(true)
+            .enable_av1(true)
+            .enable_h265(true)
+            .set_rtp_mode(true)
     }
 
     /// The publisher PeerConnection: frame mode (str0m packetizes), offering only the clips' codec.

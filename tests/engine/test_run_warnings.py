@@ -1,0 +1,87 @@
+"""Report warnings for what the server did to a run and for a stalled generator, from a socket-free engine run.
+
+Participants "join" at once (`ParticipantDriver.run` is replaced), so the engine's record and the report built
+from it are tested without a server, as in ``test_open_plan.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from fakes import fake_run
+from lkswarm.config import RunConfig
+from lkswarm.engine.engine import Engine
+from lkswarm.engine.outcome import Outcome
+from lkswarm.engine.participant import ParticipantDriver
+from lkswarm.report.build import build_report
+from lkswarm.signal.session import SignalSession
+
+
+def _joining_with(on_join: Any) -> Any:
+    async def run(self: ParticipantDriver) -> None:
+        self._done = asyncio.get_running_loop().create_future()
+        self.session = SignalSession(self.identity, "token", join_timeout_s=15)
+        self.joined_at = time.perf_counter()
+        on_join(self)
+        await self._done
+
+    return run
+
+
+def _report(monkeypatch: pytest.MonkeyPatch, on_join: Any, **extra: object) -> dict[str, Any]:
+    monkeypatch.setattr(ParticipantDriver, "run", _joining_with(on_join))
+    config = RunConfig(
+        url="ws://127.0.0.1:7880", participants=4, rate=100, signal_only=True, duration_s=0.3, verify_rooms=False
+    )
+    engine = Engine(fake_run(config))
+    for name, value in extra.items():
+        setattr(engine, name, value)
+
+    async def main() -> dict[str, Any]:
+        return build_report(await engine.run())
+
+    return asyncio.run(main())
+
+
+def test_participants_the_server_removed_are_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DeleteRoom or a server shutdown removed everyone: exit 0 and no word of it in the report."""
+
+    def removed_if_even(driver: ParticipantDriver) -> None:
+        if driver.index % 2 == 0:
+            driver.finish(Outcome.left("ROOM_DELETED"))
+
+    report = _report(monkeypatch, removed_if_even)
+    assert report["participants"]["outcomes"]["left"] == 2
+    [warning] = [w for w in report["warnings"] if "removed" in w]
+    assert warning.startswith("the server removed 2 participant(s) (ROOM_DELETED 2)") and "left==0" in warning
+
+
+def test_the_servers_mutes_and_unpublishes_of_our_tracks_are_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    def muted(driver: ParticipantDriver) -> None:
+        assert driver.session is not None
+        driver.session.messages_received.update({"mute": 1, "track_unpublished": driver.index})
+
+    report = _report(monkeypatch, muted)
+    [warning] = [w for w in report["warnings"] if "muted" in w]
+    assert "tracks 4 time(s) and unpublished 6 of them" in warning
+    assert not any("removed" in w for w in report["warnings"])
+
+
+def test_one_long_stall_of_the_event_loop_makes_the_run_invalid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 24 s stall (a paused generator) is one tick in hundreds: the p99 rule alone kept the run valid."""
+
+    def stalled_once(driver: ParticipantDriver) -> None:
+        if driver.index == 0:
+            for _ in range(500):  # a calm run's ticks, so that the stall is past its p99
+                driver.ctx.metrics.record_loop_lag(1.0)
+            driver.ctx.metrics.record_loop_lag(1500.0)
+
+    report = _report(monkeypatch, stalled_once)
+    assert report["generator"]["valid"] is False
+    assert any(w.startswith("the event loop stalled for 1.5 s once") for w in report["warnings"]), report["warnings"]
+    calm = _report(monkeypatch, lambda driver: None)
+    assert calm["generator"]["valid"] is True
