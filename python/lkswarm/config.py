@@ -112,9 +112,22 @@ def _signal_path(value: object) -> object:
     return value
 
 
+def data_packet_overhead_bytes(config: RunConfig) -> int:
+    """An upper bound of what a data message's DataPacket adds to its payload (``media/data/packet.rs``): the
+    sender's identity and each destination's, twice each (UserPacket's and DataPacket's fields), the topic, the
+    16-byte nonce, the sequence, the kind and the field headers, each length taken at 3 varint bytes. Identities
+    are bounded by a 10-digit index and a 6-character run tag, what `pinned` draws when none was given."""
+    identity = len(config.identity_prefix) + 10 + 1 + max(len(config.run_tag), 6)
+    destinations = 0 if config.data_to == "all" else int(config.data_to)
+    field = 1 + 3  # a tag and a length
+    strings = 2 * (field + identity) * (1 + destinations) + field + len(config.data_topic.encode())
+    return strings + (field + 16) + 6 + 2 + 2 * field  # nonce, sequence, kind, the user and payload headers
+
+
 MIN_DATA_PAYLOAD_BYTES = 20  # our stamp: magic, send time, counter (lkswarm.media.data)
 MAX_DATA_TRACK_FRAME_BYTES = 15_000  # one packet per frame; the JS SDK packetizes at a 16,000 B MTU
-MAX_DATA_PAYLOAD_BYTES = 64_000  # livekit-server reads a data channel message into 65,535 bytes; the SDKs cap at 64,000
+MAX_DATA_PACKET_BYTES = 64_000  # livekit-server reads a data channel message into 65,535 bytes; the SDKs cap at 64,000
+MAX_DATA_PAYLOAD_BYTES = MAX_DATA_PACKET_BYTES  # a payload's own bound; `data_packet_overhead_bytes` takes the rest
 LAYOUT = re.compile(r"^(speaker|grid:[1-9][0-9]?)$")
 
 
@@ -271,6 +284,13 @@ class RunConfig:
         if self.data_tracks > self.participants and not self.stages:
             raise ValueError(
                 f"{self.data_tracks} data tracks per room but only {self.participants} participants per room"
+            )
+        if self.data_publishers and self.data_size + data_packet_overhead_bytes(self) > MAX_DATA_PACKET_BYTES:
+            most = MAX_DATA_PACKET_BYTES - data_packet_overhead_bytes(self)
+            raise ValueError(
+                f"data_size {self.data_size} B leaves no room for the DataPacket around it (identity, topic, "
+                f"destinations: up to {data_packet_overhead_bytes(self)} B here) within livekit's "
+                f"{MAX_DATA_PACKET_BYTES:,} B message limit: at most {most} B"
             )
         if self.data_publishers > self.participants and not self.stages:
             raise ValueError(
