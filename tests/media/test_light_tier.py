@@ -247,3 +247,31 @@ def test_a_single_pc_publisher_starts_its_data_when_its_one_pc_connects() -> Non
     leg.connected(True, 1.0)
     assert [name for name, _, _ in hub.calls] == ["add_peer", "join_offer", "data_publish"]
     assert hub.calls[2][2]["destinations"] == []
+
+
+def test_data_to_n_waits_for_someone_to_send_to_instead_of_sending_to_everyone() -> None:
+    """A data publisher alone in its room computed no destinations, and the server reads an empty list as
+    everyone: with --data-to 1, every later joiner (and an SDK viewer) received its messages."""
+    from lkswarm.config import RunConfig
+    from lkswarm.signal.events import ParticipantsChanged
+
+    class RecordingHub:
+        def __init__(self) -> None:
+            self.destinations: list[list[str]] = []
+
+        def data_publish(self, peer: int, channel: str, rate: float, size: int, **fields: Any) -> None:
+            self.destinations.append(list(fields["destinations"]))
+
+    config = RunConfig(url="ws://127.0.0.1:7880", participants=3, data_publishers=1, data_to="1")
+    host = FakeHost(fake_run(config), "p0", room="room")
+    host.session = SignalSession("p0", "token", join_timeout_s=15)
+    leg = light_leg(host)
+    hub = RecordingHub()
+    leg.tier.hub, leg.peer_id = hub, 1  # type: ignore[assignment]
+    leg._start_data()
+    assert hub.destinations == []  # alone: nothing published yet
+    host.session.others = {"p2": "PA_2", "p1": "PA_1"}
+    leg.on_session_event(ParticipantsChanged(3), 1.0)
+    assert hub.destinations == [["p1"]]
+    leg.on_session_event(ParticipantsChanged(4), 2.0)
+    assert hub.destinations == [["p1"]]  # chosen once: a receiver's expected count starts at its first message

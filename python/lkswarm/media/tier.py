@@ -53,6 +53,7 @@ from lkswarm.signal.enums import SignalTarget, TrackType
 from lkswarm.signal.events import (
     DataTrackHandles,
     DataTrackPublished,
+    ParticipantsChanged,
     RemoteDataTrackPublished,
     RemoteTrackPublished,
     RequestFailed,
@@ -199,6 +200,7 @@ class LightLeg(SignalingLeg):
     """The media half of one participant: its peer in the hub (a `MediaLeg`)."""
 
     __slots__ = (
+        "_data_waiting",
         "_has_remote",
         "_pending_candidates",
         "_remote_published_at",
@@ -225,6 +227,9 @@ class LightLeg(SignalingLeg):
         self.data_track = DataTrackRole(tier.run, driver.identity, driver.seat)
         self.peer_id: int | None = None
         self.local_port = 0  # UDP port of the subscriber PeerConnection
+        # ``--data-to N`` with nobody else in the room yet: the data waits for someone to send to, since an
+        # empty destination list means everyone to the server.
+        self._data_waiting = False
         self._reset_join_state()
 
     def _reset_join_state(self) -> None:
@@ -364,18 +369,24 @@ class LightLeg(SignalingLeg):
             self.driver.media_output(lambda: self._publish(at))
 
     def _start_data(self) -> None:
-        """Tells the hub to publish this participant's data messages (it writes them from the channel's opening)."""
+        """Tells the hub to publish this participant's data messages (it writes them from the channel's opening).
+        With ``--data-to N`` they go to the first N others (by identity) in the room now, and wait for someone
+        to join when nobody else is there (`ParticipantsChanged`)."""
         hub, peer = self._hub()
         config = self.run.config
         session = self.driver.session
         room_view = session.room_view() if session is not None else {}
+        chosen = destinations(config.data_to, self.driver.identity, room_view)
+        self._data_waiting = config.data_to != "all" and not chosen
+        if self._data_waiting:
+            return
         hub.data_publish(
             peer,
             config.data_channel,
             config.data_rate,
             config.data_size,
             topic=config.data_topic,
-            destinations=destinations(config.data_to, self.driver.identity, room_view),
+            destinations=chosen,
             identity=self.driver.identity,
             burst_count=config.data_burst,
             burst_every_s=config.data_burst_every_s,
@@ -388,6 +399,8 @@ class LightLeg(SignalingLeg):
 
     def on_session_event(self, event: SessionEvent, now: float) -> None:
         super().on_session_event(event, now)
+        if self._data_waiting and isinstance(event, ParticipantsChanged) and self.peer_id is not None:
+            self._start_data()
         if isinstance(event, (DataTrackPublished, DataTrackHandles, RemoteDataTrackPublished, RequestFailed)):
             hub, peer = self.tier.hub, self.peer_id
             if hub is not None and peer is not None:
