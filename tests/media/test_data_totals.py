@@ -70,3 +70,14 @@ def test_merged_sections_add_counts_and_compute_ratios_again() -> None:
     assert merged["messages_received"] == 19 and merged["messages_expected"] == 20
     assert merged["delivery_ratio"] == 0.95 and merged["channels"]["reliable"]["delivery_ratio"] == 0.95
     assert merged["loss_ratio"] == 0.05 and merged["latency_ms"] == {"count": 19, "p99": 4.0}
+
+
+def test_a_room_that_got_only_other_kinds_of_data_packets_has_heard_data() -> None:
+    """An SDK's text streams and RPCs, with no data publisher of ours: the report's data section was null, so
+    data.other_packets (and a threshold on it) had nothing to read."""
+    quiet = DataTotals()
+    quiet.account("p0", "room", peer_data())
+    assert not quiet.heard_anything()
+    streams = DataTotals()
+    streams.account("p0", "room", peer_data(other=30))
+    assert streams.heard_anything() and streams.report({"count": 0})["other_packets"] == 30

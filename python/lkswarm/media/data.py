@@ -119,6 +119,11 @@ class DataTotals:
         default_factory=lambda: dict.fromkeys(SLOW_READER_KEYS + SLOW_READER_RECEIVE_KEYS, 0)
     )
 
+    def heard_anything(self) -> bool:
+        """Whether any data came in: messages, or only packets of other kinds (an SDK's text streams, RPCs) or
+        unreadable ones, which the report must still show though no publisher of ours sent."""
+        return bool(self.rows or self.other_packets or self.malformed or self.flows_overflow)
+
     def account(self, identity: str, room: str, data: dict[str, Any]) -> None:
         """Adds one peer's ``data`` figures (`MediaHub.peer_stats`)."""
         if "track" in data:

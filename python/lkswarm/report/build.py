@@ -409,7 +409,7 @@ def build_report(
         rooms=room_table(record),
         failed_participants=[cast(FailedRow, row.to_dict()) for row in tally.failed_rows],
     )
-    if media_totals is not None and (config.data_publishers or config.data_tracks or media_totals.data.rows):
+    if media_totals is not None and (config.data_publishers or config.data_tracks or media_totals.data.heard_anything()):
         report["data"] = media_totals.data.report(latency["data_e2e"], latency["data_track_e2e"], dict(record.counters))
     report["machine"] = cast(Machine, machine)
     if server_metrics is not None:
