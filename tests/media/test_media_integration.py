@@ -248,3 +248,55 @@ def test_a_fresh_join_starts_the_media_over(livekit_server: LocalServer, credent
     # The publisher's new track (a new sid after the fresh join) reaches every subscriber, the rejoined one too.
     assert media["tracks_missing"] == 0 and media["packets_received"] > 1000, media
     assert media["loss_ratio"] < 0.01, media
+
+
+@pytest.mark.parametrize("signal_path", ["v1", "v0"])
+def test_our_subscribers_take_every_video_codec_an_sdk_publishes(
+    livekit_server: LocalServer, credentials: Credentials, signal_path: str
+) -> None:
+    """An SDK (or a browser) in the room publishing VP9 or AV1: our receivers offered VP8 and H.264 only, the
+    server answered SE_CODEC_UNSUPPORTED and that track's load never reached them."""
+    from livekit import rtc
+
+    config = RunConfig(
+        url=livekit_server.url,
+        rooms=1,
+        participants=2,
+        rate=10,
+        duration_s=14,
+        run_tag=f"codecs{signal_path}{os.getpid()}",
+        verify_rooms=False,
+        signal_path=signal_path,
+    )
+    width, height = 320, 180
+
+    async def main() -> dict[str, Any]:
+        engine = build_engine(config, credentials, livekit_server.url)
+        run = asyncio.create_task(report_of(engine))
+        await asyncio.sleep(1.0)
+        room = rtc.Room()
+        await room.connect(livekit_server.url, mint_token(credentials, identity="sdk-codecs", room=config.room_name(0)))
+        sources = []
+        for codec_name, video_codec in (("vp9", rtc.VideoCodec.VP9), ("av1", rtc.VideoCodec.AV1)):
+            source = rtc.VideoSource(width, height)
+            sources.append(source)
+            track = rtc.LocalVideoTrack.create_video_track(f"sdk-{codec_name}", source)
+            options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, video_codec=video_codec)
+            await room.local_participant.publish_track(track, options)
+        frame = 0
+        while not run.done():
+            frame += 1
+            for source in sources:
+                pixels = bytes([frame % 256]) * (width * height * 3 // 2)
+                source.capture_frame(rtc.VideoFrame(width, height, rtc.VideoBufferType.I420, pixels))
+            await asyncio.sleep(1 / 15)
+        await room.disconnect()
+        return await run
+
+    report = asyncio.run(main())
+    assert_outcomes_reconcile(report)
+    media = report["media"]
+    assert media["tracks_by_codec"] == {"video/VP9": 2, "video/AV1": 2}, media["tracks_by_codec"]
+    assert media["tracks_missing"] == 0 and media["packets_received"] > 100, media
+    assert report["signal"]["subscription_errors"] == {}
+    assert report["participants"]["outcomes"]["completed"] == 2

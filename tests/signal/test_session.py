@@ -8,7 +8,7 @@ import pytest
 
 from lkswarm._core import schema_descriptor_set
 from lkswarm.signal import codec
-from lkswarm.signal.enums import ConnectionQuality, DisconnectReason, LeaveAction
+from lkswarm.signal.enums import ConnectionQuality, DisconnectReason, LeaveAction, SubscriptionError
 from lkswarm.signal.events import (
     AnswerReceived,
     Failed,
@@ -22,6 +22,7 @@ from lkswarm.signal.events import (
     RemoteTrackPublished,
     RequestFailed,
     RoomMoved,
+    SubscriptionFailed,
     TokenRefreshed,
     TrackPublished,
     TrackSubscribed,
@@ -381,3 +382,20 @@ def test_quality_in_json_frames() -> None:
     text = codec.encode_response_json({"connectionQuality": {"updates": [{"participantSid": "PA_me", "score": 2.5}]}})
     session.receive_frame(text, 101.0)
     assert session.events_received() == [QualityReported(ConnectionQuality.POOR, 2.5)]  # POOR is proto3's default
+
+
+def test_a_failed_subscription_is_an_event_with_its_error() -> None:
+    """SE_CODEC_UNSUPPORTED (a VP9 or AV1 publisher our answer left out) came as a RequestFailed that nothing
+    read: the track's load silently never arrived."""
+    session = joined_session()
+    response = {"subscription_response": {"track_sid": "TR_av1", "err": "SE_CODEC_UNSUPPORTED"}}
+    session.receive_frame(codec.encode_response(response), 101.0)
+    assert session.events_received() == [SubscriptionFailed("TR_av1", SubscriptionError.SE_CODEC_UNSUPPORTED)]
+    session.receive_frame(codec.encode_response({"subscription_response": {"track_sid": "TR_ok"}}), 102.0)
+    assert session.events_received() == []  # err 0: subscribed
+
+
+def test_subscription_errors_match_the_schema_oracle() -> None:
+    from livekit.protocol import models
+
+    assert {e.name: e.value for e in SubscriptionError} == dict(models.SubscriptionError.items())

@@ -90,7 +90,10 @@ DataRateOpt = Annotated[
 ]
 DataSizeOpt = Annotated[
     int | None,
-    typer.Option(help="Payload bytes per data message, 20 to 64000 less its DataPacket (~84 B by default). (default 200)", rich_help_panel=SHAPE),
+    typer.Option(
+        help="Payload bytes per data message, 20 to 64000 less its DataPacket (~84 B by default). (default 200)",
+        rich_help_panel=SHAPE,
+    ),
 ]
 DataChannelOpt = Annotated[
     str | None,

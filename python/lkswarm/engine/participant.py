@@ -35,7 +35,7 @@ from lkswarm.engine.record import ServerQuality
 from lkswarm.errors import MediaError, SignalError
 from lkswarm.metrics import timer_at
 from lkswarm.net.ws_driver import WebSocketProtocol, open_websocket
-from lkswarm.signal.enums import DisconnectReason, LeaveAction
+from lkswarm.signal.enums import DisconnectReason, LeaveAction, SubscriptionError
 from lkswarm.signal.events import (
     Failed,
     Joined,
@@ -43,6 +43,7 @@ from lkswarm.signal.events import (
     PongReceived,
     QualityReported,
     SessionEvent,
+    SubscriptionFailed,
 )
 from lkswarm.signal.join_request import join_request_mapping, rtc_path, rtc_v1_path, wrap_join_request
 from lkswarm.signal.paths import signal_path_for
@@ -444,6 +445,8 @@ class ParticipantDriver:
                 self._attempt_failed(event.reason == "resume_timeout", Outcome.failed(event.reason), detail)
             else:
                 self.finish(Outcome.failed(event.reason), detail)
+        elif isinstance(event, SubscriptionFailed):
+            counters[f"subscription_failed:{SubscriptionError.name_of(event.error)}"] += 1
         elif leg is not None:
             self._media_step(lambda: leg.on_session_event(event, now))
 

@@ -167,9 +167,16 @@ def _signal(record: RunRecord) -> Signal:
         "track_settings": counters["track_settings"],
         "speaker_updates": messages.get("speakers_changed", 0),
         "leave_requests": {k[len("leave_") :]: v for k, v in counters.items() if k.startswith("leave_")},
+        "subscription_errors": _subscription_errors(counters),
         "paths": _signal_paths(counters),
         "connection_quality": connection_quality_section(record.participants),
     }
+
+
+def _subscription_errors(counters: Mapping[str, int]) -> dict[str, int]:
+    """The server's failed subscriptions by `SubscriptionError` name (``SE_CODEC_UNSUPPORTED``: 3)."""
+    prefix = "subscription_failed:"
+    return {k[len(prefix) :]: v for k, v in sorted(counters.items()) if k.startswith(prefix) and v}
 
 
 def _signal_paths(counters: Mapping[str, int]) -> SignalPaths:
@@ -328,6 +335,13 @@ def build_report(
         )
     if left.get("JOIN_FAILURE"):
         notes.append(EVICTION_NOTE.format(count=left["JOIN_FAILURE"]))
+    if failed_subscriptions := _subscription_errors(counters):
+        shown = ", ".join(f"{name} {count}" for name, count in failed_subscriptions.items())
+        warnings.append(
+            f"the server could not subscribe our participants to {sum(failed_subscriptions.values())} track(s) "
+            f"({shown}; signal.subscription_errors): that load never reached them. SE_CODEC_UNSUPPORTED means a "
+            "publisher's codec that our receivers do not take."
+        )
     forced = {kind: record.messages_received.get(kind, 0) for kind in ("mute", "track_unpublished")}
     if any(forced.values()):
         warnings.append(
@@ -409,7 +423,9 @@ def build_report(
         rooms=room_table(record),
         failed_participants=[cast(FailedRow, row.to_dict()) for row in tally.failed_rows],
     )
-    if media_totals is not None and (config.data_publishers or config.data_tracks or media_totals.data.heard_anything()):
+    if media_totals is not None and (
+        config.data_publishers or config.data_tracks or media_totals.data.heard_anything()
+    ):
         report["data"] = media_totals.data.report(latency["data_e2e"], latency["data_track_e2e"], dict(record.counters))
     report["machine"] = cast(Machine, machine)
     if server_metrics is not None:

@@ -127,6 +127,7 @@ class Signal(TypedDict, total=False):
     track_settings: int
     speaker_updates: int
     leave_requests: dict[str, int]  # by leave action
+    subscription_errors: dict[str, int]  # the server's failed subscriptions, by SubscriptionError name
     paths: SignalPaths  # by signaling path (lkswarm.signal.paths)
     connection_quality: ConnectionQualityFigures  # the server's estimate of each participant's own connection
 

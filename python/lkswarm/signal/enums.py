@@ -57,6 +57,14 @@ class RequestResponseReason(_Reason):
     INVALID_REQUEST = 11
 
 
+class SubscriptionError(_Reason):
+    """SubscriptionResponse.err: why the server could not subscribe a participant to a track."""
+
+    SE_UNKNOWN = 0
+    SE_CODEC_UNSUPPORTED = 1
+    SE_TRACK_NOTFOUND = 2
+
+
 class LeaveAction(IntEnum):
     DISCONNECT = 0
     RESUME = 1

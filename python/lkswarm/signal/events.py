@@ -123,6 +123,15 @@ class RoomMoved:
 
 
 @dataclass(frozen=True, slots=True)
+class SubscriptionFailed:
+    """The server could not subscribe us to ``track_sid`` (a `SubscriptionError`: a codec our answer left
+    out, a track gone): that track's load never reaches this participant."""
+
+    track_sid: str
+    error: int
+
+
+@dataclass(frozen=True, slots=True)
 class RequestFailed:
     """A request_response with a non-OK reason."""
 
@@ -191,6 +200,7 @@ SessionEvent = (
     | TokenRefreshed
     | RoomMoved
     | RequestFailed
+    | SubscriptionFailed
     | DataTrackPublished
     | DataTrackUnpublished
     | RemoteDataTrackPublished

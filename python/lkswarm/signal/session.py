@@ -57,6 +57,7 @@ from lkswarm.signal.events import (
     RequestFailed,
     RoomMoved,
     SessionEvent,
+    SubscriptionFailed,
     TokenRefreshed,
     TrackPublished,
     TrackSubscribed,
@@ -473,7 +474,7 @@ class SignalSession:
 
     def _on_subscription_response(self, response: codec.MessageView, _now: float) -> None:
         if response.err != 0:
-            self._events.append(RequestFailed(0, response.err, f"subscription to {response.track_sid} failed"))
+            self._events.append(SubscriptionFailed(response.track_sid, response.err))
 
     # -- endings ---------------------------------------------------------------------
 
