@@ -271,7 +271,8 @@ class MediaHub:
         ``slow_reader``: ``pauses``, ``paused_ms``, ``held_datagrams``, ``dropped_datagrams``,
         ``max_held_bytes`` (absent for other peers); ``malformed``
         (unparsable DataPackets) and ``malformed_detail`` (the first error, ``"<label>: <why>"``);
-        ``other`` (DataPackets that are not ``user``); ``channels_open`` (labels, every
+        ``other`` (DataPackets that are not ``user``) and ``other_by_field`` (those by the DataPacket
+        field number of their variant: 10 ``rpc_request``, 13 ``stream_header``, ...); ``channels_open`` (labels, every
         PeerConnection); ``senders_overflow`` (messages of flows beyond 4096 per peer, not
         counted); ``received``: one dict per (sender identity, channel label) with ``sender``,
         ``channel``, ``received``, ``bytes`` (payload), ``duplicates``, ``out_of_order``,

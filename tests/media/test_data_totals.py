@@ -81,3 +81,24 @@ def test_a_room_that_got_only_other_kinds_of_data_packets_has_heard_data() -> No
     streams = DataTotals()
     streams.account("p0", "room", peer_data(other=30))
     assert streams.heard_anything() and streams.report({"count": 0})["other_packets"] == 30
+
+
+def test_other_kinds_of_data_packets_are_counted_by_name_and_an_rpc_is_a_warning() -> None:
+    """other_packets mixed an SDK's stream packets with RPCs; an RPC to one of ours silently timed out."""
+    totals = DataTotals()
+    totals.account("p0", "room", peer_data(other=7, other_by_field={13: 2, 14: 4, 10: 1}))
+    totals.account("p1", "room", peer_data(other=1, other_by_field={14: 1}))
+    section = totals.report({"count": 0})
+    assert section["other_packets"] == 8
+    assert section["other_packets_by_kind"] == {"rpc_request": 1, "stream_chunk": 5, "stream_header": 2}
+    [warning] = [w for w in totals.warnings() if "RPC" in w]
+    assert warning.startswith("1 RPC request(s) reached our participants")
+
+
+def test_the_names_of_other_data_packet_kinds_are_the_schemas() -> None:
+    from livekit.protocol import models
+
+    from lkswarm.media.data import OTHER_VARIANTS
+
+    by_number = {f.number: f.name for f in models.DataPacket.DESCRIPTOR.oneofs_by_name["value"].fields}
+    assert {number: name for number, name in by_number.items() if name != "user"} == OTHER_VARIANTS

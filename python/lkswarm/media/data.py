@@ -26,12 +26,29 @@ loss after a receiver's last message, or before its first, is not counted.
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 from typing import Any
 
 from lkswarm.media.data_track import DataTrackTotals
 
 CHANNELS = ("reliable", "lossy")
+# DataPacket's other `value` variants by field number (livekit-protocol's models.proto; checked in the tests):
+# what an SDK sends besides user packets, counted by name in the report's ``other_packets_by_kind``.
+OTHER_VARIANTS = {
+    3: "speaker",
+    6: "sip_dtmf",
+    7: "transcription",
+    8: "metrics",
+    9: "chat_message",
+    10: "rpc_request",
+    11: "rpc_ack",
+    12: "rpc_response",
+    13: "stream_header",
+    14: "stream_chunk",
+    15: "stream_trailer",
+    18: "encrypted_packet",
+}
 RESEND_KEYS = ("resumes", "resent", "resend_unavailable")
 # A slow reader's figures (`MediaHub.peer_stats()["data"]["slow_reader"]`), after the count of readers.
 SLOW_READER_KEYS = ("readers", "pauses", "paused_ms", "held_datagrams", "dropped_datagrams", "max_held_bytes")
@@ -111,6 +128,7 @@ class DataTotals:
     send_skipped: int = 0
     # DataPackets of another kind than user (chat, RPC, transcription, ...): not messages of ours or an SDK's.
     other_packets: int = 0
+    other_by_kind: collections.Counter[str] = field(default_factory=collections.Counter)  # by variant name
     # Messages of (sender, channel) flows past the 4,096 a receiver tracks: in no flow's figures, so not in
     # messages_received either.
     flows_overflow: int = 0
@@ -137,6 +155,8 @@ class DataTotals:
         self.burst_messages += data.get("send_burst", 0)
         self.send_skipped += data.get("send_skipped", 0)
         self.other_packets += data.get("other", 0)
+        for number, count in (data.get("other_by_field") or {}).items():
+            self.other_by_kind[OTHER_VARIANTS.get(number, f"field_{number}")] += count
         self.flows_overflow += data.get("senders_overflow", 0)
         for key in RESEND_KEYS:
             self.resend[key] += data.get(key, 0)
@@ -201,6 +221,7 @@ class DataTotals:
             "burst_messages": self.burst_messages,
             "send_skipped": self.send_skipped,
             "other_packets": self.other_packets,
+            "other_packets_by_kind": dict(sorted(self.other_by_kind.items())),
             "flows_overflow": self.flows_overflow,
             # After a resume: reliable messages written again past the server's last sequence (and those no
             # longer kept, which are lost).
@@ -224,6 +245,12 @@ class DataTotals:
             out.append(
                 f"{self.tracks.send_skipped} data-track frame(s) fell due while the media thread was stalled and "
                 "were skipped, not sent"
+            )
+        if rpc_requests := self.other_by_kind.get("rpc_request", 0):
+            out.append(
+                f"{rpc_requests} RPC request(s) reached our participants, which do not answer RPCs (no ack, no "
+                "error): each caller waited out its own timeout instead of the 'method not supported' an SDK "
+                "participant without a handler returns at once"
             )
         if self.flows_overflow:
             out.append(

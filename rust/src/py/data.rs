@@ -60,6 +60,7 @@ pub fn data_dict<'py>(py: Python<'py>, data: &DataSummary) -> PyResult<Bound<'py
     dict.set_item("malformed", data.malformed)?;
     dict.set_item("malformed_detail", &data.malformed_detail)?;
     dict.set_item("other", data.other)?;
+    dict.set_item("other_by_field", data.other_by_field.iter().copied().collect::<std::collections::BTreeMap<_, _>>())?;
     dict.set_item("channels_open", &data.channels_open)?;
     dict.set_item("senders_overflow", data.flows_overflow)?;
     dict.set_item("send_burst", data.send_burst)?;

@@ -61,6 +61,9 @@ pub fn add_livekit_channels(api: &mut SdpApi) {
     });
 }
 
+/// DataPacket's `value` variants are fields up to 18 (`packet::parse_data_packet`).
+pub const OTHER_FIELDS: usize = 19;
+
 pub fn kind_of_label(label: &str) -> Option<Kind> {
     match label {
         RELIABLE_LABEL => Some(Kind::Reliable),
@@ -78,8 +81,10 @@ pub struct DataState {
     pub received: ReceiveStats,
     pub malformed: u64,
     pub malformed_detail: String,
-    /// Well-formed DataPackets that are not `user` (chat, RPC, streams, ...).
+    /// Well-formed DataPackets that are not `user` (chat, RPC, streams, ...), and by the DataPacket field
+    /// number of their variant (`OTHER_FIELDS`).
     pub other: u64,
+    pub other_by_field: [u64; OTHER_FIELDS],
     /// Created with the first probe received, so quiet peers carry no histogram.
     pub latency: Option<LagHistogram>,
     /// Set for a slow reader (`--data-slow-readers`).
@@ -134,6 +139,9 @@ impl DataState {
         };
         let Some(payload) = view.user_payload else {
             self.other += 1;
+            if let Some(slot) = view.other_variant.and_then(|field| self.other_by_field.get_mut(usize::from(field))) {
+                *slot += 1;
+            }
             return;
         };
         let Some(flow) = self.received.flow(view.sender(), label, payload.len()) else { return };
@@ -173,6 +181,8 @@ pub struct DataSummary {
     pub malformed: u64,
     pub malformed_detail: String,
     pub other: u64,
+    /// (DataPacket field number, packets) for each variant received.
+    pub other_by_field: Vec<(u8, u64)>,
     pub channels_open: Vec<String>,
     pub received: Vec<FlowSummary>,
     pub flows_overflow: u64,
@@ -205,6 +215,7 @@ impl DataState {
             malformed: self.malformed,
             malformed_detail: self.malformed_detail.clone(),
             other: self.other,
+            other_by_field: (0..OTHER_FIELDS as u8).zip(self.other_by_field).filter(|&(_, count)| count > 0).collect(),
             channels_open: self.open_labels(),
             received,
             flows_overflow: self.received.flows_overflow,
@@ -271,6 +282,7 @@ mod tests {
         let bob = flows.iter().find(|f| f.0 == "bob").unwrap().2;
         assert!(bob.foreign && bob.received == 1 && bob.payload_bytes == 5);
         assert_eq!((state.other, state.malformed), (1, 2));
+        assert_eq!(state.summary().other_by_field, vec![(9, 1)]);
         assert!(state.malformed_detail.starts_with("?: "), "{}", state.malformed_detail);
         let latency = state.latency.as_ref().unwrap();
         assert_eq!(latency.count(), 4);

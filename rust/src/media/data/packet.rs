@@ -141,7 +141,8 @@ pub struct PacketView<'a> {
     /// Some when the `user` variant is present (its payload, maybe empty).
     pub user_payload: Option<&'a [u8]>,
     /// Another oneof variant (2..=18 but not `user`): counted as "other".
-    pub other_variant: bool,
+    /// The DataPacket field number of another `value` variant than `user` (chat, RPC, streams, ...).
+    pub other_variant: Option<u8>,
 }
 
 impl PacketView<'_> {
@@ -228,10 +229,10 @@ pub fn parse_data_packet(buf: &[u8]) -> Result<PacketView<'_>, String> {
                 let (payload, identity) = parse_user_packet(bytes)?;
                 view.user_payload = Some(payload);
                 view.user_identity = identity;
-                view.other_variant = false;
+                view.other_variant = None;
             }
             (3 | 6..=15 | 18, Value::Bytes(_)) => {
-                view.other_variant = true;
+                view.other_variant = Some(field as u8); // the match bounds it to 18
                 view.user_payload = None;
             }
             (1 | 16, _) | (2 | 4, _) => return Err(format!("DataPacket field {field}: wrong wire type")),
@@ -310,6 +311,6 @@ mod tests {
     fn other_variants_are_flagged() {
         // chat_message = 9 with an empty body, then an unknown field 99.
         let view = parse_data_packet(&[0x4a, 0x00, 0x98, 0x06, 0x01]).unwrap();
-        assert!(view.other_variant && view.user_payload.is_none());
+        assert!(view.other_variant == Some(9) && view.user_payload.is_none());
     }
 }
