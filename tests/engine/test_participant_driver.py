@@ -417,3 +417,12 @@ def test_a_timer_served_after_a_stall_reads_the_sockets_before_judging_silence()
 
     deferred, later = asyncio.run(scenario())
     assert (deferred, later) == (0, 1)
+
+
+def test_a_participant_the_server_moved_belongs_to_its_new_room() -> None:
+    """The room check and the report's rows read the room the driver started in, forever."""
+    from lkswarm.signal.events import RoomMoved
+
+    driver = make_driver()
+    driver._on_session_event(RoomMoved("room-b", "new-token"), 1.0)
+    assert driver.room == "room-b" and driver.ctx.counters["room_moves"] == 1

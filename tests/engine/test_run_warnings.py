@@ -85,3 +85,12 @@ def test_one_long_stall_of_the_event_loop_makes_the_run_invalid(monkeypatch: pyt
     assert any(w.startswith("the event loop stalled for 1.5 s once") for w in report["warnings"]), report["warnings"]
     calm = _report(monkeypatch, lambda driver: None)
     assert calm["generator"]["valid"] is True
+
+
+def test_a_run_leaves_nothing_frozen_for_the_next_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gc.freeze() at the start of a run was never undone: each run's engine, plan and clips stayed in the
+    permanent generation, and a Ray actor's or an embedding program's memory grew run after run."""
+    import gc
+
+    _report(monkeypatch, lambda driver: None)
+    assert gc.get_freeze_count() == 0

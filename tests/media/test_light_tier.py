@@ -275,3 +275,38 @@ def test_data_to_n_waits_for_someone_to_send_to_instead_of_sending_to_everyone()
     assert hub.destinations == [["p1"]]
     leg.on_session_event(ParticipantsChanged(4), 2.0)
     assert hub.destinations == [["p1"]]  # chosen once: a receiver's expected count starts at its first message
+
+
+def test_a_grid_gives_a_freed_tile_to_the_next_video_track() -> None:
+    """Tiles only grew: with churn, a long-lived subscriber of a grid:2 layout disabled every newer publisher's
+    video for good (its grid was full of departed publishers' tracks)."""
+    from lkswarm.config import RunConfig
+    from lkswarm.signal.enums import TrackType
+    from lkswarm.signal.events import ParticipantsChanged, RemoteTrackPublished
+
+    config = RunConfig(url="ws://127.0.0.1:7880", participants=4, layout="grid:2")
+    asked: list[dict[str, Any]] = []
+
+    class RecordingSession(SignalSession):
+        def send_request(self, request: dict[str, Any]) -> None:
+            asked.append(request)
+
+    host = FakeHost(fake_run(config), "p0", room="room")
+    session = host.session = RecordingSession("p0", "token", join_timeout_s=15)
+    leg = light_leg(host)
+    leg.tier.hub, leg.peer_id = object(), 1  # type: ignore[assignment]
+    for n in (1, 2, 3):
+        session.others[f"p{n}"] = f"PA_{n}"
+        session.tracks_by_participant[f"PA_{n}"] = frozenset({f"TR_{n}"})
+        leg.on_session_event(RemoteTrackPublished(f"PA_{n}", f"p{n}", f"TR_{n}", TrackType.VIDEO, 0.0), 0.0)
+    settings = {a["trackSetting"]["trackSids"][0]: a["trackSetting"] for a in asked}
+    assert not settings["TR_1"].get("disabled") and not settings["TR_2"].get("disabled")
+    assert settings["TR_3"]["disabled"] is True
+    asked.clear()
+    del session.others["p1"], session.tracks_by_participant["PA_1"]  # p1 left
+    leg.on_session_event(ParticipantsChanged(2), 1.0)
+    assert [a["trackSetting"] for a in asked] == [
+        {"trackSids": ["TR_3"], "quality": "MEDIUM", "width": 640, "height": 360}
+    ], asked  # TR_2 keeps its tile; TR_3 takes the freed one
+    leg.on_session_event(ParticipantsChanged(2), 2.0)
+    assert len(asked) == 1  # nothing changed: nothing asked again

@@ -42,6 +42,7 @@ from lkswarm.signal.events import (
     LeaveRequested,
     PongReceived,
     QualityReported,
+    RoomMoved,
     SessionEvent,
     SubscriptionFailed,
 )
@@ -445,6 +446,10 @@ class ParticipantDriver:
                 self._attempt_failed(event.reason == "resume_timeout", Outcome.failed(event.reason), detail)
             else:
                 self.finish(Outcome.failed(event.reason), detail)
+        elif isinstance(event, RoomMoved):
+            # The server moved us (MoveParticipant): the room check and the report's rows follow us there.
+            counters["room_moves"] += 1
+            self.room = event.room_name
         elif isinstance(event, SubscriptionFailed):
             counters[f"subscription_failed:{SubscriptionError.name_of(event.error)}"] += 1
         elif leg is not None:

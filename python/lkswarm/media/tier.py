@@ -237,7 +237,8 @@ class LightLeg(SignalingLeg):
         self._has_remote: dict[int, bool] = {SignalTarget.PUBLISHER: False, SignalTarget.SUBSCRIBER: False}
         self._pending_candidates: dict[int, list[str]] = collections.defaultdict(list)
         self._remote_published_at: dict[str, float] = {}
-        self._video_tiles: list[str] = []  # remote video tracks in order of appearance (the layout)
+        # Live remote video tracks in order of appearance (the layout), each with the setting last asked for.
+        self._video_tiles: dict[str, tuple[Any, ...]] = {}
 
     # -- signaling side ------------------------------------------------------------------
 
@@ -399,8 +400,11 @@ class LightLeg(SignalingLeg):
 
     def on_session_event(self, event: SessionEvent, now: float) -> None:
         super().on_session_event(event, now)
-        if self._data_waiting and isinstance(event, ParticipantsChanged) and self.peer_id is not None:
-            self._start_data()
+        if isinstance(event, ParticipantsChanged) and self.peer_id is not None:
+            if self._data_waiting:
+                self._start_data()
+            if self._video_tiles:
+                self._apply_layout()  # a publisher that left frees its tile
         if isinstance(event, (DataTrackPublished, DataTrackHandles, RemoteDataTrackPublished, RequestFailed)):
             hub, peer = self.tier.hub, self.peer_id
             if hub is not None and peer is not None:
@@ -415,20 +419,35 @@ class LightLeg(SignalingLeg):
             self._place_video_tile(event.track_sid)
 
     def _place_video_tile(self, track_sid: str) -> None:
-        """Applies the layout to a new remote video track: its size, or disabled when it has no tile."""
-        if track_sid in self._video_tiles:
-            return
-        tile = len(self._video_tiles)
-        self._video_tiles.append(track_sid)
+        """A new remote video track takes the next tile of the layout (`_apply_layout`)."""
+        self._video_tiles.setdefault(track_sid, ())
+        self._apply_layout()
+
+    def _apply_layout(self) -> None:
+        """Gives each live remote video track, in order of appearance, its tile's size, or disables it when the
+        grid has no tile left, and sends a setting only where one changed. A track whose publisher left frees
+        its tile for the next one, as a client's grid fills up again (tiles once only grew: with churn, newer
+        publishers' video stayed disabled for good)."""
+        live = self.session.live_remote_tracks()
+        for gone in [sid for sid in self._video_tiles if sid not in live]:
+            del self._video_tiles[gone]
         tiles = self.run.config.grid_tiles
-        if tiles and tile >= tiles:
-            request = track_setting(track_sid, disabled=True)
-        else:
-            main = tile == 0 and (tiles == 1 or not tiles)  # the speaker view's big tile
-            quality, width, height = TILE_SIZES["main" if main else "grid" if 1 < tiles <= 4 else "thumb"]
-            request = track_setting(track_sid, quality=quality, width=width, height=height)
-        self.session.send_request(request)
-        self.run.counters["track_settings"] += 1
+        for tile, (track_sid, asked) in enumerate(list(self._video_tiles.items())):
+            if tiles and tile >= tiles:
+                wanted: tuple[Any, ...] = ("disabled",)
+            else:
+                main = tile == 0 and (tiles == 1 or not tiles)  # the speaker view's big tile
+                wanted = TILE_SIZES["main" if main else "grid" if 1 < tiles <= 4 else "thumb"]
+            if wanted == asked:
+                continue
+            self._video_tiles[track_sid] = wanted
+            if wanted == ("disabled",):
+                request = track_setting(track_sid, disabled=True)
+            else:
+                quality, width, height = wanted
+                request = track_setting(track_sid, quality=quality, width=width, height=height)
+            self.session.send_request(request)
+            self.run.counters["track_settings"] += 1
 
     # -- hub side ---------------------------------------------------------------------------
 

@@ -168,6 +168,7 @@ def _signal(record: RunRecord) -> Signal:
         "speaker_updates": messages.get("speakers_changed", 0),
         "leave_requests": {k[len("leave_") :]: v for k, v in counters.items() if k.startswith("leave_")},
         "subscription_errors": _subscription_errors(counters),
+        "room_moves": counters["room_moves"],
         "paths": _signal_paths(counters),
         "connection_quality": connection_quality_section(record.participants),
     }
@@ -277,6 +278,34 @@ def loss_at_server_warning(media: dict[str, Any], server: dict[str, Any], rcvbuf
     )
 
 
+def _server_action_warnings(record: RunRecord, left: Mapping[str, int]) -> list[str]:
+    """What the server did to the run that it did not plan: subscriptions it could not make, our tracks it muted
+    or unpublished, participants it removed (but the signal-only eviction, which has its own note)."""
+    warnings: list[str] = []
+    if failed_subscriptions := _subscription_errors(record.counters):
+        shown = ", ".join(f"{name} {count}" for name, count in failed_subscriptions.items())
+        warnings.append(
+            f"the server could not subscribe our participants to {sum(failed_subscriptions.values())} track(s) "
+            f"({shown}; signal.subscription_errors): that load never reached them. SE_CODEC_UNSUPPORTED means a "
+            "publisher's codec that our receivers do not take."
+        )
+    forced = {kind: record.messages_received.get(kind, 0) for kind in ("mute", "track_unpublished")}
+    if any(forced.values()):
+        warnings.append(
+            f"the server muted or unmuted our published tracks {forced['mute']} time(s) and unpublished "
+            f"{forced['track_unpublished']} of them (an admin's MutePublishedTrack, or publish permission revoked): "
+            "lkswarm's publishers keep sending regardless, so what subscribers received is less than planned."
+        )
+    removed = {reason: count for reason, count in left.items() if reason != "JOIN_FAILURE"}
+    if removed:
+        shown = ", ".join(f"{reason} {count}" for reason, count in sorted(removed.items(), key=lambda kv: -kv[1]))
+        warnings.append(
+            f"the server removed {sum(removed.values())} participant(s) ({shown}): they did not stay for the run, "
+            "so it did not hold the load it planned. Gate on it with --threshold left==0."
+        )
+    return warnings
+
+
 def build_report(
     record: RunRecord,
     server: EmbeddedServerUse | None = None,
@@ -335,27 +364,7 @@ def build_report(
         )
     if left.get("JOIN_FAILURE"):
         notes.append(EVICTION_NOTE.format(count=left["JOIN_FAILURE"]))
-    if failed_subscriptions := _subscription_errors(counters):
-        shown = ", ".join(f"{name} {count}" for name, count in failed_subscriptions.items())
-        warnings.append(
-            f"the server could not subscribe our participants to {sum(failed_subscriptions.values())} track(s) "
-            f"({shown}; signal.subscription_errors): that load never reached them. SE_CODEC_UNSUPPORTED means a "
-            "publisher's codec that our receivers do not take."
-        )
-    forced = {kind: record.messages_received.get(kind, 0) for kind in ("mute", "track_unpublished")}
-    if any(forced.values()):
-        warnings.append(
-            f"the server muted or unmuted our published tracks {forced['mute']} time(s) and unpublished "
-            f"{forced['track_unpublished']} of them (an admin's MutePublishedTrack, or publish permission revoked): "
-            "lkswarm's publishers keep sending regardless, so what subscribers received is less than planned."
-        )
-    removed = {reason: count for reason, count in left.items() if reason != "JOIN_FAILURE"}
-    if removed:
-        shown = ", ".join(f"{reason} {count}" for reason, count in sorted(removed.items(), key=lambda kv: -kv[1]))
-        warnings.append(
-            f"the server removed {sum(removed.values())} participant(s) ({shown}): they did not stay for the run, "
-            "so it did not hold the load it planned. Gate on it with --threshold left==0."
-        )
+    warnings += _server_action_warnings(record, left)
     if media_totals is not None and media_totals.hub_io_fallback:
         notes.append(IO_FALLBACK_NOTE.format(reason=media_totals.hub_io_fallback))
     after_end = counters["failed_after_end"]

@@ -128,6 +128,7 @@ class Signal(TypedDict, total=False):
     speaker_updates: int
     leave_requests: dict[str, int]  # by leave action
     subscription_errors: dict[str, int]  # the server's failed subscriptions, by SubscriptionError name
+    room_moves: int  # participants the server moved to another room (MoveParticipant): counted in the new one
     paths: SignalPaths  # by signaling path (lkswarm.signal.paths)
     connection_quality: ConnectionQualityFigures  # the server's estimate of each participant's own connection
 
