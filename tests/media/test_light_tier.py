@@ -310,3 +310,24 @@ def test_a_grid_gives_a_freed_tile_to_the_next_video_track() -> None:
     ], asked  # TR_2 keeps its tile; TR_3 takes the freed one
     leg.on_session_event(ParticipantsChanged(2), 2.0)
     assert len(asked) == 1  # nothing changed: nothing asked again
+
+
+def test_rows_of_closed_peers_are_bounded_but_always_counted(monkeypatch: Any) -> None:
+    """Every closed peer's tracks.csv and data.csv rows were kept for the whole run: ~130 MB an hour of churn."""
+    import lkswarm.media.tier as tier_module
+
+    monkeypatch.setattr(tier_module, "MAX_CLOSED_PEER_ROWS", 3)
+    track = {"track_id": "TR_a", "kind": "audio", "codec": "audio/opus", "packets": 50, "bytes": 5000}
+    track.update(expected=50, lost=0, jitter_ms=0.5)
+    flow = {"sender": "p9", "channel": "_reliable", "received": 4, "bytes": 400, "expected": 4, "missing": 0}
+    flow.update(duplicates=0, out_of_order=0)
+    data = {"sent": {}, "received": [flow]}
+    totals = MediaTotals()
+    leg = light_leg(make_host())
+    for _ in range(4):  # each closed peer: one track row, one data row
+        leg.account(peer_stats(tracks=[track], data=data), totals, closed=True)
+    assert len(totals.track_rows) + len(totals.data.rows) == 4  # two peers listed whole, then the budget is spent
+    assert totals.report()["rows_not_listed"] == 4
+    assert totals.packets_received == 200 and totals.data.channels["reliable"].messages_received == 16
+    leg.account(peer_stats(tracks=[track], data=data), totals)  # a live peer at the end: always listed
+    assert len(totals.track_rows) == 3

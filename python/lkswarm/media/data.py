@@ -117,6 +117,7 @@ class DataTotals:
     malformed: int = 0
     malformed_examples: list[str] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)  # data.csv: one per (receiver, sender, channel)
+    rows_not_listed: int = 0  # of closed peers past the row budget (media.tier.MAX_CLOSED_PEER_ROWS): counted only
     # Who was counted: a participant's fresh join (leave RECONNECT, a rejoin storm) gives it a second peer,
     # whose figures add up but which is not a second publisher or slow reader.
     publisher_ids: set[str] = field(default_factory=set)
@@ -140,12 +141,14 @@ class DataTotals:
     def heard_anything(self) -> bool:
         """Whether any data came in: messages, or only packets of other kinds (an SDK's text streams, RPCs) or
         unreadable ones, which the report must still show though no publisher of ours sent."""
-        return bool(self.rows or self.other_packets or self.malformed or self.flows_overflow)
+        return bool(self.rows or self.rows_not_listed or self.other_packets or self.malformed or self.flows_overflow)
 
-    def account(self, identity: str, room: str, data: dict[str, Any]) -> None:
-        """Adds one peer's ``data`` figures (`MediaHub.peer_stats`)."""
+    def account(self, identity: str, room: str, data: dict[str, Any], *, keep_rows: bool = True) -> None:
+        """Adds one peer's ``data`` figures (`MediaHub.peer_stats`); its ``data.csv`` rows too unless ``keep_rows``
+        is false (then they are counted in ``rows_not_listed``)."""
+        rows: list[dict[str, Any]] = self.rows if keep_rows else []
         if "track" in data:
-            self.tracks.account(identity, room, data["track"], self.rows)
+            self.tracks.account(identity, room, data["track"], rows)
         for channel, count in (data.get("sent") or {}).items():
             figures = self.channels.setdefault(channel, ChannelFigures())
             figures.messages_sent += count
@@ -180,7 +183,7 @@ class DataTotals:
             # The hub names a receiving channel by its label: "_reliable" is what publishers call "reliable".
             label = received["channel"]
             row = {**received, "channel": label[1:] if label in ("_reliable", "_lossy") else label}
-            self.rows.append({"receiver": identity, "room": room, **row, "slow_reader": slow is not None})
+            rows.append({"receiver": identity, "room": room, **row, "slow_reader": slow is not None})
             if row.get("foreign"):
                 self.foreign_messages += row["received"]
                 self.foreign_bytes += row["bytes"]
@@ -195,6 +198,8 @@ class DataTotals:
             figures.duplicates += row["duplicates"]
             figures.out_of_order += row["out_of_order"]
             figures.bytes_received += row["bytes"]
+        if not keep_rows:
+            self.rows_not_listed += len(rows)
 
     def report(
         self,

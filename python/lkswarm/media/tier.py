@@ -64,6 +64,10 @@ from lkswarm.signal.requests import VideoLayer, add_audio_track, add_video_track
 # Layout tiles: (VideoQuality, width, height) the subscriber asks the SFU for.
 TILE_SIZES = {"main": ("HIGH", 1280, 720), "grid": ("MEDIUM", 640, 360), "thumb": ("LOW", 320, 180)}
 MISSING_EXAMPLES = 5  # (subscriber, track) pairs with no packets named in the report
+# tracks.csv and data.csv rows kept of peers closed before the end (departures, a fresh join's old peer): with
+# churn they grew for the whole run (~6.7 KB a peer, ~130 MB an hour at 2 replacements a second). Their figures
+# always count in the totals; rows past this are counted, not listed. Live peers' rows are all listed.
+MAX_CLOSED_PEER_ROWS = 20_000
 
 
 def publisher_role(seat: int, audio_publishers: int, video_publishers: int) -> tuple[bool, bool]:
@@ -482,8 +486,9 @@ class LightLeg(SignalingLeg):
         totals.ice_restarts += stats.get("ice_restarts", 0)
         totals.rtp_past_stream_cap += stats.get("rtp_past_stream_cap", 0)
         totals.srtp_receive.account(stats)
+        keep_rows = not closed or len(totals.track_rows) + len(totals.data.rows) < MAX_CLOSED_PEER_ROWS
         if "data" in stats:
-            totals.data.account(self.driver.identity, self.driver.room, stats["data"])
+            totals.data.account(self.driver.identity, self.driver.room, stats["data"], keep_rows=keep_rows)
         received: dict[str, str] = {}  # track id -> codec: a track counts once, however many SSRCs
         for track in stats["tracks"]:
             totals.packets_received += track["packets"]
@@ -493,7 +498,10 @@ class LightLeg(SignalingLeg):
             if track["packets"] > 0:
                 received[track["track_id"]] = track["codec"]
                 record_ms(totals.jitter_ms, track["jitter_ms"])
-            totals.track_rows.append({"identity": self.driver.identity, "room": self.driver.room, **track})
+            if keep_rows:
+                totals.track_rows.append({"identity": self.driver.identity, "room": self.driver.room, **track})
+            else:
+                totals.rows_not_listed += 1
         for track_id, codec in received.items():
             pair = (self.driver.identity, track_id)
             if pair in totals.received_pairs:

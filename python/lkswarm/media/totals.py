@@ -96,6 +96,7 @@ class MediaTotals:
     # requests the server throttles (README, "Things the server does"), so the two have different modes.
     track_subscribed_ms: dict[str, HdrHistogram] = field(default_factory=dict)
     track_rows: list[dict[str, Any]] = field(default_factory=list)
+    rows_not_listed: int = 0  # tracks.csv and data.csv rows of closed peers past tier.MAX_CLOSED_PEER_ROWS
     missing_examples: list[dict[str, str]] = field(default_factory=list)  # the first few, to act on
     cpu_s: float = 0.0  # the media thread's CPU is part of the generator's (the TierTotals port)
     hub_wakeups: int = 0  # media thread loop iterations and peer timeouts served (where its CPU goes)
@@ -135,6 +136,7 @@ class MediaTotals:
             "keyframe_requests": self.keyframe_requests,
             "ice_restarts": self.ice_restarts,
             "rtp_past_stream_cap": self.rtp_past_stream_cap,
+            "rows_not_listed": self.rows_not_listed + self.data.rows_not_listed,
             "hub": self.hub_report(),
             "srtp_receive": self.srtp_receive.report(self.packets_received),
         }

@@ -365,6 +365,12 @@ def build_report(
     if left.get("JOIN_FAILURE"):
         notes.append(EVICTION_NOTE.format(count=left["JOIN_FAILURE"]))
     warnings += _server_action_warnings(record, left)
+    if media_totals is not None and (unlisted := media_totals.rows_not_listed + media_totals.data.rows_not_listed):
+        notes.append(
+            f"tracks.csv and data.csv list the rows of the first participants that left before the end; {unlisted} "
+            "more rows of later leavers are counted in every total but not listed (media.rows_not_listed), so that "
+            "a long run with churn keeps its memory bounded"
+        )
     if media_totals is not None and media_totals.hub_io_fallback:
         notes.append(IO_FALLBACK_NOTE.format(reason=media_totals.hub_io_fallback))
     after_end = counters["failed_after_end"]
