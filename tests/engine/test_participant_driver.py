@@ -426,3 +426,27 @@ def test_a_participant_the_server_moved_belongs_to_its_new_room() -> None:
     driver = make_driver()
     driver._on_session_event(RoomMoved("room-b", "new-token"), 1.0)
     assert driver.room == "room-b" and driver.ctx.counters["room_moves"] == 1
+
+
+def test_an_ended_participant_lets_its_session_go_and_keeps_its_message_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With churn every ended participant kept its room view, track sets and connection to the run's end."""
+    from lkswarm.signal.websocket import Closed
+
+    opened: list[str] = []
+    _answering_server(monkeypatch, opened)
+
+    async def scenario() -> ParticipantDriver:
+        _engine, driver = _running_driver()
+        task = asyncio.create_task(driver.run())
+        await asyncio.sleep(0.05)
+        generation = driver._generation
+        driver.finish(Outcome.left("PARTICIPANT_REMOVED"))
+        await asyncio.wait_for(task, 5)
+        driver._on_ws_event(Closed(1000, ""), generation)  # the old connection's last event: ignored
+        return driver
+
+    driver = asyncio.run(scenario())
+    assert driver.session is None and driver.leg is None and driver._connection is None
+    assert driver.messages_received == {"join": 1}

@@ -298,8 +298,7 @@ class Engine:
         participants = [self._row(d, d.index in active_at_end) for d in self.drivers]
         messages: collections.Counter[str] = collections.Counter()
         for driver in self.drivers:
-            if driver.session is not None:
-                messages.update(driver.session.messages_received)
+            messages.update(driver.messages_received)
         await self._stop_all()
         for tier in self.tiers:
             if self._aborting:  # a second Ctrl-C: what has not closed in a second is left to the process's end
