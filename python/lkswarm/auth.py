@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,9 @@ from lkswarm.errors import ConfigError
 DEV_API_KEY = "devkey"
 DEV_API_SECRET = "secret"  # livekit-server's own dev default (`--dev` without keys)
 DEFAULT_TOKEN_TTL_S = 6 * 3600
+# An access token (a JWT: base64url header, payload and signature): a bearer credential, which livekit-server
+# quotes back in its refusals ("invalid token: eyJ...") and logs.
+ACCESS_TOKEN = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,8 @@ class Credentials:
         return cls(key, secret)
 
     def redact(self, text: str) -> str:
-        """``text`` with every occurrence of the secret replaced."""
+        """``text`` with every occurrence of the secret, and every access token, replaced."""
+        text = ACCESS_TOKEN.sub("<token>", text)
         return text.replace(self.api_secret, "***") if self.api_secret else text
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import http.client
 import io
-import urllib.request
 from typing import Any
 
 import pytest
 
 from lkswarm.auth import Credentials
 from lkswarm.errors import SignalError
+from lkswarm.net import twirp as twirp_module
 from lkswarm.net.twirp import RoomService
 
 SECRET = "twirp-test-secret-0123456789abcdef"
@@ -37,7 +37,7 @@ def service_answering(monkeypatch: pytest.MonkeyPatch, answer: bytes | BaseExcep
             raise answer
         return CannedResponse(answer)
 
-    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(twirp_module, "open_direct", urlopen)
     return RoomService("ws://127.0.0.1:7880", Credentials("twirp-key", SECRET))
 
 

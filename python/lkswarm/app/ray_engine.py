@@ -38,9 +38,10 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import ModuleType
@@ -163,16 +164,43 @@ class ActorShare:
         return f"actor {self.index} (node {node}, host {self.where.get('host', '?')}, pid {self.where.get('pid', '?')})"
 
 
+def redacted_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the value of ``--api-secret`` replaced."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--api-secret" and i + 1 < len(out):
+            out[i + 1] = "***"
+        elif arg.startswith("--api-secret="):
+            out[i] = "--api-secret=***"
+    return out
+
+
+@contextlib.contextmanager
+def secrets_kept_from_ray() -> Iterator[None]:
+    """While Ray starts or joins a cluster: it records this process's command line as the job's entrypoint (in
+    the cluster's GCS and on its dashboard), and a local cluster's raylet and actors inherit this process's
+    environment. Neither may carry the API secret, which reaches the actors through the object store only."""
+    argv, secret = sys.argv, os.environ.pop("LIVEKIT_API_SECRET", None)
+    sys.argv = redacted_argv(argv)
+    try:
+        yield
+    finally:
+        sys.argv = argv
+        if secret is not None:
+            os.environ["LIVEKIT_API_SECRET"] = secret
+
+
 def connect(ray: ModuleType, address: str) -> bool:
     """Joins (or, for ``local``, starts) the cluster; False when this process was already connected."""
     if ray.is_initialized():
         return False
     quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     try:
-        if address == "local":
-            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
-        else:
-            ray.init(address=address, **quiet)
+        with secrets_kept_from_ray():
+            if address == "local":
+                ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
+            else:
+                ray.init(address=address, **quiet)
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError, gRPC's errors...: one line, no traceback
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ClusterError(f"--ray {address}: could not join the Ray cluster: {first_line}") from None

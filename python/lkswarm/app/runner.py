@@ -28,7 +28,7 @@ from lkswarm.impairment import ImpairmentError, parse_impairment
 from lkswarm.media.tier import LightTier
 from lkswarm.media.totals import MediaTotals
 from lkswarm.metrics import process_cpu_s, udp_receive_buffer_errors
-from lkswarm.net.twirp import http_base
+from lkswarm.net.twirp import http_base, open_direct
 from lkswarm.net.ws_driver import Endpoint, tls_context
 from lkswarm.observe.server_metrics import scrape, server_section
 from lkswarm.probe.netns import ProbeNetwork, unsupported_reason
@@ -92,16 +92,15 @@ def check_signal_path(config: RunConfig, credentials: Credentials, url: str) -> 
     """
     if "v1" not in dict(config.signal_path_weights):
         return
-    # urllib.request brings http.client and email (about 10 ms of start-up): imported when first used.
+    # urllib brings http.client and email (about 10 ms of start-up): imported when first used.
     import urllib.error
-    import urllib.request
 
     token = mint_token(credentials, identity=f"{config.identity_prefix}-preflight", room=config.room_name(0))
     request = wrap_join_request(join_request_mapping(auto_subscribe=config.auto_subscribe, protocol=config.protocol))
     target = http_base(url) + validate_v1_path(token, request)
     tls = tls_context(insecure=config.insecure, ca_file=config.ca_file) if target.startswith("https:") else None
     try:
-        with urllib.request.urlopen(target, timeout=10, context=tls):
+        with open_direct(target, 10, tls):  # a join token is in the URL: never through a proxy
             return
     except urllib.error.HTTPError as exc:
         if exc.code == 404:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from lkswarm.auth import mint_token
+from lkswarm.auth import ACCESS_TOKEN, mint_token
 from lkswarm.engine.outcome import COMPLETED, Outcome
 from lkswarm.engine.ports import MediaLeg, RunContext
 from lkswarm.engine.reconnect import ReconnectEpisode
@@ -61,7 +61,6 @@ MAX_RESUMES = 3
 # unread in the sockets, so it is served once more after the loop has polled them, not judged from stale state.
 STALLED_TIMER_S = 0.5
 REJECTED_DETAIL_CHARS = 200  # of an HTTP refusal's body (once tokens and markup are out), in the outcome's detail
-_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _TAG = re.compile(r"<[^>]{0,200}>|<!--.*?-->", re.S)
 
 
@@ -77,7 +76,7 @@ def refusal_detail(body: str) -> str:
     """One line of an HTTP refusal's body: tags stripped (a proxy's HTML error page), white space folded, and any
     access token (a bearer credential, which livekit-server quotes back) replaced, so the cause that follows
     it ("token signature is invalid") is what the detail keeps."""
-    text = _JWT.sub("<token>", _TAG.sub(" ", body))
+    text = ACCESS_TOKEN.sub("<token>", _TAG.sub(" ", body))
     text = " ".join(html.unescape(text).split())
     return text if len(text) <= REJECTED_DETAIL_CHARS else text[: REJECTED_DETAIL_CHARS - 1] + "…"
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lkswarm.auth import Credentials, mint_token
 from lkswarm.errors import SignalError
+
+if TYPE_CHECKING:
+    import http.client
+    import urllib.request
 
 
 def http_base(url: str) -> str:
@@ -23,6 +27,18 @@ def _excerpt(raw: bytes) -> str:
     """The start of an answer's body, for a one-line error."""
     text = raw[:80].decode(errors="replace").replace("\n", " ")
     return repr(text + ("..." if len(raw) > 80 else ""))
+
+
+def open_direct(
+    request: urllib.request.Request | str, timeout_s: float, tls: ssl.SSLContext | None
+) -> http.client.HTTPResponse:
+    """``urlopen`` that never goes through ``http_proxy``/``https_proxy``: our HTTP calls carry an access token (in
+    a header, or a join token in the URL), which a proxy would log; the participants' WebSockets go direct too."""
+    import urllib.request  # lazily, as in `RoomService._call`
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=tls))
+    response: http.client.HTTPResponse = opener.open(request, timeout=timeout_s)
+    return response
 
 
 class RoomService:
@@ -61,7 +77,7 @@ class RoomService:
             method="POST",
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.tls) as response:
+            with open_direct(request, self.timeout_s, self.tls) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:300]

@@ -74,6 +74,16 @@ class Endpoint:
     @classmethod
     def parse(cls, url: str, tls: ssl.SSLContext | None = None) -> Endpoint:
         parsed = urllib.parse.urlsplit(url)
+        if "@" in parsed.netloc:  # never echoed: it may hold the secret
+            raise ConfigError(
+                "the URL must not carry credentials (user:password@host): pass them with --api-key and "
+                "--api-secret or LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
+            )
+        if parsed.query or parsed.fragment:  # never echoed: it may hold an access token
+            raise ConfigError(
+                f"the URL must not carry a query string or fragment: {parsed.scheme}://{parsed.netloc}{parsed.path} "
+                "is where lkswarm adds its own (/rtc?access_token=...)"
+            )
         scheme = {"http": "ws", "https": "wss"}.get(parsed.scheme, parsed.scheme)
         if scheme not in ("ws", "wss") or not parsed.hostname:
             raise ConfigError(f"not a LiveKit URL: {url!r} (expected ws://host:port or wss://host)")
