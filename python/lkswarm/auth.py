@@ -46,6 +46,22 @@ class Credentials:
         return text.replace(self.api_secret, "***") if self.api_secret else text
 
 
+def safe_url(url: Any) -> str:
+    """The URL without user info, query or fragment: where tokens and passwords would hide."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(str(url))
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+    except ValueError:
+        return "(unparsable url)"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 

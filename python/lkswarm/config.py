@@ -95,6 +95,12 @@ def _check_probe_impair(value: str) -> None:
     parse_impairment(value)  # raises ValueError naming the bad part
 
 
+def _check_server_metrics(value: str) -> None:
+    scheme, _, rest = value.partition("://")
+    if scheme not in ("http", "https") or not rest:
+        raise ValueError(f"server_metrics must be the server's http(s)://HOST:PORT/metrics URL, not {value!r}")
+
+
 def _check_data_to(value: str) -> None:
     if value != "all" and not (value.isdigit() and int(value) > 0):
         raise ValueError(f"data_to must be all or a number of destination identities > 0, not {value!r}")
@@ -139,7 +145,7 @@ class RunConfig:
     # Server URL; None starts an embedded local server
     url: str | None = declare(None, as_str, optional=True)
     # the server's Prometheus /metrics URL (the embedded server's is known)
-    server_metrics: str | None = declare(None, as_str, optional=True)
+    server_metrics: str | None = declare(None, as_str, optional=True, check=_check_server_metrics)
     rooms: int = declare(1, as_int, ge=1, le=100_000)
     participants: int = declare(10, as_int, ge=1, le=1_000_000)  # per room
     rate: float = declare(20.0, as_float, gt=0)  # joins started per second

@@ -318,3 +318,18 @@ def test_a_loss_threshold_over_nothing_received_fails() -> None:
     report = {**_report_with_join_samples([5.0]), "media": nothing}
     evaluate(report, parse_thresholds(["media.loss_ratio<1%"]))
     assert report["passed"] is False and report["thresholds"][0]["actual"] is None  # type: ignore[index]
+
+
+def test_a_load_flag_that_replaces_the_files_stages_says_so() -> None:
+    """`run staged.toml --duration 12s` ran flat, with the report's stages [] and not a word about it."""
+    from lkswarm.app.scenario import Scenario, merge_flags, stages_replaced_note
+
+    staged = Scenario(fields={"stages": [{"duration_s": "4s", "target": 8}, {"duration_s": "2s", "target": 2}]})
+    flags = {"duration_s": 12.0, "rate": None, "participants": None, "rooms": 2}
+    assert "stages" not in merge_flags(staged, flags)
+    note = stages_replaced_note(staged, flags)
+    assert note is not None and note.startswith("--duration replaces the scenario's 2 stage(s)")
+    both = stages_replaced_note(staged, {**flags, "rate": 5.0})
+    assert both is not None and both.startswith("--rate and --duration replace")
+    assert stages_replaced_note(staged, {"rooms": 2}) is None
+    assert stages_replaced_note(Scenario(fields={}), flags) is None

@@ -215,8 +215,23 @@ def test_the_quiet_error_line_names_failed_thresholds_and_nothing_for_a_clean_ru
 
     report = synthetic_report(1)
     report["thresholds"] = [
-        {"expr": "join_response.p95<1ms", "actual": 12.5, "passed": False},
+        {"expr": "join_response.p95<1ms", "key": "latency_ms.join_response.p95", "actual": 12.5, "passed": False},
         {"expr": "failed==0", "actual": 0, "passed": True},
     ]
-    assert failure_line(report, 99) == "1 threshold(s) failed: join_response.p95<1ms (actual 12.5)"
+    assert failure_line(report, 99) == "1 threshold(s) failed: join_response.p95<1ms (actual 12.5 ms)"
     assert failure_line(report, 0) is None
+
+
+def test_a_thresholds_actual_value_carries_its_unit() -> None:
+    """`✓ threshold join_response.p99<2s (actual 47.551)`: ms against a limit written in s."""
+    from lkswarm.cli.output import threshold_actual
+
+    def actual(key: str, value: float | None) -> str:
+        return threshold_actual({"key": key, "actual": value})
+
+    assert actual("latency_ms.join_response.p99", 47.551) == "47.551 ms"
+    assert actual("latency_ms.join_response.count", 12) == "12"
+    assert actual("generator.media_lag_ms.p99", 3.5) == "3.5 ms"
+    assert actual("media.loss_ratio", 0.0123) == "0.0123 = 1.23 %"
+    assert actual("participants.outcomes.failed", 0) == "0"
+    assert actual("media.loss_ratio", None) == "no data"

@@ -32,17 +32,23 @@ def _joining_with(on_join: Any) -> Any:
     return run
 
 
-def _report(monkeypatch: pytest.MonkeyPatch, on_join: Any, **extra: object) -> dict[str, Any]:
+def _report(
+    monkeypatch: pytest.MonkeyPatch, on_join: Any, scraped: dict[str, Any] | None = None, **fields: Any
+) -> dict[str, Any]:
     monkeypatch.setattr(ParticipantDriver, "run", _joining_with(on_join))
     config = RunConfig(
-        url="ws://127.0.0.1:7880", participants=4, rate=100, signal_only=True, duration_s=0.3, verify_rooms=False
+        url="ws://127.0.0.1:7880",
+        participants=4,
+        rate=100,
+        signal_only=True,
+        duration_s=0.3,
+        verify_rooms=False,
+        **fields,
     )
     engine = Engine(fake_run(config))
-    for name, value in extra.items():
-        setattr(engine, name, value)
 
     async def main() -> dict[str, Any]:
-        return build_report(await engine.run())
+        return build_report(await engine.run(), server_metrics=scraped)
 
     return asyncio.run(main())
 
@@ -94,3 +100,21 @@ def test_a_run_leaves_nothing_frozen_for_the_next_one(monkeypatch: pytest.Monkey
 
     _report(monkeypatch, lambda driver: None)
     assert gc.get_freeze_count() == 0
+
+
+def test_server_metrics_that_could_not_be_read_are_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--server-metrics at a wrong port: exit 0, and the reason only deep in the JSON."""
+    unread = {"available": False, "reason": "Connection refused"}
+    report = _report(monkeypatch, lambda driver: None, unread, server_metrics="http://u:pw@127.0.0.1:9/metrics?x=1")
+    [warning] = [w for w in report["warnings"] if "metrics" in w]
+    assert warning.startswith("the server's metrics at http://127.0.0.1:9/metrics could not be read (Connection")
+    assert "pw" not in warning
+
+
+def test_server_metrics_must_be_an_http_url() -> None:
+    from lkswarm.errors import ConfigError
+
+    for bad in ("127.0.0.1:9100", "ws://127.0.0.1:9100/metrics", "http://"):
+        with pytest.raises(ConfigError, match="server_metrics must be"):
+            RunConfig(url="ws://127.0.0.1:7880", server_metrics=bad)
+    RunConfig(url="ws://127.0.0.1:7880", server_metrics="https://sfu.example:6789/metrics")

@@ -145,6 +145,19 @@ def merge_flags(base: Scenario, flags: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def stages_replaced_note(base: Scenario, flags: dict[str, Any]) -> str | None:
+    """What to tell the user when a load-shape flag replaced the file's ``[[stages]]`` (silently, it read as if
+    the stages had run): the flags that did it and what runs instead."""
+    stages = base.fields.get("stages")
+    given = [f"--{k.removesuffix('_s')}" for k in ("rate", "duration_s", "participants") if flags.get(k) is not None]
+    if not stages or not given:
+        return None
+    return (
+        f"{' and '.join(given)} replace{'s' if len(given) == 1 else ''} the scenario's {len(stages)} stage(s): "
+        "a flat run at the flags' load instead (drop the flag to run the stages)"
+    )
+
+
 def scenario_config(scenario: Path | None, preset: str | None, flags: dict[str, Any]) -> tuple[Scenario, RunConfig]:
     """The base scenario (a file, a preset or none) and the config of it with ``flags`` over its keys.
 

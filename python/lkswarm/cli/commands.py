@@ -144,6 +144,7 @@ def server(
         signal.signal(signum, lambda *_: stop.set())
     stdout.print(f"livekit-server ready at [bold]{local.url}[/] (UDP {local.udp_port}, pid {local.pid})")
     stdout.print(f"API key: {credentials.api_key}")
+    stdout.print(f"Prometheus metrics: {local.metrics_url} (give it to `run --server-metrics` for the server's view)")
     if show_secret:
         stdout.print(f"API secret: {credentials.api_secret}")
     stdout.print("Press Ctrl-C to stop.")
@@ -271,7 +272,7 @@ def run(
     """
     flags = config_flags(locals())  # first, while locals() holds the options alone
     from lkswarm.app.runner import check_cloud_guard, check_probe_network, check_url, run_scenario
-    from lkswarm.app.scenario import first_error, scenario_config
+    from lkswarm.app.scenario import first_error, scenario_config, stages_replaced_note
     from lkswarm.app.workers import check_workers, parse_workers
     from lkswarm.cli.ray_command import check_ray_options, run_ray_with_view
     from lkswarm.engine.timeline import Observer
@@ -318,6 +319,8 @@ def run(
 
     if not quiet and base.name:
         stdout.print(f"scenario {base.name}: {base.description}", highlight=False)
+    if not quiet and (replaced := stages_replaced_note(base, flags)):
+        stderr.print(f"note: {replaced}", highlight=False)
     if not quiet and worker_count > 1:
         stdout.print(f"{worker_count} generator processes, rooms split among them")
     try:

@@ -107,6 +107,23 @@ def exit_code(report: dict[str, Any]) -> int:
     return 1 if outcomes["failed"] or outcomes["not_started"] else 0
 
 
+def threshold_actual(check: dict[str, Any]) -> str:
+    """A threshold's actual value in its key's unit (`47.6 ms` for a latency written as `<2s`; a ratio as a
+    percentage too), so that it reads against the limit as written."""
+    actual, key = check["actual"], str(check.get("key") or "")
+    if actual is None:
+        return "no data"
+    if key.rsplit(".", 1)[-1] == "count":
+        return f"{actual:g}"
+    if "_ms" in key:  # latency_ms.PHASE.STAT, generator.media_lag_ms.p99, ...
+        return f"{actual:g} ms"
+    if key.endswith("_s"):
+        return f"{actual:g} s"
+    if key.endswith("ratio"):
+        return f"{actual:g} = {actual * 100:.3g} %"
+    return f"{actual:g}"
+
+
 def _percent(ratio: float | None) -> str:
     """``1.25 %``, or an en dash where there was nothing to take a ratio of."""
     return "–" if ratio is None else f"{ratio * 100:.2f} %"
@@ -120,7 +137,7 @@ def failure_line(report: dict[str, Any], code: int) -> str | None:
     """Why the run exits ``code`` (1 or 99), in one line: what ``--quiet`` still prints ("errors only")."""
     if code == 99:
         failed = [t for t in report.get("thresholds") or [] if not t.get("passed")]
-        shown = ", ".join(f"{t['expr']} (actual {t['actual']})" for t in failed[:3])
+        shown = ", ".join(f"{t['expr']} (actual {threshold_actual(t)})" for t in failed[:3])
         return f"{len(failed)} threshold(s) failed: {shown}"
     if code != 1:
         return None
@@ -241,7 +258,6 @@ def print_report(report: dict[str, Any]) -> None:
         stdout.print(f"[yellow]note:[/] {note}", highlight=False)
     for check in report["thresholds"]:
         mark = "[green]✓[/]" if check["passed"] else "[bold red]✗[/]"
-        actual = "no data" if check["actual"] is None else f"{check['actual']:g}"
-        stdout.print(f"{mark} threshold {check['expr']}  (actual {actual})", highlight=False)
+        stdout.print(f"{mark} threshold {check['expr']}  (actual {threshold_actual(check)})", highlight=False)
     for warning in report["warnings"]:
         stdout.print(f"[bold yellow]warning:[/] {warning}", highlight=False)

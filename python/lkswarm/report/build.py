@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, cast
 
+from lkswarm.auth import safe_url
 from lkswarm.engine.outcome import OutcomeKind
 from lkswarm.engine.record import ParticipantRow, RunRecord
 from lkswarm.media.totals import MediaTotals
@@ -445,6 +446,11 @@ def build_report(
     report["machine"] = cast(Machine, machine)
     if server_metrics is not None:
         report["server"] = server_metrics
+        if config.server_metrics and server_metrics.get("available") is False:
+            warnings.append(
+                f"the server's metrics at {safe_url(config.server_metrics)} could not be read "
+                f"({server_metrics.get('reason')}): the report has no server-side loss, RTT or quality"
+            )
     if record.interrupted is not None:
         report["interrupted"] = Interrupted(signal=record.interrupted["signal"], at_s=record.interrupted["at_s"])
     return report

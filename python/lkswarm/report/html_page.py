@@ -10,8 +10,8 @@ import html
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from lkswarm.auth import safe_url
 from lkswarm.capacity.schema import CapacitySection
 from lkswarm.report.capacity_figures import capacity_plots
 from lkswarm.report.capacity_text import levels_table, summary_paragraph
@@ -36,20 +36,6 @@ th { text-align: left; background: #f4f5f8; } td.num { text-align: right; font-v
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
-
-
-def safe_url(url: Any) -> str:
-    """The URL without user info, query or fragment: where tokens and passwords would hide."""
-    if not url:
-        return ""
-    try:
-        parts = urlsplit(str(url))
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-    except ValueError:
-        return "(unparsable url)"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 class Raw(str):
