@@ -235,3 +235,18 @@ def test_a_thresholds_actual_value_carries_its_unit() -> None:
     assert actual("media.loss_ratio", 0.0123) == "0.0123 = 1.23 %"
     assert actual("participants.outcomes.failed", 0) == "0"
     assert actual("media.loss_ratio", None) == "no data"
+
+
+def test_the_summary_says_what_the_server_counted() -> None:
+    """The report had the server's CPU, loss, RTT and quality; the printed summary showed none of it."""
+    from lkswarm.cli.output import server_line
+
+    server = {"available": True, "cpu_s": 12.3, "cores": 0.41, "loss_in_ratio": 0.0, "loss_out_ratio": 0.0125}
+    server.update(rtt_out_ms_mean=1.25, quality_score_mean=4.41)
+    line = server_line({"server": server})
+    assert line == (
+        "server (its own metrics): cpu 12.3 s (0.41 cores), loss in 0.00 %, out 1.25 %, rtt to subscribers 1.2 ms, "
+        "quality score 4.41 (MOS, best 4.5)"
+    )
+    assert server_line({"server": {"available": False, "reason": "refused"}}) is None
+    assert server_line({}) is None

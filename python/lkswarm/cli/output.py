@@ -192,11 +192,26 @@ def signal_paths_line(paths: dict[str, Any]) -> str:
     return line
 
 
+def server_line(report: dict[str, Any]) -> str | None:
+    """The server's side of the run, as it counted it (its Prometheus metrics): its CPU, the loss it saw coming in
+    and going out, its RTT to our subscribers and its quality score; None without its metrics."""
+    server = report.get("server") or {}
+    if not server.get("available"):
+        return None
+    parts = [f"cpu {server['cpu_s']:.1f} s ({server['cores']:.2f} cores)"]
+    parts.append(f"loss in {_percent(server.get('loss_in_ratio'))}, out {_percent(server.get('loss_out_ratio'))}")
+    if server.get("rtt_out_ms_mean") is not None:
+        parts.append(f"rtt to subscribers {server['rtt_out_ms_mean']:.1f} ms")
+    if server.get("quality_score_mean") is not None:
+        parts.append(f"quality score {server['quality_score_mean']:.2f} (MOS, best 4.5)")
+    return "server (its own metrics): " + ", ".join(parts)
+
+
 def print_report(report: dict[str, Any]) -> None:
     p = report["participants"]
     from rich.table import Table
 
-    table = Table(title=f"lkswarm: {p['joined']}/{p['scheduled']} joined in {report['duration_s']:.1f} s")
+    table = Table(title=f"lkswarm: {p['joined']}/{p['scheduled']} joined, a run of {report['duration_s']:.1f} s")
     for column in ("phase", "count", "p50", "p90", "p99", "p99.9", "max"):
         table.add_column(column, justify="left" if column == "phase" else "right")
     for phase, stats in report["latency_ms"].items():
@@ -236,6 +251,8 @@ def print_report(report: dict[str, Any]) -> None:
             f"{probes['decode_errors']} decode errors, audio loss {_percent(probes['audio']['loss_ratio'])}, "
             f"cpu {probes['cpu_s']:.1f} s"
         )
+    if server := server_line(report):
+        stdout.print(server, highlight=False)
     g = report["generator"]
     media_lag = g.get("media_lag_ms") or {}
     media_thread_cpu_s = ((report.get("media") or {}).get("hub") or {}).get("thread_cpu_s")
