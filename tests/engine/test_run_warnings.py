@@ -118,3 +118,17 @@ def test_server_metrics_must_be_an_http_url() -> None:
         with pytest.raises(ConfigError, match="server_metrics must be"):
             RunConfig(url="ws://127.0.0.1:7880", server_metrics=bad)
     RunConfig(url="ws://127.0.0.1:7880", server_metrics="https://sfu.example:6789/metrics")
+
+
+def test_timeline_intervals_without_joins_or_media_have_no_latency_or_loss() -> None:
+    """join_p50_ms and join_p99_ms read 0.0 (and so did the loss ratio) in intervals with nothing to measure."""
+    from lkswarm.engine.timeline import Sampler, Snapshot
+
+    sampler = Sampler(source=None, observers=[])  # type: ignore[arg-type]
+    sampler.samples = [
+        Snapshot(t_s=1.0, join_count=3, join_p50_ms=40.0, join_p99_ms=90.0, media_packets_per_s=50.0),
+        Snapshot(t_s=2.0, join_count=0, media_packets_per_s=0.0),
+    ]
+    timeline = sampler.report()
+    assert timeline["join_p50_ms"] == [40.0, None] and timeline["join_p99_ms"] == [90.0, None]
+    assert timeline["media_loss_ratio"] == [0.0, None]

@@ -298,9 +298,15 @@ class Sampler:
             self._task = None
 
     def report(self) -> dict[str, Any]:
-        """The report's ``timeline``: parallel arrays, one entry per sample."""
+        """The report's ``timeline``: parallel arrays, one entry per sample. An interval without joins has no join
+        latency, and one without media packets no loss ratio: null there, not a 0 that reads as measured."""
         out: dict[str, Any] = {"interval_s": self.interval_s}
         rows = [asdict(s) for s in self.samples]
+        for row in rows:
+            if not row["join_count"]:
+                row["join_p50_ms"] = row["join_p99_ms"] = None
+            if not row["media_packets_per_s"]:
+                row["media_loss_ratio"] = None
         for name in TIMELINE_FIELDS:
             out[name] = [row[name] for row in rows]
         return out
