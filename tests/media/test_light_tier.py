@@ -331,3 +331,43 @@ def test_rows_of_closed_peers_are_bounded_but_always_counted(monkeypatch: Any) -
     assert totals.packets_received == 200 and totals.data.channels["reliable"].messages_received == 16
     leg.account(peer_stats(tracks=[track], data=data), totals)  # a live peer at the end: always listed
     assert len(totals.track_rows) == 3
+
+
+def test_a_resume_with_an_offer_pending_resends_it_and_restarts_ice_after_its_answer() -> None:
+    """The server read offer N on the old WebSocket and answered it on the new one after our ICE-restart offer
+    N+1 (which had dropped N): answer N was applied to offer N+1, 'Differing m-line count in offer vs answer'."""
+    from lkswarm.signal.events import AnswerReceived
+
+    class SingleHub:
+        def __init__(self) -> None:
+            self.accepted: list[str] = []
+            self.restarts = 0
+
+        def accept_answer(self, peer: int, sdp: str, mapping: Any) -> None:
+            self.accepted.append(sdp)
+
+        def ice_restart(self, peer: int) -> tuple[str, int]:
+            self.restarts += 1
+            return "sdp-restart", 3
+
+    offers: list[tuple[str, int]] = []
+
+    class RecordingSession(SignalSession):
+        def send_offer(self, sdp: str, offer_id: int = 0) -> None:
+            offers.append((sdp, offer_id))
+
+    host = make_host()
+    host.session = RecordingSession("p0", "token", join_timeout_s=15)
+    leg = light_leg(host)
+    hub = SingleHub()
+    leg.tier.hub, leg.peer_id = hub, 1  # type: ignore[assignment]
+    leg.single_pc = leg.active = True
+    leg.send_offer("sdp-2", 1.0, 2)  # a re-offer for a new track, in flight when the connection drops
+    assert leg.on_resumed(2.0, 0) is True
+    assert offers == [("sdp-2", 2), ("sdp-2", 2)] and hub.restarts == 0  # resent as it was; no restart yet
+    leg.on_session_event(AnswerReceived("answer-2", 2), 3.0)  # one copy's answer: applied, then the restart
+    assert hub.accepted == ["answer-2"] and hub.restarts == 1 and offers[-1] == ("sdp-restart", 3)
+    leg.on_session_event(AnswerReceived("answer-2-again", 2), 3.1)  # the other copy's: stale
+    assert hub.accepted == ["answer-2"] and leg.run.counters["stale_answers"] == 1
+    leg.on_session_event(AnswerReceived("answer-3", 3), 3.2)
+    assert hub.accepted == ["answer-2", "answer-3"] and hub.restarts == 1

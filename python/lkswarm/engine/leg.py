@@ -71,7 +71,9 @@ class SignalingLeg:
         "_join_prepared",
         "_offered",
         "_offered_at",
+        "_pending_offer",
         "_published",
+        "_restart_after_answer",
         "active",
         "driver",
         "run",
@@ -91,6 +93,8 @@ class SignalingLeg:
         self._announced = False  # addTrack sent for this join
         self._offered = False  # the publisher offer sent for this join
         self._offered_at = 0.0
+        self._pending_offer: tuple[str, int] | None = None  # single PC: the offer awaiting its answer (sdp, id)
+        self._restart_after_answer = False  # single PC: a resume found an offer pending; restart ICE after it
         self.single_pc = False  # this join is /rtc/v1's: one PeerConnection, opened by `prepare_join`
         self._join_prepared = False  # the single PeerConnection of the join in flight exists already
 
@@ -101,6 +105,8 @@ class SignalingLeg:
         self._announced = False
         self._offered = False
         self._offered_at = 0.0
+        self._pending_offer = None
+        self._restart_after_answer = False
 
     # -- the tier's operations --------------------------------------------------------------------
 
@@ -162,10 +168,22 @@ class SignalingLeg:
             sdp = filters.offer_filter(self, event.sdp) if filters.offer_filter is not None else event.sdp
             self._answer_offer(sdp, event.id)
         elif isinstance(event, AnswerReceived):
+            if self.single_pc:
+                pending = self._pending_offer
+                if pending is None or (event.id and event.id != pending[1]):
+                    # The answer to an offer we resent or replaced (a resume): the server answers each copy.
+                    self.run.counters["stale_answers"] += 1
+                    return
+                self._pending_offer = None
             if self._offered_at:
                 self.run.metrics.record("offer_answer", (now - self._offered_at) * 1000)
                 self._offered_at = 0.0
             follow_up = self._accept_answer(event.sdp, event.mid_to_track_id)
+            if self.single_pc and self._restart_after_answer:
+                # The resume's ICE restart, deferred until the server answered the offer it had: a follow-up
+                # offer was never sent, so the restart offer folds its sections in (Rust drops it).
+                self._restart_after_answer = False
+                follow_up = self._ice_restart()
             if follow_up is not None:
                 self.send_offer(follow_up[0], now, follow_up[1])
         elif isinstance(event, MediaSectionsRequired):
@@ -200,6 +218,8 @@ class SignalingLeg:
         """An offer (the publisher's, or a single PC's re-offer), sent at ``at``: the answer's arrival closes
         latency_ms.offer_answer."""
         self._offered_at = at
+        if self.single_pc:
+            self._pending_offer = (sdp, offer_id)
         self.run.counters[f"offers_sent:{'v1' if self.single_pc else 'v0'}"] += 1
         self.session.send_offer(sdp, offer_id)
 
@@ -212,6 +232,7 @@ class SignalingLeg:
         self.single_pc = self._join_prepared = True
         self._announced = self._offered = True  # the tracks and the offer travel in the join
         self._offered_at = now
+        self._pending_offer = (sdp, offer_id)
         self.run.counters["offers_sent:v1"] += 1
         tracks = [self._track_request(cid, kind)["addTrack"] for cid, kind in self._cids.items()]
         return JoinMedia(tracks, sdp, offer_id)
@@ -232,8 +253,22 @@ class SignalingLeg:
         self._resend_data(last_message_seq)
         self.run.counters["ice_restarts_expected"] += 1
         if self.single_pc:
-            sdp, offer_id = self._ice_restart()
-            self.send_offer(sdp, now, offer_id)
+            if self.resend_pending_offer(now):
+                self._restart_after_answer = True  # the restart offer follows the answer
+            else:
+                sdp, offer_id = self._ice_restart()
+                self.send_offer(sdp, now, offer_id)
+        return True
+
+    def resend_pending_offer(self, now: float) -> bool:
+        """After a resume (connected or not), single PC: the offer still awaiting its answer, sent again as it was
+        (same id, same mids). Its answer may be lost with the old WebSocket or still coming on the new one, and the
+        server may have applied it; it answers an identical offer again, and the second answer is stale."""
+        if not self.single_pc or self._pending_offer is None or not self._has_peer():
+            return False
+        sdp, offer_id = self._pending_offer
+        self.run.counters["offers_resent"] += 1
+        self.send_offer(sdp, now, offer_id)
         return True
 
     def _resend_data(self, last_message_seq: int) -> None:

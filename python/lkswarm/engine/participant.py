@@ -492,6 +492,12 @@ class ParticipantDriver:
                 return
             if self._waiting_media:
                 return
+        elif leg is not None:
+            try:
+                leg.resend_pending_offer(now)  # not connected yet: no ICE restart, but an offer may be pending
+            except MediaError as exc:
+                self.finish(Outcome.failed("media_setup"), str(exc))
+                return
         metrics.record("resume", since_ms)
         if leg is None or leg.active:
             self._reconnected(now)

@@ -101,6 +101,10 @@ class MediaLeg(Protocol):
         reliable data messages past ``last_message_seq`` (the last the server has from us). True when the leg will
         report media flowing again (`ParticipantHost.media_resumed`); False when there is nothing to wait for."""
 
+    def resend_pending_offer(self, now: float) -> bool:
+        """After a resume of a leg not connected yet: the single PC's offer still awaiting its answer, sent again
+        (its answer may have died with the old WebSocket). True when one was sent."""
+
     def on_joined(self, now: float) -> None:
         """The JoinResponse arrived (again, after a fresh join): set up the PeerConnections."""
 

@@ -170,6 +170,8 @@ def _signal(record: RunRecord) -> Signal:
         "leave_requests": {k[len("leave_") :]: v for k, v in counters.items() if k.startswith("leave_")},
         "subscription_errors": _subscription_errors(counters),
         "room_moves": counters["room_moves"],
+        "offers_resent": counters["offers_resent"],
+        "stale_answers": counters["stale_answers"],
         "paths": _signal_paths(counters),
         "connection_quality": connection_quality_section(record.participants),
     }

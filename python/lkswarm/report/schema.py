@@ -129,6 +129,8 @@ class Signal(TypedDict, total=False):
     leave_requests: dict[str, int]  # by leave action
     subscription_errors: dict[str, int]  # the server's failed subscriptions, by SubscriptionError name
     room_moves: int  # participants the server moved to another room (MoveParticipant): counted in the new one
+    offers_resent: int  # single PC: offers pending at a resume, sent again before the ICE restart
+    stale_answers: int  # single PC: answers to an offer that was not the pending one (dropped)
     paths: SignalPaths  # by signaling path (lkswarm.signal.paths)
     connection_quality: ConnectionQualityFigures  # the server's estimate of each participant's own connection
 

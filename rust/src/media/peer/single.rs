@@ -162,8 +162,9 @@ impl MediaPeer {
     }
 
     /// Restarts ICE after a signal resume: an offer (sdp, id) with new ICE credentials, plus the
-    /// receive sections of a pending offer (dropped: its answer died with the old WebSocket) and of
-    /// the requests accumulated meanwhile. The restart must end by `connect_timeout` from `now`.
+    /// receive sections of a pending offer that was never sent (a follow-up the caller drops; an offer
+    /// in flight at the resume is sent again first, and the restart follows its answer: the server may
+    /// answer it on the new WebSocket) and of the requests accumulated meanwhile. The restart must end by `connect_timeout` from `now`.
     pub fn ice_restart(&mut self, now: Instant) -> Result<Offer, String> {
         if self.failed {
             return Err("the peer has failed".into());
