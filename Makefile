@@ -45,8 +45,15 @@ $(VENV)/.ext.stamp: $(RUST_SOURCES) $(STR0M) $(VENV)/.deps.stamp
 	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release --quiet
 	touch $@
 
-$(BIN)/livekit-server: | $(BIN)/python
+# The binary is rebuilt (or copied from the per-version cache) when SERVER_VERSION changes: the version file
+# is rewritten only when its content differs, and install-go-tool checks the copy's own version marker.
+$(BIN)/livekit-server: $(VENV)/.server-version | $(BIN)/python
 	.ci/install-go-tool livekit-server github.com/livekit/livekit-server/cmd/server@$(SERVER_VERSION) server $@
+
+$(VENV)/.server-version: FORCE | $(BIN)/python
+	@echo $(SERVER_VERSION) | cmp -s - $@ || echo $(SERVER_VERSION) > $@
+
+FORCE:
 
 # lk is only the benchmarks' anchor, so only `make bench` builds it: bench/tools/install-lk
 # builds it once (with real media in place of the Git LFS pointers its module zip embeds)
