@@ -78,3 +78,12 @@ def test_a_capacity_report_header_shows_the_search_not_the_engine_sizing() -> No
     header = _header(report)
     assert "capacity search growing subscribers from 1 room(s) × 8 participant(s), up to 2048" in header
     assert "× 2048 participant(s)" not in header
+
+
+def test_the_outcomes_counter_is_there_before_anyone_ended() -> None:
+    """It appeared only with the first ended participant: an alert on it read nothing until then."""
+    text = render_metrics(Exposition(snapshot()))
+    assert 'lkswarm_outcomes_total{outcome="completed"} 0' in text.splitlines()
+    ended = render_metrics(Exposition(snapshot(), outcomes={"completed": 3, "failed:http_401": 1}))
+    assert 'lkswarm_outcomes_total{outcome="completed"} 3' in ended.splitlines()
+    assert 'lkswarm_outcomes_total{outcome="failed:http_401"} 1' in ended.splitlines()

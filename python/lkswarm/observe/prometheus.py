@@ -164,7 +164,10 @@ def render_metrics(exposition: Exposition, extra: ExtraGauges | None = None) -> 
     metric("lkswarm_participants_joined_total", "counter", "JoinResponses received.", [("", snap.joined)])
     metric("lkswarm_participants_alive", "gauge", "Participants started and not ended.", [("", snap.alive)])
     metric("lkswarm_participants_active", "gauge", "Participants ACTIVE (PeerConnection up).", [("", snap.active)])
-    outcomes = [(f'{{outcome="{k}"}}', v) for k, v in sorted(exposition.outcomes.items())]
+    # `completed` from the start, at 0: a series that appears only when the first participant ends makes
+    # rate() and absent() alerts read nothing until then.
+    ended = {"completed": 0, **exposition.outcomes}
+    outcomes = [(f'{{outcome="{k}"}}', v) for k, v in sorted(ended.items())]
     metric("lkswarm_outcomes_total", "counter", "Participants ended, by outcome.", outcomes)
     metric(
         "lkswarm_media_packets_received_total", "counter", "RTP packets received.", [("", snap.media_packets_received)]
