@@ -170,6 +170,7 @@ def test_prometheus_serves_live_metrics(credentials: Credentials, livekit_server
         (["--layout", "mosaic"], "layout"),
         (["--rooms", "two"], "--rooms"),
         (["--no-such-flag"], "No such option"),
+        (["--num-per-second", "5"], "that is lk's option: --rate is the join rate"),  # an lk user's habit, answered
     ],
 )
 def test_usage_errors_are_one_line_with_exit_2(args: list[str], message: str, tmp_path: Path) -> None:

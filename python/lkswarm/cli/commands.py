@@ -442,6 +442,16 @@ _USAGE_ERROR: type[Any] = _CLICK_TYPES["UsageError"]
 _CLICK_EXCEPTION: type[Any] = _CLICK_TYPES["ClickException"]
 
 
+# `lk perf load-test` options a user coming from lk types, and what lkswarm has instead (an unknown option's hint).
+LK_OPTIONS = {
+    "--subscribers": "--participants counts everyone in a room, publishers included (lk's subscribers + publishers)",
+    "--num-per-second": "--rate is the join rate (participants per second)",
+    "--video-resolution": "the synthetic video is simulcast 1280x720, 640x360 and 320x180; --layout picks the layer "
+    "subscribers ask for",
+    "--room": "rooms are named from the scenario key room_prefix and the run tag (--rooms sets how many)",
+}
+
+
 def main() -> None:
     """Entry point of the ``lkswarm`` script."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
@@ -458,7 +468,10 @@ def main() -> None:
             names.append(ctx.info_name)
             ctx = ctx.parent
         command = "".join(f" {name}" for name in reversed(names))
-        stderr.print(f"[bold red]error:[/] {exc.format_message()} (see lkswarm{command} --help)", highlight=False)
+        message = exc.format_message()
+        if (lk_hint := LK_OPTIONS.get(str(getattr(exc, "option_name", "")))) is not None:
+            message += f"; that is lk's option: {lk_hint}"
+        stderr.print(f"[bold red]error:[/] {message} (see lkswarm{command} --help)", highlight=False)
         sys.exit(2)
     except typer.Abort:
         sys.exit(130)
