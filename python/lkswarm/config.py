@@ -97,6 +97,8 @@ def _check_probe_impair(value: str) -> None:
 
 def _check_server_metrics(value: str) -> None:
     scheme, _, rest = value.partition("://")
+    if "@" in rest.split("/", 1)[0]:  # never echoed: it may hold a password
+        raise ValueError("server_metrics must not carry credentials (user:password@host)")
     if scheme not in ("http", "https") or not rest:
         raise ValueError(f"server_metrics must be the server's http(s)://HOST:PORT/metrics URL, not {value!r}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -347,9 +348,11 @@ def test_a_silent_connection_fails_with_ping_timeout_when_resumes_are_off(monkey
 
 def test_the_resume_limit_counts_resumes_in_a_row_not_over_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """A rolling restart: each outage was recovered, yet the fourth failed at once with resume_limit."""
+    import lkswarm.engine.participant as participant_module
     from lkswarm.engine.participant import MAX_RESUMES
     from lkswarm.signal.websocket import Closed
 
+    monkeypatch.setattr(participant_module, "STABLE_AFTER_RESUME_S", 0.02)  # each outage is over after 20 ms
     opened: list[str] = []
     _answering_server(monkeypatch, opened)
 
@@ -419,13 +422,86 @@ def test_a_timer_served_after_a_stall_reads_the_sockets_before_judging_silence()
     assert (deferred, later) == (0, 1)
 
 
-def test_a_participant_the_server_moved_belongs_to_its_new_room() -> None:
-    """The room check and the report's rows read the room the driver started in, forever."""
+def test_a_participant_the_server_moved_is_checked_in_its_new_room_and_counted_in_its_planned_one() -> None:
+    """The room check read the room the driver started in, forever; the report's rows must still reconcile with
+    the plan (a move into an unplanned room, a breakout, must not cost the run its report)."""
     from lkswarm.signal.events import RoomMoved
 
     driver = make_driver()
-    driver._on_session_event(RoomMoved("room-b", "new-token"), 1.0)
-    assert driver.room == "room-b" and driver.ctx.counters["room_moves"] == 1
+    assert driver.session is not None
+    driver.session.room_name = "breakout"  # what the session's room_moved handler sets
+    driver._on_session_event(RoomMoved("breakout", "new-token"), 1.0)
+    assert driver.current_room == "breakout" and driver.room == "room"
+    assert driver.ctx.counters["room_moves"] == 1
+
+
+def test_a_server_that_accepts_every_resume_and_drops_it_at_once_is_not_resumed_forever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Counting resumes 'in a row' from the server's answer let a flapping server take 424 connections in
+    0.5 s from one participant: back counts only once it has held."""
+    import lkswarm.engine.participant as participant_module
+    from lkswarm.signal.websocket import Closed, Message, Opened
+
+    opened: list[str] = []
+
+    async def open_websocket(endpoint: object, target: str, on_event: Any, **_: object) -> _OpenConnection:
+        opened.append(target)
+        loop = asyncio.get_running_loop()
+        loop.call_soon(on_event, Opened())
+        answer = _joined(opened) if len(opened) == 1 else codec.encode_response({"reconnect": {}})
+        loop.call_soon(on_event, Message(answer))
+        if len(opened) > 1:
+            loop.call_later(0.005, on_event, Closed(1006, "flap"))  # accepted, then dropped at once
+        return _OpenConnection()
+
+    monkeypatch.setattr(participant_module, "open_websocket", open_websocket)
+
+    async def scenario() -> ParticipantDriver:
+        _engine, driver = _running_driver(resume_on_disconnect=True)
+        task = asyncio.create_task(driver.run())
+        await asyncio.sleep(0.05)
+        driver._on_ws_event(Closed(1006, "lost"), driver._generation)
+        await asyncio.wait_for(task, 5)
+        return driver
+
+    driver = asyncio.run(scenario())
+    assert driver.outcome is not None and driver.outcome.reason == "resume_limit", driver.outcome
+    assert len(opened) == 1 + participant_module.MAX_RESUMES, len(opened)
+
+
+def test_a_participant_failed_after_the_end_still_leaves_and_closes_its_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Completed at the end, then a failure during the room check: finish kept the connection for stop(), which
+    found none once the participant was let go, so the WebSocket stayed open and no leave was sent."""
+    connections: list[_OpenConnection] = []
+    opened: list[str] = []
+    _answering_server(monkeypatch, opened)
+    import lkswarm.engine.participant as participant_module
+
+    answering = participant_module.open_websocket
+
+    async def recording(*args: Any, **kwargs: Any) -> _OpenConnection:
+        connection: _OpenConnection = await answering(*args, **kwargs)
+        connections.append(connection)
+        return connection
+
+    monkeypatch.setattr(participant_module, "open_websocket", recording)
+
+    async def scenario() -> ParticipantDriver:
+        _engine, driver = _running_driver()
+        task = asyncio.create_task(driver.run())
+        await asyncio.sleep(0.05)
+        driver.settle_at_end()
+        driver.finish(Outcome.failed("ping_timeout"), "no frame")  # during the room check: counted apart
+        await asyncio.wait_for(task, 5)
+        driver.stop()
+        return driver
+
+    driver = asyncio.run(scenario())
+    assert driver.outcome is not None and driver.outcome.kind.value == "completed"
+    assert [c.open for c in connections] == [False]
 
 
 def test_an_ended_participant_lets_its_session_go_and_keeps_its_message_counts(

@@ -104,18 +104,19 @@ def test_a_run_leaves_nothing_frozen_for_the_next_one(monkeypatch: pytest.Monkey
 
 def test_server_metrics_that_could_not_be_read_are_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     """--server-metrics at a wrong port: exit 0, and the reason only deep in the JSON."""
-    unread = {"available": False, "reason": "Connection refused"}
-    report = _report(monkeypatch, lambda driver: None, unread, server_metrics="http://u:pw@127.0.0.1:9/metrics?x=1")
+    url = "http://127.0.0.1:9/metrics?token=abc"
+    unread = {"available": False, "reason": f"{url}: Connection refused"}
+    report = _report(monkeypatch, lambda driver: None, unread, server_metrics=url)
     [warning] = [w for w in report["warnings"] if "metrics" in w]
-    assert warning.startswith("the server's metrics at http://127.0.0.1:9/metrics could not be read (Connection")
-    assert "pw" not in warning
+    assert warning.startswith("the server's metrics at http://127.0.0.1:9/metrics could not be read (http://127")
+    assert "token" not in warning
 
 
 def test_server_metrics_must_be_an_http_url() -> None:
     from lkswarm.errors import ConfigError
 
-    for bad in ("127.0.0.1:9100", "ws://127.0.0.1:9100/metrics", "http://"):
-        with pytest.raises(ConfigError, match="server_metrics must be"):
+    for bad in ("127.0.0.1:9100", "ws://127.0.0.1:9100/metrics", "http://", "http://u:pw@127.0.0.1:9100/metrics"):
+        with pytest.raises(ConfigError, match=r"server_metrics must (be|not carry)"):
             RunConfig(url="ws://127.0.0.1:7880", server_metrics=bad)
     RunConfig(url="ws://127.0.0.1:7880", server_metrics="https://sfu.example:6789/metrics")
 

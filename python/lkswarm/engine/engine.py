@@ -447,7 +447,7 @@ class Engine:
         rooms: dict[str, list[ParticipantDriver]] = collections.defaultdict(list)
         for driver in self.drivers:
             if not driver.outcome and driver.session is not None and driver.joined_at is not None:
-                rooms[driver.room].append(driver)
+                rooms[driver.current_room].append(driver)
         if not rooms:
             return {"rooms": 0, "participants": 0, "matched": 0, "mismatched": 0}
         service = RoomService(self.run_context.url, self.run_context.credentials, self.run_context.tls)

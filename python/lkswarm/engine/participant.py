@@ -54,9 +54,10 @@ from lkswarm.signal.websocket import Closed, Event, Message, Opened, Rejected
 
 # livekit-server's 404 for a room that must exist beforehand: an answer of /rtc/v1, so no reason to fall back.
 ROOM_NOT_FOUND = "requested room does not exist"
-# Resumes in a row without getting back (a recovered episode starts the count again), so that a server that
-# accepts every resume and drops the connection at once cannot loop us forever; a rolling restart is not that.
+# Resumes in a row, so that a server that accepts every resume and drops the connection at once cannot loop us
+# forever. Being back for STABLE_AFTER_RESUME_S starts the count again: a rolling restart is not a flapping server.
 MAX_RESUMES = 3
+STABLE_AFTER_RESUME_S = 10.0
 # A timer served this late means the event loop stalled (a paused or starved process): input may be waiting
 # unread in the sockets, so it is served once more after the loop has polled them, not judged from stale state.
 STALLED_TIMER_S = 0.5
@@ -85,6 +86,7 @@ class ParticipantDriver:
     """One simulated participant."""
 
     __slots__ = (
+        "_back_at",
         "_connection",
         "_counted_active",
         "_done",
@@ -154,6 +156,7 @@ class ParticipantDriver:
         self._rejoin_started = 0.0
         # From a lost connection until media flows again (lkswarm.engine.reconnect); None when not reconnecting.
         self._reconnect: ReconnectEpisode | None = None
+        self._back_at: float | None = None  # when the last reconnect episode got it back (perf_counter)
         self._retry: asyncio.TimerHandle | None = None  # the next reconnect attempt, waiting out its backoff
         self._counted_active = False  # in counters["active"] and latency_ms.active, once per participant
         self._waiting_media = False  # resumed; its ICE restart has not brought media back yet
@@ -187,12 +190,25 @@ class ParticipantDriver:
         """Ended: keeps what the report reads (outcome, room, latencies, quality, the message counts) and lets the
         rest go: the session's room view and track sets, the media half, the connection. With churn, every ended
         participant kept them to the end of the run (~3 KB each). Events of the old connection are ignored."""
-        if self.session is not None:
-            self._messages_received = self.session.messages_received
+        session, connection = self.session, self._connection
+        if session is not None:
+            self._messages_received = session.messages_received
+        if connection is not None:
+            # Completed, then failed after the end (counted apart): `finish` left it open for `stop()`, which
+            # would find no connection once it is let go. Leave politely and close it now.
+            if session is not None and session.state is SessionState.JOINED:
+                session.send_leave(DisconnectReason.CLIENT_INITIATED)
+                self._flush()
+            connection.close()
         self._generation += 1
         self._connection = None
         self.session = None
         self.leg = None
+
+    @property
+    def current_room(self) -> str:
+        """The room this participant is in now: its planned one, unless the server moved it (RoomMoved)."""
+        return (self.session.room_name if self.session is not None else "") or self.room
 
     @property
     def messages_received(self) -> collections.Counter[str]:
@@ -457,7 +473,8 @@ class ParticipantDriver:
                 self._restart_join()
         elif isinstance(event, Failed):
             detail = event.detail or self._failure_detail(event.reason)
-            if event.reason == "ping_timeout" and self.ctx.config.resume_on_disconnect and self._reconnect is None:
+            resumable = self.ctx.config.resume_on_disconnect and self._reconnect is None and not self._ended_alive
+            if event.reason == "ping_timeout" and resumable:
                 # A silent connection (no close, no reset: a half-dead link) is a lost one, as for the SDKs.
                 self._start_resume()
             elif self._reconnect is not None and event.reason in ("join_timeout", "resume_timeout"):
@@ -467,9 +484,9 @@ class ParticipantDriver:
             else:
                 self.finish(Outcome.failed(event.reason), detail)
         elif isinstance(event, RoomMoved):
-            # The server moved us (MoveParticipant): the room check and the report's rows follow us there.
+            # The server moved us (MoveParticipant). The outcome stays counted in the planned room (`room`: the
+            # report's rows reconcile with the plan); the room check reads the room it is in now (`current_room`).
             counters["room_moves"] += 1
-            self.room = event.room_name
         elif isinstance(event, SubscriptionFailed):
             counters[f"subscription_failed:{SubscriptionError.name_of(event.error)}"] += 1
         elif leg is not None:
@@ -606,14 +623,17 @@ class ParticipantDriver:
             connection.close()
 
     def _start_resume(self) -> None:
+        now = time.perf_counter()
+        if self._back_at is not None and now - self._back_at >= STABLE_AFTER_RESUME_S:
+            self.resumes = 0  # the last outage is long over: this is a new one
         if self.resumes >= MAX_RESUMES:
-            detail = f"{MAX_RESUMES} resumes in a row, none of which got media or signaling back"
+            detail = f"{MAX_RESUMES} resumes in a row, none of which held for {STABLE_AFTER_RESUME_S:g} s"
             self.finish(Outcome.failed("resume_limit"), detail)
             return
         self.resumes += 1
         self.ctx.counters["resumes_attempted"] += 1
-        self._resume_started = time.perf_counter()
-        self._begin_reconnect(self._resume_started)
+        self._resume_started = now
+        self._begin_reconnect(now)
         self._drop_connection()
         if self.session is not None:
             # Resuming from now: a session that ended on a silent connection (ping_timeout) is not over, and the
@@ -667,7 +687,7 @@ class ParticipantDriver:
     def _reconnected(self, now: float) -> None:
         """Back: media flows again (or, without media, the server answered). Ends the episode."""
         episode, self._reconnect = self._reconnect, None
-        self.resumes = 0  # back: the next outage gets its own resumes
+        self._back_at = now  # the resume count starts again once this has lasted (`_start_resume`)
         if episode is not None:
             self.ctx.counters["reconnects_recovered"] += 1
             self.ctx.metrics.record("recovery", (now - episode.started_at) * 1000)

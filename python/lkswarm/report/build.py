@@ -449,9 +449,11 @@ def build_report(
     if server_metrics is not None:
         report["server"] = server_metrics
         if config.server_metrics and server_metrics.get("available") is False:
+            shown = safe_url(config.server_metrics)
+            reason = str(server_metrics.get("reason")).replace(config.server_metrics, shown)
             warnings.append(
-                f"the server's metrics at {safe_url(config.server_metrics)} could not be read "
-                f"({server_metrics.get('reason')}): the report has no server-side loss, RTT or quality"
+                f"the server's metrics at {shown} could not be read ({reason}): the report has no server-side "
+                "loss, RTT or quality"
             )
     if record.interrupted is not None:
         report["interrupted"] = Interrupted(signal=record.interrupted["signal"], at_s=record.interrupted["at_s"])
