@@ -293,12 +293,12 @@ class RunConfig:
             raise ValueError(
                 f"{self.data_tracks} data tracks per room but only {self.participants} participants per room"
             )
-        if self.data_publishers and self.data_size + data_packet_overhead_bytes(self) > MAX_DATA_PACKET_BYTES:
-            most = MAX_DATA_PACKET_BYTES - data_packet_overhead_bytes(self)
+        overhead = data_packet_overhead_bytes(self)
+        if self.data_publishers and self.data_size + overhead > MAX_DATA_PACKET_BYTES:
             raise ValueError(
                 f"data_size {self.data_size} B leaves no room for the DataPacket around it (identity, topic, "
-                f"destinations: up to {data_packet_overhead_bytes(self)} B here) within livekit's "
-                f"{MAX_DATA_PACKET_BYTES:,} B message limit: at most {most} B"
+                f"destinations: up to {overhead} B here) within livekit's {MAX_DATA_PACKET_BYTES:,} B message "
+                f"limit: at most {MAX_DATA_PACKET_BYTES - overhead} B"
             )
         if self.data_publishers > self.participants and not self.stages:
             raise ValueError(

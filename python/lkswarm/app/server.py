@@ -36,6 +36,7 @@ from typing import Any
 
 from lkswarm.auth import Credentials
 from lkswarm.errors import PortInUseError, ServerError
+from lkswarm.net.twirp import open_direct
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 7880
@@ -272,13 +273,11 @@ class LocalServer:
         # Imported here: urllib.request brings http.client and email (about 10 ms), which a run
         # against an external server (`--url`) never needs.
         import urllib.error
-        import urllib.request
 
         # Straight to our own child on loopback: an http_proxy in the environment (urlopen honours it, and does
         # not bypass 127.0.0.1 unless no_proxy says so) sent the check to the proxy and it never passed.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
-            with opener.open(self.http_url + "/", timeout=1.0) as response:
+            with open_direct(self.http_url + "/", 1.0, None) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False

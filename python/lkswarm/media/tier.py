@@ -242,7 +242,7 @@ class LightLeg(SignalingLeg):
         self._pending_candidates: dict[int, list[str]] = collections.defaultdict(list)
         self._remote_published_at: dict[str, float] = {}
         # Live remote video tracks in order of appearance (the layout), each with the setting last asked for.
-        self._video_tiles: dict[str, tuple[Any, ...]] = {}
+        self._video_tiles: dict[str, dict[str, Any] | None] = {}
 
     # -- signaling side ------------------------------------------------------------------
 
@@ -424,7 +424,7 @@ class LightLeg(SignalingLeg):
 
     def _place_video_tile(self, track_sid: str) -> None:
         """A new remote video track takes the next tile of the layout (`_apply_layout`)."""
-        self._video_tiles.setdefault(track_sid, ())
+        self._video_tiles.setdefault(track_sid, None)
         self._apply_layout()
 
     def _apply_layout(self) -> None:
@@ -438,18 +438,14 @@ class LightLeg(SignalingLeg):
         tiles = self.run.config.grid_tiles
         for tile, (track_sid, asked) in enumerate(list(self._video_tiles.items())):
             if tiles and tile >= tiles:
-                wanted: tuple[Any, ...] = ("disabled",)
-            else:
-                main = tile == 0 and (tiles == 1 or not tiles)  # the speaker view's big tile
-                wanted = TILE_SIZES["main" if main else "grid" if 1 < tiles <= 4 else "thumb"]
-            if wanted == asked:
-                continue
-            self._video_tiles[track_sid] = wanted
-            if wanted == ("disabled",):
                 request = track_setting(track_sid, disabled=True)
             else:
-                quality, width, height = wanted
+                main = tile == 0 and (tiles == 1 or not tiles)  # the speaker view's big tile
+                quality, width, height = TILE_SIZES["main" if main else "grid" if 1 < tiles <= 4 else "thumb"]
                 request = track_setting(track_sid, quality=quality, width=width, height=height)
+            if request == asked:
+                continue
+            self._video_tiles[track_sid] = request
             self.session.send_request(request)
             self.run.counters["track_settings"] += 1
 

@@ -368,7 +368,7 @@ def build_report(
     if left.get("JOIN_FAILURE"):
         notes.append(EVICTION_NOTE.format(count=left["JOIN_FAILURE"]))
     warnings += _server_action_warnings(record, left)
-    if media_totals is not None and (unlisted := media_totals.rows_not_listed + media_totals.data.rows_not_listed):
+    if media_totals is not None and (unlisted := media_totals.all_rows_not_listed):
         notes.append(
             f"tracks.csv and data.csv list the rows of the first participants that left before the end; {unlisted} "
             "more rows of later leavers are counted in every total but not listed (media.rows_not_listed), so that "
