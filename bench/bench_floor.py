@@ -220,6 +220,20 @@ def workload_ceiling(binary: Path, workload: dict[str, Any], rounds: int = 3) ->
             "media_thread_over_floor": round(media_cpu_s * 1e9 / packets / floor_ns, 2),
             # lkswarm with its Python side as measured and its media thread at the floor.
             "ceiling_with_python_as_is": round(lk_cores / (floor_cores + python_cpu_s / ours["wall_s"]), 2),
+            # lkswarm with its media thread as measured and no Python at all: what the media thread alone allows.
+            "ceiling_media_thread_as_is_without_python": round(lk_cores / (media_cpu_s / ours["wall_s"]), 2),
+        }
+    split = ours.get("cpu_split") or {}
+    if "python_hold_cpu_s" in split and media_cpu_s is not None:
+        fixed_s = split["python_setup_and_joins_cpu_s"] + split["outside_run_cpu_s"]
+        out |= {
+            "cpu_split": split,
+            # The steady signaling (the hold's Python) free, as if it ran below Python at no cost; the rest
+            # as measured: start-up, joins and the report stay with Python in the brief's split.
+            "ceiling_without_steady_python": round(lk_cores / ((media_cpu_s + fixed_s) / ours["wall_s"]), 2),
+            # And the media thread at the floor too: the best any generator with Python's start-up and
+            # joins as measured could be.
+            "ceiling_floor_and_python_joins_only": round(lk_cores / (floor_cores + fixed_s / ours["wall_s"]), 2),
         }
     return out
 

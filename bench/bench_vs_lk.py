@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -38,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,15 +118,85 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU-s so far of ``pid``'s threads by role: its main thread (lkswarm's event loop, all of its Python
+    but helper threads), lkswarm's media thread (named ``lkswarm-media``) and the rest."""
+    out = {"main": 0.0, "media": 0.0, "other": 0.0}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, IndexError, ValueError):  # the thread just ended
+                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+                fields = stat.rsplit(")", 1)[1].split()
+                role = "main" if int(tid) == pid else "media" if comm == "lkswarm-media" else "other"
+                out[role] += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return out
+
+
 class RssSampler(threading.Thread):
-    def __init__(self, pid: int, interval_s: float = 0.25) -> None:
+    """The peak RSS of a process tree; with ``threads``, also its root's CPU by thread role over time."""
+
+    def __init__(self, pid: int, interval_s: float = 0.25, threads: bool = False) -> None:
         super().__init__(daemon=True)
-        self.pid, self.interval_s, self.max_kib = pid, interval_s, 0
+        self.pid, self.interval_s, self.max_kib, self.threads = pid, interval_s, 0, threads
+        # (wall-clock time, thread_cpu_s) pairs, for `cpu_split`.
+        self.cpu_samples: list[tuple[float, dict[str, float]]] = []
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(self.interval_s):
             self.max_kib = max(self.max_kib, tree_rss_kib(self.pid))
+            if self.threads:
+                sample = thread_cpu_s(self.pid)
+                if any(sample.values()):
+                    self.cpu_samples.append((time.time(), sample))
+
+
+def _main_cpu_at(samples: list[tuple[float, dict[str, float]]], at: float) -> float | None:
+    """The main thread's CPU-s at wall time ``at``, interpolated between the samples around it."""
+    for (t0, a), (t1, b) in itertools.pairwise(samples):
+        if t0 <= at <= t1 and t1 > t0:
+            return a["main"] + (b["main"] - a["main"]) * (at - t0) / (t1 - t0)
+    return None
+
+
+def cpu_split(cpu_s: float, report: dict[str, Any], samples: list[tuple[float, dict[str, float]]]) -> dict[str, Any]:
+    """Where lkswarm's CPU went: its media thread, its Python side while joining and while holding, and what
+    the process spends outside the run (interpreter start, imports, writing the report, exit).
+
+    The hold's Python cost is the main thread's rate between 2 s after everyone joined and 2 s before the
+    end (the sampler's /proc figures, 0.25 s apart), times the whole hold: the steady signaling (pings,
+    server updates), the metrics and the loop's own wakeups. The rest of the run's Python CPU is set-up and
+    joins. Ticks of /proc are 10 ms, so each figure is good to a few hundredths of a second.
+    """
+    generator = report.get("generator", {})
+    media_s = report.get("media", {}).get("hub", {}).get("thread_cpu_s")
+    run_cpu_s, timeline = generator.get("cpu_s"), report.get("timeline") or {}
+    if media_s is None or run_cpu_s is None or not timeline.get("t_s"):
+        return {"skipped": "the report has no media thread CPU or no timeline"}
+    joined, t_s = timeline["joined"], timeline["t_s"]
+    everyone = report["participants"].get("scheduled") or max(joined)
+    ramp_end_s = next((t for t, j in zip(t_s, joined, strict=True) if j >= everyone), t_s[-1])
+    t0 = datetime.fromisoformat(report["started_at"]).timestamp()
+    run_s = float(report["duration_s"])
+    window = (t0 + ramp_end_s + 2.0, t0 + run_s - 2.0)
+    edges = [_main_cpu_at(samples, at) for at in window]
+    out: dict[str, Any] = {
+        "total_cpu_s": round(cpu_s, 3),
+        "media_thread_cpu_s": round(media_s, 3),
+        "python_in_run_cpu_s": round(run_cpu_s - media_s, 3),
+        "outside_run_cpu_s": round(cpu_s - run_cpu_s, 3),
+    }
+    if None in edges or window[1] - window[0] < 5:
+        return out | {"python_hold": "not measured (hold window too short or not sampled)"}
+    rate = (edges[1] - edges[0]) / (window[1] - window[0])  # type: ignore[operator]
+    hold_s = run_s - ramp_end_s
+    return out | {
+        "hold_s": round(hold_s, 1),
+        "python_hold_cpu_s": round(rate * hold_s, 3),
+        "python_hold_us_per_participant_s": round(rate * 1e6 / everyone, 1),
+        "python_setup_and_joins_cpu_s": round(run_cpu_s - media_s - rate * hold_s, 3),
+    }
 
 
 # -- one run ---------------------------------------------------------------------------------------------
@@ -219,7 +291,7 @@ def run_one(tool: str, workload: dict[str, int], duration_s: int) -> dict[str, A
         started = time.perf_counter()
         log = (Path(tmp) / "tool.log").open("wb")
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        sampler = RssSampler(process.pid)
+        sampler = RssSampler(process.pid, threads=tool in LKSWARM_RUNS)
         sampler.start()
         time.sleep(max(1.0, duration_s - 10))
         seen = census(server, credentials, room if tool == "lk" else None)
@@ -261,6 +333,7 @@ def run_one(tool: str, workload: dict[str, int], duration_s: int) -> dict[str, A
         row["bytes_received"] = media.get("bytes_received", 0)
         # The media thread's CPU-s (report media.hub.thread_cpu_s); the rest of cpu_s is Python's.
         row["media_thread_cpu_s"] = media.get("hub", {}).get("thread_cpu_s")
+        row["cpu_split"] = cpu_split(cpu_s, report, sampler.cpu_samples)
         row["lkswarm_report"] = {
             "active_at_end": report["participants"]["active_at_end"],
             "outcomes": report["participants"]["outcomes"],

@@ -345,7 +345,7 @@ def ceiling_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
         return f"{audio.get(key, '–')}× / {video.get(key, '–')}×"
 
     ratios = " / ".join(f"{lk[name]['cores_ratio_lk_over_lkswarm_same_path']}×" for name in names)
-    return [
+    rows = [
         f"| floor | lk over lkswarm in cores (both on /rtc), audio 2 -> 100 / video 1 -> 50, beside its ceilings in "
         f"the same run: lk over a receiver that only reads and authenticates (AES-256-GCM) each packet; over that "
         f"receiver plus lkswarm's Python share | {ratios}{per_round_note(lk['runs'])}; ceilings "
@@ -353,6 +353,24 @@ def ceiling_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
         f"thread over the floor {audio.get('media_thread_over_floor')}× / {video.get('media_thread_over_floor')}×) "
         f"| ≥ 6× / ≥ 5× | {record['file']} |"
     ]
+    if "cpu_split" in audio and "cpu_split" in video:
+
+        def split(s: dict[str, Any]) -> str:
+            hold_us = s["python_hold_us_per_participant_s"]
+            return (
+                f"{s['total_cpu_s']} = {s['media_thread_cpu_s']} media thread + {s['python_setup_and_joins_cpu_s']} "
+                f"Python set-up and joins + {s['python_hold_cpu_s']} Python hold ({hold_us} µs per "
+                f"participant-second) + {s['outside_run_cpu_s']} outside the run"
+            )
+
+        rows.append(
+            f"| floor | lkswarm's CPU-s (on /rtc, the median run) by part, audio / video; lk over lkswarm if lkswarm "
+            f"were: its media thread alone (no Python); without its steady (hold) Python; the floor plus Python's "
+            f"set-up, joins and start-up | {split(audio['cpu_split'])} / {split(video['cpu_split'])}; "
+            f"{pair('ceiling_media_thread_as_is_without_python')}; {pair('ceiling_without_steady_python')}; "
+            f"{pair('ceiling_floor_and_python_joins_only')} | ≥ 6× / ≥ 5× | {record['file']} |"
+        )
+    return rows
 
 
 def startup_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
