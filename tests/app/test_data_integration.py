@@ -128,3 +128,59 @@ def test_the_official_sdk_and_lkswarm_exchange_data(livekit_server: LocalServer,
     data = report["data"]
     assert data["foreign_messages"] >= sdk_sent * 4 * 0.99, (data, sdk_sent)  # each of our 4 counts the SDK's
     assert report["participants"]["outcomes"]["completed"] == 4
+
+
+@pytest.mark.parametrize("signal_path", ["v1", "v0"])
+def test_an_rpc_to_our_participants_is_refused_at_once_as_by_an_sdk_without_handlers(
+    livekit_server: LocalServer, credentials: Credentials, signal_path: str
+) -> None:
+    """An agent's `performRpc` to one of ours waited out its timeout (7 s) and failed as a connection timeout;
+    now the ack comes at once and the call fails with 1400, "Method not supported at destination". On /rtc only
+    a data publisher has channels of its own (on its publisher PeerConnection) to answer on: the others' calls
+    are counted unanswered and warned about."""
+    from livekit import rtc
+
+    publishers = 1 if signal_path == "v0" else 0
+    config = data_config(
+        livekit_server.url,
+        rooms=1,
+        participants=3,
+        duration_s=14,
+        data_publishers=publishers,
+        data_rate=2,
+        signal_path=signal_path,
+    )
+    outcomes: dict[str, tuple[int, float]] = {}
+
+    async def main() -> dict[str, Any]:
+        engine = build_engine(config, credentials, livekit_server.url)
+        run = asyncio.create_task(report_of(engine))
+        await asyncio.sleep(4)  # everyone joined and ACTIVE, their channels open
+        room = rtc.Room()
+        await room.connect(livekit_server.url, mint_token(credentials, identity="sdk-rpc", room=config.room_name(0)))
+        for index in range(config.participants):
+            identity = config.identity(index)
+            started = time.monotonic()
+            try:
+                await room.local_participant.perform_rpc(
+                    destination_identity=identity, method="greet", payload="hi", max_round_trip_latency=1.5
+                )
+                outcomes[identity] = (0, time.monotonic() - started)
+            except rtc.RpcError as error:
+                outcomes[identity] = (error.code, time.monotonic() - started)
+        await room.disconnect()
+        return await run
+
+    report = asyncio.run(main())
+    assert_outcomes_reconcile(report)
+    answered = [config.identity(index) for index in range(config.participants if publishers == 0 else publishers)]
+    for identity in answered:
+        code, took_s = outcomes[identity]
+        assert code == 1400 and took_s < 1.5, outcomes
+    rpc = report["data"]["rpc"]
+    unanswered = config.participants - len(answered)
+    assert rpc == {"requests": 3, "answered": len(answered), "unanswered": unanswered}, rpc
+    for index in range(len(answered), config.participants):
+        assert outcomes[config.identity(index)][0] == 1501, outcomes  # the SDK's "connection timeout"
+    assert bool([w for w in report["warnings"] if "RPC" in w]) == bool(unanswered)
+    assert report["participants"]["outcomes"]["completed"] == 3

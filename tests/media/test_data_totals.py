@@ -83,16 +83,23 @@ def test_a_room_that_got_only_other_kinds_of_data_packets_has_heard_data() -> No
     assert streams.heard_anything() and streams.report({"count": 0})["other_packets"] == 30
 
 
-def test_other_kinds_of_data_packets_are_counted_by_name_and_an_rpc_is_a_warning() -> None:
-    """other_packets mixed an SDK's stream packets with RPCs; an RPC to one of ours silently timed out."""
+def test_other_kinds_of_data_packets_are_counted_by_name_and_an_unanswered_rpc_is_a_warning() -> None:
+    """other_packets mixed an SDK's stream packets with RPCs; RPCs are answered (`media/data/rpc.rs`), and one
+    that could not be (no channel of ours to answer on) left its caller waiting: a warning."""
     totals = DataTotals()
-    totals.account("p0", "room", peer_data(other=7, other_by_field={13: 2, 14: 4, 10: 1}))
+    rpc = {"requests": 2, "answered": 1, "unanswered": 1}
+    totals.account("p0", "room", peer_data(other=8, other_by_field={13: 2, 14: 4, 10: 2}, rpc=rpc))
     totals.account("p1", "room", peer_data(other=1, other_by_field={14: 1}))
     section = totals.report({"count": 0})
-    assert section["other_packets"] == 8
-    assert section["other_packets_by_kind"] == {"rpc_request": 1, "stream_chunk": 5, "stream_header": 2}
+    assert section["other_packets"] == 9
+    assert section["other_packets_by_kind"] == {"rpc_request": 2, "stream_chunk": 5, "stream_header": 2}
+    assert section["rpc"] == rpc
     [warning] = [w for w in totals.warnings() if "RPC" in w]
-    assert warning.startswith("1 RPC request(s) reached our participants")
+    assert warning.startswith("1 of 2 RPC request(s) to our participants went unanswered")
+    answered = DataTotals()
+    answered.account("p0", "room", peer_data(other=1, other_by_field={10: 1}, rpc={"requests": 1, "answered": 1}))
+    assert answered.report({"count": 0})["rpc"] == {"requests": 1, "answered": 1, "unanswered": 0}
+    assert not [w for w in answered.warnings() if "RPC" in w]
 
 
 def test_the_names_of_other_data_packet_kinds_are_the_schemas() -> None:

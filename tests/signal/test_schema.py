@@ -191,3 +191,11 @@ def test_missing_type_is_reported(oracle: Any, ours: descriptor_pb2.FileDescript
                 del f.message_type[i]
                 break
     assert "missing message livekit.SpeakerInfo" in sc.compare(oracle, ours, ROOTS)
+
+
+def test_the_rpc_messages_our_participants_answer_match_the_oracle(oracle: Any) -> None:
+    """DataPacket is a data-channel message, not reachable from the signal roots; its RPC variants, which
+    rust/src/media/data/rpc.rs reads and writes by these field numbers, are compared on their own."""
+    roots = ("livekit.RpcRequest", "livekit.RpcAck", "livekit.RpcResponse")
+    assert "livekit.RpcError" in sc.reachable(oracle, roots)
+    assert sc.compare(oracle, _core.schema_descriptor_set(), roots) == []

@@ -50,6 +50,7 @@ OTHER_VARIANTS = {
     18: "encrypted_packet",
 }
 RESEND_KEYS = ("resumes", "resent", "resend_unavailable")
+RPC_KEYS = ("requests", "answered", "unanswered")  # a peer's data["rpc"] (`_core.MediaHub.peer_stats`)
 # A slow reader's figures (`MediaHub.peer_stats()["data"]["slow_reader"]`), after the count of readers.
 SLOW_READER_KEYS = ("readers", "pauses", "paused_ms", "held_datagrams", "dropped_datagrams", "max_held_bytes")
 # What the slow readers received of the data messages (their rows' sums), to tell their loss from the others'.
@@ -130,6 +131,9 @@ class DataTotals:
     # DataPackets of another kind than user (chat, RPC, transcription, ...): not messages of ours or an SDK's.
     other_packets: int = 0
     other_by_kind: collections.Counter[str] = field(default_factory=collections.Counter)  # by variant name
+    # RPC calls to our participants (``media/data/rpc.rs``): each acked and refused as "method not supported"
+    # (1400), as by an SDK participant without handlers; unanswered where it had no reliable channel to answer on.
+    rpc: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RPC_KEYS, 0))
     # Messages of (sender, channel) flows past the 4,096 a receiver tracks: in no flow's figures, so not in
     # messages_received either.
     flows_overflow: int = 0
@@ -161,6 +165,8 @@ class DataTotals:
         for number, count in (data.get("other_by_field") or {}).items():
             self.other_by_kind[OTHER_VARIANTS.get(number, f"field_{number}")] += count
         self.flows_overflow += data.get("senders_overflow", 0)
+        for key, count in (data.get("rpc") or {}).items():
+            self.rpc[key] = self.rpc.get(key, 0) + count
         for key in RESEND_KEYS:
             self.resend[key] += data.get(key, 0)
         slow = data.get("slow_reader")
@@ -227,6 +233,7 @@ class DataTotals:
             "send_skipped": self.send_skipped,
             "other_packets": self.other_packets,
             "other_packets_by_kind": dict(sorted(self.other_by_kind.items())),
+            "rpc": dict(self.rpc),
             "flows_overflow": self.flows_overflow,
             # After a resume: reliable messages written again past the server's last sequence (and those no
             # longer kept, which are lost).
@@ -251,11 +258,11 @@ class DataTotals:
                 f"{self.tracks.send_skipped} data-track frame(s) fell due while the media thread was stalled and "
                 "were skipped, not sent"
             )
-        if rpc_requests := self.other_by_kind.get("rpc_request", 0):
+        if unanswered := self.rpc.get("unanswered", 0):
             out.append(
-                f"{rpc_requests} RPC request(s) reached our participants, which do not answer RPCs (no ack, no "
-                "error): each caller waited out its own timeout instead of the 'method not supported' an SDK "
-                "participant without a handler returns at once"
+                f"{unanswered} of {self.rpc['requests']} RPC request(s) to our participants went unanswered (their "
+                "callers waited out their timeouts): on /rtc only data publishers have channels of their own to "
+                "answer on (--signal-path v1 gives everyone one), or the reliable channel refused the write"
             )
         if self.flows_overflow:
             out.append(

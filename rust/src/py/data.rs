@@ -61,6 +61,11 @@ pub fn data_dict<'py>(py: Python<'py>, data: &DataSummary) -> PyResult<Bound<'py
     dict.set_item("malformed_detail", &data.malformed_detail)?;
     dict.set_item("other", data.other)?;
     dict.set_item("other_by_field", data.other_by_field.iter().copied().collect::<std::collections::BTreeMap<_, _>>())?;
+    let rpc = PyDict::new(py);
+    rpc.set_item("requests", data.rpc.requests)?;
+    rpc.set_item("answered", data.rpc.answered)?;
+    rpc.set_item("unanswered", data.rpc.unanswered)?;
+    dict.set_item("rpc", rpc)?;
     dict.set_item("channels_open", &data.channels_open)?;
     dict.set_item("senders_overflow", data.flows_overflow)?;
     dict.set_item("send_burst", data.send_burst)?;

@@ -17,6 +17,7 @@
 //! SystemTime µs; negative differences, from clock skew between hosts, count as 0).
 
 pub mod packet;
+pub mod rpc;
 pub mod sender;
 pub mod slow_reader;
 pub mod stats;
@@ -63,6 +64,20 @@ pub fn add_livekit_channels(api: &mut SdpApi) {
 
 /// DataPacket's `value` variants are fields up to 18 (`packet::parse_data_packet`).
 pub const OTHER_FIELDS: usize = 19;
+/// RPC answers waiting for the reliable channel (two per request): more requests than this between two
+/// services of the peer (a flood) go unanswered and are counted.
+const MAX_PENDING_RPC_ANSWERS: usize = 64;
+
+/// RPC calls to this participant and what became of them (`rpc`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RpcCounts {
+    pub requests: u64,
+    /// Acked and refused with `rpc::UNSUPPORTED_METHOD` (or `UNSUPPORTED_VERSION`).
+    pub answered: u64,
+    /// No reliable channel of ours to answer on (on two PeerConnections, only a data publisher opens
+    /// channels on its publisher PeerConnection), the write refused, or past `MAX_PENDING_RPC_ANSWERS`.
+    pub unanswered: u64,
+}
 
 pub fn kind_of_label(label: &str) -> Option<Kind> {
     match label {
@@ -92,6 +107,9 @@ pub struct DataState {
     /// Data tracks: this peer's publisher schedule (`track`) and receive accounting (`track_stats`).
     pub track_sender: TrackSender,
     pub track_received: TrackReceive,
+    pub rpc: RpcCounts,
+    /// Encoded answers (an ack, then a response, per request) for the peer to write (`take_rpc_answers`).
+    rpc_answers: Vec<Vec<u8>>,
 }
 
 impl DataState {
@@ -109,6 +127,30 @@ impl DataState {
     /// The open channel labelled `label` on `pc`.
     pub fn channel(&self, pc: Pc, label: &str) -> Option<ChannelId> {
         self.open.iter().find(|(p, _, l)| *p == pc && l == label).map(|(_, id, _)| *id)
+    }
+
+    fn on_rpc_request(&mut self, label: &str, caller: &str, request: &[u8]) {
+        self.rpc.requests += 1;
+        match rpc::rpc_answers(caller, request) {
+            Ok(_) if self.rpc_answers.len() >= MAX_PENDING_RPC_ANSWERS => self.rpc.unanswered += 1,
+            Ok(answers) => self.rpc_answers.extend(answers),
+            Err(error) => {
+                self.rpc.unanswered += 1;
+                self.malformed += 1;
+                if self.malformed_detail.is_empty() {
+                    self.malformed_detail = format!("{label}: {error}");
+                }
+            }
+        }
+    }
+
+    /// The RPC answers waiting to be written, in order (an ack, then a response, per request).
+    pub fn take_rpc_answers(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.rpc_answers)
+    }
+
+    pub fn has_rpc_answers(&self) -> bool {
+        !self.rpc_answers.is_empty()
     }
 
     pub fn open_labels(&self) -> Vec<String> {
@@ -141,6 +183,10 @@ impl DataState {
             self.other += 1;
             if let Some(slot) = view.other_variant.and_then(|field| self.other_by_field.get_mut(usize::from(field))) {
                 *slot += 1;
+            }
+            if let Some(request) = view.rpc_request {
+                let label = label.to_owned(); // it borrows `open`; RPCs are rare enough to copy it
+                self.on_rpc_request(&label, view.sender(), request);
             }
             return;
         };
@@ -192,6 +238,7 @@ pub struct DataSummary {
     pub slow_reader: Option<SlowReaderCounts>,
     /// Data tracks (`track_stats::TrackSummary`).
     pub track: track_stats::TrackSummary,
+    pub rpc: RpcCounts,
 }
 
 impl DataState {
@@ -223,6 +270,7 @@ impl DataState {
             resend: self.sender.resend,
             slow_reader: self.slow.as_ref().map(|slow| slow.counts),
             track: track_stats::summarize(&self.track_sender, &self.track_received),
+            rpc: self.rpc,
         }
     }
 
@@ -287,6 +335,39 @@ mod tests {
         let latency = state.latency.as_ref().unwrap();
         assert_eq!(latency.count(), 4);
         assert!(latency.quantile_us(0.5) >= 2_000 && latency.quantile_us(0.5) < 1_000_000);
+    }
+
+    /// `DataPacket(participant_identity=caller, rpc_request=RpcRequest(id=id, method="m", version=1))`.
+    fn rpc_request(caller: &str, id: &str) -> Vec<u8> {
+        let mut request = vec![0x0a, id.len() as u8];
+        request.extend_from_slice(id.as_bytes());
+        request.extend_from_slice(b"\x12\x01m\x28\x01");
+        let mut packet = vec![0x22, caller.len() as u8];
+        packet.extend_from_slice(caller.as_bytes());
+        packet.extend_from_slice(&[0x52, request.len() as u8]);
+        packet.extend_from_slice(&request);
+        packet
+    }
+
+    #[test]
+    fn rpc_requests_queue_an_ack_and_a_refusal_each_and_a_flood_is_bounded() {
+        let mut state = DataState::default();
+        let id = fake_id();
+        state.on_message(Pc::Subscriber, id, &rpc_request("agent", "r-1"), 0);
+        assert!(state.has_rpc_answers());
+        let answers = state.take_rpc_answers();
+        assert_eq!(answers.len(), 2);
+        assert_eq!(answers[0], rpc::rpc_answers("agent", b"\x0a\x03r-1\x12\x01m\x28\x01").unwrap()[0]);
+        assert!(!state.has_rpc_answers());
+        for k in 0..100 {
+            state.on_message(Pc::Subscriber, id, &rpc_request("agent", &format!("r-{k}")), 0);
+        }
+        assert_eq!(state.take_rpc_answers().len(), MAX_PENDING_RPC_ANSWERS);
+        assert_eq!(state.rpc, RpcCounts { requests: 101, answered: 0, unanswered: 100 - 32 });
+        assert_eq!(state.summary().other_by_field, vec![(10, 101)]);
+        // no id: nothing to answer, and unreadable
+        state.on_message(Pc::Subscriber, id, &[0x22, 0x01, b'a', 0x52, 0x02, 0x28, 0x01], 0);
+        assert_eq!((state.rpc.unanswered, state.malformed), (69, 1));
     }
 
     fn fake_id() -> ChannelId {

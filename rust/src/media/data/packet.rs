@@ -20,6 +20,8 @@
 pub const PROBE_MAGIC: &[u8; 4] = b"LKSW";
 /// Magic, send time (µs since the UNIX epoch, big-endian u64) and counter (big-endian u64).
 pub const PROBE_HEADER_BYTES: usize = 4 + 8 + 8;
+/// `DataPacket.rpc_request`'s field number.
+pub const RPC_REQUEST_FIELD: u64 = 10;
 /// The largest serialized DataPacket the server reads whole (notes §A: 64,000 B like the JS SDK).
 pub const MAX_PACKET_BYTES: usize = 64_000;
 
@@ -41,7 +43,7 @@ pub struct UserFields<'a> {
     pub nonce: &'a [u8; 16],
 }
 
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+pub(super) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;
@@ -53,7 +55,7 @@ fn varint_len(value: u64) -> usize {
     (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+pub(super) fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     put_varint(out, u64::from(field << 3 | 2));
     put_varint(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
@@ -143,6 +145,8 @@ pub struct PacketView<'a> {
     /// Another oneof variant (2..=18 but not `user`): counted as "other".
     /// The DataPacket field number of another `value` variant than `user` (chat, RPC, streams, ...).
     pub other_variant: Option<u8>,
+    /// The `rpc_request` variant's bytes (an `RpcRequest`), for `rpc::rpc_answers`.
+    pub rpc_request: Option<&'a [u8]>,
 }
 
 impl PacketView<'_> {
@@ -156,18 +160,23 @@ impl PacketView<'_> {
     }
 }
 
-struct Reader<'a> {
+/// A borrowing protobuf wire reader (also `rpc`'s).
+pub(super) struct Reader<'a> {
     buf: &'a [u8],
     at: usize,
 }
 
-enum Value<'a> {
+pub(super) enum Value<'a> {
     Varint(u64),
     Bytes(&'a [u8]),
     Fixed,
 }
 
 impl<'a> Reader<'a> {
+    pub(super) fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, at: 0 }
+    }
+
     fn varint(&mut self) -> Result<u64, String> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
@@ -189,7 +198,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next (field number, value), or None at the end.
-    fn next(&mut self) -> Result<Option<(u64, Value<'a>)>, String> {
+    pub(super) fn next(&mut self) -> Result<Option<(u64, Value<'a>)>, String> {
         if self.at >= self.buf.len() {
             return Ok(None);
         }
@@ -230,10 +239,12 @@ pub fn parse_data_packet(buf: &[u8]) -> Result<PacketView<'_>, String> {
                 view.user_payload = Some(payload);
                 view.user_identity = identity;
                 view.other_variant = None;
+                view.rpc_request = None;
             }
-            (3 | 6..=15 | 18, Value::Bytes(_)) => {
+            (3 | 6..=15 | 18, Value::Bytes(bytes)) => {
                 view.other_variant = Some(field as u8); // the match bounds it to 18
                 view.user_payload = None;
+                view.rpc_request = (field == RPC_REQUEST_FIELD).then_some(bytes);
             }
             (1 | 16, _) | (2 | 4, _) => return Err(format!("DataPacket field {field}: wrong wire type")),
             _ => {}

@@ -167,6 +167,37 @@ impl MediaPeer {
         }
     }
 
+    /// Writes the RPC answers waiting (`DataState::take_rpc_answers`, two per request) on our reliable
+    /// channel, where the SDKs send theirs; a request with no channel to answer on is counted unanswered.
+    pub(super) fn write_rpc_answers(&mut self, now: Instant, out: &mut Vec<Datagram>) {
+        if !self.data.has_rpc_answers() {
+            return;
+        }
+        let answers = self.data.take_rpc_answers();
+        let pc = self.media_pc();
+        let transport = match pc {
+            Pc::Publisher => self.publisher.as_mut(),
+            Pc::Subscriber => Some(&mut self.primary),
+        };
+        let (Some(id), Some(transport)) = (self.data.channel(pc, RELIABLE_LABEL), transport) else {
+            self.data.rpc.unanswered += answers.len().div_ceil(2) as u64;
+            return;
+        };
+        transport.undrained = true;
+        let mut channel = RtcChannel { rtc: &mut transport.rtc, id };
+        let (mut answered, mut unanswered) = (0, 0);
+        for pair in answers.chunks(2) {
+            if pair.iter().all(|message| matches!(channel.write(message), Ok(true))) {
+                answered += 1;
+            } else {
+                unanswered += 1;
+            }
+        }
+        self.data.rpc.answered += answered;
+        self.data.rpc.unanswered += unanswered;
+        self.drain(pc, now, out);
+    }
+
     /// When the schedule next wants a write.
     pub(super) fn data_next_due(&self) -> Option<Instant> {
         let due = self.data.sender.next_due();

@@ -193,6 +193,9 @@ impl MediaPeer {
             self.write_due_data(now, out);
         }
         if !self.failed {
+            self.write_rpc_answers(now, out);
+        }
+        if !self.failed {
             self.write_due_data_track(now, out);
         }
         let mut wake = self.primary.next_timeout;

@@ -1,0 +1,133 @@
+//! Answers to RPC calls made to a simulated participant (LiveKit's `performRpc`).
+//!
+//! Theory of operation
+//! -------------------
+//! A caller (an SDK, an agent) sends `DataPacket{rpc_request: RpcRequest{id, method, payload,
+//! response_timeout_ms, version}}` to one identity over the reliable channel, then waits for an
+//! `RpcAck` (the SDKs give up after about 7 s: "connection timeout") and for an `RpcResponse`.
+//! Our participants register no methods, so they answer as an SDK participant that registered
+//! none: an ack at once, then `RpcError{code 1400, "Method not supported at destination"}` (1404,
+//! "Unsupported RPC version", for a version other than 1). Unanswered, every call to one of ours
+//! cost its caller a timeout and read as our failure.
+//!
+//! `rpc_answers` reads the request and writes both replies, each a `DataPacket` addressed to the
+//! caller (`destination_identities`), kind reliable; the server stamps the sender's identity.
+//! Field numbers are those of protos/livekit/models.proto; the tests compare the bytes with
+//! livekit-protocol's. A request that does not parse gets no answer (there is no id to answer)
+//! and is counted as malformed by the caller of this module.
+
+use super::packet::{put_bytes, put_varint, Reader, Value};
+
+/// `RpcError.code` for a method with no handler (the SDKs' `UNSUPPORTED_METHOD`).
+pub const UNSUPPORTED_METHOD: u32 = 1400;
+/// `RpcError.code` for an RPC version other than ours (`UNSUPPORTED_VERSION`).
+pub const UNSUPPORTED_VERSION: u32 = 1404;
+/// The RPC protocol version the SDKs speak.
+const RPC_VERSION: u64 = 1;
+
+/// What an `RpcRequest` says that its answer needs.
+#[derive(Debug, PartialEq, Eq)]
+struct Request<'a> {
+    id: &'a [u8],
+    version: u64,
+}
+
+fn parse_request(buf: &[u8]) -> Result<Request<'_>, String> {
+    let mut request = Request { id: &[], version: 0 };
+    let mut reader = Reader::new(buf);
+    while let Some((field, value)) = reader.next()? {
+        match (field, value) {
+            (1, Value::Bytes(id)) => request.id = id,
+            (5, Value::Varint(version)) => request.version = version,
+            (1 | 5, _) => return Err(format!("RpcRequest field {field}: wrong wire type")),
+            _ => {}
+        }
+    }
+    if request.id.is_empty() {
+        return Err("RpcRequest without an id".into());
+    }
+    Ok(request)
+}
+
+/// Writes `DataPacket{destination_identities: [caller], <field>: <message>}` into `out`.
+fn packet(out: &mut Vec<u8>, caller: &str, field: u32, message: &[u8]) {
+    out.clear();
+    // In field-number order, as protobuf encoders write them.
+    put_bytes(out, 5, caller.as_bytes());
+    put_bytes(out, field, message);
+}
+
+/// The two messages that answer the `RpcRequest` (the bytes of DataPacket field 10) that `caller`
+/// sent: an ack, then an error response (see the module doc); or an error if it does not parse.
+pub fn rpc_answers(caller: &str, request: &[u8]) -> Result<[Vec<u8>; 2], String> {
+    if caller.is_empty() {
+        return Err("RpcRequest from no identity: nobody to answer".into());
+    }
+    let request = parse_request(request)?;
+    let mut ack_body = Vec::with_capacity(request.id.len() + 2);
+    put_bytes(&mut ack_body, 1, request.id);
+    let mut ack = Vec::with_capacity(ack_body.len() + caller.len() + 6);
+    packet(&mut ack, caller, 11, &ack_body);
+
+    let (code, message) = if request.version == RPC_VERSION {
+        (UNSUPPORTED_METHOD, "Method not supported at destination")
+    } else {
+        (UNSUPPORTED_VERSION, "Unsupported RPC version")
+    };
+    let mut error = Vec::with_capacity(message.len() + 6);
+    put_varint(&mut error, 1 << 3);
+    put_varint(&mut error, u64::from(code));
+    put_bytes(&mut error, 2, message.as_bytes());
+    let mut response_body = Vec::with_capacity(request.id.len() + error.len() + 6);
+    put_bytes(&mut response_body, 1, request.id);
+    put_bytes(&mut response_body, 3, &error);
+    let mut response = Vec::with_capacity(response_body.len() + caller.len() + 6);
+    packet(&mut response, caller, 12, &response_body);
+    Ok([ack, response])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// `RpcRequest(id="r-1", method="greet", payload="hi", response_timeout_ms=10000, version=1)`.
+    const REQUEST: &[u8] = b"\x0a\x03r-1\x12\x05greet\x1a\x02hi\x20\x90\x4e\x28\x01";
+
+    /// From livekit-protocol 1.1.29: `DataPacket(destination_identities=["caller"],
+    /// rpc_ack=RpcAck(request_id="r-1")).SerializeToString(deterministic=True)` and the same with
+    /// `rpc_response=RpcResponse(request_id="r-1", error=RpcError(code=1400, message="Method not
+    /// supported at destination"))`.
+    const ACK_HEX: &str = "2a0663616c6c65725a050a03722d31";
+    const RESPONSE_HEX: &str = "2a0663616c6c6572622f0a03722d311a2808f80a12234d6574686f64206e6f7420737570706f7274\
+        65642061742064657374696e6174696f6e";
+
+    #[test]
+    fn answers_like_an_sdk_without_handlers() {
+        let [ack, response] = rpc_answers("caller", REQUEST).unwrap();
+        assert_eq!(hex(&ack), ACK_HEX);
+        let expected: String = RESPONSE_HEX.chars().filter(|c| !c.is_whitespace()).collect();
+        assert_eq!(hex(&response), expected);
+    }
+
+    #[test]
+    fn another_version_is_refused_as_such() {
+        let request = b"\x0a\x03r-2\x28\x02";
+        let [_, response] = rpc_answers("caller", request).unwrap();
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.contains("Unsupported RPC version"), "{text}");
+    }
+
+    #[test]
+    fn what_cannot_be_answered_is_an_error_not_a_panic() {
+        assert!(rpc_answers("", REQUEST).is_err());
+        assert!(rpc_answers("caller", b"\x12\x05greet").is_err()); // no id
+        assert!(rpc_answers("caller", b"\x08\x01").is_err()); // id with the wrong wire type
+        for cut in 0..REQUEST.len() {
+            let _ = rpc_answers("caller", &REQUEST[..cut]);
+        }
+    }
+}
