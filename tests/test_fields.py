@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lkswarm.config import RunConfig, Stage
+from lkswarm.config import RunConfig, Stage, parse_duration_s
 from lkswarm.errors import ConfigError
 from lkswarm.fields import (
     FieldError,
@@ -126,3 +126,29 @@ def test_the_configuration_round_trips_through_json_and_replace() -> None:
     with pytest.raises(FieldError, match="rooms: must be at least 1"):
         config.replace(rooms=0)  # a change is checked as a new configuration is
     assert json_fields(Stage(duration_s=1, target=2)) == {"duration_s": 1.0, "target": 2}
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30", 30.0),
+        ("30s", 30.0),
+        ("2m", 120.0),
+        ("1.5h", 5400.0),
+        ("500ms", 0.5),
+        # Go's time.ParseDuration form, as `lk perf load-test --duration` takes it
+        ("10m30s", 630.0),
+        ("1h30m", 5400.0),
+        ("2m500ms", 120.5),
+        (" 1h2m3.5s ", 3723.5),
+    ],
+)
+def test_durations_read_as_seconds(text: str, seconds: float) -> None:
+    assert parse_duration_s(text) == pytest.approx(seconds)
+    assert RunConfig(duration_s=text).duration_s == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["10m30", "m30s", "1h-2m", "", "1x", "30 s 2m", "-5s"])
+def test_a_malformed_duration_is_refused_with_examples(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"invalid duration .*10m30s"):
+        parse_duration_s(text)

@@ -30,17 +30,23 @@ from lkswarm.signal.paths import DEFAULT_SIGNAL_PATH, SignalPath, parse_signal_p
 from lkswarm.signal.websocket import DEFAULT_MAX_FRAME_BYTES, MAX_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+# Go's time.ParseDuration spelling, as `lk` and LiveKit's configs write durations: ``10m30s``, ``1h30m``.
+_COMPOUND_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+MAX_ROOM_NAME_CHARS = 256
 
 
 def parse_duration_s(text: str | float) -> float:
-    """``30``, ``30s``, ``2m``, ``1.5h``, ``500ms`` → seconds."""
+    """``30``, ``30s``, ``2m``, ``1.5h``, ``500ms``, and Go's compound form (``10m30s``, ``1h30m``) → seconds."""
     if isinstance(text, int | float):
         return float(text)
     match = _DURATION.match(text)
-    if not match:
-        raise ConfigError(f"invalid duration {text!r} (use e.g. 30, 30s, 2m)")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
+    if match:
+        return float(match.group(1)) * _UNIT_S[match.group(2)]
+    if _COMPOUND_DURATION.fullmatch(text.strip()):
+        return sum(float(number) * _UNIT_S[unit] for number, unit in _DURATION_PART.findall(text))
+    raise ConfigError(f"invalid duration {text!r} (use e.g. 30, 30s, 2m, 10m30s)")
 
 
 def _duration_field(value: object) -> float:
@@ -106,6 +112,12 @@ def _check_server_metrics(value: str) -> None:
 def _check_data_to(value: str) -> None:
     if value != "all" and not (value.isdigit() and int(value) > 0):
         raise ValueError(f"data_to must be all or a number of destination identities > 0, not {value!r}")
+
+
+def _check_room(value: str) -> None:
+    # livekit-server refuses longer names (its limit.max_room_name_length defaults to 256).
+    if not value.strip() or len(value) > MAX_ROOM_NAME_CHARS or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"room must be 1 to {MAX_ROOM_NAME_CHARS} printable characters")
 
 
 def _check_layout(value: str) -> None:
@@ -197,6 +209,8 @@ class RunConfig:
     protocol: int = declare(CLIENT_PROTOCOL, as_int, ge=0)
     join_timeout_s: float = declare(15.0, as_float, gt=0)
     room_prefix: str = declare("lkswarm", as_str)
+    # one named room (an existing one too) instead of room_prefix + run tag; with rooms > 1, room-0, room-1, ...
+    room: str | None = declare(None, as_str, optional=True, check=_check_room)
     identity_prefix: str = declare("p", as_str)
     seed: int | None = declare(None, as_int, optional=True, ge=0, le=2**63 - 1)
     resume_on_disconnect: bool = declare(False, as_bool)  # resume (reconnect=1) when the WebSocket drops
@@ -327,6 +341,10 @@ class RunConfig:
         return int(self.layout.split(":")[1]) if self.layout and self.layout.startswith("grid:") else 0
 
     def room_name(self, index: int) -> str:
+        if self.room is not None:
+            # Named by the user: no run tag, so that the load lands in the room they named (their app's own,
+            # say). Identities keep the tag, so two runs into one room never take each other's seats.
+            return self.room if self.rooms == 1 else f"{self.room}-{index}"
         tag = f"-{self.run_tag}" if self.run_tag else ""
         return f"{self.room_prefix}{tag}-{index}"
 

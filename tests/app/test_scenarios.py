@@ -10,7 +10,7 @@ from hdrh.histogram import HdrHistogram
 from rich.console import Console
 
 from lkswarm.app.runner import check_cloud_guard
-from lkswarm.app.scenario import load_preset, parse_scenario, preset_names
+from lkswarm.app.scenario import load_preset, load_summary, parse_scenario, preset_names
 from lkswarm.config import RunConfig
 from lkswarm.engine.plan import build_plan
 from lkswarm.engine.timeline import Snapshot
@@ -102,6 +102,22 @@ def test_every_preset_parses_and_is_listed() -> None:
         config = RunConfig(**scenario.fields)
         parse_thresholds(scenario.thresholds)
         assert config.duration_s >= 30
+
+
+def test_the_presets_table_says_how_big_each_preset_is() -> None:
+    assert load_summary(RunConfig(**load_preset("audio-room").fields)) == (
+        "1 room × 110; publishers per room: 10 audio; 20 joins/s, 1m"
+    )
+    assert load_summary(RunConfig(**load_preset("reconnect-storm").fields)) == (
+        "2 rooms × 25; 25 joins/s, 40s, reconnect storm at 20s"
+    )
+    staged = RunConfig(
+        rooms=2,
+        signal_only=True,
+        stages=[{"duration_s": "30s", "target": 40}, {"duration_s": "1m30s", "target": 40}],
+    )
+    # the stages set the population and the pace: no join rate is claimed
+    assert load_summary(staged) == "up to 40 live over 2 rooms, in 2 stages; signal only; 2m"
 
 
 def test_conference_all_publish_follows_participants() -> None:

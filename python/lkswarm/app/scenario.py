@@ -166,3 +166,36 @@ def scenario_config(scenario: Path | None, preset: str | None, flags: dict[str, 
         raise ConfigError("give a scenario file or --preset, not both")
     base = load_scenario(scenario) if scenario is not None else load_preset(preset) if preset else Scenario()
     return base, RunConfig.from_mapping(merge_flags(base, flags))
+
+
+def _duration_text(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest}s" if minutes and rest else f"{minutes}m" if minutes else f"{rest}s"
+
+
+def load_summary(config: RunConfig) -> str:
+    """What a scenario loads, in one line for `lkswarm presets`: rooms and seats, who publishes what, how
+    participants arrive and for how long (the description says why; this says how big)."""
+    seats = f"{config.rooms} room{'s' if config.rooms > 1 else ''} × {config.participants}"
+    if config.stages:
+        peak = max(stage.target for stage in config.stages)
+        rooms = f"{config.rooms} room{'s' if config.rooms > 1 else ''}"
+        seats = f"up to {peak} live over {rooms}, in {len(config.stages)} stages"
+    kinds = [
+        f"{count} {what}"
+        for count, what in (
+            (config.audio_publishers, "audio"),
+            (config.video_publishers, "video" + (" simulcast" if config.simulcast else "")),
+            (config.data_publishers, "data"),
+            (config.data_tracks, "data-track"),
+        )
+        if count
+    ]
+    publishing = f"; publishers per room: {', '.join(kinds)}" if kinds else ""
+    signal = "; signal only" if config.signal_only else ""
+    extras = [f"churn {config.churn_rate:g}/s"] if config.churn_rate else []
+    if config.reconnect_storm_at_s is not None:
+        extras.append(f"reconnect storm at {_duration_text(config.reconnect_storm_at_s)}")
+    # Stages move the population themselves: the join rate is theirs, not `rate`'s.
+    pace = (f"{config.rate:g} joins/s, " if not config.stages else "") + _duration_text(config.duration_s)
+    return f"{seats}{publishing}{signal}; {', '.join([pace, *extras])}"

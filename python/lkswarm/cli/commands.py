@@ -8,7 +8,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -60,6 +60,7 @@ from lkswarm.cli.options import (
     ReconnectStormModeOpt,
     ReconnectStormWindowOpt,
     ResumeOnDisconnectOpt,
+    RoomOpt,
     RoomsOpt,
     ScenarioOpt,
     SeedOpt,
@@ -91,6 +92,9 @@ from lkswarm.cli.reports import announce_outputs, write_outputs
 from lkswarm.cli.reports import register as register_report_commands
 from lkswarm.errors import ConfigError, LkswarmError, PortInUseError
 from lkswarm.fields import FieldError
+
+if TYPE_CHECKING:
+    from lkswarm.app.scenario import Scenario
 
 app = typer.Typer(
     help="Load generator and signaling benchmark for LiveKit.",
@@ -161,7 +165,7 @@ def server(
 
 # `run`'s options that set RunConfig keys, in the order of --help; a scenario's keys sit under them.
 _CONFIG_OPTIONS = (
-    "url", "rooms", "participants", "audio_publishers", "video_publishers", "data_publishers", "data_rate",
+    "url", "rooms", "room", "participants", "audio_publishers", "video_publishers", "data_publishers", "data_rate",
     "data_size", "data_channel", "data_topic", "data_to",
     "data_burst", "data_burst_every", "data_slow_readers", "data_slow_pause", "data_slow_every", "data_tracks",
     "data_track_rate", "data_track_size", "rate", "arrival", "duration", "churn_rate",
@@ -213,6 +217,7 @@ def run(
     insecure: InsecureOpt = False,
     ca_file: CaFileOpt = None,
     rooms: RoomsOpt = None,
+    room: RoomOpt = None,
     participants: ParticipantsOpt = None,
     audio_publishers: AudioPublishersOpt = None,
     video_publishers: VideoPublishersOpt = None,
@@ -272,7 +277,7 @@ def run(
     """
     flags = config_flags(locals())  # first, while locals() holds the options alone
     from lkswarm.app.runner import check_cloud_guard, check_probe_network, check_url, run_scenario
-    from lkswarm.app.scenario import first_error, scenario_config, stages_replaced_note
+    from lkswarm.app.scenario import first_error, scenario_config
     from lkswarm.app.workers import check_workers, parse_workers
     from lkswarm.cli.ray_command import check_ray_options, run_ray_with_view
     from lkswarm.engine.timeline import Observer
@@ -317,12 +322,8 @@ def run(
         if not quiet:
             stdout.print(f"started embedded livekit-server at {local.url}")
 
-    if not quiet and base.name:
-        stdout.print(f"scenario {base.name}: {base.description}", highlight=False)
-    if not quiet and (replaced := stages_replaced_note(base, flags)):
-        stderr.print(f"note: {replaced}", highlight=False)
-    if not quiet and worker_count > 1:
-        stdout.print(f"{worker_count} generator processes, rooms split among them")
+    if not quiet:
+        _say_what_runs(base, flags, worker_count)
     try:
         if ray_address is not None:
             result = run_ray_with_view(
@@ -353,6 +354,18 @@ def run(
     except LkswarmError as exc:
         raise fail(str(exc)) from None
     raise typer.Exit(_summarize_run(result.report, outputs, quiet))
+
+
+def _say_what_runs(base: Scenario, flags: dict[str, Any], worker_count: int) -> None:
+    """The lines before a run: its scenario, flags that replaced the scenario's stages, its processes."""
+    from lkswarm.app.scenario import stages_replaced_note
+
+    if base.name:
+        stdout.print(f"scenario {base.name}: {base.description}", highlight=False)
+    if replaced := stages_replaced_note(base, flags):
+        stderr.print(f"note: {replaced}", highlight=False)
+    if worker_count > 1:
+        stdout.print(f"{worker_count} generator processes, rooms split among them")
 
 
 def _say_workers_auto(worker_count: int, rooms: int) -> None:
@@ -420,15 +433,18 @@ def presets() -> None:
     """List the shipped scenarios (run one with `lkswarm run --preset NAME`)."""
     from rich.table import Table
 
-    from lkswarm.app.scenario import load_preset, preset_names
+    from lkswarm.app.scenario import load_preset, load_summary, preset_names
+    from lkswarm.config import RunConfig
 
     table = Table(title="presets (lkswarm run --preset NAME; flags override their keys)")
     table.add_column("name", style="bold")
     table.add_column("description")
+    table.add_column("load")
     table.add_column("thresholds")
     for name in preset_names():
         scenario = load_preset(name)
-        table.add_row(name, scenario.description, "\n".join(scenario.thresholds))
+        load = load_summary(RunConfig.from_mapping(scenario.fields))
+        table.add_row(name, scenario.description, load, "\n".join(scenario.thresholds))
     stdout.print(table)
 
 
@@ -448,7 +464,6 @@ LK_OPTIONS = {
     "--num-per-second": "--rate is the join rate (participants per second)",
     "--video-resolution": "the synthetic video is simulcast 1280x720, 640x360 and 320x180; --layout picks the layer "
     "subscribers ask for",
-    "--room": "rooms are named from the scenario key room_prefix and the run tag (--rooms sets how many)",
 }
 
 

@@ -72,6 +72,14 @@ CaFileOpt = Annotated[
     ),
 ]
 RoomsOpt = Annotated[int | None, typer.Option(help="Number of rooms. (default 1)", rich_help_panel=SHAPE)]
+RoomOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Join this room (an existing one too) instead of rooms named lkswarm-<run tag>-N; with --rooms N "
+        "they are ROOM-0 .. ROOM-(N-1).",
+        rich_help_panel=SHAPE,
+    ),
+]
 ParticipantsOpt = Annotated[int | None, typer.Option(help="Participants per room. (default 10)", rich_help_panel=SHAPE)]
 AudioPublishersOpt = Annotated[
     str | None, typer.Option(help="Opus publishers per room, or 'all'. (default 0)", rich_help_panel=SHAPE)
