@@ -166,8 +166,11 @@ def cpu_split(cpu_s: float, report: dict[str, Any], samples: list[tuple[float, d
 
     The hold's Python cost is the main thread's rate between 2 s after everyone joined and 2 s before the
     end (the sampler's /proc figures, 0.25 s apart), times the whole hold: the steady signaling (pings,
-    server updates), the metrics and the loop's own wakeups. The rest of the run's Python CPU is set-up and
-    joins. Ticks of /proc are 10 ms, so each figure is good to a few hundredths of a second.
+    server updates), the metrics and the loop's own wakeups. The rest of the run's CPU but the media
+    thread's (``python_setup_and_joins_cpu_s``) is the set-up (clips, the hub), the joins, the teardown and
+    helper threads. The window is placed from the report's ``started_at``, the timeline's zero (before
+    2026-12-06's second recording it was taken before the set-up, which moved the window that much early).
+    Ticks of /proc are 10 ms, so each figure is good to a few hundredths of a second.
     """
     generator = report.get("generator", {})
     media_s = report.get("media", {}).get("hub", {}).get("thread_cpu_s")

@@ -359,14 +359,14 @@ def ceiling_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
             hold_us = s["python_hold_us_per_participant_s"]
             return (
                 f"{s['total_cpu_s']} = {s['media_thread_cpu_s']} media thread + {s['python_setup_and_joins_cpu_s']} "
-                f"Python set-up and joins + {s['python_hold_cpu_s']} Python hold ({hold_us} µs per "
+                f"Python set-up, joins and teardown + {s['python_hold_cpu_s']} Python hold ({hold_us} µs per "
                 f"participant-second) + {s['outside_run_cpu_s']} outside the run"
             )
 
         rows.append(
             f"| floor | lkswarm's CPU-s (on /rtc, the median run) by part, audio / video; lk over lkswarm if lkswarm "
             f"were: its media thread alone (no Python); without its steady (hold) Python; the floor plus Python's "
-            f"set-up, joins and start-up | {split(audio['cpu_split'])} / {split(video['cpu_split'])}; "
+            f"set-up, joins, teardown and start-up | {split(audio['cpu_split'])} / {split(video['cpu_split'])}; "
             f"{pair('ceiling_media_thread_as_is_without_python')}; {pair('ceiling_without_steady_python')}; "
             f"{pair('ceiling_floor_and_python_joins_only')} | ≥ 6× / ≥ 5× | {record['file']} |"
         )

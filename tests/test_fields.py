@@ -152,3 +152,13 @@ def test_durations_read_as_seconds(text: str, seconds: float) -> None:
 def test_a_malformed_duration_is_refused_with_examples(text: str) -> None:
     with pytest.raises(ConfigError, match=r"invalid duration .*10m30s"):
         parse_duration_s(text)
+
+
+def test_a_room_name_is_checked_in_utf8_bytes_with_the_suffix_of_several_rooms() -> None:
+    """livekit-server refuses room names past 256 bytes at every join (HTTP 400): a name it will refuse is a
+    usage error before the run, not every participant failed after it."""
+    assert RunConfig(room="é" * 128).room_name(0) == "é" * 128  # 256 bytes
+    assert RunConfig(room="a" * 254, rooms=10).room_name(9) == "a" * 254 + "-9"
+    for fields in (dict(room="é" * 129), dict(room="a" * 256, rooms=2), dict(room=" "), dict(room="a\tb")):
+        with pytest.raises(FieldError):
+            RunConfig(**fields)

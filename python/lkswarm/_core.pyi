@@ -273,8 +273,10 @@ class MediaHub:
         (unparsable DataPackets) and ``malformed_detail`` (the first error, ``"<label>: <why>"``);
         ``other`` (DataPackets that are not ``user``) and ``other_by_field`` (those by the DataPacket
         field number of their variant: 10 ``rpc_request``, 13 ``stream_header``, ...); ``rpc``: ``requests``
-        (RPC calls to this peer), ``answered`` (acked and refused "method not supported", 1400) and
-        ``unanswered`` (no reliable channel of ours to answer on, or the write refused); ``channels_open``
+        (RPC calls to this peer), each counted once in ``answered`` (acked and refused "method not
+        supported", 1400), ``no_channel`` (no reliable channel of ours to answer on), ``over_limit`` (past
+        256 in one service of the peer), ``refused`` (the write refused) or ``unreadable``, or ``pending``
+        (answers not written yet: waiting up to 3 s for a channel, or for the next service); ``channels_open``
         (labels, every PeerConnection); ``senders_overflow`` (messages of flows beyond 4096 per peer, not
         counted); ``received``: one dict per (sender identity, channel label) with ``sender``,
         ``channel``, ``received``, ``bytes`` (payload), ``duplicates``, ``out_of_order``,

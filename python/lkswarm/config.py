@@ -34,7 +34,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _COMPOUND_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-MAX_ROOM_NAME_CHARS = 256
+MAX_ROOM_NAME_BYTES = 256  # livekit-server's default limit.max_room_name_length
 
 
 def parse_duration_s(text: str | float) -> float:
@@ -115,9 +115,12 @@ def _check_data_to(value: str) -> None:
 
 
 def _check_room(value: str) -> None:
-    # livekit-server refuses longer names (its limit.max_room_name_length defaults to 256).
-    if not value.strip() or len(value) > MAX_ROOM_NAME_CHARS or any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError(f"room must be 1 to {MAX_ROOM_NAME_CHARS} printable characters")
+    # livekit-server refuses longer names with an HTTP 400 at every join (limit.max_room_name_length, 256 by
+    # default, counted in UTF-8 bytes); `_check_together` adds the -N of several rooms.
+    if not value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("room must be printable characters, not blank")
+    if len(value.encode()) > MAX_ROOM_NAME_BYTES:
+        raise ValueError(f"room must be at most {MAX_ROOM_NAME_BYTES} bytes of UTF-8 (the server's limit)")
 
 
 def _check_layout(value: str) -> None:
@@ -285,6 +288,11 @@ class RunConfig:
             raise ValueError(
                 f"reconnect_storm_window ({self.reconnect_storm_window_s:g} s) needs reconnect_storm_at and must end "
                 f"inside the run ({self.duration_s:g} s)"
+            )
+        if self.room is not None and len(self.room_name(self.rooms - 1).encode()) > MAX_ROOM_NAME_BYTES:
+            raise ValueError(
+                f"room: with {self.rooms} rooms the last is {self.room_name(self.rooms - 1)[-12:]!r} at the end, "
+                f"past the server's {MAX_ROOM_NAME_BYTES} bytes: use a shorter name"
             )
         if self.data_publishers and self.signal_only:
             raise ValueError("data messages travel over the media tier's data channels: drop --signal-only")

@@ -20,9 +20,10 @@ pytestmark = pytest.mark.integration
 def test_a_named_room_takes_the_load_beside_the_apps_own_participant(
     livekit_server: LocalServer, credentials: Credentials, tmp_path: Path
 ) -> None:
-    """An app's room with an SDK participant already publishing in it: `lkswarm run --room` joins that very
-    room (no run tag in its name), our subscribers receive the app's track beside ours, the room check passes
-    with a participant that is not ours, and the app's participant sees every one of ours."""
+    """An app's room with an SDK participant already publishing in it, and a hidden one (a recorder, say):
+    `lkswarm run --room` joins that very room (no run tag in its name), our subscribers receive the app's
+    track beside ours, the room check passes with participants that are not ours (the hidden one is listed
+    by the server but announced to nobody), and the app's participant sees every one of ours."""
     from livekit import rtc
 
     room_name = f"app-room-{os.getpid()}"
@@ -32,6 +33,9 @@ def test_a_named_room_takes_the_load_beside_the_apps_own_participant(
         room = rtc.Room()
         room.on("participant_connected", lambda participant: seen.add(participant.identity))
         await room.connect(livekit_server.url, mint_token(credentials, identity="app-user", room=room_name))
+        recorder = rtc.Room()
+        hidden = mint_token(credentials, identity="app-recorder", room=room_name, hidden=True, can_publish=False)
+        await recorder.connect(livekit_server.url, hidden)
         audio = rtc.AudioSource(48_000, 1)
         microphone = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         await room.local_participant.publish_track(rtc.LocalAudioTrack.create_audio_track("mic", audio), microphone)
@@ -45,6 +49,7 @@ def test_a_named_room_takes_the_load_beside_the_apps_own_participant(
             counter += 1
             await asyncio.sleep(max(0.0, started + counter * 0.01 - time.perf_counter()))
         await room.disconnect()
+        await recorder.disconnect()
         return await run
 
     code, report, stderr = asyncio.run(main())

@@ -169,8 +169,12 @@ def scenario_config(scenario: Path | None, preset: str | None, flags: dict[str, 
 
 
 def _duration_text(seconds: float) -> str:
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes}m{rest}s" if minutes and rest else f"{minutes}m" if minutes else f"{rest}s"
+    """``90`` → ``1m30s``, ``5400`` → ``1h30m``, ``0.5`` → ``0.5s`` (the form `parse_duration_s` reads back)."""
+    if seconds < 60:
+        return f"{seconds:g}s"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, rest = divmod(rest, 60)
+    return "".join(f"{value}{unit}" for value, unit in ((hours, "h"), (minutes, "m"), (rest, "s")) if value)
 
 
 def load_summary(config: RunConfig) -> str:

@@ -440,7 +440,7 @@ def presets() -> None:
     table.add_column("name", style="bold")
     table.add_column("description")
     table.add_column("load")
-    table.add_column("thresholds")
+    table.add_column("thresholds", no_wrap=True)  # a cut threshold would hide its limit: the other columns wrap
     for name in preset_names():
         scenario = load_preset(name)
         load = load_summary(RunConfig.from_mapping(scenario.fields))

@@ -169,7 +169,8 @@ ArrivalOpt = Annotated[
     typer.Option(help="Arrival process: constant or poisson. (default constant)", rich_help_panel=SHAPE),
 ]
 DurationOpt = Annotated[
-    str | None, typer.Option(help="Run length: seconds, or 30s / 2m. (default 10s)", rich_help_panel=SHAPE)
+    str | None,
+    typer.Option(help="Run length: seconds, or 30s / 2m / 10m30s. (default 10s)", rich_help_panel=SHAPE),
 ]
 ChurnRateOpt = Annotated[
     float | None,

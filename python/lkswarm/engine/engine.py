@@ -51,7 +51,7 @@ import gc
 import heapq
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lkswarm.engine.context import Run
@@ -251,6 +251,8 @@ class Engine:
         else:
             t0 = time.perf_counter() + 0.05
         self._t0 = t0
+        # The report's start is the timeline's zero (the first arrival's instant), not the set-up before it.
+        started_at = datetime.now(UTC) + timedelta(seconds=t0 - time.perf_counter())
         self.started.set()
         end_at = t0 + config.duration_s
         loop = asyncio.get_running_loop()
@@ -457,7 +459,13 @@ class Engine:
             try:
                 for room, drivers in rooms.items():
                     listed_rows = await asyncio.to_thread(service.list_participants, room)
-                    listed = {p["identity"]: p.get("sid", "") for p in listed_rows}
+                    # Hidden participants (a recorder, say, in a room named with --room) are listed but never
+                    # announced to the others: no view has them.
+                    listed = {
+                        p["identity"]: p.get("sid", "")
+                        for p in listed_rows
+                        if not (p.get("permission") or {}).get("hidden")
+                    }
                     for driver in drivers:
                         if driver.outcome or driver.session is None:
                             continue

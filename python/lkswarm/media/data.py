@@ -50,7 +50,17 @@ OTHER_VARIANTS = {
     18: "encrypted_packet",
 }
 RESEND_KEYS = ("resumes", "resent", "resend_unavailable")
-RPC_KEYS = ("requests", "answered", "unanswered")  # a peer's data["rpc"] (`_core.MediaHub.peer_stats`)
+# A peer's data["rpc"] (`_core.MediaHub.peer_stats`): each request ends in exactly one of the keys after the first
+# (``pending``: its answers not yet written when the figures were read).
+RPC_KEYS = ("requests", "answered", "no_channel", "over_limit", "refused", "unreadable", "pending")
+# Why a request went unanswered, for the warning (its callers waited out their timeouts).
+RPC_UNANSWERED_WHY = {
+    "no_channel": "on /rtc only data publishers have channels of their own to answer on (/rtc/v1 gives everyone "
+    "one), and none opened within 3 s",
+    "over_limit": "more than 256 came to one participant at once",
+    "refused": "the reliable channel refused the write (its buffer was full)",
+    "unreadable": "the request could not be read (no id), or its caller is hidden (no identity to answer)",
+}
 # A slow reader's figures (`MediaHub.peer_stats()["data"]["slow_reader"]`), after the count of readers.
 SLOW_READER_KEYS = ("readers", "pauses", "paused_ms", "held_datagrams", "dropped_datagrams", "max_held_bytes")
 # What the slow readers received of the data messages (their rows' sums), to tell their loss from the others'.
@@ -132,7 +142,7 @@ class DataTotals:
     other_packets: int = 0
     other_by_kind: collections.Counter[str] = field(default_factory=collections.Counter)  # by variant name
     # RPC calls to our participants (``media/data/rpc.rs``): each acked and refused as "method not supported"
-    # (1400), as by an SDK participant without handlers; unanswered where it had no reliable channel to answer on.
+    # (1400), as by an SDK participant without handlers, or unanswered for one of RPC_UNANSWERED_WHY.
     rpc: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RPC_KEYS, 0))
     # Messages of (sender, channel) flows past the 4,096 a receiver tracks: in no flow's figures, so not in
     # messages_received either.
@@ -166,7 +176,8 @@ class DataTotals:
             self.other_by_kind[OTHER_VARIANTS.get(number, f"field_{number}")] += count
         self.flows_overflow += data.get("senders_overflow", 0)
         for key, count in (data.get("rpc") or {}).items():
-            self.rpc[key] = self.rpc.get(key, 0) + count
+            if key in self.rpc:
+                self.rpc[key] += count
         for key in RESEND_KEYS:
             self.resend[key] += data.get(key, 0)
         slow = data.get("slow_reader")
@@ -233,7 +244,7 @@ class DataTotals:
             "send_skipped": self.send_skipped,
             "other_packets": self.other_packets,
             "other_packets_by_kind": dict(sorted(self.other_by_kind.items())),
-            "rpc": dict(self.rpc),
+            "rpc": {**self.rpc, "unanswered": sum(self.rpc[key] for key in RPC_UNANSWERED_WHY)},
             "flows_overflow": self.flows_overflow,
             # After a resume: reliable messages written again past the server's last sequence (and those no
             # longer kept, which are lost).
@@ -258,11 +269,11 @@ class DataTotals:
                 f"{self.tracks.send_skipped} data-track frame(s) fell due while the media thread was stalled and "
                 "were skipped, not sent"
             )
-        if unanswered := self.rpc.get("unanswered", 0):
+        if unanswered := {key: self.rpc[key] for key in RPC_UNANSWERED_WHY if self.rpc[key]}:
+            why = "; ".join(f"{count}: {RPC_UNANSWERED_WHY[key]}" for key, count in unanswered.items())
             out.append(
-                f"{unanswered} of {self.rpc['requests']} RPC request(s) to our participants went unanswered (their "
-                "callers waited out their timeouts): on /rtc only data publishers have channels of their own to "
-                "answer on (--signal-path v1 gives everyone one), or the reliable channel refused the write"
+                f"{sum(unanswered.values())} of {self.rpc['requests']} RPC request(s) to our participants went "
+                f"unanswered (their callers waited out their timeouts): {why}"
             )
         if self.flows_overflow:
             out.append(

@@ -234,7 +234,7 @@ class Report(TypedDict):
     schema: str  # SCHEMA
     version: str  # of lkswarm
     config: dict[str, Any]  # `RunConfig` as JSON
-    started_at: str  # ISO 8601
+    started_at: str  # ISO 8601: the timeline's zero, the first arrival's instant (after the set-up)
     duration_s: float
     participants: Participants
     latency_ms: dict[str, Any]  # phase -> Summary

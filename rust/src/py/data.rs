@@ -64,7 +64,11 @@ pub fn data_dict<'py>(py: Python<'py>, data: &DataSummary) -> PyResult<Bound<'py
     let rpc = PyDict::new(py);
     rpc.set_item("requests", data.rpc.requests)?;
     rpc.set_item("answered", data.rpc.answered)?;
-    rpc.set_item("unanswered", data.rpc.unanswered)?;
+    rpc.set_item("no_channel", data.rpc.no_channel)?;
+    rpc.set_item("over_limit", data.rpc.over_limit)?;
+    rpc.set_item("refused", data.rpc.refused)?;
+    rpc.set_item("unreadable", data.rpc.unreadable)?;
+    rpc.set_item("pending", data.rpc_pending)?;
     dict.set_item("rpc", rpc)?;
     dict.set_item("channels_open", &data.channels_open)?;
     dict.set_item("senders_overflow", data.flows_overflow)?;

@@ -24,7 +24,7 @@ pub mod stats;
 pub mod track;
 pub mod track_stats;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use str0m::change::SdpApi;
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
@@ -64,19 +64,28 @@ pub fn add_livekit_channels(api: &mut SdpApi) {
 
 /// DataPacket's `value` variants are fields up to 18 (`packet::parse_data_packet`).
 pub const OTHER_FIELDS: usize = 19;
-/// RPC answers waiting for the reliable channel (two per request): more requests than this between two
-/// services of the peer (a flood) go unanswered and are counted.
-const MAX_PENDING_RPC_ANSWERS: usize = 64;
+/// RPC answers waiting for the reliable channel (two per request, written at the end of the peer's
+/// service): requests past this many in one service (a burst of calls arriving together) go unanswered
+/// and are counted (`RpcCounts::over_limit`). 256 requests of about 100 B of answers each.
+const MAX_PENDING_RPC_ANSWERS: usize = 512;
 
-/// RPC calls to this participant and what became of them (`rpc`).
+/// RPC calls to this participant and what became of them (`rpc`). Each request ends in exactly one
+/// of `answered`, `no_channel`, `over_limit`, `refused` and `unreadable`, or is still pending
+/// (`DataSummary::rpc_pending`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RpcCounts {
     pub requests: u64,
     /// Acked and refused with `rpc::UNSUPPORTED_METHOD` (or `UNSUPPORTED_VERSION`).
     pub answered: u64,
-    /// No reliable channel of ours to answer on (on two PeerConnections, only a data publisher opens
-    /// channels on its publisher PeerConnection), the write refused, or past `MAX_PENDING_RPC_ANSWERS`.
-    pub unanswered: u64,
+    /// No reliable channel of ours to answer on: on two PeerConnections only a data publisher opens
+    /// channels (on its publisher PeerConnection).
+    pub no_channel: u64,
+    /// Past `MAX_PENDING_RPC_ANSWERS` in one service of the peer.
+    pub over_limit: u64,
+    /// The channel refused a write (its buffer full).
+    pub refused: u64,
+    /// From a caller with no identity (hidden), or malformed (no id: also counted as malformed).
+    pub unreadable: u64,
 }
 
 pub fn kind_of_label(label: &str) -> Option<Kind> {
@@ -110,6 +119,8 @@ pub struct DataState {
     pub rpc: RpcCounts,
     /// Encoded answers (an ack, then a response, per request) for the peer to write (`take_rpc_answers`).
     rpc_answers: Vec<Vec<u8>>,
+    /// Since when answers have waited for a channel to write them on (`peer::data::write_rpc_answers`).
+    pub rpc_waiting_since: Option<Instant>,
 }
 
 impl DataState {
@@ -131,11 +142,16 @@ impl DataState {
 
     fn on_rpc_request(&mut self, label: &str, caller: &str, request: &[u8]) {
         self.rpc.requests += 1;
+        if caller.is_empty() {
+            // A well-formed request from a hidden caller (the server blanks its identity): nobody to address.
+            self.rpc.unreadable += 1;
+            return;
+        }
         match rpc::rpc_answers(caller, request) {
-            Ok(_) if self.rpc_answers.len() >= MAX_PENDING_RPC_ANSWERS => self.rpc.unanswered += 1,
+            Ok(_) if self.rpc_answers.len() >= MAX_PENDING_RPC_ANSWERS => self.rpc.over_limit += 1,
             Ok(answers) => self.rpc_answers.extend(answers),
             Err(error) => {
-                self.rpc.unanswered += 1;
+                self.rpc.unreadable += 1;
                 self.malformed += 1;
                 if self.malformed_detail.is_empty() {
                     self.malformed_detail = format!("{label}: {error}");
@@ -239,6 +255,8 @@ pub struct DataSummary {
     /// Data tracks (`track_stats::TrackSummary`).
     pub track: track_stats::TrackSummary,
     pub rpc: RpcCounts,
+    /// RPC requests whose answers are still waiting to be written (for a channel, or the next service).
+    pub rpc_pending: u64,
 }
 
 impl DataState {
@@ -271,6 +289,7 @@ impl DataState {
             slow_reader: self.slow.as_ref().map(|slow| slow.counts),
             track: track_stats::summarize(&self.track_sender, &self.track_received),
             rpc: self.rpc,
+            rpc_pending: (self.rpc_answers.len() / 2) as u64,
         }
     }
 
@@ -362,12 +381,23 @@ mod tests {
         for k in 0..100 {
             state.on_message(Pc::Subscriber, id, &rpc_request("agent", &format!("r-{k}")), 0);
         }
+        assert_eq!(state.take_rpc_answers().len(), 200);
+        for k in 0..300 {
+            state.on_message(Pc::Subscriber, id, &rpc_request("agent", &format!("s-{k}")), 0);
+        }
         assert_eq!(state.take_rpc_answers().len(), MAX_PENDING_RPC_ANSWERS);
-        assert_eq!(state.rpc, RpcCounts { requests: 101, answered: 0, unanswered: 100 - 32 });
-        assert_eq!(state.summary().other_by_field, vec![(10, 101)]);
+        let expected =
+            RpcCounts { requests: 401, over_limit: 300 - MAX_PENDING_RPC_ANSWERS as u64 / 2, ..Default::default() };
+        assert_eq!(state.rpc, expected);
+        assert_eq!(state.summary().other_by_field, vec![(10, 401)]);
         // no id: nothing to answer, and unreadable
         state.on_message(Pc::Subscriber, id, &[0x22, 0x01, b'a', 0x52, 0x02, 0x28, 0x01], 0);
-        assert_eq!((state.rpc.unanswered, state.malformed), (69, 1));
+        assert_eq!((state.rpc.unreadable, state.malformed), (1, 1));
+        // from a hidden caller (no identity): well formed, but nobody to answer
+        let mut hidden = rpc_request("x", "r-h");
+        hidden.drain(..3); // drops participant_identity "x"
+        state.on_message(Pc::Subscriber, id, &hidden, 0);
+        assert_eq!((state.rpc.unreadable, state.malformed, state.has_rpc_answers()), (2, 1, false));
     }
 
     fn fake_id() -> ChannelId {

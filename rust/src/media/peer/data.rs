@@ -33,6 +33,12 @@ impl ChannelWriter for RtcChannel<'_> {
     }
 }
 
+/// How long RPC answers wait for a reliable channel of ours to open before they count as `no_channel`:
+/// longer than a PeerConnection's ICE and DTLS on loopback, shorter than an SDK caller's 7 s timeout.
+const RPC_CHANNEL_WAIT: Duration = Duration::from_secs(3);
+/// How soon a peer with answers waiting is serviced again.
+const RPC_RETRY: Duration = Duration::from_millis(10);
+
 fn label_of(kind: Kind) -> &'static str {
     match kind {
         Kind::Reliable => RELIABLE_LABEL,
@@ -168,34 +174,45 @@ impl MediaPeer {
     }
 
     /// Writes the RPC answers waiting (`DataState::take_rpc_answers`, two per request) on our reliable
-    /// channel, where the SDKs send theirs; a request with no channel to answer on is counted unanswered.
+    /// channel, where the SDKs send theirs. Without one, they wait for it (our PeerConnection may still
+    /// be connecting, its channels opening) up to `RPC_CHANNEL_WAIT`, and are then counted `no_channel`.
     pub(super) fn write_rpc_answers(&mut self, now: Instant, out: &mut Vec<Datagram>) {
         if !self.data.has_rpc_answers() {
             return;
         }
-        let answers = self.data.take_rpc_answers();
         let pc = self.media_pc();
         let transport = match pc {
             Pc::Publisher => self.publisher.as_mut(),
             Pc::Subscriber => Some(&mut self.primary),
         };
         let (Some(id), Some(transport)) = (self.data.channel(pc, RELIABLE_LABEL), transport) else {
-            self.data.rpc.unanswered += answers.len().div_ceil(2) as u64;
+            let since = *self.data.rpc_waiting_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= RPC_CHANNEL_WAIT {
+                self.data.rpc.no_channel += self.data.take_rpc_answers().len().div_ceil(2) as u64;
+                self.data.rpc_waiting_since = None;
+            }
             return;
         };
+        self.data.rpc_waiting_since = None;
+        let answers = self.data.take_rpc_answers();
         transport.undrained = true;
         let mut channel = RtcChannel { rtc: &mut transport.rtc, id };
-        let (mut answered, mut unanswered) = (0, 0);
+        let (mut answered, mut refused) = (0, 0);
         for pair in answers.chunks(2) {
             if pair.iter().all(|message| matches!(channel.write(message), Ok(true))) {
                 answered += 1;
             } else {
-                unanswered += 1;
+                refused += 1;
             }
         }
         self.data.rpc.answered += answered;
-        self.data.rpc.unanswered += unanswered;
+        self.data.rpc.refused += refused;
         self.drain(pc, now, out);
+    }
+
+    /// When answers still wait (for a channel, or queued by requests the last drain read): soon.
+    pub(super) fn rpc_next_due(&self, now: Instant) -> Option<Instant> {
+        self.data.has_rpc_answers().then(|| now + RPC_RETRY)
     }
 
     /// When the schedule next wants a write.

@@ -208,6 +208,9 @@ impl MediaPeer {
         if let Some(due) = self.data_next_due() {
             wake = wake.min(due);
         }
+        if let Some(due) = self.rpc_next_due(now) {
+            wake = wake.min(due);
+        }
         if let Some(due) = self.data.track_sender.next_due() {
             wake = wake.min(due);
         }
