@@ -115,12 +115,9 @@ def _check_data_to(value: str) -> None:
 
 
 def _check_room(value: str) -> None:
-    # livekit-server refuses longer names with an HTTP 400 at every join (limit.max_room_name_length, 256 by
-    # default, counted in UTF-8 bytes); `_check_together` adds the -N of several rooms.
+    # Its length is checked with the -N of several rooms (`_check_together`).
     if not value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValueError("room must be printable characters, not blank")
-    if len(value.encode()) > MAX_ROOM_NAME_BYTES:
-        raise ValueError(f"room must be at most {MAX_ROOM_NAME_BYTES} bytes of UTF-8 (the server's limit)")
 
 
 def _check_layout(value: str) -> None:
@@ -289,10 +286,12 @@ class RunConfig:
                 f"reconnect_storm_window ({self.reconnect_storm_window_s:g} s) needs reconnect_storm_at and must end "
                 f"inside the run ({self.duration_s:g} s)"
             )
-        if self.room is not None and len(self.room_name(self.rooms - 1).encode()) > MAX_ROOM_NAME_BYTES:
+        # livekit-server refuses a longer name with an HTTP 400 at every join (its limit.max_room_name_length,
+        # counted in UTF-8 bytes); the longest of ours is the last, with its -N.
+        if self.room is not None and len(last := self.room_name(self.rooms - 1).encode()) > MAX_ROOM_NAME_BYTES:
             raise ValueError(
-                f"room: with {self.rooms} rooms the last is {self.room_name(self.rooms - 1)[-12:]!r} at the end, "
-                f"past the server's {MAX_ROOM_NAME_BYTES} bytes: use a shorter name"
+                f"room: {len(last)} bytes of UTF-8{' with its -N' if self.rooms > 1 else ''}, past the server's "
+                f"{MAX_ROOM_NAME_BYTES}: use a shorter name"
             )
         if self.data_publishers and self.signal_only:
             raise ValueError("data messages travel over the media tier's data channels: drop --signal-only")

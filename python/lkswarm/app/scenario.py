@@ -180,10 +180,10 @@ def _duration_text(seconds: float) -> str:
 def load_summary(config: RunConfig) -> str:
     """What a scenario loads, in one line for `lkswarm presets`: rooms and seats, who publishes what, how
     participants arrive and for how long (the description says why; this says how big)."""
-    seats = f"{config.rooms} room{'s' if config.rooms > 1 else ''} × {config.participants}"
+    rooms = f"{config.rooms} room{'s' if config.rooms > 1 else ''}"
+    seats = f"{rooms} × {config.participants}"
     if config.stages:
         peak = max(stage.target for stage in config.stages)
-        rooms = f"{config.rooms} room{'s' if config.rooms > 1 else ''}"
         seats = f"up to {peak} live over {rooms}, in {len(config.stages)} stages"
     kinds = [
         f"{count} {what}"

@@ -181,6 +181,7 @@ impl MediaPeer {
             return;
         }
         let pc = self.media_pc();
+        // Not `transport_mut`: the channel lent below borrows the transport while `self.data` is written.
         let transport = match pc {
             Pc::Publisher => self.publisher.as_mut(),
             Pc::Subscriber => Some(&mut self.primary),
