@@ -371,3 +371,41 @@ def test_a_resume_with_an_offer_pending_resends_it_and_restarts_ice_after_its_an
     assert hub.accepted == ["answer-2"] and leg.run.counters["stale_answers"] == 1
     leg.on_session_event(AnswerReceived("answer-3", 3), 3.2)
     assert hub.accepted == ["answer-2", "answer-3"] and hub.restarts == 1
+
+
+def test_a_single_pc_reoffer_asked_for_before_ice_connected_waits_for_the_connection() -> None:
+    """The server's pion starts its ICE agent asynchronously after the join offer; a re-offer it reads before
+    then looks to it like an ICE restart, and its answer's new credentials failed ours ('Ice restart in answer
+    without one in the preceeding offer': 1 of 100 v1 participants in CI). Requests before we are connected
+    are summed and offered once we are."""
+    from lkswarm.signal.events import MediaSectionsRequired
+
+    class SingleHub:
+        def __init__(self) -> None:
+            self.reoffers: list[tuple[int, int]] = []
+
+        def reoffer(self, peer: int, num_audios: int, num_videos: int) -> tuple[str, int]:
+            self.reoffers.append((num_audios, num_videos))
+            return f"sdp-{len(self.reoffers) + 1}", len(self.reoffers) + 1
+
+    offers: list[tuple[str, int]] = []
+
+    class RecordingSession(SignalSession):
+        def send_offer(self, sdp: str, offer_id: int = 0) -> None:
+            offers.append((sdp, offer_id))
+
+    host = make_host()
+    host.session = RecordingSession("p0", "token", join_timeout_s=15)
+    leg = light_leg(host)
+    hub = SingleHub()
+    leg.tier.hub, leg.peer_id = hub, 1  # type: ignore[assignment]
+    leg.single_pc = True
+    leg.on_session_event(MediaSectionsRequired(num_audios=1, num_videos=0), 1.0)
+    leg.on_session_event(MediaSectionsRequired(num_audios=2, num_videos=1), 1.1)
+    assert hub.reoffers == [] and offers == [] and leg.run.counters["reoffers_deferred"] == 2
+    leg.connected(True, 1.5)
+    assert hub.reoffers == [(3, 1)] and offers == [("sdp-2", 2)]
+    leg.on_session_event(MediaSectionsRequired(num_audios=0, num_videos=1), 2.0)  # connected: at once
+    assert hub.reoffers == [(3, 1), (0, 1)] and leg.run.counters["reoffers_deferred"] == 2
+    leg.connected(True, 3.0)  # connecting again (a restart) has nothing deferred to send
+    assert len(hub.reoffers) == 2

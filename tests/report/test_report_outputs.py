@@ -347,6 +347,7 @@ def test_signal_paths_csv_has_a_row_per_path(tmp_path: Path) -> None:
     report["signal"]["paths"] = {
         "fallbacks": 2,
         "media_sections_requirements": 0,
+        "reoffers_deferred": 0,
         "v1": figures,
         "v0": {**figures, "participants": 1, "outcomes": {"completed": 0, "left": 0, "failed": 1}},
     }

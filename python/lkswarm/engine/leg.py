@@ -67,6 +67,7 @@ class SignalingLeg:
     __slots__ = (
         "_announced",
         "_cids",
+        "_deferred_sections",
         "_filters",
         "_join_prepared",
         "_offered",
@@ -97,6 +98,8 @@ class SignalingLeg:
         self._restart_after_answer = False  # single PC: a resume found an offer pending; restart ICE after it
         self.single_pc = False  # this join is /rtc/v1's: one PeerConnection, opened by `prepare_join`
         self._join_prepared = False  # the single PeerConnection of the join in flight exists already
+        # single PC: receive sections asked for before ICE connected, (audios, videos); None when none waits
+        self._deferred_sections: tuple[int, int] | None = None
 
     def _start_join_over(self) -> None:
         """What belongs to one join: a fresh join (leave RECONNECT) starts all of it over."""
@@ -107,6 +110,7 @@ class SignalingLeg:
         self._offered_at = 0.0
         self._pending_offer = None
         self._restart_after_answer = False
+        self._deferred_sections = None
 
     # -- the tier's operations --------------------------------------------------------------------
 
@@ -189,9 +193,16 @@ class SignalingLeg:
         elif isinstance(event, MediaSectionsRequired):
             if self.single_pc:
                 self.run.counters["media_sections_requirements"] += 1
-                offer = self._reoffer(event.num_audios, event.num_videos)
-                if offer is not None:
-                    self.send_offer(offer[0], now, offer[1])
+                if not self.active:
+                    # Before ICE connected the server's pion may not have started its ICE agent (it does so
+                    # asynchronously after the join offer); a re-offer then reads to it as an ICE restart, and
+                    # its answer's new credentials fail ours ("ICE restart in answer without one in the
+                    # offer"). Once we are connected its agent has our credentials: the re-offer goes then.
+                    audios, videos = self._deferred_sections or (0, 0)
+                    self._deferred_sections = (audios + event.num_audios, videos + event.num_videos)
+                    self.run.counters["reoffers_deferred"] += 1
+                    return
+                self._send_reoffer(event.num_audios, event.num_videos, now)
         elif isinstance(event, TrickleReceived):
             candidate: str | None = event.candidate_init
             if filters.trickle_filter is not None:
@@ -207,6 +218,11 @@ class SignalingLeg:
                     self._publish(now)
         elif isinstance(event, RemoteTrackPublished):
             self._on_remote_track(event)
+
+    def _send_reoffer(self, num_audios: int, num_videos: int, now: float) -> None:
+        offer = self._reoffer(num_audios, num_videos)
+        if offer is not None:
+            self.send_offer(offer[0], now, offer[1])
 
     def send_answer(self, sdp: str, offer_id: int) -> None:
         """Our answer to the server's offer, through the answer filter."""
@@ -299,6 +315,9 @@ class SignalingLeg:
         self.active = True
         if not self._announced and self._cids:
             self.driver.media_output(self._announce_tracks)
+        deferred, self._deferred_sections = self._deferred_sections, None
+        if deferred is not None:
+            self.driver.media_output(lambda: self._send_reoffer(deferred[0], deferred[1], at))
         self._on_primary_connected(at)
         self.driver.media_connected(at)
 

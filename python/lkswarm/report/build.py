@@ -197,6 +197,7 @@ def _signal_paths(counters: Mapping[str, int]) -> SignalPaths:
     return {
         "fallbacks": counters["signal_path_fallbacks"],
         "media_sections_requirements": counters["media_sections_requirements"],
+        "reoffers_deferred": counters["reoffers_deferred"],
         "v1": figures("v1"),
         "v0": figures("v0"),
     }

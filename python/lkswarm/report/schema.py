@@ -87,6 +87,7 @@ class SignalPaths(TypedDict):
 
     fallbacks: int
     media_sections_requirements: int  # single PC: the server asked for more receive sections (or a re-offer)
+    reoffers_deferred: int  # of those, asked before our ICE connected: the re-offer waited for it
     v1: SignalPathFigures
     v0: SignalPathFigures
 
