@@ -14,7 +14,8 @@
 Usage: ``python bench/bench_media.py`` (prints JSON); ``make bench`` records it.
 ``--ab TREE`` measures only (3), this tree against another checkout's ``python/`` directory (with its
 own built ``_core``), interleaved A,B,B,A,... so the machine's drift hits both alike:
-``python bench/bench_media.py --ab /tmp/old/python --label-b affcad0 --rounds 4``.
+``python bench/bench_media.py --ab /tmp/old/python --label-b affcad0 --rounds 4``; it also compares the media
+thread's own CPU (the receive path without Python's share), and ``--media-io epoll`` runs both on that backend.
 """
 
 from __future__ import annotations
@@ -197,6 +198,9 @@ def participants_per_core(
         "active_at_end": active,
         "duration_s": seconds,
         "generator_cpu_s": generator["cpu_s"],
+        # The media thread alone, the whole run (the hub's own clock of its thread).
+        "media_thread_cpu_s": report["media"].get("hub", {}).get("thread_cpu_s"),
+        "media_io": report["media"].get("hub", {}).get("io"),
         # Capacity: generator CPU per participant-second while all of them are ACTIVE and receiving.
         "participants_per_core": round(participants / steady_cores) if steady_cores and active == participants else 0,
         "steady_state_s": round(steady_s, 1),
@@ -241,6 +245,7 @@ def ab_scale(other: str, label_b: str, rounds: int) -> dict[str, Any]:
     keys = ("participants_per_core", "participants_per_core_whole_run", "join_cpu_ms_per_participant", "loss_ratio")
     median = {side: {key: statistics.median(run[key] for run in runs[side]) for key in keys} for side in sides}
     per_core = {side: [run["participants_per_core"] for run in runs[side]] for side in sides}
+    thread_s = {side: [run["media_thread_cpu_s"] or 0.0 for run in runs[side]] for side in sides}
     return {
         "a": "this tree",
         "b": label_b,
@@ -251,6 +256,13 @@ def ab_scale(other: str, label_b: str, rounds: int) -> dict[str, Any]:
         ),
         # Noise: the spread of each side's own runs, to read the ratio against.
         "participants_per_core_spread": {side: [min(values), max(values)] for side, values in per_core.items()},
+        # The media thread's CPU alone: without Python's share (the same on both sides of a Rust change) the
+        # receive path's difference is not diluted; pairs are the runs of one round, A against B.
+        "media_thread_cpu_s": {side: statistics.median(values) for side, values in thread_s.items()},
+        "media_thread_cpu_ratio_a_over_b": round(
+            statistics.median(thread_s["A"]) / max(1e-9, statistics.median(thread_s["B"])), 3
+        ),
+        "media_thread_rounds_a_lower": sum(a < b for a, b in zip(thread_s["A"], thread_s["B"], strict=True)),
         "runs": runs,
     }
 
@@ -284,5 +296,10 @@ if __name__ == "__main__":
     parser.add_argument("--ab", metavar="TREE", help="another checkout's python/ directory to compare with")
     parser.add_argument("--label-b", default="baseline", help="what the other checkout is (e.g. its commit)")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--media-io", choices=("io_uring", "epoll"), help="the hub's I/O backend for every run (LKSWARM_MEDIA_IO)"
+    )
     args = parser.parse_args()
+    if args.media_io:
+        os.environ["LKSWARM_MEDIA_IO"] = args.media_io
     print(json.dumps(ab_scale(args.ab, args.label_b, args.rounds) if args.ab else main(), indent=2))

@@ -277,6 +277,34 @@ def test_data_to_n_waits_for_someone_to_send_to_instead_of_sending_to_everyone()
     assert hub.destinations == [["p1"]]  # chosen once: a receiver's expected count starts at its first message
 
 
+def test_a_fresh_join_forgets_the_old_peers_wait_for_someone_to_send_to() -> None:
+    """A data publisher waiting (``--data-to 1``, alone) that joins afresh: its new peer starts its data once
+    connected, and a participant update before then must not start it early."""
+    from lkswarm.config import RunConfig
+    from lkswarm.signal.events import ParticipantsChanged
+
+    config = RunConfig(url="ws://127.0.0.1:7880", participants=3, data_publishers=1, data_to="1")
+    host = FakeHost(fake_run(config), "p0", room="room", seat=0)
+    host.session = SignalSession("p0", "token", join_timeout_s=15)
+    leg = light_leg(host)
+
+    class ClosingHub(RecordingHub):
+        def remove_peer(self, peer: int) -> None:
+            self.calls.append(("remove_peer", (peer,), {}))  # a peer the hub had no figures for
+
+    hub = ClosingHub()
+    leg.tier.hub, leg.peer_id = hub, 1  # type: ignore[assignment]
+    leg._start_data()
+    assert leg._data_waiting and not any(name == "data_publish" for name, _, _ in hub.calls)
+    leg.on_joined(5.0)  # leave RECONNECT: a fresh join, a new peer
+    assert not leg._data_waiting
+    host.session.others = {"p1": "PA_1"}
+    leg.on_session_event(ParticipantsChanged(2), 5.5)  # before the new peer connected
+    assert not any(name == "data_publish" for name, _, _ in hub.calls)
+    leg.connected(True, 6.0)
+    assert [kwargs["destinations"] for name, _, kwargs in hub.calls if name == "data_publish"] == [["p1"]]
+
+
 def test_a_grid_gives_a_freed_tile_to_the_next_video_track() -> None:
     """Tiles only grew: with churn, a long-lived subscriber of a grid:2 layout disabled every newer publisher's
     video for good (its grid was full of departed publishers' tracks)."""

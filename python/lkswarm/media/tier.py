@@ -231,9 +231,6 @@ class LightLeg(SignalingLeg):
         self.data_track = DataTrackRole(tier.run, driver.identity, driver.seat)
         self.peer_id: int | None = None
         self.local_port = 0  # UDP port of the subscriber PeerConnection
-        # ``--data-to N`` with nobody else in the room yet: the data waits for someone to send to, since an
-        # empty destination list means everyone to the server.
-        self._data_waiting = False
         self._reset_join_state()
 
     def _reset_join_state(self) -> None:
@@ -243,6 +240,10 @@ class LightLeg(SignalingLeg):
         self._remote_published_at: dict[str, float] = {}
         # Live remote video tracks in order of appearance (the layout), each with the setting last asked for.
         self._video_tiles: dict[str, dict[str, Any] | None] = {}
+        # ``--data-to N`` with nobody else in the room yet: the data waits for someone to send to, since an
+        # empty destination list means everyone to the server. A fresh join's new peer starts its own once
+        # connected, so a wait of the old one's must not start it before then.
+        self._data_waiting = False
 
     # -- signaling side ------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ pub mod dtls;
 pub mod hub;
 pub mod lag;
 pub mod peer;
+mod prefetch;
 mod publish;
 pub mod recv;
 mod rtp_sink;

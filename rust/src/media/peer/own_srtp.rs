@@ -45,6 +45,7 @@ use str0m::rtp::{Extension, ExternalRtp, ExternalRtpReceipt, RtpReceiveDrops, Se
 use str0m::Rtc;
 
 use super::{MediaPeer, Pc};
+use crate::media::prefetch::prefetch;
 use crate::media::srtp_rx::{peek_ssrc, GcmProfile, SrtpReceiver, SrtpRxError};
 use crate::media::types::{PeerCounters, Received};
 
@@ -175,6 +176,41 @@ impl MediaPeer {
         self.flush_receipts(); // its deferred receipts belong to the old track
         if let OwnSrtp::On(own) = &mut self.own_srtp {
             own.receiver.forget(*ssrc);
+        }
+    }
+
+    /// Prefetches (`media::prefetch`) what `receive_own_srtp` touches first, one level of
+    /// pointers per call, `level` 0 to `RECEIVE_LEVELS - 1`: the peer's own lines; then the own
+    /// receiver behind its box and the received tracks' table; then the receiver's stream table.
+    pub(crate) fn prefetch_receive(&self, level: u8) {
+        match level {
+            0 => {
+                prefetch(&self.counters);
+                prefetch(&self.restart);
+                prefetch(&self.own_srtp);
+                prefetch(&self.rx);
+                prefetch(&self.last_arrival);
+                prefetch(&self.primary.datagrams_received);
+                prefetch(&self.primary.last_input_at);
+            }
+            1 => {
+                if let OwnSrtp::On(own) = &self.own_srtp {
+                    prefetch(&own.receiver);
+                    prefetch(&own.deferred);
+                }
+                // A subscriber receives a few tracks: each one's accounting, by address only.
+                for track in self.rx.values().take(4) {
+                    prefetch(track);
+                }
+            }
+            _ => {
+                if let OwnSrtp::On(own) = &self.own_srtp {
+                    own.receiver.prefetch_streams();
+                    if let Some(last) = own.deferred.last() {
+                        prefetch(last);
+                    }
+                }
+            }
         }
     }
 

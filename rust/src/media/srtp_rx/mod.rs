@@ -43,6 +43,7 @@ mod replay;
 
 use std::fmt;
 
+use crate::media::prefetch::prefetch;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
 
 pub use header::peek_ssrc;
@@ -170,6 +171,15 @@ impl SrtpReceiver {
 
     pub fn forget(&mut self, ssrc: u32) {
         self.streams.retain(|s| s.ssrc != ssrc);
+    }
+
+    /// Prefetches the stream table a packet's lookup walks (`media::prefetch`): its first and
+    /// last entries, which span it for the few streams a subscriber has.
+    pub(crate) fn prefetch_streams(&self) {
+        if let (Some(first), Some(last)) = (self.streams.first(), self.streams.last()) {
+            prefetch(first);
+            prefetch(last);
+        }
     }
 
     pub fn is_tracked(&self, ssrc: u32) -> bool {
