@@ -239,13 +239,19 @@ def ab_scale(other: str, label_b: str, rounds: int) -> dict[str, Any]:
     """The scale run of this tree (A) against ``other`` (B), ``rounds`` each, interleaved A,B,B,A,..."""
     sides = {"A": None, "B": other}
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+    backend = os.environ.get("LKSWARM_MEDIA_IO")
     for k in range(rounds):
         for side in ("A", "B") if k % 2 == 0 else ("B", "A"):
-            runs[side].append(participants_per_core(python_path=sides[side]))
+            run = participants_per_core(python_path=sides[side])
+            if backend and run["media_io"] not in (None, backend):
+                raise SystemExit(f"side {side} ran on {run['media_io']}, not the {backend} asked for")
+            runs[side].append(run)
     keys = ("participants_per_core", "participants_per_core_whole_run", "join_cpu_ms_per_participant", "loss_ratio")
     median = {side: {key: statistics.median(run[key] for run in runs[side]) for key in keys} for side in sides}
     per_core = {side: [run["participants_per_core"] for run in runs[side]] for side in sides}
-    thread_s = {side: [run["media_thread_cpu_s"] or 0.0 for run in runs[side]] for side in sides}
+    thread_s = {side: [run["media_thread_cpu_s"] for run in runs[side]] for side in sides}
+    # A tree older than the hub's thread clock reports none: then there is no media-thread comparison.
+    thread_known = all(value is not None for values in thread_s.values() for value in values)
     return {
         "a": "this tree",
         "b": label_b,
@@ -258,11 +264,15 @@ def ab_scale(other: str, label_b: str, rounds: int) -> dict[str, Any]:
         "participants_per_core_spread": {side: [min(values), max(values)] for side, values in per_core.items()},
         # The media thread's CPU alone: without Python's share (the same on both sides of a Rust change) the
         # receive path's difference is not diluted; pairs are the runs of one round, A against B.
-        "media_thread_cpu_s": {side: statistics.median(values) for side, values in thread_s.items()},
-        "media_thread_cpu_ratio_a_over_b": round(
-            statistics.median(thread_s["A"]) / max(1e-9, statistics.median(thread_s["B"])), 3
-        ),
-        "media_thread_rounds_a_lower": sum(a < b for a, b in zip(thread_s["A"], thread_s["B"], strict=True)),
+        "media_thread_cpu_s": {side: statistics.median(values) for side, values in thread_s.items()}
+        if thread_known
+        else None,
+        "media_thread_cpu_ratio_a_over_b": round(statistics.median(thread_s["A"]) / statistics.median(thread_s["B"]), 3)
+        if thread_known
+        else None,
+        "media_thread_rounds_a_lower": sum(a < b for a, b in zip(thread_s["A"], thread_s["B"], strict=True))
+        if thread_known
+        else None,
         "runs": runs,
     }
 

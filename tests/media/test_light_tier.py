@@ -8,12 +8,18 @@ from fakes import FakeHost, fake_run
 from lkswarm.media.tier import LightLeg, LightTier
 from lkswarm.media.totals import MediaTotals
 from lkswarm.metrics import record_buckets_us, summarize
-from lkswarm.signal.session import SignalSession
+from lkswarm.signal.session import SessionState, SignalSession
+
+
+def joined(session: SignalSession) -> SignalSession:
+    """A session past its JoinResponse: PeerConnections connect only then (a connecting one is a fresh join's)."""
+    session.state = SessionState.JOINED
+    return session
 
 
 def make_host() -> FakeHost:
     host = FakeHost(fake_run(), "p0", room="room")
-    host.session = SignalSession("p0", "token", join_timeout_s=15)
+    host.session = joined(SignalSession("p0", "token", join_timeout_s=15))
     return host
 
 
@@ -210,7 +216,7 @@ def data_leg(data_to: str = "all") -> tuple[LightLeg, RecordingHub]:
     config = RunConfig(url="ws://127.0.0.1:7880", participants=3, data_publishers=1, data_rate=20, data_size=500)
     config = config.replace(data_topic="t", data_to=data_to)
     host = FakeHost(fake_run(config), "p0", room="room", seat=0)
-    host.session = SignalSession("p0", "token", join_timeout_s=15)
+    host.session = joined(SignalSession("p0", "token", join_timeout_s=15))
     host.session.others = {"p2": "PA_2", "p1": "PA_1"}
     tier = LightTier(host.run)
     hub = RecordingHub()
@@ -264,7 +270,7 @@ def test_data_to_n_waits_for_someone_to_send_to_instead_of_sending_to_everyone()
 
     config = RunConfig(url="ws://127.0.0.1:7880", participants=3, data_publishers=1, data_to="1")
     host = FakeHost(fake_run(config), "p0", room="room")
-    host.session = SignalSession("p0", "token", join_timeout_s=15)
+    host.session = joined(SignalSession("p0", "token", join_timeout_s=15))
     leg = light_leg(host)
     hub = RecordingHub()
     leg.tier.hub, leg.peer_id = hub, 1  # type: ignore[assignment]
@@ -285,7 +291,7 @@ def test_a_fresh_join_forgets_the_old_peers_wait_for_someone_to_send_to() -> Non
 
     config = RunConfig(url="ws://127.0.0.1:7880", participants=3, data_publishers=1, data_to="1")
     host = FakeHost(fake_run(config), "p0", room="room", seat=0)
-    host.session = SignalSession("p0", "token", join_timeout_s=15)
+    host.session = joined(SignalSession("p0", "token", join_timeout_s=15))
     leg = light_leg(host)
 
     class ClosingHub(RecordingHub):
@@ -320,7 +326,7 @@ def test_a_grid_gives_a_freed_tile_to_the_next_video_track() -> None:
             asked.append(request)
 
     host = FakeHost(fake_run(config), "p0", room="room")
-    session = host.session = RecordingSession("p0", "token", join_timeout_s=15)
+    session = host.session = joined(RecordingSession("p0", "token", join_timeout_s=15))
     leg = light_leg(host)
     leg.tier.hub, leg.peer_id = object(), 1  # type: ignore[assignment]
     for n in (1, 2, 3):
@@ -385,7 +391,7 @@ def test_a_resume_with_an_offer_pending_resends_it_and_restarts_ice_after_its_an
             offers.append((sdp, offer_id))
 
     host = make_host()
-    host.session = RecordingSession("p0", "token", join_timeout_s=15)
+    host.session = joined(RecordingSession("p0", "token", join_timeout_s=15))
     leg = light_leg(host)
     hub = SingleHub()
     leg.tier.hub, leg.peer_id = hub, 1  # type: ignore[assignment]
@@ -423,7 +429,7 @@ def test_a_single_pc_reoffer_asked_for_before_ice_connected_waits_for_the_connec
             offers.append((sdp, offer_id))
 
     host = make_host()
-    host.session = RecordingSession("p0", "token", join_timeout_s=15)
+    host.session = joined(RecordingSession("p0", "token", join_timeout_s=15))
     leg = light_leg(host)
     hub = SingleHub()
     leg.tier.hub, leg.peer_id = hub, 1  # type: ignore[assignment]
@@ -437,3 +443,28 @@ def test_a_single_pc_reoffer_asked_for_before_ice_connected_waits_for_the_connec
     assert hub.reoffers == [(3, 1), (0, 1)] and leg.run.counters["reoffers_deferred"] == 2
     leg.connected(True, 3.0)  # connecting again (a restart) has nothing deferred to send
     assert len(hub.reoffers) == 2
+
+
+def test_a_connect_of_the_abandoned_joins_peer_sends_nothing_on_the_fresh_joins_session() -> None:
+    """leave(RECONNECT): the fresh join's session exists before its task closes the old peer, and the old peer's
+    connect can be dispatched in between. Its deferred re-offer (old credentials and mids) went out on the new
+    WebSocket, where the server read it as an ICE restart to the old credentials."""
+    from lkswarm.signal.events import MediaSectionsRequired
+
+    class SingleHub:
+        def __init__(self) -> None:
+            self.reoffers: list[tuple[int, int]] = []
+
+        def reoffer(self, peer: int, num_audios: int, num_videos: int) -> tuple[str, int]:
+            self.reoffers.append((num_audios, num_videos))
+            return "sdp", 2
+
+    host = make_host()
+    leg = light_leg(host)
+    hub = SingleHub()
+    leg.tier.hub, leg.peer_id = hub, 1  # type: ignore[assignment]
+    leg.single_pc = True
+    leg.on_session_event(MediaSectionsRequired(num_audios=1, num_videos=0), 1.0)
+    host.session = SignalSession("p0", "token", join_timeout_s=15)  # the fresh join's, not answered yet
+    leg.connected(True, 1.5)
+    assert hub.reoffers == [] and not leg.active and leg.run.counters["stale_connects"] == 1

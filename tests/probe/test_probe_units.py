@@ -21,7 +21,7 @@ from lkswarm.probe.seats import probe_count, probe_seats
 from lkswarm.probe.tier import ProbeLeg, ProbeTier
 from lkswarm.probe.totals import ProbeTotals
 from lkswarm.signal.enums import SignalTarget
-from lkswarm.signal.session import SignalSession
+from lkswarm.signal.session import SessionState, SignalSession
 
 
 def test_each_probe_task_gathers_on_its_own_address() -> None:
@@ -176,6 +176,7 @@ def test_events_of_a_peer_that_a_fresh_join_replaced_are_dropped() -> None:
     tier.call = lambda fn, *args: calls.append("call")
     driver = FakeHost(run, "p1")
     driver.session = SignalSession("p1", "token", join_timeout_s=15)
+    driver.session.state = SessionState.JOINED  # the fresh join was answered: its own peer's connect counts
     driver.output = lambda step: calls.append("announce")
     participant = ProbeLeg(tier, driver, slot=0)
     participant.on_joined(0.0)  # generation 1

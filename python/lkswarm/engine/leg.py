@@ -46,7 +46,7 @@ from lkswarm.signal.events import (
     TrickleReceived,
 )
 from lkswarm.signal.join_request import JoinMedia
-from lkswarm.signal.session import SignalSession
+from lkswarm.signal.session import SessionState, SignalSession
 
 LegT = TypeVar("LegT", bound="SignalingLeg")
 
@@ -307,17 +307,25 @@ class SignalingLeg:
 
     # -- peer side ---------------------------------------------------------------------------------
 
-    def connected(self, primary: bool, at: float) -> None:
-        """A PeerConnection connected at ``at``; the primary one (dual: the subscriber; or the single PC) makes
-        the participant ACTIVE."""
+    def connected(self, primary: bool, at: float, now: float | None = None) -> None:
+        """A PeerConnection connected at ``at``, handled at ``now`` (default ``at``); the primary one (dual: the
+        subscriber; or the single PC) makes the participant ACTIVE."""
         if not primary:
+            return
+        session = self.driver.session
+        if session is None or session.state is SessionState.CONNECTING:
+            # The abandoned join's PeerConnection: a fresh join (leave RECONNECT) has begun and its session has not
+            # been answered, so no PeerConnection of the new join can be connected yet. What this one would send
+            # (a deferred re-offer with the old credentials and mids, addTrack) would go ahead of the new join.
+            self.run.counters["stale_connects"] += 1
             return
         self.active = True
         if not self._announced and self._cids:
             self.driver.media_output(self._announce_tracks)
         deferred, self._deferred_sections = self._deferred_sections, None
         if deferred is not None:
-            self.driver.media_output(lambda: self._send_reoffer(deferred[0], deferred[1], at))
+            sent_at = at if now is None else now  # offer_answer runs from the send, not the connect
+            self.driver.media_output(lambda: self._send_reoffer(deferred[0], deferred[1], sent_at))
         self._on_primary_connected(at)
         self.driver.media_connected(at)
 

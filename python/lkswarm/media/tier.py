@@ -124,10 +124,11 @@ class LightTier(LegFilters["LightLeg"]):
         hub = self.hub
         if hub is None:
             return
+        now = time.perf_counter()
         for event in hub.take_events():
             participant = self.participants.get(event.peer)
             if participant is not None:
-                participant.on_hub_event(event, event.at_s + self._clock_offset_s)
+                participant.on_hub_event(event, event.at_s + self._clock_offset_s, now)
 
     def running_counts(self) -> MediaCounts | None:
         if self.hub is None:
@@ -456,12 +457,14 @@ class LightLeg(SignalingLeg):
         self,
         event: _core.PcConnected | _core.IceStateChanged | _core.FirstPacket | _core.MediaResumed | _core.PeerFailed,
         at: float,
+        now: float,
     ) -> None:
-        """An event of this participant's peer, stamped ``at`` (perf_counter seconds) by the hub."""
+        """An event of this participant's peer, stamped ``at`` (perf_counter seconds) by the hub, handled at
+        ``now``."""
         if self.driver.outcome:
             return
         if isinstance(event, _core.PcConnected):
-            self.connected(event.primary, at)
+            self.connected(event.primary, at, now)
         elif isinstance(event, _core.FirstPacket):
             published_at = self._remote_published_at.get(event.track_id)
             if published_at is not None:

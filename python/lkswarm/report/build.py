@@ -172,6 +172,7 @@ def _signal(record: RunRecord) -> Signal:
         "room_moves": counters["room_moves"],
         "offers_resent": counters["offers_resent"],
         "stale_answers": counters["stale_answers"],
+        "stale_connects": counters["stale_connects"],
         "paths": _signal_paths(counters),
         "connection_quality": connection_quality_section(record.participants),
     }

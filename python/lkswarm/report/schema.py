@@ -132,6 +132,7 @@ class Signal(TypedDict, total=False):
     room_moves: int  # participants the server moved to another room (MoveParticipant): counted in the new one
     offers_resent: int  # single PC: offers pending at a resume, sent again before the ICE restart
     stale_answers: int  # single PC: answers to an offer that was not the pending one (dropped)
+    stale_connects: int  # an abandoned join's PeerConnection connecting after a fresh join began (ignored)
     paths: SignalPaths  # by signaling path (lkswarm.signal.paths)
     connection_quality: ConnectionQualityFigures  # the server's estimate of each participant's own connection
 
