@@ -27,6 +27,21 @@ def light_leg(host: FakeHost) -> LightLeg:
     return LightTier(host.run).attach(host)
 
 
+def single_pc_leg(hub: object) -> tuple[LightLeg, list[tuple[str, int]]]:
+    """A joined leg on ``hub`` (a stand-in with the single-PC operations a test needs) and the offers it sends."""
+    offers: list[tuple[str, int]] = []
+
+    class RecordingSession(SignalSession):
+        def send_offer(self, sdp: str, offer_id: int = 0) -> None:
+            offers.append((sdp, offer_id))
+
+    host = make_host()
+    host.session = joined(RecordingSession("p0", "token", join_timeout_s=15))
+    leg = light_leg(host)
+    leg.tier.hub, leg.peer_id = hub, 1  # type: ignore[assignment]
+    return leg, offers
+
+
 def peer_stats(**figures: Any) -> dict[str, Any]:
     """One peer's `MediaHub.peer_stats` as the leg accounts it: nothing sent or received, but ``figures``."""
     sent = ("datagrams_sent", "bytes_sent", "frames_sent", "frames_skipped")
@@ -384,17 +399,8 @@ def test_a_resume_with_an_offer_pending_resends_it_and_restarts_ice_after_its_an
             self.restarts += 1
             return "sdp-restart", 3
 
-    offers: list[tuple[str, int]] = []
-
-    class RecordingSession(SignalSession):
-        def send_offer(self, sdp: str, offer_id: int = 0) -> None:
-            offers.append((sdp, offer_id))
-
-    host = make_host()
-    host.session = joined(RecordingSession("p0", "token", join_timeout_s=15))
-    leg = light_leg(host)
     hub = SingleHub()
-    leg.tier.hub, leg.peer_id = hub, 1  # type: ignore[assignment]
+    leg, offers = single_pc_leg(hub)
     leg.single_pc = leg.active = True
     leg.send_offer("sdp-2", 1.0, 2)  # a re-offer for a new track, in flight when the connection drops
     assert leg.on_resumed(2.0, 0) is True
@@ -422,17 +428,8 @@ def test_a_single_pc_reoffer_asked_for_before_ice_connected_waits_for_the_connec
             self.reoffers.append((num_audios, num_videos))
             return f"sdp-{len(self.reoffers) + 1}", len(self.reoffers) + 1
 
-    offers: list[tuple[str, int]] = []
-
-    class RecordingSession(SignalSession):
-        def send_offer(self, sdp: str, offer_id: int = 0) -> None:
-            offers.append((sdp, offer_id))
-
-    host = make_host()
-    host.session = joined(RecordingSession("p0", "token", join_timeout_s=15))
-    leg = light_leg(host)
     hub = SingleHub()
-    leg.tier.hub, leg.peer_id = hub, 1  # type: ignore[assignment]
+    leg, offers = single_pc_leg(hub)
     leg.single_pc = True
     leg.on_session_event(MediaSectionsRequired(num_audios=1, num_videos=0), 1.0)
     leg.on_session_event(MediaSectionsRequired(num_audios=2, num_videos=1), 1.1)
