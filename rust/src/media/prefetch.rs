@@ -7,11 +7,11 @@
 //! asks for their peers' lines a level at a time (`MediaPeer::prefetch_receive`), and the misses
 //! overlap with each other and with the `recvmmsg` calls in between.
 //!
-//! Measured (300 ACTIVE audio subscribers, media-thread CPU over 15 s of the hold, 7 interleaved
-//! pairs): epoll 10 % less (2.07 against 2.30 CPU-s, lower in every pair). On io_uring, where a
-//! batch's datagrams are all copied before the first is fed, the same prefetch saved nothing
-//! (1.36 against 1.38, 5 pairs): the misses moved into the prefetch's own lookups. So only
-//! `worker::run_worker` prefetches.
+//! Measured (`bench/results/2026-12-06-media-ab-prefetch-epoll.json`: 300 ACTIVE audio
+//! subscribers, 4 interleaved rounds): on epoll the media thread's CPU is 0.807x without it, lower
+//! in every round. On io_uring, where a batch's datagrams are all copied before the first is fed,
+//! the same prefetch saved nothing (1.36 against 1.38 CPU-s, 5 pairs): the misses moved into the
+//! prefetch's own map lookups. So only `worker::run_worker` prefetches.
 
 /// How many levels of pointers `MediaPeer::prefetch_receive` follows, 0 first: each level's
 /// lines are read through pointers the level before brought in.

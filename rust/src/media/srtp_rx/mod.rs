@@ -43,8 +43,9 @@ mod replay;
 
 use std::fmt;
 
-use crate::media::prefetch::prefetch;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
+
+use crate::media::prefetch::prefetch;
 
 pub use header::peek_ssrc;
 use header::{unpadded_len, RtpHeader};
