@@ -16,7 +16,7 @@ from lkswarm.metrics import LOOP_CLOCK_RESOLUTION_S, LOOP_GRID_MS, loop_grid_tim
 from lkswarm.signal import codec
 from lkswarm.signal.enums import ConnectionQuality
 from lkswarm.signal.events import QualityReported
-from lkswarm.signal.session import SignalSession
+from lkswarm.signal.session import SessionState, SignalSession
 
 
 class RecordingConnection:
@@ -526,3 +526,26 @@ def test_an_ended_participant_lets_its_session_go_and_keeps_its_message_counts(
     driver = asyncio.run(scenario())
     assert driver.session is None and driver.leg is None and driver._connection is None
     assert driver.messages_received == {"join": 1}
+
+
+def test_a_fresh_join_releases_the_old_joins_media_before_its_new_session_exists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """leave(RECONNECT): the media half's old peer must go when the fresh join begins, not when it is answered;
+    what that peer reported in between was taken as the new join's."""
+    driver = make_driver()
+    session = driver.session
+    assert session is not None
+    session.state = SessionState.JOINED
+    steps: list[str] = []
+
+    class RecordingLeg:
+        def abandon_join(self) -> None:
+            steps.append("abandon" if driver.session is session else "abandon after the new session")
+
+    driver.leg = RecordingLeg()  # type: ignore[assignment]
+    spawned: list[Any] = []
+    monkeypatch.setattr(type(driver.ctx), "spawn", lambda ctx, coroutine: spawned.append(coroutine))
+    assert driver.force_reconnect() is True
+    assert steps == ["abandon"] and driver.session is not session and len(spawned) == 1
+    spawned[0].close()  # the fresh join's connect, never run

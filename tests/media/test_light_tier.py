@@ -465,3 +465,29 @@ def test_a_connect_of_the_abandoned_joins_peer_sends_nothing_on_the_fresh_joins_
     host.session = SignalSession("p0", "token", join_timeout_s=15)  # the fresh join's, not answered yet
     leg.connected(True, 1.5)
     assert hub.reoffers == [] and not leg.active and leg.run.counters["stale_connects"] == 1
+
+
+def test_a_fresh_join_releases_the_old_peer_at_once_so_its_events_reach_nobody() -> None:
+    """leave(RECONNECT): the old join's peer lived until the new join was answered, and what it reported in
+    between (a failure at its connect deadline, a connect) was taken as the new join's. It is now removed from
+    the hub when the fresh join begins: its figures count as a closed peer's, and its events find no leg."""
+
+    class ClosingHub:
+        def __init__(self) -> None:
+            self.removed: list[int] = []
+
+        def remove_peer(self, peer: int) -> dict[str, Any]:
+            self.removed.append(peer)
+            return peer_stats(datagrams_sent=7)
+
+    host = make_host()
+    leg = light_leg(host)
+    hub = ClosingHub()
+    leg.tier.hub, leg.peer_id = hub, 4  # type: ignore[assignment]
+    leg.tier.participants[4] = leg
+    leg.active, leg._announced = True, True
+    leg.data_track.requested = True
+    leg.abandon_join()
+    assert hub.removed == [4] and leg.peer_id is None and 4 not in leg.tier.participants
+    assert leg.tier.ended.datagrams_sent == 7  # the old peer's figures still count
+    assert not leg.active and not leg._announced and not leg.data_track.requested

@@ -16,7 +16,7 @@ from helpers import LKSWARM
 from lkswarm.config import RunConfig, Stage
 from lkswarm.errors import ConfigError
 from lkswarm.probe.aiortc_patches import DrainingJitterBuffer, bind_probe_address, drain_jitter_buffer, host_addresses
-from lkswarm.probe.ops import PeerConnected
+from lkswarm.probe.ops import PeerConnected, PeerFailed
 from lkswarm.probe.seats import probe_count, probe_seats
 from lkswarm.probe.tier import ProbeLeg, ProbeTier
 from lkswarm.probe.totals import ProbeTotals
@@ -186,6 +186,24 @@ def test_events_of_a_peer_that_a_fresh_join_replaced_are_dropped() -> None:
     run.metrics = RecordingMetrics(calls)
     participant.on_peer_event(2, PeerConnected(0.0, SignalTarget.SUBSCRIBER))
     assert participant.active and calls == ["call", "announce", "active"] and run.counters["active"] == 1
+
+
+def test_a_fresh_join_drops_the_old_probe_peers_events_before_the_new_join_is_answered() -> None:
+    """leave(RECONNECT): the old peer's failure or connect, posted between the leave and the new JoinResponse,
+    carried the current generation (it was bumped only by the new join's peer) and failed the participant."""
+    calls: list[str] = []
+    run = fake_run(RunConfig())
+    tier = ProbeTier(run, plan=[])
+    tier.call = lambda fn, *args: calls.append("call")
+    driver = FakeHost(run, "p1")
+    driver.session = SignalSession("p1", "token", join_timeout_s=15)
+    driver.session.state = SessionState.JOINED
+    participant = ProbeLeg(tier, driver, slot=0)
+    participant.on_joined(0.0)  # generation 1
+    participant.abandon_join()  # the leave: the old peer closes now
+    assert participant.peer is None and calls == ["call"]
+    participant.on_peer_event(1, PeerFailed(0.0, "ice_failed", "the old PeerConnection"))
+    assert driver.outcome is None and tier.failures == []
 
 
 def test_a_closed_probe_keeps_the_packets_it_received_before_it_closed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -259,6 +259,14 @@ class SignalingLeg:
         self._start_join_over()
         self.single_pc = self._join_prepared = False
 
+    def abandon_join(self) -> None:
+        """A fresh join begins (leave RECONNECT): the old join's PeerConnections go now, not when the new join is
+        answered. Until then its session is unanswered while the old peer lived on, and anything that peer
+        reported in between (its connect, a failure at its connect deadline, its first packets) was taken as the
+        new join's: a `PeerFailed` failed the participant, a connect sent the old join's re-offer."""
+        self._close_peer()
+        self._start_join_over()
+
     def on_resumed(self, now: float, last_message_seq: int) -> bool:
         """A resume: the single PC offers an ICE restart (the server restarts only a subscriber PC, and answers
         ours with new credentials); a dual-PC peer waits for the server's restart offer. Either way the peer

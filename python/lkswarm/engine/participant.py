@@ -665,6 +665,8 @@ class ParticipantDriver:
         self._waiting_media = False  # a fresh join: its new PeerConnections connect afresh (media_connected)
         self._begin_reconnect(self._rejoin_started)
         self._drop_connection()
+        if self.leg is not None:
+            self._media_step(self.leg.abandon_join)
         self.session = self._fresh_session(session)
         self.ctx.spawn(self._connect(resume=False))
 

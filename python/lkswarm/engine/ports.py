@@ -96,6 +96,10 @@ class MediaLeg(Protocol):
     def discard_join(self) -> None:
         """The prepared ``/rtc/v1`` join was refused (404, falling back to ``/rtc``): forget its PeerConnection."""
 
+    def abandon_join(self) -> None:
+        """A fresh join begins (leave RECONNECT): the server forgot this join's PeerConnections, so release them
+        now, before anything of the old join's peer (its connect, a failure) can count as the new join's."""
+
     def on_resumed(self, now: float, last_message_seq: int) -> bool:
         """The signal connection resumed: restart ICE where the client must (single PC), and send again the
         reliable data messages past ``last_message_seq`` (the last the server has from us). True when the leg will

@@ -21,7 +21,9 @@ Per participant (`LightLeg`, on the shared glue of `lkswarm.engine.leg`)::
 Tracks are announced once the subscriber (primary) PeerConnection is
 connected, as an SDK's app publishes after ``connect`` returns. A fresh join
 (the server's leave with action RECONNECT) starts the participant's media
-over: its old peer is removed from the hub and every per-join state is reset;
+over: its old peer is removed from the hub when the leave arrives
+(`abandon_join`, so nothing that peer reports later counts as the new
+join's) and every per-join state is reset;
 ACTIVE is counted once per participant, but ``active`` says whether the
 current PeerConnection is connected.
 
@@ -302,6 +304,10 @@ class LightLeg(SignalingLeg):
     def _close_peer(self) -> None:
         self.close()
         self._reset_join_state()
+
+    def abandon_join(self) -> None:
+        super().abandon_join()
+        self.data_track.new_join()
 
     def _ice_restart(self) -> tuple[str, int]:
         hub, peer = self._hub()

@@ -394,6 +394,7 @@ class ProbeLeg(SignalingLeg):
     def _close_peer(self) -> None:
         self.close()
         self.peer = None
+        self._join_generation += 1  # what the closed peer still posts is ignored
 
     def close(self) -> None:
         peer = self.peer
