@@ -237,6 +237,11 @@ class MediaHub:
         kept reliable messages (the newest 64 KiB) whose ``sequence`` is past ``last_sequence``
         (``ReconnectResponse.last_message_seq``). ``resent`` counts them; ones past it no longer kept
         count ``resend_unavailable``."""
+    def set_track_muted(self, peer: int, video: bool, muted: bool) -> None:
+        """The server muted (or unmuted) the peer's audio or ``video`` track: while muted its frames
+        fall due on the track's clock but are not sent (``peer_stats()["frames_muted"]``); on unmute
+        the next one goes on time, video on a keyframe. Raises ``MediaError`` when the peer publishes
+        no such track."""
     def data_slow_reader(self, peer: int, pause_s: float, every_s: float, first_after_s: float) -> None:
         """Makes the peer a slow data reader: from ``first_after_s`` on, for ``pause_s`` every
         ``every_s``, the DTLS records (the data channels) arriving on its primary PeerConnection are

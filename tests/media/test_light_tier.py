@@ -491,3 +491,44 @@ def test_a_fresh_join_releases_the_old_peer_at_once_so_its_events_reach_nobody()
     assert hub.removed == [4] and leg.peer_id is None and 4 not in leg.tier.participants
     assert leg.tier.ended.datagrams_sent == 7  # the old peer's figures still count
     assert not leg.active and not leg._announced and not leg.data_track.requested
+
+
+def test_the_servers_mute_stops_our_track_and_is_acknowledged_as_the_sdks_do() -> None:
+    """An admin's MutePublishedTrack: publishers kept sending (only a warning said so). The track now stops,
+    its state goes back to the server as a MuteTrackRequest, and the report counts what was honoured."""
+    from lkswarm.signal import codec
+    from lkswarm.signal.events import TrackMuteRequested, TrackPublished, TrackUnpublished
+
+    class MutingHub:
+        def __init__(self) -> None:
+            self.mutes: list[tuple[int, bool, bool]] = []
+
+        def set_track_muted(self, peer: int, video: bool, muted: bool) -> None:
+            self.mutes.append((peer, video, muted))
+
+    from lkswarm.config import RunConfig
+
+    config = RunConfig(url="ws://127.0.0.1:7880", rooms=1, participants=2, video_publishers=1)
+    host = FakeHost(fake_run(config), "p0", room="room", seat=0)  # the room's first seat publishes video
+    session = host.session = joined(SignalSession("p0", "token", join_timeout_s=15))
+    leg = light_leg(host)
+    hub = MutingHub()
+    leg.tier.hub, leg.peer_id = hub, 3  # type: ignore[assignment]
+    leg._offered = True  # the track went with a /rtc/v1 join's offer
+    leg.on_session_event(TrackPublished("p0-cam", "TR_cam"), 1.0)
+    session.frames_to_send()
+    leg.on_session_event(TrackMuteRequested("TR_cam", True), 2.0)
+    leg.on_session_event(TrackMuteRequested("TR_cam", False), 3.0)
+    leg.on_session_event(TrackMuteRequested("TR_someone_elses", True), 3.5)
+    assert hub.mutes == [(3, True, True), (3, True, False)]
+    acks = [codec.decode_request(frame) for frame in session.frames_to_send()]
+    assert [(ack.kind, ack.mute.sid, ack.mute.muted) for ack in acks] == [
+        ("mute", "TR_cam", True),
+        ("mute", "TR_cam", False),
+    ]
+    counters = leg.run.counters
+    assert (counters["server_mutes_honoured"], counters["server_mutes_unknown_track"]) == (2, 1)
+    leg.on_session_event(TrackUnpublished("TR_cam"), 4.0)  # publish permission revoked: the track stops
+    assert hub.mutes[-1] == (3, True, True) and counters["server_unpublishes_honoured"] == 1
+    leg.on_session_event(TrackMuteRequested("TR_cam", False), 5.0)  # no longer ours
+    assert len(hub.mutes) == 3 and counters["server_mutes_unknown_track"] == 2

@@ -250,6 +250,73 @@ def test_a_fresh_join_starts_the_media_over(livekit_server: LocalServer, credent
     assert media["loss_ratio"] < 0.01, media
 
 
+def test_an_admins_mute_stops_the_publishers_track_and_the_report_counts_it(
+    livekit_server: LocalServer, credentials: Credentials
+) -> None:
+    """RoomService.MutePublishedTrack on one audio and one video publisher: their tracks stop (the frames are
+    counted as muted, the subscribers receive next to nothing more of them) while the other audio publisher's
+    flows on. Publishers kept sending muted tracks before; the report only warned."""
+    from lkswarm.net.twirp import RoomService
+
+    config = RunConfig(
+        url=livekit_server.url,
+        rooms=1,
+        participants=4,
+        audio_publishers=2,
+        video_publishers=1,
+        duration_s=16,
+        rate=10,
+        run_tag=f"mute{os.getpid()}",
+        verify_rooms=False,
+    )
+    room = config.pinned().room_name(0)
+    muted: dict[str, str] = {}  # track sid -> kind
+    tiers = []
+
+    def setup(engine: Engine) -> None:
+        tiers.append(light_tier(engine))
+
+        async def mute_two() -> None:
+            while engine.counters["active"] < 4:
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(2.0)
+            service = RoomService(livekit_server.url, credentials)
+            participants = await asyncio.to_thread(service.list_participants, room)
+            published = sorted(
+                (p["identity"], track["sid"], track.get("type", "AUDIO"))
+                for p in participants
+                for track in p.get("tracks", [])
+            )
+            assert len(published) == 3, participants
+            # The video publisher's track and the first audio publisher's; the second audio publisher's flows on.
+            video = next(t for t in published if t[2] == "VIDEO")
+            audio = next(t for t in published if t[2] != "VIDEO")
+            for identity, sid, kind in (video, audio):
+                body = {"room": room, "identity": identity, "track_sid": sid, "muted": True}
+                await asyncio.to_thread(service._call, "MutePublishedTrack", body, room)
+                muted[sid] = kind
+
+        engine.spawn(mute_two())
+
+    report = run_engine(config, credentials, livekit_server.url, setup)
+    assert_outcomes_reconcile(report)
+    assert len(muted) == 2, muted
+    assert report["signal"]["server_mutes"]["honoured"] == 2, report["signal"]
+    media = report["media"]
+    assert media["frames_muted"] > 100, media  # about 10 s of 50 audio and 3 x 30 video frames a second
+    assert media["loss_ratio"] < 0.01 and media["tracks_missing"] == 0, media
+    totals = tiers[0].totals
+    assert totals is not None
+    packets: dict[str, int] = {}
+    for row in totals.track_rows:
+        packets[row["track_id"]] = packets.get(row["track_id"], 0) + row["packets"]
+    [flowing_packets] = [n for sid, n in packets.items() if sid not in muted]
+    muted_audio = next(sid for sid, kind in muted.items() if kind != "VIDEO")
+    # Both audio tracks reach the same 3 listeners at 50 packets a second: the muted one stopped seconds in.
+    assert packets[muted_audio] < flowing_packets / 2, (packets, muted)
+    assert any("muted or unmuted our published tracks 2 time(s)" in w for w in report["warnings"]), report["warnings"]
+
+
 @pytest.mark.parametrize("signal_path", ["v1", "v0"])
 def test_our_subscribers_take_every_video_codec_an_sdk_publishes(
     livekit_server: LocalServer, credentials: Credentials, signal_path: str

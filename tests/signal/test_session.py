@@ -24,6 +24,7 @@ from lkswarm.signal.events import (
     RoomMoved,
     SubscriptionFailed,
     TokenRefreshed,
+    TrackMuteRequested,
     TrackPublished,
     TrackSubscribed,
     TrackUnpublished,
@@ -399,3 +400,14 @@ def test_subscription_errors_match_the_schema_oracle() -> None:
     from livekit.protocol import models
 
     assert {e.name: e.value for e in SubscriptionError} == dict(models.SubscriptionError.items())
+
+
+def test_the_servers_mute_of_our_track_is_an_event_in_binary_and_json() -> None:
+    """An admin's MutePublishedTrack reaches the publisher as ``mute``; it was only counted."""
+    for json_mode in (False, True):
+        session = joined_session(json_mode=json_mode)
+        mute = {"mute": {"sid": "TR_mic", "muted": True}}
+        frame = codec.encode_response_json(mute) if json_mode else codec.encode_response(mute)
+        session.receive_frame(frame, 101.0)
+        assert session.events_received() == [TrackMuteRequested("TR_mic", True)]
+        assert session.messages_received["mute"] == 1

@@ -11,6 +11,7 @@ is the same for both tiers, only the operations differ::
     TrickleReceived ──> add_candidate (tier)
     primary PC connected ──> ACTIVE ──> addTrack per published track (once per join)
     TrackPublished for all of them ──> publish (tier: the publisher offer)
+    TrackMuteRequested / TrackUnpublished of ours ──> mute_track (tier), the mute acknowledged
     AnswerReceived ──> latency_ms.offer_answer, accept_answer (tier)
     peer failed ──> the participant fails with the peer's reason
 
@@ -42,7 +43,9 @@ from lkswarm.signal.events import (
     OfferReceived,
     RemoteTrackPublished,
     SessionEvent,
+    TrackMuteRequested,
     TrackPublished,
+    TrackUnpublished,
     TrickleReceived,
 )
 from lkswarm.signal.join_request import JoinMedia
@@ -75,6 +78,7 @@ class SignalingLeg:
         "_pending_offer",
         "_published",
         "_restart_after_answer",
+        "_track_sids",
         "active",
         "driver",
         "run",
@@ -91,6 +95,7 @@ class SignalingLeg:
         self._cids = cids  # cid -> "audio" | "video": the tracks this participant publishes, in announce order
         self.active = False  # the current primary (subscriber) PeerConnection is connected
         self._published: set[str] = set()
+        self._track_sids: dict[str, str] = {}  # track sid -> cid of our tracks the server acknowledged
         self._announced = False  # addTrack sent for this join
         self._offered = False  # the publisher offer sent for this join
         self._offered_at = 0.0
@@ -105,6 +110,7 @@ class SignalingLeg:
         """What belongs to one join: a fresh join (leave RECONNECT) starts all of it over."""
         self.active = False
         self._published = set()
+        self._track_sids = {}
         self._announced = False
         self._offered = False
         self._offered_at = 0.0
@@ -152,6 +158,10 @@ class SignalingLeg:
 
     def _on_remote_track(self, event: RemoteTrackPublished) -> None:
         """Someone else's track appeared in a participant update (a hook; nothing by default)."""
+
+    def _mute_track(self, video: bool, muted: bool) -> bool:
+        """Stops (or resumes) sending our audio or ``video`` track; False where the tier cannot (the default)."""
+        return False
 
     # -- session side (the main loop) ---------------------------------------------------------------
 
@@ -212,12 +222,33 @@ class SignalingLeg:
         elif isinstance(event, TrackPublished):
             if event.cid in self._cids:
                 self._published.add(event.cid)
+                self._track_sids[event.track_sid] = event.cid
                 self._on_track_published(event)
                 if not self._offered and self._published == set(self._cids):
                     self._offered = True
                     self._publish(now)
         elif isinstance(event, RemoteTrackPublished):
             self._on_remote_track(event)
+        elif isinstance(event, TrackMuteRequested):
+            self._on_server_mute(event)
+        elif isinstance(event, TrackUnpublished):
+            cid = self._track_sids.pop(event.track_sid, None)
+            # The server dropped our track (publish permission revoked): as an SDK unpublishes it, we stop it.
+            if cid is not None and self._mute_track(self._cids[cid] == "video", True):
+                self.run.counters["server_unpublishes_honoured"] += 1
+
+    def _on_server_mute(self, event: TrackMuteRequested) -> None:
+        """The server muted (or unmuted) one of our tracks (an admin's MutePublishedTrack). As the SDKs do, the
+        track stops sending and its new state goes back to the server; the report counts what was honoured."""
+        counters = self.run.counters
+        cid = self._track_sids.get(event.track_sid)
+        if cid is None:
+            counters["server_mutes_unknown_track"] += 1
+        elif self._mute_track(self._cids[cid] == "video", event.muted):
+            counters["server_mutes_honoured"] += 1
+            self.session.send_request({"mute": {"sid": event.track_sid, "muted": event.muted}})
+        else:
+            counters["server_mutes_not_honoured"] += 1
 
     def _send_reoffer(self, num_audios: int, num_videos: int, now: float) -> None:
         offer = self._reoffer(num_audios, num_videos)

@@ -309,6 +309,16 @@ class LightLeg(SignalingLeg):
         super().abandon_join()
         self.data_track.new_join()
 
+    def _mute_track(self, video: bool, muted: bool) -> bool:
+        hub, peer = self.tier.hub, self.peer_id
+        if hub is None or peer is None:
+            return False
+        try:
+            hub.set_track_muted(peer, video, muted)
+        except MediaError:  # the peer has no such track (yet): nothing to stop, and no reason to fail
+            return False
+        return True
+
     def _ice_restart(self) -> tuple[str, int]:
         hub, peer = self._hub()
         return hub.ice_restart(peer)
@@ -486,6 +496,7 @@ class LightLeg(SignalingLeg):
         totals.bytes_sent += stats["bytes_sent"]
         totals.frames_sent += stats["frames_sent"]
         totals.frames_skipped += stats["frames_skipped"]
+        totals.frames_muted += stats.get("frames_muted", 0)
         totals.foreign_datagrams += stats["foreign_datagrams"]
         totals.datagrams_truncated += stats["datagrams_truncated"]
         totals.keyframe_requests += stats["keyframe_requests"]

@@ -79,6 +79,7 @@ class MediaTotals:
     bytes_sent: int = 0
     frames_sent: int = 0
     frames_skipped: int = 0  # publishers' frames dropped because the media thread fell behind
+    frames_muted: int = 0  # publishers' frames not sent because the server muted their track
     foreign_datagrams: int = 0
     datagrams_truncated: int = 0
     keyframe_requests: int = 0
@@ -120,6 +121,7 @@ class MediaTotals:
             "bytes_sent": self.bytes_sent,
             "frames_sent": self.frames_sent,
             "frames_skipped": self.frames_skipped,
+            "frames_muted": self.frames_muted,
             "packets_received": self.packets_received,
             "bytes_received": self.bytes_received,
             "packets_expected": expected,

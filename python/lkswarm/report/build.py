@@ -173,9 +173,28 @@ def _signal(record: RunRecord) -> Signal:
         "offers_resent": counters["offers_resent"],
         "stale_answers": counters["stale_answers"],
         "stale_connects": counters["stale_connects"],
+        "server_mutes": _server_mutes(counters),
         "paths": _signal_paths(counters),
         "connection_quality": connection_quality_section(record.participants),
     }
+
+
+SERVER_MUTE_COUNTERS = {
+    "honoured": "server_mutes_honoured",
+    "not_honoured": "server_mutes_not_honoured",
+    "unknown_track": "server_mutes_unknown_track",
+    "unpublishes_honoured": "server_unpublishes_honoured",
+}
+
+
+def _server_mutes(counters: Mapping[str, int]) -> dict[str, int]:
+    return {name: counters[counter] for name, counter in SERVER_MUTE_COUNTERS.items()}
+
+
+def _honoured(counters: Mapping[str, int]) -> str:
+    """The server's mutes and unpublishes by what our publishers did, for the warning (signal.server_mutes)."""
+    shown = ", ".join(f"{name.replace('_', ' ')} {count}" for name, count in _server_mutes(counters).items() if count)
+    return f"our publishers {shown or 'acted on none'} (signal.server_mutes)"
 
 
 def _subscription_errors(counters: Mapping[str, int]) -> dict[str, int]:
@@ -299,7 +318,8 @@ def _server_action_warnings(record: RunRecord, left: Mapping[str, int]) -> list[
         warnings.append(
             f"the server muted or unmuted our published tracks {forced['mute']} time(s) and unpublished "
             f"{forced['track_unpublished']} of them (an admin's MutePublishedTrack, or publish permission revoked): "
-            "lkswarm's publishers keep sending regardless, so what subscribers received is less than planned."
+            f"{_honoured(record.counters)}. As with the SDKs, a muted or unpublished track stops sending "
+            "(media.frames_muted), so the server carried less media than planned."
         )
     removed = {reason: count for reason, count in left.items() if reason != "JOIN_FAILURE"}
     if removed:

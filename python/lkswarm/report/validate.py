@@ -64,6 +64,7 @@ class MediaFigures(TypedDict, total=False):
     bytes_sent: int
     frames_sent: int
     frames_skipped: int
+    frames_muted: int
     packets_received: int
     bytes_received: int
     packets_expected: int

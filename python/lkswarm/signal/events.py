@@ -72,6 +72,14 @@ class TrackUnpublished:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackMuteRequested:
+    """The server muted (or unmuted) one of our published tracks: an admin's MutePublishedTrack."""
+
+    track_sid: str
+    muted: bool
+
+
+@dataclass(frozen=True, slots=True)
 class TrackSubscribed:
     track_sid: str
 
@@ -192,6 +200,7 @@ SessionEvent = (
     | TrickleReceived
     | TrackPublished
     | TrackUnpublished
+    | TrackMuteRequested
     | TrackSubscribed
     | RemoteTrackPublished
     | PongReceived

@@ -59,6 +59,7 @@ from lkswarm.signal.events import (
     SessionEvent,
     SubscriptionFailed,
     TokenRefreshed,
+    TrackMuteRequested,
     TrackPublished,
     TrackSubscribed,
     TrackUnpublished,
@@ -75,6 +76,7 @@ HANDLED_RESPONSES = frozenset(
         "update",
         "track_published",
         "track_unpublished",
+        "mute",
         "track_subscribed",
         "leave",
         "media_sections_requirement",
@@ -91,7 +93,6 @@ HANDLED_RESPONSES = frozenset(
 )
 
 IGNORED_RESPONSES: dict[str, str] = {
-    "mute": "synthetic publishers do not mute; the report counts the server's requests and warns of them",
     "speakers_changed": "speaker activity is driven by the scenario, not read back",
     "room_update": "room membership is tracked from ParticipantUpdate, which carries identities",
     "stream_state_update": "paused/active stream state is visible in the media counters",
@@ -415,6 +416,9 @@ class SignalSession:
 
     def _on_track_unpublished(self, unpublished: codec.MessageView, _now: float) -> None:
         self._events.append(TrackUnpublished(unpublished.track_sid))
+
+    def _on_mute(self, mute: codec.MessageView, _now: float) -> None:
+        self._events.append(TrackMuteRequested(mute.sid, mute.muted))
 
     def _on_track_subscribed(self, subscribed: codec.MessageView, _now: float) -> None:
         self._events.append(TrackSubscribed(subscribed.track_sid))

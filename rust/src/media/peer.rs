@@ -456,6 +456,14 @@ impl MediaPeer {
         }
     }
 
+    /// The server muted or unmuted our audio or `video` track (`Publisher::set_muted`); an error
+    /// when this peer publishes no such track.
+    pub fn set_track_muted(&mut self, video: bool, muted: bool) -> Result<(), String> {
+        let kind = if video { "video" } else { "audio" };
+        let found = self.publishing.as_mut().is_some_and(|publishing| publishing.set_muted(video, muted));
+        found.then_some(()).ok_or_else(|| format!("this peer publishes no {kind} track"))
+    }
+
     /// Adds a trickled server candidate (`candidateInit` JSON) to the PeerConnection `target`.
     pub fn add_remote_candidate(&mut self, pc: Pc, candidate_init: &str, now: Instant) -> Result<(), String> {
         let candidate = candidate_from_init(candidate_init)?;

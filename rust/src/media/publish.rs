@@ -48,6 +48,8 @@ struct AudioOut {
     rtp_time: u64,
     next_due: Instant,
     spurts: Option<TalkSpurts>,
+    /// Muted by the server (`Publisher::set_muted`): its frames fall due but are not sent.
+    muted: bool,
 }
 
 /// The publisher's simulcast video track: one clip cursor per layer, one RTP clock for all.
@@ -60,6 +62,8 @@ struct VideoOut {
     next_due: Instant,
     /// The layers of the frame being written, taken from the clips when it fell due.
     frame: Option<VideoFrame>,
+    /// Muted by the server (`Publisher::set_muted`): its frames fall due but are not sent.
+    muted: bool,
 }
 
 /// One video frame in flight: its times and the layers still to write, lowest first.
@@ -126,6 +130,7 @@ impl Publisher {
             rtp_time: 0,
             next_due: now,
             spurts: talk_spurts.then(|| TalkSpurts::p59(seed)),
+            muted: false,
         });
         let layers = library.video.len();
         let video = video_mid.map(|mid| {
@@ -142,6 +147,7 @@ impl Publisher {
                 rtp_time: 0,
                 next_due: now,
                 frame: None,
+                muted: false,
             }
         });
         Publisher { library, audio, video, speech_level_dbov: speech_level_dbov(seed), rtp: RtpSink::default() }
@@ -186,6 +192,25 @@ impl Publisher {
         audio.into_iter().chain(video).min()
     }
 
+    /// The server muted (or unmuted) our audio or `video` track, as an admin's MutePublishedTrack
+    /// does; false when this publisher has no such track. A muted track's frames keep falling due on
+    /// its clock but are not sent (counted in `frames_muted`), as a client whose app muted the track
+    /// sends none; on unmute the next frame goes out on time, and video restarts on a keyframe, which
+    /// subscribers need to decode again.
+    pub(super) fn set_muted(&mut self, video: bool, muted: bool) -> bool {
+        if !video {
+            return self.audio.as_mut().map(|audio| audio.muted = muted).is_some();
+        }
+        let Some(out) = &mut self.video else { return false };
+        if muted {
+            out.frame = None; // the layers of a frame in flight are not sent either
+        } else if out.muted {
+            out.cursors.iter_mut().for_each(|cursor| *cursor = 0);
+        }
+        out.muted = muted;
+        true
+    }
+
     /// Rewinds the layers a keyframe request names (all of them when `rid` is None) to their
     /// first frame, which is a keyframe, so the answer to a PLI is the very next frame.
     pub(super) fn on_keyframe_request(&mut self, mid: Mid, rid: Option<Rid>) {
@@ -204,6 +229,15 @@ impl Publisher {
     pub(super) fn write_next_audio(&mut self, now: Instant, tx: &mut Transport, counters: &mut PeerCounters) -> Write {
         let (Some(audio), Some(audio_clip)) = (&mut self.audio, &self.library.audio) else { return Write::NoneDue };
         if audio.next_due > now {
+            return Write::NoneDue;
+        }
+        if audio.muted {
+            // On its clock, not sent: the frames due up to now pass at once.
+            let due = frames_overdue(audio.next_due, now, audio_clip.frame_interval);
+            counters.frames_muted += due;
+            audio.frame += due as usize;
+            audio.rtp_time += audio_clip.ticks_per_frame * due;
+            audio.next_due += audio_clip.frame_interval * u32::try_from(due).unwrap_or(u32::MAX);
             return Write::NoneDue;
         }
         let frame = &audio_clip.frames[audio.frame % audio_clip.frames.len()];
@@ -231,6 +265,14 @@ impl Publisher {
         if video.frame.is_none() {
             let library = &self.library.video;
             if video.next_due > now || library.is_empty() {
+                return Write::NoneDue;
+            }
+            if video.muted {
+                let interval = library[0].frame_interval;
+                let due = frames_overdue(video.next_due, now, interval);
+                counters.frames_muted += due * video.rids.len().max(1) as u64;
+                video.rtp_time += library[0].ticks_per_frame * due;
+                video.next_due += interval * u32::try_from(due).unwrap_or(u32::MAX);
                 return Write::NoneDue;
             }
             let wallclock = video.next_due;
@@ -353,6 +395,52 @@ mod tests {
         assert_eq!(publisher.next_due(), Some(connected_at));
         assert_eq!(publisher.speech_level_dbov, speech_level_dbov(3));
         assert!(Publisher::new(video_library(1), None, None, false, 0, created_at).next_due().is_none());
+    }
+
+    fn audio_library() -> MediaLibrary {
+        let frames = (0..4u8).map(|i| ClipFrame { data: Arc::from(&[i][..]), keyframe: true }).collect();
+        let clip = Arc::new(Clip::new(frames, Duration::from_millis(20), 48_000).unwrap());
+        MediaLibrary { audio: Some(clip), ..video_library(3) }
+    }
+
+    fn publisher_transport(now: Instant) -> Transport {
+        let cert = crate::media::shared_certificate().unwrap();
+        let local = "127.0.0.1:9".parse().unwrap();
+        Transport::publisher(&cert, local, now, crate::media::clip::VideoCodec::Vp8).unwrap()
+    }
+
+    #[test]
+    fn a_muted_track_sends_nothing_while_its_clock_runs_and_video_resumes_on_a_keyframe() {
+        let start = Instant::now();
+        let (audio_mid, video_mid) = (Mid::from("0"), Mid::from("1"));
+        let mut publisher = Publisher::new(audio_library(), Some(audio_mid), Some(video_mid), false, 0, start);
+        let mut tx = publisher_transport(start);
+        tx.undrained = false; // as after the peer's drain
+        let mut counters = PeerCounters::default();
+        assert!(publisher.set_muted(false, true) && publisher.set_muted(true, true));
+        publisher.video.as_mut().unwrap().cursors = vec![3, 3, 3];
+        // 100 ms of both tracks' frames fall due: none is written, each is counted (video: 3 layers).
+        let later = start + Duration::from_millis(99);
+        assert_eq!(publisher.write_next_audio(later, &mut tx, &mut counters), Write::NoneDue);
+        assert_eq!(publisher.write_next_video(later, &mut tx, &mut counters), Write::NoneDue);
+        assert_eq!((counters.frames_sent, counters.input_errors, counters.frames_skipped), (0, 0, 0));
+        assert_eq!(counters.frames_muted, 5 + 4 * 3);
+        assert!(!tx.undrained, "nothing reached the transport");
+        // The clocks ran on: the next frames are due on the grid after `later`, not in a burst.
+        let audio = publisher.audio.as_ref().unwrap();
+        assert_eq!((audio.next_due, audio.frame, audio.rtp_time), (start + Duration::from_millis(100), 5, 4_800));
+        let video = publisher.video.as_ref().unwrap();
+        assert_eq!((video.next_due, video.rtp_time), (start + Duration::from_millis(132), 4 * 2_970));
+        assert!(publisher.set_muted(true, false));
+        assert_eq!(publisher.video.as_ref().unwrap().cursors, vec![0, 0, 0], "unmuted video starts on a keyframe");
+        assert!(publisher.set_muted(false, false));
+        let due = start + Duration::from_millis(132);
+        // Due and unmuted, the frame goes to the transport (which, never negotiated, has no writer for it).
+        assert_eq!(publisher.write_next_video(due, &mut tx, &mut counters), Write::NoWriter);
+        assert_eq!(counters.frames_muted, 17, "unmuted: counted as sent, or refused, never as muted");
+        // A publisher of audio alone has no video track to mute.
+        let mut audio_only = Publisher::new(audio_library(), Some(audio_mid), None, false, 0, start);
+        assert!(!audio_only.set_muted(true, true) && audio_only.set_muted(false, true));
     }
 
     #[test]

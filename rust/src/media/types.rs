@@ -53,6 +53,9 @@ pub struct PeerCounters {
     /// Frames a publisher never sent because the media thread fell more than `publish::MAX_LATE` behind
     /// their schedule (one per simulcast layer): the generator, not the server, lost them.
     pub frames_skipped: u64,
+    /// Frames of tracks the server muted (an admin's MutePublishedTrack), due but not sent (one per
+    /// simulcast layer).
+    pub frames_muted: u64,
     pub keyframe_requests: u64,
     /// ICE restarts begun on the primary PeerConnection (after signal resumes).
     pub ice_restarts: u64,

@@ -49,6 +49,7 @@ fn summary_dict<'py>(py: Python<'py>, summary: &PeerSummary) -> PyResult<Bound<'
     dict.set_item("bytes_sent", c.bytes_sent)?;
     dict.set_item("frames_sent", c.frames_sent)?;
     dict.set_item("frames_skipped", c.frames_skipped)?;
+    dict.set_item("frames_muted", c.frames_muted)?;
     dict.set_item("keyframe_requests", c.keyframe_requests)?;
     dict.set_item("ice_restarts", c.ice_restarts)?;
     dict.set_item("rtp_past_stream_cap", c.rtp_past_stream_cap)?;
@@ -271,6 +272,12 @@ impl PyMediaHub {
     /// ``last_message_seq`` (the ones it still keeps); see ``_core.pyi``.
     fn data_resend_after(&self, py: Python<'_>, peer: u32, last_sequence: u32) -> PyResult<()> {
         py.detach(|| self.hub.data_resend_after(peer, last_sequence)).py()
+    }
+
+    /// The server muted (or unmuted) the peer's audio or ``video`` track: its frames stop (or
+    /// resume, video on a keyframe). Raises MediaError when the peer publishes no such track.
+    fn set_track_muted(&self, py: Python<'_>, peer: u32, video: bool, muted: bool) -> PyResult<()> {
+        py.detach(|| self.hub.set_track_muted(peer, video, muted)).py()
     }
 
     /// Makes the peer a slow data reader: it stops draining its data channels for ``pause_s``

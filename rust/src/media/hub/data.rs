@@ -1,5 +1,6 @@
 //! The hub's data-channel API (`media::data`): a peer's probe messages, its resend after a resume,
-//! a slow reader, and the latency of every probe message received.
+//! a slow reader, and the latency of every probe message received; and a server's mute of a
+//! peer's track, which like its data is the publisher's to act on.
 
 use std::time::Duration;
 
@@ -29,6 +30,11 @@ impl Hub {
             Ok(())
         })
         .map_err(Error::media)
+    }
+
+    /// The server muted or unmuted a peer's audio or `video` track (`MediaPeer::set_track_muted`).
+    pub fn set_track_muted(&self, id: u32, video: bool, muted: bool) -> crate::Result<()> {
+        self.with_peer(id, |peer, _| peer.set_track_muted(video, muted)).map_err(Error::media)
     }
 
     /// Makes a peer a slow data reader (`data::slow_reader`).
