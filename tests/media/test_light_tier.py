@@ -54,8 +54,13 @@ def test_a_published_track_that_sent_nothing_is_named_in_the_report() -> None:
     driver = make_host()
     session = driver.session
     assert session is not None
-    session.others = {"pub-a": "PA_a", "pub-b": "PA_b"}
-    session.tracks_by_participant = {"PA_a": frozenset({"TR_heard"}), "PA_b": frozenset({"TR_silent"})}
+    session.others = {"pub-a": "PA_a", "pub-b": "PA_b", "pub-c": "PA_c"}
+    session.tracks_by_participant = {
+        "PA_a": frozenset({"TR_heard"}),
+        "PA_b": frozenset({"TR_silent"}),
+        "PA_c": frozenset({"TR_muted"}),  # muted by its publisher: it sends nothing, and is not missing
+    }
+    session.muted_remote_tracks = {"TR_muted"}
     heard = {"track_id": "TR_heard", "kind": "audio", "codec": "audio/opus", "packets": 50, "bytes": 5000}
     heard.update(expected=50, lost=0)
     stats = {

@@ -411,3 +411,17 @@ def test_the_servers_mute_of_our_track_is_an_event_in_binary_and_json() -> None:
         session.receive_frame(frame, 101.0)
         assert session.events_received() == [TrackMuteRequested("TR_mic", True)]
         assert session.messages_received["mute"] == 1
+
+
+def test_remote_tracks_muted_by_their_publisher_are_known_until_unmuted() -> None:
+    """A participant that joins with its mic muted sends nothing: a receiver with nothing of it is not missing it."""
+    session = joined_session()
+
+    def update(muted: bool) -> bytes:
+        bob = {"sid": "PA_b", "identity": "bob", "tracks": [{"sid": "TR_mic", "type": "AUDIO", "muted": muted}]}
+        return codec.encode_response({"update": {"participants": [bob]}})
+
+    session.receive_frame(update(True), 101.0)
+    assert session.muted_remote_tracks == {"TR_mic"} and session.live_remote_tracks() == {"TR_mic"}
+    session.receive_frame(update(False), 102.0)
+    assert session.muted_remote_tracks == set()

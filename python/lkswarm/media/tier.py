@@ -528,7 +528,7 @@ class LightLeg(SignalingLeg):
             totals.tracks_by_codec[codec] = totals.tracks_by_codec.get(codec, 0) + 1
         session = self.driver.session
         if session is not None and not self.driver.outcome and not closed:
-            missing = session.live_remote_tracks() - set(received)
+            missing = session.live_remote_tracks() - set(received) - session.muted_remote_tracks
             totals.tracks_missing += len(missing)
             for track_sid in sorted(missing)[: max(0, MISSING_EXAMPLES - len(totals.missing_examples))]:
                 publisher = next(

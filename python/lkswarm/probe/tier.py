@@ -237,9 +237,12 @@ class ProbeTier(LegFilters["ProbeLeg"]):
         totals = ProbeTotals(probes=self.count)
         if loop is None:
             return totals
-        # What each probe's session says is still published, read here on the main loop that writes it.
+        # What each probe's session says is still published and unmuted (a muted track's frames stop without a
+        # freeze), read here on the main loop that writes it.
         published = [
-            frozenset(p.driver.session.live_remote_tracks()) if p.driver.session is not None else frozenset()
+            frozenset(p.driver.session.live_remote_tracks() - p.driver.session.muted_remote_tracks)
+            if p.driver.session is not None
+            else frozenset()
             for p in self.participants
         ]
         collecting = self._collect_on_loop(published, time.perf_counter())

@@ -131,6 +131,7 @@ class SignalSession:
         "json_mode",
         "last_rtt_ms",
         "messages_received",
+        "muted_remote_tracks",
         "others",
         "participant_sid",
         "ping_interval_s",
@@ -156,6 +157,9 @@ class SignalSession:
         self.last_rtt_ms = 0.0  # reported to the server in each ping_req
         self.others: dict[str, str] = {}  # identity -> current sid of each other participant we see
         self.remote_tracks: set[str] = set()  # track sids announced by others (ever)
+        # Of those, the ones muted by their publisher now (a mic muted at join): they send nothing, so a receiver
+        # that had nothing of them is not missing them.
+        self.muted_remote_tracks: set[str] = set()
         self.remote_data_tracks: set[str] = set()  # data-track sids announced by others (ever)
         self.tracks_by_participant: dict[str, frozenset[str]] = {}  # sid -> its current track sids (publishers only)
         self.messages_received: collections.Counter[str] = collections.Counter()
@@ -300,7 +304,7 @@ class SignalSession:
         return {**self.others, self.identity: self.participant_sid}
 
     def live_remote_tracks(self) -> set[str]:
-        """Track sids other participants publish right now, as this participant sees them."""
+        """Track sids other participants publish right now, as this participant sees them (muted ones too)."""
         live: set[str] = set()
         for tracks in self.tracks_by_participant.values():
             live |= tracks
@@ -389,6 +393,10 @@ class SignalSession:
             else:
                 self.tracks_by_participant.pop(sid, None)  # most participants publish nothing: no empty sets
             for track in tracks:
+                if track.muted:
+                    self.muted_remote_tracks.add(intern(track.sid))
+                elif self.muted_remote_tracks:
+                    self.muted_remote_tracks.discard(track.sid)
                 if track.sid not in self.remote_tracks:
                     self.remote_tracks.add(intern(track.sid))
                     self._events.append(RemoteTrackPublished(sid, identity, track.sid, track.type, now))
