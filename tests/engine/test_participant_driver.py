@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -549,3 +550,47 @@ def test_a_fresh_join_releases_the_old_joins_media_before_its_new_session_exists
     assert driver.force_reconnect() is True
     assert steps == ["abandon"] and driver.session is not session and len(spawned) == 1
     spawned[0].close()  # the fresh join's connect, never run
+
+
+def test_a_failed_join_attempt_of_a_reconnect_releases_its_media_before_the_backoff() -> None:
+    """A /rtc/v1 join's PeerConnection is opened with the join: when the join timed out, that peer lived through
+    the backoff, and its failure at its connect deadline failed the participant instead of the retry going on."""
+    from lkswarm.engine.reconnect import ReconnectEpisode
+
+    async def scenario() -> list[str]:
+        driver = make_driver()
+        steps: list[str] = []
+
+        class RecordingLeg:
+            def abandon_join(self) -> None:
+                steps.append("abandon")
+
+        driver.leg = RecordingLeg()  # type: ignore[assignment]
+        driver._reconnect = ReconnectEpisode(time.perf_counter())
+        driver._attempt_failed(False, Outcome.failed("join_timeout"), "no JoinResponse")
+        assert driver._retry is not None and driver.outcome is None
+        driver._retry.cancel()
+        driver._attempt_failed(True, Outcome.failed("resume_timeout"), "")  # a resume's peer lives on
+        return steps
+
+    assert asyncio.run(scenario()) == ["abandon"]
+
+
+def test_a_resume_that_falls_back_to_rtc_keeps_its_media(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auto``: a /rtc/v1 resume answered 404 went on /rtc after discarding the join's media, which closed the
+    live, connected PeerConnection the resume was to restart."""
+    driver = make_driver()
+    steps: list[str] = []
+
+    class RecordingLeg:
+        def discard_join(self) -> None:
+            steps.append("discard")
+
+    driver.leg = RecordingLeg()  # type: ignore[assignment]
+    spawned: list[Any] = []
+    monkeypatch.setattr(type(driver.ctx), "spawn", lambda ctx, coroutine: spawned.append(coroutine))
+    driver._fall_back_to_v0(resuming=True)
+    driver._fall_back_to_v0(resuming=False)
+    assert steps == ["discard"] and len(spawned) == 2
+    for coroutine in spawned:
+        coroutine.close()

@@ -537,3 +537,45 @@ def test_the_servers_mute_stops_our_track_and_is_acknowledged_as_the_sdks_do() -
     assert hub.mutes[-1] == (3, True, True) and counters["server_unpublishes_honoured"] == 1
     leg.on_session_event(TrackMuteRequested("TR_cam", False), 5.0)  # no longer ours
     assert len(hub.mutes) == 3 and counters["server_mutes_unknown_track"] == 2
+
+
+def test_a_mute_that_comes_before_the_publisher_offer_applies_once_the_offer_makes_the_track() -> None:
+    """Two PeerConnections, audio and video: the server mutes the audio track it acknowledged while the video
+    one is still unacknowledged, so the publisher (and its tracks) did not exist yet; the mute was lost and the
+    track sent at full rate while the server held it muted."""
+    from lkswarm.config import RunConfig
+    from lkswarm.signal.events import TrackMuteRequested, TrackPublished
+
+    class OfferingHub:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, Any]] = []
+
+        def publisher_offer(self, peer: int, **kwargs: Any) -> str:
+            self.calls.append(("offer", kwargs))
+            return "sdp"
+
+        def set_track_muted(self, peer: int, video: bool, muted: bool) -> None:
+            self.calls.append(("mute", (video, muted)))
+
+    config = RunConfig(url="ws://127.0.0.1:7880", rooms=1, participants=2, video_publishers=1)
+    host = FakeHost(fake_run(config), "p0", room="room", seat=0)
+    host.session = joined(SignalSession("p0", "token", join_timeout_s=15))
+    leg = light_leg(host)
+    leg._cids = {"p0-mic": "audio", "p0-cam": "video"}  # a publisher of both (the tier seats make one or other)
+    hub = OfferingHub()
+    leg.tier.hub, leg.peer_id = hub, 3  # type: ignore[assignment]
+    leg.on_session_event(TrackPublished("p0-mic", "TR_mic"), 1.0)
+    leg.on_session_event(TrackMuteRequested("TR_mic", True), 1.1)
+    assert hub.calls == [] and leg.run.counters["server_mutes_honoured"] == 1
+    leg.on_session_event(TrackPublished("p0-cam", "TR_cam"), 1.2)  # all acknowledged: the offer
+    assert [name for name, _ in hub.calls] == ["offer", "mute"] and hub.calls[1][1] == (False, True)
+
+
+def test_the_servers_mute_without_a_peer_is_still_counted() -> None:
+    """A mute or unpublish that came while the leg had no peer went uncounted: messages_received.mute then
+    disagreed with signal.server_mutes."""
+    from lkswarm.signal.events import TrackMuteRequested
+
+    leg = light_leg(make_host())
+    leg.on_session_event(TrackMuteRequested("TR_x", True), 1.0)
+    assert leg.run.counters["server_mutes_unknown_track"] == 1

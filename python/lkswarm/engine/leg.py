@@ -173,6 +173,9 @@ class SignalingLeg:
 
     def on_session_event(self, event: SessionEvent, now: float) -> None:
         """Handles the media-related session events; raises MediaError on refusal."""
+        if isinstance(event, (TrackMuteRequested, TrackUnpublished)):
+            self._on_server_takes_track(event)  # counted with or without a peer
+            return
         if not self._has_peer():
             return
         filters = self._filters
@@ -229,18 +232,18 @@ class SignalingLeg:
                     self._publish(now)
         elif isinstance(event, RemoteTrackPublished):
             self._on_remote_track(event)
-        elif isinstance(event, TrackMuteRequested):
-            self._on_server_mute(event)
-        elif isinstance(event, TrackUnpublished):
-            cid = self._track_sids.pop(event.track_sid, None)
-            # The server dropped our track (publish permission revoked): as an SDK unpublishes it, we stop it.
-            if cid is not None and self._mute_track(self._cids[cid] == "video", True):
-                self.run.counters["server_unpublishes_honoured"] += 1
 
-    def _on_server_mute(self, event: TrackMuteRequested) -> None:
-        """The server muted (or unmuted) one of our tracks (an admin's MutePublishedTrack). As the SDKs do, the
-        track stops sending and its new state goes back to the server; the report counts what was honoured."""
+    def _on_server_takes_track(self, event: TrackMuteRequested | TrackUnpublished) -> None:
+        """The server muted (or unmuted) one of our tracks (an admin's MutePublishedTrack), or unpublished it (its
+        publish permission revoked). As the SDKs do, the track stops sending, and a mute's new state goes back to
+        the server; the report counts what was honoured (signal.server_mutes)."""
         counters = self.run.counters
+        if isinstance(event, TrackUnpublished):
+            cid = self._track_sids.pop(event.track_sid, None)
+            if cid is not None:
+                honoured = self._mute_track(self._cids[cid] == "video", True)
+                counters[f"server_unpublishes_{'honoured' if honoured else 'not_honoured'}"] += 1
+            return
         cid = self._track_sids.get(event.track_sid)
         if cid is None:
             counters["server_mutes_unknown_track"] += 1
@@ -356,6 +359,8 @@ class SignalingLeg:
             # The abandoned join's PeerConnection: a fresh join (leave RECONNECT) has begun and its session has not
             # been answered, so no PeerConnection of the new join can be connected yet. What this one would send
             # (a deferred re-offer with the old credentials and mids, addTrack) would go ahead of the new join.
+            # A safety net since `abandon_join` closes that peer when the leave arrives (its events then reach no
+            # leg), so this count stays 0 unless a tier keeps an old peer routed.
             self.run.counters["stale_connects"] += 1
             return
         self.active = True

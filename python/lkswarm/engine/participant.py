@@ -418,7 +418,7 @@ class ParticipantDriver:
         Not a failed attempt: the SDKs do the same, and the time it costs stays in this participant's latencies."""
         self.ctx.counters["signal_path_fallbacks"] += 1
         self.path, self.may_fall_back = "v0", False
-        if self.leg is not None:
+        if self.leg is not None and not resuming:  # a resume prepared no join; its peer lives on (ICE restart)
             self.leg.discard_join()
         self._drop_connection()
         self.ctx.spawn(self._connect(resume=resuming))
@@ -708,6 +708,10 @@ class ParticipantDriver:
         if delay_s is None:
             self.finish(Outcome.failed("reconnect_failed"), episode.give_up_detail(now))
             return
+        if not resume and self.leg is not None:
+            # The failed join's media (a /rtc/v1 join's PeerConnection, opened with it) goes now: its failure at
+            # its connect deadline, during the backoff, would otherwise fail the participant instead of the retry.
+            self._media_step(self.leg.abandon_join)
         self._retry = asyncio.get_running_loop().call_later(delay_s, self._retry_now, resume)
 
     def _retry_now(self, resume: bool) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from typing import Any
 
@@ -210,6 +211,7 @@ class LightLeg(SignalingLeg):
         "_data_waiting",
         "_has_remote",
         "_pending_candidates",
+        "_pending_mutes",
         "_remote_published_at",
         "_video_tiles",
         "data_track",
@@ -240,6 +242,9 @@ class LightLeg(SignalingLeg):
         """What belongs to one join besides the shared glue's: candidates, remote tracks, the layout."""
         self._has_remote: dict[int, bool] = {SignalTarget.PUBLISHER: False, SignalTarget.SUBSCRIBER: False}
         self._pending_candidates: dict[int, list[str]] = collections.defaultdict(list)
+        # The server's mutes of our tracks that came before the publisher offer made them (video: True/False -> muted):
+        # the server mutes a track it has acknowledged, and on two PeerConnections the offer waits for all of ours.
+        self._pending_mutes: dict[bool, bool] = {}
         self._remote_published_at: dict[str, float] = {}
         # Live remote video tracks in order of appearance (the layout), each with the setting last asked for.
         self._video_tiles: dict[str, dict[str, Any] | None] = {}
@@ -313,9 +318,12 @@ class LightLeg(SignalingLeg):
         hub, peer = self.tier.hub, self.peer_id
         if hub is None or peer is None:
             return False
+        if not self._offered and not self.single_pc:
+            self._pending_mutes[video] = muted  # applied as the publisher offer makes the track (`_publish`)
+            return True
         try:
             hub.set_track_muted(peer, video, muted)
-        except MediaError:  # the peer has no such track (yet): nothing to stop, and no reason to fail
+        except MediaError:  # the peer has no such track: nothing to stop, and no reason to fail
             return False
         return True
 
@@ -373,6 +381,10 @@ class LightLeg(SignalingLeg):
         video = next((cid for cid, kind in self._cids.items() if kind == "video"), None)
         channels = self.publishes_data or self.data_track.publishes
         offer = hub.publisher_offer(peer, audio_cid=audio, video_cid=video, data=channels)
+        for muted_video, muted in self._pending_mutes.items():
+            with contextlib.suppress(MediaError):  # a kind this offer has not: nothing to stop
+                hub.set_track_muted(peer, muted_video, muted)
+        self._pending_mutes.clear()
         self.send_offer(offer, now)
         if self.publishes_data:
             self._start_data()

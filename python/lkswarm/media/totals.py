@@ -79,7 +79,7 @@ class MediaTotals:
     bytes_sent: int = 0
     frames_sent: int = 0
     frames_skipped: int = 0  # publishers' frames dropped because the media thread fell behind
-    frames_muted: int = 0  # publishers' frames not sent because the server muted their track
+    frames_muted: int = 0  # publishers' frames not sent because the server muted or unpublished their track
     foreign_datagrams: int = 0
     datagrams_truncated: int = 0
     keyframe_requests: int = 0

@@ -265,7 +265,7 @@ class ProbeTier(LegFilters["ProbeLeg"]):
         totals = ProbeTotals(probes=self.count)
         for participant, tracks in zip(self.participants, published, strict=True):
             driver = participant.driver
-            await collect_peer(totals, driver.identity, driver.room, participant.peer, tracks, now)
+            await collect_peer(totals, driver.identity, driver.room, participant.measured_peer, tracks, now)
         totals.cpu_s = self.cpu.total_s()
         totals.loop_cpu_s = self.cpu.total_s(lambda name: name == LOOP_THREAD_NAME)
         totals.loop_lag_ms.add(self.loop_lag)
@@ -298,7 +298,7 @@ class ProbeTier(LegFilters["ProbeLeg"]):
 class ProbeLeg(SignalingLeg):
     """The probe half of one participant on the main loop: signaling glue to its `ProbePeer` (a `MediaLeg`)."""
 
-    __slots__ = ("_join_generation", "peer", "slot", "tier")
+    __slots__ = ("_closed_peer", "_join_generation", "peer", "slot", "tier")
 
     def __init__(self, tier: ProbeTier, driver: ParticipantHost, slot: int) -> None:
         cids = {f"{driver.identity}-probe-mic": "audio", f"{driver.identity}-probe-cam": "video"}
@@ -307,6 +307,13 @@ class ProbeLeg(SignalingLeg):
         self.slot = slot  # the publisher slot drawn into this probe's video frames
         self._join_generation = 0  # bumps per join; events of a peer that a fresh join replaced are ignored
         self.peer: ProbePeer | None = None
+        # The peer a fresh join closed before its new one exists: the end of the run reads its figures then.
+        self._closed_peer: ProbePeer | None = None
+
+    @property
+    def measured_peer(self) -> ProbePeer | None:
+        """The peer whose figures count at the end: the current one, or the one a fresh join has just closed."""
+        return self.peer if self.peer is not None else self._closed_peer
 
     def on_joined(self, now: float) -> None:
         """Creates the aiortc side; the tracks are announced once the primary PeerConnection connects."""
@@ -318,6 +325,7 @@ class ProbeLeg(SignalingLeg):
         self._start_join_over()
         self._join_generation += 1
         generation = self._join_generation
+        self._closed_peer = None  # the new peer's figures are the ones read (an old peer's are lost: see README)
         network = tier.network
         self.peer = ProbePeer(
             self.slot,
@@ -396,7 +404,7 @@ class ProbeLeg(SignalingLeg):
 
     def _close_peer(self) -> None:
         self.close()
-        self.peer = None
+        self._closed_peer, self.peer = self.peer, None
         self._join_generation += 1  # what the closed peer still posts is ignored
 
     def close(self) -> None:

@@ -184,6 +184,7 @@ SERVER_MUTE_COUNTERS = {
     "not_honoured": "server_mutes_not_honoured",
     "unknown_track": "server_mutes_unknown_track",
     "unpublishes_honoured": "server_unpublishes_honoured",
+    "unpublishes_not_honoured": "server_unpublishes_not_honoured",
 }
 
 

@@ -135,7 +135,8 @@ class Signal(TypedDict, total=False):
     stale_connects: int  # an abandoned join's PeerConnection connecting after a fresh join began (ignored)
     # The server's mutes of our tracks (an admin's MutePublishedTrack) and its unpublishes of them, by what the
     # publishers did: "honoured" (stopped or resumed sending, the mute acknowledged), "not_honoured" (a probe's
-    # aiortc keeps sending), "unknown_track" (a sid we were never told), "unpublishes_honoured".
+    # aiortc keeps sending), "unknown_track" (a sid we were never told), "unpublishes_honoured" and
+    # "unpublishes_not_honoured". A fresh join republishes our tracks unmuted (an SDK republishes them muted).
     server_mutes: dict[str, int]
     paths: SignalPaths  # by signaling path (lkswarm.signal.paths)
     connection_quality: ConnectionQualityFigures  # the server's estimate of each participant's own connection
