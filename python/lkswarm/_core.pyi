@@ -184,8 +184,16 @@ class MediaHub:
     ) -> None: ...
     def now_s(self) -> float: ...
     def add_peer(
-        self, seed: int = 0, talk_spurts: bool = False, connect_timeout_s: float = 30.0, single_pc: bool = False
-    ) -> tuple[int, int]: ...
+        self,
+        seed: int = 0,
+        talk_spurts: bool = False,
+        connect_timeout_s: float = 30.0,
+        single_pc: bool = False,
+        rpc_echo: bool = False,
+    ) -> tuple[int, int]:
+        """A peer and its socket: (peer id, local UDP port). ``single_pc``: one PeerConnection for both
+        directions (``/rtc/v1``). ``rpc_echo``: every RPC call to it is answered with its payload, not refused
+        as an unsupported method."""
     def accept_offer(self, peer: int, sdp: str) -> str: ...
     def publisher_offer(
         self, peer: int, audio_cid: str | None = None, video_cid: str | None = None, data: bool = False

@@ -189,6 +189,8 @@ class RunConfig:
     data_track_rate: float = declare(30.0, as_float, gt=0, le=1000)  # frames per second per data track
     # payload bytes of each data-track frame, sent as one packet (at most 15,000 B)
     data_track_size: int = declare(64, as_int, ge=0, le=MAX_DATA_TRACK_FRAME_BYTES)
+    # RPC calls to our participants answered with their payload (every method), not refused as unsupported (1400)
+    rpc_echo: bool = declare(False, as_bool)
     simulcast: bool = declare(True, as_bool)  # publish video as 3 simulcast layers (q, h, f)
     talk_spurts: bool = declare(False, as_bool)  # audio follows ITU-T P.59 talk spurts instead of a tone
     probes: int = declare(0, as_int, ge=0)  # probe participants (aiortc, real codecs) per run

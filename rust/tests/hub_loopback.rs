@@ -25,7 +25,7 @@ fn loopback(io: MediaIo) {
     assert_eq!(hub.io().backend, io);
     assert_eq!(hub.io().fallback, None);
     hub.set_library(library());
-    let config = PeerConfig { connect_timeout: Duration::from_secs(10), talk_spurts: false, seed: 1, single_pc: false };
+    let config = PeerConfig { connect_timeout: Duration::from_secs(10), seed: 1, ..PeerConfig::default() };
     let (a, _) = hub.add_peer(config.clone()).unwrap();
     let (b, _) = hub.add_peer(config).unwrap();
     let offer = hub.publisher_offer(a, Some("cid-audio"), None, false).unwrap();

@@ -185,3 +185,33 @@ def test_an_rpc_to_our_participants_is_refused_at_once_as_by_an_sdk_without_hand
         assert outcomes[config.identity(index)][0] == 1501, outcomes  # the SDK's "connection timeout"
     assert bool([w for w in report["warnings"] if "RPC" in w]) == bool(unanswered)
     assert report["participants"]["outcomes"]["completed"] == 3
+
+
+def test_rpc_echo_answers_every_method_with_its_payload(livekit_server: LocalServer, credentials: Credentials) -> None:
+    """``--rpc-echo``: an agent's performRpc to our participants returns its own payload (any method, an empty
+    payload too), so a caller under load measures whole round trips instead of collecting 1400s."""
+    from livekit import rtc
+
+    config = data_config(livekit_server.url, rooms=1, participants=2, duration_s=12, data_publishers=0, rpc_echo=True)
+    answers: dict[str, str] = {}
+
+    async def main() -> dict[str, Any]:
+        engine = build_engine(config, credentials, livekit_server.url)
+        run = asyncio.create_task(report_of(engine))
+        await asyncio.sleep(4)  # everyone joined and ACTIVE, their channels open
+        room = rtc.Room()
+        await room.connect(livekit_server.url, mint_token(credentials, identity="sdk-rpc", room=config.room_name(0)))
+        for index, (method, payload) in enumerate([("greet", "hello from the agent"), ("status", "")]):
+            identity = config.identity(index)
+            answers[f"{identity}/{method}"] = await room.local_participant.perform_rpc(
+                destination_identity=identity, method=method, payload=payload, max_round_trip_latency=1.5
+            )
+        await room.disconnect()
+        return await run
+
+    report = asyncio.run(main())
+    assert_outcomes_reconcile(report)
+    assert answers == {f"{config.identity(0)}/greet": "hello from the agent", f"{config.identity(1)}/status": ""}
+    rpc = report["data"]["rpc"]
+    assert rpc["requests"] == 2 and rpc["answered"] == 2 and rpc["unanswered"] == 0, rpc
+    assert report["config"]["rpc_echo"] is True

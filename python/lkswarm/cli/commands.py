@@ -62,6 +62,7 @@ from lkswarm.cli.options import (
     ResumeOnDisconnectOpt,
     RoomOpt,
     RoomsOpt,
+    RpcEchoOpt,
     ScenarioOpt,
     SeedOpt,
     ServerMetricsOpt,
@@ -168,7 +169,7 @@ _CONFIG_OPTIONS = (
     "url", "rooms", "room", "participants", "audio_publishers", "video_publishers", "data_publishers", "data_rate",
     "data_size", "data_channel", "data_topic", "data_to",
     "data_burst", "data_burst_every", "data_slow_readers", "data_slow_pause", "data_slow_every", "data_tracks",
-    "data_track_rate", "data_track_size", "rate", "arrival", "duration", "churn_rate",
+    "data_track_rate", "data_track_size", "rpc_echo", "rate", "arrival", "duration", "churn_rate",
     "reconnect_storm_at", "reconnect_storm_mode", "reconnect_storm_window", "probes", "probe_fraction",
     "probe_impair", "video_codec", "simulcast", "layout", "resume_on_disconnect", "verify_rooms", "seed",
     "signal_only", "simulate_speakers", "json_frames", "signal_path", "join_request_compression",
@@ -184,7 +185,7 @@ _OPTION_KEYS = {  # where an option's name is not its RunConfig key
     "simulate_speakers": "talk_spurts",
 }
 _PUBLISHER_OPTIONS = frozenset({"audio_publishers", "video_publishers", "data_publishers"})  # N or 'all'
-_SWITCHES = frozenset({"signal_only", "simulate_speakers", "json_frames", "insecure"})  # off means not given
+_SWITCHES = frozenset({"signal_only", "simulate_speakers", "json_frames", "insecure", "rpc_echo"})  # off: not given
 
 
 def config_flags(options: dict[str, Any]) -> dict[str, Any]:
@@ -235,6 +236,7 @@ def run(
     data_tracks: DataTracksOpt = None,
     data_track_rate: DataTrackRateOpt = None,
     data_track_size: DataTrackSizeOpt = None,
+    rpc_echo: RpcEchoOpt = False,
     rate: RateOpt = None,
     arrival: ArrivalOpt = None,
     duration: DurationOpt = None,

@@ -195,6 +195,15 @@ ReconnectStormWindowOpt = Annotated[
         rich_help_panel=SHAPE,
     ),
 ]
+RpcEchoOpt = Annotated[
+    bool,
+    typer.Option(
+        "--rpc-echo",
+        help="Answer every RPC call to our participants with its payload (an agent's performRpc round trip), "
+        "instead of as participants with no methods (1400).",
+        rich_help_panel=BEHAVIOUR,
+    ),
+]
 SignalOnlyOpt = Annotated[
     bool,
     typer.Option(

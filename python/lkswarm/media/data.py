@@ -142,7 +142,8 @@ class DataTotals:
     other_packets: int = 0
     other_by_kind: collections.Counter[str] = field(default_factory=collections.Counter)  # by variant name
     # RPC calls to our participants (``media/data/rpc.rs``): each acked and refused as "method not supported"
-    # (1400), as by an SDK participant without handlers, or unanswered for one of RPC_UNANSWERED_WHY.
+    # (1400), as by an SDK participant without handlers, or with ``--rpc-echo`` answered with its payload; or
+    # unanswered for one of RPC_UNANSWERED_WHY.
     rpc: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RPC_KEYS, 0))
     # Messages of (sender, channel) flows past the 4,096 a receiver tracks: in no flow's figures, so not in
     # messages_received either.

@@ -280,6 +280,7 @@ class LightLeg(SignalingLeg):
             talk_spurts=config.talk_spurts,
             connect_timeout_s=config.media_connect_timeout_s,
             single_pc=single_pc,
+            rpc_echo=config.rpc_echo,
         )
         self.tier.participants[self.peer_id] = self
         if is_slow_reader(self.driver.seat, config.participants, config.data_slow_readers):

@@ -65,6 +65,7 @@ use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::rtp::Ssrc;
 
 use super::clip::{MediaLibrary, SIMULCAST_RIDS};
+use super::data::rpc::Answer as RpcAnswer;
 use super::data::{add_livekit_channels, DataState};
 use super::publish::Publisher;
 use super::rxstats::RxStats;
@@ -123,11 +124,19 @@ pub struct PeerConfig {
     /// One PeerConnection for both directions (`/rtc/v1`, docs/single-pc-design.md §3) instead of
     /// a subscriber PeerConnection plus, for publishers, a publisher PeerConnection.
     pub single_pc: bool,
+    /// How the participant answers RPC calls (`--rpc-echo`).
+    pub rpc_answer: RpcAnswer,
 }
 
 impl Default for PeerConfig {
     fn default() -> Self {
-        PeerConfig { connect_timeout: Duration::from_secs(30), talk_spurts: false, seed: 0, single_pc: false }
+        PeerConfig {
+            connect_timeout: Duration::from_secs(30),
+            talk_spurts: false,
+            seed: 0,
+            single_pc: false,
+            rpc_answer: RpcAnswer::Unsupported,
+        }
     }
 }
 
@@ -228,6 +237,8 @@ impl MediaPeer {
         } else {
             Transport::subscriber(cert, primary_addr, now)?
         };
+        let mut data = DataState::default();
+        data.rpc_answer = config.rpc_answer;
         Ok(MediaPeer {
             primary,
             publisher: None,
@@ -245,7 +256,7 @@ impl MediaPeer {
             failed: false,
             config,
             counters: PeerCounters::default(),
-            data: DataState::default(),
+            data,
             own_srtp: own_srtp::OwnSrtp::default(),
         })
     }

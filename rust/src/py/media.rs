@@ -16,6 +16,7 @@ use super::errors::IntoPyResult;
 use super::events::{pc_from_signal_target, PyHubEvent};
 use crate::error::Error;
 use crate::media::clip::{Clip, ClipFrame, MediaLibrary, VideoCodec};
+use crate::media::data::rpc::Answer as RpcAnswer;
 use crate::media::data::sender::{Burst, DataPublish};
 use crate::media::hub::{Hub, MediaIo, PeerSummary};
 use crate::media::peer::{str0m_drop_reasons, PeerConfig};
@@ -164,7 +165,8 @@ impl PyMediaHub {
 
     /// Creates a peer and its socket; returns (peer id, local UDP port). With ``single_pc`` the
     /// peer has one PeerConnection for both directions (``/rtc/v1``): offer with ``join_offer``.
-    #[pyo3(signature = (seed = 0, talk_spurts = false, connect_timeout_s = 30.0, single_pc = false))]
+    /// With ``rpc_echo`` it answers every RPC call with the request's payload.
+    #[pyo3(signature = (seed = 0, talk_spurts = false, connect_timeout_s = 30.0, single_pc = false, rpc_echo = false))]
     fn add_peer(
         &self,
         py: Python<'_>,
@@ -172,9 +174,11 @@ impl PyMediaHub {
         talk_spurts: bool,
         connect_timeout_s: f64,
         single_pc: bool,
+        rpc_echo: bool,
     ) -> PyResult<(u32, u16)> {
         let connect_timeout = seconds(connect_timeout_s, "connect timeout").py()?;
-        let config = PeerConfig { connect_timeout, talk_spurts, seed, single_pc };
+        let rpc_answer = if rpc_echo { RpcAnswer::Echo } else { RpcAnswer::Unsupported };
+        let config = PeerConfig { connect_timeout, talk_spurts, seed, single_pc, rpc_answer };
         py.detach(|| self.hub.add_peer(config)).py()
     }
 

@@ -75,7 +75,8 @@ const MAX_PENDING_RPC_ANSWERS: usize = 512;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RpcCounts {
     pub requests: u64,
-    /// Acked and refused with `rpc::UNSUPPORTED_METHOD` (or `UNSUPPORTED_VERSION`).
+    /// Acked, then answered as `rpc::Answer` says: refused with `rpc::UNSUPPORTED_METHOD` (or
+    /// `UNSUPPORTED_VERSION`), or with the request's payload.
     pub answered: u64,
     /// No reliable channel of ours to answer on: on two PeerConnections only a data publisher opens
     /// channels (on its publisher PeerConnection).
@@ -117,6 +118,8 @@ pub struct DataState {
     pub track_sender: TrackSender,
     pub track_received: TrackReceive,
     pub rpc: RpcCounts,
+    /// How this participant answers RPC calls (`--rpc-echo`).
+    pub rpc_answer: rpc::Answer,
     /// Encoded answers (an ack, then a response, per request) for the peer to write (`take_rpc_answers`).
     rpc_answers: Vec<Vec<u8>>,
     /// Since when answers have waited for a channel to write them on (`peer::data::write_rpc_answers`).
@@ -147,7 +150,7 @@ impl DataState {
             self.rpc.unreadable += 1;
             return;
         }
-        match rpc::rpc_answers(caller, request) {
+        match rpc::rpc_answers(caller, request, self.rpc_answer) {
             Ok(_) if self.rpc_answers.len() >= MAX_PENDING_RPC_ANSWERS => self.rpc.over_limit += 1,
             Ok(answers) => self.rpc_answers.extend(answers),
             Err(error) => {
@@ -376,8 +379,13 @@ mod tests {
         assert!(state.has_rpc_answers());
         let answers = state.take_rpc_answers();
         assert_eq!(answers.len(), 2);
-        assert_eq!(answers[0], rpc::rpc_answers("agent", b"\x0a\x03r-1\x12\x01m\x28\x01").unwrap()[0]);
+        let request = b"\x0a\x03r-1\x12\x01m\x28\x01";
+        assert_eq!(answers, rpc::rpc_answers("agent", request, rpc::Answer::Unsupported).unwrap().to_vec());
         assert!(!state.has_rpc_answers());
+        state.rpc_answer = rpc::Answer::Echo; // --rpc-echo
+        state.on_message(Pc::Subscriber, id, &rpc_request("agent", "r-1"), 0);
+        assert_eq!(state.take_rpc_answers(), rpc::rpc_answers("agent", request, rpc::Answer::Echo).unwrap().to_vec());
+        state.rpc_answer = rpc::Answer::Unsupported;
         for k in 0..100 {
             state.on_message(Pc::Subscriber, id, &rpc_request("agent", &format!("r-{k}")), 0);
         }
@@ -387,9 +395,9 @@ mod tests {
         }
         assert_eq!(state.take_rpc_answers().len(), MAX_PENDING_RPC_ANSWERS);
         let expected =
-            RpcCounts { requests: 401, over_limit: 300 - MAX_PENDING_RPC_ANSWERS as u64 / 2, ..Default::default() };
+            RpcCounts { requests: 402, over_limit: 300 - MAX_PENDING_RPC_ANSWERS as u64 / 2, ..Default::default() };
         assert_eq!(state.rpc, expected);
-        assert_eq!(state.summary().other_by_field, vec![(10, 401)]);
+        assert_eq!(state.summary().other_by_field, vec![(10, 402)]);
         // no id: nothing to answer, and unreadable
         state.on_message(Pc::Subscriber, id, &[0x22, 0x01, b'a', 0x52, 0x02, 0x28, 0x01], 0);
         assert_eq!((state.rpc.unreadable, state.malformed), (1, 1));

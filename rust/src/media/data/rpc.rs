@@ -5,10 +5,12 @@
 //! A caller (an SDK, an agent) sends `DataPacket{rpc_request: RpcRequest{id, method, payload,
 //! response_timeout_ms, version}}` to one identity over the reliable channel, then waits for an
 //! `RpcAck` (the SDKs give up after about 7 s: "connection timeout") and for an `RpcResponse`.
-//! Our participants register no methods, so they answer as an SDK participant that registered
-//! none: an ack at once, then `RpcError{code 1400, "Method not supported at destination"}` (1404,
-//! "Unsupported RPC version", for a version other than 1). Unanswered, every call to one of ours
-//! cost its caller a timeout and read as our failure.
+//! By default our participants register no methods, so they answer as an SDK participant that
+//! registered none: an ack at once, then `RpcError{code 1400, "Method not supported at
+//! destination"}` (1404, "Unsupported RPC version", for a version other than 1). Unanswered, every
+//! call to one of ours cost its caller a timeout and read as our failure. With `Answer::Echo`
+//! (`--rpc-echo`) every method is registered and returns its request's payload, so a caller (an
+//! agent under load) measures whole round trips.
 //!
 //! `rpc_answers` reads the request and writes both replies, each a `DataPacket` addressed to the
 //! caller (`destination_identities`), kind reliable; the server stamps the sender's identity.
@@ -25,21 +27,33 @@ pub const UNSUPPORTED_VERSION: u32 = 1404;
 /// The RPC protocol version the SDKs speak.
 const RPC_VERSION: u64 = 1;
 
+/// How our participants answer RPC calls of RPC version 1.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Answer {
+    /// As an SDK participant with no methods registered: `UNSUPPORTED_METHOD`.
+    #[default]
+    Unsupported,
+    /// Every method returns the request's payload.
+    Echo,
+}
+
 /// What an `RpcRequest` says that its answer needs.
 #[derive(Debug, PartialEq, Eq)]
 struct Request<'a> {
     id: &'a [u8],
+    payload: &'a [u8],
     version: u64,
 }
 
 fn parse_request(buf: &[u8]) -> Result<Request<'_>, String> {
-    let mut request = Request { id: &[], version: 0 };
+    let mut request = Request { id: &[], payload: &[], version: 0 };
     let mut reader = Reader::new(buf);
     while let Some((field, value)) = reader.next()? {
         match (field, value) {
             (1, Value::Bytes(id)) => request.id = id,
+            (3, Value::Bytes(payload)) => request.payload = payload,
             (5, Value::Varint(version)) => request.version = version,
-            (1 | 5, _) => return Err(format!("RpcRequest field {field}: wrong wire type")),
+            (1 | 3 | 5, _) => return Err(format!("RpcRequest field {field}: wrong wire type")),
             _ => {}
         }
     }
@@ -58,8 +72,9 @@ fn packet(out: &mut Vec<u8>, caller: &str, field: u32, message: &[u8]) {
 }
 
 /// The two messages that answer the `RpcRequest` (the bytes of DataPacket field 10) that `caller`
-/// sent: an ack, then an error response (see the module doc); or an error if it does not parse.
-pub fn rpc_answers(caller: &str, request: &[u8]) -> Result<[Vec<u8>; 2], String> {
+/// sent: an ack, then the response `answer` says (see the module doc); or an error if it does not
+/// parse.
+pub fn rpc_answers(caller: &str, request: &[u8], answer: Answer) -> Result<[Vec<u8>; 2], String> {
     if caller.is_empty() {
         return Err("RpcRequest from no identity: nobody to answer".into());
     }
@@ -69,18 +84,23 @@ pub fn rpc_answers(caller: &str, request: &[u8]) -> Result<[Vec<u8>; 2], String>
     let mut ack = Vec::with_capacity(ack_body.len() + caller.len() + 6);
     packet(&mut ack, caller, 11, &ack_body);
 
-    let (code, message) = if request.version == RPC_VERSION {
-        (UNSUPPORTED_METHOD, "Method not supported at destination")
-    } else {
-        (UNSUPPORTED_VERSION, "Unsupported RPC version")
-    };
-    let mut error = Vec::with_capacity(message.len() + 6);
-    put_varint(&mut error, 1 << 3);
-    put_varint(&mut error, u64::from(code));
-    put_bytes(&mut error, 2, message.as_bytes());
-    let mut response_body = Vec::with_capacity(request.id.len() + error.len() + 6);
+    let mut response_body = Vec::with_capacity(request.id.len() + request.payload.len() + 48);
     put_bytes(&mut response_body, 1, request.id);
-    put_bytes(&mut response_body, 3, &error);
+    if request.version == RPC_VERSION && answer == Answer::Echo {
+        // RpcResponse.payload, a oneof member: written even when empty, so the caller reads a payload.
+        put_bytes(&mut response_body, 2, request.payload);
+    } else {
+        let (code, message) = if request.version == RPC_VERSION {
+            (UNSUPPORTED_METHOD, "Method not supported at destination")
+        } else {
+            (UNSUPPORTED_VERSION, "Unsupported RPC version")
+        };
+        let mut error = Vec::with_capacity(message.len() + 6);
+        put_varint(&mut error, 1 << 3);
+        put_varint(&mut error, u64::from(code));
+        put_bytes(&mut error, 2, message.as_bytes());
+        put_bytes(&mut response_body, 3, &error);
+    }
     let mut response = Vec::with_capacity(response_body.len() + caller.len() + 6);
     packet(&mut response, caller, 12, &response_body);
     Ok([ack, response])
@@ -107,27 +127,46 @@ mod tests {
 
     #[test]
     fn answers_like_an_sdk_without_handlers() {
-        let [ack, response] = rpc_answers("caller", REQUEST).unwrap();
+        let [ack, response] = rpc_answers("caller", REQUEST, Answer::Unsupported).unwrap();
         assert_eq!(hex(&ack), ACK_HEX);
         let expected: String = RESPONSE_HEX.chars().filter(|c| !c.is_whitespace()).collect();
         assert_eq!(hex(&response), expected);
     }
 
+    /// From livekit-protocol 1.1.29: `DataPacket(destination_identities=["caller"],
+    /// rpc_response=RpcResponse(request_id="r-1", payload="hi"))`, and with `payload=""`.
+    const ECHO_HEX: &str = "2a0663616c6c657262090a03722d3112026869";
+    const EMPTY_ECHO_HEX: &str = "2a0663616c6c657262070a03722d311200";
+
+    #[test]
+    fn an_echo_returns_the_payload_even_an_empty_one() {
+        let [ack, response] = rpc_answers("caller", REQUEST, Answer::Echo).unwrap();
+        assert_eq!((hex(&ack).as_str(), hex(&response).as_str()), (ACK_HEX, ECHO_HEX));
+        let without_payload = b"\x0a\x03r-1\x12\x05greet\x28\x01";
+        let [_, response] = rpc_answers("caller", without_payload, Answer::Echo).unwrap();
+        assert_eq!(hex(&response), EMPTY_ECHO_HEX);
+    }
+
     #[test]
     fn another_version_is_refused_as_such() {
         let request = b"\x0a\x03r-2\x28\x02";
-        let [_, response] = rpc_answers("caller", request).unwrap();
-        let text = String::from_utf8_lossy(&response);
-        assert!(text.contains("Unsupported RPC version"), "{text}");
+        for answer in [Answer::Unsupported, Answer::Echo] {
+            let [_, response] = rpc_answers("caller", request, answer).unwrap();
+            let text = String::from_utf8_lossy(&response);
+            assert!(text.contains("Unsupported RPC version"), "{text}");
+        }
     }
 
     #[test]
     fn what_cannot_be_answered_is_an_error_not_a_panic() {
-        assert!(rpc_answers("", REQUEST).is_err());
-        assert!(rpc_answers("caller", b"\x12\x05greet").is_err()); // no id
-        assert!(rpc_answers("caller", b"\x08\x01").is_err()); // id with the wrong wire type
-        for cut in 0..REQUEST.len() {
-            let _ = rpc_answers("caller", &REQUEST[..cut]);
+        for answer in [Answer::Unsupported, Answer::Echo] {
+            assert!(rpc_answers("", REQUEST, answer).is_err());
+            assert!(rpc_answers("caller", b"\x12\x05greet", answer).is_err()); // no id
+            assert!(rpc_answers("caller", b"\x08\x01", answer).is_err()); // id with the wrong wire type
+            assert!(rpc_answers("caller", b"\x0a\x01r\x18\x01", answer).is_err()); // payload as a varint
+            for cut in 0..REQUEST.len() {
+                let _ = rpc_answers("caller", &REQUEST[..cut], answer);
+            }
         }
     }
 }
