@@ -90,6 +90,62 @@ def test_v0_and_v1_participants_of_one_room_receive_each_others_tracks(
     assert report["latency_ms"]["active_v1"]["count"] == 4 and report["latency_ms"]["active_v0"]["count"] == 4
 
 
+def test_an_h264_publisher_on_v1_reaches_our_subscribers_and_the_sdk_decodes_it(
+    livekit_server: LocalServer, credentials: Credentials
+) -> None:
+    """``--video-codec h264`` on the single PeerConnection packetizes itself (RTP mode: FU-A, packetization-mode
+    1). It was tested only in the in-memory loopback; here the server forwards it to our subscribers and the
+    official SDK decodes it."""
+    from livekit import rtc
+
+    config = RunConfig(
+        url=livekit_server.url,
+        rooms=1,
+        participants=3,
+        video_publishers=1,
+        video_codec="h264",
+        duration_s=14,
+        signal_path="v1",
+        run_tag=os.urandom(3).hex(),
+        verify_rooms=False,
+    )
+    decoded: dict[str, int] = {"frames": 0}
+    codecs: list[str] = []
+
+    async def read(track: Any, publication: Any) -> None:
+        codecs.append(publication.mime_type)
+        async for _event in rtc.VideoStream(track):
+            decoded["frames"] += 1
+
+    async def main() -> dict[str, Any]:
+        engine = build_engine(config, credentials, livekit_server.url)
+        run = asyncio.create_task(report_of(engine))
+        room = rtc.Room()
+        readers: list[asyncio.Task[None]] = []
+
+        def subscribed(track: Any, publication: Any, _participant: Any) -> None:
+            if track.kind == rtc.TrackKind.KIND_VIDEO:
+                readers.append(asyncio.create_task(read(track, publication)))
+
+        room.on("track_subscribed", subscribed)
+        await room.connect(livekit_server.url, mint_token(credentials, identity="sdk-h264", room=config.room_name(0)))
+        report = await run
+        await room.disconnect()
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        return report
+
+    report = asyncio.run(main())
+    assert_outcomes_reconcile(report)
+    assert report["participants"]["outcomes"]["completed"] == 3
+    media = report["media"]
+    assert media["tracks_by_codec"] == {"video/H264": 2} and media["tracks_missing"] == 0, media
+    assert media["loss_ratio"] < 0.01, media
+    assert codecs and all("h264" in codec.lower() for codec in codecs), codecs
+    assert decoded["frames"] >= 60, decoded  # 30 fps for seconds: the SDK's decoder takes our FU-A frames
+
+
 @pytest.mark.parametrize("signal_path", ["v0", "v1"])
 def test_simulcast_subscribers_get_the_high_layer(
     livekit_server: LocalServer, credentials: Credentials, signal_path: str
