@@ -579,3 +579,14 @@ def test_the_servers_mute_without_a_peer_is_still_counted() -> None:
     leg = light_leg(make_host())
     leg.on_session_event(TrackMuteRequested("TR_x", True), 1.0)
     assert leg.run.counters["server_mutes_unknown_track"] == 1
+
+
+def test_a_fresh_join_after_a_resume_fell_back_to_rtc_makes_a_dual_pc_peer() -> None:
+    """A /rtc/v1 resume answered 404 goes on /rtc and keeps its peer; should the server then ask for a fresh join,
+    that join is /rtc's (two PeerConnections), and the leg must not still think it has one: the server's
+    subscriber offer failed the participant ("an offer on a single-PC session")."""
+    leg, _offers = single_pc_leg(object())
+    leg.single_pc = True
+    leg.tier.hub = None  # the hub is not needed to forget the old join
+    leg.abandon_join()
+    assert not leg.single_pc

@@ -204,6 +204,8 @@ def test_a_fresh_join_drops_the_old_probe_peers_events_before_the_new_join_is_an
     participant.abandon_join()  # the leave: the old peer closes now
     assert participant.peer is None and calls == ["call"]
     assert participant.measured_peer is old_peer  # a run that ends now still reads its figures
+    participant.abandon_join()  # the fresh join's attempt failed too: still the old peer's figures
+    assert participant.measured_peer is old_peer
     participant.on_peer_event(1, PeerFailed(0.0, "ice_failed", "the old PeerConnection"))
     assert driver.outcome is None and tier.failures == []
 

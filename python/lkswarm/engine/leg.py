@@ -117,6 +117,9 @@ class SignalingLeg:
         self._pending_offer = None
         self._restart_after_answer = False
         self._deferred_sections = None
+        # The next join decides its path again (`prepare_join` sets these for /rtc/v1): a fresh join after a
+        # resume that fell back from /rtc/v1 to /rtc makes the dual-PC peer of /rtc.
+        self.single_pc = self._join_prepared = False
 
     # -- the tier's operations --------------------------------------------------------------------
 

@@ -404,7 +404,8 @@ class ProbeLeg(SignalingLeg):
 
     def _close_peer(self) -> None:
         self.close()
-        self._closed_peer, self.peer = self.peer, None
+        if self.peer is not None:  # a second abandon (the fresh join's attempt failed) keeps the first's peer
+            self._closed_peer, self.peer = self.peer, None
         self._join_generation += 1  # what the closed peer still posts is ignored
 
     def close(self) -> None:

@@ -18,6 +18,7 @@
 
 pub mod packet;
 pub mod rpc;
+pub mod rpc_queue;
 pub mod sender;
 pub mod slow_reader;
 pub mod stats;
@@ -64,10 +65,6 @@ pub fn add_livekit_channels(api: &mut SdpApi) {
 
 /// DataPacket's `value` variants are fields up to 18 (`packet::parse_data_packet`).
 pub const OTHER_FIELDS: usize = 19;
-/// RPC answers waiting for the reliable channel (two per request, written at the end of the peer's
-/// service): requests past this many in one service (a burst of calls arriving together) go unanswered
-/// and are counted (`RpcCounts::over_limit`). 256 requests of about 100 B of answers each.
-const MAX_PENDING_RPC_ANSWERS: usize = 512;
 
 /// RPC calls to this participant and what became of them (`rpc`). Each request ends in exactly one
 /// of `answered`, `no_channel`, `over_limit`, `refused` and `unreadable`, or is still pending
@@ -81,9 +78,9 @@ pub struct RpcCounts {
     /// No reliable channel of ours to answer on: on two PeerConnections only a data publisher opens
     /// channels (on its publisher PeerConnection).
     pub no_channel: u64,
-    /// Past `MAX_PENDING_RPC_ANSWERS` in one service of the peer.
+    /// Past `rpc_queue::MAX_PENDING_RPC_ANSWER_BYTES` of answers waiting at once.
     pub over_limit: u64,
-    /// The channel refused a write (its buffer full).
+    /// A write failed, or the channel's buffer stayed full for `peer::data::RPC_CHANNEL_WAIT`.
     pub refused: u64,
     /// From a caller with no identity (hidden), or malformed (no id: also counted as malformed).
     pub unreadable: u64,
@@ -120,9 +117,10 @@ pub struct DataState {
     pub rpc: RpcCounts,
     /// How this participant answers RPC calls (`--rpc-echo`).
     pub rpc_answer: rpc::Answer,
-    /// Encoded answers (an ack, then a response, per request) for the peer to write (`take_rpc_answers`).
-    rpc_answers: Vec<Vec<u8>>,
-    /// Since when answers have waited for a channel to write them on (`peer::data::write_rpc_answers`).
+    /// Encoded answers (an ack, then a response, per request) for the peer to write.
+    pub rpc_queue: rpc_queue::RpcQueue,
+    /// Since when answers have waited for a channel, or for room in its buffer
+    /// (`peer::data::write_rpc_answers`).
     pub rpc_waiting_since: Option<Instant>,
 }
 
@@ -150,9 +148,9 @@ impl DataState {
             self.rpc.unreadable += 1;
             return;
         }
-        match rpc::rpc_answers(caller, request, self.rpc_answer) {
-            Ok(_) if self.rpc_answers.len() >= MAX_PENDING_RPC_ANSWERS => self.rpc.over_limit += 1,
-            Ok(answers) => self.rpc_answers.extend(answers),
+        match self.rpc_queue.push(caller, request, self.rpc_answer) {
+            Ok(rpc_queue::Queued::OverLimit) => self.rpc.over_limit += 1,
+            Ok(rpc_queue::Queued::Yes) => {}
             Err(error) => {
                 self.rpc.unreadable += 1;
                 self.malformed += 1;
@@ -163,13 +161,8 @@ impl DataState {
         }
     }
 
-    /// The RPC answers waiting to be written, in order (an ack, then a response, per request).
-    pub fn take_rpc_answers(&mut self) -> Vec<Vec<u8>> {
-        std::mem::take(&mut self.rpc_answers)
-    }
-
     pub fn has_rpc_answers(&self) -> bool {
-        !self.rpc_answers.is_empty()
+        !self.rpc_queue.is_empty()
     }
 
     pub fn open_labels(&self) -> Vec<String> {
@@ -292,7 +285,7 @@ impl DataState {
             slow_reader: self.slow.as_ref().map(|slow| slow.counts),
             track: track_stats::summarize(&self.track_sender, &self.track_received),
             rpc: self.rpc,
-            rpc_pending: (self.rpc_answers.len() / 2) as u64,
+            rpc_pending: self.rpc_queue.pending_requests(),
         }
     }
 
@@ -375,29 +368,34 @@ mod tests {
     fn rpc_requests_queue_an_ack_and_a_refusal_each_and_a_flood_is_bounded() {
         let mut state = DataState::default();
         let id = fake_id();
+        let take = |state: &mut DataState| {
+            let mut answers = Vec::new();
+            state.rpc_queue.write(|message| {
+                answers.push(message.to_vec());
+                Ok(true)
+            });
+            answers
+        };
         state.on_message(Pc::Subscriber, id, &rpc_request("agent", "r-1"), 0);
         assert!(state.has_rpc_answers());
-        let answers = state.take_rpc_answers();
-        assert_eq!(answers.len(), 2);
+        let answers = take(&mut state);
         let request = b"\x0a\x03r-1\x12\x01m\x28\x01";
         assert_eq!(answers, rpc::rpc_answers("agent", request, rpc::Answer::Unsupported).unwrap().to_vec());
         assert!(!state.has_rpc_answers());
         state.rpc_answer = rpc::Answer::Echo; // --rpc-echo
         state.on_message(Pc::Subscriber, id, &rpc_request("agent", "r-1"), 0);
-        assert_eq!(state.take_rpc_answers(), rpc::rpc_answers("agent", request, rpc::Answer::Echo).unwrap().to_vec());
+        assert_eq!(take(&mut state), rpc::rpc_answers("agent", request, rpc::Answer::Echo).unwrap().to_vec());
         state.rpc_answer = rpc::Answer::Unsupported;
-        for k in 0..100 {
-            state.on_message(Pc::Subscriber, id, &rpc_request("agent", &format!("r-{k}")), 0);
-        }
-        assert_eq!(state.take_rpc_answers().len(), 200);
-        for k in 0..300 {
+        let flood = rpc_queue::MAX_PENDING_RPC_ANSWER_BYTES / 100; // more than the queue's bytes take
+        for k in 0..flood {
             state.on_message(Pc::Subscriber, id, &rpc_request("agent", &format!("s-{k}")), 0);
         }
-        assert_eq!(state.take_rpc_answers().len(), MAX_PENDING_RPC_ANSWERS);
-        let expected =
-            RpcCounts { requests: 402, over_limit: 300 - MAX_PENDING_RPC_ANSWERS as u64 / 2, ..Default::default() };
-        assert_eq!(state.rpc, expected);
-        assert_eq!(state.summary().other_by_field, vec![(10, 402)]);
+        let queued = state.summary().rpc_pending;
+        assert!(queued > 1_000 && state.rpc.over_limit == flood as u64 - queued, "{queued} {:?}", state.rpc);
+        assert_eq!(take(&mut state).len() as u64, 2 * queued);
+        let requests = 2 + flood as u64;
+        assert_eq!(state.rpc.requests, requests);
+        assert_eq!(state.summary().other_by_field, vec![(10, requests)]);
         // no id: nothing to answer, and unreadable
         state.on_message(Pc::Subscriber, id, &[0x22, 0x01, b'a', 0x52, 0x02, 0x28, 0x01], 0);
         assert_eq!((state.rpc.unreadable, state.malformed), (1, 1));

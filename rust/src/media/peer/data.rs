@@ -173,9 +173,10 @@ impl MediaPeer {
         }
     }
 
-    /// Writes the RPC answers waiting (`DataState::take_rpc_answers`, two per request) on our reliable
+    /// Writes the RPC answers waiting (`DataState::rpc_queue`, two per request) on our reliable
     /// channel, where the SDKs send theirs. Without one, they wait for it (our PeerConnection may still
-    /// be connecting, its channels opening) up to `RPC_CHANNEL_WAIT`, and are then counted `no_channel`.
+    /// be connecting, its channels opening) up to `RPC_CHANNEL_WAIT`, and are then counted `no_channel`;
+    /// those the channel's buffer has no room for wait as long for room, then count `refused`.
     pub(super) fn write_rpc_answers(&mut self, now: Instant, out: &mut Vec<Datagram>) {
         if !self.data.has_rpc_answers() {
             return;
@@ -189,25 +190,27 @@ impl MediaPeer {
         let (Some(id), Some(transport)) = (self.data.channel(pc, RELIABLE_LABEL), transport) else {
             let since = *self.data.rpc_waiting_since.get_or_insert(now);
             if now.saturating_duration_since(since) >= RPC_CHANNEL_WAIT {
-                self.data.rpc.no_channel += self.data.take_rpc_answers().len().div_ceil(2) as u64;
+                self.data.rpc.no_channel += self.data.rpc_queue.clear();
                 self.data.rpc_waiting_since = None;
             }
             return;
         };
-        self.data.rpc_waiting_since = None;
-        let answers = self.data.take_rpc_answers();
         transport.undrained = true;
         let mut channel = RtcChannel { rtc: &mut transport.rtc, id };
-        let (mut answered, mut refused) = (0, 0);
-        for pair in answers.chunks(2) {
-            if pair.iter().all(|message| matches!(channel.write(message), Ok(true))) {
-                answered += 1;
-            } else {
-                refused += 1;
+        let written = self.data.rpc_queue.write(|message| channel.write(message));
+        self.data.rpc.answered += written.answered;
+        self.data.rpc.refused += written.refused;
+        if self.data.rpc_queue.is_empty() || written.answered > 0 {
+            self.data.rpc_waiting_since = None; // progress: a wait for room starts again
+        }
+        if !self.data.rpc_queue.is_empty() {
+            // The channel's buffer is full (large echoes): the rest goes as SACKs make room, within the wait.
+            let since = *self.data.rpc_waiting_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= RPC_CHANNEL_WAIT {
+                self.data.rpc.refused += self.data.rpc_queue.clear();
+                self.data.rpc_waiting_since = None;
             }
         }
-        self.data.rpc.answered += answered;
-        self.data.rpc.refused += refused;
         self.drain(pc, now, out);
     }
 
