@@ -58,7 +58,8 @@ RPC_UNANSWERED_WHY = {
     "no_channel": "on /rtc only data publishers have channels of their own to answer on (/rtc/v1 gives everyone "
     "one), and none opened within 3 s",
     "over_limit": "more than 512 KiB of answers waited at one participant at once (some 30 echoes of 15 KB)",
-    "refused": "a write failed, or the reliable channel's buffer stayed full for 3 s",
+    "refused": "a write failed, an answer was over 64 KiB (an id of tens of KB), or the reliable channel's "
+    "buffer had no room for 3 s",
     "unreadable": "the request could not be read (no id), or its caller is hidden (no identity to answer)",
 }
 # A slow reader's figures (`MediaHub.peer_stats()["data"]["slow_reader"]`), after the count of readers.

@@ -66,6 +66,18 @@ pub fn add_livekit_channels(api: &mut SdpApi) {
 /// DataPacket's `value` variants are fields up to 18 (`packet::parse_data_packet`).
 pub const OTHER_FIELDS: usize = 19;
 
+/// How long RPC answers wait for a reliable channel of ours to open (then `no_channel`), or for room in
+/// its buffer without any being written (then `refused`): longer than a PeerConnection's ICE and DTLS
+/// on loopback, shorter than an SDK caller's 7 s timeout.
+pub const RPC_WAIT: Duration = Duration::from_secs(3);
+
+/// What waiting RPC answers wait for (`DataState::rpc_waited_out`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcWait {
+    ForChannel,
+    ForRoom,
+}
+
 /// RPC calls to this participant and what became of them (`rpc`). Each request ends in exactly one
 /// of `answered`, `no_channel`, `over_limit`, `refused` and `unreadable`, or is still pending
 /// (`DataSummary::rpc_pending`).
@@ -119,9 +131,8 @@ pub struct DataState {
     pub rpc_answer: rpc::Answer,
     /// Encoded answers (an ack, then a response, per request) for the peer to write.
     pub rpc_queue: rpc_queue::RpcQueue,
-    /// Since when answers have waited for a channel, or for room in its buffer
-    /// (`peer::data::write_rpc_answers`).
-    pub rpc_waiting_since: Option<Instant>,
+    /// What waiting answers wait for, and since when (`peer::data::write_rpc_answers`).
+    pub rpc_wait: Option<(RpcWait, Instant)>,
 }
 
 impl DataState {
@@ -150,6 +161,7 @@ impl DataState {
         }
         match self.rpc_queue.push(caller, request, self.rpc_answer) {
             Ok(rpc_queue::Queued::OverLimit) => self.rpc.over_limit += 1,
+            Ok(rpc_queue::Queued::TooLarge) => self.rpc.refused += 1,
             Ok(rpc_queue::Queued::Yes) => {}
             Err(error) => {
                 self.rpc.unreadable += 1;
@@ -163,6 +175,20 @@ impl DataState {
 
     pub fn has_rpc_answers(&self) -> bool {
         !self.rpc_queue.is_empty()
+    }
+
+    /// Whether waiting answers have waited `RPC_WAIT` for `what` (a wait for something else, or no
+    /// wait, starts one now); a true ends the wait, and the caller drops the answers.
+    pub fn rpc_waited_out(&mut self, what: RpcWait, now: Instant) -> bool {
+        let since = match self.rpc_wait {
+            Some((waiting_for, since)) if waiting_for == what => since,
+            _ => self.rpc_wait.insert((what, now)).1,
+        };
+        let out = now.saturating_duration_since(since) >= RPC_WAIT;
+        if out {
+            self.rpc_wait = None;
+        }
+        out
     }
 
     pub fn open_labels(&self) -> Vec<String> {
@@ -362,6 +388,19 @@ mod tests {
         packet.extend_from_slice(&[0x52, request.len() as u8]);
         packet.extend_from_slice(&request);
         packet
+    }
+
+    #[test]
+    fn a_wait_for_room_starts_when_the_wait_for_a_channel_ends() {
+        let mut state = DataState::default();
+        let t0 = Instant::now();
+        assert!(!state.rpc_waited_out(RpcWait::ForChannel, t0));
+        assert!(!state.rpc_waited_out(RpcWait::ForChannel, t0 + Duration::from_millis(2_900)));
+        // the channel opened, and the buffer has no room: that wait starts now, not at t0
+        assert!(!state.rpc_waited_out(RpcWait::ForRoom, t0 + Duration::from_millis(3_000)));
+        assert!(!state.rpc_waited_out(RpcWait::ForRoom, t0 + Duration::from_millis(5_900)));
+        assert!(state.rpc_waited_out(RpcWait::ForRoom, t0 + Duration::from_millis(6_000)));
+        assert!(state.rpc_wait.is_none());
     }
 
     #[test]

@@ -24,6 +24,11 @@ use super::packet::{put_bytes, put_varint, Reader, Value};
 pub const UNSUPPORTED_METHOD: u32 = 1400;
 /// `RpcError.code` for an RPC version other than ours (`UNSUPPORTED_VERSION`).
 pub const UNSUPPORTED_VERSION: u32 = 1404;
+/// `RpcError.code` of a response whose payload is over `MAX_PAYLOAD_BYTES` (`RESPONSE_PAYLOAD_TOO_LARGE`).
+pub const RESPONSE_PAYLOAD_TOO_LARGE: u32 = 1504;
+/// The SDKs' limit on an RPC payload, either way (client-sdk-js `rpc/utils.ts`): an echo of more is
+/// answered as an SDK handler returning it would be, with `RESPONSE_PAYLOAD_TOO_LARGE`.
+pub const MAX_PAYLOAD_BYTES: usize = 15_360;
 /// The RPC protocol version the SDKs speak.
 const RPC_VERSION: u64 = 1;
 
@@ -86,11 +91,14 @@ pub fn rpc_answers(caller: &str, request: &[u8], answer: Answer) -> Result<[Vec<
 
     let mut response_body = Vec::with_capacity(request.id.len() + request.payload.len() + 48);
     put_bytes(&mut response_body, 1, request.id);
-    if request.version == RPC_VERSION && answer == Answer::Echo {
+    let echo = request.version == RPC_VERSION && answer == Answer::Echo;
+    if echo && request.payload.len() <= MAX_PAYLOAD_BYTES {
         // RpcResponse.payload, a oneof member: written even when empty, so the caller reads a payload.
         put_bytes(&mut response_body, 2, request.payload);
     } else {
-        let (code, message) = if request.version == RPC_VERSION {
+        let (code, message) = if echo {
+            (RESPONSE_PAYLOAD_TOO_LARGE, "Response payload too large")
+        } else if request.version == RPC_VERSION {
             (UNSUPPORTED_METHOD, "Method not supported at destination")
         } else {
             (UNSUPPORTED_VERSION, "Unsupported RPC version")
@@ -145,6 +153,16 @@ mod tests {
         let without_payload = b"\x0a\x03r-1\x12\x05greet\x28\x01";
         let [_, response] = rpc_answers("caller", without_payload, Answer::Echo).unwrap();
         assert_eq!(hex(&response), EMPTY_ECHO_HEX);
+    }
+
+    #[test]
+    fn an_echo_of_more_than_an_sdk_may_return_is_refused_as_an_sdk_would() {
+        let mut request = b"\x0a\x03r-9\x1a\x81\x78".to_vec(); // payload: 15,361 bytes
+        request.extend_from_slice(&[b'x'; MAX_PAYLOAD_BYTES + 1]);
+        request.extend_from_slice(b"\x28\x01");
+        let [_, response] = rpc_answers("caller", &request, Answer::Echo).unwrap();
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.contains("Response payload too large") && response.len() < 100, "{text}");
     }
 
     #[test]

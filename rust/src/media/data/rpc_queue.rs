@@ -8,8 +8,9 @@
 //! 128 KiB in flight) stops the pass: the rest waits for the next service, when the server's
 //! SACKs have made room. An echo of a 15 KB payload (`--rpc-echo`) is as large as that budget
 //! allows eight of, so answers no longer fit in one pass the way ~100 B refusals did. A write
-//! that fails drops what is left of that request (counted refused by the caller), so a caller
-//! is never acked and then left without a response by a queue that moved on.
+//! that fails drops what is left of that request (counted refused by the caller), so the queue
+//! moves on to the next one; answers that wait too long are dropped by the caller
+//! (`peer::data::write_rpc_answers`), a request whose ack went out among them.
 //!
 //! ```text
 //! push (ack, response) ──> write: Ok(true) pops; Ok(false) stops the pass; Err drops the request
@@ -20,15 +21,13 @@ use std::collections::VecDeque;
 use super::rpc::{rpc_answers, Answer};
 
 /// Bytes of answers one participant may hold waiting: requests whose answers would go past it are
-/// refused before they are encoded (`RpcCounts::over_limit`). Some 30 echoes of 15 KB payloads, or
-/// thousands of ~100 B refusals.
+/// not queued (`RpcCounts::over_limit`). Some 30 echoes of 15 KB payloads, or thousands of ~100 B
+/// refusals.
 pub const MAX_PENDING_RPC_ANSWER_BYTES: usize = 512 * 1024;
-
-/// What a request's answers cost at most, from the request alone: both messages address the
-/// caller, and the response carries at most the request's bytes (its payload) or a short error.
-fn answer_bytes_at_most(caller: &str, request: &[u8]) -> usize {
-    2 * caller.len() + request.len() + 96
-}
+/// The largest answer message written: livekit-server's and the SDKs' data-channel message limit
+/// (64 KiB), well under str0m's 128 KiB send buffer, which a larger one could never enter. Only an
+/// id of tens of kilobytes makes one (payloads over `rpc::MAX_PAYLOAD_BYTES` are not echoed).
+pub const MAX_ANSWER_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// One encoded message, and whether it is its request's last (the response).
 #[derive(Debug)]
@@ -43,12 +42,15 @@ pub enum Queued {
     Yes,
     /// Its answers would take the queue past `MAX_PENDING_RPC_ANSWER_BYTES`.
     OverLimit,
+    /// An answer of it is over `MAX_ANSWER_MESSAGE_BYTES`: no channel would take it.
+    TooLarge,
 }
 
-/// What a `RpcQueue::write` pass did: requests whose response was written, and requests dropped
-/// because a write of theirs failed.
+/// What a `RpcQueue::write` pass did: messages written, requests whose response was written, and
+/// requests dropped because a write of theirs failed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Written {
+    pub messages: u64,
     pub answered: u64,
     pub refused: u64,
 }
@@ -63,10 +65,15 @@ impl RpcQueue {
     /// Encodes and queues the answers to `caller`'s request; an error when the request does not
     /// parse (nothing to answer).
     pub fn push(&mut self, caller: &str, request: &[u8], answer: Answer) -> Result<Queued, String> {
-        if self.bytes + answer_bytes_at_most(caller, request) > MAX_PENDING_RPC_ANSWER_BYTES {
+        // Encoded first, so a malformed request reads as such whatever the queue holds; the answers of
+        // one request are at most an incoming message's size, so building them to count them is bounded.
+        let [ack, response] = rpc_answers(caller, request, answer)?;
+        if ack.len().max(response.len()) > MAX_ANSWER_MESSAGE_BYTES {
+            return Ok(Queued::TooLarge);
+        }
+        if self.bytes + ack.len() + response.len() > MAX_PENDING_RPC_ANSWER_BYTES {
             return Ok(Queued::OverLimit);
         }
-        let [ack, response] = rpc_answers(caller, request, answer)?;
         self.bytes += ack.len() + response.len();
         self.messages.push_back(Message { bytes: ack, ends_request: false });
         self.messages.push_back(Message { bytes: response, ends_request: true });
@@ -80,6 +87,7 @@ impl RpcQueue {
             match write(&message.bytes) {
                 Ok(true) => {
                     let message = self.pop().expect("the front message");
+                    written.messages += 1;
                     written.answered += u64::from(message.ends_request);
                 }
                 Ok(false) => break,
@@ -157,10 +165,10 @@ mod tests {
             Ok(true)
         });
         // a's ack and response, b's ack and response, c's ack: c's response does not fit
-        assert_eq!((written, sent.len()), (Written { answered: 2, refused: 0 }, 5));
+        assert_eq!((written, sent.len()), (Written { messages: 5, answered: 2, refused: 0 }, 5));
         assert_eq!(queue.pending_requests(), 1);
         let written = queue.write(|_| Ok(true));
-        assert_eq!(written, Written { answered: 1, refused: 0 });
+        assert_eq!(written, Written { messages: 1, answered: 1, refused: 0 });
         assert!(queue.is_empty() && queue.bytes == 0);
     }
 
@@ -180,7 +188,7 @@ mod tests {
             }
         });
         // a's ack written, a's response failed (a refused), b answered
-        assert_eq!(written, Written { answered: 1, refused: 1 });
+        assert_eq!(written, Written { messages: 3, answered: 1, refused: 1 });
         assert!(queue.is_empty());
     }
 
@@ -198,6 +206,9 @@ mod tests {
         assert_eq!(queue.push("agent", &request("y", b""), Answer::Unsupported), Ok(Queued::Yes));
         assert_eq!(queue.clear(), queued + 1);
         assert_eq!((queue.bytes, queue.pending_requests()), (0, 0));
-        assert!(queue.push("agent", b"\x12\x01m", Answer::Echo).is_err()); // no id
+        assert!(queue.push("agent", b"\x12\x01m", Answer::Echo).is_err()); // no id, whatever the queue holds
+        let huge_id = [b"\x0a\x80\x80\x05".as_slice(), &[b'i'; 80 * 1024], b"\x28\x01"].concat();
+        assert_eq!(queue.push("agent", &huge_id, Answer::Unsupported), Ok(Queued::TooLarge));
+        assert!(queue.is_empty());
     }
 }

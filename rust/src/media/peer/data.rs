@@ -17,7 +17,7 @@ use crate::media::data::packet::Kind;
 use crate::media::data::sender::{ChannelWriter, DataPublish};
 use crate::media::data::slow_reader::SlowReader;
 use crate::media::data::track::DATA_TRACK_LABEL;
-use crate::media::data::{kind_of_label, unix_now_us, DataState, LOSSY_LABEL, RELIABLE_LABEL};
+use crate::media::data::{kind_of_label, unix_now_us, DataState, RpcWait, LOSSY_LABEL, RELIABLE_LABEL};
 use crate::media::types::{Datagram, Pc};
 
 /// One channel of an `Rtc`, lent to the sender for a burst of writes.
@@ -33,11 +33,18 @@ impl ChannelWriter for RtcChannel<'_> {
     }
 }
 
-/// How long RPC answers wait for a reliable channel of ours to open before they count as `no_channel`:
-/// longer than a PeerConnection's ICE and DTLS on loopback, shorter than an SDK caller's 7 s timeout.
-const RPC_CHANNEL_WAIT: Duration = Duration::from_secs(3);
+impl RtcChannel<'_> {
+    /// Bytes written on this channel that SCTP has not yet had acknowledged.
+    fn buffered(&mut self) -> Result<usize, String> {
+        Ok(self.rtc.channel(self.id).ok_or("channel closed")?.buffered_amount())
+    }
+}
+
 /// How soon a peer with answers waiting is serviced again.
 const RPC_RETRY: Duration = Duration::from_millis(10);
+/// What our reliable channel may hold buffered when an RPC answer is written: half of str0m's
+/// 128 KiB send buffer, which every channel of the PeerConnection shares.
+const RPC_BUFFERED_BYTES: usize = 64 * 1024;
 
 fn label_of(kind: Kind) -> &'static str {
     match kind {
@@ -175,7 +182,7 @@ impl MediaPeer {
 
     /// Writes the RPC answers waiting (`DataState::rpc_queue`, two per request) on our reliable
     /// channel, where the SDKs send theirs. Without one, they wait for it (our PeerConnection may still
-    /// be connecting, its channels opening) up to `RPC_CHANNEL_WAIT`, and are then counted `no_channel`;
+    /// be connecting, its channels opening) up to `RPC_WAIT`, and are then counted `no_channel`;
     /// those the channel's buffer has no room for wait as long for room, then count `refused`.
     pub(super) fn write_rpc_answers(&mut self, now: Instant, out: &mut Vec<Datagram>) {
         if !self.data.has_rpc_answers() {
@@ -188,28 +195,29 @@ impl MediaPeer {
             Pc::Subscriber => Some(&mut self.primary),
         };
         let (Some(id), Some(transport)) = (self.data.channel(pc, RELIABLE_LABEL), transport) else {
-            let since = *self.data.rpc_waiting_since.get_or_insert(now);
-            if now.saturating_duration_since(since) >= RPC_CHANNEL_WAIT {
+            if self.data.rpc_waited_out(RpcWait::ForChannel, now) {
                 self.data.rpc.no_channel += self.data.rpc_queue.clear();
-                self.data.rpc_waiting_since = None;
             }
             return;
         };
         transport.undrained = true;
         let mut channel = RtcChannel { rtc: &mut transport.rtc, id };
-        let written = self.data.rpc_queue.write(|message| channel.write(message));
+        // Answers leave half of str0m's send buffer (shared by every channel) to the probe messages and
+        // data-track frames, so a backlog of large echoes does not count their writes as blocked.
+        let written = self.data.rpc_queue.write(|message| {
+            if channel.buffered()? + message.len() > RPC_BUFFERED_BYTES {
+                return Ok(false);
+            }
+            channel.write(message)
+        });
         self.data.rpc.answered += written.answered;
         self.data.rpc.refused += written.refused;
-        if self.data.rpc_queue.is_empty() || written.answered > 0 {
-            self.data.rpc_waiting_since = None; // progress: a wait for room starts again
+        if written.messages > 0 {
+            self.data.rpc_wait = None; // progress: a wait for room starts again
         }
-        if !self.data.rpc_queue.is_empty() {
-            // The channel's buffer is full (large echoes): the rest goes as SACKs make room, within the wait.
-            let since = *self.data.rpc_waiting_since.get_or_insert(now);
-            if now.saturating_duration_since(since) >= RPC_CHANNEL_WAIT {
-                self.data.rpc.refused += self.data.rpc_queue.clear();
-                self.data.rpc_waiting_since = None;
-            }
+        // The channel's buffer is full (large echoes): the rest goes as SACKs make room, within the wait.
+        if !self.data.rpc_queue.is_empty() && self.data.rpc_waited_out(RpcWait::ForRoom, now) {
+            self.data.rpc.refused += self.data.rpc_queue.clear();
         }
         self.drain(pc, now, out);
     }
