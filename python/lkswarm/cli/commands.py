@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -143,10 +143,12 @@ def server(
         raise fail(str(exc), 2) from None
     except LkswarmError as exc:
         raise fail(str(exc)) from None
-    # Ctrl-C and SIGTERM only set a flag: the loop below then stops the server cleanly.
-    stop = threading.Event()
+    # Ctrl-C and SIGTERM only note the signal: the loop below then stops the server cleanly. Not an Event's
+    # set(): a handler runs in the main thread between bytecodes, and one that came while `Event.wait` held the
+    # event's (non-reentrant) lock deadlocked the process, which then never exited.
+    signals: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda signum, _frame: signals.append(signum))
     stdout.print(f"livekit-server ready at [bold]{local.url}[/] (UDP {local.udp_port}, pid {local.pid})")
     stdout.print(f"API key: {credentials.api_key}")
     stdout.print(f"Prometheus metrics: {local.metrics_url} (give it to `run --server-metrics` for the server's view)")
@@ -154,7 +156,10 @@ def server(
         stdout.print(f"API secret: {credentials.api_secret}")
     stdout.print("Press Ctrl-C to stop.")
     try:
-        while not stop.wait(0.5):
+        while not signals:
+            time.sleep(0.5)  # a signal's handler runs within it; the sleep then ends its half second
+            if signals:
+                break
             if not local.running():
                 tail = local.log_tail()  # before stop() removes the log
                 local.stop()
