@@ -552,6 +552,19 @@ def test_a_fresh_join_releases_the_old_joins_media_before_its_new_session_exists
     spawned[0].close()  # the fresh join's connect, never run
 
 
+class RecordingLeg:
+    """A media leg that records which of its join operations the driver called."""
+
+    def __init__(self, steps: list[str]) -> None:
+        self.steps = steps
+
+    def abandon_join(self) -> None:
+        self.steps.append("abandon")
+
+    def discard_join(self) -> None:
+        self.steps.append("discard")
+
+
 def test_a_failed_join_attempt_of_a_reconnect_releases_its_media_before_the_backoff() -> None:
     """A /rtc/v1 join's PeerConnection is opened with the join: when the join timed out, that peer lived through
     the backoff, and its failure at its connect deadline failed the participant instead of the retry going on."""
@@ -560,12 +573,7 @@ def test_a_failed_join_attempt_of_a_reconnect_releases_its_media_before_the_back
     async def scenario() -> list[str]:
         driver = make_driver()
         steps: list[str] = []
-
-        class RecordingLeg:
-            def abandon_join(self) -> None:
-                steps.append("abandon")
-
-        driver.leg = RecordingLeg()  # type: ignore[assignment]
+        driver.leg = RecordingLeg(steps)  # type: ignore[assignment]
         driver._reconnect = ReconnectEpisode(time.perf_counter())
         driver._attempt_failed(False, Outcome.failed("join_timeout"), "no JoinResponse")
         assert driver._retry is not None and driver.outcome is None
@@ -581,12 +589,7 @@ def test_a_resume_that_falls_back_to_rtc_keeps_its_media(monkeypatch: pytest.Mon
     live, connected PeerConnection the resume was to restart."""
     driver = make_driver()
     steps: list[str] = []
-
-    class RecordingLeg:
-        def discard_join(self) -> None:
-            steps.append("discard")
-
-    driver.leg = RecordingLeg()  # type: ignore[assignment]
+    driver.leg = RecordingLeg(steps)  # type: ignore[assignment]
     spawned: list[Any] = []
     monkeypatch.setattr(type(driver.ctx), "spawn", lambda ctx, coroutine: spawned.append(coroutine))
     driver._fall_back_to_v0(resuming=True)

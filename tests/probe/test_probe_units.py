@@ -168,17 +168,23 @@ def test_cli_rejects_impossible_probe_options(options: list[str], message: str) 
     assert message in out.stderr
 
 
-def test_events_of_a_peer_that_a_fresh_join_replaced_are_dropped() -> None:
-    """A closing peer can still post `connected`: it must not mark the new join ACTIVE or announce tracks."""
-    calls: list[str] = []
+def joined_probe_leg(calls: list[str]) -> tuple[ProbeLeg, FakeHost, ProbeTier]:
+    """A probe leg whose session is joined; the probe loop's calls are recorded as "call" in ``calls``."""
     run = fake_run(RunConfig())
     tier = ProbeTier(run, plan=[])
     tier.call = lambda fn, *args: calls.append("call")
     driver = FakeHost(run, "p1")
     driver.session = SignalSession("p1", "token", join_timeout_s=15)
     driver.session.state = SessionState.JOINED  # the fresh join was answered: its own peer's connect counts
+    return ProbeLeg(tier, driver, slot=0), driver, tier
+
+
+def test_events_of_a_peer_that_a_fresh_join_replaced_are_dropped() -> None:
+    """A closing peer can still post `connected`: it must not mark the new join ACTIVE or announce tracks."""
+    calls: list[str] = []
+    participant, driver, _tier = joined_probe_leg(calls)
+    run = driver.run
     driver.output = lambda step: calls.append("announce")
-    participant = ProbeLeg(tier, driver, slot=0)
     participant.on_joined(0.0)  # generation 1
     participant.on_joined(0.0)  # a fresh join: generation 2
     participant.on_peer_event(1, PeerConnected(0.0, SignalTarget.SUBSCRIBER))
@@ -192,13 +198,7 @@ def test_a_fresh_join_drops_the_old_probe_peers_events_before_the_new_join_is_an
     """leave(RECONNECT): the old peer's failure or connect, posted between the leave and the new JoinResponse,
     carried the current generation (it was bumped only by the new join's peer) and failed the participant."""
     calls: list[str] = []
-    run = fake_run(RunConfig())
-    tier = ProbeTier(run, plan=[])
-    tier.call = lambda fn, *args: calls.append("call")
-    driver = FakeHost(run, "p1")
-    driver.session = SignalSession("p1", "token", join_timeout_s=15)
-    driver.session.state = SessionState.JOINED
-    participant = ProbeLeg(tier, driver, slot=0)
+    participant, driver, tier = joined_probe_leg(calls)
     participant.on_joined(0.0)  # generation 1
     old_peer = participant.peer
     participant.abandon_join()  # the leave: the old peer closes now

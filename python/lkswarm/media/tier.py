@@ -265,10 +265,7 @@ class LightLeg(SignalingLeg):
         hub = self.tier.hub
         assert hub is not None
         if self.peer_id is not None:  # a fresh join: the server forgot the old PeerConnections, so does the hub
-            self.close()
-            self._start_join_over()
-            self._reset_join_state()
-            self.data_track.new_join()
+            self.abandon_join()
         self._add_peer(hub, single_pc=False)
 
     def _add_peer(self, hub: _core.MediaHub, *, single_pc: bool) -> int:
@@ -294,10 +291,7 @@ class LightLeg(SignalingLeg):
         hub = self.tier.hub
         if hub is None:
             raise MediaError("the media hub is closed")
-        if self.peer_id is not None:  # a fresh join: the server forgot the old PeerConnection, so does the hub
-            self.close()
-        self._reset_join_state()
-        self.data_track.new_join()
+        self.abandon_join()  # a fresh join: the server forgot any old PeerConnection, so does the hub
         peer = self._add_peer(hub, single_pc=True)
         audio = next((cid for cid, kind in self._cids.items() if kind == "audio"), None)
         video = next((cid for cid, kind in self._cids.items() if kind == "video"), None)
