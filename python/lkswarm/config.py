@@ -297,6 +297,8 @@ class RunConfig:
             )
         if self.data_publishers and self.signal_only:
             raise ValueError("data messages travel over the media tier's data channels: drop --signal-only")
+        if self.rpc_echo and self.signal_only:
+            raise ValueError("RPC calls arrive over the media tier's data channels: drop --signal-only or --rpc-echo")
         if self.data_burst and not self.data_publishers:
             raise ValueError("data_burst adds to the data publishers' messages: set data_publishers too")
         if self.data_slow_readers and self.signal_only:

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from helpers import LKSWARM, alive_after, descendants_when, lkswarm_env, lkswarm_files_holding
-from lkswarm.app.server import free_port
+from lkswarm.app.server import free_port, sweep_stale_workdirs
 from lkswarm.auth import Credentials
 
 pytestmark = pytest.mark.integration  # the real livekit-server throughout
@@ -89,7 +89,11 @@ def test_sigkill_to_run_takes_the_server_and_the_workers_along(workers: int, tmp
         kill_all(children)
     temp_dirs = [tmp_path / "tmp", Path(tempfile.gettempdir())]
     assert lkswarm_files_holding(credentials.api_secret, temp_dirs) == []
-    assert list((tmp_path / "tmp").glob("lkswarm-server-*/livekit-server.log")), "the server's log may stay"
+    left = list((tmp_path / "tmp").glob("lkswarm-server-*"))
+    assert [workdir / "livekit-server.log" for workdir in left if (workdir / "livekit-server.log").exists()], left
+    # ... until the next server's start sweeps it away: its launcher and its server are both gone.
+    assert sweep_stale_workdirs(tmp_path / "tmp") == left
+    assert list((tmp_path / "tmp").glob("lkswarm-server-*")) == []
     # The orphaned workers removed their job files, and the last one their directory.
     assert list((tmp_path / "tmp").glob("lkswarm-workers-*")) == []
 

@@ -58,6 +58,7 @@ def test_more_publishers_than_participants_is_refused() -> None:
         (["--signal-path", "v2"], ("signal path 'v2'",)),
         (["--data-tracks", "1", "--data-track-size", "15001"], ("data_track_size", "15000")),
         (["--data-tracks", "1", "--signal-only"], ("data tracks", "drop --signal-only")),
+        (["--rpc-echo", "--signal-only"], ("RPC calls", "drop --signal-only or --rpc-echo")),
     ],
 )
 def test_bad_data_and_signal_path_options_are_one_line_usage_errors(args: list[str], fragments: tuple[str]) -> None:

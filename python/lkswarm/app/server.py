@@ -9,7 +9,8 @@ The server lives and dies with us:
   server in its environment (``LIVEKIT_CONFIG``, readable by this user alone in
   ``/proc/PID/environ``), not in a file a killed run would leave behind, nor as a
   ``--config-body`` argument, which anyone can read in ``ps``. Only its log (which never
-  holds the secret) is written, in a private temporary directory.
+  holds the secret) is written, in a private temporary directory; a run killed before it
+  could remove that directory leaves it to the next server's start (`sweep_stale_workdirs`).
 - **It dies with its parent, even on SIGKILL.** On Linux the child asks the kernel for
   SIGKILL when its parent goes (``PR_SET_PDEATHSIG``, `die_with_parent`). It runs in a
   session of its own, so a Ctrl-C in a terminal reaches us, and we stop it politely.
@@ -44,6 +45,50 @@ DEFAULT_UDP_PORT = 7882
 SERVER_VERSION = "1.13.5"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 CONFIG_ENV = "LIVEKIT_CONFIG"  # livekit-server's --config-body, from the environment
+
+
+WORKDIR_PREFIX = "lkswarm-server-"
+OWNER_FILE = "owner.pid"  # in a server's work dir: "<our pid> <the server's pid>"
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie does not (a container's init may never reap the killed run's server)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc here: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # someone else's process
+        return True
+    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
+
+
+def sweep_stale_workdirs(base: Path | None = None) -> list[Path]:
+    """Removes the work dirs of servers whose launcher and server are both gone (a SIGKILLed run cannot clean up
+    after itself, and its server's log, megabytes after a long run, stayed in /tmp); returns what it removed.
+
+    Only a dir that names its owners (`OWNER_FILE`) and is ours is touched: one still being set up has no such
+    file yet, and one of an older lkswarm is left alone. A reused pid keeps a stale dir, which is harmless.
+    """
+    removed: list[Path] = []
+    root = base if base is not None else Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for workdir in root.glob(WORKDIR_PREFIX + "*"):
+            try:
+                if workdir.stat().st_uid != os.getuid():
+                    continue
+                pids = [int(word) for word in (workdir / OWNER_FILE).read_text().split()]
+            except (OSError, ValueError):
+                continue
+            if pids and not any(_alive(pid) for pid in pids):
+                shutil.rmtree(workdir, ignore_errors=True)
+                removed.append(workdir)
+    return removed
 
 
 def find_binary() -> Path:
@@ -234,7 +279,8 @@ class LocalServer:
         binary = self.binary or find_binary()
         check_port_free(self.port, socket.SOCK_STREAM, "signaling, TCP")
         check_port_free(self.udp_port, socket.SOCK_DGRAM, "media, UDP")
-        self._workdir = tempfile.TemporaryDirectory(prefix="lkswarm-server-")
+        sweep_stale_workdirs()
+        self._workdir = tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX)
         config = server_config(self.credentials, self.port, self.udp_port, self.media_interface, self.metrics_port)
         for section, value in self.extra_config.items():
             if isinstance(value, dict) and isinstance(config.get(section), dict):
@@ -258,6 +304,8 @@ class LocalServer:
             )
         finally:
             log.close()
+        # Who owns the work dir, for a later run's sweep should this process be killed before `stop`.
+        (Path(self._workdir.name) / OWNER_FILE).write_text(f"{os.getpid()} {self._process.pid}\n")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
