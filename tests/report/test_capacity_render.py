@@ -29,8 +29,10 @@ from lkswarm.report.capacity_figures import (
 )
 from lkswarm.report.capacity_text import (
     LEVEL_FIELDS,
-    TABLE_HEADER,
+    TABLE_HEAD,
+    TABLE_TAIL,
     level_rows,
+    level_slo_text,
     levels_table,
     summary_paragraph,
     write_levels_csv,
@@ -249,12 +251,28 @@ def test_levels_csv_without_server_metrics_has_empty_server_cells(tmp_path: Path
     assert rows[0]["join_p95_ms"] == "350.0"
 
 
-def test_levels_table_for_the_console() -> None:
+def test_levels_table_for_the_console_has_a_column_per_slo_of_the_search() -> None:
     rows = levels_table(full_section())
-    assert rows[0] == TABLE_HEADER and len(rows) == len(LEVELS) + 1
-    assert rows[1] == ["0 bracket (fresh)", "100", "PASS", "350 ms", "80 ms", "0/100", "0.1 %", "0.60", "40 %"]
-    assert rows[4][2:4] == ["FAIL", "1.4 s"]
-    assert levels_table(without_server())[1][7] == "–"
+    assert rows[0] == [*TABLE_HEAD, *(text for _, _, text in SLOS), *TABLE_TAIL] and len(rows) == len(LEVELS) + 1
+    assert rows[1] == ["0 bracket (fresh)", "100", "PASS", "350 ms", "80 ms", "0 %", "0.1 %", "0/100", "0.60", "40 %"]
+    assert rows[4][2:4] == ["FAIL", "1.4 s FAIL"]  # what failed is marked; a PASS is not
+    assert levels_table(without_server())[1][-2] == "–"
+
+
+def test_levels_table_shows_the_slos_chosen_not_fixed_ones() -> None:
+    """A search on its own SLOs (here the time to ACTIVE and loss) shows those, with their verdicts."""
+    section = full_section()
+    section["slos"] = [{"key": "active.p99", "limit": 2000.0, "text": "active.p99<2s"}]
+    unsure = slo("active.p99", 900.0, 2000.0)
+    unsure["verdict"] = "INCONCLUSIVE"
+    for lv in section["levels"]:
+        lv["slos"] = {"active.p99": slo("active.p99", 2400.0, 2000.0)}
+    section["levels"][0]["slos"] = {"active.p99": unsure, "media.loss_ratio": slo("media.loss_ratio", None, 0.01)}
+    header, first, second, *_ = levels_table(section)
+    assert header == [*TABLE_HEAD, "active.p99<2s", "media.loss_ratio", *TABLE_TAIL]
+    assert first[3:5] == ["900 ms ?", "–"]  # inconclusive marked; nothing observed is a dash
+    assert second[3:5] == ["2.4 s FAIL", "–"]  # the key this level was not judged on
+    assert level_slo_text(section["levels"][0]) == "active.p99 900 ms ?, media.loss_ratio –"
 
 
 # --- the plots ------------------------------------------------------------------------------------------

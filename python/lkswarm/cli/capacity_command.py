@@ -353,14 +353,15 @@ class SearchProgress:
             )
         if self.quiet:
             return
+        from lkswarm.report.capacity_text import level_slo_text
+
         figures = level["client"]
+        # The SLOs this search is judged on, each with its value at this level (a FAIL marked), not fixed columns.
         stderr.print(
             f"level {level['index']} ({level['phase']}{', fresh' if level['fresh'] else ''}): "
             f"{level['participants']} participants -> {level['verdict']}"
             f"{': ' + level['reason'] if level['reason'] else ''}  "
-            f"(join p95 {figures['join_response']['p95']:.0f} ms of {figures['join_response']['count']}, "
-            f"ping p99 {figures['ping_rtt']['p99']:.0f} ms, failed {figures['failed']}, "
-            f"loss {figures['loss_ratio']:.2%})",
+            f"({level_slo_text(level)}; {figures['joined']} joined, {figures['failed']} failed)",
             highlight=False,
         )
 

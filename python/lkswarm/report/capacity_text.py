@@ -10,7 +10,7 @@ import csv
 from pathlib import Path
 from typing import TextIO
 
-from lkswarm.capacity.schema import CapacitySection, Level
+from lkswarm.capacity.schema import CapacitySection, Level, SloResult
 from lkswarm.errors import ReportError
 from lkswarm.report.csv_tables import write_atomically
 
@@ -20,7 +20,12 @@ LEVEL_FIELDS = (
     "loss_ratio", "gen_cpu_percent", "gen_lateness_p99_ms", "gen_bound", "server_cores", "server_rss_mb",
     "server_packets_out_per_s", "server_bytes_out_per_s", "retransmit_share", "nacks_per_s", "plis_per_s",
 )  # fmt: skip
-TABLE_HEADER = ["level", "participants", "verdict", "join p95", "ping p99", "failed", "loss", "server cores", "gen cpu"]
+# The levels table: these, then one column per SLO of the search (its text, e.g. "join_response.p95<1s"), then
+# `TABLE_TAIL`. A search judged on other SLOs shows those, not fixed join and ping columns.
+TABLE_HEAD = ["level", "participants", "verdict"]
+TABLE_TAIL = ["failed", "server cores", "gen cpu"]
+# After an SLO's observed value: nothing for a PASS, so what failed stands out.
+VERDICT_MARKS = {"PASS": "", "FAIL": " FAIL", "INCONCLUSIVE": " ?"}
 GENERATOR_ADVICE = (
     "this is not the server's limit: give the generator more cores or a second machine (a search runs one generator "
     "process)"
@@ -285,13 +290,30 @@ def write_levels_csv(path: Path, section: CapacitySection) -> Path:
     return path
 
 
-def _count_ms(summary_count: int, value: float) -> str:
-    return format_ms(value) if summary_count else "–"
+def slo_cell(key: str, result: SloResult | None) -> str:
+    """One SLO at one level: its observed value, marked when it did not pass ("1.4 s FAIL", "12 ms ?"); a dash
+    where the level has no result for it or nothing was observed."""
+    if result is None:
+        return "–"
+    observed = result["observed"]
+    shown = "–" if observed is None else format_slo_value(key, observed)
+    return shown + VERDICT_MARKS.get(result["verdict"], f" {result['verdict']}")
+
+
+def level_slo_text(level: Level) -> str:
+    """The level's SLOs in one line, in the search's order: "join_response.p95 1.4 s FAIL, ping_rtt.p99 80 ms"."""
+    return ", ".join(f"{key} {slo_cell(key, result)}" for key, result in level["slos"].items())
 
 
 def levels_table(section: CapacitySection) -> list[list[str]]:
-    """The levels as text cells for a console (or HTML) table, header row first."""
-    rows = [list(TABLE_HEADER)]
+    """The levels as text cells for a console (or HTML) table, header row first: a column per SLO searched on."""
+    keys = [spec["key"] for spec in section["slos"]]
+    for level in section["levels"]:  # a level judged on a key the spec list lacks (an older report) still shows
+        for key in level["slos"]:
+            if key not in keys:
+                keys.append(key)
+    texts = {spec["key"]: spec["text"] for spec in section["slos"]}
+    rows = [[*TABLE_HEAD, *(texts.get(key, key) for key in keys), *TABLE_TAIL]]
     for level in section["levels"]:
         client, server = level["client"], level["server"]
         cores = server["cores"] if server is not None else None
@@ -300,10 +322,8 @@ def levels_table(section: CapacitySection) -> list[list[str]]:
                 f"{level['index']} {level['phase']}{' (fresh)' if level['fresh'] else ''}",
                 f"{level['participants']:,}",
                 level["verdict"],
-                _count_ms(client["join_response"]["count"], client["join_response"]["p95"]),
-                _count_ms(client["ping_rtt"]["count"], client["ping_rtt"]["p99"]),
+                *(slo_cell(key, level["slos"].get(key)) for key in keys),
                 f"{client['failed']:,}/{client['attempted']:,}",
-                format_ratio(client["loss_ratio"]),
                 f"{cores:.2f}" if cores is not None else "–",
                 f"{level['generator']['cpu_percent']:.0f} %",
             ]
