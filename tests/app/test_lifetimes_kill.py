@@ -79,6 +79,8 @@ def test_sigkill_to_run_takes_the_server_and_the_workers_along(workers: int, tmp
         time.sleep(4.0)  # the run under way: participants joined, media flowing
         children = descendants_when(process.pid, lambda _: True, timeout_s=1)
         assert len(children) >= expected, names(children)
+        # The run's server holds its work dir (its owner file's lock): a sweep now leaves it alone.
+        assert sweep_stale_workdirs(tmp_path / "tmp") == [] and list((tmp_path / "tmp").glob("lkswarm-server-*"))
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=5)
         survivors = alive_after(children, GONE_WITHIN_S)

@@ -24,6 +24,8 @@ CASES: list[tuple[list[str], str]] = [
     (["--slo", "join_response.p95>1s"], "operator '>' is not supported"),
     (["--slo", "nosuch.p95<1s"], "unknown phase 'nosuch'"),
     (["--slo", "ping_rtt.p99<250ms", "--slo", "failed_ratio<"], "--slo 'failed_ratio<'"),
+    # Judged once: two limits on one key made two identical columns, headed by the second limit.
+    (["--slo", "join_response.p95<1s", "--slo", "join_response.p95<500ms"], "join_response.p95 is judged once"),
     (["--width", "0"], "--width: '0' must lie strictly between 0 and 100 %"),
     (["--width", "five"], "--width: 'five' is not a ratio"),
     (["--grow", "bogus"], "--grow must be subscribers, rooms or publishers, not 'bogus'"),

@@ -272,7 +272,9 @@ def test_levels_table_shows_the_slos_chosen_not_fixed_ones() -> None:
     assert header == [*TABLE_HEAD, "active.p99<2s", "media.loss_ratio", *TABLE_TAIL]
     assert first[3:5] == ["900 ms ?", "–"]  # inconclusive marked; nothing observed is a dash
     assert second[3:5] == ["2.4 s FAIL", "–"]  # the key this level was not judged on
-    assert level_slo_text(section["levels"][0]) == "active.p99 900 ms ?, media.loss_ratio –"
+    assert level_slo_text(section["levels"][0], ["active.p99", "media.loss_ratio"]) == (
+        "active.p99 900 ms ?, media.loss_ratio –"
+    )
 
 
 # --- the plots ------------------------------------------------------------------------------------------

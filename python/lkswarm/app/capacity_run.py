@@ -90,6 +90,12 @@ def slo_specs(options: CapacityOptions, config: RunConfig) -> tuple[list[SloSpec
     notes: list[str] = []
     texts = list(options.slos) or list(DEFAULT_SLOS)
     specs = [parse_slo(text) for text in texts]
+    seen: dict[str, str] = {}
+    for spec in specs:
+        if spec["key"] in seen:
+            given = seen[spec["key"]]
+            raise ConfigError(f"--slo {spec['text']}: {spec['key']} is judged once; it was given as {given}")
+        seen[spec["key"]] = spec["text"]
     if config.signal_only or (config.audio_publishers + config.video_publishers) == 0:
         dropped = [s["text"] for s in specs if s["key"] in MEDIA_SLOS]
         if dropped and not options.slos:

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -48,16 +50,13 @@ CONFIG_ENV = "LIVEKIT_CONFIG"  # livekit-server's --config-body, from the enviro
 
 
 WORKDIR_PREFIX = "lkswarm-server-"
-OWNER_FILE = "owner.pid"  # in a server's work dir: "<our pid> <the server's pid>"
+# In a server's work dir: "<launcher pid> <server pid>", locked (flock) by the launcher while it lives.
+OWNER_FILE = "owner.pid"
 
 
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs: a zombie does not (a container's init may never reap the killed run's server)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc here: ask the kernel
+    if not os.path.isdir("/proc/self"):  # no /proc here (macOS): ask the kernel
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -65,29 +64,78 @@ def _alive(pid: int) -> bool:
         except PermissionError:
             return True  # someone else's process
         return True
-    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
+    try:
+        proc_stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return proc_stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
+
+
+class WorkdirOwner:
+    """The launcher's claim on its server's work dir: `OWNER_FILE`, written before the server starts and held
+    under an exclusive flock until `release`. The kernel drops the lock when the launcher dies, SIGKILL
+    included, and a lock is seen across pid namespaces (two containers sharing /tmp), where a pid is not."""
+
+    def __init__(self, workdir: Path) -> None:
+        self._fd: int | None = os.open(workdir / OWNER_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
+        self.write(os.getpid())
+
+    def write(self, *pids: int) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, (" ".join(map(str, pids)) + "\n").encode(), 0)
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # drops the lock
+
+
+def _owned_by_someone(owner_file: Path) -> bool:
+    """Whether a live launcher holds ``owner_file`` (or it cannot be read); else whether its server still runs."""
+    try:
+        fd = os.open(owner_file, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True  # still being set up (or made by an older lkswarm): not ours to judge
+    except OSError:
+        return True
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True  # its launcher lives
+        try:
+            pids = [int(word) for word in os.pread(fd, 64, 0).split()]
+        except ValueError:
+            return True
+        # The launcher is gone; its server dies with it (PR_SET_PDEATHSIG), but not on the instant.
+        return not pids or any(_alive(pid) for pid in pids[1:])
+    finally:
+        os.close(fd)
 
 
 def sweep_stale_workdirs(base: Path | None = None) -> list[Path]:
     """Removes the work dirs of servers whose launcher and server are both gone (a SIGKILLed run cannot clean up
     after itself, and its server's log, megabytes after a long run, stayed in /tmp); returns what it removed.
 
-    Only a dir that names its owners (`OWNER_FILE`) and is ours is touched: one still being set up has no such
-    file yet, and one of an older lkswarm is left alone. A reused pid keeps a stale dir, which is harmless.
+    Only a directory of ours whose `OWNER_FILE` no live launcher holds is touched (`WorkdirOwner`): one still
+    being set up has no such file yet, and one of an older lkswarm is left alone.
     """
     removed: list[Path] = []
     root = base if base is not None else Path(tempfile.gettempdir())
     with contextlib.suppress(OSError):
         for workdir in root.glob(WORKDIR_PREFIX + "*"):
             try:
-                if workdir.stat().st_uid != os.getuid():
-                    continue
-                pids = [int(word) for word in (workdir / OWNER_FILE).read_text().split()]
-            except (OSError, ValueError):
+                info = workdir.lstat()
+            except OSError:
                 continue
-            if pids and not any(_alive(pid) for pid in pids):
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            if not _owned_by_someone(workdir / OWNER_FILE):
                 shutil.rmtree(workdir, ignore_errors=True)
-                removed.append(workdir)
+                if not workdir.exists():
+                    removed.append(workdir)
     return removed
 
 
@@ -255,6 +303,7 @@ class LocalServer:
         self.metrics_port = free_port()  # its Prometheus endpoint (lkswarm.observe.server_metrics)
         self.binary = binary
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._owner: WorkdirOwner | None = None
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -281,6 +330,7 @@ class LocalServer:
         check_port_free(self.udp_port, socket.SOCK_DGRAM, "media, UDP")
         sweep_stale_workdirs()
         self._workdir = tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX)
+        self._owner = WorkdirOwner(Path(self._workdir.name))  # before the server: a kill from here on is swept
         config = server_config(self.credentials, self.port, self.udp_port, self.media_interface, self.metrics_port)
         for section, value in self.extra_config.items():
             if isinstance(value, dict) and isinstance(config.get(section), dict):
@@ -305,7 +355,7 @@ class LocalServer:
         finally:
             log.close()
         # Who owns the work dir, for a later run's sweep should this process be killed before `stop`.
-        (Path(self._workdir.name) / OWNER_FILE).write_text(f"{os.getpid()} {self._process.pid}\n")
+        self._owner.write(os.getpid(), self._process.pid)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -371,6 +421,9 @@ class LocalServer:
                     process.wait()
         if self._workdir is not None:
             # Keep the log if the caller asked for one outside the work dir.
+            if self._owner is not None:
+                self._owner.release()
+                self._owner = None
             self._workdir.cleanup()
             self._workdir = None
             if self.log_path is not None and not self.log_path.exists():

@@ -219,7 +219,7 @@ def capacity(
     run (no level passed, or the server died); 2 bad usage; 3 an output could not be written;
     130/143/129 stopped by a signal (the levels measured so far are written).
     """
-    from lkswarm.app.capacity_run import CapacityOptions, check_capacity_options, run_capacity
+    from lkswarm.app.capacity_run import CapacityOptions, check_capacity_options, run_capacity, slo_specs
     from lkswarm.app.cpu_limit import parse_cpus
     from lkswarm.app.runner import check_cloud_guard, check_url
     from lkswarm.app.scenario import first_error, scenario_config
@@ -271,6 +271,7 @@ def capacity(
         if require is not None and require < 1:
             raise ConfigError(f"--require {require} must be at least 1 participant")
         check_capacity_options(options, config)
+        slo_order = [spec["key"] for spec in slo_specs(options, config)[0]]
         check_output_paths(json_path=json_path, html_path=html_path, csv_dir=csv_dir)
         exporter = None
         if prometheus is not None:
@@ -283,7 +284,7 @@ def capacity(
     except (LkswarmError, ValueError) as exc:
         raise fail(str(exc), 2) from None
 
-    progress = SearchProgress(quiet, exporter)
+    progress = SearchProgress(quiet, exporter, slo_order)
     try:
         result = run_capacity(
             config,
@@ -325,9 +326,10 @@ class SearchProgress:
 
     VERDICT_CODES: ClassVar[dict[str, int]] = {"PASS": 1, "FAIL": 0, "INCONCLUSIVE": -1}
 
-    def __init__(self, quiet: bool, exporter: Any) -> None:
+    def __init__(self, quiet: bool, exporter: Any, slo_order: list[str] | None = None) -> None:
         self.quiet = quiet
         self.exporter = exporter
+        self.slo_order = slo_order or []  # the SLO keys as given: the level lines' order, as the table's
 
     def on_level_start(self, planned: Any) -> None:
         if self.exporter is not None:
@@ -356,12 +358,13 @@ class SearchProgress:
         from lkswarm.report.capacity_text import level_slo_text
 
         figures = level["client"]
+        keys = self.slo_order + [key for key in level["slos"] if key not in self.slo_order]
         # The SLOs this search is judged on, each with its value at this level (a FAIL marked), not fixed columns.
         stderr.print(
             f"level {level['index']} ({level['phase']}{', fresh' if level['fresh'] else ''}): "
             f"{level['participants']} participants -> {level['verdict']}"
             f"{': ' + level['reason'] if level['reason'] else ''}  "
-            f"({level_slo_text(level)}; {figures['joined']} joined, {figures['failed']} failed)",
+            f"({level_slo_text(level, keys)}; {figures['joined']} joined, {figures['failed']} failed)",
             highlight=False,
         )
 

@@ -300,18 +300,15 @@ def slo_cell(key: str, result: SloResult | None) -> str:
     return shown + VERDICT_MARKS.get(result["verdict"], f" {result['verdict']}")
 
 
-def level_slo_text(level: Level) -> str:
-    """The level's SLOs in one line, in the search's order: "join_response.p95 1.4 s FAIL, ping_rtt.p99 80 ms"."""
-    return ", ".join(f"{key} {slo_cell(key, result)}" for key, result in level["slos"].items())
+def level_slo_text(level: Level, keys: list[str]) -> str:
+    """The level's SLOs in one line, in the order of ``keys`` (`slo_keys`, the table's columns):
+    "join_response.p95 1.4 s FAIL, ping_rtt.p99 80 ms"."""
+    return ", ".join(f"{key} {slo_cell(key, level['slos'].get(key))}" for key in keys)
 
 
 def levels_table(section: CapacitySection) -> list[list[str]]:
     """The levels as text cells for a console (or HTML) table, header row first: a column per SLO searched on."""
-    keys = [spec["key"] for spec in section["slos"]]
-    for level in section["levels"]:  # a level judged on a key the spec list lacks (an older report) still shows
-        for key in level["slos"]:
-            if key not in keys:
-                keys.append(key)
+    keys = slo_keys(section)
     texts = {spec["key"]: spec["text"] for spec in section["slos"]}
     rows = [[*TABLE_HEAD, *(texts.get(key, key) for key in keys), *TABLE_TAIL]]
     for level in section["levels"]:
