@@ -571,6 +571,59 @@ def test_a_mute_that_comes_before_the_publisher_offer_applies_once_the_offer_mak
     assert [name for name, _ in hub.calls] == ["offer", "mute"] and hub.calls[1][1] == (False, True)
 
 
+def test_a_fresh_join_republishes_a_track_the_server_muted_muted_and_silent() -> None:
+    """An SDK's track muted on the server's request stays muted when a rejoin republishes it; ours came back
+    unmuted, sending at full rate, and the admin's mute was lost. An unmute (on the new track's sid) ends that."""
+    from lkswarm.config import RunConfig
+    from lkswarm.signal import codec
+    from lkswarm.signal.events import TrackMuteRequested, TrackPublished
+
+    class RejoiningHub:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, Any]] = []
+
+        def publisher_offer(self, peer: int, **kwargs: Any) -> str:
+            self.calls.append(("offer", peer))
+            return "sdp"
+
+        def set_track_muted(self, peer: int, video: bool, muted: bool) -> None:
+            self.calls.append(("mute", (peer, video, muted)))
+
+        def remove_peer(self, peer: int) -> dict[str, Any]:
+            return peer_stats()
+
+    config = RunConfig(url="ws://127.0.0.1:7880", rooms=1, participants=2, video_publishers=1)
+    host = FakeHost(fake_run(config), "p0", room="room", seat=0)
+    session = host.session = joined(SignalSession("p0", "token", join_timeout_s=15))
+    leg = light_leg(host)
+    leg._cids = {"p0-mic": "audio", "p0-cam": "video"}
+    hub = RejoiningHub()
+    leg.tier.hub, leg.peer_id = hub, 3  # type: ignore[assignment]
+    leg.tier.participants[3] = leg
+
+    def rejoin(peer: int, sids: tuple[str, str]) -> list[dict[str, Any]]:
+        """A fresh join (leave RECONNECT) with a new peer; returns its addTrack requests once announced."""
+        leg.abandon_join()
+        leg.tier.hub, leg.peer_id = hub, peer  # type: ignore[assignment]
+        hub.calls.clear()
+        session.frames_to_send()
+        leg._announce_tracks()
+        requests = [codec.decode_request(frame) for frame in session.frames_to_send()]
+        leg.on_session_event(TrackPublished("p0-mic", sids[0]), 1.0)
+        leg.on_session_event(TrackPublished("p0-cam", sids[1]), 1.0)  # all acknowledged: the offer
+        return [{"cid": r.add_track.cid, "muted": r.add_track.muted} for r in requests if r.kind == "add_track"]
+
+    leg.on_session_event(TrackPublished("p0-mic", "TR_mic"), 1.0)
+    leg.on_session_event(TrackPublished("p0-cam", "TR_cam"), 1.0)
+    leg.on_session_event(TrackMuteRequested("TR_mic", True), 2.0)
+    assert rejoin(4, ("TR_mic2", "TR_cam2")) == [{"cid": "p0-mic", "muted": True}, {"cid": "p0-cam", "muted": False}]
+    assert hub.calls == [("offer", 4), ("mute", (4, False, True))]  # the new peer's microphone starts silent
+    assert leg.run.counters["server_mutes_kept_on_rejoin"] == 1
+    leg.on_session_event(TrackMuteRequested("TR_mic2", False), 3.0)  # the admin unmutes the new track
+    assert rejoin(5, ("TR_mic3", "TR_cam3")) == [{"cid": "p0-mic", "muted": False}, {"cid": "p0-cam", "muted": False}]
+    assert hub.calls == [("offer", 5)] and leg.run.counters["server_mutes_kept_on_rejoin"] == 1
+
+
 def test_the_servers_mute_without_a_peer_is_still_counted() -> None:
     """A mute or unpublish that came while the leg had no peer went uncounted: messages_received.mute then
     disagreed with signal.server_mutes."""

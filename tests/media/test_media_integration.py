@@ -250,12 +250,22 @@ def test_a_fresh_join_starts_the_media_over(livekit_server: LocalServer, credent
     assert media["loss_ratio"] < 0.01, media
 
 
+@pytest.mark.parametrize("signal_path", ["v1", "v0"])  # the mute of a fresh join's track: with its join, or offer
 def test_an_admins_mute_stops_the_publishers_track_and_the_report_counts_it(
-    livekit_server: LocalServer, credentials: Credentials
+    credentials: Credentials, signal_path: str
 ) -> None:
     """RoomService.MutePublishedTrack on one audio and one video publisher: their tracks stop (the frames are
     counted as muted, the subscribers receive next to nothing more of them) while the other audio publisher's
-    flows on. Publishers kept sending muted tracks before; the report only warned."""
+    flows on. Publishers kept sending muted tracks before; the report only warned. Then both muted publishers
+    rejoin (leave RECONNECT): their republished tracks are muted, as an SDK's are, and stay silent, but the server
+    lists them (they sent a first frame), so the admin can unmute one, and it flows again."""
+    # The server's default refuses an admin's unmute ("remote unmute not enabled"): this one allows it.
+    with LocalServer(credentials, extra_config={"room": {"enable_remote_unmute": True}}) as livekit_server:
+        admin_mutes_then_rejoins(livekit_server, credentials, signal_path)
+
+
+def admin_mutes_then_rejoins(livekit_server: LocalServer, credentials: Credentials, signal_path: str) -> None:
+    """The body of the test above, against a server that allows remote unmute."""
     from lkswarm.net.twirp import RoomService
 
     config = RunConfig(
@@ -264,44 +274,67 @@ def test_an_admins_mute_stops_the_publishers_track_and_the_report_counts_it(
         participants=4,
         audio_publishers=2,
         video_publishers=1,
-        duration_s=16,
+        duration_s=20,
         rate=10,
-        run_tag=f"mute{os.getpid()}",
+        run_tag=f"mute{signal_path}{os.getpid()}",
         verify_rooms=False,
+        signal_path=signal_path,
     )
     room = config.pinned().room_name(0)
-    muted: dict[str, str] = {}  # track sid -> kind
+    muted: dict[str, str] = {}  # track sid -> kind, the admin's mutes and the rejoins' republished tracks
+    after_rejoin: dict[str, bool] = {}  # the rejoined publishers' track sids -> muted, as the server lists them
+    unmuted: list[str] = []  # the republished audio track, unmuted by the admin
     tiers = []
 
     def setup(engine: Engine) -> None:
         tiers.append(light_tier(engine))
 
-        async def mute_two() -> None:
-            while engine.counters["active"] < 4:
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(2.0)
+        async def published() -> list[tuple[str, str, str, bool]]:
             service = RoomService(livekit_server.url, credentials)
             participants = await asyncio.to_thread(service.list_participants, room)
-            published = sorted(
-                (p["identity"], track["sid"], track.get("type", "AUDIO"))
+            return sorted(
+                (p["identity"], track["sid"], track.get("type", "AUDIO"), bool(track.get("muted")))
                 for p in participants
                 for track in p.get("tracks", [])
             )
-            assert len(published) == 3, participants
+
+        async def mute_two_then_rejoin_them() -> None:
+            while engine.counters["active"] < 4:
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(2.0)
+            tracks = await published()
+            assert len(tracks) == 3, tracks
             # The video publisher's track and the first audio publisher's; the second audio publisher's flows on.
-            video = next(t for t in published if t[2] == "VIDEO")
-            audio = next(t for t in published if t[2] != "VIDEO")
-            for identity, sid, kind in (video, audio):
+            video = next(t for t in tracks if t[2] == "VIDEO")
+            audio = next(t for t in tracks if t[2] != "VIDEO")
+            service = RoomService(livekit_server.url, credentials)
+            for identity, sid, kind, _ in (video, audio):
                 body = {"room": room, "identity": identity, "track_sid": sid, "muted": True}
                 await asyncio.to_thread(service._call, "MutePublishedTrack", body, room)
                 muted[sid] = kind
+            await asyncio.sleep(2.0)
+            for driver in engine.drivers:
+                if driver.identity in (video[0], audio[0]):
+                    driver.force_reconnect()
+            await asyncio.sleep(6.0)
+            for identity, sid, kind, is_muted in await published():
+                if identity in (video[0], audio[0]):
+                    after_rejoin[sid] = is_muted
+                    muted[sid] = kind
+            again = next((sid for sid in after_rejoin if muted[sid] != "VIDEO"), None)
+            if again is not None:
+                body = {"room": room, "identity": audio[0], "track_sid": again, "muted": False}
+                await asyncio.to_thread(service._call, "MutePublishedTrack", body, room)
+                unmuted.append(again)
 
-        engine.spawn(mute_two())
+        engine.spawn(mute_two_then_rejoin_them())
 
     report = run_engine(config, credentials, livekit_server.url, setup)
     assert_outcomes_reconcile(report)
-    assert len(muted) == 2, muted
-    assert report["signal"]["server_mutes"]["honoured"] == 2, report["signal"]
+    assert len(muted) == 4 and report["signal"]["reconnects"] == 2, (muted, report["signal"])
+    assert len(after_rejoin) == 2 and set(after_rejoin.values()) == {True}, after_rejoin  # new sids, muted
+    assert report["signal"]["server_mutes"]["honoured"] == 3, report["signal"]  # two mutes, one unmute
+    assert report["signal"]["server_mutes"]["kept_on_rejoin"] == 2, report["signal"]
     media = report["media"]
     assert media["frames_muted"] > 100, media  # about 10 s of 50 audio and 3 x 30 video frames a second
     assert media["loss_ratio"] < 0.01 and media["tracks_missing"] == 0, media
@@ -311,10 +344,14 @@ def test_an_admins_mute_stops_the_publishers_track_and_the_report_counts_it(
     for row in totals.track_rows:
         packets[row["track_id"]] = packets.get(row["track_id"], 0) + row["packets"]
     [flowing_packets] = [n for sid, n in packets.items() if sid not in muted]
-    muted_audio = next(sid for sid, kind in muted.items() if kind != "VIDEO")
-    # Both audio tracks reach the same 3 listeners at 50 packets a second: the muted one stopped seconds in.
-    assert packets[muted_audio] < flowing_packets / 2, (packets, muted)
-    assert any("muted or unmuted our published tracks 2 time(s)" in w for w in report["warnings"]), report["warnings"]
+    [again] = unmuted
+    muted_audio = sum(n for sid, n in packets.items() if sid in muted and muted[sid] != "VIDEO" and sid != again)
+    # Unmuted some 6 s before the end: 3 listeners at 50 packets a second.
+    assert packets.get(again, 0) > 300, (packets, again)
+    # Both audio publishers reach the same 3 listeners at 50 packets a second: the muted one stopped seconds in,
+    # and its republished track sent nothing.
+    assert muted_audio < flowing_packets / 2, (packets, muted)
+    assert any("muted or unmuted our published tracks 3 time(s)" in w for w in report["warnings"]), report["warnings"]
 
 
 @pytest.mark.parametrize("signal_path", ["v1", "v0"])

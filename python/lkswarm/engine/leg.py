@@ -73,6 +73,7 @@ class SignalingLeg:
         "_deferred_sections",
         "_filters",
         "_join_prepared",
+        "_muted_cids",
         "_offered",
         "_offered_at",
         "_pending_offer",
@@ -96,6 +97,9 @@ class SignalingLeg:
         self.active = False  # the current primary (subscriber) PeerConnection is connected
         self._published: set[str] = set()
         self._track_sids: dict[str, str] = {}  # track sid -> cid of our tracks the server acknowledged
+        # Our tracks the server has muted (and not unmuted), kept across joins: a fresh join republishes them muted
+        # and silent, as an SDK does with a track it muted on the server's request.
+        self._muted_cids: set[str] = set()
         self._announced = False  # addTrack sent for this join
         self._offered = False  # the publisher offer sent for this join
         self._offered_at = 0.0
@@ -252,6 +256,10 @@ class SignalingLeg:
             counters["server_mutes_unknown_track"] += 1
         elif self._mute_track(self._cids[cid] == "video", event.muted):
             counters["server_mutes_honoured"] += 1
+            if event.muted:
+                self._muted_cids.add(cid)
+            else:
+                self._muted_cids.discard(cid)
             self.session.send_request({"mute": {"sid": event.track_sid, "muted": event.muted}})
         else:
             counters["server_mutes_not_honoured"] += 1
@@ -287,7 +295,7 @@ class SignalingLeg:
         self._offered_at = now
         self._pending_offer = (sdp, offer_id)
         self.run.counters["offers_sent:v1"] += 1
-        tracks = [self._track_request(cid, kind)["addTrack"] for cid, kind in self._cids.items()]
+        tracks = [self._add_track(cid, kind)["addTrack"] for cid, kind in self._cids.items()]
         return JoinMedia(tracks, sdp, offer_id)
 
     def discard_join(self) -> None:
@@ -348,7 +356,16 @@ class SignalingLeg:
     def _announce_tracks(self) -> None:
         self._announced = True
         for cid, kind in self._cids.items():
-            self.session.send_request(self._track_request(cid, kind))
+            self.session.send_request(self._add_track(cid, kind))
+
+    def _add_track(self, cid: str, kind: str) -> dict[str, Any]:
+        """The ``addTrack`` of one of our tracks for this join: one the server muted goes muted, and silent."""
+        request = self._track_request(cid, kind)
+        if cid in self._muted_cids:
+            request["addTrack"]["muted"] = True
+            if self._mute_track(kind == "video", True):
+                self.run.counters["server_mutes_kept_on_rejoin"] += 1
+        return request
 
     # -- peer side ---------------------------------------------------------------------------------
 

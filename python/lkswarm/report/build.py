@@ -185,6 +185,7 @@ SERVER_MUTE_COUNTERS = {
     "unknown_track": "server_mutes_unknown_track",
     "unpublishes_honoured": "server_unpublishes_honoured",
     "unpublishes_not_honoured": "server_unpublishes_not_honoured",
+    "kept_on_rejoin": "server_mutes_kept_on_rejoin",
 }
 
 

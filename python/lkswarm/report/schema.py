@@ -136,7 +136,8 @@ class Signal(TypedDict, total=False):
     # The server's mutes of our tracks (an admin's MutePublishedTrack) and its unpublishes of them, by what the
     # publishers did: "honoured" (stopped or resumed sending, the mute acknowledged), "not_honoured" (a probe's
     # aiortc keeps sending), "unknown_track" (a sid we were never told), "unpublishes_honoured" and
-    # "unpublishes_not_honoured". A fresh join republishes our tracks unmuted (an SDK republishes them muted).
+    # "unpublishes_not_honoured"; "kept_on_rejoin": tracks a fresh join republished muted, and silent, since the
+    # server had muted them (as an SDK does).
     server_mutes: dict[str, int]
     paths: SignalPaths  # by signaling path (lkswarm.signal.paths)
     connection_quality: ConnectionQualityFigures  # the server's estimate of each participant's own connection

@@ -50,6 +50,8 @@ struct AudioOut {
     spurts: Option<TalkSpurts>,
     /// Muted by the server (`Publisher::set_muted`): its frames fall due but are not sent.
     muted: bool,
+    /// A frame was written: a muted track sends its first frame all the same (`set_muted`).
+    started: bool,
 }
 
 /// The publisher's simulcast video track: one clip cursor per layer, one RTP clock for all.
@@ -64,6 +66,8 @@ struct VideoOut {
     frame: Option<VideoFrame>,
     /// Muted by the server (`Publisher::set_muted`): its frames fall due but are not sent.
     muted: bool,
+    /// A frame was written: a muted track sends its first frame all the same (`set_muted`).
+    started: bool,
 }
 
 /// One video frame in flight: its times and the layers still to write, lowest first.
@@ -131,6 +135,7 @@ impl Publisher {
             next_due: now,
             spurts: talk_spurts.then(|| TalkSpurts::p59(seed)),
             muted: false,
+            started: false,
         });
         let layers = library.video.len();
         let video = video_mid.map(|mid| {
@@ -148,6 +153,7 @@ impl Publisher {
                 next_due: now,
                 frame: None,
                 muted: false,
+                started: false,
             }
         });
         Publisher { library, audio, video, speech_level_dbov: speech_level_dbov(seed), rtp: RtpSink::default() }
@@ -196,7 +202,11 @@ impl Publisher {
     /// does; false when this publisher has no such track. A muted track's frames keep falling due on
     /// its clock but are not sent (counted in `frames_muted`), as a client whose app muted the track
     /// sends none; on unmute the next frame goes out on time, and video restarts on a keyframe, which
-    /// subscribers need to decode again.
+    /// subscribers need to decode again. A track muted before its first frame (a fresh join republishing
+    /// a track the server had muted, muted as an SDK republishes it) still sends that one frame:
+    /// livekit-server publishes a track on its first packets, and an SDK's muted track sends some
+    /// (libwebrtc's silence and black frames), so one that sent none would never be listed, nor
+    /// could it be unmuted.
     pub(super) fn set_muted(&mut self, video: bool, muted: bool) -> bool {
         if !video {
             return self.audio.as_mut().map(|audio| audio.muted = muted).is_some();
@@ -231,7 +241,7 @@ impl Publisher {
         if audio.next_due > now {
             return Write::NoneDue;
         }
-        if audio.muted {
+        if audio.muted && audio.started {
             // On its clock, not sent: the frames due up to now pass at once.
             let due = frames_overdue(audio.next_due, now, audio_clip.frame_interval);
             counters.frames_muted += due;
@@ -244,6 +254,7 @@ impl Publisher {
         let talking = audio.spurts.as_mut().is_none_or(TalkSpurts::step);
         let data: Arc<[u8]> = if talking { frame.data.clone() } else { Arc::from(&OPUS_SILENCE_FRAME[..]) };
         let (mid, pt, rtp_time, wallclock) = (audio.mid, audio.pt, audio.rtp_time, audio.next_due);
+        audio.started = true;
         audio.frame += 1;
         audio.rtp_time += audio_clip.ticks_per_frame;
         audio.next_due += audio_clip.frame_interval;
@@ -267,7 +278,7 @@ impl Publisher {
             if video.next_due > now || library.is_empty() {
                 return Write::NoneDue;
             }
-            if video.muted {
+            if video.muted && video.started {
                 let interval = library[0].frame_interval;
                 let due = frames_overdue(video.next_due, now, interval);
                 counters.frames_muted += due * video.rids.len().max(1) as u64;
@@ -275,6 +286,7 @@ impl Publisher {
                 video.next_due += interval * u32::try_from(due).unwrap_or(u32::MAX);
                 return Write::NoneDue;
             }
+            video.started = true;
             let wallclock = video.next_due;
             let rtp_time = MediaTime::new(video.rtp_time, Frequency::NINETY_KHZ);
             let interval = library[0].frame_interval;
@@ -417,6 +429,8 @@ mod tests {
         let mut tx = publisher_transport(start);
         tx.undrained = false; // as after the peer's drain
         let mut counters = PeerCounters::default();
+        publisher.audio.as_mut().unwrap().started = true; // both have sent: see the next test for a first frame
+        publisher.video.as_mut().unwrap().started = true;
         assert!(publisher.set_muted(false, true) && publisher.set_muted(true, true));
         publisher.video.as_mut().unwrap().cursors = vec![3, 3, 3];
         // 100 ms of both tracks' frames fall due: none is written, each is counted (video: 3 layers).
@@ -441,6 +455,27 @@ mod tests {
         // A publisher of audio alone has no video track to mute.
         let mut audio_only = Publisher::new(audio_library(), Some(audio_mid), None, false, 0, start);
         assert!(!audio_only.set_muted(true, true) && audio_only.set_muted(false, true));
+    }
+
+    #[test]
+    fn a_track_muted_before_its_first_frame_sends_that_frame_then_nothing() {
+        let start = Instant::now();
+        let (audio_mid, video_mid) = (Mid::from("0"), Mid::from("1"));
+        let mut publisher = Publisher::new(audio_library(), Some(audio_mid), Some(video_mid), false, 0, start);
+        let mut tx = publisher_transport(start);
+        let mut counters = PeerCounters::default();
+        assert!(publisher.set_muted(false, true) && publisher.set_muted(true, true));
+        // The first frames go, to a transport that (never negotiated) has no writer for them.
+        assert_eq!(publisher.write_next_audio(start, &mut tx, &mut counters), Write::NoWriter);
+        assert_eq!(publisher.write_next_video(start, &mut tx, &mut counters), Write::NoWriter);
+        assert_eq!(counters.frames_muted, 0);
+        // Its other layers written, what falls due after the first frames is muted: 100 ms of audio
+        // frames and 4 of video (3 layers each) by 132 ms.
+        publisher.video.as_mut().unwrap().frame = None;
+        let later = start + Duration::from_millis(132);
+        assert_eq!(publisher.write_next_audio(later, &mut tx, &mut counters), Write::NoneDue);
+        assert_eq!(publisher.write_next_video(later, &mut tx, &mut counters), Write::NoneDue);
+        assert_eq!(counters.frames_muted, 6 + 4 * 3);
     }
 
     #[test]
