@@ -78,6 +78,7 @@ class SignalingLeg:
         "_offered_at",
         "_pending_offer",
         "_published",
+        "_published_muted",
         "_restart_after_answer",
         "_track_sids",
         "active",
@@ -100,6 +101,7 @@ class SignalingLeg:
         # Our tracks the server has muted (and not unmuted), kept across joins: a fresh join republishes them muted
         # and silent, as an SDK does with a track it muted on the server's request.
         self._muted_cids: set[str] = set()
+        self._published_muted: set[str] = set()  # of those, the ones this join's addTrack sent muted
         self._announced = False  # addTrack sent for this join
         self._offered = False  # the publisher offer sent for this join
         self._offered_at = 0.0
@@ -114,6 +116,7 @@ class SignalingLeg:
         """What belongs to one join: a fresh join (leave RECONNECT) starts all of it over."""
         self.active = False
         self._published = set()
+        self._published_muted = set()
         self._track_sids = {}
         self._announced = False
         self._offered = False
@@ -232,6 +235,9 @@ class SignalingLeg:
         elif isinstance(event, TrackPublished):
             if event.cid in self._cids:
                 self._published.add(event.cid)
+                if event.cid in self._published_muted:
+                    self._published_muted.discard(event.cid)
+                    self.run.counters["server_mutes_kept_on_rejoin"] += 1
                 self._track_sids[event.track_sid] = event.cid
                 self._on_track_published(event)
                 if not self._offered and self._published == set(self._cids):
@@ -361,10 +367,9 @@ class SignalingLeg:
     def _add_track(self, cid: str, kind: str) -> dict[str, Any]:
         """The ``addTrack`` of one of our tracks for this join: one the server muted goes muted, and silent."""
         request = self._track_request(cid, kind)
-        if cid in self._muted_cids:
+        if cid in self._muted_cids and self._mute_track(kind == "video", True):
             request["addTrack"]["muted"] = True
-            if self._mute_track(kind == "video", True):
-                self.run.counters["server_mutes_kept_on_rejoin"] += 1
+            self._published_muted.add(cid)  # counted once the server acknowledges it (a join may be retried)
         return request
 
     # -- peer side ---------------------------------------------------------------------------------

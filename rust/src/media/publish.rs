@@ -50,8 +50,8 @@ struct AudioOut {
     spurts: Option<TalkSpurts>,
     /// Muted by the server (`Publisher::set_muted`): its frames fall due but are not sent.
     muted: bool,
-    /// A frame was written: a muted track sends its first frame all the same (`set_muted`).
-    started: bool,
+    /// When the first frame was written: a mute applies `MUTED_TRACK_LEAD` after it (`set_muted`).
+    first_frame_at: Option<Instant>,
 }
 
 /// The publisher's simulcast video track: one clip cursor per layer, one RTP clock for all.
@@ -66,8 +66,8 @@ struct VideoOut {
     frame: Option<VideoFrame>,
     /// Muted by the server (`Publisher::set_muted`): its frames fall due but are not sent.
     muted: bool,
-    /// A frame was written: a muted track sends its first frame all the same (`set_muted`).
-    started: bool,
+    /// When the first frame was written: a mute applies `MUTED_TRACK_LEAD` after it (`set_muted`).
+    first_frame_at: Option<Instant>,
 }
 
 /// One video frame in flight: its times and the layers still to write, lowest first.
@@ -100,6 +100,14 @@ fn frames_overdue(next_due: Instant, now: Instant, interval: Duration) -> u64 {
 
 /// RFC 6464 level of a silence frame: the lowest the extension can say.
 const SILENCE_DBOV: i8 = -127;
+
+/// How long a track sends before a server mute silences it (`Publisher::set_muted`).
+const MUTED_TRACK_LEAD: Duration = Duration::from_secs(1);
+
+/// Whether a muted track's frame due at `due` is held back: once it has sent for `MUTED_TRACK_LEAD`.
+fn mute_applies(first_frame_at: Option<Instant>, due: Instant) -> bool {
+    first_frame_at.is_some_and(|first| due.saturating_duration_since(first) >= MUTED_TRACK_LEAD)
+}
 
 /// Speech level of a publisher, -25 to -40 dBov by seed, so the SFU's speaker ranking has an order.
 fn speech_level_dbov(seed: u64) -> i8 {
@@ -135,7 +143,7 @@ impl Publisher {
             next_due: now,
             spurts: talk_spurts.then(|| TalkSpurts::p59(seed)),
             muted: false,
-            started: false,
+            first_frame_at: None,
         });
         let layers = library.video.len();
         let video = video_mid.map(|mid| {
@@ -153,7 +161,7 @@ impl Publisher {
                 next_due: now,
                 frame: None,
                 muted: false,
-                started: false,
+                first_frame_at: None,
             }
         });
         Publisher { library, audio, video, speech_level_dbov: speech_level_dbov(seed), rtp: RtpSink::default() }
@@ -202,11 +210,11 @@ impl Publisher {
     /// does; false when this publisher has no such track. A muted track's frames keep falling due on
     /// its clock but are not sent (counted in `frames_muted`), as a client whose app muted the track
     /// sends none; on unmute the next frame goes out on time, and video restarts on a keyframe, which
-    /// subscribers need to decode again. A track muted before its first frame (a fresh join republishing
-    /// a track the server had muted, muted as an SDK republishes it) still sends that one frame:
-    /// livekit-server publishes a track on its first packets, and an SDK's muted track sends some
-    /// (libwebrtc's silence and black frames), so one that sent none would never be listed, nor
-    /// could it be unmuted.
+    /// subscribers need to decode again. A track muted before it has sent for `MUTED_TRACK_LEAD` (a
+    /// fresh join republishing a track the server had muted, muted as an SDK republishes it) sends
+    /// until then: livekit-server publishes a track on its first packets, and an SDK's muted track
+    /// sends some (libwebrtc's silence and black frames), so one that sent none would never be
+    /// listed, nor could it be unmuted; a second of frames makes the loss of all of them unlikely.
     pub(super) fn set_muted(&mut self, video: bool, muted: bool) -> bool {
         if !video {
             return self.audio.as_mut().map(|audio| audio.muted = muted).is_some();
@@ -241,7 +249,7 @@ impl Publisher {
         if audio.next_due > now {
             return Write::NoneDue;
         }
-        if audio.muted && audio.started {
+        if audio.muted && mute_applies(audio.first_frame_at, audio.next_due) {
             // On its clock, not sent: the frames due up to now pass at once.
             let due = frames_overdue(audio.next_due, now, audio_clip.frame_interval);
             counters.frames_muted += due;
@@ -254,7 +262,7 @@ impl Publisher {
         let talking = audio.spurts.as_mut().is_none_or(TalkSpurts::step);
         let data: Arc<[u8]> = if talking { frame.data.clone() } else { Arc::from(&OPUS_SILENCE_FRAME[..]) };
         let (mid, pt, rtp_time, wallclock) = (audio.mid, audio.pt, audio.rtp_time, audio.next_due);
-        audio.started = true;
+        audio.first_frame_at.get_or_insert(audio.next_due);
         audio.frame += 1;
         audio.rtp_time += audio_clip.ticks_per_frame;
         audio.next_due += audio_clip.frame_interval;
@@ -278,7 +286,7 @@ impl Publisher {
             if video.next_due > now || library.is_empty() {
                 return Write::NoneDue;
             }
-            if video.muted && video.started {
+            if video.muted && mute_applies(video.first_frame_at, video.next_due) {
                 let interval = library[0].frame_interval;
                 let due = frames_overdue(video.next_due, now, interval);
                 counters.frames_muted += due * video.rids.len().max(1) as u64;
@@ -286,7 +294,7 @@ impl Publisher {
                 video.next_due += interval * u32::try_from(due).unwrap_or(u32::MAX);
                 return Write::NoneDue;
             }
-            video.started = true;
+            video.first_frame_at.get_or_insert(video.next_due);
             let wallclock = video.next_due;
             let rtp_time = MediaTime::new(video.rtp_time, Frequency::NINETY_KHZ);
             let interval = library[0].frame_interval;
@@ -429,8 +437,9 @@ mod tests {
         let mut tx = publisher_transport(start);
         tx.undrained = false; // as after the peer's drain
         let mut counters = PeerCounters::default();
-        publisher.audio.as_mut().unwrap().started = true; // both have sent: see the next test for a first frame
-        publisher.video.as_mut().unwrap().started = true;
+        // Both have sent for long enough: see the next test for a track muted before that.
+        publisher.audio.as_mut().unwrap().first_frame_at = Some(start - MUTED_TRACK_LEAD);
+        publisher.video.as_mut().unwrap().first_frame_at = Some(start - MUTED_TRACK_LEAD);
         assert!(publisher.set_muted(false, true) && publisher.set_muted(true, true));
         publisher.video.as_mut().unwrap().cursors = vec![3, 3, 3];
         // 100 ms of both tracks' frames fall due: none is written, each is counted (video: 3 layers).
@@ -458,24 +467,26 @@ mod tests {
     }
 
     #[test]
-    fn a_track_muted_before_its_first_frame_sends_that_frame_then_nothing() {
+    fn a_track_muted_before_it_has_sent_for_a_second_sends_until_then() {
         let start = Instant::now();
         let (audio_mid, video_mid) = (Mid::from("0"), Mid::from("1"));
         let mut publisher = Publisher::new(audio_library(), Some(audio_mid), Some(video_mid), false, 0, start);
         let mut tx = publisher_transport(start);
         let mut counters = PeerCounters::default();
         assert!(publisher.set_muted(false, true) && publisher.set_muted(true, true));
-        // The first frames go, to a transport that (never negotiated) has no writer for them.
-        assert_eq!(publisher.write_next_audio(start, &mut tx, &mut counters), Write::NoWriter);
-        assert_eq!(publisher.write_next_video(start, &mut tx, &mut counters), Write::NoWriter);
-        assert_eq!(counters.frames_muted, 0);
-        // Its other layers written, what falls due after the first frames is muted: 100 ms of audio
-        // frames and 4 of video (3 layers each) by 132 ms.
-        publisher.video.as_mut().unwrap().frame = None;
-        let later = start + Duration::from_millis(132);
-        assert_eq!(publisher.write_next_audio(later, &mut tx, &mut counters), Write::NoneDue);
-        assert_eq!(publisher.write_next_video(later, &mut tx, &mut counters), Write::NoneDue);
-        assert_eq!(counters.frames_muted, 6 + 4 * 3);
+        // Every 20 ms for 1.2 s: the frames due in the first second go (to a transport that, never
+        // negotiated, has no writer for them), the ones after are held back and counted as muted.
+        let (mut audio_written, mut video_written) = (0, 0);
+        for step in 0..60 {
+            let now = start + Duration::from_millis(20 * step);
+            audio_written += (publisher.write_next_audio(now, &mut tx, &mut counters) == Write::NoWriter) as u32;
+            video_written += (publisher.write_next_video(now, &mut tx, &mut counters) == Write::NoWriter) as u32;
+            publisher.video.as_mut().unwrap().frame = None; // as if its other layers were written
+        }
+        assert_eq!(audio_written, 50, "1 s of 20 ms frames");
+        assert_eq!(video_written, 31, "the frames due at 0 to 990 ms, 33 ms apart");
+        // Due from 1 s to 1.18 s: 10 audio frames; 5 video frames of 3 layers (at 1023 ms to 1155 ms).
+        assert_eq!(counters.frames_muted, 10 + 5 * 3);
     }
 
     #[test]
