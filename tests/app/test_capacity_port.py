@@ -246,6 +246,38 @@ def test_growth_right_after_a_churn_plans_no_start_before_the_churn_replacement(
     assert load.starts == sorted(load.starts)
 
 
+def test_a_churn_replaces_only_a_subscriber_that_has_lived_long_enough_to_ping() -> None:
+    """A small level churned at 1/s: every seat was replaced within 4 s, before its first ping (every 5 s), so
+    ping_rtt gathered no samples and the default ping SLO could never pass."""
+    load = FakeLoad()
+    shape = Shape("subscribers", rooms=1, per_room=4, publishers=1)
+    slos = [parse_slo("failed_ratio<1%"), parse_slo("ping_rtt.p99<250ms")]
+    assert capacity.churn_min_age_s(slos) == capacity.CHURN_MIN_AGE_S
+    assert capacity.churn_min_age_s(slos[:1]) == 0.0  # no pings judged: the longest-lived goes, however young
+    timing = LevelTiming(rate=1000.0, settle_s=0.0, hold_s=0.2, max_hold_s=0.2, probe_churn_per_s=1.0, confidence=0.95,
+                         churn_min_age_s=capacity.churn_min_age_s(slos))  # fmt: skip
+    controller = Controller(load, 1, shape, slos, timing)
+
+    async def churn(ages_s: dict[int, float]) -> list[int]:
+        now_s = load.elapsed_s()
+        for index, age_s in ages_s.items():
+            controller._started_s[index] = now_s - age_s
+        before = set(controller._seats)
+        await controller._churn_one()
+        return sorted(before - set(controller._seats))
+
+    async def scenario() -> None:
+        await controller._grow_to(4)  # seat 0 publishes; 1 to 3 subscribe
+        assert await churn({}) == []  # everyone just joined
+        young = capacity.CHURN_MIN_AGE_S - 1
+        assert await churn({0: 60.0, 1: young, 2: young, 3: young}) == []  # subscribers go first, none is old
+        assert await churn({2: capacity.CHURN_MIN_AGE_S, 3: 60.0}) == [2]  # the longest-lived by plan order
+        assert controller._started_s[4] >= load.elapsed_s()  # its replacement, in its seat, is young
+
+    asyncio.run(scenario())
+    assert controller._seats[4] == (0, 2)
+
+
 class _EngineUntilFinished:
     """The engine's side of `_drive`: runs until `finish`, then returns its record."""
 

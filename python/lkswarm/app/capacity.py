@@ -17,7 +17,10 @@ the search goes, never knowing which it drives. A level is:
    joined and, with media, is ACTIVE; at least 3 s, at most 60 s).
 3. **Hold.** The `HoldWindow` taps the run's metrics; a low-rate churn of
    short-lived subscriber joins (``probe_churn_per_s``) keeps join latency
-   sampled while the population is flat. The verdicts of every SLO come from
+   sampled while the population is flat. A churn replaces the longest-lived
+   subscriber in its seat; where a ping SLO is judged, only one that has lived
+   `CHURN_MIN_AGE_S`: in a small level every seat was replaced within a ping
+   interval, so nobody lived to ping and ``ping_rtt`` never gathered samples. The verdicts of every SLO come from
    the hold alone (`lkswarm.capacity.slo.judge`); a hold whose verdicts are
    INCONCLUSIVE is extended by half a hold until ``max_hold_s``.
 4. **Guards.** A level at which this generator saturated (scheduler lateness,
@@ -48,6 +51,7 @@ from lkswarm.config import RunConfig
 from lkswarm.engine.plan import Arrival, Rooms
 from lkswarm.metrics import process_cpu_s
 from lkswarm.observe.server_metrics import Scrape, scrape
+from lkswarm.signal.session import DEFAULT_PING_INTERVAL_S
 
 Grow = Literal["subscribers", "rooms", "publishers"]
 AUTO_SETTLE_MIN_S = 3.0
@@ -57,6 +61,17 @@ COOL_DOWN_S = 2.0
 MIN_SUBWINDOW_S = 2.0
 SUBWINDOWS_PER_HOLD = 6
 CHURN_GAP_S = 0.5
+# Where a ping SLO is judged, a participant churned out has lived six ping intervals (it pinged five times):
+# caps the churn at a level's population over this, per second. Longer keeps more pings but makes fewer
+# joins: a level of 10 gathers the 59 joins of a p95 and the 299 pings of a p99 in a hold of 180 s
+# (`capacity_run.sample_shortfalls`).
+CHURN_MIN_AGE_S = 6 * DEFAULT_PING_INTERVAL_S
+
+
+def churn_min_age_s(slos: list[SloSpec]) -> float:
+    """How long a seat lives before the hold's churn may replace it: long enough to ping where pings are judged."""
+    return CHURN_MIN_AGE_S if any(phase_of(spec["key"]) == "ping_rtt" for spec in slos) else 0.0
+
 
 # A retry of a hold-edge scrape that timed out (see `Controller._scrape_hold_edge`).
 PATIENT_SCRAPE_TIMEOUT_S = 10.0
@@ -96,6 +111,9 @@ class LevelTiming:
     max_hold_s: float
     probe_churn_per_s: float
     confidence: float
+    # The least a seat lives before the churn replaces it: `CHURN_MIN_AGE_S` where a ping SLO is judged
+    # (`churn_min_age_s`), else 0 (the longest-lived first, however young).
+    churn_min_age_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -119,6 +137,7 @@ class Controller:
     _next_index: int = 0
     _last_start_s: float = 0.0  # the latest start planned so far (run s)
     _churned: set[int] = field(default_factory=set)
+    _started_s: dict[int, float] = field(default_factory=dict)  # live plan index -> its planned start (run s)
 
     def __post_init__(self) -> None:
         self._rooms = Rooms(self.rooms)
@@ -203,6 +222,7 @@ class Controller:
         assert self._rooms is not None
         population = await self.port.population(list(self._seats))
         for index in population.ended:
+            self._started_s.pop(index, None)
             if index in self._seats:
                 room, seat = self._seats.pop(index)
                 self._rooms.release(room, seat)
@@ -227,6 +247,7 @@ class Controller:
                 start_s = now_s + len(arrivals) / self.timing.rate
                 arrivals.append(Arrival(self._next_index, start_s, room, seat))
                 self._seats[self._next_index] = (room, seat)
+                self._started_s[self._next_index] = start_s
                 self._next_index += 1
         arrivals.sort(key=lambda a: (a.start_s, a.index))
         await self._add(arrivals)
@@ -255,22 +276,26 @@ class Controller:
         return scraped.total("livekit_participant_total", {}) if isinstance(scraped, Scrape) else None
 
     async def _churn_one(self) -> None:
-        """Replaces the longest-lived subscriber (a publisher when there is none) with a fresh join in its seat."""
+        """Replaces the longest-lived subscriber (a publisher when there is none) with a fresh join in its seat,
+        if it has lived ``timing.churn_min_age_s``."""
         publishers = 0 if self.shape.grow == "publishers" else self.shape.publishers
-        candidates = [i for i, (_, seat) in self._seats.items() if seat >= publishers and i not in self._churned]
-        if not candidates:
-            candidates = [i for i in self._seats if i not in self._churned]
+        now_s = self.port.elapsed_s()
+        live = [i for i in self._seats if i not in self._churned]
+        pool = [i for i in live if self._seats[i][1] >= publishers] or live
+        min_age_s = self.timing.churn_min_age_s
+        candidates = [i for i in pool if not min_age_s or now_s - self._started_s.get(i, now_s) >= min_age_s]
         if not candidates:
             return
         leaving = min(candidates)
         room, seat = self._seats.pop(leaving)
-        now_s = self.port.elapsed_s()
+        self._started_s.pop(leaving, None)
         self._churned.add(leaving)
         await self.port.add_departures(now_s, [leaving])
         # The replacement joins a moment later: in a room at its size limit the server must have seen the
         # leaver go, or it refuses the newcomer as "room full" and the probe measures the limit, not the join.
         start_s = max(now_s + CHURN_GAP_S, self._last_start_s)
         self._seats[self._next_index] = (room, seat)  # the seat passes straight to the replacement
+        self._started_s[self._next_index] = start_s
         self._next_index += 1
         await self._add([Arrival(self._next_index - 1, start_s, room, seat)])
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import uvloop
 
-from lkswarm.app.capacity import Controller, LevelTiming, Shape, engine_config
+from lkswarm.app.capacity import Controller, LevelTiming, Shape, churn_min_age_s, engine_config
 from lkswarm.app.capacity_port import EnginePort, LoadPort
 from lkswarm.app.cpu_limit import CpuLimit, limit_cpu
 from lkswarm.app.runner import build_engine, resolve_url, run_until_stopped, server_cpu_s
@@ -31,7 +31,7 @@ from lkswarm.auth import Credentials
 from lkswarm.capacity.analysis import analyse, sweep_summary
 from lkswarm.capacity.schema import CapacitySection, SloSpec
 from lkswarm.capacity.search import Search
-from lkswarm.capacity.slo import parse_slo
+from lkswarm.capacity.slo import is_ratio_key, min_samples, parse_slo, percentile_of, phase_of
 from lkswarm.config import RunConfig
 from lkswarm.engine.timeline import Observer
 from lkswarm.errors import ConfigError, one_line
@@ -39,8 +39,11 @@ from lkswarm.observe.server_metrics import scrape, server_section
 from lkswarm.report.build import EmbeddedServerUse, build_report
 from lkswarm.report.capacity_text import summary_paragraph
 from lkswarm.report.schema import as_json
+from lkswarm.signal.session import DEFAULT_PING_INTERVAL_S
 
 MEDIA_SLOS = ("media.loss_ratio",)
+# Phases a hold samples once per join: its churn's joins.
+JOIN_PHASES = ("ws_connect", "join_response", "offer_answer", "active")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,47 @@ def slo_specs(options: CapacityOptions, config: RunConfig) -> tuple[list[SloSpec
             specs = [s for s in specs if s["key"] not in MEDIA_SLOS]
         elif dropped:
             raise ConfigError(f"--slo {dropped[0]}: this shape publishes no media (add --audio-publishers)")
+    start = options.start if options.start is not None else config.total_participants
+    notes += sample_shortfalls(specs, start, options)
     return specs, notes
+
+
+def sample_shortfalls(specs: list[SloSpec], start: int, options: CapacityOptions) -> list[str]:
+    """A note for each percentile SLO that a level of ``start`` participants cannot gather the samples for, even in
+    the longest hold: its levels can only be INCONCLUSIVE (counted as FAIL), and a search starting there finds no
+    capacity after many minutes. Joins come from the hold's churn, which replaces a seat once it has lived
+    `churn_min_age_s` (or ``start / churn``, if longer); pings every ping interval (livekit-server's 5 s) of a
+    seat's life after its first."""
+    notes: list[str] = []
+    churn, ping_s = options.probe_churn_per_s, DEFAULT_PING_INTERVAL_S
+    lifetime_s = max(churn_min_age_s(specs), start / churn) if churn > 0 else math.inf
+    for spec in specs:
+        key = spec["key"]
+        if is_ratio_key(key):
+            continue
+        phase = phase_of(key)
+        if phase == "ping_rtt":
+            per_s, source = start / ping_s * (1 - ping_s / lifetime_s), f"{start} participants ping"
+        elif phase in JOIN_PHASES:
+            per_s, source = start / lifetime_s, f"the hold's churn (--probe-churn {churn:g}) joins"
+        else:
+            continue
+        needed = min_samples(1.0 - percentile_of(key) / 100.0, options.confidence)
+        gathered = math.floor(per_s * options.max_hold_s)
+        if gathered >= needed:
+            continue
+        if per_s == 0:
+            notes.append(
+                f"{spec['text']} has no samples: the hold makes no joins (--probe-churn 0), so it can only be "
+                "INCONCLUSIVE (counted as FAIL); let the hold churn or leave this SLO out"
+            )
+            continue
+        notes.append(
+            f"{spec['text']} needs {needed} samples in a hold, and {source} about {per_s:.2g} times a second: "
+            f"{gathered} in the longest hold (--max-hold {options.max_hold_s:g}s), so levels of {start} can only "
+            "be INCONCLUSIVE (counted as FAIL); raise --start or --max-hold, or judge a lower percentile"
+        )
+    return notes
 
 
 def check_capacity_options(options: CapacityOptions, config: RunConfig) -> Search:
@@ -253,6 +296,7 @@ def _one_search(
             options.max_hold_s,
             options.probe_churn_per_s,
             options.confidence,
+            churn_min_age_s(specs),
         )
         server = local
 

@@ -271,7 +271,8 @@ def capacity(
         if require is not None and require < 1:
             raise ConfigError(f"--require {require} must be at least 1 participant")
         check_capacity_options(options, config)
-        slo_order = [spec["key"] for spec in slo_specs(options, config)[0]]
+        specs, slo_notes = slo_specs(options, config)
+        slo_order = [spec["key"] for spec in specs]
         check_output_paths(json_path=json_path, html_path=html_path, csv_dir=csv_dir)
         exporter = None
         if prometheus is not None:
@@ -284,6 +285,9 @@ def capacity(
     except (LkswarmError, ValueError) as exc:
         raise fail(str(exc), 2) from None
 
+    if not quiet:  # before a search of many minutes: what it cannot judge, and why (also in the report's notes)
+        for note in slo_notes:
+            stderr.print(f"note: {note}", highlight=False)
     progress = SearchProgress(quiet, exporter, slo_order)
     try:
         result = run_capacity(

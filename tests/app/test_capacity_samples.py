@@ -1,0 +1,57 @@
+"""A search warns before it starts when its first level cannot gather the samples a percentile SLO needs even
+in the longest hold (lkswarm.app.capacity_run.sample_shortfalls): such levels can only be INCONCLUSIVE, counted
+as FAIL, and a search of many minutes then finds no capacity without saying why."""
+
+from __future__ import annotations
+
+from lkswarm.app.capacity import CHURN_MIN_AGE_S
+from lkswarm.app.capacity_run import CapacityOptions, sample_shortfalls, slo_specs
+from lkswarm.capacity.slo import DEFAULT_SLOS, parse_slo
+from lkswarm.config import RunConfig
+from lkswarm.signal.session import DEFAULT_PING_INTERVAL_S
+
+DEFAULTS = [parse_slo(text) for text in DEFAULT_SLOS]
+
+
+def test_a_level_of_four_cannot_judge_the_default_join_and_ping_slos() -> None:
+    # 4 participants ping every 5 s for five of every six intervals: 0.67/s, 120 in 180 s of the 299 a p99 needs;
+    # the churn replaces a seat once it has lived 30 s: 0.13 joins/s, 24 of the 59 a p95 needs.
+    notes = sample_shortfalls(DEFAULTS, 4, CapacityOptions())
+    assert len(notes) == 2, notes
+    join, ping = notes
+    assert join.startswith("join_response.p95<1s needs 59 samples") and "24 in the longest hold" in join, join
+    assert ping.startswith("ping_rtt.p99<250ms needs 299 samples") and "120 in the longest hold" in ping, ping
+    assert "raise --start or --max-hold" in ping
+
+
+def test_the_default_start_of_ten_gathers_enough_and_a_larger_one_more() -> None:
+    assert CHURN_MIN_AGE_S == 6 * DEFAULT_PING_INTERVAL_S
+    assert sample_shortfalls(DEFAULTS, 10, CapacityOptions()) == []
+    assert sample_shortfalls(DEFAULTS, 200, CapacityOptions(max_hold_s=60.0)) == []
+
+
+def test_a_shorter_longest_hold_or_a_stricter_percentile_is_named() -> None:
+    notes = sample_shortfalls([parse_slo("ping_rtt.p99.9<1s")], 50, CapacityOptions())
+    assert len(notes) == 1 and "needs 2995 samples" in notes[0] and "1620 in" in notes[0], notes
+    # Without a ping SLO the churn replaces seats however young: 1 join a second, 30 in a 30 s hold.
+    [note] = sample_shortfalls([parse_slo("active.p95<2s")], 10, CapacityOptions(max_hold_s=30.0))
+    assert "30 in the longest hold" in note, note
+
+
+def test_no_churn_means_no_join_samples_at_all() -> None:
+    [note] = sample_shortfalls([parse_slo("join_response.p50<1s")], 500, CapacityOptions(probe_churn_per_s=0.0))
+    assert "has no samples: the hold makes no joins (--probe-churn 0)" in note, note
+
+
+def test_phases_sampled_otherwise_and_ratios_get_no_note() -> None:
+    slos = [parse_slo("track_subscribed.p99<1s"), parse_slo("failed_ratio<1%"), parse_slo("media.loss_ratio<1%")]
+    assert sample_shortfalls(slos, 2, CapacityOptions()) == []
+
+
+def test_the_notes_come_with_the_slos_from_the_search_start() -> None:
+    config = RunConfig(url="ws://127.0.0.1:7880", participants=4, audio_publishers=1)
+    specs, notes = slo_specs(CapacityOptions(), config)
+    assert [spec["key"] for spec in specs] == [spec["key"] for spec in DEFAULTS]
+    assert len(notes) == 2 and all("levels of 4" in note for note in notes), notes
+    _, started_higher = slo_specs(CapacityOptions(start=20), config)
+    assert started_higher == []
