@@ -160,6 +160,25 @@ def test_workers_run_as_one_report_against_the_real_server(
     assert timeline["joined"][-1] == 12 and sum(timeline["join_count"]) == 12
     assert report["notes"] == [], "every histogram merges exactly"
     assert report["latency_ms"]["active"]["count"] == 12
+    # Against --url without --server-metrics: the server section says why it is empty, as one process's does.
+    assert report["server"] == {"available": False, "reason": "no --server-metrics URL"}, report.get("server")
+    assert report["machine"]["generator_cpu_s"] == round(report["generator"]["cpu_s"], 3), report["machine"]
+
+
+@pytest.mark.integration  # the embedded livekit-server (no fixture marks it)
+def test_workers_against_the_embedded_server_report_its_metrics_and_cpu(
+    credentials: Credentials, tmp_path: Path
+) -> None:
+    """The parent owns the embedded server: the workers' reports had no server or machine section, and the merged
+    report had neither (no server line in the summary, no server-side loss, no busy share)."""
+    args = ["--workers", "2", "--rooms", "2", "--participants", "3", "--audio-publishers", "1"]
+    code, report, stderr = run_cli([*args, "--duration", "8s", "--rate", "20"], credentials, tmp_path)
+    assert code == 0, (stderr, report["warnings"])
+    server = report["server"]
+    assert server["available"] is True and server["packets_in"] > 100 and server["packets_out"] > 200, server
+    machine = report["machine"]
+    assert machine["embedded_server_cpu_s"] > 0 and 0 < machine["busy_share"] <= 1.5, machine
+    assert machine["generator_cpu_s"] == round(report["generator"]["cpu_s"], 3)
 
 
 def test_a_worker_that_dies_is_reported_and_its_participants_counted(

@@ -25,8 +25,9 @@ import uvloop
 from lkswarm.app.capacity import Controller, LevelTiming, Shape, churn_min_age_s, engine_config
 from lkswarm.app.capacity_port import EnginePort, LoadPort
 from lkswarm.app.cpu_limit import CpuLimit, limit_cpu
-from lkswarm.app.runner import build_engine, resolve_url, run_until_stopped, server_cpu_s
+from lkswarm.app.runner import build_engine, resolve_url, run_until_stopped
 from lkswarm.app.server import LocalServer
+from lkswarm.app.server_watch import server_cpu_s
 from lkswarm.auth import Credentials
 from lkswarm.capacity.analysis import analyse, sweep_summary
 from lkswarm.capacity.schema import CapacitySection, SloSpec

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any
 import uvloop
 
 from lkswarm.app.server import LocalServer
+from lkswarm.app.server_watch import ServerWatch
 from lkswarm.auth import Credentials, mint_token
 from lkswarm.config import RunConfig
 from lkswarm.engine.context import Run
@@ -27,14 +27,13 @@ from lkswarm.errors import ConfigError
 from lkswarm.impairment import ImpairmentError, parse_impairment
 from lkswarm.media.tier import LightTier
 from lkswarm.media.totals import MediaTotals
-from lkswarm.metrics import process_cpu_s, udp_receive_buffer_errors
+from lkswarm.metrics import udp_receive_buffer_errors
 from lkswarm.net.twirp import http_base, open_direct
 from lkswarm.net.ws_driver import Endpoint, tls_context
-from lkswarm.observe.server_metrics import scrape, server_section
 from lkswarm.probe.netns import ProbeNetwork, unsupported_reason
 from lkswarm.probe.seats import probe_count, probe_seats
 from lkswarm.probe.tier import ProbeTier
-from lkswarm.report.build import EmbeddedServerUse, build_report
+from lkswarm.report.build import build_report
 from lkswarm.report.schema import as_json
 from lkswarm.report.thresholds import Threshold, evaluate
 from lkswarm.signal.join_request import join_request_mapping, validate_v1_path, wrap_join_request
@@ -190,11 +189,6 @@ async def run_until_stopped(engine: Engine) -> RunRecord:
             loop.remove_signal_handler(signum)
 
 
-def server_cpu_s(local: LocalServer | None) -> float | None:
-    """The embedded server's CPU seconds so far (None without one, or when /proc cannot say)."""
-    return process_cpu_s(local.pid) if local is not None and local.pid is not None else None
-
-
 def run_scenario(
     config: RunConfig,
     credentials: Credentials,
@@ -230,22 +224,17 @@ def run_scenario(
         )
         if on_engine is not None:
             on_engine(engine)
-        metrics_url = config.server_metrics or (local.metrics_url if local is not None else None)
-        scraped_before = scrape(metrics_url) if metrics_url else "no --server-metrics URL"
-        server_cpu_before_s, rcvbuf_errors = server_cpu_s(local), udp_receive_buffer_errors()
-        started_s = time.perf_counter()
+        watch = ServerWatch(config, local)
+        watch.start()
+        rcvbuf_errors = udp_receive_buffer_errors()
         record = uvloop.run(run_until_stopped(engine))
-        wall_s = time.perf_counter() - started_s
-        server_use = None
-        if server_cpu_before_s is not None and (cpu_s := server_cpu_s(local)) is not None:
-            server_use = EmbeddedServerUse(cpu_s - server_cpu_before_s, wall_s)
-        scraped_after = scrape(metrics_url) if metrics_url else scraped_before
+        watch.stop()
         kernel_drops = udp_receive_buffer_errors()
         report = as_json(
             build_report(
                 record,
-                server_use,
-                server_metrics=server_section(scraped_before, scraped_after, wall_s),
+                watch.use,
+                server_metrics=watch.section(),
                 udp_rcvbuf_errors=None
                 if kernel_drops is None or rcvbuf_errors is None
                 else kernel_drops - rcvbuf_errors,

@@ -78,6 +78,7 @@ from typing import IO, Any
 
 from lkswarm.app.runner import RunResult, check_signal_path, resolve_url
 from lkswarm.app.server import LocalServer
+from lkswarm.app.server_watch import ServerWatch
 from lkswarm.app.shares import (
     STOP_NOTE_PREFIX,
     StopSignals,
@@ -93,6 +94,7 @@ from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
 from lkswarm.engine.timeline import Snapshot, combine_snapshots
 from lkswarm.observe.prometheus import BackgroundMetricsServer, Exposition, combine_expositions, render_metrics
+from lkswarm.report.build import machine_figures
 from lkswarm.report.schema import as_json
 from lkswarm.report.thresholds import Threshold
 
@@ -164,6 +166,7 @@ def run_workers(
     stops = StopSignals(lambda sig: _send_all(procs, sig))
     started_at = datetime.now(UTC)
     started = False
+    watch: ServerWatch | None = None
     exporter = None if prometheus is None else _parent_exporter(prometheus, procs)
     stops.install()
     try:
@@ -184,10 +187,14 @@ def run_workers(
                     streams = {"stream_rolling": on_sample is not None, "stream_exposition": prometheus is not None}
                     _spawn_all(config, credentials, workers, url, tmp, procs, **streams)
                     _await_ready(procs, time.monotonic() + READY_TIMEOUT_S, stops)
+                    watch = ServerWatch(config, local)  # one scrape for the run, not one per worker
+                    watch.start()
                     started = _start(procs, stops)
                 if started:
                     end_at = time.monotonic() + START_AHEAD_S + config.duration_s
                     _await_exit(procs, stops, end_at, on_sample)
+                    if watch is not None:
+                        watch.stop()
             finally:
                 for worker in procs:
                     _stop(worker)
@@ -211,6 +218,10 @@ def run_workers(
         track_rows=rows,
         data_rows=data_rows,
     )
+    if started and watch is not None:  # the sections a one-process run's report has, which workers' cannot give
+        result.report["server"] = watch.section()
+        generator_cpu_s = (result.report.get("generator") or {}).get("cpu_s", 0.0)  # none: every worker hung
+        result.report["machine"] = machine_figures(generator_cpu_s, watch.use)
     if server_died is not None:
         result.report["warnings"].append(server_died)
     return result

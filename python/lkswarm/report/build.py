@@ -259,10 +259,15 @@ MACHINE_SATURATED_SHARE = 0.85  # of all cores busy (server + generator): the ma
 
 def machine_section(record: RunRecord, server: EmbeddedServerUse | None) -> dict[str, Any]:
     """Who used the machine's cores: the generator and, when it is our child, the server."""
+    return machine_figures(record.cpu_s, server)
+
+
+def machine_figures(generator_cpu_s: float, server: EmbeddedServerUse | None) -> dict[str, Any]:
+    """The ``machine`` section of a run whose generator (all its processes) used ``generator_cpu_s``."""
     cores = os.cpu_count() or 1
-    section: dict[str, Any] = {"cores": cores, "generator_cpu_s": round(record.cpu_s, 3)}
+    section: dict[str, Any] = {"cores": cores, "generator_cpu_s": round(generator_cpu_s, 3)}
     if server is not None and server.wall_s > 0:
-        busy = (server.cpu_s + record.cpu_s) / server.wall_s
+        busy = (server.cpu_s + generator_cpu_s) / server.wall_s
         section.update(
             embedded_server_cpu_s=round(server.cpu_s, 3),
             embedded_server_cores=round(server.cpu_s / server.wall_s, 3),
