@@ -35,6 +35,8 @@ def test_publishers_are_the_first_seats_and_destinations_are_the_first_others() 
     view = {"p3": "PA_3", "p1": "PA_1", "p0": "PA_0", "p2": "PA_2"}
     assert destinations("all", "p1", view) == []
     assert destinations("2", "p1", view) == ["p0", "p2"]
+    assert destinations("2", "p1", view, chosen=["p2"]) == ["p2", "p0"]  # kept, then filled in
+    assert destinations("1", "p1", view, chosen=["p2"]) == ["p2"]
 
 
 def test_a_section_counts_delivery_loss_duplicates_and_other_clients() -> None:

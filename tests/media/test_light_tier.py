@@ -303,6 +303,35 @@ def test_data_to_n_waits_for_someone_to_send_to_instead_of_sending_to_everyone()
     assert hub.destinations == [["p1"]]  # chosen once: a receiver's expected count starts at its first message
 
 
+def test_data_to_n_fills_in_destinations_as_the_room_fills() -> None:
+    """A publisher in the first seat starts while its room fills: with --data-to 3 it sent to the one other there
+    then, for the whole run (1 destination of the 3 asked for), and nothing said so."""
+    from lkswarm.config import RunConfig
+    from lkswarm.signal.events import ParticipantsChanged
+
+    class RecordingHub:
+        def __init__(self) -> None:
+            self.destinations: list[list[str]] = []
+
+        def data_publish(self, peer: int, channel: str, rate: float, size: int, **fields: Any) -> None:
+            self.destinations.append(list(fields["destinations"]))
+
+    config = RunConfig(url="ws://127.0.0.1:7880", participants=8, data_publishers=1, data_to="3")
+    host = FakeHost(fake_run(config), "p5", room="room")
+    session = host.session = joined(SignalSession("p5", "token", join_timeout_s=15))
+    leg = light_leg(host)
+    hub = RecordingHub()
+    leg.tier.hub, leg.peer_id = hub, 1  # type: ignore[assignment]
+    session.others = {"p7": "PA_7"}
+    leg._start_data()
+    session.others |= {"p2": "PA_2", "p5": "PA_self", "p6": "PA_6"}
+    leg.on_session_event(ParticipantsChanged(4), 1.0)
+    session.others |= {"p0": "PA_0", "p1": "PA_1"}
+    leg.on_session_event(ParticipantsChanged(6), 2.0)
+    # Those it has are kept (their messages' counters run on), newcomers are added in order, up to 3.
+    assert hub.destinations == [["p7"], ["p7", "p2", "p6"]]
+
+
 def test_a_fresh_join_forgets_the_old_peers_wait_for_someone_to_send_to() -> None:
     """A data publisher waiting (``--data-to 1``, alone) that joins afresh: its new peer starts its data once
     connected, and a participant update before then must not start it early."""

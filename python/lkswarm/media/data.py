@@ -27,6 +27,7 @@ loss after a receiver's last message, or before its first, is not counted.
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,12 +79,15 @@ def is_data_publisher(seat: int, data_publishers: int) -> bool:
     return seat < data_publishers
 
 
-def destinations(data_to: str, own_identity: str, room_view: dict[str, str]) -> list[str]:
-    """``all``: none named (the server sends to everyone else); ``N``: the first N other identities, sorted."""
+def destinations(data_to: str, own_identity: str, room_view: dict[str, str], chosen: Sequence[str] = ()) -> list[str]:
+    """``all``: none named (the server sends to everyone else); ``N``: ``chosen`` (those named so far), then the
+    first other identities not among them, sorted, up to N: a publisher that started in a room still filling
+    adds destinations as others join, and keeps those it has."""
     if data_to == "all":
         return []
-    others = sorted(identity for identity in room_view if identity != own_identity)
-    return others[: int(data_to)]
+    wanted = int(data_to)
+    others = sorted(identity for identity in room_view if identity != own_identity and identity not in chosen)
+    return [*chosen, *others[: max(0, wanted - len(chosen))]][:wanted]
 
 
 @dataclass(slots=True)

@@ -208,6 +208,7 @@ class LightLeg(SignalingLeg):
     """The media half of one participant: its peer in the hub (a `MediaLeg`)."""
 
     __slots__ = (
+        "_data_destinations",
         "_data_waiting",
         "_has_remote",
         "_pending_candidates",
@@ -252,6 +253,8 @@ class LightLeg(SignalingLeg):
         # empty destination list means everyone to the server. A fresh join's new peer starts its own once
         # connected, so a wait of the old one's must not start it before then.
         self._data_waiting = False
+        # ``--data-to N``: the identities this join's data goes to, filled in as the room fills (None: not sending)
+        self._data_destinations: list[str] | None = None
 
     # -- signaling side ------------------------------------------------------------------
 
@@ -401,8 +404,8 @@ class LightLeg(SignalingLeg):
     def _start_data(self) -> None:
         """Tells the hub to publish this participant's data messages (it writes them from the channel's opening).
         With ``--data-to N`` they go to the first N others (by identity) in the room now, and wait for someone
-        to join when nobody else is there (`ParticipantsChanged`)."""
-        hub, peer = self._hub()
+        to join when nobody else is there (`ParticipantsChanged`); while fewer than N, each newcomer is added
+        (`_fill_destinations`), so a publisher that starts in a room still filling reaches the N asked for."""
         config = self.run.config
         session = self.driver.session
         room_view = session.room_view() if session is not None else {}
@@ -410,6 +413,20 @@ class LightLeg(SignalingLeg):
         self._data_waiting = config.data_to != "all" and not chosen
         if self._data_waiting:
             return
+        self._publish_data(chosen)
+
+    def _fill_destinations(self) -> None:
+        chosen, session = self._data_destinations, self.driver.session
+        if chosen is None or session is None or len(chosen) >= int(self.run.config.data_to):
+            return
+        more = destinations(self.run.config.data_to, self.driver.identity, session.room_view(), chosen)
+        if len(more) > len(chosen):
+            self._publish_data(more)  # the hub keeps the message clock and counters: only the destinations change
+
+    def _publish_data(self, chosen: list[str]) -> None:
+        hub, peer = self._hub()
+        config = self.run.config
+        self._data_destinations = chosen if config.data_to != "all" else None
         hub.data_publish(
             peer,
             config.data_channel,
@@ -432,6 +449,8 @@ class LightLeg(SignalingLeg):
         if isinstance(event, ParticipantsChanged) and self.peer_id is not None:
             if self._data_waiting:
                 self._start_data()
+            else:
+                self._fill_destinations()
             if self._video_tiles:
                 self._apply_layout()  # a publisher that left frees its tile
         if isinstance(event, (DataTrackPublished, DataTrackHandles, RemoteDataTrackPublished, RequestFailed)):

@@ -192,6 +192,10 @@ impl DataSender {
         let interval = Duration::from_secs_f64(1.0 / spec.rate_hz).max(Duration::from_micros(1));
         let slot = spec.kind as usize;
         let mut schedule = Schedule { spec, interval, next_due: None, next_burst: None };
+        if let Some(old) = self.schedules[slot].take() {
+            // A replacement (destinations filled in as the room fills) keeps the clock: no early message.
+            (schedule.next_due, schedule.next_burst) = (old.next_due, old.next_burst);
+        }
         if let Some(now) = open_now {
             schedule.start(now);
         }
@@ -407,6 +411,23 @@ mod tests {
         assert!(views.iter().all(|v| v.user_payload.unwrap().len() == 64 && v.identity == "me"));
         assert_eq!(sender.counts[0].sent, 5);
         assert_eq!(sender.counts[0].payload_bytes, 320);
+    }
+
+    #[test]
+    fn a_replaced_schedule_keeps_its_clock_and_counters() {
+        // `--data-to N` fills in destinations as the room fills: each replacement must not send early.
+        let t0 = Instant::now();
+        let mut sender = DataSender::default();
+        sender.publish(spec(Kind::Lossy, 100.0), Some(t0)).unwrap();
+        let mut sink = Sink { accept: true, ..Sink::default() };
+        assert_eq!(sender.write_due(Kind::Lossy, t0 + Duration::from_millis(45), &mut sink), 5);
+        let more = DataPublish { destinations: vec!["a".into(), "b".into()], ..spec(Kind::Lossy, 100.0) };
+        sender.publish(more, Some(t0 + Duration::from_millis(47))).unwrap();
+        assert_eq!(sender.next_due(), Some(t0 + Duration::from_millis(50)), "not at the replacement");
+        assert_eq!(sender.write_due(Kind::Lossy, t0 + Duration::from_millis(55), &mut sink), 1);
+        let last = parse_data_packet(sink.messages.last().unwrap()).unwrap();
+        assert_eq!(read_probe(last.user_payload.unwrap()).unwrap().1, 5, "the counter goes on");
+        assert_eq!(sender.schedules[1].as_ref().unwrap().spec.destinations, ["a", "b"]);
     }
 
     #[test]
