@@ -55,3 +55,16 @@ def test_the_notes_come_with_the_slos_from_the_search_start() -> None:
     assert len(notes) == 2 and all("levels of 4" in note for note in notes), notes
     _, started_higher = slo_specs(CapacityOptions(start=20), config)
     assert started_higher == []
+
+
+def test_a_runs_saturation_advice_is_restated_for_a_search() -> None:
+    """A search's report carries its whole run's warnings; "spread the load over more generator processes" is
+    advice a search cannot follow (it has no --workers), and the warning covers ramps and teardowns too."""
+    from lkswarm.app.capacity_run import search_wide
+
+    run_warning = "media thread lag p99 35.1 ms > 20 ms: saturated. Spread the load over more generator processes."
+    searched = search_wide(run_warning)
+    assert searched.startswith("media thread lag p99 35.1 ms > 20 ms: saturated. This is over the whole search")
+    assert "more generator processes" not in searched and "only with --ray" in searched
+    assert "capacity.levels[].generator" in searched
+    assert search_wide("the room check at the end could not run") == "the room check at the end could not run"

@@ -27,7 +27,7 @@ from lkswarm.app.capacity_port import EnginePort, LoadPort
 from lkswarm.app.cpu_limit import CpuLimit, limit_cpu
 from lkswarm.app.runner import build_engine, resolve_url, run_until_stopped
 from lkswarm.app.server import LocalServer
-from lkswarm.app.server_watch import server_cpu_s
+from lkswarm.app.server_watch import ServerWatch
 from lkswarm.auth import Credentials
 from lkswarm.capacity.analysis import analyse, sweep_summary
 from lkswarm.capacity.schema import CapacitySection, SloSpec
@@ -36,8 +36,7 @@ from lkswarm.capacity.slo import is_ratio_key, min_samples, parse_slo, percentil
 from lkswarm.config import RunConfig
 from lkswarm.engine.timeline import Observer
 from lkswarm.errors import ConfigError, one_line
-from lkswarm.observe.server_metrics import scrape, server_section
-from lkswarm.report.build import EmbeddedServerUse, build_report
+from lkswarm.report.build import build_report
 from lkswarm.report.capacity_text import summary_paragraph
 from lkswarm.report.schema import as_json
 from lkswarm.signal.session import DEFAULT_PING_INTERVAL_S
@@ -110,6 +109,23 @@ def slo_specs(options: CapacityOptions, config: RunConfig) -> tuple[list[SloSpec
     start = options.start if options.start is not None else config.total_participants
     notes += sample_shortfalls(specs, start, options)
     return specs, notes
+
+
+# The advice of a run's saturation warnings, which a search cannot follow: it has no --workers.
+_RUN_ADVICE = " Spread the load over more generator processes."
+
+
+def search_wide(warning: str) -> str:
+    """A run's generator warning as a search's: it covers the whole search (ramps and teardowns too), while
+    each level was judged by its hold's own guard (``capacity.levels[].generator``); and a search spreads its
+    load over more processes only with --ray."""
+    if not warning.endswith(_RUN_ADVICE):
+        return warning
+    return (
+        warning.removesuffix(_RUN_ADVICE) + " This is over the whole search, ramps and teardowns included; each "
+        "level's hold was judged by its own guard (capacity.levels[].generator: GENERATOR_BOUND where it "
+        "saturated). A search spreads its load over more processes only with --ray."
+    )
 
 
 def sample_shortfalls(specs: list[SloSpec], start: int, options: CapacityOptions) -> list[str]:
@@ -315,8 +331,8 @@ def _one_search(
                 on_level_start=on_level_start or (lambda planned: None),
             )
 
-        scraped_before = scrape(metrics_url) if metrics_url else "no --server-metrics URL"
-        server_cpu_before_s = server_cpu_s(local)
+        watch = ServerWatch(config, local)
+        watch.start()
         started = time.perf_counter()
         error: str | None = None
         if options.ray is None:
@@ -329,16 +345,13 @@ def _one_search(
             spread = (options.ray, options.workers, options.workers_per_node)
             merged, controller, error = search_on_ray(run_config, credentials, url, controller_for, search, spread)
         wall_s = time.perf_counter() - started
-        scraped_after = scrape(metrics_url) if metrics_url else scraped_before
-        server_use = None
-        if server_cpu_before_s is not None and (server_cpu_after_s := server_cpu_s(local)) is not None:
-            server_use = EmbeddedServerUse(server_cpu_after_s - server_cpu_before_s, wall_s)
-        server_figures = server_section(scraped_before, scraped_after, wall_s)
+        watch.stop()
         if options.ray is None:
-            report = as_json(build_report(record, server_use, server_metrics=server_figures))
+            report = as_json(build_report(record, watch.use, server_metrics=watch.section()))
         else:
             report = merged
-            report["server"] = server_figures
+            report["server"] = watch.section()
+        report["warnings"] = [search_wide(warning) for warning in report.get("warnings", [])]
     finally:
         try:  # the CPU limit first: a SIGSTOP duty cycle would stall the server's drain (and its SIGTERM)
             if limit is not None:
