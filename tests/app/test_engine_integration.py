@@ -82,6 +82,10 @@ def test_wrong_secret_fails_every_participant_with_401(
     assert_outcomes_reconcile(report)
     assert report["participants"]["failures"] == {"http_401": 3}
     assert "invalid token" in report["participants"]["failure_details"]["failed:http_401"]
+    # The server's words do not say which credential: the warning names ours.
+    [warning] = [w for w in report["warnings"] if "HTTP 401" in w]
+    assert warning.startswith("3 join(s) were refused as unauthorised") and "LIVEKIT_API_SECRET" in warning
+    assert forged.api_secret not in str(report)
 
 
 def test_unreachable_url_fails_every_participant(credentials: Credentials, tmp_path: Path) -> None:

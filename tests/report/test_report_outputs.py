@@ -179,8 +179,13 @@ def test_bad_report_files_give_one_line_errors(tmp_path: Path) -> None:
     good = tmp_path / "good.json"
     good.write_text(json.dumps(synthetic_report(1)))
     assert_one_line_error(cli("merge", str(good), "--json", str(tmp_path / "m.json")), 2, "at least two")
-    assert_one_line_error(cli("merge", str(good), str(good)), 2, "--json")
+    assert_one_line_error(cli("merge", str(good), str(good)), 2, "same file")  # before "nothing to write"
+    second = tmp_path / "second.json"
+    second.write_text(json.dumps(synthetic_report(2)))
+    assert_one_line_error(cli("merge", str(good), str(second)), 2, "--json")
     assert_one_line_error(cli("merge", str(good), str(tmp_path / "nope.json"), "--json", "m.json"), 2, "nope.json")
+    # The missing report is named whether or not an output was given (it said "nothing to write").
+    assert_one_line_error(cli("merge", str(good), str(tmp_path / "nope.json")), 2, "nope.json")
     assert_one_line_error(cli("merge", str(good), str(other), "--json", str(tmp_path / "m.json")), 1, "k6/summary")
     # A file where a folder must go: the output cannot be written.
     out = cli("report", str(good), "--json", str(good / "sub" / "r.json"))
@@ -418,3 +423,14 @@ def test_failures_csv_says_how_many_failures_the_list_leaves_out() -> None:
     assert sum(row["count"] for row in rows) == 1500
     report["participants"]["outcomes"]["failed"] = 2
     assert len(failure_rows(report)) == 2, "nothing left out, no extra row"
+
+
+def test_merging_runs_that_never_ran_together_says_so() -> None:
+    """Two runs 16 s apart merged silently into a 31 s run whose rates no load ever had."""
+    a, b = synthetic_report(1, seconds=10), synthetic_report(2, seconds=15)
+    b["started_at"] = "2099-01-01T00:00:00+00:00"
+    a["started_at"] = "2098-12-31T23:59:34+00:00"  # 10 s long: it ended 16 s before b started
+    notes = merge_reports([a, b])["notes"]
+    assert any("did not run side by side: one started 16.0 s after" in note for note in notes), notes
+    b["started_at"] = "2098-12-31T23:59:40+00:00"  # overlapping: a normal merge
+    assert not any("side by side" in note for note in merge_reports([a, b])["notes"])

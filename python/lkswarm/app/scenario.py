@@ -75,10 +75,11 @@ def _normalise(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def first_error(exc: FieldError) -> str:
-    """``key.path: message`` of a field's error, with our aliases spelled as the file spells them."""
+    """``key.path: message`` of a field's error, with our aliases spelled as the file spells them; the message
+    alone for a rule across fields (which named a "scenario" even where the options came from flags alone)."""
     reverse = {v: k for k, v in ALIASES.items()}
-    where = ".".join(reverse.get(str(x), str(x)) for x in exc.loc) or "scenario"
-    return f"{where}: {exc.msg}"
+    where = ".".join(reverse.get(str(x), str(x)) for x in exc.loc)
+    return f"{where}: {exc.msg}" if where else exc.msg
 
 
 def parse_scenario(text: str, source: str) -> Scenario:

@@ -301,16 +301,8 @@ def merge_command(
     Exit codes: 0 done; 1 a report cannot be read or merged; 2 bad usage (fewer than two reports, a
     missing file, the same run twice, an output path that cannot be written); 3 an output failed at the end.
     """
-    if len(inputs) >= 2 and json_path is None and html_path is None and csv_dir is None:
-        raise fail("nothing to write: give --json PATH (and/or --html PATH, --csv DIR)", 2)
+    # The inputs first: a missing, unreadable or repeated report is the error to name, with or without an output.
     _check_inputs(inputs)
-    try:
-        check_output_paths(json_path=json_path, html_path=html_path, csv_dir=csv_dir)
-    except ConfigError as exc:
-        raise fail(str(exc), 2) from None
-    for flag, output in (("--json", json_path), ("--html", html_path)):
-        if output is not None and any(_same_file(output, path) for path in inputs):
-            raise fail(f"{flag} {output} is one of the reports to merge: writing it would lose that report", 2)
     from lkswarm.report.merge import find_duplicate, merge_reports
 
     try:
@@ -321,6 +313,15 @@ def merge_command(
     if duplicate is not None:
         first, second, how = duplicate
         raise fail(f"{inputs[second]} and {inputs[first]} hold one run ({how}): merging it twice doubles its counts", 2)
+    if json_path is None and html_path is None and csv_dir is None:
+        raise fail("nothing to write: give --json PATH (and/or --html PATH, --csv DIR)", 2)
+    try:
+        check_output_paths(json_path=json_path, html_path=html_path, csv_dir=csv_dir)
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from None
+    for flag, output in (("--json", json_path), ("--html", html_path)):
+        if output is not None and any(_same_file(output, path) for path in inputs):
+            raise fail(f"{flag} {output} is one of the reports to merge: writing it would lose that report", 2)
     try:
         merged = merge_reports(reports)
         p = merged["participants"]

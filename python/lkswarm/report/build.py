@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, cast
 
 from lkswarm.auth import safe_url
+from lkswarm.config import RunConfig
 from lkswarm.engine.outcome import OutcomeKind
 from lkswarm.engine.record import ParticipantRow, RunRecord
 from lkswarm.media.totals import MediaTotals
@@ -338,6 +339,19 @@ def _server_action_warnings(record: RunRecord, left: Mapping[str, int]) -> list[
     return warnings
 
 
+def _access_warnings(config: RunConfig, failures: dict[str, int]) -> list[str]:
+    """How we reached the server, where every reader of the report should see it."""
+    warnings = [INSECURE_WARNING] if config.insecure else []  # an explicit choice, but one to show
+    if failures.get("http_401"):
+        # livekit-server's words ("token signature is invalid", "invalid API key") do not say which of ours.
+        warnings.append(
+            f"{failures['http_401']} join(s) were refused as unauthorised (HTTP 401): the API key and secret we "
+            "signed tokens with (LIVEKIT_API_KEY / LIVEKIT_API_SECRET, or --api-key / --api-secret) are not "
+            "the server's"
+        )
+    return warnings
+
+
 def build_report(
     record: RunRecord,
     server: EmbeddedServerUse | None = None,
@@ -359,8 +373,7 @@ def build_report(
     warnings: list[str] = []
     notes: list[str] = []
     valid = True
-    if config.insecure:  # an explicit choice, but one that every reader of the report should see
-        warnings.append(INSECURE_WARNING)
+    warnings.extend(_access_warnings(config, failures))
     if lateness["p99"] > MAX_LATENESS_P99_MS:
         valid = False
         warnings.append(

@@ -313,6 +313,37 @@ def _duration_s(reports: list[dict[str, Any]]) -> tuple[str, float]:
     return first.isoformat(), round(max(end, longest), 3)
 
 
+def apart_note(reports: list[dict[str, Any]]) -> str | None:
+    """A note when the inputs did not run side by side: some run ended before another started, so the merged
+    rates and timeline spread over time that no one load covered (None where every pair overlapped, or the
+    timestamps are unreadable)."""
+    try:
+        spans = sorted(
+            (start, start + float(r.get("duration_s") or 0.0))
+            for r in reports
+            for start in [datetime.fromisoformat(str(r["started_at"])).timestamp()]
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    gaps = [later[0] - earlier_end for earlier_end, later in zip(_running_ends(spans), spans[1:], strict=False)]
+    widest = max(gaps, default=0.0)
+    if widest <= 0:
+        return None
+    return (
+        f"the inputs did not run side by side: one started {widest:.1f} s after the others had ended, so the "
+        "merged duration, rates and timeline span loads that never ran together; merge runs made at the same time"
+    )
+
+
+def _running_ends(spans: list[tuple[float, float]]) -> list[float]:
+    """For spans sorted by start, the latest end among each span and those before it."""
+    ends, latest = [], float("-inf")
+    for _, end in spans:
+        latest = max(latest, end)
+        ends.append(latest)
+    return ends
+
+
 def _union(lists: Iterable[Iterable[str]]) -> list[str]:
     return list(dict.fromkeys(item for items in lists for item in items))
 
@@ -385,6 +416,8 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
         for c in configs
     ):
         merger.notes.append("inputs ran different configurations; `config` is the first input's")
+    if (apart := apart_note(reports)) is not None:
+        merger.notes.append(apart)
     participants = [r.get("participants") or {} for r in reports]
     merged_participants = {
         key: _deep_add([p.get(key) for p in participants]) for key in _union(p.keys() for p in participants)
