@@ -330,6 +330,9 @@ def test_data_to_n_fills_in_destinations_as_the_room_fills() -> None:
     leg.on_session_event(ParticipantsChanged(6), 2.0)
     # Those it has are kept (their messages' counters run on), newcomers are added in order, up to 3.
     assert hub.destinations == [["p7"], ["p7", "p2", "p6"]]
+    del session.others["p2"]  # a destination leaves: its place goes to the first other not chosen
+    leg.on_session_event(ParticipantsChanged(5), 3.0)
+    assert hub.destinations[-1] == ["p7", "p6", "p0"]
 
 
 def test_a_fresh_join_forgets_the_old_peers_wait_for_someone_to_send_to() -> None:

@@ -434,3 +434,6 @@ def test_merging_runs_that_never_ran_together_says_so() -> None:
     assert any("did not run side by side: one started 16.0 s after" in note for note in notes), notes
     b["started_at"] = "2098-12-31T23:59:40+00:00"  # overlapping: a normal merge
     assert not any("side by side" in note for note in merge_reports([a, b])["notes"])
+    crashed = synthetic_report(3, seconds=0)  # a crashed worker's stand-in: it never ran, at the parent's start
+    crashed["duration_s"], crashed["started_at"] = 0.0, "2098-12-31T23:50:00+00:00"
+    assert not any("side by side" in note for note in merge_reports([a, b, crashed])["notes"])

@@ -22,7 +22,7 @@ from typing import Any
 
 import uvloop
 
-from lkswarm.app.capacity import Controller, LevelTiming, Shape, churn_min_age_s, engine_config
+from lkswarm.app.capacity import AUTO_SETTLE_MIN_S, Controller, LevelTiming, Shape, churn_min_age_s, engine_config
 from lkswarm.app.capacity_port import EnginePort, LoadPort
 from lkswarm.app.cpu_limit import CpuLimit, limit_cpu
 from lkswarm.app.runner import build_engine, resolve_url, run_until_stopped
@@ -107,49 +107,45 @@ def slo_specs(options: CapacityOptions, config: RunConfig) -> tuple[list[SloSpec
         elif dropped:
             raise ConfigError(f"--slo {dropped[0]}: this shape publishes no media (add --audio-publishers)")
     start = options.start if options.start is not None else config.total_participants
-    notes += sample_shortfalls(specs, start, options)
+    notes += sample_shortfalls(specs, start, options, config.rate)
     return specs, notes
 
 
-# The advice of a run's saturation warnings, which a search cannot follow: it has no --workers.
-_RUN_ADVICE = " Spread the load over more generator processes."
+# A run's generator warnings (lkswarm.report.build), and the advice in them that a search cannot follow.
+_GENERATOR_WARNINGS = ("scheduler lateness p99", "event-loop lag p99", "the event loop stalled", "media thread lag p99")
+_RUN_ADVICE = (
+    " Spread the load over more generator processes.",
+    " Lower --rate or spread the load over more processes.",
+)
 
 
-def search_wide(warning: str) -> str:
+def search_wide(warning: str, on_ray: bool) -> str:
     """A run's generator warning as a search's: it covers the whole search (ramps and teardowns too), while
     each level was judged by its hold's own guard (``capacity.levels[].generator``); and a search spreads its
-    load over more processes only with --ray."""
-    if not warning.endswith(_RUN_ADVICE):
+    load over more processes only on Ray (``--ray``, then more actors with ``--workers``)."""
+    if not warning.startswith(_GENERATOR_WARNINGS):
         return warning
+    for advice in _RUN_ADVICE:
+        warning = warning.removesuffix(advice)
+    spread = "give it more Ray actors (--workers) or nodes" if on_ray else "spread its load with --ray"
     return (
-        warning.removesuffix(_RUN_ADVICE) + " This is over the whole search, ramps and teardowns included; each "
-        "level's hold was judged by its own guard (capacity.levels[].generator: GENERATOR_BOUND where it "
-        "saturated). A search spreads its load over more processes only with --ray."
+        f"{warning} This is over the whole search, ramps and teardowns included; each level's hold was judged by "
+        f"its own guard (capacity.levels[].generator: GENERATOR_BOUND where it saturated). To give a search more "
+        f"generator, {spread}."
     )
 
 
-def sample_shortfalls(specs: list[SloSpec], start: int, options: CapacityOptions) -> list[str]:
+def sample_shortfalls(specs: list[SloSpec], start: int, options: CapacityOptions, rate: float) -> list[str]:
     """A note for each percentile SLO that a level of ``start`` participants cannot gather the samples for, even in
     the longest hold: its levels can only be INCONCLUSIVE (counted as FAIL), and a search starting there finds no
-    capacity after many minutes. Joins come from the hold's churn, which replaces a seat once it has lived
-    `churn_min_age_s` (or ``start / churn``, if longer); pings every ping interval (livekit-server's 5 s) of a
-    seat's life after its first."""
+    capacity after many minutes. The note names the smallest first level that can (`_samples_per_hold`)."""
     notes: list[str] = []
-    churn, ping_s = options.probe_churn_per_s, DEFAULT_PING_INTERVAL_S
-    lifetime_s = max(churn_min_age_s(specs), start / churn) if churn > 0 else math.inf
     for spec in specs:
         key = spec["key"]
-        if is_ratio_key(key):
-            continue
-        phase = phase_of(key)
-        if phase == "ping_rtt":
-            per_s, source = start / ping_s * (1 - ping_s / lifetime_s), f"{start} participants ping"
-        elif phase in JOIN_PHASES:
-            per_s, source = start / lifetime_s, f"the hold's churn (--probe-churn {churn:g}) joins"
-        else:
+        if is_ratio_key(key) or phase_of(key) not in (*JOIN_PHASES, "ping_rtt"):
             continue
         needed = min_samples(1.0 - percentile_of(key) / 100.0, options.confidence)
-        gathered = math.floor(per_s * options.max_hold_s)
+        per_s, gathered = _samples_per_hold(phase_of(key), start, specs, options, rate)
         if gathered >= needed:
             continue
         if per_s == 0:
@@ -158,12 +154,44 @@ def sample_shortfalls(specs: list[SloSpec], start: int, options: CapacityOptions
                 "INCONCLUSIVE (counted as FAIL); let the hold churn or leave this SLO out"
             )
             continue
+        enough = next(
+            (
+                n
+                for n in range(start + 1, start * 50 + 2)
+                if _samples_per_hold(phase_of(key), n, specs, options, rate)[1] >= needed
+            ),
+            None,
+        )
+        source = "pings come" if phase_of(key) == "ping_rtt" else "joins come from the hold's churn"
         notes.append(
-            f"{spec['text']} needs {needed} samples in a hold, and {source} about {per_s:.2g} times a second: "
-            f"{gathered} in the longest hold (--max-hold {options.max_hold_s:g}s), so levels of {start} can only "
-            "be INCONCLUSIVE (counted as FAIL); raise --start or --max-hold, or judge a lower percentile"
+            f"{spec['text']} needs {needed} samples in a hold; at {start} participants {source} about "
+            f"{per_s:.2g} times a second: some {gathered} in the longest hold (--max-hold {options.max_hold_s:g}s), "
+            "so such levels can only be INCONCLUSIVE (counted as FAIL); "
+            + (f"start at {enough} or more (--start), " if enough is not None else "")
+            + "lengthen --max-hold, or judge a lower percentile"
         )
     return notes
+
+
+def _samples_per_hold(
+    phase: str, start: int, specs: list[SloSpec], options: CapacityOptions, rate: float
+) -> tuple[float, int]:
+    """How many samples of ``phase`` a fresh level of ``start`` gathers a second, and in its longest hold.
+
+    The hold's churn replaces a seat once it has lived `churn_min_age_s` (plus up to a second for the churn's
+    tick), or every ``start / churn`` s if that is longer; so in a fresh level (ramped at ``rate``, settled for
+    ``--settle``, or at least 3 s with ``auto``) no join comes until its seats are that old. Every seat pings
+    every ping interval (livekit-server's 5 s) of its life after the first.
+    """
+    churn, ping_s, min_age_s = options.probe_churn_per_s, DEFAULT_PING_INTERVAL_S, churn_min_age_s(specs)
+    lifetime_s = max(min_age_s + 1.0 if min_age_s else 0.0, start / churn) if churn > 0 else math.inf
+    if phase == "ping_rtt":
+        per_s = start / ping_s * (1 - ping_s / lifetime_s)
+        return per_s, math.floor(per_s * options.max_hold_s)
+    settle_s = options.settle_s if options.settle_s is not None else AUTO_SETTLE_MIN_S
+    no_joins_s = max(0.0, min_age_s - settle_s - start / rate)
+    per_s = start / lifetime_s
+    return per_s, math.floor(per_s * max(0.0, options.max_hold_s - no_joins_s))
 
 
 def check_capacity_options(options: CapacityOptions, config: RunConfig) -> Search:
@@ -351,7 +379,8 @@ def _one_search(
         else:
             report = merged
             report["server"] = watch.section()
-        report["warnings"] = [search_wide(warning) for warning in report.get("warnings", [])]
+        on_ray = options.ray is not None
+        report["warnings"] = [search_wide(warning, on_ray) for warning in report.get("warnings", [])]
     finally:
         try:  # the CPU limit first: a SIGSTOP duty cycle would stall the server's drain (and its SIGTERM)
             if limit is not None:

@@ -416,12 +416,18 @@ class LightLeg(SignalingLeg):
         self._publish_data(chosen)
 
     def _fill_destinations(self) -> None:
+        """Keeps ``--data-to N`` at N while the room allows: a destination that left is dropped, and the first
+        others not yet chosen fill the places (the hub keeps the message clock and counters)."""
         chosen, session = self._data_destinations, self.driver.session
-        if chosen is None or session is None or len(chosen) >= int(self.run.config.data_to):
+        if chosen is None or session is None:
             return
-        more = destinations(self.run.config.data_to, self.driver.identity, session.room_view(), chosen)
-        if len(more) > len(chosen):
-            self._publish_data(more)  # the hub keeps the message clock and counters: only the destinations change
+        view = session.room_view()
+        kept = [identity for identity in chosen if identity in view]
+        if len(kept) == len(chosen) == int(self.run.config.data_to):
+            return
+        now = destinations(self.run.config.data_to, self.driver.identity, view, kept)
+        if now != chosen and now:
+            self._publish_data(now)
 
     def _publish_data(self, chosen: list[str]) -> None:
         hub, peer = self._hub()

@@ -345,9 +345,9 @@ def _access_warnings(config: RunConfig, failures: dict[str, int]) -> list[str]:
     if failures.get("http_401"):
         # livekit-server's words ("token signature is invalid", "invalid API key") do not say which of ours.
         warnings.append(
-            f"{failures['http_401']} join(s) were refused as unauthorised (HTTP 401): the API key and secret we "
-            "signed tokens with (LIVEKIT_API_KEY / LIVEKIT_API_SECRET, or --api-key / --api-secret) are not "
-            "the server's"
+            "joins were refused as unauthorised (HTTP 401, participants.failures.http_401): the API key and "
+            "secret we signed tokens with (LIVEKIT_API_KEY / LIVEKIT_API_SECRET, or --api-key / --api-secret) "
+            "are not the server's"
         )
     return warnings
 

@@ -321,6 +321,7 @@ def apart_note(reports: list[dict[str, Any]]) -> str | None:
         spans = sorted(
             (start, start + float(r.get("duration_s") or 0.0))
             for r in reports
+            if float(r.get("duration_s") or 0.0) > 0  # a crashed or unstarted share's stand-in never ran
             for start in [datetime.fromisoformat(str(r["started_at"])).timestamp()]
         )
     except (KeyError, TypeError, ValueError):

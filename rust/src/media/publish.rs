@@ -104,9 +104,9 @@ const SILENCE_DBOV: i8 = -127;
 /// How long a track sends before a server mute silences it (`Publisher::set_muted`).
 const MUTED_TRACK_LEAD: Duration = Duration::from_secs(1);
 
-/// Whether a muted track's frame due at `due` is held back: once it has sent for `MUTED_TRACK_LEAD`.
-fn mute_applies(first_frame_at: Option<Instant>, due: Instant) -> bool {
-    first_frame_at.is_some_and(|first| due.saturating_duration_since(first) >= MUTED_TRACK_LEAD)
+/// Whether a muted track's frames are held back at `now`: once it has sent for `MUTED_TRACK_LEAD`.
+fn mute_applies(first_frame_at: Option<Instant>, now: Instant) -> bool {
+    first_frame_at.is_some_and(|first| now.saturating_duration_since(first) >= MUTED_TRACK_LEAD)
 }
 
 /// Speech level of a publisher, -25 to -40 dBov by seed, so the SFU's speaker ranking has an order.
@@ -249,7 +249,7 @@ impl Publisher {
         if audio.next_due > now {
             return Write::NoneDue;
         }
-        if audio.muted && mute_applies(audio.first_frame_at, audio.next_due) {
+        if audio.muted && mute_applies(audio.first_frame_at, now) {
             // On its clock, not sent: the frames due up to now pass at once.
             let due = frames_overdue(audio.next_due, now, audio_clip.frame_interval);
             counters.frames_muted += due;
@@ -262,7 +262,7 @@ impl Publisher {
         let talking = audio.spurts.as_mut().is_none_or(TalkSpurts::step);
         let data: Arc<[u8]> = if talking { frame.data.clone() } else { Arc::from(&OPUS_SILENCE_FRAME[..]) };
         let (mid, pt, rtp_time, wallclock) = (audio.mid, audio.pt, audio.rtp_time, audio.next_due);
-        audio.first_frame_at.get_or_insert(audio.next_due);
+        audio.first_frame_at.get_or_insert(now); // when written: frames fall due from the offer, before connect
         audio.frame += 1;
         audio.rtp_time += audio_clip.ticks_per_frame;
         audio.next_due += audio_clip.frame_interval;
@@ -286,7 +286,7 @@ impl Publisher {
             if video.next_due > now || library.is_empty() {
                 return Write::NoneDue;
             }
-            if video.muted && mute_applies(video.first_frame_at, video.next_due) {
+            if video.muted && mute_applies(video.first_frame_at, now) {
                 let interval = library[0].frame_interval;
                 let due = frames_overdue(video.next_due, now, interval);
                 counters.frames_muted += due * video.rids.len().max(1) as u64;
@@ -294,7 +294,7 @@ impl Publisher {
                 video.next_due += interval * u32::try_from(due).unwrap_or(u32::MAX);
                 return Write::NoneDue;
             }
-            video.first_frame_at.get_or_insert(video.next_due);
+            video.first_frame_at.get_or_insert(now);
             let wallclock = video.next_due;
             let rtp_time = MediaTime::new(video.rtp_time, Frequency::NINETY_KHZ);
             let interval = library[0].frame_interval;
@@ -484,9 +484,20 @@ mod tests {
             publisher.video.as_mut().unwrap().frame = None; // as if its other layers were written
         }
         assert_eq!(audio_written, 50, "1 s of 20 ms frames");
-        assert_eq!(video_written, 31, "the frames due at 0 to 990 ms, 33 ms apart");
-        // Due from 1 s to 1.18 s: 10 audio frames; 5 video frames of 3 layers (at 1023 ms to 1155 ms).
-        assert_eq!(counters.frames_muted, 10 + 5 * 3);
+        assert_eq!(video_written, 30, "the frames due at 0 to 957 ms, 33 ms apart, written by 980 ms");
+        // Held back from 1 s of sending: 10 audio frames; 6 video frames of 3 layers (due at 990 to 1155 ms).
+        assert_eq!(counters.frames_muted, 10 + 6 * 3);
+        // Made with the offer, written from a connect 3 s later: the second runs from the first write.
+        let mut late = Publisher::new(audio_library(), Some(audio_mid), None, false, 0, start);
+        assert!(late.set_muted(false, true));
+        let connected = start + Duration::from_secs(3);
+        let written = (0..60)
+            .filter(|step| {
+                let now = connected + Duration::from_millis(20 * step);
+                late.write_next_audio(now, &mut tx, &mut counters) == Write::NoWriter
+            })
+            .count();
+        assert_eq!(written, 50);
     }
 
     #[test]
