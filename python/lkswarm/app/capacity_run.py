@@ -36,7 +36,7 @@ from lkswarm.capacity.slo import is_ratio_key, min_samples, parse_slo, percentil
 from lkswarm.config import RunConfig
 from lkswarm.engine.timeline import Observer
 from lkswarm.errors import ConfigError, one_line
-from lkswarm.report.build import build_report
+from lkswarm.report.build import GENERATOR_WARNING_PREFIXES, LATENESS_ADVICE, SPREAD_ADVICE, build_report
 from lkswarm.report.capacity_text import summary_paragraph
 from lkswarm.report.schema import as_json
 from lkswarm.signal.session import DEFAULT_PING_INTERVAL_S
@@ -111,21 +111,13 @@ def slo_specs(options: CapacityOptions, config: RunConfig) -> tuple[list[SloSpec
     return specs, notes
 
 
-# A run's generator warnings (lkswarm.report.build), and the advice in them that a search cannot follow.
-_GENERATOR_WARNINGS = ("scheduler lateness p99", "event-loop lag p99", "the event loop stalled", "media thread lag p99")
-_RUN_ADVICE = (
-    " Spread the load over more generator processes.",
-    " Lower --rate or spread the load over more processes.",
-)
-
-
 def search_wide(warning: str, on_ray: bool) -> str:
     """A run's generator warning as a search's: it covers the whole search (ramps and teardowns too), while
     each level was judged by its hold's own guard (``capacity.levels[].generator``); and a search spreads its
     load over more processes only on Ray (``--ray``, then more actors with ``--workers``)."""
-    if not warning.startswith(_GENERATOR_WARNINGS):
+    if not warning.startswith(GENERATOR_WARNING_PREFIXES):
         return warning
-    for advice in _RUN_ADVICE:
+    for advice in (SPREAD_ADVICE, LATENESS_ADVICE):
         warning = warning.removesuffix(advice)
     spread = "give it more Ray actors (--workers) or nodes" if on_ray else "spread its load with --ray"
     return (
@@ -142,10 +134,11 @@ def sample_shortfalls(specs: list[SloSpec], start: int, options: CapacityOptions
     notes: list[str] = []
     for spec in specs:
         key = spec["key"]
-        if is_ratio_key(key) or phase_of(key) not in (*JOIN_PHASES, "ping_rtt"):
+        phase = "" if is_ratio_key(key) else phase_of(key)
+        if phase not in (*JOIN_PHASES, "ping_rtt"):
             continue
         needed = min_samples(1.0 - percentile_of(key) / 100.0, options.confidence)
-        per_s, gathered = _samples_per_hold(phase_of(key), start, specs, options, rate)
+        per_s, gathered = _samples_per_hold(phase, start, specs, options, rate)
         if gathered >= needed:
             continue
         if per_s == 0:
@@ -158,11 +151,11 @@ def sample_shortfalls(specs: list[SloSpec], start: int, options: CapacityOptions
             (
                 n
                 for n in range(start + 1, start * 50 + 2)
-                if _samples_per_hold(phase_of(key), n, specs, options, rate)[1] >= needed
+                if _samples_per_hold(phase, n, specs, options, rate)[1] >= needed
             ),
             None,
         )
-        source = "pings come" if phase_of(key) == "ping_rtt" else "joins come from the hold's churn"
+        source = "pings come" if phase == "ping_rtt" else "joins come from the hold's churn"
         notes.append(
             f"{spec['text']} needs {needed} samples in a hold; at {start} participants {source} about "
             f"{per_s:.2g} times a second: some {gathered} in the longest hold (--max-hold {options.max_hold_s:g}s), "
@@ -333,7 +326,7 @@ def _one_search(
             if on_server is not None:
                 on_server(local, limit)
         run_config = engine_config(config, shape, options.maximum, options.timeout_s)
-        metrics_url = config.server_metrics or (local.metrics_url if local is not None else None)
+        watch = ServerWatch(config, local)  # the server's counters around the search; its metrics URL for the levels
         timing = LevelTiming(
             config.rate,
             options.settle_s,
@@ -352,14 +345,13 @@ def _one_search(
                 shape,
                 specs,
                 timing,
-                metrics_url=metrics_url,
+                metrics_url=watch.metrics_url,
                 server_pid=lambda: server.pid if server is not None else None,
                 server_alive=lambda: server is None or server.running(),
                 on_level=on_level or (lambda level: None),
                 on_level_start=on_level_start or (lambda planned: None),
             )
 
-        watch = ServerWatch(config, local)
         watch.start()
         started = time.perf_counter()
         error: str | None = None

@@ -425,9 +425,9 @@ class LightLeg(SignalingLeg):
         kept = [identity for identity in chosen if identity in view]
         if len(kept) == len(chosen) == int(self.run.config.data_to):
             return
-        now = destinations(self.run.config.data_to, self.driver.identity, view, kept)
-        if now != chosen and now:
-            self._publish_data(now)
+        filled = destinations(self.run.config.data_to, self.driver.identity, view, kept)
+        if filled != chosen and filled:
+            self._publish_data(filled)
 
     def _publish_data(self, chosen: list[str]) -> None:
         hub, peer = self._hub()

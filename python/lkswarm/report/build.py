@@ -339,6 +339,18 @@ def _server_action_warnings(record: RunRecord, left: Mapping[str, int]) -> list[
     return warnings
 
 
+# The generator's saturation warnings begin with these, and end with advice for a run (a search, which has no
+# --workers, restates it: lkswarm.app.capacity_run.search_wide).
+GENERATOR_WARNING_PREFIXES = (
+    "scheduler lateness p99",
+    "event-loop lag p99",
+    "the event loop stalled",
+    "media thread lag p99",
+)
+LATENESS_ADVICE = " Lower --rate or spread the load over more processes."
+SPREAD_ADVICE = " Spread the load over more generator processes."
+
+
 def _access_warnings(config: RunConfig, failures: dict[str, int]) -> list[str]:
     """How we reached the server, where every reader of the report should see it."""
     warnings = [INSECURE_WARNING] if config.insecure else []  # an explicit choice, but one to show
@@ -378,7 +390,7 @@ def build_report(
         valid = False
         warnings.append(
             f"scheduler lateness p99 {lateness['p99']:.1f} ms > {MAX_LATENESS_P99_MS:.0f} ms: the generator was "
-            "saturated; latencies include its own queueing. Lower --rate or spread the load over more processes."
+            "saturated; latencies include its own queueing." + LATENESS_ADVICE
         )
     if loop_lag["p99"] > MAX_LOOP_LAG_P99_MS:
         valid = False
@@ -399,7 +411,7 @@ def build_report(
         warnings.append(
             f"media thread lag p99 {media_lag['p99']:.1f} ms > {MAX_MEDIA_LAG_P99_MS:.0f} ms: the generator's "
             "media tier was saturated; media was sent and received late, so jitter and loss figures include "
-            "the generator's own delay. Spread the load over more generator processes."
+            "the generator's own delay." + SPREAD_ADVICE
         )
     fds_needed = record.scheduled * (1 if config.signal_only else 3) + 64
     if fds_needed > fd_limit:
