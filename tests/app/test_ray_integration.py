@@ -107,6 +107,10 @@ def test_run_ray_local_splits_the_plan_over_two_actors_and_no_log_holds_the_secr
         assert worker["node"] and worker["host"] and worker["pid"] > 0 and worker["cpu_s"] > 0
         assert not worker["crashed"]
     assert report["target"]["embedded_server"] is True
+    # The driver owns the embedded server: its counters and CPU are in the report, as a one-process run's are.
+    server, machine = report["server"], report["machine"]
+    assert server["available"] is True and server["cpu_s"] > 0 and server["wall_s"] >= 20, server
+    assert machine["embedded_server_cpu_s"] > 0 and machine["generator_cpu_s"] > 0, machine
     assert list(ray_tmp.rglob("*.log")), "Ray wrote its session logs where RAY_TMPDIR says"
     assert files_holding(credentials.api_secret, ray_tmp) == []
 
@@ -135,6 +139,9 @@ def test_two_node_cluster_with_media_counts_every_participant_once(
     assert (participants["scheduled"], participants["joined"], participants["outcomes"]["failed"]) == (6, 6, 0)
     assert participants["active_at_end"] == 6, participants
     assert report["media"], "the audio publishers' media was measured"
+    # Against a URL without --server-metrics: the server section says why it is empty, as one process's does.
+    assert report["server"] == {"available": False, "reason": "no --server-metrics URL"}, report.get("server")
+    assert report["machine"]["generator_cpu_s"] == round(report["generator"]["cpu_s"], 3), report["machine"]
     assert files_holding(credentials.api_secret, ray_tmp) == []
 
 

@@ -18,6 +18,7 @@ from lkswarm.engine.engine import Engine
 from lkswarm.engine.outcome import Outcome
 from lkswarm.engine.participant import ParticipantDriver
 from lkswarm.report.build import build_report
+from lkswarm.signal import codec
 from lkswarm.signal.session import SignalSession
 
 
@@ -75,6 +76,28 @@ def test_the_servers_mutes_and_unpublishes_of_our_tracks_are_a_warning(monkeypat
     [warning] = [w for w in report["warnings"] if "muted" in w]
     assert "tracks 4 time(s) and unpublished 6 of them" in warning
     assert not any("removed" in w for w in report["warnings"])
+
+
+def test_the_servers_refusals_of_our_requests_are_counted_and_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request_response the server sent with a non-OK reason (a mute of a track it no longer has) was dropped:
+    nothing counted it, nothing said so."""
+    answers = [
+        {"requestResponse": {"requestId": 3, "reason": "NOT_FOUND", "message": "gone", "mute": {"sid": "TR_x"}}},
+        {"requestResponse": {"requestId": 4, "reason": "QUEUED", "message": "later"}},  # taken, not refused
+    ]
+
+    def refused(driver: ParticipantDriver) -> None:
+        session = driver.session
+        assert session is not None
+        for answer in answers[: 1 + driver.index % 2]:
+            session.receive_frame(codec.encode_response(answer), 1.0)
+        for event in session.events_received():
+            driver._on_session_event(event, 1.0)
+
+    report = _report(monkeypatch, refused)
+    assert report["signal"]["request_responses"] == {"mute:NOT_FOUND": 4, "unnamed:QUEUED": 2}
+    [warning] = [w for w in report["warnings"] if "refused" in w]
+    assert warning.startswith("the server refused 4 of our participants' requests (mute:NOT_FOUND 4;"), warning
 
 
 def test_one_long_stall_of_the_event_loop_makes_the_run_invalid(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,6 +50,7 @@ from typing import Any
 from lkswarm.app.ray_actor import MAX_CONCURRENCY, GeneratorActor
 from lkswarm.app.runner import RunResult, check_signal_path, resolve_url
 from lkswarm.app.server import LocalServer
+from lkswarm.app.server_watch import ServerWatch, add_server_sections
 from lkswarm.app.shares import StopSignals, crashed_report, merged_result, read_sample, unstarted_report
 from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
@@ -280,6 +281,7 @@ class RayDriver:
         started_at = datetime.now(UTC)
         exporter = None if prometheus is None else self._exporter(prometheus)
         group = None
+        watch: ServerWatch | None = None
         self.stops.install()
         try:
             if exporter is not None:
@@ -295,8 +297,11 @@ class RayDriver:
             group = self._place()
             self._launch(group, rolling=on_sample is not None, exposition=prometheus is not None)
             self._await_ready()
+            watch = ServerWatch(self.config, local)  # one scrape for the run, not one per actor
+            watch.start()
             if self._start():
                 self._follow(on_sample)
+                watch.stop()
             else:
                 self._cancel()
         finally:
@@ -308,6 +313,8 @@ class RayDriver:
             if exporter is not None:
                 exporter.stop()
         result = self._merge(url, local is not None, started_at, thresholds)
+        if self.go_at is not None and watch is not None:
+            add_server_sections(result.report, watch)
         if server_died is not None:
             result.report["warnings"].append(server_died)
         return result

@@ -1,8 +1,8 @@
 """What the server did during a run, read around it: its Prometheus counters and, when it is our child, its CPU.
 
-One `ServerWatch` spans the engine's run: `start` just before it, `stop` just after. ``lkswarm run`` and
-``run --workers`` (whose parent owns the embedded server and the one scrape, not each worker) use it alike,
-so their reports carry the same ``server`` and ``machine`` sections.
+One `ServerWatch` spans the engine's run: `start` just before it, `stop` just after. ``lkswarm run``,
+``run --workers`` and ``run --ray`` (whose parent owns the embedded server and the one scrape, not each worker
+or actor) use it alike, so their reports carry the same ``server`` and ``machine`` sections.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from lkswarm.app.server import LocalServer
 from lkswarm.config import RunConfig
 from lkswarm.metrics import process_cpu_s
 from lkswarm.observe.server_metrics import Scrape, scrape, server_section
-from lkswarm.report.build import EmbeddedServerUse
+from lkswarm.report.build import EmbeddedServerUse, machine_figures
 
 NO_METRICS = "no --server-metrics URL"
 
@@ -51,3 +51,11 @@ class ServerWatch:
     def section(self) -> dict[str, Any]:
         """The report's ``server`` section (``available: false`` and why, without metrics)."""
         return server_section(self._before, self._after, self.wall_s)
+
+
+def add_server_sections(report: dict[str, Any], watch: ServerWatch) -> None:
+    """Gives a merged report (``--workers``, ``--ray``) the sections one process's report has, which its shares
+    cannot: the server's counters over the run and the machine's figures (generator over server CPU)."""
+    report["server"] = watch.section()
+    generator_cpu_s = (report.get("generator") or {}).get("cpu_s", 0.0)  # none: every share hung
+    report["machine"] = machine_figures(generator_cpu_s, watch.use)

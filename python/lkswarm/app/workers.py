@@ -78,7 +78,7 @@ from typing import IO, Any
 
 from lkswarm.app.runner import RunResult, check_signal_path, resolve_url
 from lkswarm.app.server import LocalServer
-from lkswarm.app.server_watch import ServerWatch
+from lkswarm.app.server_watch import ServerWatch, add_server_sections
 from lkswarm.app.shares import (
     STOP_NOTE_PREFIX,
     StopSignals,
@@ -94,7 +94,6 @@ from lkswarm.auth import Credentials
 from lkswarm.config import RunConfig
 from lkswarm.engine.timeline import Snapshot, combine_snapshots
 from lkswarm.observe.prometheus import BackgroundMetricsServer, Exposition, combine_expositions, render_metrics
-from lkswarm.report.build import machine_figures
 from lkswarm.report.schema import as_json
 from lkswarm.report.thresholds import Threshold
 
@@ -218,10 +217,8 @@ def run_workers(
         track_rows=rows,
         data_rows=data_rows,
     )
-    if started and watch is not None:  # the sections a one-process run's report has, which workers' cannot give
-        result.report["server"] = watch.section()
-        generator_cpu_s = (result.report.get("generator") or {}).get("cpu_s", 0.0)  # none: every worker hung
-        result.report["machine"] = machine_figures(generator_cpu_s, watch.use)
+    if started and watch is not None:
+        add_server_sections(result.report, watch)
     if server_died is not None:
         result.report["warnings"].append(server_died)
     return result

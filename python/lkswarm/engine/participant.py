@@ -36,13 +36,14 @@ from lkswarm.engine.record import ServerQuality
 from lkswarm.errors import MediaError, SignalError
 from lkswarm.metrics import timer_at
 from lkswarm.net.ws_driver import WebSocketProtocol, open_websocket
-from lkswarm.signal.enums import DisconnectReason, LeaveAction, SubscriptionError
+from lkswarm.signal.enums import DisconnectReason, LeaveAction, RequestResponseReason, SubscriptionError
 from lkswarm.signal.events import (
     Failed,
     Joined,
     LeaveRequested,
     PongReceived,
     QualityReported,
+    RequestFailed,
     RoomMoved,
     SessionEvent,
     SubscriptionFailed,
@@ -489,6 +490,12 @@ class ParticipantDriver:
             counters["room_moves"] += 1
         elif isinstance(event, SubscriptionFailed):
             counters[f"subscription_failed:{SubscriptionError.name_of(event.error)}"] += 1
+        elif isinstance(event, RequestFailed):
+            # Every non-OK answer is counted here (signal.request_responses); the media leg acts on its own ones.
+            reason = RequestResponseReason.name_of(event.reason)
+            counters[f"request_response:{event.request or 'unnamed'}:{reason}"] += 1
+            if leg is not None:
+                self._media_step(lambda: leg.on_session_event(event, now))
         elif leg is not None:
             self._media_step(lambda: leg.on_session_event(event, now))
 

@@ -170,6 +170,7 @@ def _signal(record: RunRecord) -> Signal:
         "speaker_updates": messages.get("speakers_changed", 0),
         "leave_requests": {k[len("leave_") :]: v for k, v in counters.items() if k.startswith("leave_")},
         "subscription_errors": _subscription_errors(counters),
+        "request_responses": _request_responses(counters),
         "room_moves": counters["room_moves"],
         "offers_resent": counters["offers_resent"],
         "stale_answers": counters["stale_answers"],
@@ -204,6 +205,22 @@ def _subscription_errors(counters: Mapping[str, int]) -> dict[str, int]:
     """The server's failed subscriptions by `SubscriptionError` name (``SE_CODEC_UNSUPPORTED``: 3)."""
     prefix = "subscription_failed:"
     return {k[len(prefix) :]: v for k, v in sorted(counters.items()) if k.startswith(prefix) and v}
+
+
+def _request_responses(counters: Mapping[str, int]) -> dict[str, int]:
+    """The server's non-OK answers to our requests, by request and `RequestResponse.Reason` (``mute:NOT_FOUND``)."""
+    prefix = "request_response:"
+    return {k[len(prefix) :]: v for k, v in sorted(counters.items()) if k.startswith(prefix) and v}
+
+
+def _refused_requests(counters: Mapping[str, int]) -> dict[str, int]:
+    """The answers that refused a request: not QUEUED (taken, later), and not a data track's publish, which the
+    data-track warning reports with its own consequences."""
+    return {
+        key: count
+        for key, count in _request_responses(counters).items()
+        if not key.endswith(":QUEUED") and not key.startswith("publish_data_track:")
+    }
 
 
 def _signal_paths(counters: Mapping[str, int]) -> SignalPaths:
@@ -320,6 +337,13 @@ def _server_action_warnings(record: RunRecord, left: Mapping[str, int]) -> list[
             f"the server could not subscribe our participants to {sum(failed_subscriptions.values())} track(s) "
             f"({shown}; signal.subscription_errors): that load never reached them. SE_CODEC_UNSUPPORTED means a "
             "publisher's codec that our receivers do not take."
+        )
+    if refused := _refused_requests(record.counters):
+        shown = ", ".join(f"{name} {count}" for name, count in refused.items())
+        warnings.append(
+            f"the server refused {sum(refused.values())} of our participants' requests ({shown}; "
+            "signal.request_responses): what they asked for (a mute's new state, a track, a candidate) did not "
+            "take effect on the server."
         )
     forced = {kind: record.messages_received.get(kind, 0) for kind in ("mute", "track_unpublished")}
     if any(forced.values()):

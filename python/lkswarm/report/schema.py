@@ -129,6 +129,7 @@ class Signal(TypedDict, total=False):
     speaker_updates: int
     leave_requests: dict[str, int]  # by leave action
     subscription_errors: dict[str, int]  # the server's failed subscriptions, by SubscriptionError name
+    request_responses: dict[str, int]  # the server's non-OK answers to our requests, "request:REASON" (mute:NOT_FOUND)
     room_moves: int  # participants the server moved to another room (MoveParticipant): counted in the new one
     offers_resent: int  # single PC: offers pending at a resume, sent again before the ICE restart
     stale_answers: int  # single PC: answers to an offer that was not the pending one (dropped)
