@@ -10,6 +10,7 @@ import pytest
 
 import lkswarm.engine.engine as engine_module
 from fakes import fake_run
+from lkswarm.engine import participant_reconnect
 from lkswarm.engine.engine import Engine
 from lkswarm.engine.outcome import Outcome
 from lkswarm.engine.participant import ParticipantDriver, refusal_detail
@@ -349,11 +350,10 @@ def test_a_silent_connection_fails_with_ping_timeout_when_resumes_are_off(monkey
 
 def test_the_resume_limit_counts_resumes_in_a_row_not_over_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """A rolling restart: each outage was recovered, yet the fourth failed at once with resume_limit."""
-    import lkswarm.engine.participant as participant_module
-    from lkswarm.engine.participant import MAX_RESUMES
+    from lkswarm.engine.participant_reconnect import MAX_RESUMES
     from lkswarm.signal.websocket import Closed
 
-    monkeypatch.setattr(participant_module, "STABLE_AFTER_RESUME_S", 0.02)  # each outage is over after 20 ms
+    monkeypatch.setattr(participant_reconnect, "STABLE_AFTER_RESUME_S", 0.02)  # each outage is over after 20 ms
     opened: list[str] = []
     _answering_server(monkeypatch, opened)
 
@@ -468,7 +468,7 @@ def test_a_server_that_accepts_every_resume_and_drops_it_at_once_is_not_resumed_
 
     driver = asyncio.run(scenario())
     assert driver.outcome is not None and driver.outcome.reason == "resume_limit", driver.outcome
-    assert len(opened) == 1 + participant_module.MAX_RESUMES, len(opened)
+    assert len(opened) == 1 + participant_reconnect.MAX_RESUMES, len(opened)
 
 
 def test_a_participant_failed_after_the_end_still_leaves_and_closes_its_connection(
