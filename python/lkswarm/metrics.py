@@ -8,6 +8,7 @@ import collections
 import math
 import os
 import resource
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -155,6 +156,10 @@ class PhaseMetrics:
         # Called with (phase, value in ms) for every value recorded (also "loop_lag" and "lateness"), while
         # set: a capacity level's hold window collects exactly its own values this way (lkswarm.capacity).
         self.taps: list[Callable[[str, float], None]] = []
+        # Phases whose values the media thread keeps until the run's end (data latency): their (µs, count) buckets
+        # so far, read at a Prometheus scrape (`bucket_counts_now`) until `settle_live_source` adds the final ones.
+        self._live_sources: dict[str, Callable[[], list[tuple[int, int]]]] = {}
+        self._live_lock = threading.Lock()  # a scrape runs on the exporter's thread
 
     def record(self, phase: str, value_ms: float) -> None:
         record_ms(self.phases[phase], value_ms)
@@ -168,6 +173,32 @@ class PhaseMetrics:
         self.phases[phase].add(histogram)
         for item in histogram.get_recorded_iterator():
             self._count(phase, item.value_iterated_to / 1000, item.count_at_value_iterated_to)
+
+    def add_live_source(self, phase: str, source: Callable[[], list[tuple[int, int]]]) -> None:
+        """``phase``'s values so far are ``source()``'s (µs, count) buckets, until `settle_live_source`."""
+        with self._live_lock:
+            self._live_sources[phase] = source
+
+    def settle_live_source(self, phase: str, histogram: HdrHistogram) -> None:
+        """``phase``'s final values replace its live source, in one step: a scrape sees one or the other."""
+        with self._live_lock:
+            self._live_sources.pop(phase, None)
+            if histogram.get_total_count():
+                self.add_histogram(phase, histogram)
+
+    def bucket_counts_now(self, phase: str) -> tuple[list[int], float]:
+        """``phase``'s counts per BUCKET_BOUNDS_MS bucket and the sum of its values (ms), a live source's
+        included: what a Prometheus scrape shows."""
+        with self._live_lock:
+            counts, sum_ms = list(self.bucket_counts[phase]), self.sum_ms[phase]
+            source = self._live_sources.get(phase)
+            if source is None:
+                return counts, sum_ms
+            for value_us, count in source():
+                value_ms = value_us / 1000
+                counts[bisect.bisect_left(BUCKET_BOUNDS_MS, value_ms)] += count
+                sum_ms += value_ms * count
+        return counts, sum_ms
 
     def _count(self, phase: str, value_ms: float, count: int) -> None:
         self.bucket_counts[phase][bisect.bisect_left(BUCKET_BOUNDS_MS, value_ms)] += count

@@ -164,6 +164,40 @@ def test_prometheus_serves_live_metrics(credentials: Credentials, livekit_server
     assert credentials.api_secret not in body
 
 
+def test_prometheus_shows_data_latency_while_the_run_goes_on(
+    credentials: Credentials, livekit_server: LocalServer
+) -> None:
+    """The media thread keeps the data latencies: the scrape showed data_e2e and data_track_e2e empty until the end,
+    so an alert on them could never fire."""
+    port = free_port()
+    env = {"LIVEKIT_API_KEY": credentials.api_key, "LIVEKIT_API_SECRET": credentials.api_secret, "PATH": "/usr/bin"}
+    args = ["--url", livekit_server.url, "--rooms", "1", "--participants", "3", "--duration", "14s", "--quiet"]
+    data = ["--data-publishers", "1", "--data-rate", "10", "--data-tracks", "1", "--data-track-rate", "20"]
+    process = subprocess.Popen(
+        [*LKSWARM, "run", *args, *data, "--prometheus", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    counts: dict[str, int] = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None and not (counts and min(counts.values()) > 0):
+        time.sleep(0.5)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                body = response.read().decode()
+        except OSError:
+            continue
+        for phase in ("data_e2e", "data_track_e2e"):
+            line = f'lkswarm_phase_latency_seconds_count{{phase="{phase}"}} '
+            counts[phase] = next((int(float(x.split()[-1])) for x in body.splitlines() if x.startswith(line)), 0)
+    still_running = process.poll() is None
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert still_running and counts["data_e2e"] > 0 and counts["data_track_e2e"] > 0, counts
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

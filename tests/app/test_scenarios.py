@@ -12,7 +12,7 @@ from rich.console import Console
 from lkswarm.app.runner import check_cloud_guard
 from lkswarm.app.scenario import load_preset, load_summary, parse_scenario, preset_names
 from lkswarm.config import RunConfig
-from lkswarm.engine.plan import build_plan
+from lkswarm.engine.plan import build_plan, unstarted_note
 from lkswarm.engine.timeline import Snapshot
 from lkswarm.errors import ConfigError
 from lkswarm.metrics import PhaseMetrics, percentile
@@ -44,9 +44,20 @@ def test_plan_without_stages_is_the_classic_open_model() -> None:
     assert all(a.leave_s is None for a in plan)
 
 
-def test_plan_cuts_arrivals_after_the_end() -> None:
-    plan = build_plan(RunConfig(rooms=1, participants=100, rate=10, duration_s=2))
+def test_plan_cuts_arrivals_after_the_end_and_says_how_many() -> None:
+    """The cut ones are in no outcome: a run of 30 at 2/s for 5 s reported '10/10 joined' and exit 0, unsaid."""
+    config = RunConfig(rooms=1, participants=100, rate=10, duration_s=2)
+    plan = build_plan(config)
     assert len(plan) == 20
+    note = unstarted_note(config)
+    assert note is not None and note.startswith("80 of the 100 participants (1 room(s) of 100) were never started")
+    assert "about 10 s, longer than --duration 2 s" in note
+    poisson = RunConfig(rooms=2, participants=50, rate=10, duration_s=2, arrival="poisson", seed=7)
+    note = unstarted_note(poisson)
+    assert note is not None and note.startswith(f"{100 - len(build_plan(poisson))} of the 100 participants")
+    assert unstarted_note(RunConfig(rooms=2, participants=10, rate=10, duration_s=2)) is None  # the last at 1.9 s
+    staged = RunConfig(rooms=1, stages=[{"duration_s": 2, "target": 50}])
+    assert unstarted_note(staged) is None
 
 
 def test_stages_ramp_up_hold_and_down_follow_the_target() -> None:

@@ -96,6 +96,7 @@ from lkswarm.fields import FieldError
 
 if TYPE_CHECKING:
     from lkswarm.app.scenario import Scenario
+    from lkswarm.config import RunConfig
 
 app = typer.Typer(
     help="Load generator and signaling benchmark for LiveKit.",
@@ -330,7 +331,7 @@ def run(
             stdout.print(f"started embedded livekit-server at {local.url}")
 
     if not quiet:
-        _say_what_runs(base, flags, worker_count)
+        _say_what_runs(base, flags, worker_count, config)
     try:
         if ray_address is not None:
             result = run_ray_with_view(
@@ -363,14 +364,18 @@ def run(
     raise typer.Exit(_summarize_run(result.report, outputs, quiet))
 
 
-def _say_what_runs(base: Scenario, flags: dict[str, Any], worker_count: int) -> None:
-    """The lines before a run: its scenario, flags that replaced the scenario's stages, its processes."""
+def _say_what_runs(base: Scenario, flags: dict[str, Any], worker_count: int, config: RunConfig) -> None:
+    """The lines before a run: its scenario, flags that replaced the scenario's stages, participants that will
+    not start within the duration, its processes."""
     from lkswarm.app.scenario import stages_replaced_note
+    from lkswarm.engine.plan import unstarted_note
 
     if base.name:
         stdout.print(f"scenario {base.name}: {base.description}", highlight=False)
     if replaced := stages_replaced_note(base, flags):
         stderr.print(f"note: {replaced}", highlight=False)
+    if unstarted := unstarted_note(config):
+        stderr.print(f"note: {unstarted}", highlight=False)
     if worker_count > 1:
         stdout.print(f"{worker_count} generator processes, rooms split among them")
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from lkswarm.config import RunConfig
@@ -122,20 +123,41 @@ def worker_plan(config: RunConfig, worker: tuple[int, int]) -> list[Arrival]:
     return [a for a in build_plan(config) if owns_room(a.room_index, worker)]
 
 
+def _ramp_offsets(config: RunConfig) -> Iterator[float]:
+    """The start of each configured participant (no stages) that falls within the run's duration."""
+    rng = random.Random(config.seed)
+    t = 0.0
+    for i in range(config.total_participants):
+        offset = t if config.arrival == "poisson" else i / config.rate
+        if offset >= config.duration_s:
+            return
+        yield offset
+        if config.arrival == "poisson":
+            t += rng.expovariate(config.rate)
+
+
+def unstarted_note(config: RunConfig) -> str | None:
+    """Why some configured participants never start: at ``--rate`` their start falls past ``--duration`` (the plan
+    leaves them out, so they are in no outcome). None when everyone starts, or stages set the plan."""
+    if config.stages:
+        return None
+    total = config.total_participants
+    started = sum(1 for _ in _ramp_offsets(config))
+    if started >= total:
+        return None
+    ramp = f"the ramp at --rate {config.rate:g}/s ({config.arrival}) needs about {total / config.rate:.3g} s"
+    return (
+        f"{total - started} of the {total} participants ({config.rooms} room(s) of {config.participants}) were never "
+        f"started: {ramp}, longer than --duration {config.duration_s:g} s; lengthen --duration or raise --rate"
+    )
+
+
 def build_plan(config: RunConfig) -> list[Arrival]:
     """Every participant of the run, in order of intended start."""
     builder = _Builder(config.rooms)
     if not config.stages:
-        total = config.total_participants
-        rng = random.Random(config.seed)
-        t = 0.0
-        for i in range(total):
-            offset = t if config.arrival == "poisson" else i / config.rate
-            if offset >= config.duration_s:
-                break
+        for offset in _ramp_offsets(config):
             builder.join(offset)
-            if config.arrival == "poisson":
-                t += rng.expovariate(config.rate)
         ramp_end_s = builder.starts[-1][0] if builder.starts else 0.0
         builder.churn(ramp_end_s, config.duration_s, config.churn_rate)
     else:

@@ -101,6 +101,7 @@ class LightTier(LegFilters["LightLeg"]):
         self.ended = MediaTotals(data=DataTotals(publish_channel=run.config.data_channel))
         self._clock_offset_s = 0.0
         self._events_fd: int | None = None  # registered with the loop's readers while the hub runs
+        self._data_latency_live = False  # the run's data phases read the hub's latency until it is settled
         self.track_subscribed_ms: dict[str, HdrHistogram] = {}  # kind -> histogram (see MediaTotals)
 
     def claims(self, index: int) -> bool:
@@ -120,6 +121,12 @@ class LightTier(LegFilters["LightLeg"]):
             hub.set_library(clips.audio, layers, video_codec=clips.video_codec)
         self._clock_offset_s = time.perf_counter() - hub.now_s()
         self.hub = hub
+        if config.data_publishers or config.data_tracks:  # a scrape reads the media thread's latency so far
+            metrics = self.run.metrics
+            metrics.add_live_source("data_e2e", hub.data_latency)
+            metrics.add_live_source("data_e2e_slow_readers", lambda: hub.data_latency(slow_readers=True))
+            metrics.add_live_source("data_track_e2e", hub.data_track_latency)
+            self._data_latency_live = True
         self._events_fd = hub.events_fd()
         asyncio.get_running_loop().add_reader(self._events_fd, self.dispatch)
 
@@ -175,18 +182,7 @@ class LightTier(LegFilters["LightLeg"]):
         totals.track_subscribed_ms = self.track_subscribed_ms
         # After the peers' figures: messages keep arriving while they are read, so the latency samples
         # are at least as many as the messages counted (a few more, of the last moment).
-        data_e2e = new_histogram()
-        record_buckets_us(data_e2e, hub.data_latency())
-        if data_e2e.get_total_count():
-            self.run.metrics.add_histogram("data_e2e", data_e2e)
-        slow_e2e = new_histogram()
-        record_buckets_us(slow_e2e, hub.data_latency(slow_readers=True))
-        if slow_e2e.get_total_count():
-            self.run.metrics.add_histogram("data_e2e_slow_readers", slow_e2e)
-        data_track_e2e = new_histogram()
-        record_buckets_us(data_track_e2e, hub.data_track_latency())
-        if data_track_e2e.get_total_count():
-            self.run.metrics.add_histogram("data_track_e2e", data_track_e2e)
+        self._settle_data_latency(hub)
         running = hub.totals()
         totals.hub_wakeups, totals.hub_timeouts = running["wakeups"], running["timeouts"]
         totals.hub_io, totals.hub_io_fallback = hub.io_backend, hub.io_fallback
@@ -195,12 +191,26 @@ class LightTier(LegFilters["LightLeg"]):
         record_buckets_us(totals.timer_lag, hub.timer_lag())
         return totals
 
+    def _settle_data_latency(self, hub: _core.MediaHub) -> None:
+        """The data phases' final values: every data message and data-track packet received, by all peers."""
+        for phase, buckets in (
+            ("data_e2e", hub.data_latency()),
+            ("data_e2e_slow_readers", hub.data_latency(slow_readers=True)),
+            ("data_track_e2e", hub.data_track_latency()),
+        ):
+            histogram = new_histogram()
+            record_buckets_us(histogram, buckets)
+            self.run.metrics.settle_live_source(phase, histogram)
+        self._data_latency_live = False
+
     async def close(self) -> None:
         if self._events_fd is not None:
             asyncio.get_running_loop().remove_reader(self._events_fd)
             self._events_fd = None
         if self.hub is not None:
             hub, self.hub = self.hub, None
+            if self._data_latency_live:  # no collect (a failed run): no scrape may read a closed hub
+                self._settle_data_latency(hub)
             await asyncio.to_thread(hub.close)
 
 

@@ -64,9 +64,10 @@ class PhaseBuckets:
 
 
 def phase_buckets(metrics: PhaseMetrics, phase: str) -> PhaseBuckets:
-    """One phase's bucket counts so far (16 counters: no walk of the histogram)."""
-    counts = metrics.bucket_counts[phase]
-    return PhaseBuckets(list(itertools.accumulate(counts[:-1])), sum(counts), metrics.sum_ms[phase] / 1000)
+    """One phase's bucket counts so far (16 counters: no walk of the histogram; the media thread's data latency
+    read from it)."""
+    counts, sum_ms = metrics.bucket_counts_now(phase)
+    return PhaseBuckets(list(itertools.accumulate(counts[:-1])), sum(counts), sum_ms / 1000)
 
 
 @dataclass(slots=True)

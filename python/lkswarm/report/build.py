@@ -11,6 +11,7 @@ from typing import Any, NamedTuple, cast
 from lkswarm.auth import safe_url
 from lkswarm.config import RunConfig
 from lkswarm.engine.outcome import OutcomeKind
+from lkswarm.engine.plan import unstarted_note
 from lkswarm.engine.record import ParticipantRow, RunRecord
 from lkswarm.media.totals import MediaTotals
 from lkswarm.metrics import (
@@ -437,6 +438,8 @@ def build_report(
             "media tier was saturated; media was sent and received late, so jitter and loss figures include "
             "the generator's own delay." + SPREAD_ADVICE
         )
+    if unstarted := unstarted_note(config):
+        warnings.append(unstarted)
     fds_needed = record.scheduled * (1 if config.signal_only else 3) + 64
     if fds_needed > fd_limit:
         warnings.append(
