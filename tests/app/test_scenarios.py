@@ -206,6 +206,25 @@ def test_threshold_parsing_units_and_keys() -> None:
             parse_threshold(bad)
 
 
+def test_a_threshold_unit_converts_to_the_keys_own_and_fits_its_kind() -> None:
+    """`generator.media_lag_ms.p99<20ms` was refused ('not a time'), `joined>=50%` became 0.5 participants and
+    `join_response.count<5s` dropped its unit."""
+    assert parse_threshold("generator.media_lag_ms.p99<20ms").limit == 20
+    assert parse_threshold("probes.audio.marker_latency_ms.p99<1s").limit == 1000
+    assert parse_threshold("generator.cpu_s<500ms").limit == pytest.approx(0.5)
+    assert parse_threshold("server.rtt_out_ms_mean<0.5s").limit == 500
+    assert parse_threshold("server.loss_out_ratio<0.5%").limit == pytest.approx(0.005)
+    assert parse_threshold("machine.busy_share<90%").limit == pytest.approx(0.9)
+    for bad, words in [
+        ("joined>=50%", "not a ratio"),
+        ("failed<200%", "not a ratio"),
+        ("join_response.count<5s", "a count takes no unit"),
+        ("media.packets_received>10s", "not a time"),
+    ]:
+        with pytest.raises(ConfigError, match=words):
+            parse_threshold(bad)
+
+
 def test_thresholds_read_any_percentile_from_the_histogram() -> None:
     report = _report_with_join_samples([float(v) for v in range(1, 101)])
     assert read_key(report, "latency_ms.join_response.p95") == pytest.approx(95, rel=0.01)

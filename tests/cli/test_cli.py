@@ -237,6 +237,29 @@ def test_a_thresholds_actual_value_carries_its_unit() -> None:
     assert actual("media.loss_ratio", None) == "no data"
 
 
+def test_the_summary_has_a_data_tracks_line_and_no_empty_messages_line() -> None:
+    """A data-track run printed 'data: sent 0, received 0 of 0 expected' and nothing of its 4,896 frames."""
+    from lkswarm.cli.output import data_lines
+
+    latency = {"count": 4896, "p50": 0.415, "p99": 1.439}
+    tracks = {"tracks_published": 2, "frames_sent": 992, "frames_received": 4896, "frames_expected": 4896}
+    tracks.update(delivery_ratio=1.0, latency_ms=latency, publish_failures=0, send_blocked=3)
+    nothing_sent = {"publishers": 0, "messages_received": 0, "foreign_messages": 0, "rpc": {"requests": 0}}
+    assert data_lines({**nothing_sent, "tracks": tracks}) == [
+        "data tracks: 2 published, sent 992 frames, received 4,896 of 4,896 expected (delivery 100.00 %), "
+        "e2e p50 0.4 / p99 1.4 ms, 3 not sent (buffer full)"
+    ]
+    messages = {"publishers": 2, "messages_sent": 10, "messages_received": 20, "messages_expected": 20}
+    messages.update(delivery_ratio=1.0, duplicates=0, out_of_order=0, latency_ms={"count": 0})
+    rpc = {"requests": 12, "answered": 11, "refused": 1, "no_channel": 0}
+    lines = data_lines({**messages, "tracks": {"tracks_published": 0, "frames_received": 0}, "rpc": rpc})
+    assert lines == [
+        "data: sent 10, received 20 of 20 expected (delivery 100.00 %), 0 duplicates, 0 out of order",
+        "rpc: 12 requests to our participants (answered 11, refused 1)",
+    ]
+    assert data_lines(nothing_sent) == []
+
+
 def test_the_summary_says_what_the_server_counted() -> None:
     """The report had the server's CPU, loss, RTT and quality; the printed summary showed none of it."""
     from lkswarm.cli.output import server_line

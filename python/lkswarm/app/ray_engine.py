@@ -314,7 +314,7 @@ class RayDriver:
                 exporter.stop()
         result = self._merge(url, local is not None, started_at, thresholds)
         if self.go_at is not None and watch is not None:
-            add_server_sections(result.report, watch)
+            add_server_sections(result.report, watch, thresholds)
         if server_died is not None:
             result.report["warnings"].append(server_died)
         return result

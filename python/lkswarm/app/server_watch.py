@@ -15,6 +15,7 @@ from lkswarm.config import RunConfig
 from lkswarm.metrics import process_cpu_s
 from lkswarm.observe.server_metrics import Scrape, scrape, server_section
 from lkswarm.report.build import EmbeddedServerUse, machine_figures
+from lkswarm.report.thresholds import Threshold, evaluate
 
 NO_METRICS = "no --server-metrics URL"
 
@@ -53,9 +54,11 @@ class ServerWatch:
         return server_section(self._before, self._after, self.wall_s)
 
 
-def add_server_sections(report: dict[str, Any], watch: ServerWatch) -> None:
+def add_server_sections(report: dict[str, Any], watch: ServerWatch, thresholds: list[Threshold] | None) -> None:
     """Gives a merged report (``--workers``, ``--ray``) the sections one process's report has, which its shares
-    cannot: the server's counters over the run and the machine's figures (generator over server CPU)."""
+    cannot: the server's counters over the run and the machine's figures (generator over server CPU). The
+    thresholds are judged again, as a threshold may read them (``server.loss_out_ratio<1%``)."""
     report["server"] = watch.section()
     generator_cpu_s = (report.get("generator") or {}).get("cpu_s", 0.0)  # none: every share hung
     report["machine"] = machine_figures(generator_cpu_s, watch.use)
+    evaluate(report, thresholds or [])

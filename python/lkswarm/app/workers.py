@@ -218,7 +218,7 @@ def run_workers(
         data_rows=data_rows,
     )
     if started and watch is not None:
-        add_server_sections(result.report, watch)
+        add_server_sections(result.report, watch, thresholds)
     if server_died is not None:
         result.report["warnings"].append(server_died)
     return result

@@ -174,6 +174,43 @@ def data_line(data: dict[str, Any]) -> str:
     return line
 
 
+def data_lines(data: dict[str, Any]) -> list[str]:
+    """The summary's data lines: messages (when any were sent or received), data tracks, RPC (when used)."""
+    lines = []
+    if data.get("publishers") or data.get("messages_received") or data.get("foreign_messages"):
+        lines.append(data_line(data))
+    tracks = data.get("tracks") or {}
+    if tracks.get("tracks_published") or tracks.get("frames_received") or tracks.get("publish_failures"):
+        lines.append(data_tracks_line(tracks))
+    rpc = data.get("rpc") or {}
+    if rpc.get("requests"):
+        shown = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in rpc.items() if k != "requests" and v)
+        lines.append(f"rpc: {rpc['requests']:,} requests to our participants" + (f" ({shown})" if shown else ""))
+    return lines
+
+
+def data_tracks_line(tracks: dict[str, Any]) -> str:
+    """``data tracks: 2 published, sent 992 frames, received 4,896 of 4,896 expected (delivery 100.00 %), …``."""
+    delivery = tracks.get("delivery_ratio")
+    line = (
+        f"data tracks: {tracks['tracks_published']} published, sent {tracks['frames_sent']:,} frames, received "
+        f"{tracks['frames_received']:,} of {tracks['frames_expected']:,} expected"
+        + (f" (delivery {delivery * 100:.2f} %)" if delivery is not None else "")
+    )
+    latency = tracks.get("latency_ms") or {}
+    if latency.get("count"):
+        line += f", e2e p50 {latency['p50']:.1f} / p99 {latency['p99']:.1f} ms"
+    for key, words in (
+        ("publish_failures", "publishes refused"),
+        ("send_blocked", "not sent (buffer full)"),
+        ("foreign_frames", "from other clients"),
+        ("malformed", "malformed"),
+    ):
+        if tracks.get(key):
+            line += f", {tracks[key]:,} {words}"
+    return line
+
+
 def signal_paths_line(paths: dict[str, Any]) -> str:
     """``signal paths: v1 8 (completed 8), v0 2 (completed 2); auto fell back 2 times``; "" when there is nothing."""
     parts = []
@@ -240,9 +277,8 @@ def print_report(report: dict[str, Any]) -> None:
         if by_kind:
             parts = ", ".join(f"{kind} p50 {s['p50']:.0f} / p99 {s['p99']:.0f} ms" for kind, s in by_kind.items())
             stdout.print(f"track_subscribed by kind: {parts}")
-    data = report.get("data") or {}
-    if data:
-        stdout.print(data_line(data), highlight=False)
+    for line in data_lines(report.get("data") or {}):
+        stdout.print(line, highlight=False)
     probes = report.get("probes") or {}
     if probes:
         stdout.print(

@@ -51,7 +51,18 @@ LATENCY_PHASES = (*PHASES, "media_e2e", *MERGED_PHASES)
 _STAT = re.compile(r"^(count|min|max|mean|p\d+(?:\.\d+)?)$")
 OUTCOMES = ("completed", "left", "failed", "not_started")
 PARTICIPANT_COUNTS = ("scheduled", "started", "joined", "active", "active_at_end", "alive_at_end", "departed")
-SECTIONS = ("participants", "media", "data", "probes", "signal", "generator", "room_check", "latency_ms")
+SECTIONS = (
+    "participants",
+    "media",
+    "data",
+    "probes",
+    "signal",
+    "generator",
+    "room_check",
+    "latency_ms",
+    "server",
+    "machine",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +99,10 @@ def parse_threshold(expr: str) -> Threshold:
         full_key = f"latency_ms.{key}"
         if unit == "%":
             raise ConfigError(f"threshold {expr!r}: a latency takes ms, s or m, not %")
-        if stat != "count":
+        if stat == "count":
+            if unit is not None:
+                raise ConfigError(f"threshold {expr!r}: a count takes no unit; drop {unit!r}")
+        else:
             limit *= _TO_MS[unit or "ms"]
         return Threshold(expr.strip(), full_key, op, limit)
     if key in OUTCOMES:
@@ -103,12 +117,27 @@ def parse_threshold(expr: str) -> Threshold:
             f"({', '.join(OUTCOMES)}, failed_ratio) or a report path such as media.loss_ratio"
         )
     if unit == "%":
+        if not full_key.rsplit(".", 1)[-1].endswith(("_ratio", "_share")):
+            raise ConfigError(f"threshold {expr!r}: {key} is not a ratio (…_ratio, …_share); drop the '%'")
         limit /= 100
     elif unit is not None:
-        if not full_key.endswith("_s"):
+        key_unit = _time_unit_of(full_key)
+        if key_unit is None:
             raise ConfigError(f"threshold {expr!r}: {key} is not a time; drop the unit {unit!r}")
-        limit *= _TO_S[unit]
+        limit *= (_TO_MS if key_unit == "ms" else _TO_S)[unit]
     return Threshold(expr.strip(), full_key, op, limit)
+
+
+def _time_unit_of(path: str) -> str | None:
+    """The unit of a report path that holds a time, from the name that carries it: ``ms`` for
+    ``generator.media_lag_ms.p99`` and ``server.rtt_out_ms_mean``, ``s`` for ``generator.cpu_s``; None for
+    anything else (a rate ``…_per_s`` included)."""
+    for segment in reversed(path.split(".")):
+        words = segment.split("_")
+        for before, word in zip(["", *words], words, strict=False):
+            if word in ("ms", "s") and before != "per":
+                return word
+    return None
 
 
 def parse_thresholds(exprs: list[str]) -> list[Threshold]:
