@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Callable
 
 from lkswarm.auth import Credentials
@@ -43,6 +44,7 @@ class FakeHost:
         self.seat = seat
         self.session: SignalSession | None = None
         self.outcome: Outcome | None = None
+        self.joined_at: float | None = time.perf_counter() - 60.0  # long enough before any end-of-run check
         self.details: list[str] = []
         self.connected_at: list[float] = []
         self.output: Callable[[Callable[[], None]], None] = lambda step: step()

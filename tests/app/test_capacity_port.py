@@ -4,6 +4,8 @@ in one process or through `RayPort` over two actors reaching the same levels. No
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import time
 from collections.abc import Collection, Sequence
 from typing import Any, cast
@@ -276,6 +278,82 @@ def test_a_churn_replaces_only_a_subscriber_that_has_lived_long_enough_to_ping()
 
     asyncio.run(scenario())
     assert controller._seats[4] == (0, 2)
+
+
+def test_a_churn_leaves_a_participant_still_joining_be() -> None:
+    """Against a slow server the churn departed subscribers that had not joined yet: each failed
+    (not_joined_by_departure), 5 of 64 in a level, a failure the search itself made."""
+
+    class SlowJoins(FakeLoad):
+        joining: frozenset[int] = frozenset({1})
+
+        async def population(self, watched: Collection[int]) -> Population:
+            population = await super().population(watched)
+            return dataclasses.replace(population, joining=self.joining & frozenset(watched))
+
+    load = SlowJoins()
+    shape = Shape("subscribers", rooms=1, per_room=3, publishers=1)
+    timing = LevelTiming(rate=1000.0, settle_s=0.0, hold_s=0.2, max_hold_s=0.2, probe_churn_per_s=1.0, confidence=0.95)
+    controller = Controller(load, 1, shape, [parse_slo("failed_ratio<1%")], timing)
+
+    async def scenario() -> list[int]:
+        await controller._grow_to(3)  # seat 0 publishes; 1 (still joining) and 2 subscribe
+        before = set(controller._seats)
+        await controller._churn_one()
+        load.joining = frozenset({1, 2, 3})
+        await controller._churn_one()  # every subscriber joining: nobody goes
+        return sorted(before - set(controller._seats))
+
+    assert asyncio.run(scenario()) == [2]  # the longest-lived that has joined, not 1
+
+
+class JoinsInFlightLoad(FakeLoad):
+    """A `FakeLoad` whose participants are still joining (pending) until ``joined_at``, on its clock."""
+
+    def __init__(self, joined_at_s: float) -> None:
+        super().__init__()
+        self.joined_at_s = joined_at_s
+        self.reads_at_s: list[float] = []
+
+    async def population(self, watched: Collection[int]) -> Population:
+        population = await super().population(watched)
+        return dataclasses.replace(population, pending=len(self.live) if self.elapsed_s() < self.joined_at_s else 0)
+
+    async def read_hold(self) -> HoldData:
+        self.reads_at_s.append(self.elapsed_s())
+        return await super().read_hold()
+
+
+def test_a_hold_ends_with_the_churns_joins_in_flight_judged_not_cut() -> None:
+    """Churn joins started just before a hold's end were cut by the teardown (not_joined_by_departure): failures
+    in the run's report but in no level, and their (slowest) join times missing from the level's SLOs."""
+    shape = Shape("subscribers", rooms=1, per_room=2, publishers=0)
+    timing = LevelTiming(rate=1000.0, settle_s=0.0, hold_s=0.2, max_hold_s=0.2, probe_churn_per_s=1.0,
+                         confidence=0.95, join_timeout_s=5.0)  # fmt: skip
+    load = JoinsInFlightLoad(joined_at_s=0.6)
+    controller = Controller(load, 1, shape, [parse_slo("ping_rtt.p50<100ms")], timing)
+
+    async def one_level() -> None:
+        await controller._grow_to(2)
+        await controller._hold()
+
+    asyncio.run(one_level())
+    # judged at the planned end, then again once the joins ended (the last read is the closing one)
+    assert load.reads_at_s[0] < 0.6 <= load.reads_at_s[1], load.reads_at_s
+    # Joins that never end are waited for at most a join timeout (and a second): they fail in the level.
+    stuck = JoinsInFlightLoad(joined_at_s=math.inf)
+    quick = LevelTiming(rate=1000.0, settle_s=0.0, hold_s=0.2, max_hold_s=0.2, probe_churn_per_s=1.0,
+                        confidence=0.95, join_timeout_s=0.2)  # fmt: skip
+    controller = Controller(stuck, 1, shape, [parse_slo("ping_rtt.p50<100ms")], quick)
+
+    async def stuck_joins() -> tuple[bool, float]:
+        await controller._grow_to(2)
+        started = time.perf_counter()
+        waited = await controller._joins_in_flight_ended()
+        return waited, time.perf_counter() - started
+
+    waited, waited_s = asyncio.run(stuck_joins())
+    assert waited and 1.2 <= waited_s < 3.0, waited_s
 
 
 class _EngineUntilFinished:

@@ -107,6 +107,40 @@ def test_a_departure_due_before_its_participant_starts_keeps_it_from_starting() 
     assert engine.tally.outcomes[COMPLETED] == 1
 
 
+def test_a_departure_of_a_participant_still_joining_fails_it_and_is_not_counted_departed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`departed` counts the planned departures that completed (README); it counted failed joins too."""
+
+    async def join_only_the_first(self: ParticipantDriver) -> None:
+        self._done = asyncio.get_running_loop().create_future()
+        if self.index == 0:
+            self.joined_at = time.perf_counter()
+        await self._done
+
+    monkeypatch.setattr(ParticipantDriver, "run", join_only_the_first)
+
+    async def main() -> Engine:
+        engine = _engine()
+        task = asyncio.get_running_loop().create_task(engine.run())
+        await engine.started.wait()
+        now_s = engine.elapsed_s()
+        engine.add_arrivals([Arrival(0, now_s, 0, 0), Arrival(1, now_s, 1, 0)])
+        await asyncio.sleep(0.2)
+        engine.add_departure(engine.elapsed_s(), 0)
+        engine.add_departure(engine.elapsed_s(), 1)
+        await asyncio.sleep(0.2)
+        engine.finish()
+        await task
+        return engine
+
+    engine = asyncio.run(main())
+    assert engine.departed == 1
+    assert engine.tally.outcomes[COMPLETED] == 1
+    [joining] = [d for d in engine.drivers if d.index == 1]
+    assert joining.outcome is not None and joining.outcome.reason == "not_joined_by_departure"
+
+
 def test_arrivals_cannot_go_back_in_time_or_go_to_a_fixed_plan() -> None:
     engine = _engine()
     engine.add_arrivals([Arrival(0, 5.0, 0, 0)])

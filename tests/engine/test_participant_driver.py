@@ -10,6 +10,7 @@ import pytest
 
 import lkswarm.engine.engine as engine_module
 from fakes import fake_run
+from lkswarm.auth import Credentials
 from lkswarm.engine import participant_reconnect
 from lkswarm.engine.engine import Engine
 from lkswarm.engine.outcome import Outcome
@@ -134,6 +135,10 @@ def test_an_http_refusal_keeps_its_cause_and_drops_tokens_and_markup() -> None:
     )
     detail = refusal_detail(body)
     assert detail.endswith("token signature is invalid") and "eyJ" not in detail
+    assert detail.startswith("invalid token: <token>, error")
+    # As the driver calls it, after the credentials' own redaction: the placeholder was stripped as markup.
+    redacted = refusal_detail(Credentials("key", "s" * 32).redact(f"/rtc?access_token={token}&auto_subscribe=1"))
+    assert redacted == "/rtc?access_token=<token>&auto_subscribe=1", redacted
     page = (
         "<!DOCTYPE html>\n<html>\n<head><title>404 Not Found</title></head>\n<body>\n<h1>Not Found</h1>\n</body></html>"
     )

@@ -80,6 +80,23 @@ def test_a_capacity_report_header_shows_the_search_not_the_engine_sizing() -> No
     assert "× 2048 participant(s)" not in header
 
 
+def test_the_html_badges_say_what_the_run_did_not_claim_and_did_not_do() -> None:
+    """A run without thresholds, where everyone failed, wore a green 'thresholds passed'; not started
+    participants and an interruption had no badge."""
+    from lkswarm.report.html_page import _header
+
+    outcomes = {"completed": 0, "left": 0, "failed": 3, "not_started": 2}
+    report: dict[str, Any] = {"passed": True, "thresholds": [], "participants": {"outcomes": outcomes}}
+    report["interrupted"] = {"signal": "SIGINT", "at_s": 3.14}
+    header = _header(report)
+    assert "no thresholds" in header and "thresholds passed" not in header
+    assert '<span class="badge bad">3 failed, 2 not started</span>' in header
+    assert '<span class="badge bad">interrupted by SIGINT at 3.1 s</span>' in header
+    report.update(thresholds=[{"passed": True}], interrupted=None, participants={"outcomes": {"completed": 4}})
+    header = _header(report)
+    assert "thresholds passed" in header and "no failures" in header and "interrupted" not in header
+
+
 def test_the_outcomes_counter_is_there_before_anyone_ended() -> None:
     """It appeared only with the first ended participant: an alert on it read nothing until then."""
     text = render_metrics(Exposition(snapshot()))

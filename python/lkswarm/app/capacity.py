@@ -114,6 +114,9 @@ class LevelTiming:
     # The least a seat lives before the churn replaces it: `CHURN_MIN_AGE_S` where a ping SLO is judged
     # (`churn_min_age_s`), else 0 (the longest-lived first, however young).
     churn_min_age_s: float = 0.0
+    # How long a join may take before it fails (the run's --join-timeout): the hold waits this long at most for
+    # the churn's joins still in flight at its end, so each ends in the level, as a sample or a failure.
+    join_timeout_s: float = 15.0
 
 
 @dataclass(slots=True)
@@ -277,13 +280,16 @@ class Controller:
 
     async def _churn_one(self) -> None:
         """Replaces the longest-lived subscriber (a publisher when there is none) with a fresh join in its seat,
-        if it has lived ``timing.churn_min_age_s``."""
+        if it has joined and lived ``timing.churn_min_age_s``."""
         publishers = 0 if self.shape.grow == "publishers" else self.shape.publishers
         now_s = self.port.elapsed_s()
         live = [i for i in self._seats if i not in self._churned]
         pool = [i for i in live if self._seats[i][1] >= publishers] or live
         min_age_s = self.timing.churn_min_age_s
         candidates = [i for i in pool if not min_age_s or now_s - self._started_s.get(i, now_s) >= min_age_s]
+        if candidates:  # one still joining stays: its departure would fail it (not_joined_by_departure), our doing
+            joining = (await self.port.population(candidates)).joining
+            candidates = [i for i in candidates if i not in joining]
         if not candidates:
             return
         leaving = min(candidates)
@@ -351,6 +357,8 @@ class Controller:
                 break
             # Each extension adds at least a sub-window, so the hold reaches --max-hold whatever --hold is.
             planned_s = min(self.timing.max_hold_s, planned_s + max(self.timing.hold_s / 2, subwindow_s))
+        if await self._joins_in_flight_ended():
+            results = self._judge(await self.port.read_hold())  # with the joins that ended since
         window = await self.port.close_hold()
         after = await self._scrape_hold_edge()
         proc_after = process_cpu_s(pid) if pid is not None else None
@@ -358,6 +366,22 @@ class Controller:
         if proc_before is not None and proc_after is not None and window.held_s > 0:
             proc_cores = round((proc_after - proc_before) / window.held_s, 3)
         return window, results, before, after, proc_cores
+
+    async def _joins_in_flight_ended(self) -> bool:
+        """At the hold's end, waits (at most a join timeout) for the churn's joins still in flight: the teardown or
+        the search's end would cut them (``not_joined_by_departure``), a failure in no level, and the slowest
+        joins of a struggling server would be missing from its join SLOs. True when some were waited for."""
+        if self.timing.probe_churn_per_s <= 0:
+            return False
+        deadline = time.perf_counter() + self.timing.join_timeout_s + 1.0
+        await self._sleep_until(self._last_start_s + 0.05)  # a replacement due after its predecessor left
+        waited = False
+        while time.perf_counter() < deadline and not self._ended():
+            if (await self.port.population(())).pending == 0:
+                break
+            waited = True
+            await asyncio.sleep(0.05)
+        return waited
 
     async def _hold_for(self, duration_s: float, subwindow_s: float) -> None:
         end = time.perf_counter() + max(0.0, duration_s)

@@ -41,6 +41,8 @@ class Population:
     failed: int = 0  # ended FAILED since the start of the run
     media: bool = False  # the load has a media tier (ACTIVE counts mean something)
     ended: frozenset[int] = field(default_factory=frozenset)  # of the indices asked about, those that ended
+    # Of the indices asked about, those not joined yet (not started, or joining): the churn leaves them be.
+    joining: frozenset[int] = field(default_factory=frozenset)
 
     def __add__(self, other: Population) -> Population:
         return Population(
@@ -50,6 +52,7 @@ class Population:
             self.failed + other.failed,
             self.media or other.media,
             self.ended | other.ended,
+            self.joining | other.joining,
         )
 
 
@@ -124,7 +127,11 @@ class EnginePort:
         engine = self.engine
         live = engine.live_drivers()
         media = bool(engine.tiers)
-        ended = frozenset(i for i in watched if (driver := engine.driver_of(i)) is not None and driver.outcome)
+        drivers = {i: engine.driver_of(i) for i in watched}
+        ended = frozenset(i for i, driver in drivers.items() if driver is not None and driver.outcome)
+        joining = frozenset(
+            i for i, driver in drivers.items() if driver is None or (driver.joined_at is None and not driver.outcome)
+        )
         return Population(
             live=len(live),
             pending=sum(1 for d in live if d.joined_at is None),
@@ -132,6 +139,7 @@ class EnginePort:
             failed=sum(n for outcome, n in engine.tally.outcomes.items() if outcome.kind is OutcomeKind.FAILED),
             media=media,
             ended=ended,
+            joining=joining,
         )
 
     async def open_hold(self) -> None:

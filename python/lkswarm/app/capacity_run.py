@@ -335,6 +335,7 @@ def _one_search(
             options.probe_churn_per_s,
             options.confidence,
             churn_min_age_s(specs),
+            config.join_timeout_s,
         )
         server = local
 

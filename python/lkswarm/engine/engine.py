@@ -425,7 +425,8 @@ class Engine:
                 self._left_before_start.add(index)
                 self.counters["departed_before_start"] += 1
             elif not driver.outcome:
-                self.departed += 1
+                if driver.joined_at is not None:  # one still joining fails (not_joined_by_departure): not departed
+                    self.departed += 1
                 driver.stop(departure=True)
 
     async def _reconnect_storm(self, at: float) -> None:

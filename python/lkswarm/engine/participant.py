@@ -60,7 +60,8 @@ ROOM_NOT_FOUND = "requested room does not exist"
 # unread in the sockets, so it is served once more after the loop has polled them, not judged from stale state.
 STALLED_TIMER_S = 0.5
 REJECTED_DETAIL_CHARS = 200  # of an HTTP refusal's body (once tokens and markup are out), in the outcome's detail
-_TAG = re.compile(r"<[^>]{0,200}>|<!--.*?-->", re.S)
+# Markup, but not the placeholder `Credentials.redact` leaves for an access token (it runs first).
+_TAG = re.compile(r"<(?!token>)[^>]{0,200}>|<!--.*?-->", re.S)
 
 
 class DriverOwner(Protocol):

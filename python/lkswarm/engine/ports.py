@@ -65,6 +65,10 @@ class ParticipantHost(Protocol):
     def session(self) -> SignalSession | None: ...
     @property
     def outcome(self) -> Outcome | None: ...
+    @property
+    def joined_at(self) -> float | None:
+        """When its (first) JoinResponse came (perf_counter seconds); None while joining."""
+
     def media_output(self, step: Callable[[], None]) -> None:
         """Runs a media step that no session event triggered, then sends what it produced."""
 

@@ -67,6 +67,9 @@ from lkswarm.signal.requests import VideoLayer, add_audio_track, add_video_track
 # Layout tiles: (VideoQuality, width, height) the subscriber asks the SFU for.
 TILE_SIZES = {"main": ("HIGH", 1280, 720), "grid": ("MEDIUM", 640, 360), "thumb": ("LOW", 320, 180)}
 MISSING_EXAMPLES = 5  # (subscriber, track) pairs with no packets named in the report
+# A subscriber that joined this recently before the end is not judged for missing tracks: its subscriptions,
+# handshake and first packets take a few seconds (a capacity search's last churn joins end just before it).
+MISSING_GRACE_S = 5.0
 # tracks.csv and data.csv rows kept of peers closed before the end (departures, a fresh join's old peer): with
 # churn they grew for the whole run (~6.7 KB a peer, ~130 MB an hour at 2 replacements a second). Their figures
 # always count in the totals; rows past this are counted, not listed. Live peers' rows are all listed.
@@ -568,8 +571,9 @@ class LightLeg(SignalingLeg):
             totals.received_pairs.add(pair)
             totals.tracks_received += 1
             totals.tracks_by_codec[codec] = totals.tracks_by_codec.get(codec, 0) + 1
-        session = self.driver.session
-        if session is not None and not self.driver.outcome and not closed:
+        session, joined_at = self.driver.session, self.driver.joined_at
+        settled = joined_at is not None and time.perf_counter() - joined_at >= MISSING_GRACE_S
+        if session is not None and not self.driver.outcome and not closed and settled:
             missing = session.live_remote_tracks() - set(received) - session.muted_remote_tracks
             totals.tracks_missing += len(missing)
             for track_sid in sorted(missing)[: max(0, MISSING_EXAMPLES - len(totals.missing_examples))]:

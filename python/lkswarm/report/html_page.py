@@ -27,6 +27,7 @@ table { border-collapse: collapse; margin: 8px 0; } th, td { padding: 3px 10px; 
 th { text-align: left; background: #f4f5f8; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .badge { display: inline-block; padding: 2px 10px; border-radius: 10px; font-weight: 600; margin-right: 6px; }
 .ok { background: #dff3e4; color: #135d2a; } .bad { background: #fbe0e0; color: #8a1c1c; }
+.neutral { background: #eceef2; color: #374151; }
 .warn { background: #fff4d6; border-left: 4px solid #e0a800; padding: 6px 10px; margin: 6px 0; }
 .note { background: #eef3fb; border-left: 4px solid #6b8fd6; padding: 6px 10px; margin: 6px 0; }
 .plot { min-height: 360px; margin: 12px 0; } .missing { color: #6b7280; font-style: italic; padding: 12px 0; }
@@ -79,6 +80,19 @@ def _badge(ok: bool, yes: str, no: str) -> str:
     return f'<span class="badge {"ok" if ok else "bad"}">{_e(yes if ok else no)}</span>'
 
 
+def _outcomes_badge(outcomes: dict[str, int]) -> str:
+    """Green when every scheduled participant ran without failing; else how many failed and did not start."""
+    counts = ((outcomes.get("failed", 0), "failed"), (outcomes.get("not_started", 0), "not started"))
+    shown = ", ".join(f"{count} {text}" for count, text in counts if count)
+    return _badge(not shown, "no failures", shown)
+
+
+def _interrupted_badge(interrupted: dict[str, Any] | None) -> str:
+    if not interrupted:
+        return ""
+    return _badge(False, "", f"interrupted by {interrupted.get('signal', '?')} at {interrupted.get('at_s', 0):.1f} s")
+
+
 def _header(report: dict[str, Any]) -> str:
     p = report.get("participants") or {}
     outcomes = p.get("outcomes") or {}
@@ -114,9 +128,12 @@ def _header(report: dict[str, Any]) -> str:
     ]
     parts = [
         "<header><h1>lkswarm report</h1>",
-        _badge(passed, "thresholds passed", "thresholds FAILED"),
+        _badge(passed, "thresholds passed", "thresholds FAILED")
+        if report.get("thresholds")
+        else '<span class="badge neutral">no thresholds</span>',
         _badge(valid, "generator valid", "generator INVALID"),
-        _badge(not outcomes.get("failed"), "no failures", f"{outcomes.get('failed', 0)} failed"),
+        _outcomes_badge(outcomes),
+        _interrupted_badge(report.get("interrupted")),
         "</header>",
         table(None, summary, "summary"),
         "<h2>Outcomes</h2>",
