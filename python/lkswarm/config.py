@@ -197,7 +197,7 @@ class RunConfig:
     probe_fraction: float = declare(0.0, as_float, ge=0.0, le=1.0)  # fraction of participants that are probes
     # impairment of the probes' media, e.g. loss=2%,delay=40ms,jitter=10ms,rate=1mbit
     probe_impair: str | None = declare(None, as_str, optional=True, check=_check_probe_impair)
-    media_connect_timeout_s: float = declare(30.0, as_float, gt=0)  # ICE + DTLS deadline per PeerConnection
+    media_connect_timeout_s: float = declare(30.0, as_float, gt=0, before=_duration_field)  # ICE + DTLS deadline per PC
     media_bind_ip: str = declare("127.0.0.1", as_str)  # local address of the PeerConnection sockets
     json_frames: bool = declare(False, as_bool)  # send text (protojson) frames instead of binary
     # v1 (/rtc/v1, one PeerConnection), v0 (/rtc, two), auto (v1, falling back to v0 on a 404, as today's
@@ -209,7 +209,7 @@ class RunConfig:
     max_frame_bytes: int = declare(DEFAULT_MAX_FRAME_BYTES, as_int, ge=MIN_MAX_FRAME_BYTES, le=MAX_MAX_FRAME_BYTES)
     auto_subscribe: bool = declare(True, as_bool)
     protocol: int = declare(CLIENT_PROTOCOL, as_int, ge=0)
-    join_timeout_s: float = declare(15.0, as_float, gt=0)
+    join_timeout_s: float = declare(15.0, as_float, gt=0, before=_duration_field)
     room_prefix: str = declare("lkswarm", as_str)
     # one named room (an existing one too) instead of room_prefix + run tag; with rooms > 1, room-0, room-1, ...
     room: str | None = declare(None, as_str, optional=True, check=_check_room)
@@ -301,6 +301,8 @@ class RunConfig:
             raise ValueError("RPC calls arrive over the media tier's data channels: drop --signal-only or --rpc-echo")
         if self.data_burst and not self.data_publishers:
             raise ValueError("data_burst adds to the data publishers' messages: set data_publishers too")
+        if self.data_to != "all" and not self.data_publishers:
+            raise ValueError("data_to chooses the data publishers' destinations: set data_publishers too")
         if self.data_slow_readers and self.signal_only:
             raise ValueError("slow data readers stall the media tier's data channels: drop --signal-only")
         if self.data_slow_readers > self.participants and not self.stages:

@@ -164,6 +164,12 @@ def test_scenario_durations_accept_friendly_spellings() -> None:
     scenario = parse_scenario('duration = "2m"\nreconnect_storm_at = "30s"\nreconnect_storm_window = "10s"\n', "s.toml")
     config = RunConfig(**scenario.fields)
     assert config.duration_s == 120 and config.reconnect_storm_at_s == 30 and config.reconnect_storm_window_s == 10
+    # The timeouts too: join_timeout = "3s" was "must be a finite number" beside duration = "3s".
+    scenario = parse_scenario('join_timeout = "3s"\nmedia_connect_timeout = "1m"\n', "s.toml")
+    config = RunConfig(**scenario.fields)
+    assert (config.join_timeout_s, config.media_connect_timeout_s) == (3.0, 60.0)
+    with pytest.raises(ConfigError, match="data_publishers"):
+        RunConfig(data_to="3")  # --data-to chooses the data publishers' destinations: none, nothing to choose
 
 
 def test_a_scenario_takes_the_flags_own_names() -> None:

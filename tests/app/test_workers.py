@@ -214,6 +214,8 @@ def test_a_worker_that_dies_is_reported_and_its_participants_counted(
     assert all(row["room"] == tagged.room_name(1) and row["detail"] == detail for row in crashed)
     assert [w["crashed"] for w in report["workers"]] == [False, True]
     assert report["generator"]["valid"] is False
+    # The stand-in is no input of its own: no note that the configurations differ or that a timeline is missing.
+    assert not [n for n in report["notes"] if "configurations" in n or "timeline" in n], report["notes"]
 
 
 def test_the_parent_serves_the_sum_of_the_workers_prometheus_figures() -> None:

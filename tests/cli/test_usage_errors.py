@@ -40,7 +40,8 @@ def test_a_url_with_a_bad_port_is_a_usage_error(url: str) -> None:
 
 def test_a_negative_seed_is_a_usage_error() -> None:
     """It used to reach the media hub as a u64 and kill every participant, reported as the server's fault."""
-    assert_usage_error(run("--url", "ws://127.0.0.1:1", "--seed", "-1", "--duration", "1s"), "seed: must be at least 0")
+    out = run("--url", "ws://127.0.0.1:1", "--seed", "-1", "--duration", "1s")
+    assert_usage_error(out, "--seed: must be at least 0")  # named as given: the flag, not the config key
 
 
 def test_more_publishers_than_participants_is_refused() -> None:
@@ -51,12 +52,13 @@ def test_more_publishers_than_participants_is_refused() -> None:
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["--data-publishers", "1", "--data-size", "64001"], ("data_size", "64000")),
+        (["--data-publishers", "1", "--data-size", "64001"], ("--data-size", "64000")),
         (["--data-publishers", "1", "--data-to", "some"], ("data_to must be all or a number",)),
         (["--data-publishers", "1", "--signal-only"], ("data channels", "drop --signal-only")),
-        (["--data-publishers", "1", "--data-channel", "unreliable"], ("data_channel",)),
+        (["--data-publishers", "1", "--data-channel", "unreliable"], ("--data-channel",)),
+        (["--data-to", "3"], ("data_to chooses the data publishers' destinations",)),
         (["--signal-path", "v2"], ("signal path 'v2'",)),
-        (["--data-tracks", "1", "--data-track-size", "15001"], ("data_track_size", "15000")),
+        (["--data-tracks", "1", "--data-track-size", "15001"], ("--data-track-size", "15000")),
         (["--data-tracks", "1", "--signal-only"], ("data tracks", "drop --signal-only")),
         (["--rpc-echo", "--signal-only"], ("RPC calls", "drop --signal-only or --rpc-echo")),
     ],

@@ -35,6 +35,10 @@ def test_prometheus_writes_values_exactly_and_loss_as_a_gauge() -> None:
     assert "# TYPE lkswarm_media_packets_lost gauge" in text and "lkswarm_media_packets_lost 3" in text
     assert "lkswarm_media_packets_lost_total" not in text
     assert "e+0" not in text
+    # Products of floats came out with their binary noise: 98262056.96000001 bytes, a lag of 0.0008349999999999999 s.
+    snap = snapshot(rss_mb=93.7099237, loop_lag_p99_ms=0.835)
+    text = render_metrics(Exposition(snap))
+    assert "lkswarm_generator_rss_bytes 98261977\n" in text and "lkswarm_loop_lag_p99_seconds 0.000835\n" in text
 
 
 def test_the_html_data_section_has_the_tracks_and_the_slow_readers() -> None:

@@ -274,7 +274,7 @@ def merged_result(
     data_rows: list[dict[str, Any]],
 ) -> RunResult:
     """The shares' reports merged into the run's one report (thresholds evaluated on it)."""
-    merged = merge_reports(reports)
+    merged = merge_reports(reports, one_run=True)
     merged["config"] = config.to_json()
     merged["workers"] = summaries
     merged["target"] = target

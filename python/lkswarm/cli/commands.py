@@ -194,6 +194,17 @@ _PUBLISHER_OPTIONS = frozenset({"audio_publishers", "video_publishers", "data_pu
 _SWITCHES = frozenset({"signal_only", "simulate_speakers", "json_frames", "insecure", "rpc_echo"})  # off: not given
 
 
+def _named_as_given(exc: FieldError, flags: dict[str, Any]) -> str:
+    """A field's error named as the user gave it: ``--max-frame-bytes: …`` for a flag, the key for a scenario's."""
+    from lkswarm.app.scenario import first_error
+
+    key = str(exc.loc[0]) if len(exc.loc) == 1 else ""
+    if key and flags.get(key) is not None:
+        option = {config_key: name for name, config_key in _OPTION_KEYS.items()}.get(key, key)
+        return f"--{option.replace('_', '-')}: {exc.msg}"
+    return first_error(exc)
+
+
 def config_flags(options: dict[str, Any]) -> dict[str, Any]:
     """`run`'s options as RunConfig keys, None where not given (so a scenario's value stands)."""
     flags: dict[str, Any] = {}
@@ -285,7 +296,7 @@ def run(
     """
     flags = config_flags(locals())  # first, while locals() holds the options alone
     from lkswarm.app.runner import check_cloud_guard, check_probe_network, check_url, run_scenario
-    from lkswarm.app.scenario import first_error, scenario_config
+    from lkswarm.app.scenario import scenario_config
     from lkswarm.app.workers import check_workers, parse_workers
     from lkswarm.cli.ray_command import check_ray_options, run_ray_with_view
     from lkswarm.engine.timeline import Observer
@@ -315,7 +326,7 @@ def run(
             if worker_count == 1:  # with workers, the parent serves their sum there
                 observers.append(PrometheusExporter(prometheus))
     except FieldError as exc:
-        raise fail(f"invalid option: {first_error(exc)}", 2) from None
+        raise fail(f"invalid option: {_named_as_given(exc, flags)}", 2) from None
     except LkswarmError as exc:
         raise fail(str(exc), 2) from None
     if not quiet and stderr.is_terminal and worker_count == 1:

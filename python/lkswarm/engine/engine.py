@@ -343,9 +343,9 @@ class Engine:
         join_ms = (joined - driver.intended_start) * 1000 if joined is not None else None
         return ParticipantRow(driver.room, join_ms, driver.outcome, active_at_end, driver.server_quality)
 
-    def _live_counts(self) -> tuple[int, int, int, dict[str, int]]:
-        """(started, joined, alive, outcome counts) right now, for a Prometheus scrape."""
-        return len(self.drivers), self.tally.joined, self.tally.alive, self.tally.outcome_texts()
+    def _live_counts(self) -> tuple[int, int, int, int, dict[str, int]]:
+        """(planned, started, joined, alive, outcome counts) right now, for a Prometheus scrape."""
+        return len(self.plan), len(self.drivers), self.tally.joined, self.tally.alive, self.tally.outcome_texts()
 
     async def _schedule(self, t0: float, end_at: float) -> None:
         try:

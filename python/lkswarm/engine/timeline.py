@@ -171,8 +171,8 @@ class RunInfo(NamedTuple):
 
     duration_s: float
     metrics: PhaseMetrics  # for rolling percentiles and histogram buckets
-    # (started, joined, alive, outcome counts keyed as the report names them) at the moment of the call
-    live_counts: Callable[[], tuple[int, int, int, dict[str, int]]]
+    # (planned, started, joined, alive, outcome counts keyed as the report names them) at the moment of the call
+    live_counts: Callable[[], tuple[int, int, int, int, dict[str, int]]]
 
 
 class Observer(Protocol):

@@ -82,8 +82,8 @@ class Exposition:
 
 def exposition_of(info: RunInfo, snapshot: Snapshot) -> Exposition:
     """The run's counters and histograms now, with the sampler's gauges from ``snapshot``."""
-    started, joined, alive, outcomes = info.live_counts()
-    live = dataclasses.replace(snapshot, started=started, joined=joined, alive=alive)
+    planned, started, joined, alive, outcomes = info.live_counts()
+    live = dataclasses.replace(snapshot, planned=planned, started=started, joined=joined, alive=alive)
     phases = {phase: phase_buckets(info.metrics, phase) for phase in PHASES}
     return Exposition(live, outcomes, phases)
 
@@ -132,7 +132,9 @@ def _sample_value(value: float) -> str:
         return "+Inf" if number > 0 else "-Inf"
     if isinstance(value, int) or (number.is_integer() and abs(number) < 2**53):
         return str(int(value))
-    return repr(number)  # the shortest form that reads back as the same float
+    # 15 significant digits drop the binary noise of a product (98262056.96000001 bytes, 0.0008349999999999999 s);
+    # repr then gives the shortest form that reads back as that value.
+    return repr(float(f"{number:.15g}"))
 
 
 def _histogram_lines(name: str, phase: str, buckets: PhaseBuckets) -> list[str]:
@@ -200,7 +202,8 @@ def render_metrics(exposition: Exposition, extra: ExtraGauges | None = None) -> 
     processes = [("", exposition.processes)]
     metric("lkswarm_generator_processes", "gauge", "Generator processes reporting (run --workers).", processes)
     metric("lkswarm_generator_cpu_percent", "gauge", "Generator CPU over the last interval.", [("", snap.cpu_percent)])
-    metric("lkswarm_generator_rss_bytes", "gauge", "Generator resident memory.", [("", snap.rss_mb * 1024 * 1024)])
+    rss_bytes = round(snap.rss_mb * 1024 * 1024)
+    metric("lkswarm_generator_rss_bytes", "gauge", "Generator resident memory.", [("", rss_bytes)])
     metric(
         "lkswarm_loop_lag_p99_seconds",
         "gauge",

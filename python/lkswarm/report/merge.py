@@ -249,7 +249,8 @@ class _Merger:
         timelines = [r["timeline"] for r in self.reports if isinstance(r.get("timeline"), dict)]
         if not timelines:
             return None
-        if len(timelines) < len(self.reports):
+        ran = [r for r in self.reports if r.get("duration_s")]  # a crashed share's stand-in (0 s) has no timeline
+        if len(timelines) < len(ran):
             self.notes.append("timeline: some inputs have none; the merged timeline covers the others only")
         intervals = {t.get("interval_s") for t in timelines}
         if len(intervals) > 1:
@@ -402,8 +403,11 @@ def _room_names(report: dict[str, Any]) -> list[str]:
     return [str(row.get("room")) for row in rooms if isinstance(row, dict)] if isinstance(rooms, list) else []
 
 
-def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """One report of the union of ``reports`` (schema lkswarm.report/1), with ``merged_from`` naming the inputs."""
+def merge_reports(reports: list[dict[str, Any]], *, one_run: bool = False) -> dict[str, Any]:
+    """One report of the union of ``reports`` (schema lkswarm.report/1), with ``merged_from`` naming the inputs.
+
+    ``one_run``: the shares of one ``--workers`` or ``--ray`` run, whose caller sets the run's own ``config``
+    (a worker's copy names the server it was given, the parent's may not): no note that their configs differ."""
     if not reports:
         raise ReportError("nothing to merge: give at least one report")
     for i, report in enumerate(reports):
@@ -411,7 +415,7 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     merger = _Merger(reports)
     started_at, duration_s = _duration_s(reports)
     configs = [r.get("config") for r in reports]
-    if any(
+    if not one_run and any(
         {k: v for k, v in (c or {}).items() if k != "run_tag"}
         != {k: v for k, v in (configs[0] or {}).items() if k != "run_tag"}
         for c in configs
