@@ -44,6 +44,7 @@ class FakeHost:
         self.seat = seat
         self.session: SignalSession | None = None
         self.outcome: Outcome | None = None
+        self.outcome_detail = ""
         self.joined_at: float | None = time.perf_counter() - 60.0  # long enough before any end-of-run check
         self.details: list[str] = []
         self.connected_at: list[float] = []

@@ -39,6 +39,9 @@ PHASES = (
 # A run whose scheduler lateness or loop lag p99 exceeds these is saturated: its latencies include our queueing.
 MAX_LATENESS_P99_MS = 10.0
 MAX_LOOP_LAG_P99_MS = 20.0
+# A loop-lag p99 is judged once there are this many ticks (5 s of the 20 Hz grid): over the handful of a run that
+# ended at once (everyone refused), one tick's blip was its p99, and the run read as a saturated generator.
+MIN_LOOP_LAG_SAMPLES = 100
 # One stall this long (a paused or starved generator) is invalid whatever the p99: a 24 s stall is one tick in
 # hundreds, yet every participant missed its pings and the server may have dropped them for our silence.
 MAX_LOOP_STALL_MS = 1000.0

@@ -116,6 +116,25 @@ def test_one_long_stall_of_the_event_loop_makes_the_run_invalid(monkeypatch: pyt
     assert calm["generator"]["valid"] is True
 
 
+def test_a_loop_lag_p99_is_judged_over_enough_ticks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that ended at once (everyone refused) had 5 ticks: one 25 ms blip was its 'p99', and the report said
+    the generator was saturated."""
+
+    def ticks(calm: int, slow: int) -> Any:
+        def record(driver: ParticipantDriver) -> None:
+            if driver.index == 0:
+                for lag_ms in [1.0] * calm + [30.0] * slow:
+                    driver.ctx.metrics.record_loop_lag(lag_ms)
+
+        return record
+
+    few = _report(monkeypatch, ticks(3, 1))
+    assert few["generator"]["valid"] is True and not any("event-loop lag" in w for w in few["warnings"])
+    many = _report(monkeypatch, ticks(190, 10))  # 5 % of 200 ticks at 30 ms: a p99 of 30 ms
+    assert many["generator"]["valid"] is False
+    assert any(w.startswith("event-loop lag p99 30.0 ms > 20 ms") for w in many["warnings"]), many["warnings"]
+
+
 def test_a_run_leaves_nothing_frozen_for_the_next_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """gc.freeze() at the start of a run was never undone: each run's engine, plan and clips stayed in the
     permanent generation, and a Ray actor's or an embedding program's memory grew run after run."""

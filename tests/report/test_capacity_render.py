@@ -392,3 +392,18 @@ def test_chromium_draws_every_capacity_plot(tmp_path: Path) -> None:
     assert body is not None and "data-plot-error" not in body.group(0), body
     for plot_id, _, _ in CAPACITY_FIGURES:
         assert re.search(rf'<div class="plot js-plotly-plot" id="{plot_id}"', dom.stdout), plot_id
+
+
+def test_lkswarm_report_prints_a_searchs_levels_and_verdict(tmp_path: Path) -> None:
+    """`lkswarm report cap.json` printed the run summary alone: no levels table, no 'holds N' verdict."""
+    import json
+    import subprocess
+
+    from helpers import LKSWARM
+
+    section = full_section()
+    path = tmp_path / "cap.json"
+    path.write_text(json.dumps(report_with(section)))
+    out = subprocess.run([*LKSWARM, "report", str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "capacity search" in out.stdout and " ".join(section["summary"].split()) in " ".join(out.stdout.split())

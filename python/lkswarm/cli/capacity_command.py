@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated, Any, ClassVar
 
 import typer
@@ -37,7 +36,7 @@ from lkswarm.cli.options import (
     WorkersPerNodeOpt,
     publishers_value,
 )
-from lkswarm.cli.output import fail, stderr, stdout
+from lkswarm.cli.output import fail, print_capacity, stderr
 from lkswarm.config import parse_duration_s
 from lkswarm.errors import ConfigError, LkswarmError
 from lkswarm.fields import FieldError
@@ -391,41 +390,6 @@ def capacity_exit_code(report: dict[str, Any], require: int | None) -> int:
     if require is not None and section["value"] < require:
         return EXIT_REQUIRE_FAILED
     return EXIT_FOUND
-
-
-def print_capacity(report: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    from lkswarm.report.capacity_text import levels_table
-
-    rows = levels_table(report["capacity"])
-    if rows:
-        table = Table(title="capacity search")
-        for column in rows[0]:
-            table.add_column(column)
-        for row in rows[1:]:
-            table.add_row(*row)
-        stdout.print(table)
-    sweep = report["capacity"].get("sweep")
-    if sweep:
-        table = Table(title="core sweep (one search per --server-cpus value)")
-        for column in ("server cores", "capacity", "interval", "limiting", "per core"):
-            table.add_column(column)
-        for row in sweep["rows"]:
-            lower, upper = row["interval"]
-            table.add_row(
-                f"{row['cpus']:g}",
-                str(row["value"]),
-                f"{lower}-{upper if upper is not None else '?'}",
-                str(row["limiting"]),
-                f"{row['per_cpu']:g}" if row["per_cpu"] is not None else "-",
-            )
-        stdout.print(table)
-    stdout.print(report["capacity"]["summary"], highlight=False)
-    for note in report["capacity"]["plan"].get("notes", []):
-        stdout.print(f"note: {note}", highlight=False)
-    for warning in report.get("warnings", []):
-        print(f"warning: {warning}", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

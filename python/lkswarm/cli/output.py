@@ -268,10 +268,11 @@ def print_report(report: dict[str, Any]) -> None:
         stdout.print(f"left:{reason} {count}")
     m = report.get("media") or {}
     if m.get("packets_received") or m.get("packets_sent"):
+        jitter = f"{m['jitter_ms']['p99']:.1f} ms" if m["tracks_received"] else "–"  # nothing received: no jitter
         stdout.print(
             f"media: active at end {p['active_at_end']}, received {m['packets_received']} packets on "
             f"{m['tracks_received']} tracks ({m['tracks_missing']} missing), loss {_percent(m['loss_ratio'])}, "
-            f"jitter p99 {m['jitter_ms']['p99']:.1f} ms, sent {m['packets_sent']} packets"
+            f"jitter p99 {jitter}, sent {m['packets_sent']} packets"
         )
         by_kind = m.get("track_subscribed_ms") or {}
         if by_kind:
@@ -314,3 +315,40 @@ def print_report(report: dict[str, Any]) -> None:
         stdout.print(f"{mark} threshold {check['expr']}  (actual {threshold_actual(check)})", highlight=False)
     for warning in report["warnings"]:
         stdout.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+
+
+def print_capacity(report: dict[str, Any], *, with_warnings: bool = True) -> None:
+    """The search's levels table, its core sweep, its verdict and plan notes (and the report's warnings)."""
+    from rich.table import Table
+
+    from lkswarm.report.capacity_text import levels_table
+
+    rows = levels_table(report["capacity"])
+    if rows:
+        table = Table(title="capacity search")
+        for column in rows[0]:
+            table.add_column(column)
+        for row in rows[1:]:
+            table.add_row(*row)
+        stdout.print(table)
+    sweep = report["capacity"].get("sweep")
+    if sweep:
+        table = Table(title="core sweep (one search per --server-cpus value)")
+        for column in ("server cores", "capacity", "interval", "limiting", "per core"):
+            table.add_column(column)
+        for row in sweep["rows"]:
+            lower, upper = row["interval"]
+            table.add_row(
+                f"{row['cpus']:g}",
+                str(row["value"]),
+                f"{lower}-{upper if upper is not None else '?'}",
+                str(row["limiting"]),
+                f"{row['per_cpu']:g}" if row["per_cpu"] is not None else "-",
+            )
+        stdout.print(table)
+    stdout.print(report["capacity"]["summary"], highlight=False)
+    for note in report["capacity"]["plan"].get("notes", []):
+        stdout.print(f"note: {note}", highlight=False)
+    if with_warnings:
+        for warning in report.get("warnings", []):
+            print(f"warning: {warning}", file=sys.stderr)

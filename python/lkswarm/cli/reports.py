@@ -26,7 +26,7 @@ from typing import Annotated, Any, TextIO
 
 import typer
 
-from lkswarm.cli.output import fail, print_report, stdout
+from lkswarm.cli.output import fail, print_capacity, print_report, stdout
 from lkswarm.errors import ConfigError, ReportError, one_line
 
 # The report modules (hdrh, plotly, the media tier's CSV writer) are imported inside the commands, so that
@@ -263,6 +263,8 @@ def report_command(
         outputs = write_outputs(report, json_path=json_path, html_path=html_path, csv_dir=csv_dir)
         if json_path is None and html_path is None and csv_dir is None:
             print_report(report)
+            if isinstance(report.get("capacity"), dict):  # a search's: its levels and verdict, as it printed them
+                print_capacity(report, with_warnings=False)
     except _SHAPE_ERRORS as exc:
         raise fail(f"{run_json}: a section does not have a report's shape ({one_line(exc)[:200]})", 1) from None
     code = announce_outputs(outputs)

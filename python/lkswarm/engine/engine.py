@@ -233,7 +233,6 @@ class Engine:
         started_at = datetime.now(UTC)
         self.rss_start_mb = current_rss_mb()
         usage.start()
-        lag.start()
         for tier in self.tiers:
             await tier.start()  # clips are encoded on first use, before the clock starts
         info = RunInfo(config.duration_s, self.metrics, self._live_counts)
@@ -251,6 +250,9 @@ class Engine:
         else:
             t0 = time.perf_counter() + 0.05
         self._t0 = t0
+        # From here: the set-up above (a probe tier's codec libraries, the clips) blocks the loop once, before
+        # anyone joins; measured with the run, its stall read as a saturated generator in a short run.
+        lag.start()
         # The report's start is the timeline's zero (the first arrival's instant), not the set-up before it.
         started_at = datetime.now(UTC) + timedelta(seconds=t0 - time.perf_counter())
         self.started.set()

@@ -103,6 +103,7 @@ class ParticipantDriver(Reconnection):
         "leg",
         "may_fall_back",
         "outcome",
+        "outcome_detail",
         "owner",
         "path",
         "room",
@@ -131,6 +132,7 @@ class ParticipantDriver(Reconnection):
         self.intended_start = intended_start  # perf_counter time the arrival was scheduled for
         self.joined_at: float | None = None
         self.outcome: Outcome | None = None  # None while running
+        self.outcome_detail = ""  # the sentence beside a failed or left outcome
         self.resumes = 0
         self.session: SignalSession | None = None
         # The session's count of messages, kept when the ended participant lets its session go (`run`).
@@ -339,7 +341,7 @@ class ParticipantDriver(Reconnection):
             self.ctx.counters["failed_after_end"] += 1
             self.ctx.counters[f"failed_after_end:{outcome}"] += 1
             outcome, detail = COMPLETED, ""
-        self.outcome = outcome
+        self.outcome, self.outcome_detail = outcome, detail
         self.owner.on_outcome(self, outcome, detail)
         if self._timer is not None:
             self._timer.cancel()

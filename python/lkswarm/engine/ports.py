@@ -66,6 +66,10 @@ class ParticipantHost(Protocol):
     @property
     def outcome(self) -> Outcome | None: ...
     @property
+    def outcome_detail(self) -> str:
+        """The sentence beside its outcome (why it failed); "" while running."""
+
+    @property
     def joined_at(self) -> float | None:
         """When its (first) JoinResponse came (perf_counter seconds); None while joining."""
 

@@ -249,6 +249,13 @@ class ProbeTier(LegFilters["ProbeLeg"]):
         totals = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(collecting, loop))
         totals.wall_s = time.perf_counter() - self._started_at
         totals.failures = list(self.failures)
+        listed = {row["identity"] for row in totals.failures}
+        for participant in self.participants:  # those that failed before their media (a refused join, say) too
+            driver = participant.driver
+            if driver.outcome is not None and driver.outcome.is_failed and driver.identity not in listed:
+                totals.failures.append(
+                    {"identity": driver.identity, "reason": driver.outcome.reason, "detail": driver.outcome_detail}
+                )
         totals.decode_errors = self.decode_errors.count
         if self.network is not None:
             totals.network = await asyncio.to_thread(self.network.stats)

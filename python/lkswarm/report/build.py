@@ -19,6 +19,7 @@ from lkswarm.metrics import (
     MAX_LOOP_LAG_P99_MS,
     MAX_LOOP_STALL_MS,
     MAX_MEDIA_LAG_P99_MS,
+    MIN_LOOP_LAG_SAMPLES,
     percentile,
     summarize,
 )
@@ -417,7 +418,7 @@ def build_report(
             f"scheduler lateness p99 {lateness['p99']:.1f} ms > {MAX_LATENESS_P99_MS:.0f} ms: the generator was "
             "saturated; latencies include its own queueing." + LATENESS_ADVICE
         )
-    if loop_lag["p99"] > MAX_LOOP_LAG_P99_MS:
+    if loop_lag["p99"] > MAX_LOOP_LAG_P99_MS and loop_lag["count"] >= MIN_LOOP_LAG_SAMPLES:
         valid = False
         warnings.append(
             f"event-loop lag p99 {loop_lag['p99']:.1f} ms > {MAX_LOOP_LAG_P99_MS:.0f} ms: the generator was "
