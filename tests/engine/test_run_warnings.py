@@ -37,15 +37,8 @@ def _report(
     monkeypatch: pytest.MonkeyPatch, on_join: Any, scraped: dict[str, Any] | None = None, **fields: Any
 ) -> dict[str, Any]:
     monkeypatch.setattr(ParticipantDriver, "run", _joining_with(on_join))
-    config = RunConfig(
-        url="ws://127.0.0.1:7880",
-        participants=4,
-        rate=100,
-        signal_only=True,
-        duration_s=0.3,
-        verify_rooms=False,
-        **fields,
-    )
+    settings: dict[str, Any] = {"participants": 4, "rate": 100, "signal_only": True, "duration_s": 0.3}
+    config = RunConfig(url="ws://127.0.0.1:7880", verify_rooms=False, **(settings | fields))
     engine = Engine(fake_run(config))
 
     async def main() -> dict[str, Any]:
@@ -114,6 +107,20 @@ def test_one_long_stall_of_the_event_loop_makes_the_run_invalid(monkeypatch: pyt
     assert any(w.startswith("the event loop stalled for 1.5 s once") for w in report["warnings"]), report["warnings"]
     calm = _report(monkeypatch, lambda driver: None)
     assert calm["generator"]["valid"] is True
+
+
+def test_a_run_that_ends_before_its_duration_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everyone failed at once: the run ended after 0.1 s of its 8 and its report did not say why."""
+
+    def refused(driver: ParticipantDriver) -> None:
+        driver.finish(Outcome.failed("connect_failed"), "refused")
+
+    report = _report(monkeypatch, refused, duration_s=8)
+    assert report["duration_s"] < 2
+    [note] = [n for n in report["notes"] if n.startswith("the run ended after")]
+    assert note.endswith("of its 8 s: every participant had ended and none was left to start"), note
+    calm = _report(monkeypatch, lambda driver: None)
+    assert not any(n.startswith("the run ended after") for n in calm["notes"])
 
 
 def test_a_loop_lag_p99_is_judged_over_enough_ticks(monkeypatch: pytest.MonkeyPatch) -> None:

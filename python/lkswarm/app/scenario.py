@@ -31,6 +31,7 @@ from typing import Any
 from lkswarm.config import RunConfig
 from lkswarm.errors import ConfigError
 from lkswarm.fields import FieldError
+from lkswarm.report.thresholds import parse_thresholds
 
 ALIASES = {
     "duration": "duration_s",
@@ -87,7 +88,8 @@ def parse_scenario(text: str, source: str) -> Scenario:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+        hint = " (scenario files are TOML, not YAML or JSON)" if source.endswith((".yaml", ".yml", ".json")) else ""
+        raise ConfigError(f"{source}: invalid TOML{hint}: {exc}") from None
     scenario = Scenario(source=source)
     name = data.pop("name", "")
     description = data.pop("description", "")
@@ -97,6 +99,10 @@ def parse_scenario(text: str, source: str) -> Scenario:
     if not isinstance(thresholds, list) or not all(isinstance(t, str) for t in thresholds):
         raise ConfigError(f'{source}: thresholds must be a list of strings like ["failed==0"]')
     scenario.name, scenario.description, scenario.thresholds = name, description, thresholds
+    try:
+        parse_thresholds(thresholds)  # here, so that a bad one names this file
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     try:
         scenario.fields = _normalise(data)
     except ConfigError as exc:

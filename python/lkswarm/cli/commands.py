@@ -387,6 +387,12 @@ def _say_what_runs(base: Scenario, flags: dict[str, Any], worker_count: int, con
         stderr.print(f"note: {replaced}", highlight=False)
     if unstarted := unstarted_note(config):
         stderr.print(f"note: {unstarted}", highlight=False)
+    if config.signal_only and (config.probes or config.probe_fraction):
+        stderr.print(
+            "note: --signal-only applies to the participants that are not probes: a probe always runs real media "
+            "(aiortc), its PeerConnections and decoders included",
+            highlight=False,
+        )
     if worker_count > 1:
         stdout.print(f"{worker_count} generator processes, rooms split among them")
 

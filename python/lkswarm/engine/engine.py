@@ -267,6 +267,7 @@ class Engine:
         self.sampler.start(t0)
         while time.perf_counter() < end_at and not self._stop_requested.is_set():
             if self._scheduling_done and self.tally.alive == 0:
+                self.counters["ended_early"] = 1  # said in the report's notes
                 break  # everyone has already ended (e.g. the server is unreachable)
             self._may_end.clear()
             with contextlib.suppress(TimeoutError):

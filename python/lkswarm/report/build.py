@@ -329,6 +329,36 @@ def loss_at_server_warning(media: dict[str, Any], server: dict[str, Any], rcvbuf
     )
 
 
+def _end_notes(record: RunRecord, config: RunConfig) -> list[str]:
+    """How the run ended, where that was not at its duration with everyone's outcome decided then: failures after
+    the end, an early end (everyone ended), a stop signal."""
+    counters = record.counters
+    notes: list[str] = []
+    after_end = counters["failed_after_end"]
+    if after_end:
+        reasons = ", ".join(
+            f"{key.partition(':')[2]} {count}"
+            for key, count in sorted(counters.items())
+            if key.startswith("failed_after_end:")
+        )
+        notes.append(
+            f"{after_end} participant(s) alive at the end of the run failed afterwards, while the room was checked or "
+            f"the participants left ({reasons}); their outcome was decided at the end: completed"
+        )
+    if counters["ended_early"] and record.interrupted is None:
+        notes.append(
+            f"the run ended after {record.duration_s:.1f} s of its {config.duration_s:g} s: every participant had "
+            "ended and none was left to start"
+        )
+    if record.interrupted is not None:
+        notes.append(
+            f"the run was stopped by {record.interrupted['signal']} at {record.interrupted['at_s']:.1f} s, before its "
+            f"duration of {config.duration_s:g} s: participants alive then completed, joins in flight failed as "
+            "interrupted, arrivals still planned were not started"
+        )
+    return notes
+
+
 def _server_action_warnings(record: RunRecord, left: Mapping[str, int]) -> list[str]:
     """What the server did to the run that it did not plan: subscriptions it could not make, our tracks it muted
     or unpublished, participants it removed (but the signal-only eviction, which has its own note)."""
@@ -458,23 +488,7 @@ def build_report(
         )
     if media_totals is not None and media_totals.hub_io_fallback:
         notes.append(IO_FALLBACK_NOTE.format(reason=media_totals.hub_io_fallback))
-    after_end = counters["failed_after_end"]
-    if after_end:
-        reasons = ", ".join(
-            f"{key.partition(':')[2]} {count}"
-            for key, count in sorted(counters.items())
-            if key.startswith("failed_after_end:")
-        )
-        notes.append(
-            f"{after_end} participant(s) alive at the end of the run failed afterwards, while the room was checked or "
-            f"the participants left ({reasons}); their outcome was decided at the end: completed"
-        )
-    if record.interrupted is not None:
-        notes.append(
-            f"the run was stopped by {record.interrupted['signal']} at {record.interrupted['at_s']:.1f} s, before its "
-            f"duration of {config.duration_s:g} s: participants alive then completed, joins in flight failed as "
-            "interrupted, arrivals still planned were not started"
-        )
+    notes += _end_notes(record, config)
     if room_check.get("error"):
         warnings.append(f"the room check at the end could not run: {room_check['error']}")
     if room_check.get("mismatched"):
