@@ -182,12 +182,20 @@ class PhaseMetrics:
         with self._live_lock:
             self._live_sources[phase] = source
 
-    def settle_live_source(self, phase: str, histogram: HdrHistogram) -> None:
-        """``phase``'s final values replace its live source, in one step: a scrape sees one or the other."""
+    def settle_live_source(self, phase: str, final: Callable[[], list[tuple[int, int]]]) -> None:
+        """``phase``'s final values, ``final()``'s (µs, count) buckets, replace its live source in one step, read
+        under the lock a scrape takes: a scrape sees one or the other, and never fewer than it saw before. They are
+        counted as a scrape counted them (the same Prometheus bucket for the same value)."""
         with self._live_lock:
             self._live_sources.pop(phase, None)
-            if histogram.get_total_count():
-                self.add_histogram(phase, histogram)
+            buckets = final()
+            histogram = new_histogram()
+            record_buckets_us(histogram, buckets)
+            if not histogram.get_total_count():
+                return
+            self.phases[phase].add(histogram)
+            for value_us, count in buckets:
+                self._count(phase, value_us / 1000, count)
 
     def bucket_counts_now(self, phase: str) -> tuple[list[int], float]:
         """``phase``'s counts per BUCKET_BOUNDS_MS bucket and the sum of its values (ms), a live source's

@@ -317,7 +317,10 @@ class JoinsInFlightLoad(FakeLoad):
 
     async def population(self, watched: Collection[int]) -> Population:
         population = await super().population(watched)
-        return dataclasses.replace(population, pending=len(self.live) if self.elapsed_s() < self.joined_at_s else 0)
+        joining = (
+            frozenset(i for i in watched if i in self.live) if self.elapsed_s() < self.joined_at_s else frozenset()
+        )
+        return dataclasses.replace(population, pending=len(joining), joining=joining)
 
     async def read_hold(self) -> HoldData:
         self.reads_at_s.append(self.elapsed_s())

@@ -283,3 +283,28 @@ def test_workers_serve_one_prometheus_endpoint_against_the_real_server(
     assert credentials.api_secret not in "".join(bodies)
     with pytest.raises(OSError):  # served for the run only
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_a_share_that_ended_early_does_not_say_the_run_did() -> None:
+    """A worker whose participants all ended at once (or that had none) wrote 'the run ended after 0.0 s', and the
+    merge kept it for a run whose other workers held the full duration."""
+    from lkswarm.app.shares import merged_result
+    from lkswarm.report.build import ended_early_note
+    from report_samples import synthetic_report
+
+    config = RunConfig(url="ws://127.0.0.1:7880", rooms=2, participants=2, duration_s=12)
+    early, full = synthetic_report(1, seconds=12), synthetic_report(2, seconds=12)
+    early["started_at"] = full["started_at"]
+    early["duration_s"], early["notes"] = 0.0, [ended_early_note(0.0, 12)]
+    full["duration_s"] = 12.0
+    report = merged_result(
+        [early, full], config, summaries=[], target={}, interrupted=None, started=True, thresholds=None,
+        track_rows=[], data_rows=[],
+    ).report  # fmt: skip
+    assert not [n for n in report["notes"] if n.startswith("the run ended after")], report["notes"]
+    full["duration_s"], full["notes"] = 2.0, [ended_early_note(2.0, 12)]
+    report = merged_result(
+        [early, full], config, summaries=[], target={}, interrupted=None, started=True, thresholds=None,
+        track_rows=[], data_rows=[],
+    ).report  # fmt: skip
+    assert [n for n in report["notes"] if n.startswith("the run ended after")] == [ended_early_note(2.0, 12)]

@@ -89,6 +89,12 @@ def test_a_published_track_that_sent_nothing_is_named_in_the_report() -> None:
     fresh = MediaTotals()
     light_leg(driver).account(stats, fresh)
     assert (fresh.tracks_received, fresh.tracks_missing, fresh.warnings()) == (1, 0, [])
+    # Nor a track announced to this join lately: published near the end, or every track after a fresh join.
+    driver.joined_at = time.perf_counter() - 60.0
+    leg, lately = light_leg(driver), MediaTotals()
+    leg._remote_published_at["TR_silent"] = time.perf_counter() - 1.0
+    leg.account(stats, lately)
+    assert (lately.tracks_received, lately.tracks_missing) == (1, 0)
 
 
 def test_truncated_datagrams_are_counted_and_warned_about() -> None:

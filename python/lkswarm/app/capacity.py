@@ -114,7 +114,7 @@ class LevelTiming:
     # The least a seat lives before the churn replaces it: `CHURN_MIN_AGE_S` where a ping SLO is judged
     # (`churn_min_age_s`), else 0 (the longest-lived first, however young).
     churn_min_age_s: float = 0.0
-    # How long a join may take before it fails (the run's --join-timeout): the hold waits this long at most for
+    # How long a join may take before it fails (the scenario key join_timeout): the hold waits this long at most for
     # the churn's joins still in flight at its end, so each ends in the level, as a sample or a failure.
     join_timeout_s: float = 15.0
 
@@ -370,18 +370,19 @@ class Controller:
     async def _joins_in_flight_ended(self) -> bool:
         """At the hold's end, waits (at most a join timeout) for the churn's joins still in flight: the teardown or
         the search's end would cut them (``not_joined_by_departure``), a failure in no level, and the slowest
-        joins of a struggling server would be missing from its join SLOs. True when some were waited for."""
+        joins of a struggling server would be missing from its join SLOs. True when the hold churned, so that it
+        is judged again with the joins that ended since its planned end."""
         if self.timing.probe_churn_per_s <= 0:
             return False
-        deadline = time.perf_counter() + self.timing.join_timeout_s + 1.0
         await self._sleep_until(self._last_start_s + 0.05)  # a replacement due after its predecessor left
-        waited = False
+        deadline = time.perf_counter() + self.timing.join_timeout_s + 1.0
         while time.perf_counter() < deadline and not self._ended():
-            if (await self.port.population(())).pending == 0:
+            # This level's seats, a replacement whose driver has not started yet included (a Ray actor's clock or
+            # loop may be a little behind ours).
+            if not (await self.port.population(list(self._seats))).joining:
                 break
-            waited = True
-            await asyncio.sleep(0.05)
-        return waited
+            await asyncio.sleep(0.25)
+        return True
 
     async def _hold_for(self, duration_s: float, subwindow_s: float) -> None:
         end = time.perf_counter() + max(0.0, duration_s)

@@ -35,6 +35,7 @@ from lkswarm.engine.record import MAX_FAILED_ROWS, FailedRow
 from lkswarm.engine.timeline import RunInfo, Snapshot, rolling_ms, snapshot_from_dict
 from lkswarm.errors import ConfigError
 from lkswarm.observe.prometheus import Exposition, exposition_from_dict, exposition_of, exposition_to_dict
+from lkswarm.report.build import ENDED_EARLY_PREFIX, ended_early_note
 from lkswarm.report.merge import merge_reports
 from lkswarm.report.schema import FailedRow as FailedRowDict
 from lkswarm.report.schema import (
@@ -276,6 +277,13 @@ def merged_result(
     """The shares' reports merged into the run's one report (thresholds evaluated on it)."""
     merged = merge_reports(reports, one_run=True)
     merged["config"] = config.to_json()
+    # A share whose participants all ended early (or that had none) says so of itself; the run ended early only if
+    # all of them did, as the merged duration tells.
+    notes = [note for note in merged.get("notes") or [] if not note.startswith(ENDED_EARLY_PREFIX)]
+    ended_early = any(note.startswith(ENDED_EARLY_PREFIX) for note in merged.get("notes") or [])
+    if ended_early and interrupted is None and merged["duration_s"] < config.duration_s - 0.5:
+        notes.append(ended_early_note(merged["duration_s"], config.duration_s))
+    merged["notes"] = notes
     merged["workers"] = summaries
     merged["target"] = target
     if interrupted is not None:

@@ -305,6 +305,7 @@ def run(
 
     try:
         base, config = scenario_config(scenario, preset, flags)
+        config = config.pinned()  # one seed: the note before the run and the run draw the same Poisson plan
         credentials = Credentials.from_env(api_key, api_secret)
         thresholds = parse_thresholds([*base.thresholds, *(threshold or [])])
         probe_count(config)  # --probes and --probe-fraction against the run's size: a bad option, exit 2

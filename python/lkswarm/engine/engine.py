@@ -338,6 +338,7 @@ class Engine:
             rss_end_mb=self.rss_end_mb,
             fd_limit=fd_limit,
             interrupted=self.interrupted,
+            open_plan=self.open_plan,
         )
 
     @staticmethod

@@ -341,7 +341,7 @@ class ParticipantDriver(Reconnection):
             self.ctx.counters["failed_after_end"] += 1
             self.ctx.counters[f"failed_after_end:{outcome}"] += 1
             outcome, detail = COMPLETED, ""
-        self.outcome, self.outcome_detail = outcome, detail
+        self.outcome, self.outcome_detail = outcome, self.ctx.credentials.redact(detail) if detail else ""
         self.owner.on_outcome(self, outcome, detail)
         if self._timer is not None:
             self._timer.cancel()

@@ -132,6 +132,7 @@ class RunRecord:
     rss_end_mb: float
     fd_limit: int
     interrupted: dict[str, Any] | None = None  # {"signal": "SIGINT", "at_s": 10.2} when a stop ended the run early
+    open_plan: bool = False  # arrivals added as it ran (a capacity search), not a plan built from its config
 
     @property
     def scheduled(self) -> int:

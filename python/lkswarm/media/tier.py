@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import math
 import time
 from typing import Any
 
@@ -196,14 +197,10 @@ class LightTier(LegFilters["LightLeg"]):
 
     def _settle_data_latency(self, hub: _core.MediaHub) -> None:
         """The data phases' final values: every data message and data-track packet received, by all peers."""
-        for phase, buckets in (
-            ("data_e2e", hub.data_latency()),
-            ("data_e2e_slow_readers", hub.data_latency(slow_readers=True)),
-            ("data_track_e2e", hub.data_track_latency()),
-        ):
-            histogram = new_histogram()
-            record_buckets_us(histogram, buckets)
-            self.run.metrics.settle_live_source(phase, histogram)
+        metrics = self.run.metrics
+        metrics.settle_live_source("data_e2e", hub.data_latency)
+        metrics.settle_live_source("data_e2e_slow_readers", lambda: hub.data_latency(slow_readers=True))
+        metrics.settle_live_source("data_track_e2e", hub.data_track_latency)
         self._data_latency_live = False
 
     async def close(self) -> None:
@@ -571,10 +568,14 @@ class LightLeg(SignalingLeg):
             totals.received_pairs.add(pair)
             totals.tracks_received += 1
             totals.tracks_by_codec[codec] = totals.tracks_by_codec.get(codec, 0) + 1
-        session, joined_at = self.driver.session, self.driver.joined_at
-        settled = joined_at is not None and time.perf_counter() - joined_at >= MISSING_GRACE_S
+        session, joined_at, now = self.driver.session, self.driver.joined_at, time.perf_counter()
+        settled = joined_at is not None and now - joined_at >= MISSING_GRACE_S
         if session is not None and not self.driver.outcome and not closed and settled:
             missing = session.live_remote_tracks() - set(received) - session.muted_remote_tracks
+            # Nor is a track this join heard of lately: one published near the end, or every track after a fresh
+            # join (its new peer's figures start at 0, and its join state, these times included, starts afresh).
+            published_at = self._remote_published_at
+            missing = {sid for sid in missing if now - published_at.get(sid, -math.inf) >= MISSING_GRACE_S}
             totals.tracks_missing += len(missing)
             for track_sid in sorted(missing)[: max(0, MISSING_EXAMPLES - len(totals.missing_examples))]:
                 publisher = next(

@@ -329,6 +329,17 @@ def loss_at_server_warning(media: dict[str, Any], server: dict[str, Any], rcvbuf
     )
 
 
+ENDED_EARLY_PREFIX = "the run ended after "
+
+
+def ended_early_note(duration_s: float, planned_s: float) -> str:
+    """The note of a run that ended before its duration because everyone had ended (a merge says it once)."""
+    return (
+        f"{ENDED_EARLY_PREFIX}{duration_s:.1f} s of its {planned_s:g} s: every participant had ended and none was "
+        "left to start"
+    )
+
+
 def _end_notes(record: RunRecord, config: RunConfig) -> list[str]:
     """How the run ended, where that was not at its duration with everyone's outcome decided then: failures after
     the end, an early end (everyone ended), a stop signal."""
@@ -346,10 +357,7 @@ def _end_notes(record: RunRecord, config: RunConfig) -> list[str]:
             f"the participants left ({reasons}); their outcome was decided at the end: completed"
         )
     if counters["ended_early"] and record.interrupted is None:
-        notes.append(
-            f"the run ended after {record.duration_s:.1f} s of its {config.duration_s:g} s: every participant had "
-            "ended and none was left to start"
-        )
+        notes.append(ended_early_note(record.duration_s, config.duration_s))
     if record.interrupted is not None:
         notes.append(
             f"the run was stopped by {record.interrupted['signal']} at {record.interrupted['at_s']:.1f} s, before its "
@@ -469,7 +477,7 @@ def build_report(
             "media tier was saturated; media was sent and received late, so jitter and loss figures include "
             "the generator's own delay." + SPREAD_ADVICE
         )
-    if unstarted := unstarted_note(config):
+    if not record.open_plan and (unstarted := unstarted_note(config)):  # a search's plan is not its config's
         warnings.append(unstarted)
     fds_needed = record.scheduled * (1 if config.signal_only else 3) + 64
     if fds_needed > fd_limit:

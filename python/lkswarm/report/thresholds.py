@@ -116,8 +116,11 @@ def parse_threshold(expr: str) -> Threshold:
             f"threshold {expr!r}: unknown key {key!r}; use a phase statistic (join_response.p99), an outcome "
             f"({', '.join(OUTCOMES)}, failed_ratio) or a report path such as media.loss_ratio"
         )
+    last = full_key.rsplit(".", 1)[-1]
+    if unit is not None and last == "count":
+        raise ConfigError(f"threshold {expr!r}: a count takes no unit; drop {unit!r}")
     if unit == "%":
-        if not full_key.rsplit(".", 1)[-1].endswith(("_ratio", "_share")):
+        if not (last.endswith("_ratio") or "share" in last.split("_")):
             raise ConfigError(f"threshold {expr!r}: {key} is not a ratio (…_ratio, …_share); drop the '%'")
         limit /= 100
     elif unit is not None:
