@@ -221,11 +221,14 @@ def test_a_threshold_unit_converts_to_the_keys_own_and_fits_its_kind() -> None:
     assert parse_threshold("server.rtt_out_ms_mean<0.5s").limit == 500
     assert parse_threshold("server.loss_out_ratio<0.5%").limit == pytest.approx(0.005)
     assert parse_threshold("machine.busy_share<90%").limit == pytest.approx(0.9)
+    assert parse_threshold("probes.cpu_share_of_core<50%").limit == pytest.approx(0.5)
     for bad, words in [
         ("joined>=50%", "not a ratio"),
         ("failed<200%", "not a ratio"),
         ("join_response.count<5s", "a count takes no unit"),
         ("media.packets_received>10s", "not a time"),
+        ("latency_ms.join_response.count>3s", "a count takes no unit"),
+        ("generator.loop_lag_ms.count>1m", "a count takes no unit"),
     ]:
         with pytest.raises(ConfigError, match=words):
             parse_threshold(bad)
