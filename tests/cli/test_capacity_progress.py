@@ -22,12 +22,13 @@ def test_a_level_line_shows_the_slos_given_in_their_order(capsys: pytest.Capture
         "reason": "active.p99 2.4 s > 2 s (4/6 sub-windows)",
         # The search judges failed_ratio last, whatever order the SLOs were given in.
         "slos": {"active.p99": result("FAIL", 2400.0), "failed_ratio": result("PASS", 0.0)},
-        "client": {"joined": 40, "failed": 0},
+        "client": {"joined": 40, "failed": 0, "attempted": 130},
     }  # fmt: skip
     SearchProgress(quiet=False, exporter=None, slo_order=["failed_ratio", "active.p99"]).on_level(level)
     line = " ".join(capsys.readouterr().err.split())
     assert "level 2 (bracket): 120 participants -> FAIL: active.p99 2.4 s > 2 s" in line, line
-    assert "(failed_ratio 0 %, active.p99 2.4 s FAIL; 40 joined, 0 failed)" in line, line
+    # "40 joined" beside the table's "0/130" read as a contradiction: the joins are the hold's samples.
+    assert "(failed_ratio 0 %, active.p99 2.4 s FAIL; 40 joins in the hold, 0 of 130 attempted failed)" in line, line
     assert "join p95" not in line and "ping p99" not in line
 
 

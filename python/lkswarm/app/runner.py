@@ -82,6 +82,9 @@ def check_url(config: RunConfig) -> None:
         Endpoint.parse(url)  # raises ConfigError naming what is wrong
 
 
+PREFLIGHT_TIMEOUT_S = 3.0  # /rtc/v1/validate's answer (a live server answers in milliseconds)
+
+
 def check_signal_path(config: RunConfig, credentials: Credentials, url: str) -> None:
     """``--signal-path v1`` (alone or in a mix) against a server without ``/rtc/v1``: one line before the run.
 
@@ -99,7 +102,9 @@ def check_signal_path(config: RunConfig, credentials: Credentials, url: str) -> 
     target = http_base(url) + validate_v1_path(token, request)
     tls = tls_context(insecure=config.insecure, ca_file=config.ca_file) if target.startswith("https:") else None
     try:
-        with open_direct(target, 10, tls):  # a join token is in the URL: never through a proxy
+        # A join token is in the URL: never through a proxy. No answer in 3 s goes on to the run (a hung server
+        # is the participants' to report), rather than holding a run that prints nothing for longer.
+        with open_direct(target, PREFLIGHT_TIMEOUT_S, tls):
             return
     except urllib.error.HTTPError as exc:
         if exc.code == 404:

@@ -367,7 +367,8 @@ class SearchProgress:
             f"level {level['index']} ({level['phase']}{', fresh' if level['fresh'] else ''}): "
             f"{level['participants']} participants -> {level['verdict']}"
             f"{': ' + level['reason'] if level['reason'] else ''}  "
-            f"({level_slo_text(level, keys)}; {figures['joined']} joined, {figures['failed']} failed)",
+            f"({level_slo_text(level, keys)}; {figures['joined']} joins in the hold, "
+            f"{figures['failed']} of {figures['attempted']} attempted failed)",
             highlight=False,
         )
 
