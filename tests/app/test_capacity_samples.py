@@ -21,6 +21,8 @@ def test_a_level_of_four_cannot_judge_the_default_join_and_ping_slos() -> None:
     assert len(notes) == 2, notes
     join, ping = notes
     assert join.startswith("join_response.p95<1s needs 59 samples") and "some 21 in the longest hold" in join, join
+    # The rate holds once seats are old enough: said, as "0.13 times a second: some 0" read as a contradiction.
+    assert "times a second once a seat is old enough to replace (none in the hold's first 10 s)" in join, join
     assert "start at 11 or more (--start)" in join
     assert ping.startswith("ping_rtt.p99<250ms needs 299 samples") and "some 120 in the longest hold" in ping, ping
     assert "start at 10 or more (--start)" in ping

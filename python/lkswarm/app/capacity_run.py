@@ -156,9 +156,12 @@ def sample_shortfalls(specs: list[SloSpec], start: int, options: CapacityOptions
             None,
         )
         source = "pings come" if phase == "ping_rtt" else "joins come from the hold's churn"
+        dead_s = _joinless_start_s(phase, start, specs, options, rate)
+        after = f" once a seat is old enough to replace (none in the hold's first {dead_s:.0f} s)" if dead_s else ""
         notes.append(
             f"{spec['text']} needs {needed} samples in a hold; at {start} participants {source} about "
-            f"{per_s:.2g} times a second: some {gathered} in the longest hold (--max-hold {options.max_hold_s:g}s), "
+            f"{per_s:.2g} times a second{after}: some {gathered} in the longest hold "
+            f"(--max-hold {options.max_hold_s:g}s), "
             "so such levels can only be INCONCLUSIVE (counted as FAIL); "
             + (f"start at {enough} or more (--start), " if enough is not None else "")
             + "lengthen --max-hold, or judge a lower percentile"
@@ -181,10 +184,17 @@ def _samples_per_hold(
     if phase == "ping_rtt":
         per_s = start / ping_s * (1 - ping_s / lifetime_s)
         return per_s, math.floor(per_s * options.max_hold_s)
-    settle_s = options.settle_s if options.settle_s is not None else AUTO_SETTLE_MIN_S
-    no_joins_s = max(0.0, min_age_s - settle_s - start / rate)
+    no_joins_s = _joinless_start_s(phase, start, specs, options, rate)
     per_s = start / lifetime_s
     return per_s, math.floor(per_s * max(0.0, options.max_hold_s - no_joins_s))
+
+
+def _joinless_start_s(phase: str, start: int, specs: list[SloSpec], options: CapacityOptions, rate: float) -> float:
+    """How long a fresh level's hold makes no join: until its first seats are old enough for the churn."""
+    if phase == "ping_rtt":
+        return 0.0
+    settle_s = options.settle_s if options.settle_s is not None else AUTO_SETTLE_MIN_S
+    return max(0.0, churn_min_age_s(specs) - settle_s - start / rate)
 
 
 def check_capacity_options(options: CapacityOptions, config: RunConfig) -> Search:
