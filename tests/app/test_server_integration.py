@@ -152,3 +152,15 @@ def test_a_server_that_dies_is_named_with_its_log_and_a_proxy_does_not_stall_its
         assert "(no log)" not in note and credentials.api_secret not in note
     finally:
         server.stop()
+
+
+def test_a_chosen_port_taken_before_the_server_binds_it_is_chosen_again(credentials: Credentials) -> None:
+    """The ports we choose are free when asked, not reserved: one taken meanwhile made the server exit with
+    'address already in use', and `lkswarm server` print nothing but that (a gate saw it once)."""
+    server = LocalServer(credentials)
+    taken = server.metrics_port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        with server:
+            assert server.metrics_port != taken and server.healthy()

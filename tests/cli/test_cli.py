@@ -60,7 +60,7 @@ def test_server_command_prints_url_and_key_not_secret_and_stops_on_ctrl_c() -> N
     finally:
         process.kill()
     output = "".join(lines) + rest
-    assert f"ws://127.0.0.1:{port}" in output
+    assert f"ws://127.0.0.1:{port}" in output, (output, err, process.returncode)
     assert "clikey" in output
     assert "cli-secret" not in output + err
     assert process.returncode == 0, err

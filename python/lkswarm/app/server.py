@@ -153,6 +153,9 @@ def find_binary() -> Path:
     raise ServerError("livekit-server binary not found; run `make build` (it installs .venv/bin/livekit-server)")
 
 
+PORT_RETRIES = 2  # new ports for a server whose chosen port was taken before it bound it (`LocalServer.start`)
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     """A port the kernel just handed out on 127.0.0.1 (free now, not reserved)."""
     with socket.socket(socket.AF_INET, kind) as s:
@@ -301,6 +304,9 @@ class LocalServer:
         self.port = port if port is not None else free_port()
         self.udp_port = udp_port if udp_port is not None else free_port(socket.SOCK_DGRAM)
         self.metrics_port = free_port()  # its Prometheus endpoint (lkswarm.observe.server_metrics)
+        # The ports we chose (free when asked, not reserved): another process may take one before the server
+        # binds it, and then they are chosen again (`start`); a port the caller gave is its own to answer for.
+        self._chosen = (port is None, udp_port is None)
         self.binary = binary
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._owner: WorkdirOwner | None = None
@@ -324,7 +330,27 @@ class LocalServer:
         return self._process.pid if self._process else None
 
     def start(self, timeout_s: float = 30.0) -> None:
-        """Starts the server and waits until ``GET /`` answers 200."""
+        """Starts the server and waits until ``GET /`` answers 200. A port we chose that another process took
+        meanwhile ("address already in use" as the server exits) is chosen again, at most twice."""
+        for attempt in range(PORT_RETRIES + 1):
+            try:
+                self._start_once(timeout_s)
+                return
+            except ServerError as exc:
+                if attempt == PORT_RETRIES or "address already in use" not in str(exc).lower():
+                    raise
+                self.stop()
+                self._choose_ports_again()
+
+    def _choose_ports_again(self) -> None:
+        chose_port, chose_udp_port = self._chosen
+        if chose_port:
+            self.port = free_port()
+        if chose_udp_port:
+            self.udp_port = free_port(socket.SOCK_DGRAM)
+        self.metrics_port = free_port()
+
+    def _start_once(self, timeout_s: float) -> None:
         binary = self.binary or find_binary()
         check_port_free(self.port, socket.SOCK_STREAM, "signaling, TCP")
         check_port_free(self.udp_port, socket.SOCK_DGRAM, "media, UDP")
