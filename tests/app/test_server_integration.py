@@ -11,7 +11,7 @@ import uvloop
 from google.protobuf.json_format import MessageToDict
 from livekit.protocol import rtc
 
-from lkswarm.app.server import LocalServer, check_port_free
+from lkswarm.app.server import LocalServer, check_port_free, listens_on
 from lkswarm.auth import Credentials, mint_token
 from lkswarm.errors import PortInUseError
 from lkswarm.net.twirp import RoomService
@@ -164,3 +164,10 @@ def test_a_chosen_port_taken_before_the_server_binds_it_is_chosen_again(credenti
         squatter.listen()
         with server:
             assert server.metrics_port != taken and server.healthy()
+            # Its signaling port taken by another livekit-server (a parallel run): chosen again, and the one
+            # that answers is ours (a 200 from the other one passed for ready while ours exited).
+            second = LocalServer(credentials)
+            second.port = server.port
+            with second:
+                assert second.port != server.port and second.pid is not None
+                assert listens_on(second.pid, second.port) and not listens_on(second.pid, server.port)

@@ -157,7 +157,9 @@ def sample_shortfalls(specs: list[SloSpec], start: int, options: CapacityOptions
         )
         source = "pings come" if phase == "ping_rtt" else "joins come from the hold's churn"
         dead_s = _joinless_start_s(phase, start, specs, options, rate)
-        after = f" once a seat is old enough to replace (none in the hold's first {dead_s:.0f} s)" if dead_s else ""
+        after = ""
+        if dead_s >= 0.5:
+            after = f" once a seat is old enough to replace (none in the hold's first {dead_s:.0f} s)"
         notes.append(
             f"{spec['text']} needs {needed} samples in a hold; at {start} participants {source} about "
             f"{per_s:.2g} times a second{after}: some {gathered} in the longest hold "

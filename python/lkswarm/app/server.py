@@ -164,6 +164,25 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return port
 
 
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the TCP socket listening on ``port`` (its inode in /proc/net/tcp among the
+    process's descriptors); True where /proc cannot say."""
+    try:
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(FileNotFoundError), open(table) as rows:
+                for row in list(rows)[1:]:
+                    fields = row.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                        inodes.add(fields[9])
+        if not inodes:  # nobody listens there in our view: nothing to tell one listener from another
+            return True
+        links = (os.readlink(entry) for entry in Path(f"/proc/{pid}/fd").iterdir())
+        return any(link.startswith("socket:[") and link[8:-1] in inodes for link in links)
+    except (OSError, ValueError, IndexError):
+        return True
+
+
 def check_port_free(port: int, kind: int, what: str) -> None:
     """Raises PortInUseError naming the port if it cannot be bound on 127.0.0.1."""
     with socket.socket(socket.AF_INET, kind) as s:
@@ -337,10 +356,17 @@ class LocalServer:
                 self._start_once(timeout_s)
                 return
             except ServerError as exc:
-                if attempt == PORT_RETRIES or "address already in use" not in str(exc).lower():
+                if attempt == PORT_RETRIES or not self._lost_a_chosen_port(exc):
                     raise
                 self.stop()
                 self._choose_ports_again()
+
+    def _lost_a_chosen_port(self, exc: ServerError) -> bool:
+        """Whether ``exc`` says a port was taken that we chose (not one the caller gave)."""
+        if isinstance(exc, PortInUseError):
+            chose_port, chose_udp_port = self._chosen
+            return (chose_port and exc.port == self.port) or (chose_udp_port and exc.port == self.udp_port)
+        return "address already in use" in str(exc).lower()
 
     def _choose_ports_again(self) -> None:
         chose_port, chose_udp_port = self._chosen
@@ -386,7 +412,9 @@ class LocalServer:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise ServerError(f"livekit-server exited with code {self._process.returncode}: {self.log_tail()}")
-            if self.healthy():
+            # Ours, not a server that took the port we chose: ours then exits ("address already in use"), and a
+            # run would go to the other one, with other keys.
+            if self.healthy() and listens_on(self._process.pid, self.port):
                 return
             time.sleep(0.05)
         tail = self.log_tail()  # before stop(), which removes the log with its temporary folder
