@@ -139,6 +139,12 @@ def summarize(histogram: HdrHistogram) -> dict[str, Any]:
     }
 
 
+def _add_to_buckets(counts: list[int], value_ms: float, count: int) -> float:
+    """Counts ``count`` values of ``value_ms`` in their BUCKET_BOUNDS_MS bucket; returns what they add to the sum."""
+    counts[bisect.bisect_left(BUCKET_BOUNDS_MS, value_ms)] += count
+    return value_ms * count
+
+
 class PhaseMetrics:
     """One histogram per phase, plus scheduler lateness and event-loop lag."""
 
@@ -206,14 +212,11 @@ class PhaseMetrics:
             if source is None:
                 return counts, sum_ms
             for value_us, count in source():
-                value_ms = value_us / 1000
-                counts[bisect.bisect_left(BUCKET_BOUNDS_MS, value_ms)] += count
-                sum_ms += value_ms * count
+                sum_ms += _add_to_buckets(counts, value_us / 1000, count)
         return counts, sum_ms
 
     def _count(self, phase: str, value_ms: float, count: int) -> None:
-        self.bucket_counts[phase][bisect.bisect_left(BUCKET_BOUNDS_MS, value_ms)] += count
-        self.sum_ms[phase] += value_ms * count
+        self.sum_ms[phase] += _add_to_buckets(self.bucket_counts[phase], value_ms, count)
 
     def record_loop_lag(self, value_ms: float) -> None:
         record_ms(self.loop_lag, value_ms)

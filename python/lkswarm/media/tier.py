@@ -40,6 +40,7 @@ import collections
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
@@ -90,6 +91,15 @@ def publisher_role(seat: int, audio_publishers: int, video_publishers: int) -> t
     return False, False
 
 
+def _data_latency_reads(hub: _core.MediaHub) -> list[tuple[str, Callable[[], list[tuple[int, int]]]]]:
+    """Each data phase and how to read its (µs, count) buckets from the media thread, live or at the end."""
+    return [
+        ("data_e2e", hub.data_latency),
+        ("data_e2e_slow_readers", lambda: hub.data_latency(slow_readers=True)),
+        ("data_track_e2e", hub.data_track_latency),
+    ]
+
+
 class LightTier(LegFilters["LightLeg"]):
     """The light media tier of a run: the hub, the event pump and the end-of-run totals (a `MediaTier`)."""
 
@@ -126,10 +136,8 @@ class LightTier(LegFilters["LightLeg"]):
         self._clock_offset_s = time.perf_counter() - hub.now_s()
         self.hub = hub
         if config.data_publishers or config.data_tracks:  # a scrape reads the media thread's latency so far
-            metrics = self.run.metrics
-            metrics.add_live_source("data_e2e", hub.data_latency)
-            metrics.add_live_source("data_e2e_slow_readers", lambda: hub.data_latency(slow_readers=True))
-            metrics.add_live_source("data_track_e2e", hub.data_track_latency)
+            for phase, read in _data_latency_reads(hub):
+                self.run.metrics.add_live_source(phase, read)
             self._data_latency_live = True
         self._events_fd = hub.events_fd()
         asyncio.get_running_loop().add_reader(self._events_fd, self.dispatch)
@@ -197,10 +205,8 @@ class LightTier(LegFilters["LightLeg"]):
 
     def _settle_data_latency(self, hub: _core.MediaHub) -> None:
         """The data phases' final values: every data message and data-track packet received, by all peers."""
-        metrics = self.run.metrics
-        metrics.settle_live_source("data_e2e", hub.data_latency)
-        metrics.settle_live_source("data_e2e_slow_readers", lambda: hub.data_latency(slow_readers=True))
-        metrics.settle_live_source("data_track_e2e", hub.data_track_latency)
+        for phase, read in _data_latency_reads(hub):
+            self.run.metrics.settle_live_source(phase, read)
         self._data_latency_live = False
 
     async def close(self) -> None:
